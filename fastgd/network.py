@@ -1,0 +1,448 @@
+"""The ``Network`` class: a dense MLP whose parameters live in one flat buffer.
+
+Both backends run the same algorithm through functions with the same names and signatures:
+``backend="numba"`` calls :mod:`fastgd.kernels` (compiled, whole epochs per call) and
+``backend="numpy"`` calls :mod:`fastgd.reference`. Everything else here is shared.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validation as check
+from . import kernels, reference
+from .kernels import codes
+from .optimizers import SGD, Optimizer, make_optimizer
+from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
+
+ENGINES = {"numba": kernels, "numpy": reference}
+
+# predict() walks large inputs in blocks of this many rows, so its work buffers stay small.
+_PREDICT_BLOCK_ROWS = 8192
+
+
+class History:
+    """Per-epoch record of one ``fit`` call.
+
+    Attributes
+    ----------
+    loss : list of float
+        Training loss of each epoch: the weighted mean of the batch losses over the epoch (for
+        ``sse``, their sum), each taken before its batch's update. For full-batch training this
+        is exactly the loss at the start of the epoch.
+    """
+
+    def __init__(self):
+        self.loss: list[float] = []
+
+    @property
+    def epochs(self) -> int:
+        return len(self.loss)
+
+    def __repr__(self) -> str:
+        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
+        return f"History({self.epochs} epochs{last})"
+
+
+class Gradients(NamedTuple):
+    """Per-parameter gradients, laid out like ``Network.weights`` and ``Network.biases``."""
+
+    weights: list
+    biases: list
+
+
+class LayerArrays(Sequence):
+    """The per-layer weight (or bias) arrays: views into the network's flat parameter buffer.
+
+    ``net.weights[0][...] = W`` and ``net.weights[0] = W`` both write into the network; the second
+    checks the shape and values first.
+    """
+
+    def __init__(self, views, name):
+        self._views = list(views)
+        self._name = name
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._views[index]
+        return self._views[index]
+
+    def __setitem__(self, index, value):
+        if not isinstance(index, numbers.Integral):
+            raise TypeError(f"{self._name} index must be an int")
+        view = self._views[index]
+        array = check.as_array(value, f"{self._name}[{index}]")
+        if array.shape != view.shape:
+            raise ValueError(f"{self._name}[{index}] must have shape {view.shape}, got {array.shape}")
+        array = array.astype(view.dtype)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{self._name}[{index}] contains NaN or infinity")
+        view[...] = array
+
+    def __len__(self):
+        return len(self._views)
+
+    def __repr__(self):
+        return f"{self._name}: " + repr(self._views)
+
+
+def _resolve_rng(random_state):
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+        return random_state
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, (bool, np.bool_)):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int, a numpy.random.Generator or a numpy.random.RandomState, "
+        f"got {type(random_state).__name__}"
+    )
+
+
+def _draw_seed(rng) -> int:
+    if isinstance(rng, np.random.RandomState):
+        return int(rng.randint(0, 2**63 - 1, dtype=np.int64))
+    return int(rng.integers(0, 2**63 - 1))
+
+
+class Network:
+    """A dense multi-layer perceptron trained by gradient descent.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Units per layer, input first: ``[2, 4, 1]`` is 2 inputs, 4 hidden units, 1 output.
+    activation : str, default "sigmoid"
+        Hidden-layer activation: sigmoid, tanh, relu, leaky_relu (slope 0.01) or identity.
+    output_activation : str, optional
+        Output activation (the hidden ones or softmax). Default: sigmoid for
+        binary_crossentropy, softmax for crossentropy, otherwise ``activation``.
+    loss : str, default "mse"
+        sse, mse, binary_crossentropy (sigmoid outputs) or crossentropy (softmax outputs).
+    init : str, default "xavier_uniform"
+        Weight initializer: uniform (U[−1, 1)), xavier_uniform, xavier_normal, he_uniform,
+        he_normal. Biases start at zero. Weight matrices are drawn layer by layer, input first.
+    dtype : {"float32", "float64"}, default "float64"
+        Precision of parameters and of all arithmetic in training.
+    random_state : None, int, numpy.random.Generator or numpy.random.RandomState
+        Drives initialisation and shuffling. A ``RandomState`` draws exactly as NumPy's legacy
+        global generator does (``np.random.seed(42)`` ≡ ``RandomState(42)``).
+    backend : {"numba", "numpy"}, default "numba"
+        Compiled kernels or the NumPy reference implementation.
+
+    Attributes
+    ----------
+    weights : sequence of ndarray, shapes (n_in, n_out)
+    biases : sequence of ndarray, shapes (n_out,)
+        Writable views into the flat parameter buffer ``flat_parameters``.
+    optimizer : Optimizer or None
+        The optimizer whose state the network holds (set by ``fit``).
+    """
+
+    def __init__(
+        self,
+        layer_sizes,
+        activation="sigmoid",
+        output_activation=None,
+        loss="mse",
+        init="xavier_uniform",
+        dtype="float64",
+        random_state=None,
+        backend="numba",
+    ):
+        sizes = self._check_layer_sizes(layer_sizes)
+        loss_info = lookup(LOSSES, loss, "loss")
+        hidden = lookup(ACTIVATIONS, activation, "activation")
+        if hidden.output_only:
+            raise ValueError(f"activation {activation!r} can only be the output_activation")
+        if output_activation is None:
+            output_activation = loss_info.default_output or activation
+        output = lookup(ACTIVATIONS, output_activation, "output_activation")
+        if loss_info.required_output and output.name != loss_info.required_output:
+            raise ValueError(
+                f"loss {loss!r} needs output_activation={loss_info.required_output!r}, got {output.name!r}"
+            )
+        if output.name == "softmax" and sizes[-1] < 2:
+            raise ValueError("output_activation 'softmax' needs at least 2 outputs")
+        initializer = lookup(INITIALIZERS, init, "init")
+        if not isinstance(dtype, str):
+            dtype = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
+        self.dtype = lookup(DTYPES, dtype, "dtype")
+        if not isinstance(backend, str) or backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        rng = _resolve_rng(random_state)
+
+        self.layer_sizes = sizes
+        self.activation = hidden.name
+        self.output_activation = output.name
+        self.loss_name = loss_info.name
+        self.init = init
+        self.backend = backend
+        self._loss = loss_info
+        self._engine = ENGINES[backend]
+
+        n_layers = len(sizes) - 1
+        self._meta = np.zeros((n_layers, codes.META_WIDTH), dtype=np.int64)
+        offset = 0
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            act = output if layer == n_layers - 1 else hidden
+            self._meta[layer] = (n_in, n_out, offset, offset + n_in * n_out, act.code)
+            offset += n_in * n_out + n_out
+        self._params = np.zeros(offset, dtype=self.dtype)
+        self._grads = np.zeros(offset, dtype=self.dtype)
+        self.weights = LayerArrays(self._layer_views(self._params, weights=True), "weights")
+        self.biases = LayerArrays(self._layer_views(self._params, weights=False), "biases")
+        for W in self.weights:
+            W[...] = initializer(rng, *W.shape)
+        self._shuffle_seed = _draw_seed(rng)
+
+        self.optimizer: Optimizer | None = None
+        self._opt_state = np.zeros((1, offset), dtype=self.dtype)
+        self._step = np.zeros(1, dtype=np.int64)
+        self.epochs_trained = 0
+
+    # ------------------------------------------------------------------ layout
+
+    @staticmethod
+    def _check_layer_sizes(layer_sizes):
+        if isinstance(layer_sizes, (str, bytes)) or not isinstance(layer_sizes, (Sequence, np.ndarray)):
+            raise TypeError(f"layer_sizes must be a sequence of ints like [2, 4, 1], got {type(layer_sizes).__name__}")
+        sizes = tuple(layer_sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got {list(sizes)}")
+        for size in sizes:
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, numbers.Integral):
+                raise TypeError(f"layer_sizes must hold ints, got {size!r}")
+            if size < 1:
+                raise ValueError(f"layer_sizes must be >= 1, got {list(sizes)}")
+        sizes = tuple(int(s) for s in sizes)
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        if n_params > 2**31:
+            raise ValueError(f"layer_sizes {list(sizes)} need {n_params} parameters; at most 2**31 are supported")
+        return sizes
+
+    def _layer_views(self, flat, weights):
+        views = []
+        for n_in, n_out, w_offset, b_offset, _ in self._meta:
+            if weights:
+                views.append(flat[w_offset : w_offset + n_in * n_out].reshape(n_in, n_out))
+            else:
+                views.append(flat[b_offset : b_offset + n_out])
+        return views
+
+    @property
+    def n_params(self) -> int:
+        """Total number of weights and biases."""
+        return self._params.size
+
+    @property
+    def flat_parameters(self) -> np.ndarray:
+        """All parameters as one writable 1-D view (layer by layer: weights row-major, then bias)."""
+        return self._params
+
+    @property
+    def optimizer_state(self) -> dict:
+        """The optimizer's state buffers by name, each a flat view shaped like ``flat_parameters``."""
+        if self.optimizer is None:
+            return {}
+        return {name: self._opt_state[i] for i, name in enumerate(self.optimizer.state_names)}
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimizer steps taken so far with the current optimizer."""
+        return int(self._step[0])
+
+    def copy(self, dtype=None, backend=None) -> "Network":
+        """An independent copy (parameters, optimizer and its state), optionally in another dtype
+        or backend."""
+        clone = object.__new__(Network)
+        clone.__dict__.update(self.__dict__)
+        clone.dtype = self.dtype if dtype is None else lookup(DTYPES, dtype if isinstance(dtype, str) else np.dtype(dtype).name, "dtype")
+        if backend is not None:
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+            clone.backend = backend
+            clone._engine = ENGINES[backend]
+        clone._meta = self._meta.copy()
+        clone._params = self._params.astype(clone.dtype)
+        clone._grads = np.zeros_like(clone._params)
+        clone._opt_state = self._opt_state.astype(clone.dtype)
+        clone._step = self._step.copy()
+        clone.weights = LayerArrays(clone._layer_views(clone._params, weights=True), "weights")
+        clone.biases = LayerArrays(clone._layer_views(clone._params, weights=False), "biases")
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
+            f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, "
+            f"dtype={self.dtype.name!r}, backend={self.backend!r})"
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def _inputs(self, X, y=None, sample_weight=None):
+        X = check.as_matrix(X, "X", self.dtype, n_cols=self.layer_sizes[0])
+        if y is None:
+            return X
+        Y = check.as_targets(
+            y,
+            "y",
+            self.dtype,
+            self.layer_sizes[-1],
+            X.shape[0],
+            labels=self._loss.code == codes.CROSSENTROPY,
+            unit_interval=self._loss.code == codes.BINARY_CROSSENTROPY,
+        )
+        return X, Y, check.as_sample_weight(sample_weight, self.dtype, X.shape[0])
+
+    def _row_scale(self, weight):
+        return weight * self.dtype.type(1.0 / float(weight.sum(dtype=np.float64))) if self._loss.mean else weight.copy()
+
+    def _work_buffers(self, rows):
+        width = int(self._meta[:, codes.META_N_OUT].sum())
+        acts = np.empty(rows * width, dtype=self.dtype)
+        return acts, np.empty_like(acts), np.empty(rows * self.layer_sizes[-1], dtype=self.dtype)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def predict(self, X) -> np.ndarray:
+        """Network outputs for ``X`` (probabilities for sigmoid/softmax outputs).
+
+        Parameters
+        ----------
+        X : array-like, shape (n, n_in)
+
+        Returns
+        -------
+        ndarray, shape (n, n_out), the network's dtype
+        """
+        X = self._inputs(X)
+        n = X.shape[0]
+        block = min(n, _PREDICT_BLOCK_ROWS)
+        acts, _, z_out = self._work_buffers(block)
+        out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
+        last = len(self._meta) - 1
+        for start in range(0, n, block):
+            rows = min(block, n - start)
+            self._engine.forward(self._params, self._meta, X[start : start + rows], acts, z_out)
+            out[start : start + rows] = reference._block(acts, self._meta, last, rows)
+        return out
+
+    def loss(self, X, y, sample_weight=None) -> float:
+        """The network's loss on ``(X, y)`` as defined for its ``loss`` (see the README)."""
+        X, Y, weight = self._inputs(X, y, sample_weight)
+        acts, _, z_out = self._work_buffers(X.shape[0])
+        return float(self._engine.evaluate_loss(self._params, self._meta, X, Y, self._row_scale(weight), acts, z_out, self._loss.code))
+
+    def gradients(self, X, y, sample_weight=None) -> Gradients:
+        """Gradients of ``loss(X, y)`` with respect to every weight and bias, by backprop.
+
+        Returns
+        -------
+        Gradients
+            ``(weights, biases)``: lists of new arrays shaped like ``net.weights`` / ``net.biases``.
+        """
+        X, Y, weight = self._inputs(X, y, sample_weight)
+        flat = self._flat_gradients(X, Y, weight)
+        return Gradients(
+            [g.copy() for g in self._layer_views(flat, weights=True)],
+            [g.copy() for g in self._layer_views(flat, weights=False)],
+        )
+
+    def _flat_gradients(self, X, Y, weight):
+        acts, deltas, z_out = self._work_buffers(X.shape[0])
+        self._engine.forward_backward(
+            self._params, self._grads, self._meta, X, Y, self._row_scale(weight), acts, deltas, z_out, self._loss.code
+        )
+        return self._grads.copy()
+
+    # ------------------------------------------------------------------ training
+
+    def _resolve_optimizer(self, optimizer):
+        if optimizer is None:
+            return self.optimizer if self.optimizer is not None else SGD(lr=0.01)
+        return make_optimizer(optimizer)
+
+    def fit(self, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None) -> History:
+        """Train by gradient descent.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, n_in)
+            Inputs. Integer and bool arrays are converted to the network's dtype.
+        y : array-like, shape (n, n_out) or (n,)
+            Targets; for crossentropy, integer class labels (n,) or one-hot rows (n, n_out).
+        optimizer : Optimizer, str or None
+            An optimizer instance or name. Passing the instance already in ``net.optimizer`` (or
+            None) continues with its state; any other starts fresh state. Default on the first
+            fit: ``SGD(lr=0.01)``.
+        epochs : int, default 1
+            Passes over the data (0 trains nothing).
+        batch_size : int or None
+            None: full-batch gradient descent; 1: stochastic; B: mini-batches of B rows (the last
+            one holds the remainder). Sizes above n are taken as n.
+        shuffle : bool, default True
+            Visit rows in a fresh random order each epoch (mini-batch only: a full batch is the
+            same sum in any order). With False, batches are consecutive rows in order.
+        sample_weight : array-like, shape (n,), optional
+            Row weights: mean losses become weighted means, sse a weighted sum.
+
+        Returns
+        -------
+        History
+            One training loss per epoch.
+        """
+        X, Y, weight = self._inputs(X, y, sample_weight)
+        epochs = check.as_int(epochs, "epochs", 0)
+        batch_size = check.as_int(batch_size, "batch_size", 1, allow_none=True)
+        shuffle = check.as_bool(shuffle, "shuffle")
+        optimizer = self._resolve_optimizer(optimizer)
+        n, n_in = X.shape
+        batch = n if batch_size is None else min(batch_size, n)
+
+        if optimizer is not self.optimizer:
+            self._opt_state = optimizer.initial_state(self.n_params, self.dtype)
+            self._step[0] = 0
+            self.optimizer = optimizer
+        history = History()
+        if epochs == 0:
+            return history
+        acts, deltas, z_out = self._work_buffers(batch)
+        losses = np.empty(epochs, dtype=np.float64)
+        self._engine.train_epochs(
+            self._params,
+            self._grads,
+            self._opt_state,
+            X,
+            Y,
+            weight,
+            np.empty(n, dtype=np.int64),
+            np.empty(n, dtype=np.uint64),
+            np.empty(batch * n_in, dtype=self.dtype),
+            np.empty(batch * self.layer_sizes[-1], dtype=self.dtype),
+            np.empty(batch, dtype=self.dtype),
+            acts,
+            deltas,
+            z_out,
+            losses,
+            self._step,
+            self._meta,
+            self._loss.code,
+            optimizer.code,
+            float(optimizer.lr),
+            optimizer.hyper_vector(),
+            int(batch),
+            bool(shuffle and batch < n),
+            self._shuffle_seed,
+            self.epochs_trained,
+        )
+        self.epochs_trained += epochs
+        history.loss.extend(losses.tolist())
+        return history

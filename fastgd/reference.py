@@ -1,0 +1,352 @@
+"""Pure-NumPy reference implementation: the correctness oracle and the benchmark baseline.
+
+Every function here is the twin of the Numba kernel of the same name and signature in
+:mod:`fastgd.kernels` (see ``fastgd.kernels.KERNEL_NAMES``), written for clarity rather than
+speed: whole-array NumPy expressions, tables instead of branches. Outputs are written into the
+arrays passed in, exactly as the kernels do, so a test can call both on copies of the same inputs
+and compare. Scalars are converted to the arrays' dtype before use (NumPy would otherwise
+promote a float32 array to float64 when multiplied by a float64 scalar).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels.codes import (
+    BINARY_CROSSENTROPY,
+    CROSSENTROPY,
+    IDENTITY,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    META_ACTIVATION,
+    META_B_OFFSET,
+    META_N_IN,
+    META_N_OUT,
+    META_W_OFFSET,
+    MSE,
+    OPT_ADAGRAD,
+    OPT_ADAM,
+    OPT_ADAMW,
+    OPT_MOMENTUM,
+    OPT_RMSPROP,
+    OPT_SGD,
+    RELU,
+    SIGMOID,
+    SOFTMAX,
+    SSE,
+    TANH,
+)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _relu(z):
+    # np.where keeps NaN (NaN <= 0 is False), like the kernel.
+    return np.where(z <= 0, z.dtype.type(0), z)
+
+
+# f(z) for each activation code.
+ACTIVATIONS = {
+    IDENTITY: lambda z: z.copy(),
+    SIGMOID: lambda z: z.dtype.type(1) / (z.dtype.type(1) + np.exp(-z)),
+    TANH: np.tanh,
+    RELU: _relu,
+    LEAKY_RELU: lambda z: np.where(z <= 0, z * z.dtype.type(LEAKY_SLOPE), z),
+    SOFTMAX: _softmax,
+}
+
+# f'(z) written through the output a = f(z), for each elementwise activation code.
+DERIVATIVES = {
+    IDENTITY: lambda a: np.ones_like(a),
+    SIGMOID: lambda a: a * (a.dtype.type(1) - a),
+    TANH: lambda a: a.dtype.type(1) - a * a,
+    RELU: lambda a: (a > 0).astype(a.dtype),
+    LEAKY_RELU: lambda a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
+}
+
+
+def _half_squared_error(z, a, y):
+    return 0.5 * ((a - y) ** 2).sum(axis=1)
+
+
+def _binary_crossentropy(z, a, y):
+    # softplus(z) - z*y == -y log(sigmoid z) - (1-y) log(1 - sigmoid z), without overflow.
+    return (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+
+
+def _crossentropy(z, a, y):
+    z_max = z.max(axis=1, keepdims=True)
+    log_sum_exp = z_max + np.log(np.exp(z - z_max).sum(axis=1, keepdims=True))
+    return (y * (log_sum_exp - z)).sum(axis=1)
+
+
+# Per-row loss for each loss code (computed in float64).
+ROW_LOSSES = {
+    SSE: _half_squared_error,
+    MSE: _half_squared_error,
+    BINARY_CROSSENTROPY: _binary_crossentropy,
+    CROSSENTROPY: _crossentropy,
+}
+
+
+def activate(z, a_out, activation):
+    """``a_out = f(z)`` row by row (see :func:`fastgd.kernels.activate`)."""
+    a_out[...] = ACTIVATIONS[activation](z)
+
+
+def dense_linear(a_in, W, b, z_out):
+    """``z_out = a_in @ W + b``."""
+    z_out[...] = a_in @ W + b
+
+
+def dense_forward(a_in, W, b, a_out, activation):
+    """``a_out = f(a_in @ W + b)``."""
+    dense_linear(a_in, W, b, a_out)
+    activate(a_out, a_out, activation)
+
+
+def activation_derivative(a, out, activation):
+    """``out = f'(z)`` written through ``a = f(z)``."""
+    out[...] = DERIVATIVES[activation](a)
+
+
+def loss_value(z, a, y, row_scale, loss):
+    """``sum_i row_scale[i] * loss_i`` in float64."""
+    f64 = np.float64
+    return float(row_scale.astype(f64) @ ROW_LOSSES[loss](z.astype(f64), a.astype(f64), y.astype(f64)))
+
+
+def output_delta(a, y, row_scale, delta, activation, loss):
+    """Output-layer local gradient ``dC/da ⊙ f'(z)``, fused for the cross-entropies."""
+    delta[...] = (a - y) * row_scale[:, None]
+    if loss in (BINARY_CROSSENTROPY, CROSSENTROPY):
+        return
+    if activation == SOFTMAX:
+        delta[...] = a * (delta - (delta * a).sum(axis=1, keepdims=True))
+    else:
+        delta *= DERIVATIVES[activation](a)
+
+
+def hidden_delta(delta_next, W_next, a, delta, activation):
+    """``delta = (delta_next @ W_next.T) ⊙ f'(a)``."""
+    delta[...] = (delta_next @ W_next.T) * DERIVATIVES[activation](a)
+
+
+def dense_gradients(a_in, delta, grad_W, grad_b):
+    """``grad_W = a_in.T @ delta``, ``grad_b = delta.sum(axis=0)``."""
+    grad_W[...] = a_in.T @ delta
+    grad_b[...] = delta.sum(axis=0)
+
+
+def sgd_step(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
+    """SGD (PyTorch's rule; see :func:`fastgd.kernels.sgd_step`)."""
+    t = p.dtype.type
+    grad = g + t(weight_decay) * p
+    if momentum != 0:
+        if step == 1:
+            momentum_buffer[...] = grad
+        else:
+            momentum_buffer[...] = t(momentum) * momentum_buffer + t(1.0 - dampening) * grad
+        grad = grad + t(momentum) * momentum_buffer if nesterov else momentum_buffer
+    p -= t(lr) * grad
+
+
+def momentum_step(p, g, velocity, step, lr, beta):
+    """Exponential-average momentum: ``v ← βv + (1 − β)g``, ``p ← p − lr·v``."""
+    t = p.dtype.type
+    velocity[...] = t(beta) * velocity + t(1.0 - beta) * g
+    p -= t(lr) * velocity
+
+
+def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
+    """Adagrad (PyTorch's rule)."""
+    t = p.dtype.type
+    clr = t(lr / (1.0 + (step - 1) * lr_decay))
+    grad = g + t(weight_decay) * p
+    state_sum += grad * grad
+    p -= clr * (grad / (np.sqrt(state_sum) + t(eps)))
+
+
+def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
+    """RMSprop (PyTorch's rule)."""
+    t = p.dtype.type
+    grad = g + t(weight_decay) * p
+    square_avg[...] = t(alpha) * square_avg + t(1.0 - alpha) * grad * grad
+    if centered:
+        grad_avg[...] = t(alpha) * grad_avg + t(1.0 - alpha) * grad
+        denom = np.sqrt(square_avg - grad_avg * grad_avg) + t(eps)
+    else:
+        denom = np.sqrt(square_avg) + t(eps)
+    if momentum > 0:
+        momentum_buffer[...] = t(momentum) * momentum_buffer + grad / denom
+        p -= t(lr) * momentum_buffer
+    else:
+        p -= t(lr) * (grad / denom)
+
+
+def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
+    """Adam (PyTorch's rule)."""
+    t = p.dtype.type
+    grad = g + t(weight_decay) * p
+    exp_avg[...] = t(beta1) * exp_avg + t(1.0 - beta1) * grad
+    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * grad * grad
+    v = exp_avg_sq
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    step_size = t(lr / (1.0 - beta1**step))
+    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2**step))
+    p -= step_size * (exp_avg / (np.sqrt(v) / bias_correction2_sqrt + t(eps)))
+
+
+def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
+    """AdamW (PyTorch's rule): decoupled decay, then Adam without weight decay."""
+    p *= p.dtype.type(1.0 - lr * weight_decay)
+    adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
+
+
+# How each optimizer code maps (state rows, hyper-parameter vector) onto its step function.
+_OPTIMIZER_CALLS = {
+    OPT_SGD: lambda p, g, s, step, lr, h: sgd_step(p, g, s[0], step, lr, h[1], h[2], h[3] != 0, h[4]),
+    OPT_MOMENTUM: lambda p, g, s, step, lr, h: momentum_step(p, g, s[0], step, lr, h[1]),
+    OPT_ADAGRAD: lambda p, g, s, step, lr, h: adagrad_step(p, g, s[0], step, lr, h[1], h[2], h[4]),
+    OPT_RMSPROP: lambda p, g, s, step, lr, h: rmsprop_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
+    OPT_ADAM: lambda p, g, s, step, lr, h: adam_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
+    OPT_ADAMW: lambda p, g, s, step, lr, h: adamw_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
+}
+
+
+def optimizer_step(kind, params, grads, state, step, lr, hyper):
+    """One optimizer step over the flat parameter buffer (see :func:`fastgd.kernels.optimizer_step`)."""
+    _OPTIMIZER_CALLS[kind](params, grads, state, step, lr, hyper)
+
+
+def _weights(params, meta, layer):
+    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
+    w_offset, b_offset = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
+    return params[w_offset : w_offset + n_in * n_out].reshape(n_in, n_out), params[b_offset : b_offset + n_out]
+
+
+def _block(buffer, meta, layer, rows):
+    capacity = buffer.size // int(meta[:, META_N_OUT].sum())
+    offset = capacity * int(meta[:layer, META_N_OUT].sum())
+    n_out = meta[layer, META_N_OUT]
+    return buffer[offset : offset + rows * n_out].reshape(rows, n_out)
+
+
+def forward(params, meta, x, acts, z_out):
+    """Forward pass of the whole network into the work buffers."""
+    last = meta.shape[0] - 1
+    a_in = x
+    for layer in range(last + 1):
+        W, b = _weights(params, meta, layer)
+        a_out = _block(acts, meta, layer, x.shape[0])
+        if layer == last:
+            z = z_out[: a_out.size].reshape(a_out.shape)
+            dense_linear(a_in, W, b, z)
+            activate(z, a_out, meta[layer, META_ACTIVATION])
+        else:
+            dense_forward(a_in, W, b, a_out, meta[layer, META_ACTIVATION])
+        a_in = a_out
+
+
+def evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss):
+    """Forward pass and loss of a batch."""
+    forward(params, meta, x, acts, z_out)
+    a = _block(acts, meta, meta.shape[0] - 1, x.shape[0])
+    return loss_value(z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
+
+
+def forward_backward(params, grads, meta, x, y, row_scale, acts, deltas, z_out, loss):
+    """Forward pass, loss and backprop of one batch; returns the loss, writes ``grads``."""
+    rows = x.shape[0]
+    last = meta.shape[0] - 1
+    value = evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss)
+    output_delta(_block(acts, meta, last, rows), y, row_scale, _block(deltas, meta, last, rows), meta[last, META_ACTIVATION], loss)
+    for layer in range(last, -1, -1):
+        delta = _block(deltas, meta, layer, rows)
+        grad_W, grad_b = _weights(grads, meta, layer)
+        a_in = x if layer == 0 else _block(acts, meta, layer - 1, rows)
+        dense_gradients(a_in, delta, grad_W, grad_b)
+        if layer > 0:
+            W, _ = _weights(params, meta, layer)
+            hidden_delta(delta, W, a_in, _block(deltas, meta, layer - 1, rows), meta[layer - 1, META_ACTIVATION])
+    return value
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def shuffle_order(order, keys, seed, epoch):
+    """The row permutation of ``epoch`` from splitmix64 keys (see :func:`fastgd.kernels.shuffle_order`)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        base = _mix(np.array([seed], dtype=np.uint64) + np.uint64(epoch + 1) * np.array([_GOLDEN]))
+        keys[...] = _mix(base + np.arange(1, keys.size + 1, dtype=np.uint64) * _GOLDEN)
+    order[...] = np.argsort(keys, kind="stable")
+
+
+def train_epochs(
+    params,
+    grads,
+    opt_state,
+    X,
+    Y,
+    sample_weight,
+    order,
+    keys,
+    x_batch,
+    y_batch,
+    row_scale,
+    acts,
+    deltas,
+    z_out,
+    epoch_losses,
+    step,
+    meta,
+    loss,
+    opt_kind,
+    lr,
+    hyper,
+    batch_size,
+    shuffle,
+    seed,
+    first_epoch,
+):
+    """Whole epochs of mini-batch gradient descent (see :func:`fastgd.kernels.train_epochs`)."""
+    n, n_in = X.shape
+    n_out = Y.shape[1]
+    t = params.dtype.type
+    is_mean = loss != SSE
+    total_weight = float(np.sum(sample_weight, dtype=np.float64))
+    for e in range(epoch_losses.size):
+        if shuffle:
+            shuffle_order(order, keys, seed, first_epoch + e)
+        else:
+            order[...] = np.arange(n)
+        epoch_loss = 0.0
+        for start in range(0, n, batch_size):
+            rows = min(batch_size, n - start)
+            index = order[start : start + rows]
+            xb = x_batch[: rows * n_in].reshape(rows, n_in)
+            yb = y_batch[: rows * n_out].reshape(rows, n_out)
+            xb[...] = X[index]
+            yb[...] = Y[index]
+            scale = row_scale[:rows]
+            scale[...] = sample_weight[index]
+            batch_weight = float(np.sum(sample_weight[index], dtype=np.float64))
+            if is_mean:
+                scale *= t(1.0 / batch_weight)
+            value = forward_backward(params, grads, meta, xb, yb, scale, acts, deltas, z_out, loss)
+            epoch_loss += value * batch_weight if is_mean else value
+            step[0] += 1
+            optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), lr, hyper)
+        epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss

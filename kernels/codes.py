@@ -1,0 +1,38 @@
+"""Integer codes shared by the compiled kernels and the Python tables in :mod:`fastgd.registry`.
+
+Numba folds these module-level integers into the compiled code as constants, so a branch on an
+activation or loss code costs nothing per element once LLVM has hoisted it out of the loop.
+"""
+
+# Activations (per layer).
+IDENTITY = 0
+SIGMOID = 1
+TANH = 2
+RELU = 3
+LEAKY_RELU = 4
+SOFTMAX = 5  # output layer only
+
+# Negative-side slope of leaky_relu (PyTorch's default).
+LEAKY_SLOPE = 0.01
+
+# Losses.
+SSE = 0  # 1/2 sum_rows ||a - y||^2
+MSE = 1  # 1/(2n) sum_rows ||a - y||^2
+BINARY_CROSSENTROPY = 2  # sigmoid outputs, mean over rows, summed over outputs
+CROSSENTROPY = 3  # softmax outputs, mean over rows
+
+# Optimizers.
+OPT_SGD = 0
+OPT_MOMENTUM = 1
+OPT_ADAGRAD = 2
+OPT_RMSPROP = 3
+OPT_ADAM = 4
+OPT_ADAMW = 5
+
+# Rows of the per-layer description array ``meta`` (shape (n_layers, META_WIDTH), int64).
+META_N_IN = 0
+META_N_OUT = 1
+META_W_OFFSET = 2
+META_B_OFFSET = 3
+META_ACTIVATION = 4
+META_WIDTH = 5

@@ -1,0 +1,251 @@
+"""Whole-network kernels: forward pass, loss, backprop, shuffling and the compiled training loop.
+
+The network's parameters live in one flat buffer ``params``; ``meta`` (int64, shape
+(n_layers, 5)) says where each layer's weights and bias sit in it (see
+:mod:`fastgd.kernels.codes`). Activations and local gradients live in flat work buffers holding
+``capacity`` rows per layer, layer after layer: layer l's block starts at
+``capacity * sum(n_out of the layers before l)``. Every array is owned by the caller, so
+``train_epochs`` allocates nothing per step (only the shuffle's argsort, once per epoch).
+"""
+
+import numpy as np
+from numba import njit
+
+from .._config import JIT_OPTIONS
+from .codes import META_ACTIVATION, META_B_OFFSET, META_N_IN, META_N_OUT, META_W_OFFSET, SSE
+from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
+from .optim import optimizer_step
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _weights(params, meta, layer):
+    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
+    w_offset, b_offset = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
+    return params[w_offset : w_offset + n_in * n_out].reshape((n_in, n_out)), params[b_offset : b_offset + n_out]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block(buffer, meta, layer, rows):
+    # Rows [0, rows) of layer `layer`'s block in a flat per-layer work buffer.
+    width = 0
+    for k in range(meta.shape[0]):
+        width += meta[k, META_N_OUT]
+    capacity = buffer.size // width
+    offset = 0
+    for k in range(layer):
+        offset += capacity * meta[k, META_N_OUT]
+    n_out = meta[layer, META_N_OUT]
+    return buffer[offset : offset + rows * n_out].reshape((rows, n_out))
+
+
+@njit(**JIT_OPTIONS)
+def forward(params, meta, x, acts, z_out):
+    """Forward pass of the whole network.
+
+    Parameters
+    ----------
+    params : ndarray, shape (n_params,)
+    meta : ndarray of int64, shape (n_layers, 5)
+    x : ndarray, shape (rows, n_in)
+    acts : ndarray, shape (capacity * sum(n_out),)
+        Work buffer; layer outputs are written into it (the last block is the prediction).
+    z_out : ndarray, shape (capacity * n_out_last,)
+        Written with the output layer's pre-activations.
+    """
+    rows = x.shape[0]
+    last = meta.shape[0] - 1
+    a_in = x
+    for layer in range(last + 1):
+        W, b = _weights(params, meta, layer)
+        a_out = _block(acts, meta, layer, rows)
+        if layer == last:
+            z = z_out[: a_out.size].reshape(a_out.shape)
+            dense_linear(a_in, W, b, z)
+            activate(z, a_out, meta[layer, META_ACTIVATION])
+        else:
+            dense_forward(a_in, W, b, a_out, meta[layer, META_ACTIVATION])
+        a_in = a_out
+
+
+@njit(**JIT_OPTIONS)
+def evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss):
+    """Forward pass and loss of a batch (see ``loss_value``); returns the loss as a float."""
+    forward(params, meta, x, acts, z_out)
+    last = meta.shape[0] - 1
+    a = _block(acts, meta, last, x.shape[0])
+    return loss_value(z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
+
+
+@njit(**JIT_OPTIONS)
+def forward_backward(params, grads, meta, x, y, row_scale, acts, deltas, z_out, loss):
+    """Forward pass, loss and backprop of one batch; writes every gradient into ``grads``.
+
+    Parameters
+    ----------
+    params, grads : ndarray, shape (n_params,)
+        ``grads`` has the layout of ``params`` and is overwritten.
+    meta : ndarray of int64, shape (n_layers, 5)
+    x : ndarray, shape (rows, n_in)
+    y : ndarray, shape (rows, n_out_last)
+    row_scale : ndarray, shape (rows,)
+        1/n (mean losses) or 1 (sse), times sample weights.
+    acts, deltas : ndarray, shape (capacity * sum(n_out),)
+        Work buffers for layer outputs and local gradients.
+    z_out : ndarray, shape (capacity * n_out_last,)
+    loss : int
+        Loss code.
+
+    Returns
+    -------
+    float
+        The batch loss at the parameters before any update.
+    """
+    rows = x.shape[0]
+    last = meta.shape[0] - 1
+    value = evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss)
+    output_delta(_block(acts, meta, last, rows), y, row_scale, _block(deltas, meta, last, rows), meta[last, META_ACTIVATION], loss)
+    for layer in range(last, -1, -1):
+        delta = _block(deltas, meta, layer, rows)
+        grad_W, grad_b = _weights(grads, meta, layer)
+        if layer == 0:
+            dense_gradients(x, delta, grad_W, grad_b)
+        else:
+            a_in = _block(acts, meta, layer - 1, rows)
+            dense_gradients(a_in, delta, grad_W, grad_b)
+            W, _ = _weights(params, meta, layer)
+            hidden_delta(delta, W, a_in, _block(deltas, meta, layer - 1, rows), meta[layer - 1, META_ACTIVATION])
+    return value
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _mix(z):
+    # splitmix64's finaliser: a bijection on uint64 with good avalanche.
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(**JIT_OPTIONS)
+def shuffle_order(order, keys, seed, epoch):
+    """Write into ``order`` the row permutation used in ``epoch`` (0-based, counted over all fits).
+
+    Row i gets the key ``mix(mix(seed + (epoch + 1)·φ) + (i + 1)·φ)`` (splitmix64), and the rows are
+    sorted by key with a stable sort. The keys depend only on (seed, epoch, i), so the permutation
+    is the same in both backends and on any thread count.
+
+    Parameters
+    ----------
+    order : ndarray of int64, shape (n,)
+    keys : ndarray of uint64, shape (n,)
+        Work buffer.
+    seed, epoch : int
+    """
+    base = _mix(np.uint64(seed) + np.uint64(epoch + 1) * _GOLDEN)
+    for i in range(keys.size):
+        keys[i] = _mix(base + np.uint64(i + 1) * _GOLDEN)
+    order[:] = np.argsort(keys, kind="mergesort")
+
+
+@njit(**JIT_OPTIONS)
+def train_epochs(
+    params,
+    grads,
+    opt_state,
+    X,
+    Y,
+    sample_weight,
+    order,
+    keys,
+    x_batch,
+    y_batch,
+    row_scale,
+    acts,
+    deltas,
+    z_out,
+    epoch_losses,
+    step,
+    meta,
+    loss,
+    opt_kind,
+    lr,
+    hyper,
+    batch_size,
+    shuffle,
+    seed,
+    first_epoch,
+):
+    """Run ``epoch_losses.size`` whole epochs of mini-batch gradient descent in one call.
+
+    Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
+    of ``batch_size`` consecutive rows of that order (the last one may be shorter): gather,
+    forward, backprop, one optimizer step over the flat parameter buffer.
+
+    Parameters
+    ----------
+    params, grads : ndarray, shape (n_params,)
+    opt_state : ndarray, shape (n_slots, n_params)
+    X : ndarray, shape (n, n_in)
+    Y : ndarray, shape (n, n_out)
+    sample_weight : ndarray, shape (n,)
+        Row weights (ones for the plain mean).
+    order : ndarray of int64, shape (n,); keys : ndarray of uint64, shape (n,)
+        Work buffers for the row order.
+    x_batch : ndarray, shape (capacity * n_in,); y_batch : ndarray, shape (capacity * n_out,)
+    row_scale : ndarray, shape (capacity,)
+    acts, deltas : ndarray, shape (capacity * sum(n_out),)
+    z_out : ndarray, shape (capacity * n_out,)
+        Work buffers, ``capacity >= batch_size``.
+    epoch_losses : ndarray of float64, shape (n_epochs,)
+        Written with each epoch's training loss: the weighted mean of the batch losses over the
+        epoch (for sse, their sum), each taken before its batch's update.
+    step : ndarray of int64, shape (1,)
+        The optimizer's step counter, advanced once per batch.
+    meta : ndarray of int64, shape (n_layers, 5)
+    loss, opt_kind : int
+    lr : float
+    hyper : ndarray of float64
+    batch_size : int
+    shuffle : bool
+    seed : int
+        Shuffle seed.
+    first_epoch : int
+        Number of epochs trained before this call, which selects the shuffle permutations.
+    """
+    n, n_in = X.shape
+    n_out = Y.shape[1]
+    t = params.dtype.type
+    is_mean = loss != SSE
+    total_weight = 0.0
+    for i in range(n):
+        total_weight += sample_weight[i]
+    for e in range(epoch_losses.size):
+        if shuffle:
+            shuffle_order(order, keys, seed, first_epoch + e)
+        else:
+            for i in range(n):
+                order[i] = i
+        epoch_loss = 0.0
+        for start in range(0, n, batch_size):
+            rows = min(batch_size, n - start)
+            xb = x_batch[: rows * n_in].reshape((rows, n_in))
+            yb = y_batch[: rows * n_out].reshape((rows, n_out))
+            batch_weight = 0.0
+            for r in range(rows):
+                i = order[start + r]
+                xb[r, :] = X[i, :]
+                yb[r, :] = Y[i, :]
+                row_scale[r] = sample_weight[i]
+                batch_weight += sample_weight[i]
+            if is_mean:
+                inv = t(1.0 / batch_weight)
+                for r in range(rows):
+                    row_scale[r] *= inv
+            value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
+            epoch_loss += value * batch_weight if is_mean else value
+            step[0] += 1
+            optimizer_step(opt_kind, params, grads, opt_state, step[0], lr, hyper)
+        epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss

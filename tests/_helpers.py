@@ -1,0 +1,32 @@
+"""Shared helpers for the test suite: tolerances per dtype, comparisons, data."""
+
+import numpy as np
+
+# Relative tolerances for Numba-vs-NumPy comparisons. The kernels are built with reassociation
+# and FMA contraction allowed (see fastgd._config.FASTMATH_FLAGS), so sums may be added in another
+# order than NumPy's: a few ulps per operation, which is ~1e-15 in float64 and ~1e-7 in float32;
+# the tolerances leave room for that to accumulate over a handful of dependent steps.
+RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
+
+DTYPES = [np.float32, np.float64]
+
+
+def assert_close(actual, expected, dtype=None, rtol=None, scale=None):
+    """Elementwise relative comparison; values near zero are compared against ``scale``
+    (default: the largest magnitude in ``expected``, at least 1)."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    dtype = np.dtype(dtype or expected.dtype)
+    rtol = RTOL[dtype] if rtol is None else rtol
+    if scale is None:
+        scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def regression_data(n=50, n_in=3, n_out=2, seed=0):
+    """A small smooth regression problem with targets in (0, 1)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_in))
+    y = 1 / (1 + np.exp(-X @ rng.normal(size=(n_in, n_out))))
+    return X, y

@@ -1,0 +1,293 @@
+"""Every Numba kernel against its NumPy twin of the same name and signature."""
+
+import inspect
+
+import numpy as np
+import pytest
+from _helpers import DTYPES, RTOL, assert_close
+
+from fastgd import kernels, reference
+from fastgd.kernels import codes
+from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
+from fastgd.registry import ACTIVATIONS, LOSSES
+
+ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.output_only]
+# Shapes include a single row, single columns, odd sizes that are not multiples of the thread
+# count, and sizes large enough to take the BLAS path (rows * n_in * n_out >= BLAS_MIN_MACS).
+LAYER_SHAPES = [(1, 1, 1), (1, 3, 5), (4, 2, 4), (7, 5, 3), (33, 17, 9), (65, 70, 33), (128, 64, 40)]
+
+
+def call_both(name, *args):
+    """Call kernels.<name> and reference.<name> on separate copies of ``args``.
+
+    Returns the two argument lists after the call (kernels write their outputs in place) and the
+    two return values.
+    """
+    fast_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    ref_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    fast_result = getattr(kernels, name)(*fast_args)
+    ref_result = getattr(reference, name)(*ref_args)
+    return fast_args, ref_args, fast_result, ref_result
+
+
+def assert_same_arrays(fast_args, ref_args, dtype, rtol=None):
+    for index, (fast, ref) in enumerate(zip(fast_args, ref_args)):
+        if isinstance(fast, np.ndarray):
+            assert fast.dtype == ref.dtype, f"argument {index}: dtype {fast.dtype} vs {ref.dtype}"
+            assert_close(fast, ref, dtype=dtype, rtol=rtol)
+
+
+def test_every_kernel_has_a_twin_with_the_same_signature():
+    assert len(kernels.KERNEL_NAMES) == len(set(kernels.KERNEL_NAMES))
+    for name in kernels.KERNEL_NAMES:
+        fast = getattr(kernels, name)
+        twin = getattr(reference, name)
+        assert inspect.signature(fast.py_func) == inspect.signature(twin), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS.values()), ids=lambda a: a.name)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (3, 7), (17, 2), (31, 65)])
+def test_activate(rng, dtype, activation, shape):
+    if activation.output_only and shape[1] < 2:
+        pytest.skip("softmax needs two columns")
+    z = (3 * rng.normal(size=shape)).astype(dtype)
+    fast, ref, _, _ = call_both("activate", z, np.empty_like(z), activation.code)
+    assert fast[1].dtype == dtype
+    assert_same_arrays(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activate_in_place_and_extremes(dtype):
+    # Large |z| must saturate, not overflow into NaN; relu must pass NaN through (divergence
+    # has to stay visible).
+    z = np.array([[-1e4, -50.0, 0.0, 50.0, 1e4]], dtype=dtype)
+    for act in (codes.SIGMOID, codes.TANH, codes.SOFTMAX):
+        out = z.copy()
+        kernels.activate(out, out, act)
+        assert np.isfinite(out).all(), act
+    nan = np.array([[np.nan, 1.0]], dtype=dtype)
+    out = np.empty_like(nan)
+    kernels.activate(nan, out, codes.RELU)
+    assert np.isnan(out[0, 0]) and out[0, 1] == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS.values()), ids=lambda a: a.name)
+@pytest.mark.parametrize("rows, n_in, n_out", LAYER_SHAPES)
+def test_dense_forward_and_linear(rng, dtype, activation, rows, n_in, n_out):
+    if activation.output_only and n_out < 2:
+        pytest.skip("softmax needs two outputs")
+    a_in = rng.normal(size=(rows, n_in)).astype(dtype)
+    W = rng.normal(size=(n_in, n_out)).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    out = np.empty((rows, n_out), dtype=dtype)
+    fast, ref, _, _ = call_both("dense_forward", a_in, W, b, out, activation.code)
+    assert_same_arrays(fast, ref, dtype)
+    fast, ref, _, _ = call_both("dense_linear", a_in, W, b, out)
+    assert_same_arrays(fast, ref, dtype)
+    # Not just twins of each other: the linear part is the matrix product.
+    assert_close(fast[3], a_in.astype(np.float64) @ W + b, dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ELEMENTWISE, ids=lambda a: a.name)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (40, 33)])
+def test_activation_derivative(rng, dtype, activation, shape):
+    z = (2 * rng.normal(size=shape)).astype(dtype)
+    a = np.empty_like(z)
+    reference.activate(z, a, activation.code)
+    fast, ref, _, _ = call_both("activation_derivative", a, np.empty_like(a), activation.code)
+    assert fast[1].dtype == dtype
+    assert_same_arrays(fast, ref, dtype)
+    # And it is the derivative: compare with a central difference of f in float64.
+    h = 1e-6
+    z64 = z.astype(np.float64)
+    plus, minus = np.empty_like(z64), np.empty_like(z64)
+    reference.activate(z64 + h, plus, activation.code)
+    reference.activate(z64 - h, minus, activation.code)
+    numeric = (plus - minus) / (2 * h)
+    smooth = np.abs(z64) > 1e-3  # away from the relu kink
+    np.testing.assert_allclose(fast[1][smooth], numeric[smooth], rtol=1e-3, atol=1e-3)
+
+
+def output_case(rng, dtype, activation, loss, rows, n_out):
+    """z, a = f(z), targets valid for the loss, and row scales for a mean loss."""
+    z = (2 * rng.normal(size=(rows, n_out))).astype(dtype)
+    a = np.empty_like(z)
+    reference.activate(z, a, activation.code)
+    if loss.name == "crossentropy":
+        y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, size=rows)]
+    else:
+        y = rng.uniform(size=(rows, n_out)).astype(dtype)
+    scale = np.full(rows, 1.0 / rows if loss.mean else 1.0, dtype=dtype)
+    return z, a, y, scale
+
+
+def valid_pairs():
+    for loss in LOSSES.values():
+        for activation in ACTIVATIONS.values():
+            if loss.required_output in (None, activation.name):
+                yield pytest.param(activation, loss, id=f"{activation.name}-{loss.name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation, loss", list(valid_pairs()))
+@pytest.mark.parametrize("rows, n_out", [(1, 2), (7, 3), (64, 10)])
+def test_loss_value_and_output_delta(rng, dtype, activation, loss, rows, n_out):
+    z, a, y, scale = output_case(rng, dtype, activation, loss, rows, n_out)
+    fast, ref, fast_value, ref_value = call_both("loss_value", z, a, y, scale, loss.code)
+    assert isinstance(fast_value, float)
+    assert fast_value == pytest.approx(ref_value, rel=1e-12)
+    fast, ref, _, _ = call_both("output_delta", a, y, scale, np.empty_like(a), activation.code, loss.code)
+    assert fast[3].dtype == dtype
+    assert_same_arrays(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ELEMENTWISE, ids=lambda a: a.name)
+@pytest.mark.parametrize("rows, n, n_next", LAYER_SHAPES)
+def test_hidden_delta(rng, dtype, activation, rows, n, n_next):
+    z = rng.normal(size=(rows, n)).astype(dtype)
+    a = np.empty_like(z)
+    reference.activate(z, a, activation.code)
+    delta_next = rng.normal(size=(rows, n_next)).astype(dtype)
+    W_next = rng.normal(size=(n, n_next)).astype(dtype)
+    fast, ref, _, _ = call_both("hidden_delta", delta_next, W_next, a, np.empty_like(a), activation.code)
+    assert fast[3].dtype == dtype
+    assert_same_arrays(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, n_in, n_out", LAYER_SHAPES)
+def test_dense_gradients(rng, dtype, rows, n_in, n_out):
+    a_in = rng.normal(size=(rows, n_in)).astype(dtype)
+    delta = rng.normal(size=(rows, n_out)).astype(dtype)
+    gW, gb = np.full((n_in, n_out), np.nan, dtype), np.full(n_out, np.nan, dtype)
+    fast, ref, _, _ = call_both("dense_gradients", a_in, delta, gW, gb)
+    assert fast[2].dtype == dtype and fast[3].dtype == dtype
+    assert_same_arrays(fast, ref, dtype)
+    assert_close(fast[2], a_in.astype(np.float64).T @ delta, dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
+
+
+# The individual optimizer kernels, with their arguments in the flat signature order.
+def optimizer_cases():
+    for cls, options in OPTIMIZERS_UNDER_TEST:
+        yield pytest.param(cls, options, id=f"{cls.__name__}-{options}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 1001])
+@pytest.mark.parametrize("cls, options", list(optimizer_cases()))
+def test_optimizer_step_kernels(rng, dtype, n, cls, options):
+    opt = cls(**options)
+    p = rng.normal(size=n).astype(dtype)
+    state = opt.initial_state(n, dtype)
+    # Per-optimizer kernel called directly, through the dispatcher's argument mapping.
+    fast_p, ref_p = p.copy(), p.copy()
+    fast_state, ref_state = state.copy(), state.copy()
+    for step in range(1, 6):
+        g = rng.normal(size=n).astype(dtype)
+        kernels.optimizer_step(opt.code, fast_p, g, fast_state, step, opt.lr, opt.hyper_vector())
+        reference.optimizer_step(opt.code, ref_p, g, ref_state, step, opt.lr, opt.hyper_vector())
+    assert fast_p.dtype == dtype and fast_state.dtype == dtype
+    assert_close(fast_p, ref_p, dtype=dtype)
+    assert_close(fast_state, ref_state, dtype=dtype)
+    assert not np.array_equal(fast_p, p), "the step must move the parameters"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_named_optimizer_kernels(rng, dtype):
+    n = 37
+    t = np.dtype(dtype).type
+    arrays = lambda k: [rng.normal(size=n).astype(dtype) for _ in range(k)]  # noqa: E731
+    positive = lambda k: [np.abs(x) for x in arrays(k)]  # noqa: E731
+    cases = [
+        ("sgd_step", arrays(3), (2, 0.1, 0.9, 0.1, True, 0.01)),
+        ("momentum_step", arrays(3), (2, 0.1, 0.9)),
+        ("adagrad_step", arrays(2) + positive(1), (3, 0.1, 0.01, 0.01, 1e-10)),
+        ("rmsprop_step", arrays(2) + positive(1) + [np.zeros(n, dtype)] + arrays(1), (3, 0.01, 0.99, 1e-8, 0.01, 0.9, True)),
+        ("adam_step", arrays(3) + positive(2), (4, 0.01, 0.9, 0.999, 1e-8, 0.01, True)),
+        ("adamw_step", arrays(3) + positive(2), (4, 0.01, 0.9, 0.999, 1e-8, 0.01, False)),
+    ]
+    for name, array_args, scalars in cases:
+        fast, ref, _, _ = call_both(name, *array_args, *scalars)
+        assert_same_arrays(fast, ref, dtype)
+        assert not np.array_equal(fast[0], array_args[0]), name
+    # Hand-computed first Adam step: m = 0.1 g, v = 0.001 g², p -= lr * sign(g) (up to eps).
+    p, g = np.ones(3, dtype), np.array([0.5, -2.0, 1e-3], dtype)
+    m, v, vmax = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
+    kernels.adam_step(p, g, m, v, vmax, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
+    assert p.dtype == dtype and t(0).dtype == dtype
+    np.testing.assert_allclose(p, 1 - 0.1 * np.sign(g), rtol=1e-4)
+    np.testing.assert_allclose(m, 0.1 * g, rtol=1e-6)
+
+
+def network_case(rng, dtype, sizes, activation_codes, rows):
+    meta = np.zeros((len(sizes) - 1, codes.META_WIDTH), dtype=np.int64)
+    offset = 0
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        meta[layer] = (n_in, n_out, offset, offset + n_in * n_out, activation_codes[layer])
+        offset += n_in * n_out + n_out
+    params = (0.5 * rng.normal(size=offset)).astype(dtype)
+    capacity = rows + 3  # buffers larger than the batch, as in training
+    width = sum(sizes[1:])
+    x = rng.normal(size=(rows, sizes[0])).astype(dtype)
+    return meta, params, capacity, width, x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation, loss", list(valid_pairs()))
+@pytest.mark.parametrize("sizes, rows", [((3, 1, 2), 1), ((5, 7, 3), 9), ((20, 64, 33, 4), 70)])
+def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
+    hidden = codes.TANH if activation.output_only else activation.code
+    meta, params, capacity, width, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
+    _, a, y, scale = output_case(rng, dtype, activation, loss, rows, sizes[-1])
+    acts, deltas = np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype)
+    z_out = np.zeros(capacity * sizes[-1], dtype)
+    grads = np.zeros_like(params)
+    fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, meta, x, y, scale, acts, deltas, z_out, loss.code)
+    assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
+    assert_same_arrays(fast, ref, dtype)
+    fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, meta, x, y, scale, acts, z_out, loss.code)
+    assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
+    fast, ref, _, _ = call_both("forward", params, meta, x, acts, z_out)
+    assert_same_arrays(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 1000])
+@pytest.mark.parametrize("epoch", [0, 1, 77])
+def test_shuffle_order(n, epoch):
+    fast, ref, _, _ = call_both("shuffle_order", np.zeros(n, np.int64), np.zeros(n, np.uint64), 2**62 + 12345, epoch)
+    np.testing.assert_array_equal(fast[0], ref[0])
+    np.testing.assert_array_equal(np.sort(fast[0]), np.arange(n))  # a permutation
+    if n >= 5:
+        other = np.zeros(n, np.int64)
+        kernels.shuffle_order(other, np.zeros(n, np.uint64), 2**62 + 12345, epoch + 1)
+        assert not np.array_equal(other, fast[0]), "consecutive epochs must differ"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size, shuffle", [(1, True), (4, False), (4, True), (11, True), (11, False)])
+def test_train_epochs(rng, dtype, batch_size, shuffle):
+    sizes = (3, 6, 2)
+    rows = 11
+    meta, params, _, width, X = network_case(rng, dtype, sizes, [codes.TANH, codes.SIGMOID], rows)
+    Y = rng.uniform(size=(rows, 2)).astype(dtype)
+    weight = rng.uniform(0.5, 2.0, size=rows).astype(dtype)
+    opt_hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0])
+    capacity = batch_size
+    args = (
+        params, np.zeros_like(params), np.zeros((3, params.size), dtype), X, Y, weight,
+        np.zeros(rows, np.int64), np.zeros(rows, np.uint64),
+        np.zeros(capacity * sizes[0], dtype), np.zeros(capacity * sizes[-1], dtype), np.zeros(capacity, dtype),
+        np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype), np.zeros(capacity * sizes[-1], dtype),
+        np.zeros(4), np.zeros(1, np.int64), meta, codes.MSE, codes.OPT_ADAM, 0.05, opt_hyper,
+        batch_size, shuffle, 987654321, 3,
+    )  # fmt: skip
+    fast, ref, _, _ = call_both("train_epochs", *args)
+    steps_per_epoch = -(-rows // batch_size)
+    assert fast[15][0] == ref[15][0] == 4 * steps_per_epoch
+    assert_same_arrays(fast[:3] + fast[14:15], ref[:3] + ref[14:15], dtype)
+    assert fast[0].dtype == dtype
+    assert not np.array_equal(fast[0], params)
