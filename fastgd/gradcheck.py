@@ -38,13 +38,16 @@ class GradientCheck:
         return self.max_relative_error
 
 
-def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_point", tiny: float = 1e-8,
+def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_point", tiny: float = 1e-5,
                    sample_weight=None) -> GradientCheck:
     """Compare backprop gradients with central finite differences of the loss.
 
     The check runs on a float64 copy of ``net`` with the same backend, so float32 networks are
     checked at float64 precision and ``net`` itself is not touched. For each parameter θ the
     relative error is ``|g_bp − g_num| / max(|g_bp|, |g_num|, tiny)``.
+
+    Finite differences are only valid where the loss is smooth: with relu or leaky_relu a step
+    that carries a pre-activation across 0 gives a wrong numeric gradient, not a wrong backprop.
 
     Parameters
     ----------
@@ -57,8 +60,10 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
         step this large keeps rounding error (about 1e-16/eps) negligible.
     method : {"five_point", "central"}
         ``central`` is the two-point formula (C(θ+ε) − C(θ−ε)) / 2ε; use eps≈1e-6 with it.
-    tiny : float, default 1e-8
-        Floor of the denominator, so gradients that are zero in both are not reported as errors.
+    tiny : float, default 1e-5
+        Floor of the denominator. A finite difference carries rounding noise of about
+        1e-16·|C|/eps (~1e-13 at the default eps), so a gradient smaller than ~1e-5 cannot be
+        resolved to 1e-7 relative: below the floor errors are measured against ``tiny`` instead.
     sample_weight : array-like, optional
 
     Returns
