@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastgd demo`` and ``python -m fastgd config``."""
+"""Command line: ``python -m fastgd demo``, ``python -m fastgd bench`` and ``python -m fastgd config``."""
 
 from __future__ import annotations
 
@@ -86,10 +86,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastgd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train XOR and a digits classifier, timed against the NumPy backend")
+    bench = commands.add_parser("bench", help="time the benchmark workloads against the NumPy backend")
+    bench.add_argument("workloads", nargs="*", help="some of: xor small mid large digits (default: all)")
+    bench.add_argument("--threads", type=int, default=None, help="threads for Numba and BLAS (default: all)")
+    bench.add_argument("--repeats", type=int, default=3, help="best of this many timings of the Numba backend")
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
+    if args.command == "bench":
+        from fastgd.bench import run
+
+        run(args.workloads, n_threads=args.threads, repeats=args.repeats)
+        return 0
     from fastgd import show_config
 
     show_config()

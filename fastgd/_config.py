@@ -22,6 +22,10 @@ from threadpoolctl import threadpool_info, threadpool_limits
 #   reassoc  reorder sums, which is what lets LLVM vectorise reductions
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
+# The vectorisable exp/tanh in kernels/mathfn.py rely on the order of their operations (Cody-Waite
+# range reduction): they get no ``reassoc``, which would let LLVM fold the two halves of ln 2.
+EXACT_FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract"})
+
 
 def _cache_enabled() -> bool:
     # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off (for example on a filesystem where
@@ -38,7 +42,7 @@ JIT_OPTIONS = dict(nogil=True, cache=CACHE, fastmath=set(FASTMATH_FLAGS), error_
 
 # Matrix products with fewer multiply-adds than this run as plain compiled loops: below it the
 # ~5 µs cost of a BLAS call outweighs the arithmetic (a 32x32x64 product is 65 536 MACs).
-BLAS_MIN_MACS = 32768
+BLAS_MIN_MACS = 512
 
 
 def default_threads() -> int:

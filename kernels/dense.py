@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS
+from .mathfn import fast_exp, fast_tanh
 from .codes import (
     BINARY_CROSSENTROPY,
     CROSSENTROPY,
@@ -32,31 +33,53 @@ def _use_blas(rows, inner, cols):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _activate_value(z, activation, zero, one, slope):
-    if activation == SIGMOID:
-        return one / (one + np.exp(-z))
-    if activation == TANH:
-        return np.tanh(z)
-    if activation == RELU:
-        # `z <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
-        return zero if z <= zero else z
-    if activation == LEAKY_RELU:
-        return z * slope if z <= zero else z
-    return z
+def _flat(array):
+    # A C-contiguous 2-D array as a 1-D view: one long loop vectorises better than two nested.
+    return array.reshape(array.size)
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _derivative_value(a, activation, zero, one, slope):
-    # Written through the layer output a = f(z), so z never needs to be stored.
+# The elementwise loops below test the activation code once, outside the loop: a branch inside
+# would stop LLVM from vectorising the loop.
+
+
+@njit(**JIT_OPTIONS)
+def _activate_in_place(a, activation):
+    # In place on one array: with separate input and output arrays that are the same memory,
+    # LLVM's runtime overlap check fails and it runs the scalar loop instead (7x slower).
+    t = a.dtype.type
+    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
     if activation == SIGMOID:
-        return a * (one - a)
-    if activation == TANH:
-        return one - a * a
-    if activation == RELU:
-        return one if a > zero else zero
-    if activation == LEAKY_RELU:
-        return one if a > zero else slope
-    return one
+        for i in range(a.size):
+            a[i] = one / (one + fast_exp(-a[i]))
+    elif activation == TANH:
+        for i in range(a.size):
+            a[i] = fast_tanh(a[i])
+    elif activation == RELU:
+        for i in range(a.size):
+            # `a <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
+            a[i] = zero if a[i] <= zero else a[i]
+    elif activation == LEAKY_RELU:
+        for i in range(a.size):
+            a[i] = a[i] * slope if a[i] <= zero else a[i]
+
+
+@njit(**JIT_OPTIONS)
+def _multiply_by_derivative(a, delta, activation):
+    # delta *= f'(z), written through the layer output a = f(z), so z never needs to be stored.
+    t = a.dtype.type
+    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
+    if activation == SIGMOID:
+        for i in range(a.size):
+            delta[i] *= a[i] * (one - a[i])
+    elif activation == TANH:
+        for i in range(a.size):
+            delta[i] *= one - a[i] * a[i]
+    elif activation == RELU:
+        for i in range(a.size):
+            delta[i] *= one if a[i] > zero else zero
+    elif activation == LEAKY_RELU:
+        for i in range(a.size):
+            delta[i] *= one if a[i] > zero else slope
 
 
 @njit(**JIT_OPTIONS)
@@ -72,27 +95,27 @@ def activate(z, a_out, activation):
     activation : int
         Activation code from :mod:`fastgd.kernels.codes`; ``SOFTMAX`` normalises each row.
     """
-    t = z.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
-    rows, n = z.shape
-    if activation == SOFTMAX:
-        for i in range(rows):
-            row_max = z[i, 0]
-            for j in range(1, n):
-                if z[i, j] > row_max:
-                    row_max = z[i, j]
-            total = zero
-            for j in range(n):
-                e = np.exp(z[i, j] - row_max)
-                a_out[i, j] = e
-                total += e
-            inv = one / total
-            for j in range(n):
-                a_out[i, j] *= inv
+    if activation != SOFTMAX:
+        flat = _flat(a_out)
+        if z.ctypes.data != a_out.ctypes.data:
+            flat[:] = _flat(z)
+        _activate_in_place(flat, activation)
         return
+    t = z.dtype.type
+    zero, one = t(0.0), t(1.0)
+    rows, n = z.shape
     for i in range(rows):
+        row_max = z[i, 0]
+        for j in range(1, n):
+            row_max = max(row_max, z[i, j])
+        total = zero
         for j in range(n):
-            a_out[i, j] = _activate_value(z[i, j], activation, zero, one, slope)
+            e = fast_exp(z[i, j] - row_max)
+            a_out[i, j] = e
+            total += e
+        inv = one / total
+        for j in range(n):
+            a_out[i, j] *= inv
 
 
 @njit(**JIT_OPTIONS)
@@ -139,8 +162,7 @@ def dense_forward(a_in, W, b, a_out, activation):
         Activation code.
     """
     dense_linear(a_in, W, b, a_out)
-    if activation != IDENTITY:
-        activate(a_out, a_out, activation)
+    activate(a_out, a_out, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -158,12 +180,11 @@ def activation_derivative(a, out, activation):
     activation : int
         Activation code (not ``SOFTMAX``, whose Jacobian is not elementwise).
     """
-    t = a.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
-    rows, n = a.shape
-    for i in range(rows):
-        for j in range(n):
-            out[i, j] = _derivative_value(a[i, j], activation, zero, one, slope)
+    flat = _flat(out)
+    one = a.dtype.type(1.0)
+    for i in range(flat.size):
+        flat[i] = one
+    _multiply_by_derivative(_flat(a), flat, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -172,7 +193,8 @@ def loss_value(z, a, y, row_scale, loss):
 
     Per-row losses: sse and mse ½‖a − y‖²; binary_crossentropy Σ_j softplus(z) − z·y (the stable
     form of −y log a − (1 − y) log(1 − a)); crossentropy Σ_j y_j (logsumexp(z) − z_j).
-    ``row_scale`` carries the mean (1/n) or sample weights.
+    ``row_scale`` carries the mean (1/n) or sample weights. Sums are float64; the exponentials
+    are taken in the arrays' dtype (float32 ones vectorise, see ``mathfn``).
 
     Parameters
     ----------
@@ -197,15 +219,17 @@ def loss_value(z, a, y, row_scale, loss):
         if loss == BINARY_CROSSENTROPY:
             for j in range(n):
                 zij = np.float64(z[i, j])
-                row += max(zij, 0.0) - zij * np.float64(y[i, j]) + np.log1p(np.exp(-abs(zij)))
+                softplus_tail = np.log1p(np.float64(fast_exp(-abs(z[i, j]))))
+                row += max(zij, 0.0) - zij * np.float64(y[i, j]) + softplus_tail
         elif loss == CROSSENTROPY:
-            row_max = np.float64(z[i, 0])
+            row_max = z[i, 0]
             for j in range(1, n):
-                row_max = max(row_max, np.float64(z[i, j]))
+                if z[i, j] > row_max:
+                    row_max = z[i, j]
             sum_exp = 0.0
             for j in range(n):
-                sum_exp += np.exp(np.float64(z[i, j]) - row_max)
-            log_sum_exp = row_max + np.log(sum_exp)
+                sum_exp += np.float64(fast_exp(z[i, j] - row_max))
+            log_sum_exp = np.float64(row_max) + np.log(sum_exp)
             for j in range(n):
                 row += np.float64(y[i, j]) * (log_sum_exp - np.float64(z[i, j]))
         else:
@@ -237,25 +261,23 @@ def output_delta(a, y, row_scale, delta, activation, loss):
     activation, loss : int
         Output activation and loss codes.
     """
-    t = a.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
     rows, n = a.shape
-    fused = loss == BINARY_CROSSENTROPY or loss == CROSSENTROPY
     for i in range(rows):
         scale = row_scale[i]
         for j in range(n):
             delta[i, j] = (a[i, j] - y[i, j]) * scale
-        if fused:
-            continue
-        if activation == SOFTMAX:
+    if loss == BINARY_CROSSENTROPY or loss == CROSSENTROPY:
+        return
+    if activation == SOFTMAX:
+        zero = a.dtype.type(0.0)
+        for i in range(rows):
             dot = zero
             for j in range(n):
                 dot += delta[i, j] * a[i, j]
             for j in range(n):
                 delta[i, j] = a[i, j] * (delta[i, j] - dot)
-        elif activation != IDENTITY:
-            for j in range(n):
-                delta[i, j] *= _derivative_value(a[i, j], activation, zero, one, slope)
+    else:
+        _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -275,8 +297,7 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
     activation : int
         This layer's activation code.
     """
-    t = a.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
+    zero = a.dtype.type(0.0)
     rows, n_next = delta_next.shape
     n = W_next.shape[0]
     if _use_blas(rows, n_next, n):
@@ -288,10 +309,7 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
                 for j in range(n_next):
                     acc += delta_next[i, j] * W_next[k, j]
                 delta[i, k] = acc
-    if activation != IDENTITY:
-        for i in range(rows):
-            for k in range(n):
-                delta[i, k] *= _derivative_value(a[i, k], activation, zero, one, slope)
+    _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
 @njit(**JIT_OPTIONS)
