@@ -287,11 +287,15 @@ def _mix(z):
 
 
 def shuffle_order(order, keys, seed, epoch):
-    """The row permutation of ``epoch`` from splitmix64 keys (see :func:`fastgd.kernels.shuffle_order`)."""
+    """Fisher-Yates with counter-based draws (see :func:`fastgd.kernels.shuffle_order`)."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
         base = _mix(np.array([seed], dtype=np.uint64) + np.uint64(epoch + 1) * np.array([_GOLDEN]))
         keys[...] = _mix(base + np.arange(1, keys.size + 1, dtype=np.uint64) * _GOLDEN)
-    order[...] = np.argsort(keys, kind="stable")
+    swap_with = (keys % np.arange(1, keys.size + 1, dtype=np.uint64)).astype(np.int64)
+    order[...] = np.arange(order.size)
+    for i in range(order.size - 1, 0, -1):
+        j = swap_with[i]
+        order[i], order[j] = order[j], order[i]
 
 
 def train_epochs(

@@ -5,7 +5,7 @@ The network's parameters live in one flat buffer ``params``; ``meta`` (int64, sh
 :mod:`fastgd.kernels.codes`). Activations and local gradients live in flat work buffers holding
 ``capacity`` rows per layer, layer after layer: layer l's block starts at
 ``capacity * sum(n_out of the layers before l)``. Every array is owned by the caller, so
-``train_epochs`` allocates nothing per step (only the shuffle's argsort, once per epoch).
+``train_epochs`` allocates nothing.
 """
 
 import numpy as np
@@ -133,9 +133,10 @@ def _mix(z):
 def shuffle_order(order, keys, seed, epoch):
     """Write into ``order`` the row permutation used in ``epoch`` (0-based, counted over all fits).
 
-    Row i gets the key ``mix(mix(seed + (epoch + 1)·φ) + (i + 1)·φ)`` (splitmix64), and the rows are
-    sorted by key with a stable sort. The keys depend only on (seed, epoch, i), so the permutation
-    is the same in both backends and on any thread count.
+    A Fisher-Yates shuffle whose random draws are counter-based: for i = n−1 … 1, row i swaps with
+    row ``keys[i] mod (i + 1)``, where ``keys[i] = mix(mix(seed + (epoch + 1)·φ) + (i + 1)·φ)``
+    (splitmix64). The draws depend only on (seed, epoch, i), so the permutation is the same in
+    both backends and on any thread count, and no sort is needed.
 
     Parameters
     ----------
@@ -145,9 +146,13 @@ def shuffle_order(order, keys, seed, epoch):
     seed, epoch : int
     """
     base = _mix(np.uint64(seed) + np.uint64(epoch + 1) * _GOLDEN)
-    for i in range(keys.size):
+    n = order.size
+    for i in range(n):
         keys[i] = _mix(base + np.uint64(i + 1) * _GOLDEN)
-    order[:] = np.argsort(keys, kind="mergesort")
+        order[i] = i
+    for i in range(n - 1, 0, -1):
+        j = np.int64(keys[i] % np.uint64(i + 1))
+        order[i], order[j] = order[j], order[i]
 
 
 @njit(**JIT_OPTIONS)
