@@ -11,7 +11,7 @@ import numbers
 import os
 
 import numba
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_info
 
 # LLVM fast-math flags we allow. Deliberately *not* ``nnan``/``ninf`` (what ``fastmath=True`` adds):
 # those let LLVM assume no NaN/inf exists and delete the very checks that detect divergence.
@@ -39,10 +39,19 @@ CACHE = _cache_enabled()
 # Options for every kernel. error_model="numpy" makes x / 0 give inf/nan like NumPy instead of
 # raising, which keeps exception checks out of the inner loops.
 JIT_OPTIONS = dict(nogil=True, cache=CACHE, fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+# Kernels with prange loops over fixed blocks.
+PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 
-# Matrix products with fewer multiply-adds than this run as plain compiled loops: below it the
-# ~5 µs cost of a BLAS call outweighs the arithmetic (a 32x32x64 product is 65 536 MACs).
+# Matrix products with fewer multiply-adds than this run as plain compiled loops (a BLAS call
+# costs ~1-5 µs); measured with `python -m fastgd bench xor small digits`.
 BLAS_MIN_MACS = 512
+# From this many multiply-adds on, a product is split into blocks of output rows that Numba's
+# threads compute in parallel (below it, thread start-up costs more than it saves). A product
+# with m output rows gets clamp(m // MIN_BLOCK_ROWS, 1, MAX_BLOCKS) equal blocks: the split
+# depends on the sizes only, so results do not depend on the thread count.
+PARALLEL_MIN_MACS = 1 << 20
+MIN_BLOCK_ROWS = 128
+MAX_BLOCKS = 16
 
 
 def default_threads() -> int:
@@ -59,21 +68,42 @@ def _check_threads(n_threads) -> int:
     return n
 
 
-@contextlib.contextmanager
-def thread_limits(n_threads):
-    """Run the body with Numba and BLAS both limited to ``n_threads`` threads; restore after.
+_blas_controller = None
 
-    ``None`` leaves both as they are.
+
+def _blas():
+    """A threadpoolctl controller for the BLAS libraries loaded now, SciPy's included (that is
+    the one Numba calls; threadpoolctl only sees libraries already loaded). Built once: scanning
+    the process's libraries costs ~2 ms."""
+    global _blas_controller
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401
+
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    return _blas_controller
+
+
+@contextlib.contextmanager
+def thread_limits(n_threads=None, compiled=True):
+    """Set the threads for the body and restore them afterwards.
+
+    ``compiled=True`` (the Numba backend): one pool of threads, Numba's, ``n_threads`` wide
+    (None: as it is), with BLAS held to one thread. The kernels split large matrix products into
+    fixed blocks that Numba's threads hand to BLAS one block per call; a multi-threaded BLAS
+    underneath would fight them for the same cores. ``compiled=False`` (the NumPy backend): BLAS
+    gets ``n_threads`` (None: unchanged).
     """
-    if n_threads is None:
-        yield
-        return
-    n = _check_threads(n_threads)
+    n = None if n_threads is None else _check_threads(n_threads)
     previous = numba.get_num_threads()
-    numba.set_num_threads(n)
+    if compiled and n is not None:
+        numba.set_num_threads(n)
+    blas_threads = 1 if compiled else n
     try:
-        with threadpool_limits(limits=n, user_api="blas"):
+        if blas_threads is None:
             yield
+        else:
+            with _blas().limit(limits=blas_threads):
+                yield
     finally:
         numba.set_num_threads(previous)
 

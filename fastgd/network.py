@@ -16,6 +16,7 @@ import numpy as np
 from . import _validation as check
 from . import kernels, reference
 from .kernels import codes
+from ._config import _check_threads, thread_limits
 from .optimizers import SGD, Optimizer, make_optimizer
 from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
 
@@ -135,6 +136,13 @@ class Network:
         global generator does (``np.random.seed(42)`` ≡ ``RandomState(42)``).
     backend : {"numba", "numpy"}, default "numba"
         Compiled kernels or the NumPy reference implementation.
+    n_threads : int, optional
+        Threads for training and prediction, set for the duration of each call and restored
+        after. The Numba backend uses one pool, Numba's, this wide, and holds BLAS to one thread
+        (its kernels hand fixed blocks of large matrix products to BLAS from each thread); the
+        NumPy backend gives BLAS this many threads. None keeps the current settings (Numba's
+        default is every core, ``NUMBA_NUM_THREADS``). Results of the Numba backend are bitwise
+        the same for any thread count.
 
     Attributes
     ----------
@@ -155,6 +163,7 @@ class Network:
         dtype="float64",
         random_state=None,
         backend="numba",
+        n_threads=None,
     ):
         sizes = self._check_layer_sizes(layer_sizes)
         loss_info = lookup(LOSSES, loss, "loss")
@@ -177,6 +186,7 @@ class Network:
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         rng = _resolve_rng(random_state)
+        self.n_threads = None if n_threads is None else _check_threads(n_threads)
 
         self.layer_sizes = sizes
         self.activation = hidden.name
@@ -305,6 +315,9 @@ class Network:
     def _row_scale(self, weight):
         return weight * self.dtype.type(1.0 / float(weight.sum(dtype=np.float64))) if self._loss.mean else weight.copy()
 
+    def _threads(self):
+        return thread_limits(self.n_threads, compiled=self.backend == "numba")
+
     def _work_buffers(self, rows):
         width = int(self._meta[:, codes.META_N_OUT].sum())
         acts = np.empty(rows * width, dtype=self.dtype)
@@ -329,17 +342,20 @@ class Network:
         acts, _, z_out = self._work_buffers(block)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
         last = len(self._meta) - 1
-        for start in range(0, n, block):
-            rows = min(block, n - start)
-            self._engine.forward(self._params, self._meta, X[start : start + rows], acts, z_out)
-            out[start : start + rows] = reference._block(acts, self._meta, last, rows)
+        with self._threads():
+            for start in range(0, n, block):
+                rows = min(block, n - start)
+                self._engine.forward(self._params, self._meta, X[start : start + rows], acts, z_out)
+                out[start : start + rows] = reference._block(acts, self._meta, last, rows)
         return out
 
     def loss(self, X, y, sample_weight=None) -> float:
         """The network's loss on ``(X, y)`` as defined for its ``loss`` (see the README)."""
         X, Y, weight = self._inputs(X, y, sample_weight)
         acts, _, z_out = self._work_buffers(X.shape[0])
-        return float(self._engine.evaluate_loss(self._params, self._meta, X, Y, self._row_scale(weight), acts, z_out, self._loss.code))
+        with self._threads():
+            value = self._engine.evaluate_loss(self._params, self._meta, X, Y, self._row_scale(weight), acts, z_out, self._loss.code)
+        return float(value)
 
     def gradients(self, X, y, sample_weight=None) -> Gradients:
         """Gradients of ``loss(X, y)`` with respect to every weight and bias, by backprop.
@@ -358,9 +374,10 @@ class Network:
 
     def _flat_gradients(self, X, Y, weight):
         acts, deltas, z_out = self._work_buffers(X.shape[0])
-        self._engine.forward_backward(
-            self._params, self._grads, self._meta, X, Y, self._row_scale(weight), acts, deltas, z_out, self._loss.code
-        )
+        with self._threads():
+            self._engine.forward_backward(
+                self._params, self._grads, self._meta, X, Y, self._row_scale(weight), acts, deltas, z_out, self._loss.code
+            )
         return self._grads.copy()
 
     # ------------------------------------------------------------------ training
@@ -416,33 +433,34 @@ class Network:
             return history
         acts, deltas, z_out = self._work_buffers(batch)
         losses = np.empty(epochs, dtype=np.float64)
-        self._engine.train_epochs(
-            self._params,
-            self._grads,
-            self._opt_state,
-            X,
-            Y,
-            weight,
-            np.empty(n, dtype=np.int64),
-            np.empty(n, dtype=np.uint64),
-            np.empty(batch * n_in, dtype=self.dtype),
-            np.empty(batch * self.layer_sizes[-1], dtype=self.dtype),
-            np.empty(batch, dtype=self.dtype),
-            acts,
-            deltas,
-            z_out,
-            losses,
-            self._step,
-            self._meta,
-            self._loss.code,
-            optimizer.code,
-            float(optimizer.lr),
-            optimizer.hyper_vector(),
-            int(batch),
-            bool(shuffle and batch < n),
-            self._shuffle_seed,
-            self.epochs_trained,
-        )
+        with self._threads():
+            self._engine.train_epochs(
+                self._params,
+                self._grads,
+                self._opt_state,
+                X,
+                Y,
+                weight,
+                np.empty(n, dtype=np.int64),
+                np.empty(n, dtype=np.uint64),
+                np.empty(batch * n_in, dtype=self.dtype),
+                np.empty(batch * self.layer_sizes[-1], dtype=self.dtype),
+                np.empty(batch, dtype=self.dtype),
+                acts,
+                deltas,
+                z_out,
+                losses,
+                self._step,
+                self._meta,
+                self._loss.code,
+                optimizer.code,
+                float(optimizer.lr),
+                optimizer.hyper_vector(),
+                int(batch),
+                bool(shuffle and batch < n),
+                self._shuffle_seed,
+                self.epochs_trained,
+            )
         self.epochs_trained += epochs
         history.loss.extend(losses.tolist())
         return history

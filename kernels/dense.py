@@ -5,14 +5,20 @@ Conventions: a batch is a C-contiguous ``(rows, features)`` array; weights are `
 outputs are written into arrays the caller owns (nothing is allocated per call); scalars are
 converted to the arrays' dtype first, so a float32 network computes in float32 throughout.
 
-Matrix products go through BLAS (``np.dot``) when they are large enough to amortise its call
-overhead (about 5 µs) and through plain loops otherwise: see ``BLAS_MIN_MACS``.
+Matrix products come in three sizes (thresholds in :mod:`fastgd._config`): below
+``BLAS_MIN_MACS`` multiply-adds, plain compiled loops (a BLAS call costs microseconds); below
+``PARALLEL_MIN_MACS``, one single-threaded BLAS call; above, fixed blocks of output rows
+computed in parallel by Numba's threads (``blas.parallel_gemm``), each by one single-threaded
+BLAS call with the whole inner dimension. Block boundaries depend on the sizes only, never on the thread count, so
+results are bitwise the same with any number of threads. BLAS itself is kept to one thread
+during training (one pool of threads: Numba's).
 """
 
 import numpy as np
 from numba import njit
 
-from .._config import BLAS_MIN_MACS, JIT_OPTIONS
+from .._config import BLAS_MIN_MACS, JIT_OPTIONS, PARALLEL_MIN_MACS
+from .blas import gemm, parallel_gemm
 from .mathfn import fast_exp, fast_tanh
 from .codes import (
     BINARY_CROSSENTROPY,
@@ -119,32 +125,12 @@ def activate(z, a_out, activation):
 
 
 @njit(**JIT_OPTIONS)
-def dense_linear(a_in, W, b, z_out):
-    """Affine part of a dense layer: ``z_out = a_in @ W + b``.
-
-    Parameters
-    ----------
-    a_in : ndarray, shape (rows, n_in)
-    W : ndarray, shape (n_in, n_out)
-    b : ndarray, shape (n_out,)
-    z_out : ndarray, shape (rows, n_out)
-        Written with the result.
-    """
-    rows, n_in = a_in.shape
-    n_out = W.shape[1]
-    if _use_blas(rows, n_in, n_out):
-        np.dot(a_in, W, z_out)
-        for i in range(rows):
-            for j in range(n_out):
-                z_out[i, j] += b[j]
-        return
+def _add_bias_and_activate(z, b, activation):
+    rows, n_out = z.shape
     for i in range(rows):
         for j in range(n_out):
-            z_out[i, j] = b[j]
-        for k in range(n_in):
-            x = a_in[i, k]
-            for j in range(n_out):
-                z_out[i, j] += x * W[k, j]
+            z[i, j] += b[j]
+    activate(z, z, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -159,10 +145,41 @@ def dense_forward(a_in, W, b, a_out, activation):
     a_out : ndarray, shape (rows, n_out)
         Written with the activations.
     activation : int
-        Activation code.
+        Activation code (``IDENTITY`` gives the affine part alone).
     """
-    dense_linear(a_in, W, b, a_out)
-    activate(a_out, a_out, activation)
+    rows, n_in = a_in.shape
+    n_out = W.shape[1]
+    macs = rows * n_in * n_out
+    if macs < BLAS_MIN_MACS:
+        for i in range(rows):
+            for j in range(n_out):
+                a_out[i, j] = b[j]
+            for k in range(n_in):
+                x = a_in[i, k]
+                for j in range(n_out):
+                    a_out[i, j] += x * W[k, j]
+        activate(a_out, a_out, activation)
+    else:
+        if macs < PARALLEL_MIN_MACS:
+            gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, a_out[0], n_out)
+        else:
+            parallel_gemm(False, False, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(a_out), 0, n_out)
+        _add_bias_and_activate(a_out, b, activation)
+
+
+@njit(**JIT_OPTIONS)
+def dense_linear(a_in, W, b, z_out):
+    """Affine part of a dense layer: ``z_out = a_in @ W + b``.
+
+    Parameters
+    ----------
+    a_in : ndarray, shape (rows, n_in)
+    W : ndarray, shape (n_in, n_out)
+    b : ndarray, shape (n_out,)
+    z_out : ndarray, shape (rows, n_out)
+        Written with the result.
+    """
+    dense_forward(a_in, W, b, z_out, IDENTITY)
 
 
 @njit(**JIT_OPTIONS)
@@ -297,19 +314,24 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
     activation : int
         This layer's activation code.
     """
-    zero = a.dtype.type(0.0)
     rows, n_next = delta_next.shape
     n = W_next.shape[0]
-    if _use_blas(rows, n_next, n):
-        np.dot(delta_next, W_next.T, delta)
-    else:
+    macs = rows * n_next * n
+    if macs < BLAS_MIN_MACS:
+        zero = a.dtype.type(0.0)
         for i in range(rows):
             for k in range(n):
                 acc = zero
                 for j in range(n_next):
                     acc += delta_next[i, j] * W_next[k, j]
                 delta[i, k] = acc
-    _multiply_by_derivative(_flat(a), _flat(delta), activation)
+        _multiply_by_derivative(_flat(a), _flat(delta), activation)
+    else:
+        if macs < PARALLEL_MIN_MACS:
+            gemm(False, True, rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
+        else:
+            parallel_gemm(False, True, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
+        _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -329,21 +351,23 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     """
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
-    t = delta.dtype.type
-    zero = t(0.0)
+    zero = delta.dtype.type(0.0)
     for j in range(n_out):
         grad_b[j] = zero
     for i in range(rows):
         for j in range(n_out):
             grad_b[j] += delta[i, j]
-    if _use_blas(rows, n_in, n_out):
-        np.dot(a_in.T, delta, grad_W)
-        return
-    for k in range(n_in):
-        for j in range(n_out):
-            grad_W[k, j] = zero
-    for i in range(rows):
+    macs = rows * n_in * n_out
+    if macs < BLAS_MIN_MACS:
         for k in range(n_in):
-            x = a_in[i, k]
             for j in range(n_out):
-                grad_W[k, j] += x * delta[i, j]
+                grad_W[k, j] = zero
+        for i in range(rows):
+            for k in range(n_in):
+                x = a_in[i, k]
+                for j in range(n_out):
+                    grad_W[k, j] += x * delta[i, j]
+    elif macs < PARALLEL_MIN_MACS:
+        gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
+    else:
+        parallel_gemm(True, False, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)

@@ -15,8 +15,12 @@ from fastgd.registry import ACTIVATIONS, LOSSES
 
 ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.output_only]
 # Shapes include a single row, single columns, odd sizes that are not multiples of the thread
-# count, and sizes large enough to take the BLAS path (rows * n_in * n_out >= BLAS_MIN_MACS).
-LAYER_SHAPES = [(1, 1, 1), (1, 3, 5), (4, 2, 4), (7, 5, 3), (33, 17, 9), (65, 70, 33), (128, 64, 40)]
+# count, and sizes for each matrix-product path (fastgd._config): loops, one BLAS call, and
+# parallel blocks (rows * n_in * n_out >= PARALLEL_MIN_MACS), with odd block counts and rows.
+LAYER_SHAPES = [
+    (1, 1, 1), (1, 3, 5), (4, 2, 4), (7, 5, 3), (33, 17, 9), (65, 70, 33), (128, 64, 40),
+    (301, 131, 67), (515, 390, 7), (130, 257, 129),
+]  # fmt: skip
 
 
 def call_both(name, *args):
