@@ -16,6 +16,7 @@ from .dense import (
     output_delta,
 )
 from .optim import adagrad_step, adam_step, adamw_step, momentum_step, optimizer_step, rmsprop_step, sgd_step
+from .small import forward_backward_small
 from .train import evaluate_loss, forward, forward_backward, shuffle_order, train_epochs
 
 KERNEL_NAMES = (
@@ -37,6 +38,7 @@ KERNEL_NAMES = (
     "forward",
     "evaluate_loss",
     "forward_backward",
+    "forward_backward_small",
     "shuffle_order",
     "train_epochs",
 )

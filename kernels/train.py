@@ -15,6 +15,7 @@ from .._config import JIT_OPTIONS
 from .codes import META_ACTIVATION, META_B_OFFSET, META_N_IN, META_N_OUT, META_W_OFFSET, SSE
 from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
 from .optim import optimizer_step
+from .small import forward_backward_small, is_small
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -187,7 +188,8 @@ def train_epochs(
 
     Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
     of ``batch_size`` consecutive rows of that order (the last one may be shorter): gather,
-    forward, backprop, one optimizer step over the flat parameter buffer.
+    forward, backprop (``forward_backward_small`` when every product is tiny), one optimizer
+    step over the flat parameter buffer.
 
     Parameters
     ----------
@@ -224,6 +226,7 @@ def train_epochs(
     n_out = Y.shape[1]
     t = params.dtype.type
     is_mean = loss != SSE
+    small = is_small(meta, batch_size)  # then every batch is (the last one may only be shorter)
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
@@ -249,7 +252,10 @@ def train_epochs(
                 inv = t(1.0 / batch_weight)
                 for r in range(rows):
                     row_scale[r] *= inv
-            value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
+            if small:
+                value = forward_backward_small(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
+            else:
+                value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
             optimizer_step(opt_kind, params, grads, opt_state, step[0], lr, hyper)
