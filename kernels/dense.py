@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS, PARALLEL_MIN_MACS
-from .blas import gemm, parallel_gemm
+from .blas import gemm, parallel_gemm, runtime_flag
 from .mathfn import fast_exp, fast_tanh
 from .codes import (
     BINARY_CROSSENTROPY,
@@ -104,7 +104,9 @@ def activate(z, a_out, activation):
     if activation != SOFTMAX:
         flat = _flat(a_out)
         if z.ctypes.data != a_out.ctypes.data:
-            flat[:] = _flat(z)
+            source = _flat(z)
+            for i in range(flat.size):
+                flat[i] = source[i]
         _activate_in_place(flat, activation)
         return
     t = z.dtype.type
@@ -125,12 +127,27 @@ def activate(z, a_out, activation):
 
 
 @njit(**JIT_OPTIONS)
-def _add_bias_and_activate(z, b, activation):
-    rows, n_out = z.shape
+def _linear(a_in, W, b, z_out):
+    # z_out = a_in @ W + b by the path that suits the size (see the module docstring).
+    rows, n_in = a_in.shape
+    n_out = W.shape[1]
+    macs = rows * n_in * n_out
+    if macs < BLAS_MIN_MACS:
+        for i in range(rows):
+            for j in range(n_out):
+                z_out[i, j] = b[j]
+            for k in range(n_in):
+                x = a_in[i, k]
+                for j in range(n_out):
+                    z_out[i, j] += x * W[k, j]
+        return
+    if macs < PARALLEL_MIN_MACS:
+        gemm(runtime_flag(False), runtime_flag(False), rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, z_out[0], n_out)
+    else:
+        parallel_gemm(runtime_flag(False), runtime_flag(False), rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
     for i in range(rows):
         for j in range(n_out):
-            z[i, j] += b[j]
-    activate(z, z, activation)
+            z_out[i, j] += b[j]
 
 
 @njit(**JIT_OPTIONS)
@@ -145,26 +162,10 @@ def dense_forward(a_in, W, b, a_out, activation):
     a_out : ndarray, shape (rows, n_out)
         Written with the activations.
     activation : int
-        Activation code (``IDENTITY`` gives the affine part alone).
+        Activation code.
     """
-    rows, n_in = a_in.shape
-    n_out = W.shape[1]
-    macs = rows * n_in * n_out
-    if macs < BLAS_MIN_MACS:
-        for i in range(rows):
-            for j in range(n_out):
-                a_out[i, j] = b[j]
-            for k in range(n_in):
-                x = a_in[i, k]
-                for j in range(n_out):
-                    a_out[i, j] += x * W[k, j]
-        activate(a_out, a_out, activation)
-    else:
-        if macs < PARALLEL_MIN_MACS:
-            gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, a_out[0], n_out)
-        else:
-            parallel_gemm(False, False, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(a_out), 0, n_out)
-        _add_bias_and_activate(a_out, b, activation)
+    _linear(a_in, W, b, a_out)
+    activate(a_out, a_out, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -179,7 +180,7 @@ def dense_linear(a_in, W, b, z_out):
     z_out : ndarray, shape (rows, n_out)
         Written with the result.
     """
-    dense_forward(a_in, W, b, z_out, IDENTITY)
+    _linear(a_in, W, b, z_out)
 
 
 @njit(**JIT_OPTIONS)
@@ -328,9 +329,9 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
         _multiply_by_derivative(_flat(a), _flat(delta), activation)
     else:
         if macs < PARALLEL_MIN_MACS:
-            gemm(False, True, rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
+            gemm(runtime_flag(False), runtime_flag(True), rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
         else:
-            parallel_gemm(False, True, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
+            parallel_gemm(runtime_flag(False), runtime_flag(True), rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
         _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
@@ -368,6 +369,6 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
                 for j in range(n_out):
                     grad_W[k, j] += x * delta[i, j]
     elif macs < PARALLEL_MIN_MACS:
-        gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
+        gemm(runtime_flag(True), runtime_flag(False), n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
     else:
-        parallel_gemm(True, False, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)
+        parallel_gemm(runtime_flag(True), runtime_flag(False), n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)

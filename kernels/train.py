@@ -244,8 +244,10 @@ def train_epochs(
             batch_weight = 0.0
             for r in range(rows):
                 i = order[start + r]
-                xb[r, :] = X[i, :]
-                yb[r, :] = Y[i, :]
+                for k in range(n_in):
+                    xb[r, k] = X[i, k]
+                for k in range(n_out):
+                    yb[r, k] = Y[i, k]
                 row_scale[r] = sample_weight[i]
                 batch_weight += sample_weight[i]
             if is_mean:
