@@ -53,13 +53,6 @@ def _gemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc)
     return impl
 
 
-@njit(**JIT_OPTIONS)
-def runtime_flag(value):
-    """``value`` typed as a plain bool. A literal True/False passed straight to a compiled
-    function makes Numba compile a separate copy of it for each constant; this keeps one."""
-    return value
-
-
 @njit(**PARALLEL_JIT_OPTIONS)
 def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc):
     """``gemm`` with C's rows split into fixed blocks that Numba's threads compute in parallel.

@@ -18,12 +18,11 @@ import numpy as np
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS, PARALLEL_MIN_MACS
-from .blas import gemm, parallel_gemm, runtime_flag
+from .blas import gemm, parallel_gemm
 from .mathfn import fast_exp, fast_tanh
 from .codes import (
     BINARY_CROSSENTROPY,
     CROSSENTROPY,
-    IDENTITY,
     LEAKY_RELU,
     LEAKY_SLOPE,
     RELU,
@@ -142,9 +141,9 @@ def _linear(a_in, W, b, z_out):
                     z_out[i, j] += x * W[k, j]
         return
     if macs < PARALLEL_MIN_MACS:
-        gemm(runtime_flag(False), runtime_flag(False), rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, z_out[0], n_out)
+        gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, z_out[0], n_out)
     else:
-        parallel_gemm(runtime_flag(False), runtime_flag(False), rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
+        parallel_gemm(False, False, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
     for i in range(rows):
         for j in range(n_out):
             z_out[i, j] += b[j]
@@ -329,9 +328,9 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
         _multiply_by_derivative(_flat(a), _flat(delta), activation)
     else:
         if macs < PARALLEL_MIN_MACS:
-            gemm(runtime_flag(False), runtime_flag(True), rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
+            gemm(False, True, rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
         else:
-            parallel_gemm(runtime_flag(False), runtime_flag(True), rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
+            parallel_gemm(False, True, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
         _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
@@ -369,6 +368,6 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
                 for j in range(n_out):
                     grad_W[k, j] += x * delta[i, j]
     elif macs < PARALLEL_MIN_MACS:
-        gemm(runtime_flag(True), runtime_flag(False), n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
+        gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
     else:
-        parallel_gemm(runtime_flag(True), runtime_flag(False), n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)
+        parallel_gemm(True, False, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)

@@ -7,7 +7,6 @@ the flat buffers, with no views in its loops; it computes exactly what ``forward
 (same contract and buffers, and the same NumPy twin, ``fastgd.reference.forward_backward``).
 """
 
-import numpy as np
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS
