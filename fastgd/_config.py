@@ -109,17 +109,16 @@ def thread_limits(n_threads=None, compiled=True):
 
 
 def cache_directory() -> str:
-    """Where Numba writes compiled kernels: ``NUMBA_CACHE_DIR`` if set, else next to the sources.
+    """Where Numba keeps fastgd's compiled kernels.
 
-    When the package folder is not writable Numba falls back to a per-user cache directory on its
-    own; this function reports the configured location, not the fallback.
+    Numba tries, in order: ``NUMBA_CACHE_DIR`` if set; the ``__pycache__`` folder next to the
+    kernels' sources if it can write there; otherwise a per-user folder (``~/.cache/numba/...``
+    on Linux). So a read-only site-packages falls back to the per-user folder on its own.
     """
-    configured = numba.config.CACHE_DIR
-    if configured:
-        return configured
-    from . import kernels
+    from .kernels import train_epochs
 
-    return os.path.join(os.path.dirname(kernels.__file__), "__pycache__")
+    cache = getattr(train_epochs, "_cache", None)
+    return getattr(cache, "_cache_path", "(caching disabled)")
 
 
 def show_config(file=None) -> None:

@@ -1,0 +1,101 @@
+"""asv benchmarks: training throughput of both backends on the workloads of ``fastgd.bench``.
+
+Every benchmark compiles (or loads from Numba's on-disk cache) in ``setup``, outside the timing.
+``FASTGD_BENCH_QUICK=1`` trains one epoch per workload instead of the full step count, for the CI
+smoke run (``asv run --quick``) that keeps the suite from rotting.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from fastgd.bench import WORKLOADS
+
+QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
+BACKENDS = ["numba", "numpy"]
+
+
+def _prepare(workload_name, backend, dtype=None):
+    workload = WORKLOADS[workload_name]
+    X, y = workload.load()
+    net = workload.network(backend) if dtype is None else workload.network(backend).copy(dtype=dtype)
+    optimizer = workload.make_optimizer()
+    rows = workload.batch_size or len(X)
+    net.copy().fit(X[:rows], y[:rows], optimizer=workload.make_optimizer(), epochs=1, batch_size=workload.batch_size)
+    epochs = 1 if QUICK else workload.epochs
+    return workload, X, y, net, optimizer, epochs
+
+
+class Training:
+    """Time, throughput and peak memory of each workload's training run, per backend."""
+
+    params = (list(WORKLOADS), BACKENDS)
+    param_names = ["workload", "backend"]
+    number = 1
+    repeat = (1, 5, 60.0)
+    warmup_time = 0
+    timeout = 900
+
+    def setup(self, workload, backend):
+        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare(workload, backend)
+
+    def _fit(self):
+        self.net.fit(self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size)
+
+    def time_fit(self, workload, backend):
+        self._fit()
+
+    def track_samples_per_second(self, workload, backend):
+        start = time.perf_counter()
+        self._fit()
+        return self.epochs * len(self.X) / (time.perf_counter() - start)
+
+    track_samples_per_second.unit = "samples/s"
+
+    def peakmem_fit(self, workload, backend):
+        self._fit()
+
+
+class Dtype:
+    """The digits workload in both precisions: float32 must not be slower than float64."""
+
+    params = (["float32", "float64"], BACKENDS)
+    param_names = ["dtype", "backend"]
+    number = 1
+    repeat = (1, 5, 30.0)
+    warmup_time = 0
+    timeout = 300
+
+    def setup(self, dtype, backend):
+        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare("digits", backend, dtype)
+
+    def time_fit(self, dtype, backend):
+        self.net.fit(self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size)
+
+
+class SpeedUp:
+    """Speed-up of the Numba backend over the NumPy reference, both timed in the same process."""
+
+    params = list(WORKLOADS)
+    param_names = ["workload"]
+    number = 1
+    repeat = 1
+    warmup_time = 0
+    timeout = 900
+
+    def setup(self, workload):
+        self.runs = {backend: _prepare(workload, backend) for backend in BACKENDS}
+
+    def track_speedup(self, workload):
+        seconds = {}
+        for backend, (w, X, y, net, optimizer, epochs) in self.runs.items():
+            best = np.inf
+            for _ in range(1 if QUICK else 3):
+                start = time.perf_counter()
+                net.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=w.batch_size)
+                best = min(best, time.perf_counter() - start)
+            seconds[backend] = best
+        return seconds["numpy"] / seconds["numba"]
+
+    track_speedup.unit = "x"
