@@ -9,9 +9,9 @@ The network's parameters live in one flat buffer ``params``; ``meta`` (int64, sh
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from .._config import JIT_OPTIONS
+from .._config import JIT_OPTIONS, OPTIMIZER_CHUNK, PARALLEL_JIT_OPTIONS
 from .codes import META_ACTIVATION, META_B_OFFSET, META_N_IN, META_N_OUT, META_W_OFFSET, SSE
 from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
 from .optim import optimizer_step
@@ -157,6 +157,26 @@ def shuffle_order(order, keys, seed, epoch):
 
 
 @njit(**JIT_OPTIONS)
+def _gather(X, Y, rows, xb, yb):
+    for r in range(rows.size):
+        i = rows[r]
+        for k in range(X.shape[1]):
+            xb[r, k] = X[i, k]
+        for k in range(Y.shape[1]):
+            yb[r, k] = Y[i, k]
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def _gather_parallel(X, Y, rows, xb, yb):
+    for r in prange(rows.size):
+        i = rows[r]
+        for k in range(X.shape[1]):
+            xb[r, k] = X[i, k]
+        for k in range(Y.shape[1]):
+            yb[r, k] = Y[i, k]
+
+
+@njit(**JIT_OPTIONS)
 def train_epochs(
     params,
     grads,
@@ -241,13 +261,13 @@ def train_epochs(
             rows = min(batch_size, n - start)
             xb = x_batch[: rows * n_in].reshape((rows, n_in))
             yb = y_batch[: rows * n_out].reshape((rows, n_out))
+            if rows * n_in > 2 * OPTIMIZER_CHUNK:
+                _gather_parallel(X, Y, order[start : start + rows], xb, yb)
+            else:
+                _gather(X, Y, order[start : start + rows], xb, yb)
             batch_weight = 0.0
             for r in range(rows):
                 i = order[start + r]
-                for k in range(n_in):
-                    xb[r, k] = X[i, k]
-                for k in range(n_out):
-                    yb[r, k] = Y[i, k]
                 row_scale[r] = sample_weight[i]
                 batch_weight += sample_weight[i]
             if is_mean:
