@@ -13,12 +13,13 @@ __version__ = "0.1.0"
 from . import optimizers, reference
 from ._config import show_config
 from .gradcheck import GradientCheck, gradient_check
-from .network import Gradients, History, Network
+from .network import Gradients, History, Network, StopTraining
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 
 __all__ = [
     "Network",
     "History",
+    "StopTraining",
     "Gradients",
     "GradientCheck",
     "gradient_check",

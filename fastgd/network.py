@@ -7,7 +7,10 @@ Both backends run the same algorithm through functions with the same names and s
 
 from __future__ import annotations
 
+import contextlib
+import math
 import numbers
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -26,6 +29,10 @@ ENGINES = {"numba": kernels, "numpy": reference}
 _PREDICT_BLOCK_ROWS = 8192
 
 
+class StopTraining(Exception):
+    """Raise from a callback to end ``fit`` cleanly after the current epoch (like returning False)."""
+
+
 class History:
     """Per-epoch record of one ``fit`` call.
 
@@ -35,10 +42,22 @@ class History:
         Training loss of each epoch: the weighted mean of the batch losses over the epoch (for
         ``sse``, their sum), each taken before its batch's update. For full-batch training this
         is exactly the loss at the start of the epoch.
+    val_loss, val_accuracy : list of float
+        With validation data: the loss on it after each epoch, and for classifiers
+        (crossentropy, binary_crossentropy) the accuracy (share of rows whose argmax matches, or
+        of outputs whose rounding matches for binary_crossentropy).
+    best_epoch : int or None
+        With early stopping: the 1-based epoch whose monitored loss was best.
+    stopped_epoch : int or None
+        The 1-based epoch after which training stopped early (early stopping or a callback).
     """
 
     def __init__(self):
         self.loss: list[float] = []
+        self.val_loss: list[float] = []
+        self.val_accuracy: list[float] = []
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
 
     @property
     def epochs(self) -> int:
@@ -297,13 +316,13 @@ class Network:
 
     # ------------------------------------------------------------------ inputs
 
-    def _inputs(self, X, y=None, sample_weight=None):
-        X = check.as_matrix(X, "X", self.dtype, n_cols=self.layer_sizes[0])
+    def _inputs(self, X, y=None, sample_weight=None, names=("X", "y")):
+        X = check.as_matrix(X, names[0], self.dtype, n_cols=self.layer_sizes[0])
         if y is None:
             return X
         Y = check.as_targets(
             y,
-            "y",
+            names[1],
             self.dtype,
             self.layer_sizes[-1],
             X.shape[0],
@@ -387,7 +406,24 @@ class Network:
             return self.optimizer if self.optimizer is not None else SGD(lr=0.01)
         return make_optimizer(optimizer)
 
-    def fit(self, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None) -> History:
+    def fit(
+        self,
+        X,
+        y,
+        optimizer=None,
+        epochs=1,
+        batch_size=None,
+        shuffle=True,
+        sample_weight=None,
+        validation_data=None,
+        validation_split=None,
+        early_stopping=False,
+        patience=10,
+        min_delta=0.0,
+        restore_best=True,
+        callbacks=None,
+        verbose=0,
+    ) -> History:
         """Train by gradient descent.
 
         Parameters
@@ -410,18 +446,53 @@ class Network:
             same sum in any order). With False, batches are consecutive rows in order.
         sample_weight : array-like, shape (n,), optional
             Row weights: mean losses become weighted means, sse a weighted sum.
+        validation_data : (X_val, y_val), optional
+            Data to compute ``history.val_loss`` (and ``val_accuracy`` for classifiers) on after
+            every epoch.
+        validation_split : float in (0, 1), optional
+            Hold out this share of the rows instead: the *last* rows of X (before any shuffling),
+            as Keras does. Not together with ``validation_data``.
+        early_stopping : bool, default False
+            Stop when the monitored loss (validation loss with validation data, else training
+            loss) has not improved by more than ``min_delta`` for ``patience`` epochs.
+        patience : int, default 10
+        min_delta : float, default 0
+        restore_best : bool, default True
+            With early stopping, put back the parameters of the best epoch at the end (the
+            optimizer state stays that of the last epoch).
+        callbacks : callable or list of callables, optional
+            Each is called as ``callback(epoch, history, network)`` after every ``every``-th
+            epoch (``callback.every``, default 1), with ``epoch`` counted from 1 in this fit.
+            Returning ``False`` or raising :class:`fastgd.StopTraining` ends training after that
+            epoch; the network keeps the state it has then.
+        verbose : {0, 1}, default 0
+            1 shows a progress bar (tqdm) with the epoch, losses and samples/s.
 
         Returns
         -------
         History
-            One training loss per epoch.
+
+        Notes
+        -----
+        The compiled loop runs whole epochs per call. With no per-epoch work (no validation,
+        early stopping, callbacks or progress bar) a fit is one call; otherwise one call per
+        epoch (per ``every`` epochs for callbacks alone), and the progress bar groups epochs so
+        that it updates about ten times a second.
         """
         X, Y, weight = self._inputs(X, y, sample_weight)
         epochs = check.as_int(epochs, "epochs", 0)
         batch_size = check.as_int(batch_size, "batch_size", 1, allow_none=True)
         shuffle = check.as_bool(shuffle, "shuffle")
+        early_stopping = check.as_bool(early_stopping, "early_stopping")
+        patience = check.as_int(patience, "patience", 0)
+        min_delta = check.as_real(min_delta, "min_delta", minimum=0.0)
+        restore_best = check.as_bool(restore_best, "restore_best")
+        callbacks = _check_callbacks(callbacks)
+        if verbose not in (0, 1) or isinstance(verbose, float):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        X, Y, weight, validation = self._validation_inputs(X, Y, weight, validation_data, validation_split)
         optimizer = self._resolve_optimizer(optimizer)
-        n, n_in = X.shape
+        n = X.shape[0]
         batch = n if batch_size is None else min(batch_size, n)
 
         if optimizer is not self.optimizer:
@@ -431,36 +502,154 @@ class Network:
         history = History()
         if epochs == 0:
             return history
+        train = self._trainer(X, Y, weight, optimizer, batch, shuffle and batch < n, epochs)
+        per_epoch = validation is not None or early_stopping
+        monitor = history.val_loss if validation is not None else history.loss
+        best = (np.inf, None)
+        waited = 0
+        with self._threads(), _progress(verbose, epochs, n) as bar:
+            done = 0
+            chunk = 1 if (per_epoch or callbacks or verbose) else epochs
+            if callbacks and not per_epoch:
+                chunk = math.gcd(*[cb_every for _, cb_every in callbacks])
+            while done < epochs:
+                count = min(chunk, epochs - done)
+                started = time.perf_counter()
+                history.loss.extend(train(count))
+                done += count
+                if verbose and not per_epoch and not callbacks:
+                    # Group epochs so the bar updates about ten times a second.
+                    chunk = max(1, int(0.1 * count / max(time.perf_counter() - started, 1e-9)))
+                if validation is not None:
+                    self._record_validation(history, *validation)
+                stop = False
+                if early_stopping:
+                    if monitor[-1] < best[0] - min_delta:
+                        best = (monitor[-1], self._params.copy())
+                        history.best_epoch = done
+                        waited = 0
+                    else:
+                        waited += 1
+                        stop = waited >= patience
+                for callback, every in callbacks:
+                    if done % every == 0:
+                        try:
+                            stop = (callback(done, history, self) is False) or stop
+                        except StopTraining:
+                            stop = True
+                bar.update(count)
+                bar.set_postfix(_postfix(history, count * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
+                if stop:
+                    history.stopped_epoch = done
+                    break
+        if early_stopping and restore_best and best[1] is not None:
+            self._params[...] = best[1]
+        return history
+
+    def _validation_inputs(self, X, Y, weight, validation_data, validation_split):
+        """Split or check the validation data; returns the training arrays and (X_val, Y_val, buffers)."""
+        if validation_data is not None and validation_split is not None:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_split is not None:
+            split = check.as_real(validation_split, "validation_split", minimum=0.0)
+            n_val = math.ceil(split * X.shape[0])
+            if not 0.0 < split < 1.0 or n_val >= X.shape[0]:
+                raise ValueError(f"validation_split must be in (0, 1) and leave training rows, got {validation_split}")
+            X_val, Y_val = X[-n_val:], Y[-n_val:]
+            X, Y, weight = X[:-n_val], Y[:-n_val], weight[:-n_val]
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            X_val, Y_val, _ = self._inputs(*validation_data, names=("validation_data X", "validation_data y"))
+        else:
+            return X, Y, weight, None
+        acts, _, z_out = self._work_buffers(X_val.shape[0])
+        scale = self._row_scale(np.ones(X_val.shape[0], dtype=self.dtype))
+        return X, Y, weight, (X_val, Y_val, scale, acts, z_out)
+
+    def _record_validation(self, history, X_val, Y_val, scale, acts, z_out):
+        history.val_loss.append(
+            float(self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code))
+        )
+        if self._loss.code == codes.CROSSENTROPY:
+            out = reference._block(acts, self._meta, len(self._meta) - 1, X_val.shape[0])
+            history.val_accuracy.append(float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1))))
+        elif self._loss.code == codes.BINARY_CROSSENTROPY:
+            out = reference._block(acts, self._meta, len(self._meta) - 1, X_val.shape[0])
+            history.val_accuracy.append(float(np.mean((out >= 0.5) == (Y_val >= 0.5))))
+
+    def _trainer(self, X, Y, weight, optimizer, batch, shuffle, epochs):
+        """A function that trains ``count`` more epochs in one compiled call and returns their losses."""
+        n, n_in = X.shape
         acts, deltas, z_out = self._work_buffers(batch)
         losses = np.empty(epochs, dtype=np.float64)
-        with self._threads():
+        buffers = (
+            np.empty(n, dtype=np.int64),
+            np.empty(n, dtype=np.uint64),
+            np.empty(batch * n_in, dtype=self.dtype),
+            np.empty(batch * self.layer_sizes[-1], dtype=self.dtype),
+            np.empty(batch, dtype=self.dtype),
+            acts,
+            deltas,
+            z_out,
+        )
+        hyper = optimizer.hyper_vector()
+
+        def train(count):
+            out = losses[:count]
             self._engine.train_epochs(
-                self._params,
-                self._grads,
-                self._opt_state,
-                X,
-                Y,
-                weight,
-                np.empty(n, dtype=np.int64),
-                np.empty(n, dtype=np.uint64),
-                np.empty(batch * n_in, dtype=self.dtype),
-                np.empty(batch * self.layer_sizes[-1], dtype=self.dtype),
-                np.empty(batch, dtype=self.dtype),
-                acts,
-                deltas,
-                z_out,
-                losses,
-                self._step,
-                self._meta,
-                self._loss.code,
-                optimizer.code,
-                float(optimizer.lr),
-                optimizer.hyper_vector(),
-                int(batch),
-                bool(shuffle and batch < n),
-                self._shuffle_seed,
-                self.epochs_trained,
-            )
-        self.epochs_trained += epochs
-        history.loss.extend(losses.tolist())
-        return history
+                self._params, self._grads, self._opt_state, X, Y, weight, *buffers, out, self._step, self._meta,
+                self._loss.code, optimizer.code, float(optimizer.lr), hyper, int(batch), bool(shuffle),
+                self._shuffle_seed, self.epochs_trained,
+            )  # fmt: skip
+            self.epochs_trained += count
+            return out.tolist()
+
+        return train
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        callbacks = [callbacks]
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError("callbacks must be a callable or a list of callables")
+    checked = []
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables, got {type(callback).__name__}")
+        checked.append((callback, check.as_int(getattr(callback, "every", 1), "callback.every", 1)))
+    return checked
+
+
+class _NoBar:
+    def update(self, count):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+
+@contextlib.contextmanager
+def _progress(verbose, epochs, rows):
+    if not verbose:
+        yield _NoBar()
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, unit="epoch", desc="fit", leave=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _postfix(history, samples_per_second):
+    postfix = {"loss": f"{history.loss[-1]:.4g}"}
+    if history.val_loss:
+        postfix["val_loss"] = f"{history.val_loss[-1]:.4g}"
+    if history.val_accuracy:
+        postfix["val_acc"] = f"{history.val_accuracy[-1]:.3f}"
+    postfix["samples/s"] = f"{samples_per_second:.3g}"
+    return postfix
