@@ -15,6 +15,7 @@ from ._config import show_config
 from .gradcheck import GradientCheck, gradient_check
 from .network import Gradients, History, Network, StopTraining
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
+from .persistence import load
 
 __all__ = [
     "Network",
@@ -23,6 +24,7 @@ __all__ = [
     "Gradients",
     "GradientCheck",
     "gradient_check",
+    "load",
     "optimizers",
     "reference",
     "show_config",

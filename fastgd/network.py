@@ -229,7 +229,9 @@ class Network:
         self.biases = LayerArrays(self._layer_views(self._params, weights=False), "biases")
         for W in self.weights:
             W[...] = initializer(rng, *W.shape)
+        self._initial_params = self._params.copy()  # for fit(warm_start=False)
         self._shuffle_seed = _draw_seed(rng)
+        self.history = History()  # every epoch this network has trained, across fits
 
         self.optimizer: Optimizer | None = None
         self._opt_state = np.zeros((1, offset), dtype=self.dtype)
@@ -302,6 +304,10 @@ class Network:
         clone._params = self._params.astype(clone.dtype)
         clone._grads = np.zeros_like(clone._params)
         clone._opt_state = self._opt_state.astype(clone.dtype)
+        clone._initial_params = self._initial_params.astype(clone.dtype)
+        clone.history = History()
+        for field in ("loss", "val_loss", "val_accuracy"):
+            getattr(clone.history, field).extend(getattr(self.history, field))
         clone._step = self._step.copy()
         clone.weights = LayerArrays(clone._layer_views(clone._params, weights=True), "weights")
         clone.biases = LayerArrays(clone._layer_views(clone._params, weights=False), "biases")
@@ -423,6 +429,7 @@ class Network:
         restore_best=True,
         callbacks=None,
         verbose=0,
+        warm_start=True,
     ) -> History:
         """Train by gradient descent.
 
@@ -467,6 +474,10 @@ class Network:
             epoch; the network keeps the state it has then.
         verbose : {0, 1}, default 0
             1 shows a progress bar (tqdm) with the epoch, losses and samples/s.
+        warm_start : bool, default True
+            True: continue from the current parameters (and optimizer state, see
+            ``optimizer``). False: start over from the parameters the network was initialised
+            with, fresh optimizer state, the epoch count and ``net.history`` cleared.
 
         Returns
         -------
@@ -487,6 +498,7 @@ class Network:
         patience = check.as_int(patience, "patience", 0)
         min_delta = check.as_real(min_delta, "min_delta", minimum=0.0)
         restore_best = check.as_bool(restore_best, "restore_best")
+        warm_start = check.as_bool(warm_start, "warm_start")
         callbacks = _check_callbacks(callbacks)
         if verbose not in (0, 1) or isinstance(verbose, float):
             raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
@@ -495,7 +507,11 @@ class Network:
         n = X.shape[0]
         batch = n if batch_size is None else min(batch_size, n)
 
-        if optimizer is not self.optimizer:
+        if not warm_start:
+            self._params[...] = self._initial_params
+            self.epochs_trained = 0
+            self.history = History()
+        if optimizer is not self.optimizer or not warm_start:
             self._opt_state = optimizer.initial_state(self.n_params, self.dtype)
             self._step[0] = 0
             self.optimizer = optimizer
@@ -544,7 +560,19 @@ class Network:
                     break
         if early_stopping and restore_best and best[1] is not None:
             self._params[...] = best[1]
+        for field in ("loss", "val_loss", "val_accuracy"):
+            getattr(self.history, field).extend(getattr(history, field))
         return history
+
+    def partial_fit(self, X, y, optimizer=None, batch_size=None, shuffle=True, sample_weight=None) -> History:
+        """One epoch of training, continuing from the current parameters and optimizer state."""
+        return self.fit(X, y, optimizer=optimizer, epochs=1, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight)
+
+    def save(self, path) -> None:
+        """Write the network to a ``.npz`` file (see :func:`fastgd.load`)."""
+        from .persistence import save
+
+        save(self, path)
 
     def _validation_inputs(self, X, Y, weight, validation_data, validation_split):
         """Split or check the validation data; returns the training arrays and (X_val, Y_val, buffers)."""
