@@ -10,7 +10,7 @@ Quick start::
 
 __version__ = "0.1.0"
 
-from . import optimizers, reference
+from . import optimizers, reference, schedules
 from ._config import show_config
 from .gradcheck import GradientCheck, gradient_check
 from .network import Gradients, History, Network, StopTraining
@@ -26,6 +26,7 @@ __all__ = [
     "gradient_check",
     "load",
     "optimizers",
+    "schedules",
     "reference",
     "show_config",
     "SGD",

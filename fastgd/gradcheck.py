@@ -84,8 +84,11 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     acts, _, z_out = clone._work_buffers(X.shape[0])
     params = clone._params
 
+    scratch = np.zeros_like(params)
+
     def loss():
-        return clone._engine.evaluate_loss(params, clone._meta, X, Y, row_scale, acts, z_out, clone._loss.code)
+        value = clone._engine.evaluate_loss(params, clone._meta, X, Y, row_scale, acts, z_out, clone._loss.code)
+        return value + clone._engine.weight_penalty(params, scratch, clone._meta, clone.l1, clone.l2)
 
     numeric = np.empty_like(backprop)
     for i in range(params.size):

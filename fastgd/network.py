@@ -21,6 +21,7 @@ from . import kernels, reference
 from .kernels import codes
 from ._config import _check_threads, thread_limits
 from .optimizers import SGD, Optimizer, make_optimizer
+from .schedules import make_schedule
 from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
 
 ENGINES = {"numba": kernels, "numpy": reference}
@@ -155,6 +156,10 @@ class Network:
         global generator does (``np.random.seed(42)`` ≡ ``RandomState(42)``).
     backend : {"numba", "numpy"}, default "numba"
         Compiled kernels or the NumPy reference implementation.
+    l1, l2 : float, default 0
+        Penalties on the weights (not the biases), part of the loss: ``l1·Σ|W| + (l2/2)·ΣW²``,
+        added to every batch's loss and gradient, and to ``loss()`` and ``gradients()``. This is
+        separate from the optimizers' ``weight_decay``.
     n_threads : int, optional
         Threads for training and prediction, set for the duration of each call and restored
         after. The Numba backend uses one pool, Numba's, this wide, and holds BLAS to one thread
@@ -183,6 +188,8 @@ class Network:
         random_state=None,
         backend="numba",
         n_threads=None,
+        l1=0.0,
+        l2=0.0,
     ):
         sizes = self._check_layer_sizes(layer_sizes)
         loss_info = lookup(LOSSES, loss, "loss")
@@ -206,6 +213,8 @@ class Network:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         rng = _resolve_rng(random_state)
         self.n_threads = None if n_threads is None else _check_threads(n_threads)
+        self.l1 = check.as_real(l1, "l1", minimum=0.0)
+        self.l2 = check.as_real(l2, "l2", minimum=0.0)
 
         self.layer_sizes = sizes
         self.activation = hidden.name
@@ -315,7 +324,7 @@ class Network:
 
     def __repr__(self) -> str:
         return (
-            f"Network({list(self.layer_sizes)}, activation={self.activation!r}, "
+            f"Network({list(self.layer_sizes)}, activation={self.activation!r}, l1={self.l1}, l2={self.l2}, "
             f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, "
             f"dtype={self.dtype.name!r}, backend={self.backend!r})"
         )
@@ -380,6 +389,7 @@ class Network:
         acts, _, z_out = self._work_buffers(X.shape[0])
         with self._threads():
             value = self._engine.evaluate_loss(self._params, self._meta, X, Y, self._row_scale(weight), acts, z_out, self._loss.code)
+            value += self._engine.weight_penalty(self._params, np.zeros_like(self._params), self._meta, self.l1, self.l2)
         return float(value)
 
     def gradients(self, X, y, sample_weight=None) -> Gradients:
@@ -403,6 +413,7 @@ class Network:
             self._engine.forward_backward(
                 self._params, self._grads, self._meta, X, Y, self._row_scale(weight), acts, deltas, z_out, self._loss.code
             )
+            self._engine.weight_penalty(self._params, self._grads, self._meta, self.l1, self.l2)
         return self._grads.copy()
 
     # ------------------------------------------------------------------ training
@@ -430,6 +441,7 @@ class Network:
         callbacks=None,
         verbose=0,
         warm_start=True,
+        lr_schedule=None,
     ) -> History:
         """Train by gradient descent.
 
@@ -474,6 +486,10 @@ class Network:
             epoch; the network keeps the state it has then.
         verbose : {0, 1}, default 0
             1 shows a progress bar (tqdm) with the epoch, losses and samples/s.
+        lr_schedule : fastgd.schedules.Schedule, optional
+            Scales the optimizer's lr per step (``StepDecay``, ``Exponential``,
+            ``InverseScaling``, ``Cosine``), counted in the optimizer's steps, inside the
+            compiled loop. Default: constant.
         warm_start : bool, default True
             True: continue from the current parameters (and optimizer state, see
             ``optimizer``). False: start over from the parameters the network was initialised
@@ -499,6 +515,7 @@ class Network:
         min_delta = check.as_real(min_delta, "min_delta", minimum=0.0)
         restore_best = check.as_bool(restore_best, "restore_best")
         warm_start = check.as_bool(warm_start, "warm_start")
+        schedule = make_schedule(lr_schedule)
         callbacks = _check_callbacks(callbacks)
         if verbose not in (0, 1) or isinstance(verbose, float):
             raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
@@ -518,7 +535,7 @@ class Network:
         history = History()
         if epochs == 0:
             return history
-        train = self._trainer(X, Y, weight, optimizer, batch, shuffle and batch < n, epochs)
+        train = self._trainer(X, Y, weight, optimizer, batch, shuffle and batch < n, epochs, schedule)
         per_epoch = validation is not None or early_stopping
         monitor = history.val_loss if validation is not None else history.loss
         best = (np.inf, None)
@@ -606,7 +623,7 @@ class Network:
             out = reference._block(acts, self._meta, len(self._meta) - 1, X_val.shape[0])
             history.val_accuracy.append(float(np.mean((out >= 0.5) == (Y_val >= 0.5))))
 
-    def _trainer(self, X, Y, weight, optimizer, batch, shuffle, epochs):
+    def _trainer(self, X, Y, weight, optimizer, batch, shuffle, epochs, schedule):
         """A function that trains ``count`` more epochs in one compiled call and returns their losses."""
         n, n_in = X.shape
         acts, deltas, z_out = self._work_buffers(batch)
@@ -622,13 +639,14 @@ class Network:
             z_out,
         )
         hyper = optimizer.hyper_vector()
+        schedule_parameters = schedule.parameters()
 
         def train(count):
             out = losses[:count]
             self._engine.train_epochs(
                 self._params, self._grads, self._opt_state, X, Y, weight, *buffers, out, self._step, self._meta,
                 self._loss.code, optimizer.code, float(optimizer.lr), hyper, int(batch), bool(shuffle),
-                self._shuffle_seed, self.epochs_trained,
+                self._shuffle_seed, self.epochs_trained, schedule.code, schedule_parameters, self.l1, self.l2,
             )  # fmt: skip
             self.epochs_trained += count
             return out.tolist()

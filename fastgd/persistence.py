@@ -46,6 +46,8 @@ def save(net: Network, path) -> None:
         "dtype": net.dtype.name,
         "backend": net.backend,
         "n_threads": net.n_threads,
+        "l1": net.l1,
+        "l2": net.l2,
         "shuffle_seed": net._shuffle_seed,
         "epochs_trained": net.epochs_trained,
         "optimizer": None if optimizer is None else {"name": optimizer.name, "config": _jsonable(optimizer.get_config())},
@@ -122,6 +124,8 @@ def load(path, backend=None) -> Network:
         random_state=0,
         backend=backend or description["backend"],
         n_threads=description["n_threads"],
+        l1=description.get("l1", 0.0),
+        l2=description.get("l2", 0.0),
     )
     for key in ("parameters", "initial_parameters"):
         if arrays[key].shape != net._params.shape or arrays[key].dtype != net.dtype:

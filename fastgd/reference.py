@@ -31,6 +31,11 @@ from .kernels.codes import (
     OPT_RMSPROP,
     OPT_SGD,
     RELU,
+    SCHEDULE_CONSTANT,
+    SCHEDULE_COSINE,
+    SCHEDULE_EXPONENTIAL,
+    SCHEDULE_INVERSE_SCALING,
+    SCHEDULE_STEP,
     SIGMOID,
     SOFTMAX,
     SSE,
@@ -281,6 +286,36 @@ def forward_backward(params, grads, meta, x, y, row_scale, acts, deltas, z_out, 
 # same thing, so it has the same twin.
 forward_backward_small = forward_backward
 
+# Learning rate at 1-based step t for each schedule code, from (base lr, t, parameters).
+SCHEDULES = {
+    SCHEDULE_CONSTANT: lambda lr, t, p: lr,
+    SCHEDULE_STEP: lambda lr, t, p: lr * p[1] ** ((t - 1) // int(p[0])),
+    SCHEDULE_EXPONENTIAL: lambda lr, t, p: lr * p[0] ** (t - 1),
+    SCHEDULE_INVERSE_SCALING: lambda lr, t, p: lr / float(t) ** p[0],
+    SCHEDULE_COSINE: lambda lr, t, p: p[1] + (lr - p[1]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p[0]) / p[0])),
+}
+
+
+def scheduled_lr(kind, base_lr, step, schedule):
+    """Learning rate of the ``step``-th step (see :func:`fastgd.kernels.scheduled_lr`)."""
+    return float(SCHEDULES[kind](base_lr, step, schedule))
+
+
+def weight_penalty(params, grads, meta, l1, l2):
+    """Add ``l1·sign(W) + l2·W`` to the weight gradients; return ``l1·Σ|W| + (l2/2)·ΣW²``."""
+    if l1 == 0.0 and l2 == 0.0:
+        return 0.0
+    t = params.dtype.type
+    total = 0.0
+    for layer in range(meta.shape[0]):
+        W, _ = _weights(params, meta, layer)
+        grad_W, _ = _weights(grads, meta, layer)
+        grad_W += t(l1) * np.sign(W) + t(l2) * W
+        W64 = W.astype(np.float64)
+        total += l1 * np.abs(W64).sum() + 0.5 * l2 * (W64 * W64).sum()
+    return float(total)
+
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -328,6 +363,10 @@ def train_epochs(
     shuffle,
     seed,
     first_epoch,
+    schedule_kind,
+    schedule,
+    l1,
+    l2,
 ):
     """Whole epochs of mini-batch gradient descent (see :func:`fastgd.kernels.train_epochs`)."""
     n, n_in = X.shape
@@ -354,7 +393,8 @@ def train_epochs(
             if is_mean:
                 scale *= t(1.0 / batch_weight)
             value = forward_backward(params, grads, meta, xb, yb, scale, acts, deltas, z_out, loss)
+            value += weight_penalty(params, grads, meta, l1, l2)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), lr, hyper)
+            optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), scheduled_lr(schedule_kind, lr, int(step[0]), schedule), hyper)
         epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss

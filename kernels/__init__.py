@@ -15,6 +15,7 @@ from .dense import (
     loss_value,
     output_delta,
 )
+from .extras import scheduled_lr, weight_penalty
 from .optim import adagrad_step, adam_step, adamw_step, momentum_step, optimizer_step, rmsprop_step, sgd_step
 from .small import forward_backward_small
 from .train import evaluate_loss, forward, forward_backward, shuffle_order, train_epochs
@@ -35,6 +36,8 @@ KERNEL_NAMES = (
     "adam_step",
     "adamw_step",
     "optimizer_step",
+    "scheduled_lr",
+    "weight_penalty",
     "forward",
     "evaluate_loss",
     "forward_backward",

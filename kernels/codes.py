@@ -29,6 +29,13 @@ OPT_RMSPROP = 3
 OPT_ADAM = 4
 OPT_ADAMW = 5
 
+# Learning-rate schedules (per optimizer step).
+SCHEDULE_CONSTANT = 0
+SCHEDULE_STEP = 1
+SCHEDULE_EXPONENTIAL = 2
+SCHEDULE_INVERSE_SCALING = 3
+SCHEDULE_COSINE = 4
+
 # Rows of the per-layer description array ``meta`` (shape (n_layers, META_WIDTH), int64).
 META_N_IN = 0
 META_N_OUT = 1

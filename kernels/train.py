@@ -14,6 +14,7 @@ from numba import njit, prange
 from .._config import JIT_OPTIONS, OPTIMIZER_CHUNK, PARALLEL_JIT_OPTIONS
 from .codes import META_ACTIVATION, META_B_OFFSET, META_N_IN, META_N_OUT, META_W_OFFSET, SSE
 from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
+from .extras import scheduled_lr, weight_penalty
 from .optim import optimizer_step
 from .small import forward_backward_small, is_small
 
@@ -203,6 +204,10 @@ def train_epochs(
     shuffle,
     seed,
     first_epoch,
+    schedule_kind,
+    schedule,
+    l1,
+    l2,
 ):
     """Run ``epoch_losses.size`` whole epochs of mini-batch gradient descent in one call.
 
@@ -241,6 +246,10 @@ def train_epochs(
         Shuffle seed.
     first_epoch : int
         Number of epochs trained before this call, which selects the shuffle permutations.
+    schedule_kind : int; schedule : ndarray of float64, shape (2,)
+        Learning-rate schedule (see ``scheduled_lr``), applied per step from ``lr``.
+    l1, l2 : float
+        Weight penalties (see ``weight_penalty``), added to each batch's loss and gradient.
     """
     n, n_in = X.shape
     n_out = Y.shape[1]
@@ -278,7 +287,8 @@ def train_epochs(
                 value = forward_backward_small(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
             else:
                 value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
+            value += weight_penalty(params, grads, meta, l1, l2)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            optimizer_step(opt_kind, params, grads, opt_state, step[0], lr, hyper)
+            optimizer_step(opt_kind, params, grads, opt_state, step[0], scheduled_lr(schedule_kind, lr, step[0], schedule), hyper)
         epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss

@@ -132,3 +132,63 @@ def test_bad_fit_options_leave_the_network_unchanged(kwargs, error, words):
     np.testing.assert_array_equal(net.flat_parameters, before[0])
     np.testing.assert_array_equal(net.optimizer_state["exp_avg"], before[1])
     assert net.epochs_trained == before[2]
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_schedule_gives_the_hand_computed_learning_rates(backend):
+    X, y = data()
+    net = fastgd.Network([3, 4, 2], random_state=0, backend=backend)
+    manual = net.copy()
+    lrs = [0.4, 0.4, 0.4, 0.2, 0.2, 0.2, 0.1]  # StepDecay(step_size=3, gamma=0.5) from lr 0.4
+    for lr in lrs:
+        grads = manual.gradients(X, y)
+        for W, g in zip(manual.weights, grads.weights):
+            W -= lr * g
+        for b, g in zip(manual.biases, grads.biases):
+            b -= lr * g
+    net.fit(X, y, optimizer=fastgd.SGD(lr=0.4), epochs=7, lr_schedule=fastgd.schedules.StepDecay(3, gamma=0.5))
+    np.testing.assert_allclose(net.flat_parameters, manual.flat_parameters, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        fastgd.schedules.Cosine(total_steps=10, eta_min=0.001),
+        fastgd.schedules.Exponential(0.95),
+        fastgd.schedules.InverseScaling(0.5),
+    ],
+    ids=repr,
+)
+def test_schedules_and_penalties_are_identical_in_both_backends(dtype, schedule):
+    X, y = data(n=50)
+    fast = fastgd.Network([3, 6, 2], dtype=dtype, random_state=2, l1=0.001, l2=0.01)
+    ref = fast.copy(backend="numpy")
+    h_fast = fast.fit(X, y, optimizer=fastgd.Adam(0.05), epochs=3, batch_size=16, lr_schedule=schedule)
+    h_ref = ref.fit(X, y, optimizer=fastgd.Adam(0.05), epochs=3, batch_size=16, lr_schedule=schedule)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(fast.flat_parameters, ref.flat_parameters, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(h_fast.loss, h_ref.loss, rtol=rtol)
+
+
+def test_weight_penalties_are_part_of_the_loss_and_its_gradient():
+    X, y = data()
+    plain = fastgd.Network([3, 5, 2], random_state=3)
+    penalised = fastgd.Network([3, 5, 2], random_state=3, l1=0.01, l2=0.1)
+    weights = np.concatenate([W.ravel() for W in plain.weights])
+    assert np.abs(weights).min() > 0.01  # no weight within a finite-difference step of the L1 kink
+    expected = plain.loss(X, y) + 0.01 * np.abs(weights).sum() + 0.05 * (weights**2).sum()
+    assert penalised.loss(X, y) == pytest.approx(expected, rel=1e-12)
+    g_plain, g_pen = plain.gradients(X, y), penalised.gradients(X, y)
+    np.testing.assert_allclose(g_pen.weights[0], g_plain.weights[0] + 0.01 * np.sign(plain.weights[0]) + 0.1 * plain.weights[0])
+    np.testing.assert_array_equal(g_pen.biases[0], g_plain.biases[0])  # biases are not penalised
+    assert fastgd.gradient_check(penalised, X, y).max_relative_error < 1e-7
+
+
+def test_bad_schedules_and_penalties_are_rejected():
+    with pytest.raises(ValueError, match="l2 must be >= 0"):
+        fastgd.Network([2, 1], l2=-1)
+    with pytest.raises(ValueError, match="step_size must be >= 1"):
+        fastgd.schedules.StepDecay(0)
+    with pytest.raises(TypeError, match="lr_schedule must be"):
+        fastgd.Network([2, 1]).fit(np.zeros((2, 2)), np.zeros((2, 1)), lr_schedule="cosine")

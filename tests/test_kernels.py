@@ -293,6 +293,37 @@ def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
     assert_same_arrays(fast, ref, dtype)
 
 
+SCHEDULE_CASES = [
+    # (code, parameters, hand-computed lr at steps 1..6 for base lr 0.1)
+    (codes.SCHEDULE_CONSTANT, [0, 0], [0.1] * 6),
+    (codes.SCHEDULE_STEP, [2, 0.5], [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]),
+    (codes.SCHEDULE_EXPONENTIAL, [0.9, 0], [0.1 * 0.9**k for k in range(6)]),
+    (codes.SCHEDULE_INVERSE_SCALING, [0.5, 0], [0.1 / np.sqrt(t) for t in range(1, 7)]),
+    (codes.SCHEDULE_COSINE, [4, 0.02], [0.1, 0.0883, 0.06, 0.0317, 0.02, 0.02]),
+]
+
+
+@pytest.mark.parametrize("code, parameters, expected", SCHEDULE_CASES)
+def test_scheduled_lr_matches_hand_computed_values(code, parameters, expected):
+    for step, want in enumerate(expected, start=1):
+        fast = kernels.scheduled_lr(code, 0.1, step, np.array(parameters, dtype=float))
+        ref = reference.scheduled_lr(code, 0.1, step, np.array(parameters, dtype=float))
+        assert fast == pytest.approx(want, abs=5e-5) and fast == pytest.approx(ref, rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_weight_penalty(rng, dtype):
+    meta, params, _, _, _ = network_case(rng, dtype, (4, 5, 3), [codes.TANH, codes.SIGMOID], 2)
+    params[0] = 0  # sign(0) = 0
+    grads = rng.normal(size=params.size).astype(dtype)
+    fast, ref, fast_value, ref_value = call_both("weight_penalty", params, grads, meta, 0.01, 0.1)
+    assert fast_value == pytest.approx(ref_value, rel=1e-12)
+    assert_same_arrays(fast, ref, dtype)
+    weights = np.concatenate([params[0:20], params[25:40]]).astype(np.float64)  # not the biases
+    assert ref_value == pytest.approx(0.01 * np.abs(weights).sum() + 0.05 * (weights**2).sum(), rel=1e-6)
+    np.testing.assert_array_equal(fast[1][20:25], grads[20:25])  # bias gradients untouched
+
+
 @pytest.mark.parametrize("n", [1, 2, 5, 1000])
 @pytest.mark.parametrize("epoch", [0, 1, 77])
 def test_shuffle_order(n, epoch):
@@ -321,7 +352,7 @@ def test_train_epochs(rng, dtype, batch_size, shuffle):
         np.zeros(capacity * sizes[0], dtype), np.zeros(capacity * sizes[-1], dtype), np.zeros(capacity, dtype),
         np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype), np.zeros(capacity * sizes[-1], dtype),
         np.zeros(4), np.zeros(1, np.int64), meta, codes.MSE, codes.OPT_ADAM, 0.05, opt_hyper,
-        batch_size, shuffle, 987654321, 3,
+        batch_size, shuffle, 987654321, 3, codes.SCHEDULE_COSINE, np.array([7.0, 0.01]), 0.001, 0.01,
     )  # fmt: skip
     fast, ref, _, _ = call_both("train_epochs", *args)
     steps_per_epoch = -(-rows // batch_size)

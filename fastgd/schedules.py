@@ -1,0 +1,97 @@
+"""Learning-rate schedules, applied per optimizer step inside the compiled training loop.
+
+A schedule scales the optimizer's ``lr`` as a function of the 1-based step count ``t`` of that
+optimizer (which continues across ``fit`` calls, and across save/load). Both backends compute
+it with the same formula (``scheduled_lr`` in the kernels and the reference).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import as_int, as_real
+from .kernels import codes
+
+
+class Schedule:
+    """Base class: a code for the kernels and two float parameters."""
+
+    code = codes.SCHEDULE_CONSTANT
+    name = "constant"
+
+    def parameters(self) -> np.ndarray:
+        return np.zeros(2, dtype=np.float64)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class Constant(Schedule):
+    """``lr`` at every step."""
+
+
+class StepDecay(Schedule):
+    """``lr · gamma^⌊(t − 1) / step_size⌋``: multiply by gamma every ``step_size`` steps."""
+
+    code = codes.SCHEDULE_STEP
+    name = "step"
+
+    def __init__(self, step_size, gamma=0.1):
+        self.step_size = as_int(step_size, "step_size", 1)
+        self.gamma = as_real(gamma, "gamma", minimum=0.0)
+
+    def parameters(self):
+        return np.array([self.step_size, self.gamma], dtype=np.float64)
+
+
+class Exponential(Schedule):
+    """``lr · gamma^(t − 1)``."""
+
+    code = codes.SCHEDULE_EXPONENTIAL
+    name = "exponential"
+
+    def __init__(self, gamma):
+        self.gamma = as_real(gamma, "gamma", minimum=0.0)
+
+    def parameters(self):
+        return np.array([self.gamma, 0.0], dtype=np.float64)
+
+
+class InverseScaling(Schedule):
+    """``lr / t^power`` (scikit-learn's ``invscaling``)."""
+
+    code = codes.SCHEDULE_INVERSE_SCALING
+    name = "inverse_scaling"
+
+    def __init__(self, power=0.5):
+        self.power = as_real(power, "power", minimum=0.0)
+
+    def parameters(self):
+        return np.array([self.power, 0.0], dtype=np.float64)
+
+
+class Cosine(Schedule):
+    """``eta_min + (lr − eta_min)(1 + cos(π · min(t − 1, T) / T)) / 2``, T = ``total_steps``."""
+
+    code = codes.SCHEDULE_COSINE
+    name = "cosine"
+
+    def __init__(self, total_steps, eta_min=0.0):
+        self.total_steps = as_int(total_steps, "total_steps", 1)
+        self.eta_min = as_real(eta_min, "eta_min", minimum=0.0)
+
+    def parameters(self):
+        return np.array([self.total_steps, self.eta_min], dtype=np.float64)
+
+
+def make_schedule(schedule) -> Schedule:
+    if schedule is None:
+        return Constant()
+    if isinstance(schedule, Schedule):
+        return schedule
+    if schedule == "constant":
+        return Constant()
+    raise TypeError(
+        "lr_schedule must be None, 'constant' or a fastgd.schedules.Schedule "
+        f"(StepDecay, Exponential, InverseScaling, Cosine), got {schedule!r}"
+    )
