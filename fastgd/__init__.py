@@ -16,6 +16,7 @@ from .gradcheck import GradientCheck, gradient_check
 from .network import Gradients, History, Network, StopTraining
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 from .persistence import load
+from .plotting import plot_history
 
 __all__ = [
     "Network",
@@ -25,6 +26,7 @@ __all__ = [
     "GradientCheck",
     "gradient_check",
     "load",
+    "plot_history",
     "optimizers",
     "schedules",
     "reference",

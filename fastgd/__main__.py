@@ -58,27 +58,30 @@ def demo(out=sys.stdout) -> int:
     say(f"        (first call, compiling or loading the compile cache: {compile_seconds:.2f} s)\n")
 
     X_train, X_test, y_train, y_test = load_digits()
-    epochs = 60
-    say(f"Digits: 64-64-10 tanh/softmax network, crossentropy, Adam lr=1e-3, batch 32, {epochs} epochs")
-    say(f"        ({len(y_train)} training images, {len(y_test)} held out)")
+    options = dict(epochs=200, batch_size=32, validation_split=0.1, early_stopping=True, patience=15)
+    say("Digits: 64-64-10 tanh/softmax network, crossentropy, Adam lr=1e-3, batch 32, up to 200 epochs,")
+    say(f"        10% of the {len(y_train)} training images held out for early stopping (patience 15);")
+    say(f"        {len(y_test)} more images held out for the test accuracy")
     fast = fastgd.Network([64, 64, 10], activation="tanh", loss="crossentropy", dtype="float32", random_state=0)
     slow = fast.copy(backend="numpy")
     compile_seconds = _warm_up(fast, X_train, y_train, fastgd.Adam(lr=1e-3), batch_size=32)
-    fast_seconds = _timed_fit(
-        fast,
-        X_train,
-        y_train,
-        fastgd.Adam(lr=1e-3),
-        epochs,
-        6,
-        batch_size=32,
-        report=lambda e, loss: say(f"  epoch {e:6d}   loss {loss:.4f}"),
-    )
-    slow_seconds = _timed_fit(slow, X_train, y_train, fastgd.Adam(lr=1e-3), epochs, 1, batch_size=32)
+    start = time.perf_counter()
+    history = fast.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), verbose=1, **options)
+    fast_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    slow.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), **options)
+    slow_seconds = time.perf_counter() - start
     accuracy = np.mean(fast.predict(X_test).argmax(axis=1) == y_test)
+    stopped = f"stopped after epoch {history.stopped_epoch}" if history.stopped_epoch else "ran all epochs"
+    say(f"  {stopped}; best validation loss {min(history.val_loss):.4f} at epoch {history.best_epoch} (weights restored)")
     say(f"  test accuracy {accuracy:.3f}")
     say(f"  time: numba {fast_seconds:.3f} s, numpy backend {slow_seconds:.3f} s  ->  {slow_seconds / fast_seconds:.1f}x faster")
     say(f"        (first call, compiling or loading the compile cache: {compile_seconds:.2f} s)")
+    try:
+        fastgd.plot_history(history, "fastgd-digits-loss.png", title="digits 64-64-10")
+        say("  loss curves written to fastgd-digits-loss.png")
+    except ImportError:
+        say("  (pip install 'fastgd[plot]' to have the loss curves drawn to fastgd-digits-loss.png)")
     return 0 if solved == 4 and accuracy >= 0.95 else 1
 
 
