@@ -298,6 +298,20 @@ class Network:
         """Optimizer steps taken so far with the current optimizer."""
         return int(self._step[0])
 
+    def __getstate__(self):
+        # Pickle the flat buffers only: the engine is a module, and the per-layer views would
+        # be pickled as separate arrays, no longer views into the parameters.
+        state = self.__dict__.copy()
+        for key in ("_engine", "weights", "biases"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._engine = ENGINES[self.backend]
+        self.weights = LayerArrays(self._layer_views(self._params, weights=True), "weights")
+        self.biases = LayerArrays(self._layer_views(self._params, weights=False), "biases")
+
     def copy(self, dtype=None, backend=None) -> "Network":
         """An independent copy (parameters, optimizer and its state), optionally in another dtype
         or backend."""
