@@ -99,3 +99,28 @@ class SpeedUp:
         return seconds["numpy"] / seconds["numba"]
 
     track_speedup.unit = "x"
+
+
+class Progress:
+    """The progress bar must not slow training measurably: digits with verbose 0 and 1."""
+
+    params = [0, 1]
+    param_names = ["verbose"]
+    number = 1
+    repeat = (1, 5, 30.0)
+    warmup_time = 0
+    timeout = 300
+
+    def setup(self, verbose):
+        import io
+
+        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare("digits", "numba")
+        self.sink = io.StringIO()
+
+    def time_fit(self, verbose):
+        import contextlib
+
+        with contextlib.redirect_stderr(self.sink):
+            self.net.fit(
+                self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size, verbose=verbose
+            )
