@@ -158,23 +158,23 @@ def shuffle_order(order, keys, seed, epoch):
 
 
 @njit(**JIT_OPTIONS)
+def _copy_row(X, Y, i, xb, yb, r):
+    for k in range(X.shape[1]):
+        xb[r, k] = X[i, k]
+    for k in range(Y.shape[1]):
+        yb[r, k] = Y[i, k]
+
+
+@njit(**JIT_OPTIONS)
 def _gather(X, Y, rows, xb, yb):
     for r in range(rows.size):
-        i = rows[r]
-        for k in range(X.shape[1]):
-            xb[r, k] = X[i, k]
-        for k in range(Y.shape[1]):
-            yb[r, k] = Y[i, k]
+        _copy_row(X, Y, rows[r], xb, yb, r)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def _gather_parallel(X, Y, rows, xb, yb):
     for r in prange(rows.size):
-        i = rows[r]
-        for k in range(X.shape[1]):
-            xb[r, k] = X[i, k]
-        for k in range(Y.shape[1]):
-            yb[r, k] = Y[i, k]
+        _copy_row(X, Y, rows[r], xb, yb, r)
 
 
 @njit(**JIT_OPTIONS)
