@@ -52,8 +52,6 @@ BLAS_MIN_MACS = 512
 PARALLEL_MIN_MACS = 1 << 20
 MIN_BLOCK_ROWS = 128
 MAX_BLOCKS = 16
-# Optimizer steps and batch gathers on more than two chunks of this many elements run in parallel.
-OPTIMIZER_CHUNK = 1 << 15
 
 
 def default_threads() -> int:

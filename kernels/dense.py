@@ -125,6 +125,10 @@ def activate(z, a_out, activation):
             a_out[i, j] *= inv
 
 
+# parallel_gemm's transpose flags are passed as run-time comparisons (`rows < 0` is always False):
+# literal True/False arguments would make Numba compile a separate copy of it per combination.
+
+
 @njit(**JIT_OPTIONS)
 def _linear(a_in, W, b, z_out):
     # z_out = a_in @ W + b by the path that suits the size (see the module docstring).
@@ -143,7 +147,7 @@ def _linear(a_in, W, b, z_out):
     if macs < PARALLEL_MIN_MACS:
         gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, z_out[0], n_out)
     else:
-        parallel_gemm(False, False, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
+        parallel_gemm(rows < 0, rows < 0, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
     for i in range(rows):
         for j in range(n_out):
             z_out[i, j] += b[j]
@@ -330,7 +334,7 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
         if macs < PARALLEL_MIN_MACS:
             gemm(False, True, rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
         else:
-            parallel_gemm(False, True, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
+            parallel_gemm(rows < 0, rows >= 0, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
         _multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
@@ -370,4 +374,4 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     elif macs < PARALLEL_MIN_MACS:
         gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
     else:
-        parallel_gemm(True, False, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)
+        parallel_gemm(rows >= 0, rows < 0, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)

@@ -214,7 +214,7 @@ def optimizer_cases():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 7, 1001, 100_003])  # the last one takes the chunk-parallel path
+@pytest.mark.parametrize("n", [1, 7, 1001, 100_003])
 @pytest.mark.parametrize("cls, options", list(optimizer_cases()))
 def test_optimizer_step_kernels(rng, dtype, n, cls, options):
     opt = cls(**options)
