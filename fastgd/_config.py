@@ -13,7 +13,7 @@ import os
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_info
 
-# LLVM fast-math flags we allow. Deliberately *not* ``nnan``/``ninf`` (what ``fastmath=True`` adds):
+# LLVM fast-math flags we allow. Deliberately *not* ``nnan``/``ninf`` (which the blanket boolean form adds):
 # those let LLVM assume no NaN/inf exists and delete the very checks that detect divergence.
 #   nsz      ignore the sign of zero
 #   arcp     x / y may become x * (1 / y)
