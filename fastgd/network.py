@@ -88,8 +88,6 @@ class LayerArrays(Sequence):
         self._name = name
 
     def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self._views[index]
         return self._views[index]
 
     def __setitem__(self, index, value):
