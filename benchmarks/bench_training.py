@@ -18,11 +18,7 @@ BACKENDS = ["numba", "numpy"]
 
 def _prepare(workload_name, backend, dtype=None):
     workload = WORKLOADS[workload_name]
-    X, y = workload.load()
-    net = workload.network(backend) if dtype is None else workload.network(backend).copy(dtype=dtype)
-    optimizer = workload.make_optimizer()
-    rows = workload.batch_size or len(X)
-    net.copy().fit(X[:rows], y[:rows], optimizer=workload.make_optimizer(), epochs=1, batch_size=workload.batch_size)
+    X, y, net, optimizer = workload.prepare(backend, dtype=dtype)
     epochs = 1 if QUICK else workload.epochs
     return workload, X, y, net, optimizer, epochs
 

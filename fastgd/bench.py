@@ -64,6 +64,17 @@ class Workload:
             n_threads=n_threads,
         )
 
+    def prepare(self, backend: str, n_threads=None, dtype=None):
+        """(X, y, network, optimizer), with the kernels compiled (or loaded from the cache) by a
+        one-batch fit of a copy, so that timing the real fit excludes compilation."""
+        X, y = self.load()
+        net = self.network(backend, n_threads)
+        if dtype is not None:
+            net = net.copy(dtype=dtype)
+        rows = self.batch_size or len(X)
+        net.copy().fit(X[:rows], y[:rows], optimizer=self.make_optimizer(), epochs=1, batch_size=self.batch_size)
+        return X, y, net, self.make_optimizer()
+
     def flops_per_step(self) -> float:
         """Matrix-product FLOPs of one step: forward, weight gradients and hidden deltas."""
         batch = self.batch_size or self.rows
@@ -101,10 +112,7 @@ WORKLOADS = {
 def time_fit(workload: Workload, backend: str, epochs: int | None = None, repeats: int = 1, n_threads=None):
     """Seconds for ``epochs`` (default: the workload's) epochs of training, best of ``repeats``;
     compilation is done first, outside the timing."""
-    X, y = workload.load()
-    net = workload.network(backend, n_threads)
-    optimizer = workload.make_optimizer()
-    net.copy().fit(X, y, optimizer=workload.make_optimizer(), epochs=1, batch_size=workload.batch_size)
+    X, y, net, optimizer = workload.prepare(backend, n_threads)
     epochs = workload.epochs if epochs is None else epochs
     best = math.inf
     for _ in range(repeats):

@@ -53,6 +53,8 @@ class History:
         The 1-based epoch after which training stopped early (early stopping or a callback).
     """
 
+    FIELDS = ("loss", "val_loss", "val_accuracy")
+
     def __init__(self):
         self.loss: list[float] = []
         self.val_loss: list[float] = []
@@ -63,6 +65,11 @@ class History:
     @property
     def epochs(self) -> int:
         return len(self.loss)
+
+    def extend(self, other: "History") -> None:
+        """Append ``other``'s epochs to these."""
+        for field in self.FIELDS:
+            getattr(self, field).extend(getattr(other, field))
 
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
@@ -327,8 +334,7 @@ class Network:
         clone._opt_state = self._opt_state.astype(clone.dtype)
         clone._initial_params = self._initial_params.astype(clone.dtype)
         clone.history = History()
-        for field in ("loss", "val_loss", "val_accuracy"):
-            getattr(clone.history, field).extend(getattr(self.history, field))
+        clone.history.extend(self.history)
         clone._step = self._step.copy()
         clone.weights = LayerArrays(clone._layer_views(clone._params, weights=True), "weights")
         clone.biases = LayerArrays(clone._layer_views(clone._params, weights=False), "biases")
@@ -364,6 +370,14 @@ class Network:
     def _threads(self):
         return thread_limits(self.n_threads, compiled=self.backend == "numba")
 
+    def _outputs(self, acts, rows):
+        """The network's outputs for ``rows`` rows: the last layer's block of the work buffer."""
+        widths = self._meta[:, codes.META_N_OUT]
+        capacity = acts.size // int(widths.sum())
+        start = capacity * int(widths[:-1].sum())
+        n_out = self.layer_sizes[-1]
+        return acts[start : start + rows * n_out].reshape(rows, n_out)
+
     def _work_buffers(self, rows):
         width = int(self._meta[:, codes.META_N_OUT].sum())
         acts = np.empty(rows * width, dtype=self.dtype)
@@ -387,12 +401,11 @@ class Network:
         block = min(n, _PREDICT_BLOCK_ROWS)
         acts, _, z_out = self._work_buffers(block)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
-        last = len(self._meta) - 1
         with self._threads():
             for start in range(0, n, block):
                 rows = min(block, n - start)
                 self._engine.forward(self._params, self._meta, X[start : start + rows], acts, z_out)
-                out[start : start + rows] = reference._block(acts, self._meta, last, rows)
+                out[start : start + rows] = self._outputs(acts, rows)
         return out
 
     def loss(self, X, y, sample_weight=None) -> float:
@@ -589,8 +602,7 @@ class Network:
                     break
         if early_stopping and restore_best and best[1] is not None:
             self._params[...] = best[1]
-        for field in ("loss", "val_loss", "val_accuracy"):
-            getattr(self.history, field).extend(getattr(history, field))
+        self.history.extend(history)
         return history
 
     def partial_fit(self, X, y, optimizer=None, batch_size=None, shuffle=True, sample_weight=None) -> History:
@@ -628,11 +640,10 @@ class Network:
         history.val_loss.append(
             float(self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code))
         )
+        out = self._outputs(acts, X_val.shape[0])
         if self._loss.code == codes.CROSSENTROPY:
-            out = reference._block(acts, self._meta, len(self._meta) - 1, X_val.shape[0])
             history.val_accuracy.append(float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1))))
         elif self._loss.code == codes.BINARY_CROSSENTROPY:
-            out = reference._block(acts, self._meta, len(self._meta) - 1, X_val.shape[0])
             history.val_accuracy.append(float(np.mean((out >= 0.5) == (Y_val >= 0.5))))
 
     def _trainer(self, X, Y, weight, optimizer, batch, shuffle, epochs, schedule):

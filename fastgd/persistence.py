@@ -22,7 +22,6 @@ from .optimizers import OPTIMIZERS
 FORMAT = "fastgd-network"
 FORMAT_VERSION = 1
 _ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step", "description")
-_HISTORY_FIELDS = ("loss", "val_loss", "val_accuracy")
 
 
 def save(net: Network, path) -> None:
@@ -51,7 +50,7 @@ def save(net: Network, path) -> None:
         "shuffle_seed": net._shuffle_seed,
         "epochs_trained": net.epochs_trained,
         "optimizer": None if optimizer is None else {"name": optimizer.name, "config": _jsonable(optimizer.get_config())},
-        "history": {field: list(getattr(net.history, field)) for field in _HISTORY_FIELDS},
+        "history": {field: list(getattr(net.history, field)) for field in History.FIELDS},
     }
     arrays = {
         "parameters": net._params,
@@ -145,6 +144,6 @@ def load(path, backend=None) -> Network:
         net._opt_state = state.copy()
         net._step[...] = arrays["optimizer_step"]
     net.history = History()
-    for field in _HISTORY_FIELDS:
+    for field in History.FIELDS:
         getattr(net.history, field).extend(description["history"][field])
     return net
