@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from . import optimizers, reference, schedules
 from ._config import show_config
 from .gradcheck import GradientCheck, gradient_check
-from .network import Gradients, History, Network, StopTraining
+from .network import DivergenceError, DivergenceWarning, Gradients, History, Network, StopTraining
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 from .persistence import load
 from .plotting import plot_history
@@ -22,6 +22,8 @@ __all__ = [
     "Network",
     "History",
     "StopTraining",
+    "DivergenceError",
+    "DivergenceWarning",
     "Gradients",
     "GradientCheck",
     "gradient_check",

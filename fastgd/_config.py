@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import threading
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_info
@@ -54,6 +55,41 @@ MIN_BLOCK_ROWS = 128
 MAX_BLOCKS = 16
 
 
+# Numba's threading layer. Left to itself Numba picks tbb, else OpenMP, else its own workqueue;
+# with GNU OpenMP (libgomp, what pip's numba finds on Linux) a process forked after a parallel
+# kernel has run hangs in its first parallel kernel. workqueue is always present and fork-safe;
+# it is not safe to launch from two threads at once, which ENGINE_LOCK below rules out for
+# fastgd's calls. A user's NUMBA_THREADING_LAYER wins, and so does a layer already started.
+THREADING_LAYER = "workqueue"
+
+
+def _choose_threading_layer() -> None:
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return
+    from numba.np.ufunc import parallel
+
+    if not parallel._is_initialized:
+        numba.config.THREADING_LAYER = THREADING_LAYER
+
+
+_choose_threading_layer()
+
+# One compiled call at a time per process: Numba's thread count is per thread but BLAS's
+# thread limit (threadpoolctl) is process-wide, and the workqueue layer must not be entered
+# from two threads at once. fit takes it per compiled chunk, so two threads' fits interleave
+# chunk by chunk; as results do not depend on scheduling, each gets what it would alone.
+ENGINE_LOCK = threading.RLock()
+
+
+def _reset_lock_after_fork() -> None:
+    # A fork taken while another thread held the lock would leave the child's copy held forever.
+    global ENGINE_LOCK
+    ENGINE_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_after_fork)
+
+
 def default_threads() -> int:
     """Number of threads Numba uses when the caller does not say (``NUMBA_NUM_THREADS``)."""
     return int(numba.config.NUMBA_NUM_THREADS)
@@ -91,21 +127,22 @@ def thread_limits(n_threads=None, compiled=True):
     (None: as it is), with BLAS held to one thread. The kernels split large matrix products into
     fixed blocks that Numba's threads hand to BLAS one block per call; a multi-threaded BLAS
     underneath would fight them for the same cores. ``compiled=False`` (the NumPy backend): BLAS
-    gets ``n_threads`` (None: unchanged).
+    gets ``n_threads`` (None: unchanged). Holds ``ENGINE_LOCK`` throughout.
     """
     n = None if n_threads is None else _check_threads(n_threads)
-    previous = numba.get_num_threads()
-    if compiled and n is not None:
-        numba.set_num_threads(n)
-    blas_threads = 1 if compiled else n
-    try:
-        if blas_threads is None:
-            yield
-        else:
-            with _blas().limit(limits=blas_threads):
+    with ENGINE_LOCK:
+        previous = numba.get_num_threads()
+        if compiled and n is not None:
+            numba.set_num_threads(n)
+        blas_threads = 1 if compiled else n
+        try:
+            if blas_threads is None:
                 yield
-    finally:
-        numba.set_num_threads(previous)
+            else:
+                with _blas().limit(limits=blas_threads):
+                    yield
+        finally:
+            numba.set_num_threads(previous)
 
 
 def cache_directory() -> str:

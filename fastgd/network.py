@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from . import _interrupt
 from . import _validation as check
 from . import kernels, reference
 from .kernels import codes
@@ -28,10 +31,32 @@ ENGINES = {"numba": kernels, "numpy": reference}
 
 # predict() walks large inputs in blocks of this many rows, so its work buffers stay small.
 _PREDICT_BLOCK_ROWS = 8192
+# fit() trains at most this many epochs per compiled call (bounding the loss buffer however
+# many epochs are asked for); a Python round trip per 65 536 epochs costs nothing.
+_MAX_CHUNK_EPOCHS = 1 << 16
+_ON_DIVERGENCE = ("raise", "warn")
 
 
 class StopTraining(Exception):
     """Raise from a callback to end ``fit`` cleanly after the current epoch (like returning False)."""
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN or infinite loss or parameter.
+
+    ``fit`` has put the network back to the end of the last epoch that stayed finite before
+    raising this. Attributes: ``epoch`` (1-based, within the fit, the epoch that diverged) and
+    ``history`` (the fit's ``History``, holding the finite epochs).
+    """
+
+    def __init__(self, message, epoch, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Issued instead of :class:`DivergenceError` by ``fit(on_divergence="warn")``."""
 
 
 class History:
@@ -467,6 +492,9 @@ class Network:
         verbose=0,
         warm_start=True,
         lr_schedule=None,
+        checkpoint=None,
+        checkpoint_every=1,
+        on_divergence="raise",
     ) -> History:
         """Train by gradient descent.
 
@@ -519,10 +547,30 @@ class Network:
             True: continue from the current parameters (and optimizer state, see
             ``optimizer``). False: start over from the parameters the network was initialised
             with, fresh optimizer state, the epoch count and ``net.history`` cleared.
+        checkpoint : str or path-like, optional
+            Save the network (:meth:`save` format) to this file every ``checkpoint_every``
+            epochs, and when training ends, is interrupted or diverges. Each write is atomic (a
+            temporary file in the same folder, fsync, rename), so the file is always a complete
+            checkpoint. ``fastgd.load(path).fit(X, y, epochs=remaining)`` resumes where it
+            stopped, bitwise as if it had never stopped.
+        checkpoint_every : int, default 1
+        on_divergence : {"raise", "warn"}, default "raise"
+            When a batch loss or a parameter becomes NaN or infinite, the network is put back
+            to the end of the last finite epoch (``net.history`` keeps the finite epochs) and
+            training stops. "raise" then raises :class:`fastgd.DivergenceError`; "warn" issues a
+            :class:`fastgd.DivergenceWarning` and returns (``history.stopped_epoch`` set).
 
         Returns
         -------
         History
+
+        Raises
+        ------
+        KeyboardInterrupt
+            On Ctrl-C (SIGINT), re-raised once the network is back at the end of the last
+            completed epoch, with ``epochs_trained``, the optimizer state and step count and
+            ``net.history`` all matching it (and the checkpoint written, if any). The compiled
+            loop sees the request before its next batch.
 
         Notes
         -----
@@ -544,11 +592,16 @@ class Network:
         callbacks = _check_callbacks(callbacks)
         if verbose not in (0, 1) or isinstance(verbose, float):
             raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        checkpoint = _check_checkpoint(checkpoint)
+        checkpoint_every = check.as_int(checkpoint_every, "checkpoint_every", 1)
+        if on_divergence not in _ON_DIVERGENCE:
+            raise ValueError(f"on_divergence must be one of {list(_ON_DIVERGENCE)}, got {on_divergence!r}")
         X, Y, weight, validation = self._validation_inputs(X, Y, weight, validation_data, validation_split)
         optimizer = self._resolve_optimizer(optimizer)
         n = X.shape[0]
         batch = n if batch_size is None else min(batch_size, n)
 
+        # Every argument is checked: from here on the network changes.
         if not warm_start:
             self._params[...] = self._initial_params
             self.epochs_trained = 0
@@ -560,50 +613,109 @@ class Network:
         history = History()
         if epochs == 0:
             return history
-        train = self._trainer(X, Y, weight, optimizer, batch, shuffle and batch < n, epochs, schedule)
-        per_epoch = validation is not None or early_stopping
+        chunk = 1 if (validation is not None or early_stopping or verbose) else epochs
+        if callbacks and chunk > 1:
+            chunk = math.gcd(*[every for _, every in callbacks])
+        if checkpoint is not None:
+            chunk = math.gcd(chunk, checkpoint_every)
+        chunk = min(chunk, _MAX_CHUNK_EPOCHS, epochs)
+        adaptive_chunk = verbose and validation is None and not early_stopping and not callbacks and checkpoint is None
+        train = self._trainer(X, Y, weight, optimizer, batch, shuffle and batch < n, chunk if not adaptive_chunk else _MAX_CHUNK_EPOCHS, schedule)
         monitor = history.val_loss if validation is not None else history.loss
         best = (np.inf, None)
         waited = 0
-        with self._threads(), _progress(verbose, epochs, n) as bar:
-            done = 0
-            chunk = 1 if (per_epoch or callbacks or verbose) else epochs
-            if callbacks and not per_epoch:
-                chunk = math.gcd(*[cb_every for _, cb_every in callbacks])
-            while done < epochs:
-                count = min(chunk, epochs - done)
-                started = time.perf_counter()
-                history.loss.extend(train(count))
-                done += count
-                if verbose and not per_epoch and not callbacks:
-                    # Group epochs so the bar updates about ten times a second.
-                    chunk = max(1, int(0.1 * count / max(time.perf_counter() - started, 1e-9)))
-                if validation is not None:
-                    self._record_validation(history, *validation)
-                stop = False
-                if early_stopping:
-                    if monitor[-1] < best[0] - min_delta:
-                        best = (monitor[-1], self._params.copy())
-                        history.best_epoch = done
-                        waited = 0
-                    else:
-                        waited += 1
-                        stop = waited >= patience
-                for callback, every in callbacks:
-                    if done % every == 0:
-                        try:
-                            stop = (callback(done, history, self) is False) or stop
-                        except StopTraining:
-                            stop = True
-                bar.update(count)
-                bar.set_postfix(_postfix(history, count * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
-                if stop:
-                    history.stopped_epoch = done
-                    break
+        synced = {field: 0 for field in History.FIELDS}
+
+        def sync_history():
+            # net.history follows the fit epoch by epoch, so it matches the parameters whenever
+            # fit stops, whatever stops it.
+            for field in History.FIELDS:
+                new = getattr(history, field)[synced[field] :]
+                getattr(self.history, field).extend(new)
+                synced[field] += len(new)
+
+        saved_at = [None]
+
+        def save_checkpoint():
+            if checkpoint is not None and saved_at[0] != self.epochs_trained:
+                self.save(checkpoint)
+                saved_at[0] = self.epochs_trained
+
+        done = 0
+        with _progress(verbose, epochs, n) as bar, _interrupt.StopRequest(train.control) as stop:
+            try:
+                while done < epochs and not stop.requested:
+                    count = min(chunk, epochs - done)
+                    started = time.perf_counter()
+                    losses, outcome = train(count, stop)
+                    history.loss.extend(losses)
+                    done += len(losses)
+                    if adaptive_chunk:
+                        # Group epochs so the bar updates about ten times a second.
+                        elapsed = max(time.perf_counter() - started, 1e-9)
+                        chunk = max(1, min(_MAX_CHUNK_EPOCHS, int(0.1 * max(len(losses), 1) / elapsed)))
+                    if validation is not None and losses:
+                        self._record_validation(history, *validation)
+                    sync_history()
+                    if outcome == codes.OUTCOME_DIVERGED:
+                        self._diverged(history, done, optimizer, X, on_divergence, save_checkpoint)
+                        break
+                    if stop.requested:
+                        break
+                    halt = False
+                    if early_stopping:
+                        if monitor[-1] < best[0] - min_delta:
+                            best = (monitor[-1], self._params.copy())
+                            history.best_epoch = done
+                            waited = 0
+                        else:
+                            waited += 1
+                            halt = waited >= patience
+                    stop.defer = False  # user code: Ctrl-C raises as usual
+                    for callback, every in callbacks:
+                        if done % every == 0:
+                            try:
+                                halt = (callback(done, history, self) is False) or halt
+                            except StopTraining:
+                                halt = True
+                    stop.defer = True
+                    if checkpoint is not None and done % checkpoint_every == 0:
+                        save_checkpoint()
+                    bar.update(len(losses))
+                    bar.set_postfix(_postfix(history, len(losses) * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
+                    if halt:
+                        history.stopped_epoch = done
+                        break
+                if stop.requested:
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                sync_history()
+                save_checkpoint()
+                raise
+            finally:
+                sync_history()
         if early_stopping and restore_best and best[1] is not None:
             self._params[...] = best[1]
-        self.history.extend(history)
+        save_checkpoint()
         return history
+
+    def _diverged(self, history, done, optimizer, X, on_divergence, save_checkpoint):
+        """Report that epoch ``done + 1`` of this fit went non-finite (the kernel has already put
+        the network back to the end of epoch ``done``)."""
+        scale = float(np.abs(X).max())
+        cause = f"the learning rate (lr={optimizer.lr:g}) is probably too large for this network and data; try one 10x smaller"
+        if scale > 1e3:
+            cause += f", and scale the inputs (|X| reaches {scale:.3g})"
+        message = (
+            f"training diverged in epoch {done + 1} of this fit (epoch {self.epochs_trained + 1} overall): "
+            f"a loss or parameter became NaN or infinite. The network was put back to the end of the last "
+            f"finite epoch ({self.epochs_trained} trained; history keeps {done} epochs of this fit). Likely cause: {cause}."
+        )
+        save_checkpoint()
+        if on_divergence == "raise":
+            raise DivergenceError(message, epoch=done + 1, history=history)
+        warnings.warn(message, DivergenceWarning, stacklevel=3)
+        history.stopped_epoch = done
 
     def partial_fit(self, X, y, optimizer=None, batch_size=None, shuffle=True, sample_weight=None) -> History:
         """One epoch of training, continuing from the current parameters and optimizer state."""
@@ -637,20 +749,22 @@ class Network:
         return X, Y, weight, (X_val, Y_val, scale, acts, z_out)
 
     def _record_validation(self, history, X_val, Y_val, scale, acts, z_out):
-        history.val_loss.append(
-            float(self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code))
-        )
+        with self._threads():
+            value = self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code)
+        history.val_loss.append(float(value))
         out = self._outputs(acts, X_val.shape[0])
         if self._loss.code == codes.CROSSENTROPY:
             history.val_accuracy.append(float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1))))
         elif self._loss.code == codes.BINARY_CROSSENTROPY:
             history.val_accuracy.append(float(np.mean((out >= 0.5) == (Y_val >= 0.5))))
 
-    def _trainer(self, X, Y, weight, optimizer, batch, shuffle, epochs, schedule):
-        """A function that trains ``count`` more epochs in one compiled call and returns their losses."""
+    def _trainer(self, X, Y, weight, optimizer, batch, shuffle, capacity, schedule):
+        """A function ``train(count, stop)`` that trains up to ``count <= capacity`` more epochs
+        in one compiled call; it returns the completed epochs' losses and the call's outcome
+        (``codes.OUTCOME_*``). ``train.control`` is the kernel's control array."""
         n, n_in = X.shape
         acts, deltas, z_out = self._work_buffers(batch)
-        losses = np.empty(epochs, dtype=np.float64)
+        losses = np.empty(capacity, dtype=np.float64)
         buffers = (
             np.empty(n, dtype=np.int64),
             np.empty(n, dtype=np.uint64),
@@ -660,21 +774,46 @@ class Network:
             acts,
             deltas,
             z_out,
+            np.empty_like(self._params),
+            np.empty_like(self._opt_state),
         )
+        control = np.zeros(codes.CONTROL_WIDTH, dtype=np.int64)
         hyper = optimizer.hyper_vector()
         schedule_parameters = schedule.parameters()
+        macs_per_epoch = 3.0 * n * float(np.sum(self._meta[:, codes.META_N_IN] * self._meta[:, codes.META_N_OUT]))
 
-        def train(count):
-            out = losses[:count]
-            self._engine.train_epochs(
-                self._params, self._grads, self._opt_state, X, Y, weight, *buffers, out, self._step, self._meta,
-                self._loss.code, optimizer.code, float(optimizer.lr), hyper, int(batch), bool(shuffle),
+        def run(out):
+            return self._engine.train_epochs(
+                self._params, self._grads, self._opt_state, X, Y, weight, *buffers, out, self._step, control,
+                self._meta, self._loss.code, optimizer.code, float(optimizer.lr), hyper, int(batch), bool(shuffle),
                 self._shuffle_seed, self.epochs_trained, schedule.code, schedule_parameters, self.l1, self.l2,
             )  # fmt: skip
-            self.epochs_trained += count
-            return out.tolist()
 
+        def train(count, stop):
+            out = losses[:count]
+            with self._threads():
+                completed = int(_interrupt.call(lambda: run(out), stop, count * macs_per_epoch))
+            self.epochs_trained += completed
+            return out[:completed].tolist(), int(control[codes.CONTROL_OUTCOME])
+
+        train.control = control
         return train
+
+
+def _check_checkpoint(checkpoint):
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path (str or os.PathLike), got {type(checkpoint).__name__}")
+    path = os.fspath(checkpoint)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"checkpoint: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint must be a file path, got the folder {path!r}")
+    return path
 
 
 def _check_callbacks(callbacks):

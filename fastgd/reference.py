@@ -14,6 +14,8 @@ import numpy as np
 
 from .kernels.codes import (
     BINARY_CROSSENTROPY,
+    CONTROL_OUTCOME,
+    CONTROL_STOP,
     CROSSENTROPY,
     IDENTITY,
     LEAKY_RELU,
@@ -30,6 +32,9 @@ from .kernels.codes import (
     OPT_MOMENTUM,
     OPT_RMSPROP,
     OPT_SGD,
+    OUTCOME_DIVERGED,
+    OUTCOME_FINISHED,
+    OUTCOME_INTERRUPTED,
     RELU,
     SCHEDULE_CONSTANT,
     SCHEDULE_COSINE,
@@ -352,8 +357,11 @@ def train_epochs(
     acts,
     deltas,
     z_out,
+    saved_params,
+    saved_state,
     epoch_losses,
     step,
+    control,
     meta,
     loss,
     opt_kind,
@@ -368,12 +376,18 @@ def train_epochs(
     l1,
     l2,
 ):
-    """Whole epochs of mini-batch gradient descent (see :func:`fastgd.kernels.train_epochs`)."""
+    """Whole epochs of mini-batch gradient descent, ending early on divergence or a stop request
+    (see :func:`fastgd.kernels.train_epochs`); returns the number of epochs completed."""
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
     is_mean = loss != SSE
     total_weight = float(np.sum(sample_weight, dtype=np.float64))
+    saved_params[...] = params
+    saved_state[...] = opt_state
+    saved_step = int(step[0])
+    outcome = OUTCOME_FINISHED
+    completed = 0
     for e in range(epoch_losses.size):
         if shuffle:
             shuffle_order(order, keys, seed, first_epoch + e)
@@ -381,6 +395,9 @@ def train_epochs(
             order[...] = np.arange(n)
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
+            if control[CONTROL_STOP] != 0:
+                outcome = OUTCOME_INTERRUPTED
+                break
             rows = min(batch_size, n - start)
             index = order[start : start + rows]
             xb = x_batch[: rows * n_in].reshape(rows, n_in)
@@ -392,9 +409,30 @@ def train_epochs(
             batch_weight = float(np.sum(sample_weight[index], dtype=np.float64))
             if is_mean:
                 scale *= t(1.0 / batch_weight)
-            value = forward_backward(params, grads, meta, xb, yb, scale, acts, deltas, z_out, loss)
-            value += weight_penalty(params, grads, meta, l1, l2)
+            with np.errstate(all="ignore"):  # divergence is detected below, not warned about
+                value = forward_backward(params, grads, meta, xb, yb, scale, acts, deltas, z_out, loss)
+                value += weight_penalty(params, grads, meta, l1, l2)
+            if not np.isfinite(value):
+                outcome = OUTCOME_DIVERGED
+                break
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), scheduled_lr(schedule_kind, lr, int(step[0]), schedule), hyper)
-        epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss
+            with np.errstate(all="ignore"):
+                optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), scheduled_lr(schedule_kind, lr, int(step[0]), schedule), hyper)
+        if outcome != OUTCOME_FINISHED:
+            break
+        epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
+        if not (np.isfinite(epoch_loss) and np.isfinite(params).all() and np.isfinite(opt_state).all()):
+            outcome = OUTCOME_DIVERGED
+            break
+        epoch_losses[e] = epoch_loss
+        completed += 1
+        saved_params[...] = params
+        saved_state[...] = opt_state
+        saved_step = int(step[0])
+    if outcome != OUTCOME_FINISHED:
+        params[...] = saved_params
+        opt_state[...] = saved_state
+        step[0] = saved_step
+    control[CONTROL_OUTCOME] = outcome
+    return completed

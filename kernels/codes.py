@@ -43,3 +43,13 @@ META_W_OFFSET = 2
 META_B_OFFSET = 3
 META_ACTIVATION = 4
 META_WIDTH = 5
+
+# The ``control`` array of ``train_epochs`` (int64, shape (2,)): slot CONTROL_STOP is a stop
+# request that another thread may set while the kernel runs (fit's Ctrl-C handler); the kernel
+# writes how the call ended into slot CONTROL_OUTCOME.
+CONTROL_STOP = 0
+CONTROL_OUTCOME = 1
+CONTROL_WIDTH = 2
+OUTCOME_FINISHED = 0
+OUTCOME_DIVERGED = 1  # a loss or a parameter became NaN or infinite
+OUTCOME_INTERRUPTED = 2  # a stop was requested

@@ -12,9 +12,22 @@ import numpy as np
 from numba import njit
 
 from .._config import JIT_OPTIONS
-from .codes import META_ACTIVATION, META_B_OFFSET, META_N_IN, META_N_OUT, META_W_OFFSET, SSE
+from .codes import (
+    CONTROL_OUTCOME,
+    CONTROL_STOP,
+    META_ACTIVATION,
+    META_B_OFFSET,
+    META_N_IN,
+    META_N_OUT,
+    META_W_OFFSET,
+    OUTCOME_DIVERGED,
+    OUTCOME_FINISHED,
+    OUTCOME_INTERRUPTED,
+    SSE,
+)
 from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
 from .extras import scheduled_lr, weight_penalty
+from .guard import all_finite, copy_into, read_flag
 from .optim import optimizer_step
 from .small import forward_backward_small, is_small
 
@@ -184,8 +197,11 @@ def train_epochs(
     acts,
     deltas,
     z_out,
+    saved_params,
+    saved_state,
     epoch_losses,
     step,
+    control,
     meta,
     loss,
     opt_kind,
@@ -200,12 +216,22 @@ def train_epochs(
     l1,
     l2,
 ):
-    """Run ``epoch_losses.size`` whole epochs of mini-batch gradient descent in one call.
+    """Run up to ``epoch_losses.size`` whole epochs of mini-batch gradient descent in one call.
 
     Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
     of ``batch_size`` consecutive rows of that order (the last one may be shorter): gather,
     forward, backprop (``forward_backward_small`` when every product is tiny), one optimizer
     step over the flat parameter buffer.
+
+    The call ends early, with the parameters, optimizer state and step counter put back to how
+    they were at the end of the last completed epoch (or at the call's start), when
+
+    * a batch loss, or after an epoch a parameter or optimizer-state entry, is NaN or infinite
+      (``control[CONTROL_OUTCOME] = OUTCOME_DIVERGED``), or
+    * ``control[CONTROL_STOP]`` is set, by another thread, say (checked before every batch;
+      ``OUTCOME_INTERRUPTED``).
+
+    Otherwise ``control[CONTROL_OUTCOME] = OUTCOME_FINISHED``.
 
     Parameters
     ----------
@@ -222,11 +248,15 @@ def train_epochs(
     acts, deltas : ndarray, shape (capacity * sum(n_out),)
     z_out : ndarray, shape (capacity * n_out,)
         Work buffers, ``capacity >= batch_size``.
+    saved_params : ndarray, shape (n_params,); saved_state : ndarray, shaped like opt_state
+        Work buffers for the state at the end of the last completed epoch.
     epoch_losses : ndarray of float64, shape (n_epochs,)
-        Written with each epoch's training loss: the weighted mean of the batch losses over the
-        epoch (for sse, their sum), each taken before its batch's update.
+        Written with each completed epoch's training loss: the weighted mean of the batch losses
+        over the epoch (for sse, their sum), each taken before its batch's update.
     step : ndarray of int64, shape (1,)
         The optimizer's step counter, advanced once per batch.
+    control : ndarray of int64, shape (CONTROL_WIDTH,)
+        Stop request (read) and outcome (written); see above.
     meta : ndarray of int64, shape (n_layers, 5)
     loss, opt_kind : int
     lr : float
@@ -241,6 +271,11 @@ def train_epochs(
         Learning-rate schedule (see ``scheduled_lr``), applied per step from ``lr``.
     l1, l2 : float
         Weight penalties (see ``weight_penalty``), added to each batch's loss and gradient.
+
+    Returns
+    -------
+    int
+        The number of epochs completed (``epoch_losses.size`` unless the call ended early).
     """
     n, n_in = X.shape
     n_out = Y.shape[1]
@@ -250,6 +285,11 @@ def train_epochs(
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
+    copy_into(saved_params, params)
+    copy_into(saved_state, opt_state)
+    saved_step = step[0]
+    outcome = OUTCOME_FINISHED
+    completed = 0
     for e in range(epoch_losses.size):
         if shuffle:
             shuffle_order(order, keys, seed, first_epoch + e)
@@ -258,6 +298,9 @@ def train_epochs(
                 order[i] = i
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
+            if read_flag(control, CONTROL_STOP) != 0:
+                outcome = OUTCOME_INTERRUPTED
+                break
             rows = min(batch_size, n - start)
             xb = x_batch[: rows * n_in].reshape((rows, n_in))
             yb = y_batch[: rows * n_out].reshape((rows, n_out))
@@ -276,7 +319,26 @@ def train_epochs(
             else:
                 value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
             value += weight_penalty(params, grads, meta, l1, l2)
+            if not np.isfinite(value):
+                outcome = OUTCOME_DIVERGED
+                break
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
             optimizer_step(opt_kind, params, grads, opt_state, step[0], scheduled_lr(schedule_kind, lr, step[0], schedule), hyper)
-        epoch_losses[e] = epoch_loss / total_weight if is_mean else epoch_loss
+        if outcome != OUTCOME_FINISHED:
+            break
+        epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
+        if not (np.isfinite(epoch_loss) and all_finite(params) and all_finite(opt_state)):
+            outcome = OUTCOME_DIVERGED
+            break
+        epoch_losses[e] = epoch_loss
+        completed += 1
+        copy_into(saved_params, params)
+        copy_into(saved_state, opt_state)
+        saved_step = step[0]
+    if outcome != OUTCOME_FINISHED:
+        copy_into(params, saved_params)
+        copy_into(opt_state, saved_state)
+        step[0] = saved_step
+    control[CONTROL_OUTCOME] = outcome
+    return completed

@@ -336,9 +336,8 @@ def test_shuffle_order(n, epoch):
         assert not np.array_equal(other, fast[0]), "consecutive epochs must differ"
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch_size, shuffle", [(1, True), (4, False), (4, True), (11, True), (11, False)])
-def test_train_epochs(rng, dtype, batch_size, shuffle):
+def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, opt_kind=codes.OPT_ADAM):
+    """Arguments of train_epochs for a small tanh/sigmoid network and 11 rows."""
     sizes = (3, 6, 2)
     rows = 11
     meta, params, _, width, X = network_case(rng, dtype, sizes, [codes.TANH, codes.SIGMOID], rows)
@@ -346,17 +345,70 @@ def test_train_epochs(rng, dtype, batch_size, shuffle):
     weight = rng.uniform(0.5, 2.0, size=rows).astype(dtype)
     opt_hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0])
     capacity = batch_size
-    args = (
-        params, np.zeros_like(params), np.zeros((3, params.size), dtype), X, Y, weight,
+    state = np.zeros((3, params.size), dtype)
+    return (
+        params, np.zeros_like(params), state, X, Y, weight,
         np.zeros(rows, np.int64), np.zeros(rows, np.uint64),
         np.zeros(capacity * sizes[0], dtype), np.zeros(capacity * sizes[-1], dtype), np.zeros(capacity, dtype),
         np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype), np.zeros(capacity * sizes[-1], dtype),
-        np.zeros(4), np.zeros(1, np.int64), meta, codes.MSE, codes.OPT_ADAM, 0.05, opt_hyper,
+        np.zeros_like(params), np.zeros_like(state), np.zeros(epochs), np.zeros(1, np.int64),
+        np.zeros(codes.CONTROL_WIDTH, np.int64), meta, codes.MSE, opt_kind, lr, opt_hyper,
         batch_size, shuffle, 987654321, 3, codes.SCHEDULE_COSINE, np.array([7.0, 0.01]), 0.001, 0.01,
     )  # fmt: skip
-    fast, ref, _, _ = call_both("train_epochs", *args)
-    steps_per_epoch = -(-rows // batch_size)
-    assert fast[15][0] == ref[15][0] == 4 * steps_per_epoch
-    assert_same_arrays(fast[:3] + fast[14:15], ref[:3] + ref[14:15], dtype)
+
+
+# Positions in train_epochs' argument list.
+PARAMS, STATE, LOSSES, STEP, CONTROL = 0, 2, 16, 17, 18
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size, shuffle", [(1, True), (4, False), (4, True), (11, True), (11, False)])
+def test_train_epochs(rng, dtype, batch_size, shuffle):
+    args = train_epochs_args(rng, dtype, batch_size, shuffle)
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+    assert fast_done == ref_done == 4
+    assert fast[CONTROL][codes.CONTROL_OUTCOME] == ref[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_FINISHED
+    steps_per_epoch = -(-11 // batch_size)
+    assert fast[STEP][0] == ref[STEP][0] == 4 * steps_per_epoch
+    assert_same_arrays(fast[:3] + fast[LOSSES : LOSSES + 1], ref[:3] + ref[LOSSES : LOSSES + 1], dtype)
     assert fast[0].dtype == dtype
-    assert not np.array_equal(fast[0], params)
+    assert not np.array_equal(fast[0], args[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_train_epochs_stops_on_request_and_restores_the_start(rng, dtype):
+    args = list(train_epochs_args(rng, dtype, 4, True))
+    args[CONTROL][codes.CONTROL_STOP] = 1
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+    assert fast_done == ref_done == 0
+    for result in (fast, ref):
+        assert result[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_INTERRUPTED
+        np.testing.assert_array_equal(result[PARAMS], args[PARAMS])
+        np.testing.assert_array_equal(result[STATE], args[STATE])
+        assert result[STEP][0] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_kind", [codes.OPT_SGD, codes.OPT_ADAM])
+def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, opt_kind):
+    # An lr this large overflows the squared error within a few epochs; the call must end with
+    # the state of the last epoch whose loss and parameters were all finite.
+    huge = 1e30 if dtype == np.float32 else 1e200
+    args = list(train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, opt_kind=opt_kind))
+    args[-4] = codes.SCHEDULE_CONSTANT
+    meta = args[CONTROL + 1]
+    meta[:, codes.META_ACTIVATION] = codes.IDENTITY  # nothing saturates, so the loss can overflow
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+    assert fast_done == ref_done < 50
+    assert fast[CONTROL][codes.CONTROL_OUTCOME] == ref[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_DIVERGED
+    for result, done in ((fast, fast_done), (ref, ref_done)):
+        assert np.isfinite(result[PARAMS]).all() and np.isfinite(result[STATE]).all()
+        assert np.isfinite(result[LOSSES][:done]).all()
+        assert result[STEP][0] == done * 3
+    # Replaying only the completed epochs lands on exactly the restored state.
+    replay = list(args)
+    replay[LOSSES] = np.zeros(fast_done)
+    again, _, again_done, _ = call_both("train_epochs", *replay)
+    assert again_done == fast_done
+    np.testing.assert_array_equal(again[PARAMS], fast[PARAMS])
+    np.testing.assert_array_equal(again[STATE], fast[STATE])
