@@ -55,12 +55,15 @@ MIN_BLOCK_ROWS = 128
 MAX_BLOCKS = 16
 
 
-# Numba's threading layer. Left to itself Numba picks tbb, else OpenMP, else its own workqueue;
-# with GNU OpenMP (libgomp, what pip's numba finds on Linux) a process forked after a parallel
-# kernel has run hangs in its first parallel kernel. workqueue is always present and fork-safe;
-# it is not safe to launch from two threads at once, which ENGINE_LOCK below rules out for
-# fastgd's calls. A user's NUMBA_THREADING_LAYER wins, and so does a layer already started.
-THREADING_LAYER = "workqueue"
+# Numba's threading layer. Left to itself Numba picks tbb, else OpenMP, else its own workqueue.
+# With GNU OpenMP (libgomp, what pip's numba finds on Linux) a process forked after a parallel
+# kernel has run hangs in its first parallel kernel (measured: multiprocessing "fork" pool).
+# "forksafe" makes Numba pick tbb (installed with fastgd where wheels exist; fork- and
+# thread-safe), else a fork-safe OpenMP (not GNU's), else workqueue (fork-safe; measured ~30 %
+# slower on the `mid` benchmark than tbb or OpenMP, and not safe to enter from two threads at
+# once, which ENGINE_LOCK rules out for fastgd's own calls). A user's NUMBA_THREADING_LAYER
+# wins, and so does a layer some other code already started.
+THREADING_LAYER = "forksafe"
 
 
 def _choose_threading_layer() -> None:
@@ -68,7 +71,7 @@ def _choose_threading_layer() -> None:
         return
     from numba.np.ufunc import parallel
 
-    if not parallel._is_initialized:
+    if not parallel._is_initialized and str(numba.config.THREADING_LAYER).lower() == "default":
         numba.config.THREADING_LAYER = THREADING_LAYER
 
 
