@@ -7,9 +7,13 @@ policy (say, turning the on-disk cache off) is one edit.
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import numbers
 import os
+import tempfile
 import threading
+import warnings
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_info
@@ -29,13 +33,74 @@ EXACT_FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract"})
 
 
 def _cache_enabled() -> bool:
-    # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off (for example on a filesystem where
-    # numba's cache files cannot be written at all). Numba itself falls back from the read-only
-    # package folder to a per-user cache directory, and honours NUMBA_CACHE_DIR.
+    # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off.
     return os.environ.get("FASTGD_NUMBA_CACHE", "1").strip().lower() not in {"0", "false", "no", "off"}
 
 
-CACHE = _cache_enabled()
+def _writable_folder(path: str) -> bool:
+    """Can this process create files in ``path`` (made if missing)? Tried for real, as Numba
+    does: permission bits say nothing for root, or on a read-only mount."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def _private_folder(path: str) -> bool:
+    # A shared temporary folder must not hold a cache someone else could write: Numba unpickles
+    # what it finds there.
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError:
+        return False
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        return False
+    return _writable_folder(path)
+
+
+def _choose_cache_folder():
+    """Where the compile cache goes, decided before any kernel is defined.
+
+    Numba tries ``NUMBA_CACHE_DIR``, then the ``__pycache__`` folder next to the kernels'
+    sources, then a per-user folder (``~/.cache/numba``), and fails to define a cached function
+    at all when none is writable. When both of the last two are unwritable (a read-only install
+    and a read-only or missing home), fastgd points Numba at a private folder in the temporary
+    directory; when even that fails, it compiles without a cache (and says so in show_config).
+
+    Returns (cache enabled, the fallback folder fastgd chose or None).
+    """
+    if not _cache_enabled():
+        return False, None
+    if numba.config.CACHE_DIR:
+        return True, None
+    import importlib.util
+
+    from numba.misc.appdirs import AppDirs
+
+    spec = importlib.util.find_spec("fastgd.kernels")
+    kernels_folder = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else None
+    if kernels_folder and _writable_folder(os.path.join(kernels_folder, "__pycache__")):
+        return True, None
+    if _writable_folder(AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        return True, None
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    fallback = os.path.join(tempfile.gettempdir(), f"fastgd-numba-cache-{user}")
+    if _private_folder(fallback):
+        numba.config.CACHE_DIR = fallback
+        return True, fallback
+    warnings.warn(
+        "fastgd: no writable folder for the compile cache (the install folder, ~/.cache and the "
+        "temporary folder all refused); kernels are compiled in every process. Set NUMBA_CACHE_DIR.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False, None
+
+
+CACHE, CACHE_FALLBACK = _choose_cache_folder()
 
 # Options for every kernel. error_model="numpy" makes x / 0 give inf/nan like NumPy instead of
 # raising, which keeps exception checks out of the inner loops.
@@ -151,14 +216,86 @@ def thread_limits(n_threads=None, compiled=True):
 def cache_directory() -> str:
     """Where Numba keeps fastgd's compiled kernels.
 
-    Numba tries, in order: ``NUMBA_CACHE_DIR`` if set; the ``__pycache__`` folder next to the
-    kernels' sources if it can write there; otherwise a per-user folder (``~/.cache/numba/...``
-    on Linux). So a read-only site-packages falls back to the per-user folder on its own.
+    In order: ``NUMBA_CACHE_DIR`` if set; the ``__pycache__`` folder next to the kernels'
+    sources if writable; a per-user folder (``~/.cache/numba/...`` on Linux); a private folder
+    in the temporary directory (see ``_choose_cache_folder``).
     """
     from .kernels import train_epochs
 
     cache = getattr(train_epochs, "_cache", None)
     return getattr(cache, "_cache_path", "(caching disabled)")
+
+
+def _sources_stamp(paths) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as file:
+            digest.update(file.read())
+    return digest.hexdigest()
+
+
+def guard_compile_cache(modules) -> None:
+    """Make the compile cache of every Numba function in ``modules`` safe to trust.
+
+    * Numba keys a cache entry on its own function's source file only, so after an edit to a
+      kernel another kernel inlines (or to the numerics settings here) it would load stale
+      machine code. Every entry is stamped instead with a hash of all kernel sources and this
+      file: any change recompiles everything once.
+    * Numba raises on a corrupt or truncated cache file (seen: ``UnpicklingError``, ``EOFError``,
+      ``ValueError``). Such an entry is deleted, with a warning, and the function recompiled.
+    """
+    from numba.core.dispatcher import Dispatcher
+
+    sources = [__file__]
+    for module in modules:
+        sources.append(module.__file__)
+    stamp = _sources_stamp(set(sources))
+    seen = set()
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, Dispatcher) and id(value) not in seen:
+                seen.add(id(value))
+                _guard(value, stamp)
+
+
+def _guard(dispatcher, stamp) -> None:
+    cache = getattr(dispatcher, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None or not hasattr(cache_file, "_source_stamp"):
+        return  # caching off, or a Numba whose cache internals differ: leave it as it is
+    cache_file._source_stamp = stamp
+    load, save = cache.load_overload, cache.save_overload
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception as error:  # any unreadable entry: recompile instead
+            _discard(dispatcher, cache_file, error)
+            return None
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except Exception as error:  # a cache that cannot be written must not stop training
+            _discard(dispatcher, cache_file, error)
+
+    cache.load_overload = load_overload
+    cache.save_overload = save_overload
+
+
+def _discard(dispatcher, cache_file, error) -> None:
+    index = cache_file._index_path
+    data = os.path.join(os.path.dirname(index), cache_file._data_name_pattern.replace("{number:d}", "*"))
+    for path in [index, *glob.glob(data)]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    warnings.warn(
+        f"fastgd: discarded an unreadable compile-cache entry for {dispatcher.py_func.__name__} "
+        f"({type(error).__name__}: {error}) in {os.path.dirname(index)}; recompiling",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def show_config(file=None) -> None:
@@ -185,8 +322,11 @@ def show_config(file=None) -> None:
         f"numba threads   {numba.get_num_threads()} of {default_threads()}",
         f"threading layer {layer}",
         f"fastmath flags  {', '.join(sorted(FASTMATH_FLAGS))}",
-        f"compile cache   {'on' if CACHE else 'off'}: {cache_directory()}",
+        f"compile cache   {'on' if CACHE else 'off'}: {cache_directory()}"
+        + (" (fallback: install folder and ~/.cache not writable)" if CACHE_FALLBACK else ""),
     ]
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "FASTGD_", "OMP_", "OPENBLAS_", "MKL_")))
+    lines.append(f"environment     {' '.join(settings) or '(no NUMBA_/FASTGD_/OMP_/OPENBLAS_/MKL_ variables)'}")
     for pool in threadpool_info():
         lines.append(
             f"threadpool      {pool.get('internal_api')} {pool.get('version')} "

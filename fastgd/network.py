@@ -671,6 +671,8 @@ class Network:
                         else:
                             waited += 1
                             halt = waited >= patience
+                    if checkpoint is not None and done % checkpoint_every == 0:
+                        save_checkpoint()
                     stop.defer = False  # user code: Ctrl-C raises as usual
                     for callback, every in callbacks:
                         if done % every == 0:
@@ -679,8 +681,6 @@ class Network:
                             except StopTraining:
                                 halt = True
                     stop.defer = True
-                    if checkpoint is not None and done % checkpoint_every == 0:
-                        save_checkpoint()
                     bar.update(len(losses))
                     bar.set_postfix(_postfix(history, len(losses) * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
                     if halt:

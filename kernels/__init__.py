@@ -47,3 +47,8 @@ KERNEL_NAMES = (
 )
 
 __all__ = ["codes", "KERNEL_NAMES", *KERNEL_NAMES]
+
+from .._config import guard_compile_cache  # noqa: E402
+from . import blas, dense, extras, guard, mathfn, optim, small, train  # noqa: E402
+
+guard_compile_cache([blas, codes, dense, extras, guard, mathfn, optim, small, train])
