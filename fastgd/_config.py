@@ -236,62 +236,74 @@ def _sources_stamp(paths) -> str:
 
 
 def guard_compile_cache(modules) -> None:
-    """Make the compile cache of every Numba function in ``modules`` safe to trust.
+    """Make the compile cache of fastgd's kernels (every Numba function defined in
+    ``fastgd.kernels``, overload implementations included) safe to trust.
 
     * Numba keys a cache entry on its own function's source file only, so after an edit to a
       kernel another kernel inlines (or to the numerics settings here) it would load stale
       machine code. Every entry is stamped instead with a hash of all kernel sources and this
       file: any change recompiles everything once.
     * Numba raises on a corrupt or truncated cache file (seen: ``UnpicklingError``, ``EOFError``,
-      ``ValueError``). Such an entry is deleted, with a warning, and the function recompiled.
+      ``ValueError``). Such an entry is deleted, with a warning, and the function recompiled;
+      a failure to write one is a warning too, never an error.
+
+    This wraps ``numba.core.caching.Cache``'s load and save for functions of ``fastgd.kernels``
+    only; every other cached function in the process goes through Numba's code untouched.
     """
-    from numba.core.dispatcher import Dispatcher
+    from numba.core.caching import Cache
 
-    sources = [__file__]
-    for module in modules:
-        sources.append(module.__file__)
-    stamp = _sources_stamp(set(sources))
-    seen = set()
-    for module in modules:
-        for value in vars(module).values():
-            if isinstance(value, Dispatcher) and id(value) not in seen:
-                seen.add(id(value))
-                _guard(value, stamp)
+    global _CACHE_STAMP
+    _CACHE_STAMP = _sources_stamp({__file__, *(module.__file__ for module in modules)})
+    if getattr(Cache, "_fastgd_guard", False):
+        return
+    original_load, original_save = Cache.load_overload, Cache.save_overload
 
-
-def _guard(dispatcher, stamp) -> None:
-    cache = getattr(dispatcher, "_cache", None)
-    cache_file = getattr(cache, "_cache_file", None)
-    if cache_file is None or not hasattr(cache_file, "_source_stamp"):
-        return  # caching off, or a Numba whose cache internals differ: leave it as it is
-    cache_file._source_stamp = stamp
-    load, save = cache.load_overload, cache.save_overload
-
-    def load_overload(sig, target_context):
+    def load_overload(self, sig, target_context):
+        cache_file = _our_cache_file(self)
+        if cache_file is None:
+            return original_load(self, sig, target_context)
         try:
-            return load(sig, target_context)
+            return original_load(self, sig, target_context)
         except Exception as error:  # any unreadable entry: recompile instead
-            _discard(dispatcher, cache_file, error)
+            _discard(self, cache_file, error)
             return None
 
-    def save_overload(sig, data):
+    def save_overload(self, sig, data):
+        cache_file = _our_cache_file(self)
+        if cache_file is None:
+            return original_save(self, sig, data)
         try:
-            save(sig, data)
+            original_save(self, sig, data)
         except Exception as error:  # a cache that cannot be written must not stop training
-            _discard(dispatcher, cache_file, error)
+            _discard(self, cache_file, error)
 
-    cache.load_overload = load_overload
-    cache.save_overload = save_overload
+    Cache.load_overload = load_overload
+    Cache.save_overload = save_overload
+    Cache._fastgd_guard = True
 
 
-def _discard(dispatcher, cache_file, error) -> None:
+_CACHE_STAMP = None
+
+
+def _our_cache_file(cache):
+    """The index/data file object of ``cache`` when it belongs to a fastgd kernel (stamped
+    with the sources' hash), else None."""
+    module = getattr(getattr(cache, "_py_func", None), "__module__", "") or ""
+    cache_file = getattr(cache, "_cache_file", None)
+    if not module.startswith(__package__ + ".kernels") or not hasattr(cache_file, "_source_stamp"):
+        return None
+    cache_file._source_stamp = _CACHE_STAMP
+    return cache_file
+
+
+def _discard(cache, cache_file, error) -> None:
     index = cache_file._index_path
     data = os.path.join(os.path.dirname(index), cache_file._data_name_pattern.replace("{number:d}", "*"))
     for path in [index, *glob.glob(data)]:
         with contextlib.suppress(OSError):
             os.unlink(path)
     warnings.warn(
-        f"fastgd: discarded an unreadable compile-cache entry for {dispatcher.py_func.__name__} "
+        f"fastgd: discarded an unreadable compile-cache entry for {cache._py_func.__qualname__} "
         f"({type(error).__name__}: {error}) in {os.path.dirname(index)}; recompiling",
         RuntimeWarning,
         stacklevel=2,

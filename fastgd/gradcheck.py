@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _validation as check
 from .network import Gradients, Network
 
 # Stencils (offsets in units of eps, weights) for the derivative of the loss along one parameter.
@@ -72,10 +73,10 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastgd.Network, got {type(net).__name__}")
-    if method not in _STENCILS:
+    if not isinstance(method, str) or method not in _STENCILS:
         raise ValueError(f"method must be one of {sorted(_STENCILS)}, got {method!r}")
     for name, value in (("eps", eps), ("tiny", tiny)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value <= 0:
+        if check.as_real(value, name) <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     clone = net.copy(dtype="float64")
     X, Y, weight = clone._inputs(X, y, sample_weight)

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -99,9 +100,13 @@ def load(path, backend=None) -> Network:
             if missing:
                 raise ValueError(f"{path} is not a fastgd network file: missing {missing}")
             arrays = {key: data[key] for key in _ARRAYS}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        if "is not a fastgd network file" in str(exc):
             raise
+        raise ValueError(f"{path} is truncated or corrupt: {exc}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise ValueError(f"{path} is truncated or corrupt: {exc}") from None
     try:
         description = json.loads(arrays["description"].tobytes().decode("utf-8"))

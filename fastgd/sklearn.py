@@ -65,8 +65,13 @@ class _BaseMLP(BaseEstimator):
 
     def _hidden(self):
         sizes = self.hidden_layer_sizes
-        if isinstance(sizes, (int, np.integer)):
+        if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, (bool, np.bool_)):
             sizes = (sizes,)
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (tuple, list, np.ndarray)):
+            raise TypeError(f"hidden_layer_sizes must be an int or a sequence of ints, got {type(sizes).__name__}")
+        for size in sizes:
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+                raise TypeError(f"hidden_layer_sizes must hold ints, got {size!r}")
         return [int(s) for s in sizes]
 
     def _make_network(self, n_features, n_outputs):

@@ -30,3 +30,19 @@ def regression_data(n=50, n_in=3, n_out=2, seed=0):
     X = rng.normal(size=(n, n_in))
     y = 1 / (1 + np.exp(-X @ rng.normal(size=(n_in, n_out))))
     return X, y
+
+
+def train_parallel_sized(seed, backend):
+    """Train a float32 network big enough for the parallel matrix-product kernels, with
+    validation so that fit makes one compiled call per epoch; returns the parameters.
+
+    Module-level, so that multiprocessing can run it in a spawned child.
+    """
+    import fastgd
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(512, 128)).astype(np.float32)
+    Y = rng.uniform(size=(512, 64)).astype(np.float32)
+    net = fastgd.Network([128, 256, 64], dtype="float32", random_state=seed, backend=backend)
+    net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3), epochs=4, batch_size=256, validation_data=(X[:64], Y[:64]))
+    return net.flat_parameters.copy()
