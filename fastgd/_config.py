@@ -253,7 +253,10 @@ def guard_compile_cache(modules) -> None:
     from numba.core.caching import Cache
 
     global _CACHE_STAMP
-    _CACHE_STAMP = _sources_stamp({__file__, *(module.__file__ for module in modules)})
+    # Code-generation settings that change the machine code go into the stamp as well:
+    # Numba's own key leaves them out, so a NUMBA_BOUNDSCHECK=1 run would load unchecked code.
+    settings = f"boundscheck={numba.config.BOUNDSCHECK} opt={numba.config.OPT} debuginfo={numba.config.DEBUGINFO_DEFAULT}"
+    _CACHE_STAMP = _sources_stamp({__file__, *(module.__file__ for module in modules)}) + " " + settings
     if getattr(Cache, "_fastgd_guard", False):
         return
     original_load, original_save = Cache.load_overload, Cache.save_overload

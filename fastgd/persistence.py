@@ -29,7 +29,8 @@ def save(net: Network, path) -> None:
     """Write ``net`` to ``path`` (a ``.npz`` file), atomically.
 
     The file is written next to its destination under a temporary name, flushed to disk, then
-    renamed over ``path``, so a crash mid-write leaves the previous file intact, never a torn one.
+    renamed over ``path`` and the folder synced, so a crash mid-write leaves the previous file
+    intact, never a torn one.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a fastgd.Network, got {type(net).__name__}")
@@ -72,6 +73,19 @@ def save(net: Network, path) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    _fsync_folder(directory)
+
+
+def _fsync_folder(directory) -> None:
+    # The rename is durable only once the folder's entry is on disk (POSIX; Windows has no
+    # folder handles to sync).
+    if os.name != "posix":
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _jsonable(config):

@@ -1,5 +1,6 @@
 """Every Numba kernel against its NumPy twin of the same name and signature."""
 
+import os
 import inspect
 
 import numpy as np
@@ -412,3 +413,11 @@ def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, opt_kind
     assert again_done == fast_done
     np.testing.assert_array_equal(again[PARAMS], fast[PARAMS])
     np.testing.assert_array_equal(again[STATE], fast[STATE])
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="only under NUMBA_BOUNDSCHECK=1 (a CI step)")
+def test_bounds_checking_is_on():
+    # The kernels trust their callers (the Python API checks every shape first); under bounds
+    # checking a buffer that is too short must raise instead of writing past its end.
+    with pytest.raises(IndexError):
+        kernels.shuffle_order(np.zeros(10, np.int64), np.zeros(3, np.uint64), 1, 0)
