@@ -239,6 +239,7 @@ class Network:
         if not isinstance(dtype, str):
             dtype = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
         self.dtype = lookup(DTYPES, dtype, "dtype")
+        _check_memory(sizes, self.dtype)
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         rng = _resolve_rng(random_state)
@@ -798,6 +799,27 @@ class Network:
 
         train.control = control
         return train
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX
+        return None
+
+
+def _check_memory(sizes, dtype) -> None:
+    """Refuse a network whose parameter, gradient and initial-parameter buffers alone would not
+    fit in this machine's memory: allocating them would end in the kernel's OOM killer, not an
+    exception."""
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    needed = 3 * n_params * np.dtype(dtype).itemsize
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"layer_sizes {list(sizes)} need {n_params} parameters: {needed / 2**30:.1f} GiB for the parameters, "
+            f"gradients and initial parameters alone, more than this machine's {available / 2**30:.1f} GiB of memory"
+        )
 
 
 def _check_checkpoint(checkpoint):

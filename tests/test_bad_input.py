@@ -195,3 +195,14 @@ OPTIMIZER_CASES = [
 def test_optimizers_reject_bad_hyper_parameters(cls, kwargs, error, words):
     with pytest.raises(error, match=words):
         cls(**kwargs)
+
+
+def test_a_network_larger_than_memory_is_refused_before_allocating():
+    from fastgd.network import _physical_memory
+
+    width = 46_000  # 2.1e9 parameters, just under the 2**31 limit: 3 float64 buffers are 47 GiB
+    memory = _physical_memory()
+    if memory is None or memory >= 3 * 8 * (width * width + width + 1):
+        pytest.skip("this machine has the memory for it")
+    with pytest.raises(ValueError, match="more than this machine's"):
+        fastgd.Network([width, width, 1])
