@@ -187,30 +187,75 @@ def _blas():
     return _blas_controller
 
 
+# BLAS's thread count as fastgd last read or set it (None: unknown), kept under ENGINE_LOCK so
+# that a compiled section can skip the library calls when nothing changed.
+_blas_now = None
+
+
+def _set_library_threads(library, n) -> None:
+    # threadpoolctl (>= 3.6) ignores OpenBLAS limits set from any Python thread but the first one
+    # that set one, as long as that thread lives, so that threads do not fight over the shared
+    # pool; ENGINE_LOCK already serialises fastgd's settings, so go to the library directly.
+    # (Measured: a fit run in a second thread otherwise trained with 2 BLAS threads.)
+    setter = getattr(library, "_real_set_num_threads", library.set_num_threads)
+    setter(n)
+
+
+def _set_blas_threads(n) -> None:
+    global _blas_now
+    if n is not None and _blas_now != n:
+        for library in _blas().lib_controllers:
+            _set_library_threads(library, n)
+        _blas_now = n
+
+
+def blas_threads_for(n_threads, compiled):
+    """The BLAS thread count a call of this backend runs with (None: leave as it is)."""
+    return 1 if compiled else n_threads
+
+
 @contextlib.contextmanager
 def thread_limits(n_threads=None, compiled=True):
-    """Set the threads for the body and restore them afterwards.
+    """Set the threads for a public call (a whole ``fit``, a ``predict``) and restore them after.
 
     ``compiled=True`` (the Numba backend): one pool of threads, Numba's, ``n_threads`` wide
     (None: as it is), with BLAS held to one thread. The kernels split large matrix products into
     fixed blocks that Numba's threads hand to BLAS one block per call; a multi-threaded BLAS
     underneath would fight them for the same cores. ``compiled=False`` (the NumPy backend): BLAS
-    gets ``n_threads`` (None: unchanged). Holds ``ENGINE_LOCK`` throughout.
+    gets ``n_threads`` (None: unchanged).
+
+    Numba's setting is per thread; BLAS's is per process, so it is applied by
+    :func:`compiled_section` around each compiled call, under ``ENGINE_LOCK``: another Python
+    thread may have changed it in between.
     """
+    global _blas_now
     n = None if n_threads is None else _check_threads(n_threads)
+    previous_numba = numba.get_num_threads()
     with ENGINE_LOCK:
-        previous = numba.get_num_threads()
-        if compiled and n is not None:
-            numba.set_num_threads(n)
-        blas_threads = 1 if compiled else n
-        try:
-            if blas_threads is None:
-                yield
-            else:
-                with _blas().limit(limits=blas_threads):
-                    yield
-        finally:
-            numba.set_num_threads(previous)
+        libraries = _blas().lib_controllers
+        previous_blas = [library.get_num_threads() for library in libraries]
+        _blas_now = previous_blas[0] if len(set(previous_blas)) == 1 else None
+    if compiled and n is not None and n != previous_numba:
+        numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with ENGINE_LOCK:
+            for library, previous in zip(libraries, previous_blas):
+                if library.get_num_threads() != previous:
+                    _set_library_threads(library, previous)
+            _blas_now = previous_blas[0] if len(set(previous_blas)) == 1 else None
+        if numba.get_num_threads() != previous_numba:
+            numba.set_num_threads(previous_numba)
+
+
+@contextlib.contextmanager
+def compiled_section(blas_threads):
+    """Hold ``ENGINE_LOCK`` and BLAS at ``blas_threads`` (None: as it is) for one compiled call.
+    Costs well under a microsecond when BLAS is already set."""
+    with ENGINE_LOCK:
+        _set_blas_threads(blas_threads)
+        yield
 
 
 def cache_directory() -> str:

@@ -92,14 +92,15 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
         return value + clone._engine.weight_penalty(params, scratch, clone._meta, clone.l1, clone.l2)
 
     numeric = np.empty_like(backprop)
-    for i in range(params.size):
-        original = params[i]
-        total = 0.0
-        for offset, coefficient in _STENCILS[method]:
-            params[i] = original + offset * eps
-            total += coefficient * loss()
-        params[i] = original
-        numeric[i] = total / eps
+    with clone._engine_call():
+        for i in range(params.size):
+            original = params[i]
+            total = 0.0
+            for offset, coefficient in _STENCILS[method]:
+                params[i] = original + offset * eps
+                total += coefficient * loss()
+            params[i] = original
+            numeric[i] = total / eps
     relative = np.abs(backprop - numeric) / np.maximum(np.maximum(np.abs(backprop), np.abs(numeric)), tiny)
 
     def layout(flat):

@@ -22,7 +22,7 @@ from . import _interrupt
 from . import _validation as check
 from . import kernels, reference
 from .kernels import codes
-from ._config import _check_threads, thread_limits
+from ._config import _check_threads, blas_threads_for, compiled_section, thread_limits
 from .optimizers import SGD, Optimizer, make_optimizer
 from .schedules import make_schedule
 from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
@@ -394,7 +394,17 @@ class Network:
         return weight * self.dtype.type(1.0 / float(weight.sum(dtype=np.float64))) if self._loss.mean else weight.copy()
 
     def _threads(self):
+        """Thread settings for one public call (see ``fastgd._config.thread_limits``)."""
         return thread_limits(self.n_threads, compiled=self.backend == "numba")
+
+    def _compiled(self):
+        """The lock and BLAS setting around one compiled call (inside ``_threads``)."""
+        return compiled_section(blas_threads_for(self.n_threads, self.backend == "numba"))
+
+    @contextlib.contextmanager
+    def _engine_call(self):
+        with self._threads(), self._compiled():
+            yield
 
     def _outputs(self, acts, rows):
         """The network's outputs for ``rows`` rows: the last layer's block of the work buffer."""
@@ -427,7 +437,7 @@ class Network:
         block = min(n, _PREDICT_BLOCK_ROWS)
         acts, _, z_out = self._work_buffers(block)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
-        with self._threads():
+        with self._engine_call():
             for start in range(0, n, block):
                 rows = min(block, n - start)
                 self._engine.forward(self._params, self._meta, X[start : start + rows], acts, z_out)
@@ -438,7 +448,7 @@ class Network:
         """The network's loss on ``(X, y)`` as defined for its ``loss`` (see the README)."""
         X, Y, weight = self._inputs(X, y, sample_weight)
         acts, _, z_out = self._work_buffers(X.shape[0])
-        with self._threads():
+        with self._engine_call():
             value = self._engine.evaluate_loss(self._params, self._meta, X, Y, self._row_scale(weight), acts, z_out, self._loss.code)
             value += self._engine.weight_penalty(self._params, np.zeros_like(self._params), self._meta, self.l1, self.l2)
         return float(value)
@@ -460,7 +470,7 @@ class Network:
 
     def _flat_gradients(self, X, Y, weight):
         acts, deltas, z_out = self._work_buffers(X.shape[0])
-        with self._threads():
+        with self._engine_call():
             self._engine.forward_backward(
                 self._params, self._grads, self._meta, X, Y, self._row_scale(weight), acts, deltas, z_out, self._loss.code
             )
@@ -643,7 +653,9 @@ class Network:
                 saved_at[0] = self.epochs_trained
 
         done = 0
-        with _progress(verbose, epochs, n) as bar, _interrupt.StopRequest(train.control) as stop:
+        # Threads are set once for the fit; each compiled call takes the lock (so other Python
+        # threads can take turns between chunks) and re-applies BLAS's process-wide setting.
+        with self._threads(), _progress(verbose, epochs, n) as bar, _interrupt.StopRequest(train.control) as stop:
             try:
                 while done < epochs and not stop.requested:
                     count = min(chunk, epochs - done)
@@ -750,7 +762,7 @@ class Network:
         return X, Y, weight, (X_val, Y_val, scale, acts, z_out)
 
     def _record_validation(self, history, X_val, Y_val, scale, acts, z_out):
-        with self._threads():
+        with self._compiled():
             value = self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code)
         history.val_loss.append(float(value))
         out = self._outputs(acts, X_val.shape[0])
@@ -792,7 +804,7 @@ class Network:
 
         def train(count, stop):
             out = losses[:count]
-            with self._threads():
+            with self._compiled():
                 completed = int(_interrupt.call(lambda: run(out), stop, count * macs_per_epoch))
             self.epochs_trained += completed
             return out[:completed].tolist(), int(control[codes.CONTROL_OUTCOME])
