@@ -635,16 +635,6 @@ class Network:
         monitor = history.val_loss if validation is not None else history.loss
         best = (np.inf, None)
         waited = 0
-        synced = {field: 0 for field in History.FIELDS}
-
-        def sync_history():
-            # net.history follows the fit epoch by epoch, so it matches the parameters whenever
-            # fit stops, whatever stops it.
-            for field in History.FIELDS:
-                new = getattr(history, field)[synced[field] :]
-                getattr(self.history, field).extend(new)
-                synced[field] += len(new)
-
         saved_at = [None]
 
         def save_checkpoint():
@@ -661,15 +651,17 @@ class Network:
                     count = min(chunk, epochs - done)
                     started = time.perf_counter()
                     losses, outcome = train(count, stop)
+                    # net.history follows the fit epoch by epoch, so it matches the parameters
+                    # whenever fit stops, whatever stops it.
                     history.loss.extend(losses)
+                    self.history.loss.extend(losses)
                     done += len(losses)
                     if adaptive_chunk:
                         # Group epochs so the bar updates about ten times a second.
                         elapsed = max(time.perf_counter() - started, 1e-9)
                         chunk = max(1, min(_MAX_CHUNK_EPOCHS, int(0.1 * max(len(losses), 1) / elapsed)))
                     if validation is not None and losses:
-                        self._record_validation(history, *validation)
-                    sync_history()
+                        self._record_validation((history, self.history), *validation)
                     if outcome == codes.OUTCOME_DIVERGED:
                         self._diverged(history, done, optimizer, X, on_divergence, save_checkpoint)
                         break
@@ -695,18 +687,16 @@ class Network:
                                 halt = True
                     stop.defer = True
                     bar.update(len(losses))
-                    bar.set_postfix(_postfix(history, len(losses) * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
+                    if verbose:
+                        bar.set_postfix(_postfix(history, len(losses) * n / max(time.perf_counter() - started, 1e-9)), refresh=False)
                     if halt:
                         history.stopped_epoch = done
                         break
                 if stop.requested:
                     raise KeyboardInterrupt
             except KeyboardInterrupt:
-                sync_history()
                 save_checkpoint()
                 raise
-            finally:
-                sync_history()
         if early_stopping and restore_best and best[1] is not None:
             self._params[...] = best[1]
         save_checkpoint()
@@ -761,15 +751,18 @@ class Network:
         scale = self._row_scale(np.ones(X_val.shape[0], dtype=self.dtype))
         return X, Y, weight, (X_val, Y_val, scale, acts, z_out)
 
-    def _record_validation(self, history, X_val, Y_val, scale, acts, z_out):
+    def _record_validation(self, histories, X_val, Y_val, scale, acts, z_out):
         with self._compiled():
             value = self._engine.evaluate_loss(self._params, self._meta, X_val, Y_val, scale, acts, z_out, self._loss.code)
-        history.val_loss.append(float(value))
+        records = {"val_loss": float(value)}
         out = self._outputs(acts, X_val.shape[0])
         if self._loss.code == codes.CROSSENTROPY:
-            history.val_accuracy.append(float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1))))
+            records["val_accuracy"] = float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1)))
         elif self._loss.code == codes.BINARY_CROSSENTROPY:
-            history.val_accuracy.append(float(np.mean((out >= 0.5) == (Y_val >= 0.5))))
+            records["val_accuracy"] = float(np.mean((out >= 0.5) == (Y_val >= 0.5)))
+        for history in histories:
+            for field, value in records.items():
+                getattr(history, field).append(value)
 
     def _trainer(self, X, Y, weight, optimizer, batch, shuffle, capacity, schedule):
         """A function ``train(count, stop)`` that trains up to ``count <= capacity`` more epochs
