@@ -136,7 +136,7 @@ def _choose_threading_layer() -> None:
         return
     from numba.np.ufunc import parallel
 
-    if not parallel._is_initialized and str(numba.config.THREADING_LAYER).lower() == "default":
+    if not getattr(parallel, "_is_initialized", False) and str(numba.config.THREADING_LAYER).lower() == "default":
         numba.config.THREADING_LAYER = THREADING_LAYER
 
 
