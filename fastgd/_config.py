@@ -234,7 +234,8 @@ def thread_limits(n_threads=None, compiled=True):
     with ENGINE_LOCK:
         libraries = _blas().lib_controllers
         previous_blas = [library.get_num_threads() for library in libraries]
-        _blas_now = previous_blas[0] if len(set(previous_blas)) == 1 else None
+        known = previous_blas[0] if len(set(previous_blas)) == 1 else None  # one value, or unknown
+        _blas_now = known
     if compiled and n is not None and n != previous_numba:
         numba.set_num_threads(n)
     try:
@@ -244,7 +245,7 @@ def thread_limits(n_threads=None, compiled=True):
             for library, previous in zip(libraries, previous_blas):
                 if library.get_num_threads() != previous:
                     _set_library_threads(library, previous)
-            _blas_now = previous_blas[0] if len(set(previous_blas)) == 1 else None
+            _blas_now = known
         if numba.get_num_threads() != previous_numba:
             numba.set_num_threads(previous_numba)
 

@@ -293,7 +293,7 @@ class Network:
             if size < 1:
                 raise ValueError(f"layer_sizes must be >= 1, got {list(sizes)}")
         sizes = tuple(int(s) for s in sizes)
-        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_params = _count_parameters(sizes)
         if n_params > 2**31:
             raise ValueError(f"layer_sizes {list(sizes)} need {n_params} parameters; at most 2**31 are supported")
         return sizes
@@ -635,12 +635,13 @@ class Network:
         monitor = history.val_loss if validation is not None else history.loss
         best = (np.inf, None)
         waited = 0
-        saved_at = [None]
+        saved_at = None
 
         def save_checkpoint():
-            if checkpoint is not None and saved_at[0] != self.epochs_trained:
+            nonlocal saved_at
+            if checkpoint is not None and saved_at != self.epochs_trained:
                 self.save(checkpoint)
-                saved_at[0] = self.epochs_trained
+                saved_at = self.epochs_trained
 
         done = 0
         # Threads are set once for the fit; each compiled call takes the lock (so other Python
@@ -806,6 +807,10 @@ class Network:
         return train
 
 
+def _count_parameters(sizes) -> int:
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
 def _physical_memory() -> int | None:
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -817,7 +822,7 @@ def _check_memory(sizes, dtype) -> None:
     """Refuse a network whose parameter, gradient and initial-parameter buffers alone would not
     fit in this machine's memory: allocating them would end in the kernel's OOM killer, not an
     exception."""
-    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = _count_parameters(sizes)
     needed = 3 * n_params * np.dtype(dtype).itemsize
     available = _physical_memory()
     if available is not None and needed > available:

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from fastgd import History
+
 # Relative tolerances for Numba-vs-NumPy comparisons. The kernels are built with reassociation
 # and FMA contraction allowed (see fastgd._config.FASTMATH_FLAGS), so sums may be added in another
 # order than NumPy's: a few ulps per operation, which is ~1e-15 in float64 and ~1e-7 in float32;
@@ -46,3 +48,25 @@ def train_parallel_sized(seed, backend):
     net = fastgd.Network([128, 256, 64], dtype="float32", random_state=seed, backend=backend)
     net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3), epochs=4, batch_size=256, validation_data=(X[:64], Y[:64]))
     return net.flat_parameters.copy()
+
+
+def state_of(net):
+    """Everything training changes, as plain copies."""
+    return (
+        net.flat_parameters.copy(),
+        {k: v.copy() for k, v in net.optimizer_state.items()},
+        net.optimizer_steps,
+        net.epochs_trained,
+        net.optimizer,
+        {field: list(getattr(net.history, field)) for field in History.FIELDS},
+    )
+
+
+def assert_same_state(net, before):
+    params, opt_state, steps, epochs, optimizer, history = before
+    np.testing.assert_array_equal(net.flat_parameters, params)
+    assert net.optimizer_state.keys() == opt_state.keys()
+    for key in opt_state:
+        np.testing.assert_array_equal(net.optimizer_state[key], opt_state[key])
+    assert (net.optimizer_steps, net.epochs_trained, net.optimizer) == (steps, epochs, optimizer)
+    assert {field: list(getattr(net.history, field)) for field in History.FIELDS} == history

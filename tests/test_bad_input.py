@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastgd
+from _helpers import assert_same_state, state_of
 from fastgd.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 
 X = np.random.default_rng(0).normal(size=(8, 3))
@@ -16,26 +17,6 @@ def trained(request):
     net = fastgd.Network([3, 4, 2], random_state=0, backend=request.param)
     net.fit(X, Y, optimizer=Adam(lr=0.01), epochs=2, batch_size=4)
     return net
-
-
-def snapshot(net):
-    return (
-        net.flat_parameters.copy(),
-        {k: v.copy() for k, v in net.optimizer_state.items()},
-        net.optimizer_steps,
-        net.epochs_trained,
-        net.optimizer,
-    )
-
-
-def assert_unchanged(net, before):
-    params, state, steps, epochs, optimizer = before
-    np.testing.assert_array_equal(net.flat_parameters, params)
-    assert net.optimizer_state.keys() == state.keys()
-    for k in state:
-        np.testing.assert_array_equal(net.optimizer_state[k], state[k])
-    assert (net.optimizer_steps, net.epochs_trained) == (steps, epochs)
-    assert net.optimizer is optimizer
 
 
 nan_X = X.copy()
@@ -77,17 +58,17 @@ FIT_CASES = [
 
 @pytest.mark.parametrize("kwargs, error, words", FIT_CASES, ids=[c[2] for c in FIT_CASES])
 def test_fit_rejects_bad_input_and_leaves_the_network_unchanged(trained, kwargs, error, words):
-    before = snapshot(trained)
+    before = state_of(trained)
     args = dict(X=X, y=Y, optimizer=Adam(lr=0.5), epochs=1)
     args.update(kwargs)
     with pytest.raises(error, match=words):
         trained.fit(args.pop("X"), args.pop("y"), **args)
-    assert_unchanged(trained, before)
+    assert_same_state(trained, before)
 
 
 @pytest.mark.parametrize("method", ["predict", "loss", "gradients"])
 def test_evaluation_methods_check_their_input(trained, method):
-    before = snapshot(trained)
+    before = state_of(trained)
     call = getattr(trained, method)
     args = () if method == "predict" else (Y,)
     with pytest.raises(ValueError, match="X has 2 columns"):
@@ -99,7 +80,7 @@ def test_evaluation_methods_check_their_input(trained, method):
     if method != "predict":
         with pytest.raises(ValueError, match="y has 5 rows"):
             call(X, Y[:5])
-    assert_unchanged(trained, before)
+    assert_same_state(trained, before)
 
 
 def test_crossentropy_labels_are_checked():

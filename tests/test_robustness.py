@@ -29,33 +29,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgd
-from _helpers import regression_data, train_parallel_sized
+from _helpers import assert_same_state, regression_data, state_of, train_parallel_sized
 from fastgd.optimizers import OPTIMIZERS, Adam
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBPROCESS_TIMEOUT = 300  # seconds; generous for a cold compile on a loaded 2-core machine
-
-
-def state_of(net):
-    """Everything training changes, as plain copies."""
-    return (
-        net.flat_parameters.copy(),
-        {k: v.copy() for k, v in net.optimizer_state.items()},
-        net.optimizer_steps,
-        net.epochs_trained,
-        net.optimizer,
-        {field: list(getattr(net.history, field)) for field in fastgd.History.FIELDS},
-    )
-
-
-def assert_same_state(net, before):
-    params, opt_state, steps, epochs, optimizer, history = before
-    np.testing.assert_array_equal(net.flat_parameters, params)
-    assert net.optimizer_state.keys() == opt_state.keys()
-    for key in opt_state:
-        np.testing.assert_array_equal(net.optimizer_state[key], opt_state[key])
-    assert (net.optimizer_steps, net.epochs_trained, net.optimizer) == (steps, epochs, optimizer)
-    assert {field: list(getattr(net.history, field)) for field in fastgd.History.FIELDS} == history
 
 
 def run_python(code, *args, env=None, cwd=REPO, timeout=SUBPROCESS_TIMEOUT, check=True):
