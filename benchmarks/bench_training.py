@@ -97,6 +97,27 @@ class SpeedUp:
     track_speedup.unit = "x"
 
 
+class Accuracy:
+    """Test accuracy of the digits workload (mean over five train/test splits), per backend."""
+
+    params = BACKENDS
+    param_names = ["backend"]
+    number = 1
+    repeat = 1
+    warmup_time = 0
+    timeout = 300
+
+    def setup(self, backend):
+        _prepare("digits", backend)  # compile outside the measurement
+
+    def track_digits_accuracy(self, backend):
+        from fastgd.bench import digits_accuracy
+
+        return float(np.mean(digits_accuracy(backend, splits=1 if QUICK else 5)))
+
+    track_digits_accuracy.unit = "fraction"
+
+
 class Progress:
     """The progress bar must not slow training measurably: digits with verbose 0 and 1."""
 

@@ -266,9 +266,9 @@ def cache_directory() -> str:
     sources if writable; a per-user folder (``~/.cache/numba/...`` on Linux); a private folder
     in the temporary directory (see ``_choose_cache_folder``).
     """
-    from .kernels import train_epochs
+    from .kernels import forward_backward
 
-    cache = getattr(train_epochs, "_cache", None)
+    cache = getattr(forward_backward, "_cache", None)
     return getattr(cache, "_cache_path", "(caching disabled)")
 
 

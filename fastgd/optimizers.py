@@ -4,7 +4,7 @@ An optimizer object holds hyper-parameters only; its state (momentum buffers, mo
 lives in the network as one flat ``(n_slots, n_params)`` buffer, and one compiled step updates
 all parameters at once (see :mod:`fastgd.kernels.optim`, whose kernels are the definitions).
 
-Adding an optimizer: one kernel in ``kernels/optim.py`` (plus its branch in ``optimizer_step``),
+Adding an optimizer: one kernel in ``kernels/optim.py`` (plus its update in ``UPDATES`` there),
 its NumPy twin in :mod:`fastgd.reference`, a class here, and a row in ``OPTIMIZERS_UNDER_TEST``.
 """
 

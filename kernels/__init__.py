@@ -1,7 +1,9 @@
 """Numba kernels of fastgd (installed as ``fastgd.kernels``).
 
-Every public function here has a NumPy twin with the same name and signature in
-:mod:`fastgd.reference`; ``KERNEL_NAMES`` lists them, and the equivalence tests walk that list.
+Every function named in ``KERNEL_NAMES`` has a NumPy twin with the same name and signature in
+:mod:`fastgd.reference`, and the equivalence tests walk that list. Most are Numba dispatchers;
+``optimizer_step`` and ``train_epochs`` are Python functions that pick a compiled
+specialisation (``optim.UPDATES``, ``training_loop``) and call it.
 """
 
 from . import codes
@@ -16,9 +18,24 @@ from .dense import (
     output_delta,
 )
 from .extras import scheduled_lr, weight_penalty
-from .optim import adagrad_step, adam_step, adamw_step, momentum_step, optimizer_step, rmsprop_step, sgd_step
+from .optim import (
+    adagrad_step,
+    adam_step,
+    adamw_step,
+    momentum_step,
+    optimizer_step,
+    rmsprop_step,
+    sgd_step,
+)
 from .small import forward_backward_small
-from .train import evaluate_loss, forward, forward_backward, shuffle_order, train_epochs
+from .train import (
+    evaluate_loss,
+    forward,
+    forward_backward,
+    shuffle_order,
+    train_epochs,
+    training_loop,
+)
 
 KERNEL_NAMES = (
     "activate",
@@ -46,9 +63,9 @@ KERNEL_NAMES = (
     "train_epochs",
 )
 
-__all__ = ["codes", "KERNEL_NAMES", *KERNEL_NAMES]
+__all__ = ["codes", "KERNEL_NAMES", *KERNEL_NAMES, "training_loop"]
 
-from .._config import guard_compile_cache  # noqa: E402
-from . import blas, dense, extras, guard, mathfn, optim, small, train  # noqa: E402
+from .._config import guard_compile_cache
+from . import blas, dense, extras, guard, mathfn, optim, small, train
 
 guard_compile_cache([blas, codes, dense, extras, guard, mathfn, optim, small, train])

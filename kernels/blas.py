@@ -14,10 +14,16 @@ from numba.extending import overload
 from numba.np.linalg import _BLAS, ensure_blas, get_blas_kind
 
 from .._config import JIT_OPTIONS, MAX_BLOCKS, MIN_BLOCK_ROWS, PARALLEL_JIT_OPTIONS
+from .elementwise import activate_in_place, multiply_by_derivative
 
 _ONE = {np.dtype(np.float32): np.ones(1, np.float32), np.dtype(np.float64): np.ones(1, np.float64)}
 _ZERO = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np.zeros(1, np.float64)}
 _N = ord("n")
+# What ``parallel_gemm`` does to each block of C right after computing it, on the same thread
+# (the block is still in that core's cache, and elementwise work is split like the product).
+EPILOGUE_NONE = 0
+EPILOGUE_BIAS_ACTIVATION = 1  # C += bias (aux, shape (n,)), then C = f(C)
+EPILOGUE_DERIVATIVE = 2  # C *= f'(A) with A the layer output (aux, laid out like C)
 _T = ord("t")
 
 
@@ -54,13 +60,19 @@ def _gemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc):
-    """``gemm`` with C's rows split into fixed blocks that Numba's threads compute in parallel.
+def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, epilogue, aux, activation):
+    """``gemm`` with C's rows split into fixed blocks that Numba's threads compute in parallel,
+    each block followed by an elementwise epilogue on it.
 
     ``a``, ``b``, ``c`` are flat (1-D) buffers and the offsets say where each matrix starts in
     them. Every element of C is computed by exactly one single-threaded BLAS call over the whole
     inner dimension, and the blocks depend on ``m`` only, so the result is bitwise the same on
     any number of threads.
+
+    ``epilogue`` (``EPILOGUE_*``) with ``aux`` (flat) and an activation code: none; add the bias
+    ``aux[:n]`` to every row and apply the activation (not softmax); or multiply by the
+    activation's derivative written through the layer output ``aux``, which is laid out like C
+    (``aux[c_offset + i * ldc + j]`` belongs to ``C[i, j]``).
     """
     n_blocks = min(max(m // MIN_BLOCK_ROWS, 1), MAX_BLOCKS)
     block_rows = (m + n_blocks - 1) // n_blocks
@@ -71,3 +83,13 @@ def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offs
             # Row `start` of op(A) begins `start` rows into A, or `start` columns if transposed.
             a_start = a_offset + (start if transpose_a else start * lda)
             gemm(transpose_a, transpose_b, rows, n, k, a[a_start:], lda, b[b_offset:], ldb, False, c[c_offset + start * ldc :], ldc)
+            if epilogue == EPILOGUE_BIAS_ACTIVATION:
+                for i in range(start, start + rows):
+                    row = c[c_offset + i * ldc : c_offset + i * ldc + n]
+                    for j in range(n):
+                        row[j] += aux[j]
+                    activate_in_place(row, activation)
+            elif epilogue == EPILOGUE_DERIVATIVE:
+                for i in range(start, start + rows):
+                    first = c_offset + i * ldc
+                    multiply_by_derivative(aux[first : first + n], c[first : first + n], activation)

@@ -18,18 +18,21 @@ import numpy as np
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS, PARALLEL_MIN_MACS
-from .blas import gemm, parallel_gemm
-from .mathfn import fast_exp, fast_tanh
+from .blas import (
+    EPILOGUE_BIAS_ACTIVATION,
+    EPILOGUE_DERIVATIVE,
+    EPILOGUE_NONE,
+    gemm,
+    parallel_gemm,
+)
 from .codes import (
     BINARY_CROSSENTROPY,
     CROSSENTROPY,
-    LEAKY_RELU,
-    LEAKY_SLOPE,
-    RELU,
-    SIGMOID,
+    IDENTITY,
     SOFTMAX,
-    TANH,
 )
+from .elementwise import activate_in_place, multiply_by_derivative
+from .mathfn import fast_exp
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -41,50 +44,6 @@ def _use_blas(rows, inner, cols):
 def _flat(array):
     # A C-contiguous 2-D array as a 1-D view: one long loop vectorises better than two nested.
     return array.reshape(array.size)
-
-
-# The elementwise loops below test the activation code once, outside the loop: a branch inside
-# would stop LLVM from vectorising the loop.
-
-
-@njit(**JIT_OPTIONS)
-def _activate_in_place(a, activation):
-    # In place on one array: with separate input and output arrays that are the same memory,
-    # LLVM's runtime overlap check fails and it runs the scalar loop instead (7x slower).
-    t = a.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
-    if activation == SIGMOID:
-        for i in range(a.size):
-            a[i] = one / (one + fast_exp(-a[i]))
-    elif activation == TANH:
-        for i in range(a.size):
-            a[i] = fast_tanh(a[i])
-    elif activation == RELU:
-        for i in range(a.size):
-            # `a <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
-            a[i] = zero if a[i] <= zero else a[i]
-    elif activation == LEAKY_RELU:
-        for i in range(a.size):
-            a[i] = a[i] * slope if a[i] <= zero else a[i]
-
-
-@njit(**JIT_OPTIONS)
-def _multiply_by_derivative(a, delta, activation):
-    # delta *= f'(z), written through the layer output a = f(z), so z never needs to be stored.
-    t = a.dtype.type
-    zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
-    if activation == SIGMOID:
-        for i in range(a.size):
-            delta[i] *= a[i] * (one - a[i])
-    elif activation == TANH:
-        for i in range(a.size):
-            delta[i] *= one - a[i] * a[i]
-    elif activation == RELU:
-        for i in range(a.size):
-            delta[i] *= one if a[i] > zero else zero
-    elif activation == LEAKY_RELU:
-        for i in range(a.size):
-            delta[i] *= one if a[i] > zero else slope
 
 
 @njit(**JIT_OPTIONS)
@@ -106,7 +65,7 @@ def activate(z, a_out, activation):
             source = _flat(z)
             for i in range(flat.size):
                 flat[i] = source[i]
-        _activate_in_place(flat, activation)
+        activate_in_place(flat, activation)
         return
     t = z.dtype.type
     zero, one = t(0.0), t(1.0)
@@ -130,27 +89,34 @@ def activate(z, a_out, activation):
 
 
 @njit(**JIT_OPTIONS)
-def _linear(a_in, W, b, z_out):
-    # z_out = a_in @ W + b by the path that suits the size (see the module docstring).
+def _affine(a_in, W, b, out, activation):
+    # out = f(a_in @ W + b) by the path that suits the size (see the module docstring); softmax
+    # (whole rows) and IDENTITY leave out = a_in @ W + b.
     rows, n_in = a_in.shape
     n_out = W.shape[1]
     macs = rows * n_in * n_out
+    elementwise = IDENTITY if activation == SOFTMAX else activation
     if macs < BLAS_MIN_MACS:
         for i in range(rows):
             for j in range(n_out):
-                z_out[i, j] = b[j]
+                out[i, j] = b[j]
             for k in range(n_in):
                 x = a_in[i, k]
                 for j in range(n_out):
-                    z_out[i, j] += x * W[k, j]
-        return
-    if macs < PARALLEL_MIN_MACS:
-        gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, z_out[0], n_out)
+                    out[i, j] += x * W[k, j]
+    elif macs < PARALLEL_MIN_MACS:
+        gemm(False, False, rows, n_out, n_in, a_in[0], n_in, W[0], n_out, False, out[0], n_out)
+        for i in range(rows):
+            for j in range(n_out):
+                out[i, j] += b[j]
     else:
-        parallel_gemm(rows < 0, rows < 0, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, _flat(z_out), 0, n_out)
-    for i in range(rows):
-        for j in range(n_out):
-            z_out[i, j] += b[j]
+        # Bias and activation run per block on the thread that computed it, in parallel.
+        flat = _flat(out)
+        parallel_gemm(rows < 0, rows < 0, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, flat, 0, n_out,
+                      EPILOGUE_BIAS_ACTIVATION, b, elementwise)  # fmt: skip
+        return
+    if elementwise != IDENTITY:
+        activate_in_place(_flat(out), elementwise)
 
 
 @njit(**JIT_OPTIONS)
@@ -167,8 +133,9 @@ def dense_forward(a_in, W, b, a_out, activation):
     activation : int
         Activation code.
     """
-    _linear(a_in, W, b, a_out)
-    activate(a_out, a_out, activation)
+    _affine(a_in, W, b, a_out, activation)
+    if activation == SOFTMAX:
+        activate(a_out, a_out, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -183,7 +150,7 @@ def dense_linear(a_in, W, b, z_out):
     z_out : ndarray, shape (rows, n_out)
         Written with the result.
     """
-    _linear(a_in, W, b, z_out)
+    _affine(a_in, W, b, z_out, IDENTITY)
 
 
 @njit(**JIT_OPTIONS)
@@ -205,7 +172,7 @@ def activation_derivative(a, out, activation):
     one = a.dtype.type(1.0)
     for i in range(flat.size):
         flat[i] = one
-    _multiply_by_derivative(_flat(a), flat, activation)
+    multiply_by_derivative(_flat(a), flat, activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -245,8 +212,7 @@ def loss_value(z, a, y, row_scale, loss):
         elif loss == CROSSENTROPY:
             row_max = z[i, 0]
             for j in range(1, n):
-                if z[i, j] > row_max:
-                    row_max = z[i, j]
+                row_max = max(row_max, z[i, j])
             sum_exp = 0.0
             for j in range(n):
                 sum_exp += np.float64(fast_exp(z[i, j] - row_max))
@@ -298,7 +264,7 @@ def output_delta(a, y, row_scale, delta, activation, loss):
             for j in range(n):
                 delta[i, j] = a[i, j] * (delta[i, j] - dot)
     else:
-        _multiply_by_derivative(_flat(a), _flat(delta), activation)
+        multiply_by_derivative(_flat(a), _flat(delta), activation)
 
 
 @njit(**JIT_OPTIONS)
@@ -329,13 +295,15 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
                 for j in range(n_next):
                     acc += delta_next[i, j] * W_next[k, j]
                 delta[i, k] = acc
-        _multiply_by_derivative(_flat(a), _flat(delta), activation)
+        multiply_by_derivative(_flat(a), _flat(delta), activation)
     else:
         if macs < PARALLEL_MIN_MACS:
             gemm(False, True, rows, n, n_next, delta_next[0], n_next, W_next[0], n_next, False, delta[0], n)
+            multiply_by_derivative(_flat(a), _flat(delta), activation)
         else:
-            parallel_gemm(rows < 0, rows >= 0, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n)
-        _multiply_by_derivative(_flat(a), _flat(delta), activation)
+            # The derivative runs per block on the thread that computed it, in parallel.
+            parallel_gemm(rows < 0, rows >= 0, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n,
+                          EPILOGUE_DERIVATIVE, _flat(a), activation)  # fmt: skip
 
 
 @njit(**JIT_OPTIONS)
@@ -374,4 +342,5 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     elif macs < PARALLEL_MIN_MACS:
         gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
     else:
-        parallel_gemm(rows >= 0, rows < 0, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out)
+        parallel_gemm(rows >= 0, rows < 0, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out,
+                      EPILOGUE_NONE, grad_b, IDENTITY)  # fmt: skip

@@ -15,7 +15,7 @@ from .codes import (
 )
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def scheduled_lr(kind, base_lr, step, schedule):
     """Learning rate of the ``step``-th optimizer step (1-based).
 
@@ -44,7 +44,7 @@ def scheduled_lr(kind, base_lr, step, schedule):
     return base_lr
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def weight_penalty(params, grads, meta, l1, l2):
     """Add the L1/L2 penalty on the weights (not the biases) to ``grads``; return its value.
 

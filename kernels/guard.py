@@ -1,6 +1,5 @@
 """Guards of the compiled training loop: stop requests from another thread, and finiteness."""
 
-import numpy as np
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -25,13 +24,13 @@ def _atomic_load(typingctx, array, index):
     return signature, codegen
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def read_flag(control, index):
     """``control[index]``, read so that a write from another thread is seen while a loop runs."""
     return _atomic_load(control, index)
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def all_finite(values):
     """True when no element of the contiguous array ``values`` is NaN or infinite.
 
@@ -45,7 +44,7 @@ def all_finite(values):
     return total == 0
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def copy_into(destination, source):
     """``destination[...] = source`` for contiguous arrays of the same size (a plain loop, which
     compiles far faster than Numba's slice assignment)."""

@@ -6,9 +6,10 @@ hyper-parameters give the same trajectory. Scalar coefficients are computed in f
 does with its Python-float hyper-parameters, then converted to the buffers' dtype before the
 elementwise loop, so float32 buffers are updated in float32 arithmetic.
 
-``step`` is the 1-based number of the step being taken. ``optimizer_step`` dispatches on an
-optimizer code with a float64 hyper-parameter vector whose layout is given by each optimizer
-class's ``hyper_names`` in :mod:`fastgd.optimizers`.
+``step`` is the 1-based number of the step being taken. ``UPDATES`` maps each optimizer code to
+an update with one common signature, ``(params, grads, state, step, lr, hyper)``, where ``hyper``
+is a float64 vector laid out as the optimizer class's ``hyper_names`` (:mod:`fastgd.optimizers`);
+``optimizer_step`` calls it by code.
 """
 
 import numpy as np
@@ -189,27 +190,67 @@ def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2
     _adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
 
 
-@njit(**JIT_OPTIONS)
-def _step_slice(kind, params, grads, s0, s1, s2, step, lr, hyper):
-    # One optimizer on one slice of the flat buffers; s0..s2 are its state rows (rows an
-    # optimizer does not use alias s0).
-    if kind == OPT_SGD:
-        sgd_step(params, grads, s0, step, lr, hyper[1], hyper[2], hyper[3] != 0.0, hyper[4])
-    elif kind == OPT_MOMENTUM:
-        momentum_step(params, grads, s0, step, lr, hyper[1])
-    elif kind == OPT_ADAGRAD:
-        adagrad_step(params, grads, s0, step, lr, hyper[1], hyper[2], hyper[4])
-    elif kind == OPT_RMSPROP:
-        rmsprop_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
-    elif kind == OPT_ADAM:
-        adam_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
-    elif kind == OPT_ADAMW:
-        adamw_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+@njit(inline="always", **JIT_OPTIONS)
+def _row(state, k):
+    # State row k; rows an optimizer does not use alias row 0.
+    return state[min(k, state.shape[0] - 1)]
 
 
-@njit(**JIT_OPTIONS)
+# One update per optimizer over the whole flat buffers, all with the signature of
+# ``optimizer_step`` less ``kind``: ``state`` is the (n_slots, n_params) buffer, ``hyper`` the
+# float64 vector in the order of the optimizer class's ``hyper_names`` (hyper[0] is the base lr;
+# ``lr`` is this step's, after any schedule). Serial on purpose: a chunk-parallel step saved ~2 %
+# of a `mid` step and cost 2 s of compilation.
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def sgd_update(params, grads, state, step, lr, hyper):
+    sgd_step(params, grads, _row(state, 0), step, lr, hyper[1], hyper[2], hyper[3] != 0.0, hyper[4])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def momentum_update(params, grads, state, step, lr, hyper):
+    momentum_step(params, grads, _row(state, 0), step, lr, hyper[1])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def adagrad_update(params, grads, state, step, lr, hyper):
+    adagrad_step(params, grads, _row(state, 0), step, lr, hyper[1], hyper[2], hyper[4])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def rmsprop_update(params, grads, state, step, lr, hyper):
+    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
+    rmsprop_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def adam_update(params, grads, state, step, lr, hyper):
+    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
+    adam_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def adamw_update(params, grads, state, step, lr, hyper):
+    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
+    adamw_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+
+
+# Optimizer code -> its update. The compiled training loop is specialised per entry
+# (``fastgd.kernels.train``), so a fit compiles only the optimizer it uses.
+UPDATES = {
+    OPT_SGD: sgd_update,
+    OPT_MOMENTUM: momentum_update,
+    OPT_ADAGRAD: adagrad_update,
+    OPT_RMSPROP: rmsprop_update,
+    OPT_ADAM: adam_update,
+    OPT_ADAMW: adamw_update,
+}
+
+
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
-    """One optimizer step over the whole flat parameter buffer.
+    """One optimizer step over the whole flat parameter buffer (the update of ``UPDATES[kind]``,
+    called from Python).
 
     Parameters
     ----------
@@ -225,7 +266,7 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     hyper : ndarray of float64
         Hyper-parameters in the order of the optimizer's ``hyper_names``.
     """
-    # Serial on purpose: a chunk-parallel version saved ~2 % of a `mid` step and cost 2 s of
-    # compilation.
-    last = state.shape[0] - 1
-    _step_slice(kind, params, grads, state[0], state[min(1, last)], state[min(2, last)], step, lr, hyper)
+    update = UPDATES.get(kind)
+    if update is None:
+        raise ValueError(f"kind must be an optimizer code ({sorted(UPDATES)}), got {kind!r}")
+    update(params, grads, state, step, lr, hyper)

@@ -10,7 +10,16 @@ the flat buffers, with no views in its loops; it computes exactly what ``forward
 from numba import njit
 
 from .._config import BLAS_MIN_MACS, JIT_OPTIONS
-from .codes import LEAKY_RELU, LEAKY_SLOPE, META_N_IN, META_N_OUT, RELU, SIGMOID, SOFTMAX, TANH
+from .codes import (
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    META_N_IN,
+    META_N_OUT,
+    RELU,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
 from .dense import loss_value, output_delta
 from .mathfn import fast_exp, fast_tanh
 
@@ -31,7 +40,8 @@ def _activate_value(z, activation, zero, one, slope):
     if activation == TANH:
         return fast_tanh(z)
     if activation == RELU:
-        return zero if z <= zero else z  # NaN stays NaN
+        # `z <= 0` is False for NaN, so NaN propagates (Numba's max(0, NaN) would give 0).
+        return zero if z <= zero else z  # noqa: FURB136
     if activation == LEAKY_RELU:
         return z * slope if z <= zero else z
     return z

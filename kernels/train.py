@@ -8,6 +8,8 @@ The network's parameters live in one flat buffer ``params``; ``meta`` (int64, sh
 ``train_epochs`` allocates nothing.
 """
 
+import types
+
 import numpy as np
 from numba import njit
 
@@ -20,15 +22,24 @@ from .codes import (
     META_N_IN,
     META_N_OUT,
     META_W_OFFSET,
+    OPT_SGD,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
     SSE,
 )
-from .dense import activate, dense_forward, dense_gradients, dense_linear, hidden_delta, loss_value, output_delta
+from .dense import (
+    activate,
+    dense_forward,
+    dense_gradients,
+    dense_linear,
+    hidden_delta,
+    loss_value,
+    output_delta,
+)
 from .extras import scheduled_lr, weight_penalty
 from .guard import all_finite, copy_into, read_flag
-from .optim import optimizer_step
+from .optim import UPDATES
 from .small import forward_backward_small, is_small
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -144,7 +155,7 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def shuffle_order(order, keys, seed, epoch):
     """Write into ``order`` the row permutation used in ``epoch`` (0-based, counted over all fits).
 
@@ -170,7 +181,7 @@ def shuffle_order(order, keys, seed, epoch):
         order[i], order[j] = order[j], order[i]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _gather(X, Y, rows, xb, yb):
     # Serial on purpose: a parallel gather saved ~2 % of a `mid` step and cost 1 s of compilation.
     for r in range(rows.size):
@@ -181,7 +192,6 @@ def _gather(X, Y, rows, xb, yb):
             yb[r, k] = Y[i, k]
 
 
-@njit(**JIT_OPTIONS)
 def train_epochs(
     params,
     grads,
@@ -277,11 +287,86 @@ def train_epochs(
     int
         The number of epochs completed (``epoch_losses.size`` unless the call ended early).
     """
+    loop = training_loop(bool(is_small(meta, batch_size)), int(opt_kind))
+    return loop(
+        params,
+        grads,
+        opt_state,
+        X,
+        Y,
+        sample_weight,
+        order,
+        keys,
+        x_batch,
+        y_batch,
+        row_scale,
+        acts,
+        deltas,
+        z_out,
+        saved_params,
+        saved_state,
+        epoch_losses,
+        step,
+        control,
+        meta,
+        loss,
+        lr,
+        hyper,
+        batch_size,
+        shuffle,
+        seed,
+        first_epoch,
+        schedule_kind,
+        schedule,
+        l1,
+        l2,
+    )
+
+
+# The loop's two inner calls, named here and rebound in each specialisation (``training_loop``):
+# the forward and backward pass of a batch, and the optimizer's update (one of optim.UPDATES).
+batch_pass = forward_backward
+optimizer_update = UPDATES[OPT_SGD]
+
+
+def _train_loop(
+    params,
+    grads,
+    opt_state,
+    X,
+    Y,
+    sample_weight,
+    order,
+    keys,
+    x_batch,
+    y_batch,
+    row_scale,
+    acts,
+    deltas,
+    z_out,
+    saved_params,
+    saved_state,
+    epoch_losses,
+    step,
+    control,
+    meta,
+    loss,
+    lr,
+    hyper,
+    batch_size,
+    shuffle,
+    seed,
+    first_epoch,
+    schedule_kind,
+    schedule,
+    l1,
+    l2,
+):
+    # ``train_epochs``'s body, compiled once per (batch pass, optimizer) by ``training_loop``.
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
     is_mean = loss != SSE
-    small = is_small(meta, batch_size)  # then every batch is (the last one may only be shorter)
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
@@ -314,17 +399,14 @@ def train_epochs(
                 inv = t(1.0 / batch_weight)
                 for r in range(rows):
                     row_scale[r] *= inv
-            if small:
-                value = forward_backward_small(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
-            else:
-                value = forward_backward(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
+            value = batch_pass(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
             value += weight_penalty(params, grads, meta, l1, l2)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            optimizer_step(opt_kind, params, grads, opt_state, step[0], scheduled_lr(schedule_kind, lr, step[0], schedule), hyper)
+            optimizer_update(params, grads, opt_state, step[0], scheduled_lr(schedule_kind, lr, step[0], schedule), hyper)
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
@@ -342,3 +424,45 @@ def train_epochs(
         step[0] = saved_step
     control[CONTROL_OUTCOME] = outcome
     return completed
+
+
+_LOOPS = {}
+
+
+def training_loop(small, opt_kind):
+    """The compiled loop behind ``train_epochs`` for one batch pass and one optimizer.
+
+    One loop that branched on both at run time compiled every optimizer and both batch passes
+    into every fit's first call (28.7 s cold for XOR here); a loop specialised on them compiles
+    only what the fit uses. Each specialisation is ``_train_loop``'s code with ``batch_pass``
+    and ``optimizer_update`` bound to its own functions and its own name, so that Numba caches it
+    on disk under that name (a jitted function passed as an argument would miss the cache in
+    every new process: Numba keys it by object identity).
+
+    Parameters
+    ----------
+    small : bool
+        ``forward_backward_small`` (every product tiny; see ``is_small``) or ``forward_backward``.
+    opt_kind : int
+        Optimizer code, a key of ``optim.UPDATES``.
+
+    Returns
+    -------
+    numba dispatcher
+        Called with ``train_epochs``'s arguments less ``opt_kind``.
+    """
+    key = (bool(small), int(opt_kind))
+    loop = _LOOPS.get(key)
+    if loop is None:
+        update = UPDATES.get(key[1])
+        if update is None:
+            raise ValueError(f"opt_kind must be an optimizer code ({sorted(UPDATES)}), got {opt_kind!r}")
+        namespace = dict(_train_loop.__globals__)
+        namespace["batch_pass"] = forward_backward_small if key[0] else forward_backward
+        namespace["optimizer_update"] = update
+        name = f"train_loop_{'small' if key[0] else 'dense'}_{update.__name__.removesuffix('_update')}"
+        function = types.FunctionType(_train_loop.__code__, namespace, name)
+        function.__qualname__ = name
+        function.__module__ = _train_loop.__module__
+        loop = _LOOPS.setdefault(key, njit(**JIT_OPTIONS)(function))
+    return loop

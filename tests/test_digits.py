@@ -18,3 +18,23 @@ def test_digits_classifier_reaches_95_percent(dtype):
     accuracy = np.mean(net.predict(X_test).argmax(axis=1) == y_test)
     assert accuracy >= 0.95, accuracy
     assert history.loss[-1] < history.loss[0] / 10
+
+
+def test_digits_workload_reaches_97_percent_on_average_over_splits():
+    # The benchmark workload W5 (64-64-10 sigmoid/softmax, crossentropy, Adam lr 1e-3, batch 32,
+    # 200 epochs, float32) on the bundled digits. One split of 450 test images moves accuracy in
+    # steps of 0.0022 and the splits here range over 0.96-0.99, so the target is on the mean of
+    # five stratified splits; scikit-learn's MLPClassifier with the same recipe averages about
+    # the same (0.973) on them.
+    from fastgd.datasets import load_digits
+
+    accuracies = []
+    for split in range(5):
+        X_train, X_test, y_train, y_test = load_digits(random_state=split)
+        net = fastgd.Network([64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0)
+        net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=200, batch_size=32)
+        prediction = net.predict(X_test)
+        assert prediction.dtype == np.float32
+        accuracies.append(np.mean(prediction.argmax(axis=1) == y_test))
+    assert np.mean(accuracies) >= 0.97, accuracies
+    assert min(accuracies) >= 0.95, accuracies

@@ -633,7 +633,7 @@ with warnings.catch_warnings(record=True) as caught:
     X, y = xor()
     net = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
     net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10000)
-stats = kernels.train_epochs.stats
+stats = kernels.training_loop(True, kernels.codes.OPT_SGD).stats  # XOR: tiny products, SGD
 print(json.dumps({
     "fastgd": fastgd.__file__,
     "cache": fastgd._config.cache_directory(),
