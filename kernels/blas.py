@@ -59,6 +59,21 @@ def _gemm(transpose_a, transpose_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc)
     return impl
 
 
+@njit(**JIT_OPTIONS)
+def _epilogue(epilogue, c, first, ldc, rows, n, aux, activation):
+    # The epilogue of one block of `rows` rows of C starting at c[first] (see parallel_gemm).
+    # A function of its own: in the parallel loop's body it cost ~8 s more compilation.
+    for i in range(rows):
+        start = first + i * ldc
+        row = c[start : start + n]
+        if epilogue == EPILOGUE_BIAS_ACTIVATION:
+            for j in range(n):
+                row[j] += aux[j]
+            activate_in_place(row, activation)
+        else:
+            multiply_by_derivative(aux[start : start + n], row, activation)
+
+
 @njit(**PARALLEL_JIT_OPTIONS)
 def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, epilogue, aux, activation):
     """``gemm`` with C's rows split into fixed blocks that Numba's threads compute in parallel,
@@ -83,13 +98,5 @@ def parallel_gemm(transpose_a, transpose_b, m, n, k, a, a_offset, lda, b, b_offs
             # Row `start` of op(A) begins `start` rows into A, or `start` columns if transposed.
             a_start = a_offset + (start if transpose_a else start * lda)
             gemm(transpose_a, transpose_b, rows, n, k, a[a_start:], lda, b[b_offset:], ldb, False, c[c_offset + start * ldc :], ldc)
-            if epilogue == EPILOGUE_BIAS_ACTIVATION:
-                for i in range(start, start + rows):
-                    row = c[c_offset + i * ldc : c_offset + i * ldc + n]
-                    for j in range(n):
-                        row[j] += aux[j]
-                    activate_in_place(row, activation)
-            elif epilogue == EPILOGUE_DERIVATIVE:
-                for i in range(start, start + rows):
-                    first = c_offset + i * ldc
-                    multiply_by_derivative(aux[first : first + n], c[first : first + n], activation)
+            if epilogue != EPILOGUE_NONE:
+                _epilogue(epilogue, c, c_offset + start * ldc, ldc, rows, n, aux, activation)

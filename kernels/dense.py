@@ -41,6 +41,13 @@ def _use_blas(rows, inner, cols):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _code(constant):
+    # A code constant as a plain int64: passed as is, Numba types it as a literal and compiles
+    # the callee (and everything it calls) once more for every distinct constant.
+    return np.int64(constant)
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _flat(array):
     # A C-contiguous 2-D array as a 1-D view: one long loop vectorises better than two nested.
     return array.reshape(array.size)
@@ -113,7 +120,7 @@ def _affine(a_in, W, b, out, activation):
         # Bias and activation run per block on the thread that computed it, in parallel.
         flat = _flat(out)
         parallel_gemm(rows < 0, rows < 0, rows, n_out, n_in, _flat(a_in), 0, n_in, _flat(W), 0, n_out, flat, 0, n_out,
-                      EPILOGUE_BIAS_ACTIVATION, b, elementwise)  # fmt: skip
+                      _code(EPILOGUE_BIAS_ACTIVATION), b, elementwise)  # fmt: skip
         return
     if elementwise != IDENTITY:
         activate_in_place(_flat(out), elementwise)
@@ -150,7 +157,7 @@ def dense_linear(a_in, W, b, z_out):
     z_out : ndarray, shape (rows, n_out)
         Written with the result.
     """
-    _affine(a_in, W, b, z_out, IDENTITY)
+    _affine(a_in, W, b, z_out, _code(IDENTITY))
 
 
 @njit(**JIT_OPTIONS)
@@ -303,7 +310,7 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
         else:
             # The derivative runs per block on the thread that computed it, in parallel.
             parallel_gemm(rows < 0, rows >= 0, rows, n, n_next, _flat(delta_next), 0, n_next, _flat(W_next), 0, n_next, _flat(delta), 0, n,
-                          EPILOGUE_DERIVATIVE, _flat(a), activation)  # fmt: skip
+                          _code(EPILOGUE_DERIVATIVE), _flat(a), activation)  # fmt: skip
 
 
 @njit(**JIT_OPTIONS)
@@ -343,4 +350,4 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
         gemm(True, False, n_in, n_out, rows, a_in[0], n_in, delta[0], n_out, False, grad_W[0], n_out)
     else:
         parallel_gemm(rows >= 0, rows < 0, n_in, n_out, rows, _flat(a_in), 0, n_in, _flat(delta), 0, n_out, _flat(grad_W), 0, n_out,
-                      EPILOGUE_NONE, grad_b, IDENTITY)  # fmt: skip
+                      _code(EPILOGUE_NONE), grad_b, _code(IDENTITY))  # fmt: skip
