@@ -1,13 +1,18 @@
-"""Numba kernels of fastgd (installed as ``fastgd.kernels``).
+"""Numba kernels of fastgd (installed as ``fastgd.kernels``), a self-contained package: it
+imports nothing from the rest of fastgd.
 
-Every function named in ``KERNEL_NAMES`` has a NumPy twin with the same name and signature in
-:mod:`fastgd.reference`, and the equivalence tests walk that list. Most are Numba dispatchers;
-``optimizer_step`` and ``train_epochs`` are Python functions that pick a compiled
-specialisation (``optim.UPDATES``, ``training_loop``) and call it.
+Layers, from the bottom: ``config`` (numerics settings) and ``compat`` (every private Numba
+name), ``layout`` (buffers, blocks, bundles), ``mathfn``/``activations``/``losses``/``products``
+(the arithmetic), ``team`` (threads), ``passes`` (forward and backward over a batch), then the
+entry points: ``layers`` (one layer, whole arrays), ``network`` (whole network, one batch),
+``optim``/``schedules`` (updates) and ``train`` (whole epochs).
+
+Every name in ``KERNEL_NAMES`` has a NumPy twin with the same name and signature in
+:mod:`fastgd.reference`, and the equivalence tests walk that list.
 """
 
-from . import codes
-from .dense import (
+from . import activations, compat, config, layout, losses, optim, schedules
+from .layers import (
     activate,
     activation_derivative,
     dense_forward,
@@ -16,8 +21,9 @@ from .dense import (
     hidden_delta,
     loss_value,
     output_delta,
+    weight_penalty,
 )
-from .extras import scheduled_lr, weight_penalty
+from .network import evaluate_loss, forward, forward_backward
 from .optim import (
     adagrad_step,
     adam_step,
@@ -27,15 +33,8 @@ from .optim import (
     rmsprop_step,
     sgd_step,
 )
-from .small import forward_backward_small
-from .train import (
-    evaluate_loss,
-    forward,
-    forward_backward,
-    shuffle_order,
-    train_epochs,
-    training_loop,
-)
+from .schedules import scheduled_lr
+from .train import shuffle_order, train_epochs, training_loop
 
 KERNEL_NAMES = (
     "activate",
@@ -58,14 +57,9 @@ KERNEL_NAMES = (
     "forward",
     "evaluate_loss",
     "forward_backward",
-    "forward_backward_small",
     "shuffle_order",
     "train_epochs",
 )
 
-__all__ = ["codes", "KERNEL_NAMES", *KERNEL_NAMES, "training_loop"]
-
-from .._config import guard_compile_cache
-from . import blas, dense, extras, guard, mathfn, optim, small, train
-
-guard_compile_cache([blas, codes, dense, extras, guard, mathfn, optim, small, train])
+__all__ = ["activations", "compat", "config", "layout", "losses", "optim", "schedules", "KERNEL_NAMES", *KERNEL_NAMES,
+           "training_loop"]  # fmt: skip

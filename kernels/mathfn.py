@@ -11,24 +11,14 @@ tests and the classic XOR reproduction rely on at 1e-12.
 """
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from .._config import CACHE, EXACT_FASTMATH_FLAGS
+from .compat import float32_from_bits as _float32_from_bits
+from .config import EXACT_JIT_OPTIONS
 
-_OPTIONS = dict(fastmath=set(EXACT_FASTMATH_FLAGS), cache=CACHE, inline="always", error_model="numpy")
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret an int32 bit pattern as a float32 (what C does with a union)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
+# Inlined into every caller (Numba IR level), so they need no cache of their own.
+_OPTIONS = dict(EXACT_JIT_OPTIONS, inline="always")
 
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)

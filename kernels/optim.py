@@ -1,94 +1,118 @@
-"""Optimizer steps: one kernel per optimizer, updating parameters and state in place.
+"""Optimizer steps, following the update rule of the PyTorch optimizer of the same name
+(``torch.optim``), so that the same hyper-parameters give the same trajectory.
 
-Each kernel works on flat 1-D buffers (the network's whole parameter vector at once) and follows
-the update rule of the PyTorch optimizer of the same name (``torch.optim``), so that the same
-hyper-parameters give the same trajectory. Scalar coefficients are computed in float64, as PyTorch
-does with its Python-float hyper-parameters, then converted to the buffers' dtype before the
-elementwise loop, so float32 buffers are updated in float32 arithmetic.
+Each optimizer is declared once in ``SPECS``: its code, the names of its hyper-parameters (the
+order of the float64 vector the kernels read, lr first) and of its state buffers (rows of the
+network's ``(n_slots, n_params)`` state). The update kernels read hyper-parameters by name
+(``hyper[ADAM.beta1]``), through an index built from the declaration, so a kernel cannot read
+a name its declaration lacks; ``fastgd.optimizers`` builds its classes' layouts from the same
+declarations, and ``tests/test_optimizers.py`` checks that the classes and the kernels agree.
 
-``step`` is the 1-based number of the step being taken. ``UPDATES`` maps each optimizer code to
-an update with one common signature, ``(params, grads, state, step, lr, hyper)``, where ``hyper``
-is a float64 vector laid out as the optimizer class's ``hyper_names`` (:mod:`fastgd.optimizers`);
-``optimizer_step`` calls it by code.
+Two forms of each rule, one body: ``<name>_step`` (whole arrays, named scalar arguments, the
+form the tests and the NumPy twins share) and ``<name>_update`` (a range ``[start, stop)`` of
+the flat buffers, hyper-parameters from the vector: what the training loop calls, one chunk per
+task). Scalar coefficients are computed in float64, as PyTorch does with Python-float
+hyper-parameters, then converted to the buffers' dtype, so float32 buffers are updated in
+float32 arithmetic.
+
+Adding an optimizer: a ``SPECS`` row and its step and update here, its twins in
+``fastgd.reference``, a class in ``fastgd.optimizers`` and a row in ``OPTIMIZERS_UNDER_TEST``.
 """
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS
-from .codes import OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD
+from .compat import kernel
+from .config import JIT_OPTIONS
+
+_INLINE = dict(JIT_OPTIONS, inline="always")
+
+# Optimizer codes.
+OPT_SGD = 0
+OPT_MOMENTUM = 1
+OPT_ADAGRAD = 2
+OPT_RMSPROP = 3
+OPT_ADAM = 4
+OPT_ADAMW = 5
+
+
+class OptimizerSpec(NamedTuple):
+    """An optimizer as the kernels see it."""
+
+    name: str
+    code: int
+    hyper: tuple  # hyper-parameter names: the layout of the float64 vector, lr first
+    state: tuple  # state buffer names: the rows of the state array
+
+    @property
+    def index(self):
+        """name -> position in the hyper-parameter vector, as attributes (``index.beta1``)."""
+        return namedtuple(f"{self.name.capitalize()}Hyper", self.hyper)(*range(len(self.hyper)))
+
+
+SPECS = {
+    spec.code: spec
+    for spec in (
+        OptimizerSpec("sgd", OPT_SGD, ("lr", "momentum", "dampening", "nesterov", "weight_decay"), ("momentum_buffer",)),
+        OptimizerSpec("momentum", OPT_MOMENTUM, ("lr", "beta"), ("velocity",)),
+        OptimizerSpec("adagrad", OPT_ADAGRAD, ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"), ("sum",)),
+        OptimizerSpec("rmsprop", OPT_RMSPROP, ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
+                      ("square_avg", "grad_avg", "momentum_buffer")),
+        OptimizerSpec("adam", OPT_ADAM, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+        OptimizerSpec("adamw", OPT_ADAMW, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+    )
+}  # fmt: skip
+
+SGD = SPECS[OPT_SGD].index
+MOMENTUM = SPECS[OPT_MOMENTUM].index
+ADAGRAD = SPECS[OPT_ADAGRAD].index
+RMSPROP = SPECS[OPT_RMSPROP].index
+ADAM = SPECS[OPT_ADAM].index
+ADAMW = SPECS[OPT_ADAMW].index
+
+
+# ----------------------------------------------------------------------------- rules, on a range
 
 
 @njit(**JIT_OPTIONS)
-def sgd_step(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
-    """Stochastic gradient descent, PyTorch's ``SGD``.
-
-    ``g ← g + weight_decay·p``; with momentum μ: ``b ← g`` on the first step, else
-    ``b ← μ·b + (1 − dampening)·g``; then ``g ← g + μ·b`` (nesterov) or ``g ← b``;
-    finally ``p ← p − lr·g``.
-
-    Parameters
-    ----------
-    p, g, momentum_buffer : ndarray, shape (n,)
-    step : int
-    lr, momentum, dampening, weight_decay : float
-    nesterov : bool
-    """
+def _sgd(p, g, momentum_buffer, start, stop, step, lr, momentum, dampening, nesterov, weight_decay):
     t = p.dtype.type
     lr_, mu, damp, wd = t(lr), t(momentum), t(1.0 - dampening), t(weight_decay)
     first = step == 1
-    use_momentum = momentum != 0.0
-    for i in range(p.size):
+    if momentum == 0.0:
+        for i in range(start, stop):
+            p[i] -= lr_ * (g[i] + wd * p[i])
+        return
+    for i in range(start, stop):
         grad = g[i] + wd * p[i]
-        if use_momentum:
-            if first:
-                buf = grad
-            else:
-                buf = mu * momentum_buffer[i] + damp * grad
-            momentum_buffer[i] = buf
-            if nesterov:
-                grad = grad + mu * buf
-            else:
-                grad = buf
-        p[i] -= lr_ * grad
+        buf = grad if first else mu * momentum_buffer[i] + damp * grad
+        momentum_buffer[i] = buf
+        p[i] -= lr_ * (grad + mu * buf if nesterov else buf)
 
 
 @njit(**JIT_OPTIONS)
-def momentum_step(p, g, velocity, step, lr, beta):
-    """Momentum in exponential-average form: ``v ← β·v + (1 − β)·g``, ``p ← p − lr·v``; v₀ = 0.
-
-    Parameters
-    ----------
-    p, g, velocity : ndarray, shape (n,)
-    step : int
-        Unused; kept for the common optimizer signature.
-    lr, beta : float
-    """
+def _momentum(p, g, velocity, start, stop, lr, beta):
     t = p.dtype.type
     lr_, b, one_minus_b = t(lr), t(beta), t(1.0 - beta)
-    for i in range(p.size):
+    for i in range(start, stop):
         v = b * velocity[i] + one_minus_b * g[i]
         velocity[i] = v
         p[i] -= lr_ * v
 
 
 @njit(**JIT_OPTIONS)
-def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
-    """Adagrad, PyTorch's ``Adagrad``.
-
-    ``g ← g + weight_decay·p``; ``clr = lr / (1 + (step − 1)·lr_decay)``; ``s ← s + g²``;
-    ``p ← p − clr·g / (√s + eps)``. ``s`` starts at ``initial_accumulator_value``.
-
-    Parameters
-    ----------
-    p, g, state_sum : ndarray, shape (n,)
-    step : int
-    lr, lr_decay, weight_decay, eps : float
-    """
+def _adagrad(p, g, state_sum, start, stop, step, lr, lr_decay, weight_decay, eps):
     t = p.dtype.type
     clr = t(lr / (1.0 + (step - 1) * lr_decay))
     wd, eps_ = t(weight_decay), t(eps)
-    for i in range(p.size):
+    for i in range(start, stop):
         grad = g[i] + wd * p[i]
         s = state_sum[i] + grad * grad
         state_sum[i] = s
@@ -96,25 +120,11 @@ def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
 
 
 @njit(**JIT_OPTIONS)
-def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
-    """RMSprop, PyTorch's ``RMSprop``.
-
-    ``g ← g + weight_decay·p``; ``s ← α·s + (1 − α)·g²``; centered: ``ḡ ← α·ḡ + (1 − α)·g`` and
-    ``d = √(s − ḡ²) + eps``, else ``d = √s + eps``; with momentum μ > 0: ``b ← μ·b + g/d``,
-    ``p ← p − lr·b``, else ``p ← p − lr·g/d``.
-
-    Parameters
-    ----------
-    p, g, square_avg, grad_avg, momentum_buffer : ndarray, shape (n,)
-    step : int
-        Unused; kept for the common optimizer signature.
-    lr, alpha, eps, weight_decay, momentum : float
-    centered : bool
-    """
+def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, start, stop, lr, alpha, eps, weight_decay, momentum, centered):
     t = p.dtype.type
     lr_, a, one_minus_a, eps_, wd, mu = t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum)
     use_momentum = momentum > 0.0
-    for i in range(p.size):
+    for i in range(start, stop):
         grad = g[i] + wd * p[i]
         s = a * square_avg[i] + one_minus_a * grad * grad
         square_avg[i] = s
@@ -132,16 +142,20 @@ def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, e
             p[i] -= lr_ * (grad / denom)
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
-    # The moment updates shared by Adam and AdamW; weight_decay here is the coupled (L2) form.
+@njit(**JIT_OPTIONS)
+def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
+    # Adam, and with ``decoupled`` AdamW: p ← p·(1 − lr·wd) first and no weight decay in g.
     t = p.dtype.type
     b1, one_minus_b1 = t(beta1), t(1.0 - beta1)
     b2, one_minus_b2 = t(beta2), t(1.0 - beta2)
     step_size = t(lr / (1.0 - beta1**step))
     bias_correction2_sqrt = t(np.sqrt(1.0 - beta2**step))
-    eps_, wd = t(eps), t(weight_decay)
-    for i in range(p.size):
+    eps_ = t(eps)
+    wd = t(0.0) if decoupled else t(weight_decay)
+    decay = t(1.0 - lr * weight_decay) if decoupled else t(1.0)
+    for i in range(start, stop):
+        if decoupled:
+            p[i] *= decay
         grad = g[i] + wd * p[i]
         m = b1 * exp_avg[i] + one_minus_b1 * grad
         v = b2 * exp_avg_sq[i] + one_minus_b2 * grad * grad
@@ -153,7 +167,78 @@ def _adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
         p[i] -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps_))
 
 
-@njit(**JIT_OPTIONS)
+# ----------------------------------------------------------------------------- whole arrays
+
+
+@kernel(**JIT_OPTIONS)
+def sgd_step(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
+    """Stochastic gradient descent, PyTorch's ``SGD``.
+
+    ``g ← g + weight_decay·p``; with momentum μ: ``b ← g`` on the first step, else
+    ``b ← μ·b + (1 − dampening)·g``; then ``g ← g + μ·b`` (nesterov) or ``g ← b``;
+    finally ``p ← p − lr·g``.
+
+    Parameters
+    ----------
+    p, g, momentum_buffer : ndarray, shape (n,)
+    step : int
+        The 1-based number of this step.
+    lr, momentum, dampening, weight_decay : float
+    nesterov : bool
+    """
+    _sgd(p, g, momentum_buffer, np.int64(0), p.size, step, lr, momentum, dampening, nesterov, weight_decay)
+
+
+@kernel(**JIT_OPTIONS)
+def momentum_step(p, g, velocity, step, lr, beta):
+    """Momentum in exponential-average form: ``v ← β·v + (1 − β)·g``, ``p ← p − lr·v``; v₀ = 0.
+
+    Parameters
+    ----------
+    p, g, velocity : ndarray, shape (n,)
+    step : int
+        Unused; kept for the common signature.
+    lr, beta : float
+    """
+    _momentum(p, g, velocity, np.int64(0), p.size, lr, beta)
+
+
+@kernel(**JIT_OPTIONS)
+def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
+    """Adagrad, PyTorch's ``Adagrad``.
+
+    ``g ← g + weight_decay·p``; ``clr = lr / (1 + (step − 1)·lr_decay)``; ``s ← s + g²``;
+    ``p ← p − clr·g / (√s + eps)``; ``s`` starts at ``initial_accumulator_value``.
+
+    Parameters
+    ----------
+    p, g, state_sum : ndarray, shape (n,)
+    step : int
+    lr, lr_decay, weight_decay, eps : float
+    """
+    _adagrad(p, g, state_sum, np.int64(0), p.size, step, lr, lr_decay, weight_decay, eps)
+
+
+@kernel(**JIT_OPTIONS)
+def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
+    """RMSprop, PyTorch's ``RMSprop``.
+
+    ``g ← g + weight_decay·p``; ``s ← α·s + (1 − α)·g²``; centered: ``ḡ ← α·ḡ + (1 − α)·g`` and
+    ``d = √(s − ḡ²) + eps``, else ``d = √s + eps``; with momentum μ > 0: ``b ← μ·b + g/d``,
+    ``p ← p − lr·b``, else ``p ← p − lr·g/d``.
+
+    Parameters
+    ----------
+    p, g, square_avg, grad_avg, momentum_buffer : ndarray, shape (n,)
+    step : int
+        Unused; kept for the common signature.
+    lr, alpha, eps, weight_decay, momentum : float
+    centered : bool
+    """
+    _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, np.int64(0), p.size, lr, alpha, eps, weight_decay, momentum, centered)
+
+
+@kernel(**JIT_OPTIONS)
 def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
     """Adam, PyTorch's ``Adam``.
 
@@ -169,10 +254,10 @@ def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2,
     lr, beta1, beta2, eps, weight_decay : float
     amsgrad : bool
     """
-    _adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad)
+    _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, np.int64(0), p.size, step, lr, beta1, beta2, eps, weight_decay, amsgrad, False)
 
 
-@njit(**JIT_OPTIONS)
+@kernel(**JIT_OPTIONS)
 def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
     """AdamW, PyTorch's ``AdamW``: decoupled weight decay ``p ← p·(1 − lr·weight_decay)``, then
     the Adam update with no weight decay in the gradient.
@@ -184,59 +269,57 @@ def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2
     lr, beta1, beta2, eps, weight_decay : float
     amsgrad : bool
     """
-    decay = p.dtype.type(1.0 - lr * weight_decay)
-    for i in range(p.size):
-        p[i] *= decay
-    _adam_update(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
+    _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, np.int64(0), p.size, step, lr, beta1, beta2, eps, weight_decay, amsgrad, True)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+# ----------------------------------------------------------------------------- the loop's form
+# Every update has the signature (params, grads, state, step, lr, hyper, start, stop): ``state``
+# is the (n_slots, n_params) buffer, ``hyper`` the float64 vector laid out as the spec's
+# ``hyper`` (hyper[0] is the base lr; ``lr`` is this step's, after any schedule).
+
+
+@njit(**_INLINE)
 def _row(state, k):
     # State row k; rows an optimizer does not use alias row 0.
     return state[min(k, state.shape[0] - 1)]
 
 
-# One update per optimizer over the whole flat buffers, all with the signature of
-# ``optimizer_step`` less ``kind``: ``state`` is the (n_slots, n_params) buffer, ``hyper`` the
-# float64 vector in the order of the optimizer class's ``hyper_names`` (hyper[0] is the base lr;
-# ``lr`` is this step's, after any schedule). Serial on purpose: a chunk-parallel step saved ~2 %
-# of a `mid` step and cost 2 s of compilation.
+@kernel(**JIT_OPTIONS)
+def sgd_update(params, grads, state, step, lr, hyper, start, stop):
+    _sgd(params, grads, _row(state, 0), start, stop, step, lr, hyper[SGD.momentum], hyper[SGD.dampening],
+         hyper[SGD.nesterov] != 0.0, hyper[SGD.weight_decay])  # fmt: skip
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def sgd_update(params, grads, state, step, lr, hyper):
-    sgd_step(params, grads, _row(state, 0), step, lr, hyper[1], hyper[2], hyper[3] != 0.0, hyper[4])
+@kernel(**JIT_OPTIONS)
+def momentum_update(params, grads, state, step, lr, hyper, start, stop):
+    _momentum(params, grads, _row(state, 0), start, stop, lr, hyper[MOMENTUM.beta])
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def momentum_update(params, grads, state, step, lr, hyper):
-    momentum_step(params, grads, _row(state, 0), step, lr, hyper[1])
+@kernel(**JIT_OPTIONS)
+def adagrad_update(params, grads, state, step, lr, hyper, start, stop):
+    _adagrad(params, grads, _row(state, 0), start, stop, step, lr, hyper[ADAGRAD.lr_decay], hyper[ADAGRAD.weight_decay],
+             hyper[ADAGRAD.eps])  # fmt: skip
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def adagrad_update(params, grads, state, step, lr, hyper):
-    adagrad_step(params, grads, _row(state, 0), step, lr, hyper[1], hyper[2], hyper[4])
+@kernel(**JIT_OPTIONS)
+def rmsprop_update(params, grads, state, step, lr, hyper, start, stop):
+    _rmsprop(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, lr, hyper[RMSPROP.alpha],
+             hyper[RMSPROP.eps], hyper[RMSPROP.weight_decay], hyper[RMSPROP.momentum], hyper[RMSPROP.centered] != 0.0)  # fmt: skip
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def rmsprop_update(params, grads, state, step, lr, hyper):
-    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
-    rmsprop_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+@kernel(**JIT_OPTIONS)
+def adam_update(params, grads, state, step, lr, hyper, start, stop):
+    _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAM.beta1],
+          hyper[ADAM.beta2], hyper[ADAM.eps], hyper[ADAM.weight_decay], hyper[ADAM.amsgrad] != 0.0, False)  # fmt: skip
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def adam_update(params, grads, state, step, lr, hyper):
-    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
-    adam_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
+@kernel(**JIT_OPTIONS)
+def adamw_update(params, grads, state, step, lr, hyper, start, stop):
+    _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAMW.beta1],
+          hyper[ADAMW.beta2], hyper[ADAMW.eps], hyper[ADAMW.weight_decay], hyper[ADAMW.amsgrad] != 0.0, True)  # fmt: skip
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def adamw_update(params, grads, state, step, lr, hyper):
-    s0, s1, s2 = _row(state, 0), _row(state, 1), _row(state, 2)
-    adamw_step(params, grads, s0, s1, s2, step, lr, hyper[1], hyper[2], hyper[3], hyper[4], hyper[5] != 0.0)
-
-
-# Optimizer code -> its update. The compiled training loop is specialised per entry
+# Optimizer code -> its update over a range. The training loop is specialised per entry
 # (``fastgd.kernels.train``), so a fit compiles only the optimizer it uses.
 UPDATES = {
     OPT_SGD: sgd_update,
@@ -249,8 +332,8 @@ UPDATES = {
 
 
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
-    """One optimizer step over the whole flat parameter buffer (the update of ``UPDATES[kind]``,
-    called from Python).
+    """One optimizer step over the whole flat parameter buffer (``UPDATES[kind]`` over every
+    element), called from Python.
 
     Parameters
     ----------
@@ -258,15 +341,14 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
         Optimizer code.
     params, grads : ndarray, shape (n_params,)
     state : ndarray, shape (n_slots, n_params)
-        The optimizer's state buffers, one row each.
     step : int
         1-based step number.
     lr : float
         Learning rate for this step (schedules change it; ``hyper[0]`` is the base rate).
     hyper : ndarray of float64
-        Hyper-parameters in the order of the optimizer's ``hyper_names``.
+        Hyper-parameters laid out as ``SPECS[kind].hyper``.
     """
     update = UPDATES.get(kind)
     if update is None:
         raise ValueError(f"kind must be an optimizer code ({sorted(UPDATES)}), got {kind!r}")
-    update(params, grads, state, step, lr, hyper)
+    update(params, grads, state, int(step), float(lr), hyper, 0, params.size)

@@ -1,157 +1,57 @@
-"""Whole-network kernels: forward pass, loss, backprop, shuffling and the compiled training loop.
+"""The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
+a team of threads (``team``), and the row shuffle it uses.
 
-The network's parameters live in one flat buffer ``params``; ``meta`` (int64, shape
-(n_layers, 5)) says where each layer's weights and bias sit in it (see
-:mod:`fastgd.kernels.codes`). Activations and local gradients live in flat work buffers holding
-``capacity`` rows per layer, layer after layer: layer l's block starts at
-``capacity * sum(n_out of the layers before l)``. Every array is owned by the caller, so
-``train_epochs`` allocates nothing.
+``train_epochs(state, data, work, settings, control, n_threads)`` is the entry point (its NumPy
+twin, ``fastgd.reference.train_epochs``, takes the same bundles). It picks the loop compiled for
+the fit's optimizer (``training_loop``) and runs it on ``n_threads`` threads.
+
+One step, as team phases separated by barriers: gather the batch's rows (blocks of rows), the
+forward pass (a phase per layer; the output layer's phase also takes the loss and the output
+local gradients), the backward pass (a phase per layer: weight and bias gradients and the local
+gradients of the layer below), then the optimizer update over fixed chunks of the flat buffers.
+Every thread then adds up the batch loss from the per-block partials in block order and takes
+the same decisions.
 """
 
-import types
+import types as pytypes
 
 import numpy as np
 from numba import njit
 
-from .._config import JIT_OPTIONS
-from .codes import (
+from .compat import kernel
+from .config import JIT_OPTIONS
+from .layout import (
     CONTROL_OUTCOME,
     CONTROL_STOP,
-    META_ACTIVATION,
-    META_B_OFFSET,
+    CONTROL_STOP_SEEN,
+    MAX_BLOCKS,
+    MAX_CHUNKS,
     META_N_IN,
     META_N_OUT,
-    META_W_OFFSET,
-    OPT_SGD,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
-    SSE,
+    block_count,
+    block_start,
+    chunk_count,
 )
-from .dense import (
-    activate,
-    dense_forward,
-    dense_gradients,
-    dense_linear,
-    hidden_delta,
-    loss_value,
-    output_delta,
-)
-from .extras import scheduled_lr, weight_penalty
-from .guard import all_finite, copy_into, read_flag
-from .optim import UPDATES
-from .small import forward_backward_small, is_small
+from .losses import SSE
+from .optim import OPT_SGD, UPDATES
+from .passes import PENALTY_PARTIALS, backward_pass, batch_value, forward_pass
+from .schedules import scheduled_lr
+from .team import barrier, first_task, next_task, read_flag, run_team, write_flag
+
+_INLINE = dict(JIT_OPTIONS, inline="always")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
-
-@njit(inline="always", **JIT_OPTIONS)
-def _weights(params, meta, layer):
-    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
-    w_offset, b_offset = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
-    return params[w_offset : w_offset + n_in * n_out].reshape((n_in, n_out)), params[b_offset : b_offset + n_out]
+# Where the per-chunk finiteness flags go in ``partials``.
+FLAG_PARTIALS = PENALTY_PARTIALS  # reused: the penalty partials are dead at the end of an epoch
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _block(buffer, meta, layer, rows):
-    # Rows [0, rows) of layer `layer`'s block in a flat per-layer work buffer.
-    width = 0
-    for k in range(meta.shape[0]):
-        width += meta[k, META_N_OUT]
-    capacity = buffer.size // width
-    offset = 0
-    for k in range(layer):
-        offset += capacity * meta[k, META_N_OUT]
-    n_out = meta[layer, META_N_OUT]
-    return buffer[offset : offset + rows * n_out].reshape((rows, n_out))
-
-
-@njit(**JIT_OPTIONS)
-def forward(params, meta, x, acts, z_out):
-    """Forward pass of the whole network.
-
-    Parameters
-    ----------
-    params : ndarray, shape (n_params,)
-    meta : ndarray of int64, shape (n_layers, 5)
-    x : ndarray, shape (rows, n_in)
-    acts : ndarray, shape (capacity * sum(n_out),)
-        Work buffer; layer outputs are written into it (the last block is the prediction).
-    z_out : ndarray, shape (capacity * n_out_last,)
-        Written with the output layer's pre-activations.
-    """
-    rows = x.shape[0]
-    last = meta.shape[0] - 1
-    a_in = x
-    for layer in range(last + 1):
-        W, b = _weights(params, meta, layer)
-        a_out = _block(acts, meta, layer, rows)
-        if layer == last:
-            z = z_out[: a_out.size].reshape(a_out.shape)
-            dense_linear(a_in, W, b, z)
-            activate(z, a_out, meta[layer, META_ACTIVATION])
-        else:
-            dense_forward(a_in, W, b, a_out, meta[layer, META_ACTIVATION])
-        a_in = a_out
-
-
-@njit(**JIT_OPTIONS)
-def evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss):
-    """Forward pass and loss of a batch (see ``loss_value``); returns the loss as a float."""
-    forward(params, meta, x, acts, z_out)
-    last = meta.shape[0] - 1
-    a = _block(acts, meta, last, x.shape[0])
-    return loss_value(z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
-
-
-@njit(**JIT_OPTIONS)
-def forward_backward(params, grads, meta, x, y, row_scale, acts, deltas, z_out, loss):
-    """Forward pass, loss and backprop of one batch; writes every gradient into ``grads``.
-
-    Parameters
-    ----------
-    params, grads : ndarray, shape (n_params,)
-        ``grads`` has the layout of ``params`` and is overwritten.
-    meta : ndarray of int64, shape (n_layers, 5)
-    x : ndarray, shape (rows, n_in)
-    y : ndarray, shape (rows, n_out_last)
-    row_scale : ndarray, shape (rows,)
-        1/n (mean losses) or 1 (sse), times sample weights.
-    acts, deltas : ndarray, shape (capacity * sum(n_out),)
-        Work buffers for layer outputs and local gradients.
-    z_out : ndarray, shape (capacity * n_out_last,)
-    loss : int
-        Loss code.
-
-    Returns
-    -------
-    float
-        The batch loss at the parameters before any update.
-    """
-    rows = x.shape[0]
-    last = meta.shape[0] - 1
-    # evaluate_loss's two steps, called directly: one level less of nested compiled functions
-    # is ~1 s less compilation (each level re-optimises the code of the levels below it).
-    forward(params, meta, x, acts, z_out)
-    a = _block(acts, meta, last, rows)
-    value = loss_value(z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
-    output_delta(_block(acts, meta, last, rows), y, row_scale, _block(deltas, meta, last, rows), meta[last, META_ACTIVATION], loss)
-    for layer in range(last, -1, -1):
-        delta = _block(deltas, meta, layer, rows)
-        grad_W, grad_b = _weights(grads, meta, layer)
-        if layer == 0:
-            dense_gradients(x, delta, grad_W, grad_b)
-        else:
-            a_in = _block(acts, meta, layer - 1, rows)
-            dense_gradients(a_in, delta, grad_W, grad_b)
-            W, _ = _weights(params, meta, layer)
-            hidden_delta(delta, W, a_in, _block(deltas, meta, layer - 1, rows), meta[layer - 1, META_ACTIVATION])
-    return value
-
-
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**_INLINE)
 def _mix(z):
     # splitmix64's finaliser: a bijection on uint64 with good avalanche.
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -159,7 +59,7 @@ def _mix(z):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def shuffle_order(order, keys, seed, epoch):
     """Write into ``order`` the row permutation used in ``epoch`` (0-based, counted over all fits).
 
@@ -185,57 +85,49 @@ def shuffle_order(order, keys, seed, epoch):
         order[i], order[j] = order[j], order[i]
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _gather(X, Y, rows, xb, yb):
-    # Serial on purpose: a parallel gather saved ~2 % of a `mid` step and cost 1 s of compilation.
-    for r in range(rows.size):
-        i = rows[r]
-        for k in range(X.shape[1]):
-            xb[r, k] = X[i, k]
-        for k in range(Y.shape[1]):
-            yb[r, k] = Y[i, k]
+@njit(**_INLINE)
+def _chunk(task, n_chunks, n):
+    return block_start(task, n_chunks, n), block_start(task + 1, n_chunks, n)
 
 
-def train_epochs(
-    params,
-    grads,
-    opt_state,
-    X,
-    Y,
-    sample_weight,
-    order,
-    keys,
-    x_batch,
-    y_batch,
-    row_scale,
-    acts,
-    deltas,
-    z_out,
-    saved_params,
-    saved_state,
-    epoch_losses,
-    step,
-    control,
-    meta,
-    loss,
-    opt_kind,
-    lr,
-    hyper,
-    batch_size,
-    shuffle,
-    seed,
-    first_epoch,
-    schedule_kind,
-    schedule,
-    l1,
-    l2,
-):
-    """Run up to ``epoch_losses.size`` whole epochs of mini-batch gradient descent in one call.
+@njit(**JIT_OPTIONS)
+def _copy_chunks(tid, n_threads, control, destination, source):
+    # destination[...] = source (same shape, contiguous) in chunks, as a phase.
+    to, frm = destination.reshape(destination.size), source.reshape(source.size)
+    n_chunks = chunk_count(frm.size)
+    task = first_task(control, n_threads)
+    while task < n_chunks:
+        first, stop = _chunk(task, n_chunks, frm.size)
+        for i in range(first, stop):
+            to[i] = frm[i]
+        task = next_task(control, n_threads, task)
+
+
+@njit(**JIT_OPTIONS)
+def _finite_chunks(tid, n_threads, control, params, opt_state, partials):
+    # Per chunk: are its parameters and state entries all finite? (1.0/0.0 into partials.)
+    n = params.size
+    n_chunks = chunk_count(n)
+    task = first_task(control, n_threads)
+    while task < n_chunks:
+        first, stop = _chunk(task, n_chunks, n)
+        total = params.dtype.type(0.0)
+        for i in range(first, stop):
+            total += params[i] * params.dtype.type(0.0)  # 0 for finite values, NaN otherwise
+        for k in range(opt_state.shape[0]):
+            row = opt_state[k]
+            for i in range(first, stop):
+                total += row[i] * params.dtype.type(0.0)
+        partials[FLAG_PARTIALS + task] = 1.0 if total == 0 else 0.0
+        task = next_task(control, n_threads, task)
+
+
+def train_epochs(state, data, work, settings, control, n_threads):
+    """Run ``settings.epochs`` whole epochs of mini-batch gradient descent in one call.
 
     Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
     of ``batch_size`` consecutive rows of that order (the last one may be shorter): gather,
-    forward, backprop (``forward_backward_small`` when every product is tiny), one optimizer
-    step over the flat parameter buffer.
+    forward, backprop, one optimizer step over the flat parameter buffer.
 
     The call ends early, with the parameters, optimizer state and step counter put back to how
     they were at the end of the last completed epoch (or at the call's start), when
@@ -249,224 +141,165 @@ def train_epochs(
 
     Parameters
     ----------
-    params, grads : ndarray, shape (n_params,)
-    opt_state : ndarray, shape (n_slots, n_params)
-    X : ndarray, shape (n, n_in)
-    Y : ndarray, shape (n, n_out)
-    sample_weight : ndarray, shape (n,)
-        Row weights (ones for the plain mean).
-    order : ndarray of int64, shape (n,); keys : ndarray of uint64, shape (n,)
-        Work buffers for the row order.
-    x_batch : ndarray, shape (capacity * n_in,); y_batch : ndarray, shape (capacity * n_out,)
-    row_scale : ndarray, shape (capacity,)
-    acts, deltas : ndarray, shape (capacity * sum(n_out),)
-    z_out : ndarray, shape (capacity * n_out,)
-        Work buffers, ``capacity >= batch_size``.
-    saved_params : ndarray, shape (n_params,); saved_state : ndarray, shaped like opt_state
-        Work buffers for the state at the end of the last completed epoch.
-    epoch_losses : ndarray of float64, shape (n_epochs,)
-        Written with each completed epoch's training loss: the weighted mean of the batch losses
-        over the epoch (for sse, their sum), each taken before its batch's update.
-    step : ndarray of int64, shape (1,)
-        The optimizer's step counter, advanced once per batch.
+    state : layout.TrainState
+        Updated in place.
+    data : layout.Data
+    work : layout.Work
+        ``work.epoch_losses[:settings.epochs]`` receives each completed epoch's training loss:
+        the weighted mean of the batch losses over the epoch (for sse, their sum), each taken
+        before its batch's update.
+    settings : layout.Settings
     control : ndarray of int64, shape (CONTROL_WIDTH,)
-        Stop request (read) and outcome (written); see above.
-    meta : ndarray of int64, shape (n_layers, 5)
-    loss, opt_kind : int
-    lr : float
-    hyper : ndarray of float64
-    batch_size : int
-    shuffle : bool
-    seed : int
-        Shuffle seed.
-    first_epoch : int
-        Number of epochs trained before this call, which selects the shuffle permutations.
-    schedule_kind : int; schedule : ndarray of float64, shape (2,)
-        Learning-rate schedule (see ``scheduled_lr``), applied per step from ``lr``.
-    l1, l2 : float
-        Weight penalties (see ``weight_penalty``), added to each batch's loss and gradient.
+        Stop request (read), outcome (written) and the team's synchronisation slots.
+    n_threads : int
+        Threads of the team.
 
     Returns
     -------
     int
-        The number of epochs completed (``epoch_losses.size`` unless the call ended early).
+        The number of epochs completed (``settings.epochs`` unless the call ended early).
     """
-    loop = training_loop(bool(is_small(meta, batch_size)), int(opt_kind))
-    return loop(
-        params,
-        grads,
-        opt_state,
-        X,
-        Y,
-        sample_weight,
-        order,
-        keys,
-        x_batch,
-        y_batch,
-        row_scale,
-        acts,
-        deltas,
-        z_out,
-        saved_params,
-        saved_state,
-        epoch_losses,
-        step,
-        control,
-        meta,
-        loss,
-        lr,
-        hyper,
-        batch_size,
-        shuffle,
-        seed,
-        first_epoch,
-        schedule_kind,
-        schedule,
-        l1,
-        l2,
-    )
+    loop = training_loop(settings.optimizer)
+    return run_team(loop, (state, data, work, settings), n_threads, control)
 
 
-# The loop's two inner calls, named here and rebound in each specialisation (``training_loop``):
-# the forward and backward pass of a batch, and the optimizer's update (one of optim.UPDATES).
-batch_pass = forward_backward
+# The loop's optimizer update, named here and rebound in each specialisation (training_loop).
 optimizer_update = UPDATES[OPT_SGD]
 
 
-def _train_loop(
-    params,
-    grads,
-    opt_state,
-    X,
-    Y,
-    sample_weight,
-    order,
-    keys,
-    x_batch,
-    y_batch,
-    row_scale,
-    acts,
-    deltas,
-    z_out,
-    saved_params,
-    saved_state,
-    epoch_losses,
-    step,
-    control,
-    meta,
-    loss,
-    lr,
-    hyper,
-    batch_size,
-    shuffle,
-    seed,
-    first_epoch,
-    schedule_kind,
-    schedule,
-    l1,
-    l2,
-):
-    # ``train_epochs``'s body, compiled once per (batch pass, optimizer) by ``training_loop``.
+def _train_loop(tid, n_threads, control, state, data, work, settings):
+    # ``train_epochs``'s body, compiled once per optimizer by ``training_loop``.
+    params, opt_state, step = state
+    X, Y, sample_weight = data
+    meta = settings.meta
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
-    is_mean = loss != SSE
+    is_mean = settings.loss != SSE
+    batch_size = settings.batch_size
+    partials = work.partials
+    n_params = params.size
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
-    copy_into(saved_params, params)
-    copy_into(saved_state, opt_state)
+    _copy_chunks(tid, n_threads, control, work.saved_params, params)
+    _copy_chunks(tid, n_threads, control, work.saved_state, opt_state)
     saved_step = step[0]
+    current_step = step[0]
+    barrier(control, n_threads)
     outcome = OUTCOME_FINISHED
     completed = 0
-    for e in range(epoch_losses.size):
-        if shuffle:
-            shuffle_order(order, keys, seed, first_epoch + e)
-        else:
-            for i in range(n):
-                order[i] = i
+    for e in range(settings.epochs):
+        if tid == 0:
+            order = work.order
+            if settings.shuffle:
+                shuffle_order(order, work.keys, settings.seed, settings.first_epoch + e)
+            else:
+                for i in range(n):
+                    order[i] = i
+        barrier(control, n_threads)
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
-            if read_flag(control, CONTROL_STOP) != 0:
-                outcome = OUTCOME_INTERRUPTED
-                break
             rows = min(batch_size, n - start)
-            xb = x_batch[: rows * n_in].reshape((rows, n_in))
-            yb = y_batch[: rows * n_out].reshape((rows, n_out))
-            _gather(X, Y, order[start : start + rows], xb, yb)
+            if tid == 0:
+                write_flag(control, CONTROL_STOP_SEEN, read_flag(control, CONTROL_STOP))
+            # Gather the batch (blocks of rows) and its row scales.
             batch_weight = 0.0
             for r in range(rows):
-                i = order[start + r]
-                row_scale[r] = sample_weight[i]
-                batch_weight += sample_weight[i]
-            if is_mean:
-                inv = t(1.0 / batch_weight)
-                for r in range(rows):
-                    row_scale[r] *= inv
-            value = batch_pass(params, grads, meta, xb, yb, row_scale[:rows], acts, deltas, z_out, loss)
-            value += weight_penalty(params, grads, meta, l1, l2)
+                batch_weight += sample_weight[work.order[start + r]]
+            inv = t(1.0 / batch_weight) if is_mean else t(1.0)
+            n_blocks = block_count(rows, (n_in + n_out) * 16)
+            task = first_task(control, n_threads)
+            while task < n_blocks:
+                first, stop = block_start(task, n_blocks, rows), block_start(task + 1, n_blocks, rows)
+                for r in range(first, stop):
+                    i = work.order[start + r]
+                    for k in range(n_in):
+                        work.x_batch[r * n_in + k] = X[i, k]
+                    for k in range(n_out):
+                        work.y_batch[r * n_out + k] = Y[i, k]
+                    work.row_scale[r] = sample_weight[i] * inv if is_mean else sample_weight[i]
+                task = next_task(control, n_threads, task)
+            barrier(control, n_threads)
+            if read_flag(control, CONTROL_STOP_SEEN) != 0:
+                outcome = OUTCOME_INTERRUPTED
+                break
+            forward_pass(tid, n_threads, control, params, meta, work.x_batch, rows, work.y_batch, work.row_scale,
+                         work.acts, work.z_out, work.deltas, partials, settings.loss, np.bool_(True))  # fmt: skip
+            backward_pass(tid, n_threads, control, params, work.grads, meta, work.x_batch, rows, work.acts, work.deltas,
+                          partials, settings.l1, settings.l2)  # fmt: skip
+            value = batch_value(meta, rows, partials, settings.l1, settings.l2)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
             epoch_loss += value * batch_weight if is_mean else value
-            step[0] += 1
-            optimizer_update(params, grads, opt_state, step[0], scheduled_lr(schedule_kind, lr, step[0], schedule), hyper)
+            current_step += 1
+            lr = scheduled_lr(settings.schedule_kind, settings.lr, current_step, settings.schedule)
+            n_chunks = chunk_count(n_params)
+            task = first_task(control, n_threads)
+            while task < n_chunks:
+                first, stop = _chunk(task, n_chunks, n_params)
+                optimizer_update(params, work.grads, opt_state, current_step, lr, settings.hyper, first, stop)
+                task = next_task(control, n_threads, task)
+            barrier(control, n_threads)
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
-        if not (np.isfinite(epoch_loss) and all_finite(params) and all_finite(opt_state)):
+        _finite_chunks(tid, n_threads, control, params, opt_state, partials)
+        barrier(control, n_threads)
+        finite = np.isfinite(epoch_loss)
+        for chunk in range(chunk_count(n_params)):
+            finite = finite and partials[FLAG_PARTIALS + chunk] != 0.0
+        if not finite:
             outcome = OUTCOME_DIVERGED
             break
-        epoch_losses[e] = epoch_loss
+        if tid == 0:
+            work.epoch_losses[e] = epoch_loss
+            step[0] = current_step
         completed += 1
-        copy_into(saved_params, params)
-        copy_into(saved_state, opt_state)
-        saved_step = step[0]
+        _copy_chunks(tid, n_threads, control, work.saved_params, params)
+        _copy_chunks(tid, n_threads, control, work.saved_state, opt_state)
+        saved_step = current_step
+        barrier(control, n_threads)
     if outcome != OUTCOME_FINISHED:
-        copy_into(params, saved_params)
-        copy_into(opt_state, saved_state)
+        barrier(control, n_threads)
+        _copy_chunks(tid, n_threads, control, params, work.saved_params)
+        _copy_chunks(tid, n_threads, control, opt_state, work.saved_state)
+        barrier(control, n_threads)
+    if tid == 0:
         step[0] = saved_step
-    control[CONTROL_OUTCOME] = outcome
+        control[CONTROL_OUTCOME] = outcome
     return completed
 
 
 _LOOPS = {}
 
 
-def training_loop(small, opt_kind):
-    """The compiled loop behind ``train_epochs`` for one batch pass and one optimizer.
+def training_loop(optimizer):
+    """The compiled loop behind ``train_epochs`` for one optimizer.
 
-    One loop that branched on both at run time compiled every optimizer and both batch passes
-    into every fit's first call (28.7 s cold for XOR here); a loop specialised on them compiles
-    only what the fit uses. Each specialisation is ``_train_loop``'s code with ``batch_pass``
-    and ``optimizer_update`` bound to its own functions and its own name, so that Numba caches it
-    on disk under that name (a jitted function passed as an argument would miss the cache in
-    every new process: Numba keys it by object identity).
-
-    Parameters
-    ----------
-    small : bool
-        ``forward_backward_small`` (every product tiny; see ``is_small``) or ``forward_backward``.
-    opt_kind : int
-        Optimizer code, a key of ``optim.UPDATES``.
+    Each specialisation is ``_train_loop``'s code with ``optimizer_update`` bound to that
+    optimizer's update (``optim.UPDATES``) and a name of its own, ``train_loop_<optimizer>``, so
+    that it is cached on disk under that name and a fit compiles only the optimizer it uses (a
+    jitted function passed as an argument would miss the cache in every new process: Numba keys
+    it by object identity).
 
     Returns
     -------
     numba dispatcher
-        Called with ``train_epochs``'s arguments less ``opt_kind``.
+        Called as ``loop(tid, n_threads, control, state, data, work, settings)``.
     """
-    key = (bool(small), int(opt_kind))
+    key = int(optimizer)
     loop = _LOOPS.get(key)
     if loop is None:
-        update = UPDATES.get(key[1])
+        update = UPDATES.get(key)
         if update is None:
-            raise ValueError(f"opt_kind must be an optimizer code ({sorted(UPDATES)}), got {opt_kind!r}")
+            raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {optimizer!r}")
         namespace = dict(_train_loop.__globals__)
-        namespace["batch_pass"] = forward_backward_small if key[0] else forward_backward
         namespace["optimizer_update"] = update
-        name = f"train_loop_{'small' if key[0] else 'dense'}_{update.__name__.removesuffix('_update')}"
-        function = types.FunctionType(_train_loop.__code__, namespace, name)
+        name = f"train_loop_{update.__name__.removesuffix('_update')}"
+        function = pytypes.FunctionType(_train_loop.__code__, namespace, name)
         function.__qualname__ = name
         function.__module__ = _train_loop.__module__
-        loop = _LOOPS.setdefault(key, njit(**JIT_OPTIONS)(function))
+        loop = _LOOPS.setdefault(key, kernel(**JIT_OPTIONS)(function))
     return loop

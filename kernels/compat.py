@@ -1,0 +1,375 @@
+"""Every use of a private Numba, llvmlite or threadpoolctl name, in one place.
+
+fastgd needs a few things those libraries do not offer publicly: a compile cache it can trust,
+direct BLAS ``gemm`` calls on sub-blocks of arrays, atomic memory operations for its threads,
+and setting OpenBLAS's threads from any Python thread. Each is reached here, checked against
+the versions it was written for, and covered by ``tests/test_compat.py``, which fails loudly
+when an upgrade changes one of them. Nothing here changes Numba's or the process's settings:
+the cache is attached to fastgd's own kernels one by one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import os
+import tempfile
+import warnings
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from . import config
+
+# Versions these private names were checked against (tests/test_compat.py checks each name).
+TESTED_NUMBA = ((0, 59), (0, 68))
+NUMBA_VERSION = tuple(int(part) for part in numba.__version__.split(".")[:2])
+
+# --------------------------------------------------------------------------- private imports
+from numba.core import cgutils  # noqa: E402  (get_item_pointer, get_or_insert_function)
+from numba.core import caching as _caching  # noqa: E402
+from numba.misc.appdirs import AppDirs  # noqa: E402
+from numba.np.linalg import _BLAS, ensure_blas, get_blas_kind  # noqa: E402
+
+PRIVATE_NAMES = {
+    "numba.core.cgutils": ("get_item_pointer", "get_or_insert_function"),
+    "numba.core.caching": ("FunctionCache", "CompileResultCacheImpl", "UserProvidedCacheLocator",
+                           "InTreeCacheLocator", "UserWideCacheLocator", "IndexDataCacheFile"),
+    "numba.np.linalg": ("_BLAS", "ensure_blas", "get_blas_kind"),
+    "numba.misc.appdirs": ("AppDirs",),
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- compile cache
+def _sources_stamp() -> str:
+    """A hash of every kernel source file and of the code-generation settings."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as file:
+            digest.update(file.read())
+    # Settings that change the machine code but not Numba's own cache key: a NUMBA_BOUNDSCHECK=1
+    # run must not load unchecked code.
+    settings = f"boundscheck={numba.config.BOUNDSCHECK} opt={numba.config.OPT} debuginfo={numba.config.DEBUGINFO_DEFAULT}"
+    digest.update(settings.encode())
+    return digest.hexdigest()
+
+
+SOURCE_STAMP = _sources_stamp()
+
+
+def _writable(path: str) -> bool:
+    """Can this process create files in ``path`` (made if missing)? Tried for real: permission
+    bits say nothing for root or on a read-only mount."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+        return True
+    except OSError:
+        return False
+
+
+def private_temporary_folder() -> str | None:
+    """``$TMPDIR/fastgd-numba-cache-<uid>``, created mode 0700, if this user owns it and nobody
+    else can write it (Numba unpickles what it finds in a cache); else None."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    path = os.path.join(tempfile.gettempdir(), f"fastgd-numba-cache-{user}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.stat(path)
+    except OSError:
+        return None
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        return None
+    return path if _writable(path) else None
+
+
+class _StampedLocator:
+    # Mixin: a Numba locator whose freshness stamp covers every kernel source, not only the
+    # function's own file (Numba's), so an edit to a kernel another kernel calls, or a changed
+    # code-generation setting, recompiles instead of loading stale machine code.
+    def get_source_stamp(self):
+        return SOURCE_STAMP
+
+
+class _UserProvided(_StampedLocator, _caching.UserProvidedCacheLocator):
+    pass
+
+
+class _InTree(_StampedLocator, _caching.InTreeCacheLocator):
+    pass
+
+
+class _UserWide(_StampedLocator, _caching.UserWideCacheLocator):
+    pass
+
+
+class _PrivateTemporary(_StampedLocator, _caching.UserProvidedCacheLocator):
+    """Last resort when the install folder and the user's cache folder are both unwritable."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(_PRIVATE_FOLDER, self.get_suitable_cache_subpath(py_file))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if _PRIVATE_FOLDER is None:
+            return None
+        return _caching._SourceFileBackedLocatorMixin.from_function.__func__(cls, py_func, py_file)
+
+
+_PRIVATE_FOLDER = None
+
+
+class _CacheImpl(_caching.CompileResultCacheImpl):
+    # Numba's order (NUMBA_CACHE_DIR, __pycache__ next to the source, ~/.cache/numba), then a
+    # private temporary folder; all stamped with the sources' hash.
+    _locator_classes = [_UserProvided, _InTree, _UserWide, _PrivateTemporary]
+
+
+class GuardedCache(_caching.FunctionCache):
+    """Numba's on-disk cache of one kernel, stamped with the hash of all kernel sources, and
+    tolerant of damage: an unreadable entry (Numba raises ``UnpicklingError``, ``EOFError``,
+    ``ValueError``... on truncated or corrupt files) is deleted with a warning and the kernel
+    recompiled; a failure to write an entry is a warning, never an error."""
+
+    _impl_class = _CacheImpl
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as error:  # any unreadable entry: recompile instead
+            self.discard(error)
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as error:  # a cache that cannot be written must not stop training
+            self.discard(error)
+
+    def discard(self, error) -> None:
+        cache_file = self._cache_file
+        index = cache_file._index_path
+        data = os.path.join(os.path.dirname(index), cache_file._data_name_pattern.replace("{number:d}", "*"))
+        for path in [index, *glob.glob(data)]:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        warnings.warn(
+            f"fastgd: discarded an unreadable compile-cache entry for {self._py_func.__qualname__} "
+            f"({type(error).__name__}: {error}) in {os.path.dirname(index)}; recompiling",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    @property
+    def folder(self) -> str:
+        return self._cache_path
+
+
+def _choose_private_folder() -> None:
+    # Decided once, before any kernel is defined: fastgd's own kernels fall back to a private
+    # temporary folder when neither the install folder nor ~/.cache can be written.
+    global _PRIVATE_FOLDER, CACHE_STATUS
+    if numba.config.CACHE_DIR:
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec(__package__)
+    folder = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else os.path.dirname(__file__)
+    if _writable(os.path.join(folder, "__pycache__")) or _writable(AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        return
+    _PRIVATE_FOLDER = private_temporary_folder()
+    if _PRIVATE_FOLDER is None:
+        CACHE_STATUS = "off: no writable folder (install folder, ~/.cache and the temporary folder all refused)"
+        warnings.warn(
+            "fastgd: no writable folder for the compile cache (the install folder, ~/.cache and the "
+            "temporary folder all refused); kernels are compiled in every process. Set NUMBA_CACHE_DIR.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    else:
+        CACHE_STATUS = "on (fallback: install folder and ~/.cache not writable)"
+
+
+CACHE_STATUS = "on" if config.CACHE else "off (FASTGD_NUMBA_CACHE=0)"
+if config.CACHE:
+    _choose_private_folder()
+CACHE_USABLE = config.CACHE and not CACHE_STATUS.startswith("off")
+
+# Every kernel dispatcher defined through ``kernel``, for ``python -m fastgd compile`` and
+# ``cache_directory``.
+DISPATCHERS = []
+
+
+def attach_cache(dispatcher) -> None:
+    """Give a Numba dispatcher fastgd's guarded, stamped on-disk cache (what ``cache=True`` does
+    with Numba's own cache class)."""
+    if not CACHE_USABLE or not hasattr(dispatcher, "py_func"):  # cache off, or NUMBA_DISABLE_JIT
+        return
+    if os.environ.get("NUMBA_CACHE_LOCATOR_CLASSES"):
+        dispatcher.enable_caching()  # the user chose Numba's locators: Numba's own cache
+        return
+    try:
+        dispatcher._cache = GuardedCache(dispatcher.py_func)
+    except RuntimeError:  # no locator can write anywhere: stay uncached
+        pass
+
+
+def kernel(**options):
+    """``@njit(**options)`` plus fastgd's compile cache."""
+
+    def wrap(function):
+        dispatcher = njit(**options)(function)
+        attach_cache(dispatcher)
+        DISPATCHERS.append(dispatcher)
+        return dispatcher
+
+    return wrap
+
+
+def cache_directory() -> str:
+    """Where the kernels' compiled code is cached (or why it is not)."""
+    for dispatcher in DISPATCHERS:
+        cache = getattr(dispatcher, "_cache", None)
+        path = getattr(cache, "_cache_path", None)
+        if path:
+            return path
+    return f"(caching {CACHE_STATUS})"
+
+
+# --------------------------------------------------------------------------- BLAS
+def blas_gemm(dtype):
+    """Numba's ``numba_xxgemm`` helper (SciPy's BLAS) and the BLAS kind letter for ``dtype``."""
+    ensure_blas()
+    return _BLAS().numba_xxgemm(dtype), ord(get_blas_kind(dtype))
+
+
+# --------------------------------------------------------------------------- memory
+def _pointer(context, builder, array_type, array, index):
+    ary = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, ary, [index], wraparound=False)
+
+
+@intrinsic
+def address_of(typingctx, array, index):
+    """A pointer to ``array[index]`` of a 1-D array (no bounds check): where a block of a flat
+    buffer starts, for BLAS."""
+    if not isinstance(array, types.Array) or array.ndim != 1:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _pointer(context, builder, signature.args[0], args[0], args[1])
+
+    return types.CPointer(array.dtype)(array, types.intp), codegen
+
+
+def _int64_array(array):
+    return isinstance(array, types.Array) and array.dtype == types.int64
+
+
+@intrinsic
+def atomic_load(typingctx, array, index):
+    """``array[index]`` (int64) read with acquire ordering: a write another thread released
+    before is visible, and LLVM cannot hoist the read out of a loop."""
+    if not _int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_pointer(context, builder, signature.args[0], args[0], args[1]), "acquire", 8)
+
+    return types.int64(array, types.intp), codegen
+
+
+@intrinsic
+def atomic_store(typingctx, array, index, value):
+    """``array[index] = value`` (int64) with release ordering."""
+    if not _int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(value, _pointer(context, builder, signature.args[0], args[0], args[1]), "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp, types.int64), codegen
+
+
+@intrinsic
+def atomic_add(typingctx, array, index, value):
+    """``array[index] += value`` (int64) atomically; returns the value before."""
+    if not _int64_array(array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", _pointer(context, builder, signature.args[0], args[0], args[1]), value, "acq_rel")
+
+    return types.int64(array, types.intp, types.int64), codegen
+
+
+_PAUSE = "llvm.x86.sse2.pause" if numba.config.MACHINE_BITS == 64 and os.uname().machine in ("x86_64", "AMD64") else None
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """The CPU's spin-wait hint (x86 ``pause``; nothing elsewhere)."""
+
+    def codegen(context, builder, signature, args):
+        if _PAUSE is not None:
+            function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), _PAUSE)
+            builder.call(function, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+if os.name == "posix":
+    # libc's sched_yield, resolved by name when the kernel is linked (nothing process-specific
+    # is baked into the code, so kernels calling it stay cacheable).
+    _sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+    @njit(inline="always")
+    def yield_cpu():
+        """Let another thread run on this core (a waiting thread's back-off)."""
+        _sched_yield()
+
+else:  # pragma: no cover - Windows
+
+    @njit(inline="always")
+    def yield_cpu():
+        """Let another thread run on this core (a no-op where sched_yield is missing)."""
+        return
+
+
+@intrinsic
+def float32_from_bits(typingctx, bits):
+    """Reinterpret an int32 bit pattern as a float32 (what C does with a union)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+# --------------------------------------------------------------------------- threadpoolctl
+def set_library_threads(library, n) -> None:
+    """Set a threadpoolctl library controller's thread count from any Python thread.
+
+    threadpoolctl (>= 3.6) ignores OpenBLAS limits set from any Python thread but the first one
+    that set one, as long as that thread lives; fastgd serialises its own settings under one
+    lock, so it goes to the library's setter directly. (Measured: a fit run in a second thread
+    otherwise trained with 2 BLAS threads.)
+    """
+    setter = getattr(library, "_real_set_num_threads", None) or library.set_num_threads
+    setter(n)
+
+
+def dtype_of(array) -> np.dtype:
+    return np.dtype(array.dtype.name)

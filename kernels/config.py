@@ -1,0 +1,40 @@
+"""Numerics and compilation settings of the kernels, in one place: constants only.
+
+Every kernel takes its options from here (``JIT_OPTIONS``) and is defined through
+:func:`fastgd.kernels.compat.kernel`, which adds fastgd's compile cache (see ``compat``). Nothing
+here changes Numba's or the process's settings.
+"""
+
+import os
+
+# LLVM fast-math flags we allow. Deliberately not ``nnan``/``ninf`` (which the blanket boolean
+# form adds): those let LLVM assume no NaN/inf exists and delete the very checks that detect
+# divergence.
+#   nsz      ignore the sign of zero
+#   arcp     x / y may become x * (1 / y)
+#   contract fuse a * b + c into an FMA
+#   afn      approximate math functions where the backend offers them
+#   reassoc  reorder sums, which is what lets LLVM vectorise reductions
+FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# The vectorisable exp/tanh in mathfn.py rely on the order of their operations (Cody-Waite range
+# reduction): they get no ``reassoc``, which would let LLVM fold the two halves of ln 2.
+EXACT_FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract"})
+
+
+def _cache_enabled() -> bool:
+    # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off.
+    return os.environ.get("FASTGD_NUMBA_CACHE", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+CACHE = _cache_enabled()
+
+# Options of every kernel. error_model="numpy" makes x / 0 give inf/nan like NumPy instead of
+# raising, which keeps exception checks out of the inner loops; nogil lets fastgd's threads run
+# kernels side by side. (The cache is added by compat.kernel, not by Numba's cache=True.)
+JIT_OPTIONS = dict(nogil=True, fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+EXACT_JIT_OPTIONS = dict(JIT_OPTIONS, fastmath=set(EXACT_FASTMATH_FLAGS))
+
+# Matrix products with fewer multiply-adds than this run as compiled loops: a BLAS call costs
+# ~1 µs of dispatch and packing, more than the arithmetic of a product this small.
+BLAS_MIN_MACS = 1 << 15

@@ -1,0 +1,259 @@
+"""The one owner of fastgd's buffer layout: the per-layer description ``meta``, the flat work
+buffers, the ``control`` array, the partition of work into fixed blocks, and the named bundles
+the compiled entry points take.
+
+Everything here is plain data and arithmetic on sizes; the kernels import the constants and the
+``@njit`` helpers, and :mod:`fastgd` builds every buffer through :func:`make_work` and friends,
+so the layout is written down once.
+
+Flat buffers
+------------
+``params`` (and ``grads``, laid out alike) holds layer after layer the weights ``(n_in, n_out)``
+row-major and then the bias ``(n_out,)``. ``acts`` and ``deltas`` hold, layer after layer, a
+block of ``capacity`` rows by ``n_out`` columns (row-major); layer l's block starts at
+``capacity * meta[l, META_UNITS_BEFORE]``. ``z_out`` holds the output layer's pre-activations,
+``capacity * n_out`` of them.
+
+Blocks
+------
+Work inside a batch is split into blocks whose boundaries depend on the sizes only, never on
+the number of threads, and every reduction adds block results in block order: results are
+bitwise the same with any number of threads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .config import JIT_OPTIONS
+
+# --------------------------------------------------------------------------- meta
+# Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
+META_N_IN = 0
+META_N_OUT = 1
+META_W_OFFSET = 2  # where the layer's weights start in params
+META_B_OFFSET = 3  # where its bias starts
+META_ACTIVATION = 4  # activation code (kernels.activations)
+META_UNITS_BEFORE = 5  # sum of n_out over the layers before it (its block in acts/deltas)
+META_WIDTH = 6
+
+
+def make_meta(layer_sizes, activation_codes) -> np.ndarray:
+    """``meta`` for a network with these sizes (input first) and one activation code per layer."""
+    n_layers = len(layer_sizes) - 1
+    meta = np.zeros((n_layers, META_WIDTH), dtype=np.int64)
+    offset = units = 0
+    for layer in range(n_layers):
+        n_in, n_out = int(layer_sizes[layer]), int(layer_sizes[layer + 1])
+        meta[layer] = (n_in, n_out, offset, offset + n_in * n_out, int(activation_codes[layer]), units)
+        offset += n_in * n_out + n_out
+        units += n_out
+    return meta
+
+
+def parameter_count(meta) -> int:
+    last = meta[-1]
+    return int(last[META_B_OFFSET] + last[META_N_OUT])
+
+
+def total_units(meta) -> int:
+    """Columns of all layers together: the width of one row of ``acts``/``deltas``."""
+    return int(meta[-1, META_UNITS_BEFORE] + meta[-1, META_N_OUT])
+
+
+def layer_view(flat, meta, layer, weights=True):
+    """A layer's weights ``(n_in, n_out)`` (or bias ``(n_out,)``) as a view into ``flat``."""
+    n_in, n_out, w, b = (int(v) for v in meta[layer, :4])
+    if weights:
+        return flat[w : w + n_in * n_out].reshape(n_in, n_out)
+    return flat[b : b + n_out]
+
+
+def block_of(buffer, meta, layer, rows):
+    """Rows ``[0, rows)`` of a layer's block in ``acts``/``deltas`` as a ``(rows, n_out)`` view."""
+    capacity = buffer.size // total_units(meta)
+    start = capacity * int(meta[layer, META_UNITS_BEFORE])
+    n_out = int(meta[layer, META_N_OUT])
+    return buffer[start : start + rows * n_out].reshape(rows, n_out)
+
+
+# --------------------------------------------------------------------------- control
+# The ``control`` array (int64): flags read and written across threads. Slots that threads spin
+# on sit on cache lines of their own (8 int64 = 64 bytes).
+CONTROL_STOP = 0  # set (by another thread: fit's Ctrl-C handler) to ask the loop to stop
+CONTROL_OUTCOME = 1  # how the call ended (OUTCOME_*), written by the loop
+CONTROL_STOP_SEEN = 2  # thread 0's reading of CONTROL_STOP, which every thread then acts on
+CONTROL_ARRIVED = 8  # team barrier: threads arrived
+CONTROL_GENERATION = 16  # team barrier: generation, advanced by the last to arrive
+CONTROL_ABORT = 24  # a thread failed: the others leave their barriers
+CONTROL_NEXT_TASK = 32  # next task of the current phase, handed out atomically
+CONTROL_WIDTH = 40
+
+OUTCOME_FINISHED = 0
+OUTCOME_DIVERGED = 1  # a loss or a parameter became NaN or infinite
+OUTCOME_INTERRUPTED = 2  # a stop was requested
+
+
+def make_control() -> np.ndarray:
+    return np.zeros(CONTROL_WIDTH, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- blocks
+# A matrix product with fewer multiply-adds than PARALLEL_MIN_MACS is one block; a larger one is
+# split into blocks of output rows, at least MIN_BLOCK_ROWS each and at most MAX_BLOCKS, that
+# threads take in turn. Elementwise work over the parameters is split into chunks of at least
+# MIN_CHUNK elements, at most MAX_CHUNKS.
+PARALLEL_MIN_MACS = 1 << 18
+MIN_BLOCK_ROWS = 32
+MAX_BLOCKS = 16
+MIN_CHUNK = 1 << 14
+MAX_CHUNKS = 64
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def block_count(rows, macs_per_row):
+    """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds."""
+    if rows * macs_per_row < PARALLEL_MIN_MACS:
+        return 1
+    return max(1, min(MAX_BLOCKS, rows // MIN_BLOCK_ROWS, rows * macs_per_row // (PARALLEL_MIN_MACS // 2)))
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def block_start(block, n_blocks, rows):
+    return block * rows // n_blocks
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def chunk_count(n):
+    return max(1, min(MAX_CHUNKS, n // MIN_CHUNK))
+
+
+# Slots of the float64 ``partials`` buffer: per-block partial sums reduced in block order.
+def partial_slots(n_layers) -> int:
+    """Row-loss partials (one per block), penalty partials (per layer and block), and one flag
+    per parameter chunk."""
+    return MAX_BLOCKS + n_layers * MAX_BLOCKS + MAX_CHUNKS
+
+
+# --------------------------------------------------------------------------- bundles
+class TrainState(NamedTuple):
+    """What training changes: parameters, optimizer state, optimizer step count.
+
+    params : (n_params,); opt_state : (n_slots, n_params); step : int64 (1,).
+    """
+
+    params: np.ndarray
+    opt_state: np.ndarray
+    step: np.ndarray
+
+
+class Data(NamedTuple):
+    """Training rows: X (n, n_in), Y (n, n_out), sample_weight (n,), all of the network's dtype."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    sample_weight: np.ndarray
+
+
+class Work(NamedTuple):
+    """Buffers of one fit, allocated once (``make_work``); nothing is allocated per step.
+
+    grads : (n_params,); order : int64 (n,); keys : uint64 (n,); x_batch : (capacity * n_in,);
+    y_batch : (capacity * n_out,); row_scale : (capacity,); acts, deltas : (capacity * units,);
+    z_out : (capacity * n_out,); saved_params, saved_state : like params and opt_state (the state
+    at the end of the last completed epoch); partials : float64 (partial_slots,);
+    epoch_losses : float64 (max epochs per call,).
+    """
+
+    grads: np.ndarray
+    order: np.ndarray
+    keys: np.ndarray
+    x_batch: np.ndarray
+    y_batch: np.ndarray
+    row_scale: np.ndarray
+    acts: np.ndarray
+    deltas: np.ndarray
+    z_out: np.ndarray
+    saved_params: np.ndarray
+    saved_state: np.ndarray
+    partials: np.ndarray
+    epoch_losses: np.ndarray
+
+
+class Settings(NamedTuple):
+    """How to train: the network description and every hyper-parameter of the loop.
+
+    meta : int64 (n_layers, META_WIDTH); loss, optimizer : codes; batch_size : rows per step;
+    shuffle : bool; seed : shuffle seed; first_epoch : epochs trained before (selects the
+    shuffle permutations); epochs : epochs this call runs (<= epoch_losses.size); lr : base
+    learning rate; hyper : float64, the optimizer's hyper-parameters (kernels.optim.SPECS);
+    schedule_kind, schedule : learning-rate schedule (kernels.schedules); l1, l2 : weight penalties.
+    """
+
+    meta: np.ndarray
+    loss: int
+    optimizer: int
+    batch_size: int
+    shuffle: bool
+    seed: int
+    first_epoch: int
+    epochs: int
+    lr: float
+    hyper: np.ndarray
+    schedule_kind: int
+    schedule: np.ndarray
+    l1: float
+    l2: float
+
+
+class Evaluation(NamedTuple):
+    """Buffers of a forward pass over ``capacity`` rows: acts, deltas (capacity * units,),
+    z_out (capacity * n_out,), partials float64 (partial_slots,)."""
+
+    acts: np.ndarray
+    deltas: np.ndarray
+    z_out: np.ndarray
+    partials: np.ndarray
+
+
+def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
+                  schedule_kind, schedule, l1, l2) -> Settings:  # fmt: skip
+    """``Settings`` with every scalar converted to the one type the compiled loop is compiled
+    for (a Python int here and a NumPy int there would compile it twice)."""
+    return Settings(
+        np.ascontiguousarray(meta, dtype=np.int64), int(loss), int(optimizer), int(batch_size), bool(shuffle),
+        int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
+        np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
+        float(l1), float(l2),
+    )  # fmt: skip
+
+
+def make_evaluation(meta, rows, dtype) -> Evaluation:
+    units = total_units(meta)
+    acts = np.empty(rows * units, dtype=dtype)
+    return Evaluation(acts, np.empty_like(acts), np.empty(rows * int(meta[-1, META_N_OUT]), dtype=dtype),
+                      np.zeros(partial_slots(meta.shape[0])))  # fmt: skip
+
+
+def make_work(meta, n_rows, capacity, n_slots, epochs, dtype) -> Work:
+    """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows."""
+    n_params = parameter_count(meta)
+    evaluation = make_evaluation(meta, capacity, dtype)
+    return Work(
+        np.zeros(n_params, dtype=dtype),
+        np.empty(n_rows, dtype=np.int64),
+        np.empty(n_rows, dtype=np.uint64),
+        np.empty(capacity * int(meta[0, META_N_IN]), dtype=dtype),
+        np.empty(capacity * int(meta[-1, META_N_OUT]), dtype=dtype),
+        np.empty(capacity, dtype=dtype),
+        evaluation.acts,
+        evaluation.deltas,
+        evaluation.z_out,
+        np.empty(n_params, dtype=dtype),
+        np.empty((n_slots, n_params), dtype=dtype),
+        evaluation.partials,
+        np.zeros(epochs, dtype=np.float64),
+    )

@@ -1,0 +1,82 @@
+"""Learning-rate schedules, applied per optimizer step inside the training loop.
+
+Each schedule is declared once in ``SPECS`` (code and parameter names: the layout of the float64
+``schedule`` vector the loop reads); ``scheduled_lr`` reads the parameters by name, and
+``fastgd.schedules`` builds its classes' vectors from the same declarations. t is the 1-based
+step count of the optimizer.
+
+constant: lr; step: lr·γ^⌊(t−1)/step_size⌋; exponential: lr·γ^(t−1); inverse scaling:
+lr / t^power; cosine: η_min + (lr − η_min)(1 + cos(π·min(t−1, T)/T))/2.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from .config import JIT_OPTIONS
+
+SCHEDULE_CONSTANT = 0
+SCHEDULE_STEP = 1
+SCHEDULE_EXPONENTIAL = 2
+SCHEDULE_INVERSE_SCALING = 3
+SCHEDULE_COSINE = 4
+
+# Length of every schedule's parameter vector (the longest declaration).
+SCHEDULE_WIDTH = 2
+
+
+class ScheduleSpec(NamedTuple):
+    name: str
+    code: int
+    parameters: tuple  # names, the layout of the float64 parameter vector
+
+    @property
+    def index(self):
+        return namedtuple(f"{self.name.title().replace('_', '')}Parameters", self.parameters)(*range(len(self.parameters)))
+
+
+SPECS = {
+    spec.code: spec
+    for spec in (
+        ScheduleSpec("constant", SCHEDULE_CONSTANT, ()),
+        ScheduleSpec("step", SCHEDULE_STEP, ("step_size", "gamma")),
+        ScheduleSpec("exponential", SCHEDULE_EXPONENTIAL, ("gamma",)),
+        ScheduleSpec("inverse_scaling", SCHEDULE_INVERSE_SCALING, ("power",)),
+        ScheduleSpec("cosine", SCHEDULE_COSINE, ("total_steps", "eta_min")),
+    )
+}
+
+STEP = SPECS[SCHEDULE_STEP].index
+EXPONENTIAL = SPECS[SCHEDULE_EXPONENTIAL].index
+INVERSE_SCALING = SPECS[SCHEDULE_INVERSE_SCALING].index
+COSINE = SPECS[SCHEDULE_COSINE].index
+
+
+@njit(**JIT_OPTIONS)
+def scheduled_lr(kind, base_lr, step, schedule):
+    """Learning rate of the ``step``-th optimizer step (1-based).
+
+    Parameters
+    ----------
+    kind : int
+        Schedule code.
+    base_lr : float
+    step : int
+    schedule : ndarray of float64, shape (SCHEDULE_WIDTH,)
+        The schedule's parameters, laid out as its ``SPECS`` entry.
+    """
+    t = step - 1
+    if kind == SCHEDULE_STEP:
+        return base_lr * schedule[STEP.gamma] ** (t // int(schedule[STEP.step_size]))
+    if kind == SCHEDULE_EXPONENTIAL:
+        return base_lr * schedule[EXPONENTIAL.gamma] ** t
+    if kind == SCHEDULE_INVERSE_SCALING:
+        return base_lr / float(step) ** schedule[INVERSE_SCALING.power]
+    if kind == SCHEDULE_COSINE:
+        total, eta_min = schedule[COSINE.total_steps], schedule[COSINE.eta_min]
+        return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + np.cos(np.pi * min(t, total) / total))
+    return base_lr
