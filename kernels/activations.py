@@ -13,7 +13,7 @@ derivative here, a branch in ``activate_range`` and ``derivative_range``, its tw
 
 from numba import njit
 
-from .compat import kernel
+from .compat import kernel, unsigned
 from .config import JIT_OPTIONS
 from .mathfn import fast_exp, fast_tanh
 
@@ -71,7 +71,7 @@ def derivative_value(a, activation, one, slope):
     return one
 
 
-@kernel(**JIT_OPTIONS)
+@njit(**_INLINE)
 def activate_range(values, start, stop, bias, bias_start, n, activation):
     """``values[i] = f(values[i] + bias[bias_start + (i − start) % n])`` for i in [start, stop),
     in place: rows of ``n`` columns get the bias added (pass ``n = 0`` for none), then the
@@ -82,6 +82,7 @@ def activate_range(values, start, stop, bias, bias_start, n, activation):
     """
     t = values.dtype.type
     zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
+    start, stop, bias_start, n = unsigned(start), unsigned(stop), unsigned(bias_start), unsigned(n)
     if n > 0:
         for row in range(start, stop, n):
             for j in range(n):
@@ -100,12 +101,13 @@ def activate_range(values, start, stop, bias, bias_start, n, activation):
             values[i] = leaky_relu(values[i], slope)
 
 
-@kernel(**JIT_OPTIONS)
+@njit(**_INLINE)
 def derivative_range(a, a_start, delta, delta_start, count, activation):
     """``delta[delta_start + i] *= f'(z)`` for i in [0, count), written through
     ``a[a_start + i] = f(z)``."""
     t = a.dtype.type
     zero, one, slope = t(0.0), t(1.0), t(LEAKY_SLOPE)
+    a_start, delta_start, count = unsigned(a_start), unsigned(delta_start), unsigned(count)
     if activation == SIGMOID:
         for i in range(count):
             x = a[a_start + i]
@@ -122,14 +124,16 @@ def derivative_range(a, a_start, delta, delta_start, count, activation):
             delta[delta_start + i] *= one if a[a_start + i] > zero else slope
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def softmax_row(z, z_start, a, a_start, n):
     """``a[a_start : a_start + n] = softmax(z[z_start : z_start + n])`` (max subtracted first,
     so it cannot overflow); ``a`` may be ``z``."""
     t = a.dtype.type
+    z_start, a_start, n = unsigned(z_start), unsigned(a_start), unsigned(n)
     row_max = z[z_start]
     for j in range(1, n):
-        row_max = max(row_max, z[z_start + j])
+        value = z[z_start + j]
+        row_max = value if value > row_max else row_max
     total = t(0.0)
     for j in range(n):
         e = fast_exp(z[z_start + j] - row_max)

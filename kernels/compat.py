@@ -15,6 +15,7 @@ import glob
 import hashlib
 import os
 import tempfile
+import types as pytypes
 import warnings
 
 import numba
@@ -234,6 +235,19 @@ def kernel(**options):
     return wrap
 
 
+def specialise(function, name, **constants):
+    """A kernel compiled from ``function``'s code with some of its module's globals rebound to
+    ``constants`` (Numba treats globals as compile-time constants and prunes the branches they
+    decide), under its own ``name``, so that each specialisation has its own cache entry."""
+    namespace = dict(function.__globals__)
+    namespace.update(constants)
+    copy = pytypes.FunctionType(function.__code__, namespace, name, function.__defaults__, function.__closure__)
+    copy.__qualname__ = name
+    copy.__module__ = function.__module__
+    copy.__doc__ = function.__doc__
+    return kernel(**config.JIT_OPTIONS)(copy)
+
+
 def cache_directory() -> str:
     """Where the kernels' compiled code is cached (or why it is not)."""
     for dispatcher in DISPATCHERS:
@@ -268,6 +282,16 @@ def address_of(typingctx, array, index):
         return _pointer(context, builder, signature.args[0], args[0], args[1])
 
     return types.CPointer(array.dtype)(array, types.intp), codegen
+
+
+def array_data(context, builder, array_type, array):
+    """The data pointer of a Numba array value, for hand-written IR (``microkernel``)."""
+    return context.make_array(array_type)(context, builder, array).data
+
+
+def llvm_function(builder, name, return_type, argument_types):
+    """Declare (once per module) and return an LLVM function, e.g. an ``llvm.*`` intrinsic."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(return_type, list(argument_types)), name)
 
 
 def _int64_array(array):
@@ -349,6 +373,22 @@ else:  # pragma: no cover - Windows
 
 
 @intrinsic
+def unsigned(typingctx, value):
+    """An int64 index or size as uint64, same bits. Numba checks every signed array index for
+    wraparound (a negative index counts from the end): in a loop over ``range(start, stop)`` that
+    check stops LLVM from vectorising, unless it can prove ``start >= 0``. Kernels that index flat
+    buffers at offsets do their index arithmetic in uint64 (mixing in a signed integer would make
+    it float64, which no array accepts as an index: a compile error, not a silent slowdown)."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[0], signature.args[0], types.int64)
+
+    return types.uint64(value), codegen
+
+
+@intrinsic
 def float32_from_bits(typingctx, bits):
     """Reinterpret an int32 bit pattern as a float32 (what C does with a union)."""
 
@@ -373,3 +413,44 @@ def set_library_threads(library, n) -> None:
 
 def dtype_of(array) -> np.dtype:
     return np.dtype(array.dtype.name)
+
+
+# --------------------------------------------------------------------------- function pointers
+# A kernel that calls another through a first-class function type (Numba's experimental
+# ``types.FunctionType``) does not link the callee's code into its own: each kernel is compiled
+# and optimised once, and the caller's cache entry stays valid across processes (a dispatcher
+# passed as a plain argument would be typed by its identity and miss the cache in every new
+# process). Callers are compiled for explicit signatures (``compile_exact``); their dispatchers
+# then refuse to compile anything else, so that a call converts the dispatchers it is given to
+# those function types instead of compiling a copy typed by identity.
+def function_type(dispatcher, argtypes):
+    """Compile ``dispatcher`` for exactly ``argtypes`` (or load it from the cache) and return
+    the first-class function type of that compilation."""
+    argtypes = tuple(argtypes)
+    if argtypes not in dispatcher.overloads:
+        dispatcher.compile(argtypes)
+    return types.FunctionType(dispatcher.overloads[argtypes].signature)
+
+
+def compile_exact(dispatcher, argtypes) -> None:
+    """Compile ``dispatcher`` for ``argtypes`` (or load it from the cache), and stop it from
+    compiling new signatures on its own: a call must match a signature compiled this way, and
+    the dispatchers passed to it are converted to the first-class function types of those
+    signatures."""
+    argtypes = tuple(argtypes)
+    if argtypes not in dispatcher.overloads:
+        dispatcher.disable_compile(False)
+        try:
+            dispatcher.compile(argtypes)
+        finally:
+            dispatcher.disable_compile(True)
+    dispatcher.disable_compile(True)
+
+
+def array_type(dtype, ndim=1):
+    """The Numba type of a C-contiguous, writable, aligned array."""
+    return types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
+
+
+def typeof(value):
+    return numba.typeof(value)

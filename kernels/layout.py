@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .config import JIT_OPTIONS
+from .config import BLAS_MIN_MACS, JIT_OPTIONS
 
 # --------------------------------------------------------------------------- meta
 # Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
@@ -103,11 +103,14 @@ def make_control() -> np.ndarray:
 
 # --------------------------------------------------------------------------- blocks
 # A matrix product with fewer multiply-adds than PARALLEL_MIN_MACS is one block; a larger one is
-# split into blocks of output rows, at least MIN_BLOCK_ROWS each and at most MAX_BLOCKS, that
-# threads take in turn. Elementwise work over the parameters is split into chunks of at least
-# MIN_CHUNK elements, at most MAX_CHUNKS.
-PARALLEL_MIN_MACS = 1 << 18
-MIN_BLOCK_ROWS = 32
+# split into blocks of output rows that threads take in turn, at most MAX_BLOCKS: blocks of at
+# least MIN_BLOCK_ROWS_BLAS rows when the product goes to BLAS (whose speed falls with fewer rows:
+# 32 rows ran at 51 GFLOP/s, 128 at 79, 256 at 86 here), else of at least MIN_BLOCK_ROWS (four
+# tiles of the micro-kernel). Elementwise work over the parameters is split into chunks of at
+# least MIN_CHUNK elements, at most MAX_CHUNKS.
+PARALLEL_MIN_MACS = 1 << 15
+MIN_BLOCK_ROWS = 16
+MIN_BLOCK_ROWS_BLAS = 128
 MAX_BLOCKS = 16
 MIN_CHUNK = 1 << 14
 MAX_CHUNKS = 64
@@ -116,9 +119,12 @@ MAX_CHUNKS = 64
 @njit(inline="always", **JIT_OPTIONS)
 def block_count(rows, macs_per_row):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds."""
-    if rows * macs_per_row < PARALLEL_MIN_MACS:
+    macs = rows * macs_per_row
+    if macs < PARALLEL_MIN_MACS:
         return 1
-    return max(1, min(MAX_BLOCKS, rows // MIN_BLOCK_ROWS, rows * macs_per_row // (PARALLEL_MIN_MACS // 2)))
+    blocks = rows // (MIN_BLOCK_ROWS_BLAS if macs >= BLAS_MIN_MACS else MIN_BLOCK_ROWS)
+    blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
+    return 1 if blocks < 1 else blocks
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -128,7 +134,9 @@ def block_start(block, n_blocks, rows):
 
 @njit(inline="always", **JIT_OPTIONS)
 def chunk_count(n):
-    return max(1, min(MAX_CHUNKS, n // MIN_CHUNK))
+    chunks = n // MIN_CHUNK
+    chunks = MAX_CHUNKS if chunks > MAX_CHUNKS else chunks
+    return 1 if chunks < 1 else chunks
 
 
 # Slots of the float64 ``partials`` buffer: per-block partial sums reduced in block order.
@@ -161,10 +169,15 @@ class Data(NamedTuple):
 class Work(NamedTuple):
     """Buffers of one fit, allocated once (``make_work``); nothing is allocated per step.
 
-    grads : (n_params,); order : int64 (n,); keys : uint64 (n,); x_batch : (capacity * n_in,);
-    y_batch : (capacity * n_out,); row_scale : (capacity,); acts, deltas : (capacity * units,);
-    z_out : (capacity * n_out,); saved_params, saved_state : like params and opt_state (the state
-    at the end of the last completed epoch); partials : float64 (partial_slots,);
+    A batch is cut into ``shards`` shards of rows (``shard_plan``), each with its own buffers
+    (the rows of the 2-D arrays below) and gradient; the gradients are added in shard order.
+
+    grads : (shards, n_params); order : int64 (n,); keys : uint64 (n,);
+    x_batch : (capacity * n_in,); y_batch : (capacity * n_out,); row_scale : (capacity,);
+    acts, deltas : (shards, shard_capacity * units); z_out : (shards, shard_capacity * n_out);
+    transposed : (shards, n_params), weights transposed for the backward pass;
+    saved_params, saved_state : like params and opt_state (the state at the end of the last
+    completed epoch); partials : float64 (shards, partial_slots);
     epoch_losses : float64 (max epochs per call,).
     """
 
@@ -177,6 +190,7 @@ class Work(NamedTuple):
     acts: np.ndarray
     deltas: np.ndarray
     z_out: np.ndarray
+    transposed: np.ndarray
     saved_params: np.ndarray
     saved_state: np.ndarray
     partials: np.ndarray
@@ -190,7 +204,8 @@ class Settings(NamedTuple):
     shuffle : bool; seed : shuffle seed; first_epoch : epochs trained before (selects the
     shuffle permutations); epochs : epochs this call runs (<= epoch_losses.size); lr : base
     learning rate; hyper : float64, the optimizer's hyper-parameters (kernels.optim.SPECS);
-    schedule_kind, schedule : learning-rate schedule (kernels.schedules); l1, l2 : weight penalties.
+    schedule_kind, schedule : learning-rate schedule (kernels.schedules); l1, l2 : weight penalties;
+    shards, solo : how batches are cut (``shard_plan``).
     """
 
     meta: np.ndarray
@@ -207,27 +222,31 @@ class Settings(NamedTuple):
     schedule: np.ndarray
     l1: float
     l2: float
+    shards: int
+    solo: bool
 
 
 class Evaluation(NamedTuple):
-    """Buffers of a forward pass over ``capacity`` rows: acts, deltas (capacity * units,),
-    z_out (capacity * n_out,), partials float64 (partial_slots,)."""
+    """Buffers of a forward (and backward) pass over ``capacity`` rows: acts, deltas
+    (capacity * units,), z_out (capacity * n_out,), partials float64 (partial_slots,),
+    transposed (n_params,)."""
 
     acts: np.ndarray
     deltas: np.ndarray
     z_out: np.ndarray
     partials: np.ndarray
+    transposed: np.ndarray
 
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
-                  schedule_kind, schedule, l1, l2) -> Settings:  # fmt: skip
+                  schedule_kind, schedule, l1, l2, shards=1, solo=False) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
     return Settings(
         np.ascontiguousarray(meta, dtype=np.int64), int(loss), int(optimizer), int(batch_size), bool(shuffle),
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
-        float(l1), float(l2),
+        float(l1), float(l2), int(shards), bool(solo),
     )  # fmt: skip
 
 
@@ -235,25 +254,66 @@ def make_evaluation(meta, rows, dtype) -> Evaluation:
     units = total_units(meta)
     acts = np.empty(rows * units, dtype=dtype)
     return Evaluation(acts, np.empty_like(acts), np.empty(rows * int(meta[-1, META_N_OUT]), dtype=dtype),
-                      np.zeros(partial_slots(meta.shape[0])))  # fmt: skip
+                      np.zeros(partial_slots(meta.shape[0])), np.empty(parameter_count(meta), dtype=dtype))  # fmt: skip
 
 
-def make_work(meta, n_rows, capacity, n_slots, epochs, dtype) -> Work:
-    """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows."""
+def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1) -> Work:
+    """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows, cut
+    into ``shards`` shards."""
     n_params = parameter_count(meta)
-    evaluation = make_evaluation(meta, capacity, dtype)
+    shard_capacity = -(-capacity // shards)
+    units, n_out = total_units(meta), int(meta[-1, META_N_OUT])
+    acts = np.empty((shards, shard_capacity * units), dtype=dtype)
     return Work(
-        np.zeros(n_params, dtype=dtype),
+        np.zeros((shards, n_params), dtype=dtype),
         np.empty(n_rows, dtype=np.int64),
         np.empty(n_rows, dtype=np.uint64),
         np.empty(capacity * int(meta[0, META_N_IN]), dtype=dtype),
-        np.empty(capacity * int(meta[-1, META_N_OUT]), dtype=dtype),
+        np.empty(capacity * n_out, dtype=dtype),
         np.empty(capacity, dtype=dtype),
-        evaluation.acts,
-        evaluation.deltas,
-        evaluation.z_out,
+        acts,
+        np.empty_like(acts),
+        np.empty((shards, shard_capacity * n_out), dtype=dtype),
+        np.empty((shards, n_params), dtype=dtype),
         np.empty(n_params, dtype=dtype),
         np.empty((n_slots, n_params), dtype=dtype),
-        evaluation.partials,
+        np.zeros((shards, partial_slots(meta.shape[0]))),
         np.zeros(epochs, dtype=np.float64),
     )
+
+
+# Shards. A batch can be cut into shards of consecutive rows whose gradients are added in shard
+# order (``fit(grad_shards=...)``, and data-parallel training: a shard per process). Cutting tiny
+# networks' batches automatically so that threads take whole shards was measured and dropped:
+# the small benchmark (32-64-1, batch 32) ran 7.7 µs/step on two threads with two shards against
+# 7.9 µs on one thread uncut (9.5 µs on one thread with two shards), the arithmetic saved being
+# spent on the shards' fixed costs and on data crossing cores.
+def shard_plan(meta, batch_size, shards=0):
+    """How a batch of ``batch_size`` rows is cut: ``(shards, solo)``.
+
+    ``shards`` > 0 asks for that many (``grad_shards``); 0 means one. ``solo``: threads take
+    whole shards (when every product of a shard is too small for BLAS, ``config.BLAS_MIN_MACS``)
+    rather than working through each shard's products together.
+    """
+    shards = max(1, int(shards))
+    if shards == 1:
+        return 1, False
+    shard_rows = -(-int(batch_size) // shards)
+    return shards, all(shard_rows * int(n_in) * int(n_out) < BLAS_MIN_MACS for n_in, n_out in meta[:, :2])
+
+
+# A step with fewer multiply-adds than this runs on one thread: below it, barriers and data
+# crossing cores cost more than the second core gives (measured: the 32-64-1 network, batch 32,
+# 135k multiply-adds a step, ran 7.9 µs/step on one thread and 10.4 on two; the 784-256-128-10
+# one, batch 256, 60M, ran 3.8 ms on one and 1.97 ms on two).
+TEAM_MIN_MACS = 1 << 22
+
+
+def useful_threads(meta, batch_size, shards, solo, n_threads) -> int:
+    """The team size worth starting for a step of ``batch_size`` rows: one thread for small
+    steps (``TEAM_MIN_MACS``); in solo mode at most one thread per shard."""
+    n_threads = max(1, int(n_threads))
+    if solo:
+        return min(n_threads, shards)
+    macs = int(batch_size) * sum(int(n_in) * int(n_out) for n_in, n_out in meta[:, :2])
+    return n_threads if macs >= TEAM_MIN_MACS else 1

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from .activations import SOFTMAX, derivative_value, LEAKY_SLOPE
+from .compat import unsigned
 from .config import JIT_OPTIONS
 from .mathfn import fast_exp
 
@@ -35,20 +36,22 @@ def is_mean(loss):
     return loss != SSE
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def row_loss(z, z_start, a, a_start, y, y_start, n, loss):
     """The loss of one row of ``n`` outputs, in float64."""
+    z_start, a_start, y_start, n = unsigned(z_start), unsigned(a_start), unsigned(y_start), unsigned(n)
     total = 0.0
     if loss == BINARY_CROSSENTROPY:
         for j in range(n):
             zj = z[z_start + j]
             z64 = np.float64(zj)
-            softplus_tail = np.log1p(np.float64(fast_exp(-abs(zj))))
-            total += max(z64, 0.0) - z64 * np.float64(y[y_start + j]) + softplus_tail
+            softplus_tail = np.log1p(np.float64(fast_exp(zj if zj < 0 else -zj)))
+            total += (z64 if z64 > 0.0 else 0.0) - z64 * np.float64(y[y_start + j]) + softplus_tail
     elif loss == CROSSENTROPY:
         row_max = z[z_start]
         for j in range(1, n):
-            row_max = max(row_max, z[z_start + j])
+            value = z[z_start + j]
+            row_max = value if value > row_max else row_max
         sum_exp = 0.0
         for j in range(n):
             sum_exp += np.float64(fast_exp(z[z_start + j] - row_max))
@@ -62,12 +65,13 @@ def row_loss(z, z_start, a, a_start, y, y_start, n, loss):
     return total
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def row_delta(a, a_start, y, y_start, scale, delta, delta_start, n, activation, loss):
     """Output local gradient of one row, ``δ = dC/da ⊙ f'(z)``: ``(a − y)·scale`` for the
     cross-entropies; for sse/mse times f'(a), or for a softmax output the Jacobian product
     ``a ⊙ (g − Σ_j g_j a_j)``."""
     t = a.dtype.type
+    a_start, y_start, delta_start, n = unsigned(a_start), unsigned(y_start), unsigned(delta_start), unsigned(n)
     for j in range(n):
         delta[delta_start + j] = (a[a_start + j] - y[y_start + j]) * scale
     if loss == BINARY_CROSSENTROPY or loss == CROSSENTROPY:

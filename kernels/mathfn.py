@@ -32,7 +32,9 @@ _EXP_MIN = _F(-103.97)  # and is 0 below this
 @njit(**_OPTIONS)
 def exp32(x):
     """exp of a float32, branch-free (Cephes expf: x = k ln 2 + r, |r| <= ln 2 / 2)."""
-    xc = min(max(x, _EXP_MIN), _EXP_MAX)
+    # Ternaries rather than min/max: NaN compares False and passes through.
+    xc = _EXP_MIN if x < _EXP_MIN else x
+    xc = _EXP_MAX if xc > _EXP_MAX else xc
     k = np.floor(xc * _LOG2E + _F(0.5))
     r = xc - k * _LN2_HI
     r = r - k * _LN2_LO
@@ -56,7 +58,7 @@ def exp32(x):
 @njit(**_OPTIONS)
 def tanh32(x):
     """tanh of a float32, branch-free (Cephes tanhf: odd polynomial below 0.625, exp above)."""
-    ax = abs(x)
+    ax = -x if x < _F(0.0) else x
     e = exp32(_F(2.0) * ax)
     large = _F(1.0) - _F(2.0) / (e + _F(1.0))
     large = -large if x < _F(0.0) else large

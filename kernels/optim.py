@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .compat import kernel
+from .compat import kernel, unsigned
 from .config import JIT_OPTIONS
 
 _INLINE = dict(JIT_OPTIONS, inline="always")
@@ -81,8 +81,9 @@ ADAMW = SPECS[OPT_ADAMW].index
 # ----------------------------------------------------------------------------- rules, on a range
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def _sgd(p, g, momentum_buffer, start, stop, step, lr, momentum, dampening, nesterov, weight_decay):
+    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     lr_, mu, damp, wd = t(lr), t(momentum), t(1.0 - dampening), t(weight_decay)
     first = step == 1
@@ -97,8 +98,9 @@ def _sgd(p, g, momentum_buffer, start, stop, step, lr, momentum, dampening, nest
         p[i] -= lr_ * (grad + mu * buf if nesterov else buf)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def _momentum(p, g, velocity, start, stop, lr, beta):
+    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     lr_, b, one_minus_b = t(lr), t(beta), t(1.0 - beta)
     for i in range(start, stop):
@@ -107,8 +109,9 @@ def _momentum(p, g, velocity, start, stop, lr, beta):
         p[i] -= lr_ * v
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def _adagrad(p, g, state_sum, start, stop, step, lr, lr_decay, weight_decay, eps):
+    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     clr = t(lr / (1.0 + (step - 1) * lr_decay))
     wd, eps_ = t(weight_decay), t(eps)
@@ -119,8 +122,9 @@ def _adagrad(p, g, state_sum, start, stop, step, lr, lr_decay, weight_decay, eps
         p[i] -= clr * (grad / (np.sqrt(s) + eps_))
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, start, stop, lr, alpha, eps, weight_decay, momentum, centered):
+    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     lr_, a, one_minus_a, eps_, wd, mu = t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum)
     use_momentum = momentum > 0.0
@@ -142,9 +146,10 @@ def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, start, stop, lr, alpha
             p[i] -= lr_ * (grad / denom)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**_INLINE)
 def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
     # Adam, and with ``decoupled`` AdamW: p ← p·(1 − lr·wd) first and no weight decay in g.
+    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     b1, one_minus_b1 = t(beta1), t(1.0 - beta1)
     b2, one_minus_b2 = t(beta2), t(1.0 - beta2)
@@ -162,7 +167,8 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta
         exp_avg[i] = m
         exp_avg_sq[i] = v
         if amsgrad:
-            v = max(max_exp_avg_sq[i], v)
+            largest = max_exp_avg_sq[i]
+            v = largest if (largest > v or largest != largest) else v  # NaN-propagating max
             max_exp_avg_sq[i] = v
         p[i] -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps_))
 
@@ -281,7 +287,7 @@ def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2
 @njit(**_INLINE)
 def _row(state, k):
     # State row k; rows an optimizer does not use alias row 0.
-    return state[min(k, state.shape[0] - 1)]
+    return state[k if k < state.shape[0] else state.shape[0] - 1]
 
 
 @kernel(**JIT_OPTIONS)

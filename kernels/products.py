@@ -2,29 +2,34 @@
 dimensions: no views are made (each would be reference-counted, and two threads counting
 references to the same buffer fight over one cache line).
 
-Three shapes occur in training, each one function:
+Two shapes, each one function:
 
-* ``product_nn``: C = A @ B          (forward: activations times weights)
-* ``product_tn``: C = Aᵀ @ B         (weight gradients: inputs transposed times local gradients)
-* ``product_nt``: C = A @ Bᵀ         (local gradients of the layer below: deltas times weightsᵀ)
+* ``product_nn``: C = A @ B   (forward: activations times weights; and the local gradients of
+  the layer below, δ @ Wᵀ, with Wᵀ transposed beforehand: ``transpose``)
+* ``product_tn``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
 
-Below ``BLAS_MIN_MACS`` multiply-adds a product runs as compiled loops (a BLAS call costs about
-a microsecond of dispatch and packing); above, as one single-threaded BLAS ``gemm`` call (SciPy's
-BLAS, through Numba's ``numba_xxgemm`` helper). Either way every element of C is computed by
-one call over the whole inner dimension, so a block's result does not depend on how the other
-blocks were split among threads.
+and ``product_nt`` (C = A @ Bᵀ) for the products large enough for BLAS, which transposes for free.
+
+Three sizes of product: from ``BLAS_MIN_MACS`` multiply-adds on, one single-threaded BLAS
+``gemm`` call (SciPy's BLAS, through Numba's ``numba_xxgemm`` helper); below, the register-blocked
+``microkernel.tile`` when C has at least a vector's width of columns, else loops that vectorise
+along the contiguous dimension. Every element of C is computed by one call over the whole inner
+dimension in a fixed order, so a block's result does not depend on how rows were split among
+threads.
 """
 
 import numpy as np
-from numba import types
+from numba import njit, types
 from numba.extending import overload
 
-from .compat import address_of, blas_gemm, kernel
+from .compat import address_of, blas_gemm, unsigned
 from .config import BLAS_MIN_MACS, JIT_OPTIONS
+from .microkernel import TILE_ROWS, tile
 
 _N, _T = ord("n"), ord("t")
 _ONE = {np.dtype(np.float32): np.ones(1, np.float32), np.dtype(np.float64): np.ones(1, np.float64)}
 _ZERO = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np.zeros(1, np.float64)}
+_INLINE = dict(JIT_OPTIONS, inline="always")
 
 
 def gemm(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
@@ -54,55 +59,94 @@ def _gemm(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c
     return impl
 
 
-@kernel(**JIT_OPTIONS)
-def product_nn(m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``)."""
-    if m * n * k >= BLAS_MIN_MACS:
+@njit(**_INLINE)
+def uses_blas(m, n, k):
+    """Whether an ``m × n`` product over ``k`` goes to BLAS: decided once per whole product, so
+    that all its blocks take the same path (and a product of local gradients with weightsᵀ knows
+    whether the weights need transposing for ``product_nn``)."""
+    return m * n * k >= BLAS_MIN_MACS
+
+
+@njit(**_INLINE)
+def _tiles(m, n, k, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, c_start, ldc):
+    # C (m × n) tile by tile: TILE_ROWS rows at a time, then single rows; each tile as wide as
+    # two vectors, the last one narrower.
+    width = 64 // c.itemsize
+    i = 0
+    while i + TILE_ROWS <= m:
+        j = 0
+        while j < n:
+            cols = width if j + width <= n else n - j
+            tile(a, a_start + i * a_row_stride, a_row_stride, a_col_stride, b, b_start + j, ldb, c, c_start + i * ldc + j, ldc, k, TILE_ROWS, cols)
+            j += width
+        i += TILE_ROWS
+    while i < m:
+        j = 0
+        while j < n:
+            cols = width if j + width <= n else n - j
+            tile(a, a_start + i * a_row_stride, a_row_stride, a_col_stride, b, b_start + j, ldb, c, c_start + i * ldc + j, ldc, k, 1, cols)
+            j += width
+        i += 1
+
+
+@njit(**_INLINE)
+def product_nn(blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``);
+    ``blas``: ``uses_blas`` of the whole product this block belongs to."""
+    if blas:
         gemm(_N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-        return
-    zero = c.dtype.type(0.0)
-    for i in range(m):
-        row = c_start + i * ldc
-        for j in range(n):
-            c[row + j] = zero
-        for p in range(k):
-            x = a[a_start + i * lda + p]
-            b_row = b_start + p * ldb
+    elif n >= 32 // c.itemsize:
+        _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
+    else:
+        # Fewer columns than a vector: dot products along p (contiguous in A).
+        m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
+        a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
+        zero = c.dtype.type(0.0)
+        for i in range(m):
+            a_row = a_start + i * lda
             for j in range(n):
-                c[row + j] += x * b[b_row + j]
+                total = zero
+                for p in range(k):
+                    total += a[a_row + p] * b[b_start + p * ldb + j]
+                c[c_start + i * ldc + j] = total
 
 
-@kernel(**JIT_OPTIONS)
-def product_tn(m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+@njit(**_INLINE)
+def product_tn(blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by columns
-    from ``a_start``, B ``k × n``)."""
-    if m * n * k >= BLAS_MIN_MACS:
+    from ``a_start``, B ``k × n``); ``blas`` as for ``product_nn``."""
+    if blas:
         gemm(_T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-        return
-    zero = c.dtype.type(0.0)
-    for i in range(m):
-        row = c_start + i * ldc
-        for j in range(n):
-            c[row + j] = zero
-        for p in range(k):
-            x = a[a_start + p * lda + i]
-            b_row = b_start + p * ldb
+    elif n >= 32 // c.itemsize:
+        _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
+    else:
+        # Fewer columns than a vector: rows of A (contiguous along i) scaled into C's columns.
+        m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
+        a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
+        zero = c.dtype.type(0.0)
+        for i in range(m):
             for j in range(n):
-                c[row + j] += x * b[b_row + j]
+                c[c_start + i * ldc + j] = zero
+        for p in range(k):
+            a_row = a_start + p * lda
+            for j in range(n):
+                x = b[b_start + p * ldb + j]
+                for i in range(m):
+                    c[c_start + i * ldc + j] += a[a_row + i] * x
 
 
-@kernel(**JIT_OPTIONS)
+@njit(**_INLINE)
 def product_nt(m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[j, p]`` for an ``m × n`` block of C (A ``m × k``, B ``n × k``)."""
-    if m * n * k >= BLAS_MIN_MACS:
-        gemm(_N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-        return
-    zero = c.dtype.type(0.0)
-    for i in range(m):
-        a_row = a_start + i * lda
-        for j in range(n):
-            b_row = b_start + j * ldb
-            total = zero
-            for p in range(k):
-                total += a[a_row + p] * b[b_row + p]
-            c[c_start + i * ldc + j] = total
+    """``C[i, j] = Σ_p A[i, p] B[j, p]`` for an ``m × n`` block of C (A ``m × k``, B ``n × k``),
+    by BLAS: below ``BLAS_MIN_MACS`` the callers transpose B and use ``product_nn``."""
+    gemm(_N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+
+
+@njit(**_INLINE)
+def transpose(source, source_start, rows, cols, target, target_start):
+    """``target`` (cols × rows) = ``source`` (rows × cols)ᵀ, both row-major at their offsets."""
+    rows, cols = unsigned(rows), unsigned(cols)
+    source_start, target_start = unsigned(source_start), unsigned(target_start)
+    for i in range(rows):
+        for j in range(cols):
+            target[target_start + j * rows + i] = source[source_start + i * cols + j]

@@ -71,12 +71,14 @@ def scheduled_lr(kind, base_lr, step, schedule):
     """
     t = step - 1
     if kind == SCHEDULE_STEP:
-        return base_lr * schedule[STEP.gamma] ** (t // int(schedule[STEP.step_size]))
+        # float exponents: pow(), as Python computes float ** int
+        return base_lr * schedule[STEP.gamma] ** np.floor(t / schedule[STEP.step_size])
     if kind == SCHEDULE_EXPONENTIAL:
-        return base_lr * schedule[EXPONENTIAL.gamma] ** t
+        return base_lr * schedule[EXPONENTIAL.gamma] ** float(t)
     if kind == SCHEDULE_INVERSE_SCALING:
         return base_lr / float(step) ** schedule[INVERSE_SCALING.power]
     if kind == SCHEDULE_COSINE:
         total, eta_min = schedule[COSINE.total_steps], schedule[COSINE.eta_min]
-        return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + np.cos(np.pi * min(t, total) / total))
+        progress = t if t < total else total
+        return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + np.cos(np.pi * progress / total))
     return base_lr

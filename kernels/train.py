@@ -13,12 +13,10 @@ Every thread then adds up the batch loss from the per-block partials in block or
 the same decisions.
 """
 
-import types as pytypes
-
 import numpy as np
-from numba import njit
+from numba import njit, types
 
-from .compat import kernel
+from .compat import array_type, compile_exact, function_type, kernel, typeof, unsigned
 from .config import JIT_OPTIONS
 from .layout import (
     CONTROL_OUTCOME,
@@ -36,8 +34,8 @@ from .layout import (
     chunk_count,
 )
 from .losses import SSE
-from .optim import OPT_SGD, UPDATES
-from .passes import PENALTY_PARTIALS, backward_pass, batch_value, forward_pass
+from .optim import UPDATES
+from .passes import PENALTY_PARTIALS, backward_kernel, batch_value, configuration, forward_kernel
 from .schedules import scheduled_lr
 from .team import barrier, first_task, next_task, read_flag, run_team, write_flag
 
@@ -91,33 +89,36 @@ def _chunk(task, n_chunks, n):
 
 
 @njit(**JIT_OPTIONS)
-def _copy_chunks(tid, n_threads, control, destination, source):
-    # destination[...] = source (same shape, contiguous) in chunks, as a phase.
-    to, frm = destination.reshape(destination.size), source.reshape(source.size)
-    n_chunks = chunk_count(frm.size)
-    task = first_task(control, n_threads)
+def _copy_chunks(tid, n_threads, control, destination, source, n):
+    # destination[k·n + i] = source[k·n + i] for every row k of the flat buffers, in chunks of i
+    # (the chunks of the optimizer update), as a phase.
+    n_chunks = chunk_count(n)
+    task = first_task(control, tid, n_threads)
     while task < n_chunks:
-        first, stop = _chunk(task, n_chunks, frm.size)
-        for i in range(first, stop):
-            to[i] = frm[i]
+        first, stop = unsigned(task * n // n_chunks), unsigned((task + 1) * n // n_chunks)
+        for row in range(unsigned(0), unsigned(source.size), unsigned(n)):
+            for i in range(row + first, row + stop):
+                destination[i] = source[i]
         task = next_task(control, n_threads, task)
 
 
 @njit(**JIT_OPTIONS)
-def _finite_chunks(tid, n_threads, control, params, opt_state, partials):
+def _finite_chunks(tid, n_threads, control, params, state, partials):
     # Per chunk: are its parameters and state entries all finite? (1.0/0.0 into partials.)
+    # ``v * 0`` is 0 for finite v and NaN otherwise (the fast-math flags exclude nnan/ninf,
+    # without which LLVM would fold it to 0).
     n = params.size
     n_chunks = chunk_count(n)
-    task = first_task(control, n_threads)
+    zero = params.dtype.type(0.0)
+    task = first_task(control, tid, n_threads)
     while task < n_chunks:
-        first, stop = _chunk(task, n_chunks, n)
-        total = params.dtype.type(0.0)
+        first, stop = unsigned(task * n // n_chunks), unsigned((task + 1) * n // n_chunks)
+        total = zero
         for i in range(first, stop):
-            total += params[i] * params.dtype.type(0.0)  # 0 for finite values, NaN otherwise
-        for k in range(opt_state.shape[0]):
-            row = opt_state[k]
-            for i in range(first, stop):
-                total += row[i] * params.dtype.type(0.0)
+            total += params[i] * zero
+        for row in range(unsigned(0), unsigned(state.size), unsigned(n)):
+            for i in range(row + first, row + stop):
+                total += state[i] * zero
         partials[FLAG_PARTIALS + task] = 1.0 if total == 0 else 0.0
         task = next_task(control, n_threads, task)
 
@@ -159,16 +160,21 @@ def train_epochs(state, data, work, settings, control, n_threads):
     int
         The number of epochs completed (``settings.epochs`` unless the call ended early).
     """
-    loop = training_loop(settings.optimizer)
-    return run_team(loop, (state, data, work, settings), n_threads, control)
+    loop, stages = bound_loop(state, data, work, settings)
+    return run_team(loop, (*stages, state, data, work, settings), n_threads, control)
 
 
-# The loop's optimizer update, named here and rebound in each specialisation (training_loop).
-optimizer_update = UPDATES[OPT_SGD]
+@kernel(**JIT_OPTIONS)
+def train_loop(tid, n_threads, control, forward, backward, update, state, data, work, settings):
+    """``train_epochs``'s body, run by every thread of the team; ``forward``, ``backward`` and
+    ``update`` are ``passes.forward_pass``, ``passes.backward_pass`` and the optimizer's update,
+    called through function pointers (``bound_loop``).
 
-
-def _train_loop(tid, n_threads, control, state, data, work, settings):
-    # ``train_epochs``'s body, compiled once per optimizer by ``training_loop``.
+    A batch is cut into ``settings.shards`` shards of consecutive rows (``layout.shard_plan``),
+    whose gradients are added in shard order: with ``settings.solo`` every thread takes whole
+    shards (tiny layers: no barrier between layers, no data crossing cores), else the team
+    works through the shards one by one, splitting each layer's products.
+    """
     params, opt_state, step = state
     X, Y, sample_weight = data
     meta = settings.meta
@@ -176,14 +182,17 @@ def _train_loop(tid, n_threads, control, state, data, work, settings):
     n_out = Y.shape[1]
     t = params.dtype.type
     is_mean = settings.loss != SSE
-    batch_size = settings.batch_size
-    partials = work.partials
+    batch_size, shards, solo = settings.batch_size, settings.shards, settings.solo
+    partials = work.partials[0]  # shard 0's: the penalty and the epoch's finiteness flags
+    grads = work.grads[0]
     n_params = params.size
+    n_chunks = chunk_count(n_params)
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
-    _copy_chunks(tid, n_threads, control, work.saved_params, params)
-    _copy_chunks(tid, n_threads, control, work.saved_state, opt_state)
+    state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
+    _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
+    _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
     saved_step = step[0]
     current_step = step[0]
     barrier(control, n_threads)
@@ -200,55 +209,60 @@ def _train_loop(tid, n_threads, control, state, data, work, settings):
         barrier(control, n_threads)
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
-            rows = min(batch_size, n - start)
+            rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
                 write_flag(control, CONTROL_STOP_SEEN, read_flag(control, CONTROL_STOP))
-            # Gather the batch (blocks of rows) and its row scales.
             batch_weight = 0.0
             for r in range(rows):
                 batch_weight += sample_weight[work.order[start + r]]
             inv = t(1.0 / batch_weight) if is_mean else t(1.0)
-            n_blocks = block_count(rows, (n_in + n_out) * 16)
-            task = first_task(control, n_threads)
-            while task < n_blocks:
-                first, stop = block_start(task, n_blocks, rows), block_start(task + 1, n_blocks, rows)
-                for r in range(first, stop):
-                    i = work.order[start + r]
-                    for k in range(n_in):
-                        work.x_batch[r * n_in + k] = X[i, k]
-                    for k in range(n_out):
-                        work.y_batch[r * n_out + k] = Y[i, k]
-                    work.row_scale[r] = sample_weight[i] * inv if is_mean else sample_weight[i]
-                task = next_task(control, n_threads, task)
-            barrier(control, n_threads)
+            if solo:
+                # Each thread its own shards: gather, forward and backward with no barrier.
+                shard = tid
+                while shard < shards:
+                    first, stop = shard * rows // shards, (shard + 1) * rows // shards
+                    _gather(X, Y, sample_weight, work, start, first, stop, inv, is_mean)
+                    _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, np.int64(0), np.int64(1))
+                    shard += n_threads
+                barrier(control, n_threads)
+            else:
+                n_blocks = block_count(rows, (n_in + n_out) * 16)
+                task = first_task(control, tid, n_threads)
+                while task < n_blocks:
+                    _gather(X, Y, sample_weight, work, start, task * rows // n_blocks, (task + 1) * rows // n_blocks, inv, is_mean)
+                    task = next_task(control, n_threads, task)
+                barrier(control, n_threads)
+                for shard in range(shards):
+                    first, stop = shard * rows // shards, (shard + 1) * rows // shards
+                    _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, tid, n_threads)
             if read_flag(control, CONTROL_STOP_SEEN) != 0:
                 outcome = OUTCOME_INTERRUPTED
                 break
-            forward_pass(tid, n_threads, control, params, meta, work.x_batch, rows, work.y_batch, work.row_scale,
-                         work.acts, work.z_out, work.deltas, partials, settings.loss, np.bool_(True))  # fmt: skip
-            backward_pass(tid, n_threads, control, params, work.grads, meta, work.x_batch, rows, work.acts, work.deltas,
-                          partials, settings.l1, settings.l2)  # fmt: skip
-            value = batch_value(meta, rows, partials, settings.l1, settings.l2)
+            value = 0.0
+            for shard in range(shards):
+                shard_rows = (shard + 1) * rows // shards - shard * rows // shards
+                value += batch_value(meta, shard_rows, work.partials[shard], settings.l1 if shard == 0 else 0.0, settings.l2 if shard == 0 else 0.0)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
             epoch_loss += value * batch_weight if is_mean else value
             current_step += 1
             lr = scheduled_lr(settings.schedule_kind, settings.lr, current_step, settings.schedule)
-            n_chunks = chunk_count(n_params)
-            task = first_task(control, n_threads)
+            task = first_task(control, tid, n_threads)
             while task < n_chunks:
                 first, stop = _chunk(task, n_chunks, n_params)
-                optimizer_update(params, work.grads, opt_state, current_step, lr, settings.hyper, first, stop)
+                if shards > 1:
+                    _add_shards(work.grads, shards, first, stop)
+                update(params, grads, opt_state, current_step, lr, settings.hyper, first, stop)
                 task = next_task(control, n_threads, task)
             barrier(control, n_threads)
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
-        _finite_chunks(tid, n_threads, control, params, opt_state, partials)
+        _finite_chunks(tid, n_threads, control, params, state_flat, partials)
         barrier(control, n_threads)
         finite = np.isfinite(epoch_loss)
-        for chunk in range(chunk_count(n_params)):
+        for chunk in range(n_chunks):
             finite = finite and partials[FLAG_PARTIALS + chunk] != 0.0
         if not finite:
             outcome = OUTCOME_DIVERGED
@@ -257,14 +271,14 @@ def _train_loop(tid, n_threads, control, state, data, work, settings):
             work.epoch_losses[e] = epoch_loss
             step[0] = current_step
         completed += 1
-        _copy_chunks(tid, n_threads, control, work.saved_params, params)
-        _copy_chunks(tid, n_threads, control, work.saved_state, opt_state)
+        _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
+        _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
         saved_step = current_step
         barrier(control, n_threads)
     if outcome != OUTCOME_FINISHED:
         barrier(control, n_threads)
-        _copy_chunks(tid, n_threads, control, params, work.saved_params)
-        _copy_chunks(tid, n_threads, control, opt_state, work.saved_state)
+        _copy_chunks(tid, n_threads, control, params, work.saved_params, n_params)
+        _copy_chunks(tid, n_threads, control, state_flat, saved_state, n_params)
         barrier(control, n_threads)
     if tid == 0:
         step[0] = saved_step
@@ -272,34 +286,92 @@ def _train_loop(tid, n_threads, control, state, data, work, settings):
     return completed
 
 
-_LOOPS = {}
+@njit(**JIT_OPTIONS)
+def _gather(X, Y, sample_weight, work, start, first, stop, inv, is_mean):
+    # Rows [first, stop) of the batch starting at ``start`` of this epoch's order: inputs,
+    # targets and row scales (sample weight over the batch's weight for mean losses).
+    n_in, n_out = unsigned(X.shape[1]), unsigned(Y.shape[1])
+    x_batch, y_batch, row_scale, order = work.x_batch, work.y_batch, work.row_scale, work.order
+    for r in range(unsigned(first), unsigned(stop)):
+        i = order[unsigned(start) + r]
+        for k in range(n_in):
+            x_batch[r * n_in + k] = X[i, k]
+        for k in range(n_out):
+            y_batch[r * n_out + k] = Y[i, k]
+        row_scale[r] = sample_weight[i] * inv if is_mean else sample_weight[i]
 
 
-def training_loop(optimizer):
-    """The compiled loop behind ``train_epochs`` for one optimizer.
+@njit(**JIT_OPTIONS)
+def _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, team_tid, team_size):
+    # Forward and backward over batch rows [first, stop) into shard ``shard``'s buffers and
+    # gradient, by the team (team_tid, team_size): (0, 1) for a thread working alone. Only
+    # shard 0 takes the weight penalty, so that it is added once.
+    n_in, n_out = meta[0, 0], meta[meta.shape[0] - 1, 1]
+    x = work.x_batch[first * n_in : stop * n_in]
+    y = work.y_batch[first * n_out : stop * n_out]
+    row_scale = work.row_scale[first:stop]
+    acts, deltas, partials, transposed = work.acts[shard], work.deltas[shard], work.partials[shard], work.transposed[shard]
+    forward(team_tid, team_size, control, params, meta, x, stop - first, y, row_scale, acts, work.z_out[shard], deltas,
+            partials, transposed, np.bool_(True))  # fmt: skip
+    l1, l2 = (settings.l1, settings.l2) if shard == 0 else (0.0, 0.0)
+    backward(team_tid, team_size, control, params, work.grads[shard], meta, x, stop - first, acts, deltas, partials,
+             transposed, l1, l2)  # fmt: skip
 
-    Each specialisation is ``_train_loop``'s code with ``optimizer_update`` bound to that
-    optimizer's update (``optim.UPDATES``) and a name of its own, ``train_loop_<optimizer>``, so
-    that it is cached on disk under that name and a fit compiles only the optimizer it uses (a
-    jitted function passed as an argument would miss the cache in every new process: Numba keys
-    it by object identity).
+
+@njit(**JIT_OPTIONS)
+def _add_shards(grads, shards, first, stop):
+    # grads[0] += grads[1] + ... in shard order, over [first, stop).
+    total = grads[0]
+    for shard in range(1, shards):
+        part = grads[shard]
+        for i in range(unsigned(first), unsigned(stop)):
+            total[i] += part[i]
+
+
+_BOUND = {}
+
+
+def _stage_types(params, x_batch):
+    # The argument types train_loop calls its stages with.
+    i64, flag = types.int64, types.boolean
+    values, values_2d = typeof(params), array_type(params.dtype, 2)
+    batch, control, meta, partials = typeof(x_batch), array_type(np.int64), array_type(np.int64, 2), array_type(np.float64)
+    team = (i64, i64, control)
+    forward = (*team, values, meta, batch, i64, batch, batch, batch, batch, batch, partials, values, flag)
+    backward = (*team, values, values, meta, batch, i64, batch, batch, partials, values, types.float64, types.float64)
+    update = (values, values, values_2d, i64, types.float64, array_type(np.float64), i64, i64)
+    return forward, backward, update
+
+
+def bound_loop(state, data, work, settings):
+    """``train_loop`` compiled for these bundles' types, with its stages: the forward and
+    backward passes and ``settings.optimizer``'s update (``optim.UPDATES``) as function
+    pointers. Each stage is compiled once per dtype and shared by every loop and every other
+    caller; the loop is compiled once per dtype for every optimizer.
 
     Returns
     -------
-    numba dispatcher
-        Called as ``loop(tid, n_threads, control, state, data, work, settings)``.
+    (dispatcher, (forward, backward, update))
     """
-    key = int(optimizer)
-    loop = _LOOPS.get(key)
-    if loop is None:
-        update = UPDATES.get(key)
-        if update is None:
-            raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {optimizer!r}")
-        namespace = dict(_train_loop.__globals__)
-        namespace["optimizer_update"] = update
-        name = f"train_loop_{update.__name__.removesuffix('_update')}"
-        function = pytypes.FunctionType(_train_loop.__code__, namespace, name)
-        function.__qualname__ = name
-        function.__module__ = _train_loop.__module__
-        loop = _LOOPS.setdefault(key, kernel(**JIT_OPTIONS)(function))
-    return loop
+    update = UPDATES.get(int(settings.optimizer))
+    if update is None:
+        raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {settings.optimizer!r}")
+    hidden, output, loss = configuration(settings.meta, settings.loss)
+    key = (state.params.dtype, hidden, output, loss, int(settings.optimizer))
+    bound = _BOUND.get(key)
+    if bound is None:
+        forward_types, backward_types, update_types = _stage_types(state.params, work.x_batch)
+        stages = (forward_kernel(hidden, output, loss), backward_kernel(hidden), update)
+        pointers = tuple(function_type(stage, argtypes) for stage, argtypes in zip(stages, (forward_types, backward_types, update_types)))
+        loop_types = (types.int64, types.int64, array_type(np.int64), *pointers, typeof(state), typeof(data), typeof(work), typeof(settings))
+        compile_exact(train_loop, loop_types)
+        bound = _BOUND.setdefault(key, (train_loop, stages))
+    return bound
+
+
+def training_loop(optimizer):
+    """The update kernel the loop calls for ``optimizer`` (a code of ``optim.UPDATES``)."""
+    update = UPDATES.get(int(optimizer))
+    if update is None:
+        raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {optimizer!r}")
+    return update
