@@ -4,19 +4,21 @@ Quick start::
 
     import fastgd
     net = fastgd.Network([2, 4, 1], activation="sigmoid", loss="mse", random_state=0)
-    history = net.fit(X, y, optimizer=fastgd.optimizers.Adam(lr=0.01), epochs=500)
+    history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.01), epochs=500)
     net.predict(X)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import optimizers, reference, schedules
-from ._config import show_config
+from .diagnostics import show_config
 from .gradcheck import GradientCheck, gradient_check
-from .network import DivergenceError, DivergenceWarning, Gradients, History, Network, StopTraining
+from .history import History
+from .network import Gradients, Network, load
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
-from .persistence import load
 from .plotting import plot_history
+from .training import DivergenceError, DivergenceWarning, StopTraining
+from .training import callbacks
 
 __all__ = [
     "Network",
@@ -31,6 +33,7 @@ __all__ = [
     "plot_history",
     "optimizers",
     "schedules",
+    "callbacks",
     "reference",
     "show_config",
     "SGD",

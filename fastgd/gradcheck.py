@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validation as check
+from .kernels import layout
 from .network import Gradients, Network
 
 # Stencils (offsets in units of eps, weights) for the derivative of the loss along one parameter.
@@ -79,20 +80,20 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
         if check.as_real(value, name) <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     clone = net.copy(dtype="float64")
-    X, Y, weight = clone._inputs(X, y, sample_weight)
-    backprop = clone._flat_gradients(X, Y, weight)
-    row_scale = clone._row_scale(weight)
-    acts, _, z_out = clone._work_buffers(X.shape[0])
-    params = clone._params
-
+    X, Y, weight = clone.check_inputs(X, y, sample_weight)
+    backprop = clone.flat_gradients(X, Y, weight)
+    row_scale = clone.row_scale(weight)
+    evaluation = layout.make_evaluation(clone.meta, X.shape[0], clone.dtype)
+    params, meta, engine, code = clone.flat_parameters, clone.meta, clone.engine, clone.loss_code
     scratch = np.zeros_like(params)
+    threads = clone.team(X.shape[0])
 
     def loss():
-        value = clone._engine.evaluate_loss(params, clone._meta, X, Y, row_scale, acts, z_out, clone._loss.code)
-        return value + clone._engine.weight_penalty(params, scratch, clone._meta, clone.l1, clone.l2)
+        value = engine.evaluate_loss(params, meta, X, Y, row_scale, evaluation, code, threads)
+        return value + engine.weight_penalty(params, scratch, meta, clone.l1, clone.l2)
 
     numeric = np.empty_like(backprop)
-    with clone._engine_call():
+    with clone.compiled_call():
         for i in range(params.size):
             original = params[i]
             total = 0.0
@@ -102,8 +103,6 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
             params[i] = original
             numeric[i] = total / eps
     relative = np.abs(backprop - numeric) / np.maximum(np.maximum(np.abs(backprop), np.abs(numeric)), tiny)
-
-    def layout(flat):
-        return Gradients(clone._layer_views(flat, weights=True), clone._layer_views(flat, weights=False))
+    layout_of = clone.layer_views  # per-layer views of flat buffers
 
     return GradientCheck(float(relative.max()), layout(relative), layout(backprop), layout(numeric))

@@ -4,8 +4,13 @@ An optimizer object holds hyper-parameters only; its state (momentum buffers, mo
 lives in the network as one flat ``(n_slots, n_params)`` buffer, and one compiled step updates
 all parameters at once (see :mod:`fastgd.kernels.optim`, whose kernels are the definitions).
 
-Adding an optimizer: one kernel in ``kernels/optim.py`` (plus its update in ``UPDATES`` there),
-its NumPy twin in :mod:`fastgd.reference`, a class here, and a row in ``OPTIMIZERS_UNDER_TEST``.
+Each class takes its code, name, hyper-parameter layout and state names from the one declaration
+in ``kernels.optim.SPECS``; ``tests/test_optimizers.py`` checks that every declared
+hyper-parameter is an attribute of the class and every constructor argument is declared.
+
+Adding an optimizer: a ``SPECS`` row with its step and update in ``kernels/optim.py``, their
+NumPy twins in :mod:`fastgd.reference`, a class here, and a row in ``OPTIMIZERS_UNDER_TEST``:
+four files.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from .kernels import codes
+from .kernels.optim import OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD, SPECS
 
 
 def _real(name, value):
@@ -124,10 +129,7 @@ class SGD(Optimizer):
         L2 penalty coefficient added to the gradient, >= 0.
     """
 
-    code = codes.OPT_SGD
-    name = "sgd"
-    hyper_names = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
-    state_names = ("momentum_buffer",)
+    name, code, hyper_names, state_names = SPECS[OPT_SGD]
 
     def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         self.lr = _positive("lr", lr)
@@ -155,10 +157,7 @@ class Momentum(Optimizer):
         Averaging factor, in [0, 1).
     """
 
-    code = codes.OPT_MOMENTUM
-    name = "momentum"
-    hyper_names = ("lr", "beta")
-    state_names = ("velocity",)
+    name, code, hyper_names, state_names = SPECS[OPT_MOMENTUM]
 
     def __init__(self, lr=0.01, beta=0.9):
         self.lr = _positive("lr", lr)
@@ -184,10 +183,7 @@ class Adagrad(Optimizer):
     eps : float, default 1e-10
     """
 
-    code = codes.OPT_ADAGRAD
-    name = "adagrad"
-    hyper_names = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
-    state_names = ("sum",)
+    name, code, hyper_names, state_names = SPECS[OPT_ADAGRAD]
 
     def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
         self.lr = _positive("lr", lr)
@@ -225,10 +221,7 @@ class RMSprop(Optimizer):
     centered : bool, default False
     """
 
-    code = codes.OPT_RMSPROP
-    name = "rmsprop"
-    hyper_names = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
-    state_names = ("square_avg", "grad_avg", "momentum_buffer")
+    name, code, hyper_names, state_names = SPECS[OPT_RMSPROP]
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         self.lr = _positive("lr", lr)
@@ -261,10 +254,7 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     """
 
-    code = codes.OPT_ADAM
-    name = "adam"
-    hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad")
-    state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    name, code, hyper_names, state_names = SPECS[OPT_ADAM]
     _default_weight_decay = 0.0
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
@@ -302,8 +292,7 @@ class AdamW(Adam):
     amsgrad : bool, default False
     """
 
-    code = codes.OPT_ADAMW
-    name = "adamw"
+    name, code, hyper_names, state_names = SPECS[OPT_ADAMW]
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

@@ -1,15 +1,23 @@
-"""Saving and loading networks: one ``.npz`` file, no pickles.
+"""The network file format: one ``.npz`` (a zip of ``.npy`` arrays), no pickles.
 
-The file holds the flat parameter buffer, the parameters the network was initialised with, the
-optimizer state and step count, the training history, and a JSON description (architecture,
-dtype, optimizer and its hyper-parameters, shuffle seed, epochs trained, format version). A
-loaded network predicts identically and, trained further, follows the same trajectory bitwise as
-the network that was saved would have.
+``write(path, config, state)`` stores a network's constructor arguments (``Network.get_config``)
+and its ``state_dict``; ``read(path)`` returns them, checked. The file holds the arrays
+``parameters``, ``initial_parameters``, ``optimizer_state``, ``optimizer_step`` and
+``description``: UTF-8 JSON with the format name and version, the configuration, the optimizer
+and its hyper-parameters, the shuffle seed, the epochs trained and the history.
+
+Reading checks everything before allocating or building anything: the zip's members, every
+array's header (dtype and shape, against the description and the member's size, so a header
+claiming petabytes is refused rather than allocated), and every field of the description (type,
+range). Any damage is a ``ValueError`` naming the field and the file.
+
+This module knows the format only; ``fastgd.network.load`` turns what it reads into a network.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import tempfile
 import zipfile
@@ -17,48 +25,38 @@ import zlib
 
 import numpy as np
 
-from .network import History, Network
-from .optimizers import OPTIMIZERS
-
 FORMAT = "fastgd-network"
 FORMAT_VERSION = 1
-_ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step", "description")
+ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step", "description")
+# A description is a few kilobytes plus the history (three floats an epoch); anything far larger
+# is not a fastgd file.
+_MAX_DESCRIPTION_BYTES = 1 << 28
+_CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2")
 
 
-def save(net: Network, path) -> None:
-    """Write ``net`` to ``path`` (a ``.npz`` file), atomically.
+def write(path, config: dict, state: dict) -> None:
+    """Write a network's ``config`` and ``state`` to ``path``, atomically.
 
     The file is written next to its destination under a temporary name, flushed to disk, then
     renamed over ``path`` and the folder synced, so a crash mid-write leaves the previous file
     intact, never a torn one.
     """
-    if not isinstance(net, Network):
-        raise TypeError(f"net must be a fastgd.Network, got {type(net).__name__}")
     path = os.fspath(path)
-    optimizer = net.optimizer
+    optimizer = state["optimizer"]
     description = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "layer_sizes": list(net.layer_sizes),
-        "activation": net.activation,
-        "output_activation": net.output_activation,
-        "loss": net.loss_name,
-        "init": net.init,
-        "dtype": net.dtype.name,
-        "backend": net.backend,
-        "n_threads": net.n_threads,
-        "l1": net.l1,
-        "l2": net.l2,
-        "shuffle_seed": net._shuffle_seed,
-        "epochs_trained": net.epochs_trained,
-        "optimizer": None if optimizer is None else {"name": optimizer.name, "config": _jsonable(optimizer.get_config())},
-        "history": {field: list(getattr(net.history, field)) for field in History.FIELDS},
+        **{key: config[key] for key in _CONFIG_KEYS},
+        "shuffle_seed": state["shuffle_seed"],
+        "epochs_trained": state["epochs_trained"],
+        "optimizer": None if optimizer is None else {"name": optimizer["name"], "config": _jsonable(optimizer["config"])},
+        "history": state["history"],
     }
     arrays = {
-        "parameters": net._params,
-        "initial_parameters": net._initial_params,
-        "optimizer_state": net._opt_state,
-        "optimizer_step": net._step,
+        "parameters": state["parameters"],
+        "initial_parameters": state["initial_parameters"],
+        "optimizer_state": state["optimizer_state"],
+        "optimizer_step": np.array([state["optimizer_step"]], dtype=np.int64),
         "description": np.frombuffer(json.dumps(description).encode("utf-8"), dtype=np.uint8),
     }
     directory = os.path.dirname(os.path.abspath(path))
@@ -92,77 +90,156 @@ def _jsonable(config):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
 
 
-def load(path, backend=None) -> Network:
-    """Read a network written by :func:`save` (``allow_pickle=False``).
+class _Damaged(ValueError):
+    pass
 
-    Parameters
-    ----------
-    path : str or path-like
-    backend : {"numba", "numpy"}, optional
-        Engine for the loaded network; default: the one it was saved with.
 
-    Raises
-    ------
-    ValueError
-        If the file is not a fastgd network file, is truncated or corrupt, has another format
-        version, or its arrays do not match its description.
+def _fail(path, message):
+    raise _Damaged(f"{path}: {message}")
+
+
+def read(path):
+    """``(config, state)`` from a file written by ``write``, every field and array checked.
+
+    ``config`` holds ``Network``'s constructor arguments; ``state`` is a ``state_dict`` (still to
+    be checked against the network by ``Network.load_state_dict``). A file saved with more
+    threads than this machine has loads: threads are a property of the machine.
     """
     path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in _ARRAYS if key not in data.files]
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ValueError(f"{path} is truncated or corrupt (not a readable zip: {error})") from None
+    try:
+        with archive:
+            members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+            missing = [key for key in ARRAYS if key not in members]
             if missing:
-                raise ValueError(f"{path} is not a fastgd network file: missing {missing}")
-            arrays = {key: data[key] for key in _ARRAYS}
-    except FileNotFoundError:
+                _fail(path, f"not a fastgd network file: missing {missing}")
+            raw = _read_array(archive, members["description"], path, "description", np.uint8, None, _MAX_DESCRIPTION_BYTES)
+            description = _description(raw, path)
+            n_params = _parameter_count(description["layer_sizes"])
+            dtype = np.dtype(description["dtype"])
+            slots = description["_slots"]
+            arrays = {
+                "parameters": _read_array(archive, members["parameters"], path, "parameters", dtype, (n_params,)),
+                "initial_parameters": _read_array(archive, members["initial_parameters"], path, "initial_parameters", dtype, (n_params,)),
+                "optimizer_state": _read_array(archive, members["optimizer_state"], path, "optimizer_state", dtype, (slots, n_params)),
+                "optimizer_step": _read_array(archive, members["optimizer_step"], path, "optimizer_step", np.int64, None, 64),
+            }
+    except _Damaged:
         raise
-    except ValueError as exc:
-        if "is not a fastgd network file" in str(exc):
-            raise
-        raise ValueError(f"{path} is truncated or corrupt: {exc}") from None
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise ValueError(f"{path} is truncated or corrupt: {exc}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} is truncated or corrupt: {error}") from None
+    step = arrays["optimizer_step"].reshape(-1)
+    if step.size != 1:
+        _fail(path, f"optimizer_step must hold one integer, got {step.size}")
+    if not 0 <= int(step[0]) < 2**62:
+        _fail(path, f"optimizer_step must be in [0, 2**62), got {int(step[0])}")
+    config = {key: description[key] for key in _CONFIG_KEYS}
+    state = {
+        "parameters": arrays["parameters"],
+        "initial_parameters": arrays["initial_parameters"],
+        "optimizer": description["optimizer"],
+        "optimizer_state": arrays["optimizer_state"],
+        "optimizer_step": int(step[0]),
+        "shuffle_seed": description["shuffle_seed"],
+        "epochs_trained": description["epochs_trained"],
+        "history": description["history"],
+    }
+    return config, state
+
+
+def _read_array(archive, member, path, field, dtype, shape, max_bytes=None):
+    # Read one .npy member after checking its header (dtype, shape, and that the member holds
+    # the bytes the header promises) without allocating anything first.
+    info = archive.getinfo(member)
+    with archive.open(member) as file:
+        try:
+            version = np.lib.format.read_magic(file)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unknown .npy format version {version}")
+            header = reader(file, max_header_size=10_000)
+        except Exception as error:  # numpy raises ValueError for damaged headers, others for junk
+            _fail(path, f"array '{field}' has a damaged header ({error})")
+        array_shape, fortran, array_dtype = header
+        if array_dtype != np.dtype(dtype) or array_dtype.hasobject:
+            _fail(path, f"array '{field}' has dtype {array_dtype}, expected {np.dtype(dtype)}")
+        if fortran:
+            _fail(path, f"array '{field}' is stored in Fortran order; fastgd writes C order")
+        if shape is not None and tuple(array_shape) != tuple(shape):
+            _fail(path, f"array '{field}' has shape {tuple(array_shape)}, expected {tuple(shape)} from the description")
+        count = int(np.prod(array_shape, dtype=np.float64)) if array_shape else 1
+        needed = count * array_dtype.itemsize
+        if (max_bytes is not None and needed > max_bytes) or needed > info.file_size:
+            _fail(path, f"array '{field}' claims {needed} bytes; the file holds {info.file_size} for it")
+        data = file.read(needed)
+        if len(data) != needed:
+            _fail(path, f"array '{field}' is truncated")
+    return np.frombuffer(data, dtype=array_dtype).reshape(array_shape).copy()
+
+
+def _parameter_count(sizes) -> int:
+    return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
+def _description(raw, path) -> dict:
+    from .optimizers import OPTIMIZERS
+
     try:
-        description = json.loads(arrays["description"].tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} has an unreadable description: {exc}") from None
-    if description.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fastgd network file")
+        description = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        _fail(path, f"the description is not readable JSON ({error})")
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        _fail(path, "not a fastgd network file (no fastgd description)")
     if description.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {description.get('format_version')}; this fastgd reads version {FORMAT_VERSION}"
-        )
-    net = Network(
-        description["layer_sizes"],
-        activation=description["activation"],
-        output_activation=description["output_activation"],
-        loss=description["loss"],
-        init=description["init"],
-        dtype=description["dtype"],
-        random_state=0,
-        backend=backend or description["backend"],
-        n_threads=description["n_threads"],
-        l1=description.get("l1", 0.0),
-        l2=description.get("l2", 0.0),
-    )
-    for key in ("parameters", "initial_parameters"):
-        if arrays[key].shape != net._params.shape or arrays[key].dtype != net.dtype:
-            raise ValueError(f"{path}: {key} has shape {arrays[key].shape} {arrays[key].dtype}, expected {net._params.shape} {net.dtype}")
-    net._params[...] = arrays["parameters"]
-    net._initial_params = arrays["initial_parameters"].copy()
-    net._shuffle_seed = int(description["shuffle_seed"])
-    net.epochs_trained = int(description["epochs_trained"])
-    if description["optimizer"] is not None:
-        spec = description["optimizer"]
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
-        optimizer = OPTIMIZERS[spec["name"]](**config)
-        state = arrays["optimizer_state"]
-        if state.shape != optimizer.initial_state(net.n_params, net.dtype).shape or state.dtype != net.dtype:
-            raise ValueError(f"{path}: optimizer_state has shape {state.shape}, which does not fit {optimizer!r}")
-        net.optimizer = optimizer
-        net._opt_state = state.copy()
-        net._step[...] = arrays["optimizer_step"]
-    net.history = History()
-    for field in History.FIELDS:
-        getattr(net.history, field).extend(description["history"][field])
-    return net
+        _fail(path, f"format version {description.get('format_version')!r}; this fastgd reads version {FORMAT_VERSION}")
+
+    def field(name, kind, check=None, what=""):
+        if name not in description:
+            _fail(path, f"the description has no '{name}'")
+        value = description[name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+            _fail(path, f"field '{name}' must be {what or kind}, got {value!r}")
+        if check is not None and not check(value):
+            _fail(path, f"field '{name}' must be {what}, got {value!r}")
+        return value
+
+    def integer(value):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    sizes = field("layer_sizes", list, lambda v: len(v) >= 2 and all(integer(s) and 1 <= s <= 2**31 for s in v),
+                  "a list of at least two ints in [1, 2**31]")  # fmt: skip
+    if _parameter_count(sizes) > 2**31:
+        _fail(path, f"field 'layer_sizes' {sizes} needs more than 2**31 parameters")
+    for name in ("activation", "output_activation", "loss", "init", "backend"):
+        field(name, str, what="a string")
+    field("dtype", str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'")
+    threads = description.get("n_threads")
+    if threads is not None and not (integer(threads) and threads >= 1):
+        _fail(path, f"field 'n_threads' must be null or an int >= 1, got {threads!r}")
+    for name in ("l1", "l2"):
+        value = field(name, (int, float), lambda v: not isinstance(v, bool) and np.isfinite(v) and v >= 0, "a finite number >= 0")
+        description[name] = float(value)
+    field("shuffle_seed", int, lambda v: integer(v) and 0 <= v < 2**63, "an int in [0, 2**63)")
+    field("epochs_trained", int, lambda v: integer(v) and v >= 0, "an int >= 0")
+    history = field("history", dict, what="an object of lists")
+    for name, values in history.items():
+        if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            _fail(path, f"field 'history.{name}' must be a list of numbers")
+    optimizer = description.get("optimizer", "missing")
+    if optimizer == "missing":
+        _fail(path, "the description has no 'optimizer'")
+    if optimizer is None:
+        slots = 1
+    else:
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("name"), str) or not isinstance(optimizer.get("config"), dict):
+            _fail(path, f"field 'optimizer' must be null or {{'name': str, 'config': object}}, got {optimizer!r}")
+        if optimizer["name"] not in OPTIMIZERS:
+            _fail(path, f"field 'optimizer.name' {optimizer['name']!r} is not one of {sorted(OPTIMIZERS)}")
+        slots = max(len(OPTIMIZERS[optimizer["name"]].state_names), 1)
+    description["_slots"] = slots
+    return description

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .network import History
+from .history import History
 
 
 def plot_history(history: History, path=None, title=None):

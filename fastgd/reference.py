@@ -12,39 +12,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.codes import (
-    BINARY_CROSSENTROPY,
+from .kernels.activations import IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, TANH
+from .kernels.layout import (
     CONTROL_OUTCOME,
     CONTROL_STOP,
-    CROSSENTROPY,
-    IDENTITY,
-    LEAKY_RELU,
-    LEAKY_SLOPE,
-    META_ACTIVATION,
-    META_B_OFFSET,
-    META_N_IN,
-    META_N_OUT,
-    META_W_OFFSET,
-    MSE,
-    OPT_ADAGRAD,
-    OPT_ADAM,
-    OPT_ADAMW,
-    OPT_MOMENTUM,
-    OPT_RMSPROP,
-    OPT_SGD,
     OUTCOME_DIVERGED,
+    Evaluation,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
-    RELU,
+    block_of,
+    layer_view,
+)
+from .kernels.losses import BINARY_CROSSENTROPY, CROSSENTROPY, MSE, SSE
+from .kernels.optim import ADAGRAD, ADAM, ADAMW, MOMENTUM, OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD, RMSPROP, SGD
+from .kernels.schedules import (
+    COSINE,
+    EXPONENTIAL,
+    INVERSE_SCALING,
     SCHEDULE_CONSTANT,
     SCHEDULE_COSINE,
     SCHEDULE_EXPONENTIAL,
     SCHEDULE_INVERSE_SCALING,
     SCHEDULE_STEP,
-    SIGMOID,
-    SOFTMAX,
-    SSE,
-    TANH,
+    STEP,
 )
 
 
@@ -218,15 +208,21 @@ def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2
     adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
 
 
-# How each optimizer code maps (state rows, hyper-parameter vector) onto its step function.
+# How each optimizer code maps (state rows, hyper-parameter vector) onto its step function: the
+# vector's layout is the kernels' declaration (kernels.optim.SPECS), read by name.
 _OPTIMIZER_CALLS = {
-    OPT_SGD: lambda p, g, s, step, lr, h: sgd_step(p, g, s[0], step, lr, h[1], h[2], h[3] != 0, h[4]),
-    OPT_MOMENTUM: lambda p, g, s, step, lr, h: momentum_step(p, g, s[0], step, lr, h[1]),
-    OPT_ADAGRAD: lambda p, g, s, step, lr, h: adagrad_step(p, g, s[0], step, lr, h[1], h[2], h[4]),
-    OPT_RMSPROP: lambda p, g, s, step, lr, h: rmsprop_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
-    OPT_ADAM: lambda p, g, s, step, lr, h: adam_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
-    OPT_ADAMW: lambda p, g, s, step, lr, h: adamw_step(p, g, s[0], s[1], s[2], step, lr, h[1], h[2], h[3], h[4], h[5] != 0),
-}
+    OPT_SGD: lambda p, g, s, step, lr, h: sgd_step(p, g, s[0], step, lr, h[SGD.momentum], h[SGD.dampening], h[SGD.nesterov] != 0,
+                                                   h[SGD.weight_decay]),
+    OPT_MOMENTUM: lambda p, g, s, step, lr, h: momentum_step(p, g, s[0], step, lr, h[MOMENTUM.beta]),
+    OPT_ADAGRAD: lambda p, g, s, step, lr, h: adagrad_step(p, g, s[0], step, lr, h[ADAGRAD.lr_decay], h[ADAGRAD.weight_decay],
+                                                           h[ADAGRAD.eps]),
+    OPT_RMSPROP: lambda p, g, s, step, lr, h: rmsprop_step(p, g, s[0], s[1], s[2], step, lr, h[RMSPROP.alpha], h[RMSPROP.eps],
+                                                           h[RMSPROP.weight_decay], h[RMSPROP.momentum], h[RMSPROP.centered] != 0),
+    OPT_ADAM: lambda p, g, s, step, lr, h: adam_step(p, g, s[0], s[1], s[2], step, lr, h[ADAM.beta1], h[ADAM.beta2], h[ADAM.eps],
+                                                     h[ADAM.weight_decay], h[ADAM.amsgrad] != 0),
+    OPT_ADAMW: lambda p, g, s, step, lr, h: adamw_step(p, g, s[0], s[1], s[2], step, lr, h[ADAMW.beta1], h[ADAMW.beta2], h[ADAMW.eps],
+                                                       h[ADAMW.weight_decay], h[ADAMW.amsgrad] != 0),
+}  # fmt: skip
 
 
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
@@ -234,70 +230,63 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     _OPTIMIZER_CALLS[kind](params, grads, state, step, lr, hyper)
 
 
+
 def _weights(params, meta, layer):
-    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
-    w_offset, b_offset = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
-    return params[w_offset : w_offset + n_in * n_out].reshape(n_in, n_out), params[b_offset : b_offset + n_out]
+    return layer_view(params, meta, layer, weights=True), layer_view(params, meta, layer, weights=False)
 
 
-def _block(buffer, meta, layer, rows):
-    capacity = buffer.size // int(meta[:, META_N_OUT].sum())
-    offset = capacity * int(meta[:layer, META_N_OUT].sum())
-    n_out = meta[layer, META_N_OUT]
-    return buffer[offset : offset + rows * n_out].reshape(rows, n_out)
-
-
-def forward(params, meta, x, acts, z_out):
-    """Forward pass of the whole network into the work buffers."""
+def forward(params, meta, x, evaluation, loss, n_threads=1):
+    """Forward pass of the whole network into ``evaluation`` (see :func:`fastgd.kernels.forward`)."""
     last = meta.shape[0] - 1
+    rows = x.shape[0]
     a_in = x
     for layer in range(last + 1):
         W, b = _weights(params, meta, layer)
-        a_out = _block(acts, meta, layer, x.shape[0])
+        a_out = block_of(evaluation.acts, meta, layer, rows)
         if layer == last:
-            z = z_out[: a_out.size].reshape(a_out.shape)
+            z = evaluation.z_out[: a_out.size].reshape(a_out.shape)
             dense_linear(a_in, W, b, z)
-            activate(z, a_out, meta[layer, META_ACTIVATION])
+            activate(z, a_out, meta[layer, 4])
         else:
-            dense_forward(a_in, W, b, a_out, meta[layer, META_ACTIVATION])
+            dense_forward(a_in, W, b, a_out, meta[layer, 4])
         a_in = a_out
 
 
-def evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss):
-    """Forward pass and loss of a batch."""
-    forward(params, meta, x, acts, z_out)
-    a = _block(acts, meta, meta.shape[0] - 1, x.shape[0])
-    return loss_value(z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
+def evaluate_loss(params, meta, x, y, row_scale, evaluation, loss, n_threads=1):
+    """Forward pass and loss of a batch (no weight penalty)."""
+    forward(params, meta, x, evaluation, loss)
+    a = block_of(evaluation.acts, meta, meta.shape[0] - 1, x.shape[0])
+    return loss_value(evaluation.z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
 
 
-def forward_backward(params, grads, meta, x, y, row_scale, acts, deltas, z_out, loss):
-    """Forward pass, loss and backprop of one batch; returns the loss, writes ``grads``."""
+def forward_backward(params, grads, meta, x, y, row_scale, evaluation, loss, l1, l2, n_threads=1):
+    """Forward pass, loss and backprop of one batch, the L1/L2 penalty included; returns the loss
+    plus the penalty and writes ``grads``."""
     rows = x.shape[0]
     last = meta.shape[0] - 1
-    value = evaluate_loss(params, meta, x, y, row_scale, acts, z_out, loss)
-    output_delta(_block(acts, meta, last, rows), y, row_scale, _block(deltas, meta, last, rows), meta[last, META_ACTIVATION], loss)
+    value = evaluate_loss(params, meta, x, y, row_scale, evaluation, loss)
+    deltas = evaluation.deltas
+    output_delta(block_of(evaluation.acts, meta, last, rows), y, row_scale, block_of(deltas, meta, last, rows), meta[last, 4], loss)
     for layer in range(last, -1, -1):
-        delta = _block(deltas, meta, layer, rows)
+        delta = block_of(deltas, meta, layer, rows)
         grad_W, grad_b = _weights(grads, meta, layer)
-        a_in = x if layer == 0 else _block(acts, meta, layer - 1, rows)
+        a_in = x if layer == 0 else block_of(evaluation.acts, meta, layer - 1, rows)
         dense_gradients(a_in, delta, grad_W, grad_b)
         if layer > 0:
             W, _ = _weights(params, meta, layer)
-            hidden_delta(delta, W, a_in, _block(deltas, meta, layer - 1, rows), meta[layer - 1, META_ACTIVATION])
-    return value
+            hidden_delta(delta, W, a_in, block_of(deltas, meta, layer - 1, rows), meta[layer - 1, 4])
+    return value + weight_penalty(params, grads, meta, l1, l2)
 
 
-# The kernels have a loop-only version of forward_backward for tiny networks; it computes the
-# same thing, so it has the same twin.
-forward_backward_small = forward_backward
-
-# Learning rate at 1-based step t for each schedule code, from (base lr, t, parameters).
+# Learning rate at 1-based step t for each schedule code, from (base lr, t, parameters) read by
+# name (kernels.schedules.SPECS).
 SCHEDULES = {
     SCHEDULE_CONSTANT: lambda lr, t, p: lr,
-    SCHEDULE_STEP: lambda lr, t, p: lr * p[1] ** ((t - 1) // int(p[0])),
-    SCHEDULE_EXPONENTIAL: lambda lr, t, p: lr * p[0] ** (t - 1),
-    SCHEDULE_INVERSE_SCALING: lambda lr, t, p: lr / float(t) ** p[0],
-    SCHEDULE_COSINE: lambda lr, t, p: p[1] + (lr - p[1]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p[0]) / p[0])),
+    SCHEDULE_STEP: lambda lr, t, p: lr * p[STEP.gamma] ** ((t - 1) // int(p[STEP.step_size])),
+    SCHEDULE_EXPONENTIAL: lambda lr, t, p: lr * p[EXPONENTIAL.gamma] ** (t - 1),
+    SCHEDULE_INVERSE_SCALING: lambda lr, t, p: lr / float(t) ** p[INVERSE_SCALING.power],
+    SCHEDULE_COSINE: lambda lr, t, p: p[COSINE.eta_min]
+    + (lr - p[COSINE.eta_min]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p[COSINE.total_steps]) / p[COSINE.total_steps])),
 }
 
 
@@ -333,7 +322,7 @@ def _mix(z):
 def shuffle_order(order, keys, seed, epoch):
     """Fisher-Yates with counter-based draws (see :func:`fastgd.kernels.shuffle_order`)."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
-        base = _mix(np.array([seed], dtype=np.uint64) + np.uint64(epoch + 1) * np.array([_GOLDEN]))
+        base = _mix(np.array([seed], dtype=np.int64).view(np.uint64) + np.uint64(epoch + 1) * np.array([_GOLDEN]))
         keys[...] = _mix(base + np.arange(1, keys.size + 1, dtype=np.uint64) * _GOLDEN)
     swap_with = (keys % np.arange(1, keys.size + 1, dtype=np.uint64)).astype(np.int64)
     order[...] = np.arange(order.size)
@@ -342,58 +331,34 @@ def shuffle_order(order, keys, seed, epoch):
         order[i], order[j] = order[j], order[i]
 
 
+def _evaluation(work, shard, rows):
+    # Shard ``shard``'s buffers of a Work bundle, as an Evaluation for ``rows`` rows.
+    return Evaluation(work.acts[shard], work.deltas[shard], work.z_out[shard], work.partials[shard], work.transposed[shard])
+
+
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
 # errstate for the whole call: entering one per step costs microseconds on every step).
 @np.errstate(all="ignore")
-def train_epochs(
-    params,
-    grads,
-    opt_state,
-    X,
-    Y,
-    sample_weight,
-    order,
-    keys,
-    x_batch,
-    y_batch,
-    row_scale,
-    acts,
-    deltas,
-    z_out,
-    saved_params,
-    saved_state,
-    epoch_losses,
-    step,
-    control,
-    meta,
-    loss,
-    opt_kind,
-    lr,
-    hyper,
-    batch_size,
-    shuffle,
-    seed,
-    first_epoch,
-    schedule_kind,
-    schedule,
-    l1,
-    l2,
-):
+def train_epochs(state, data, work, settings, control, n_threads):
     """Whole epochs of mini-batch gradient descent, ending early on divergence or a stop request
     (see :func:`fastgd.kernels.train_epochs`); returns the number of epochs completed."""
+    params, opt_state, step = state
+    X, Y, sample_weight = data
+    meta, loss, batch_size, shards = settings.meta, settings.loss, settings.batch_size, settings.shards
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
     is_mean = loss != SSE
     total_weight = float(np.sum(sample_weight, dtype=np.float64))
-    saved_params[...] = params
-    saved_state[...] = opt_state
+    work.saved_params[...] = params
+    work.saved_state[...] = opt_state
     saved_step = int(step[0])
     outcome = OUTCOME_FINISHED
     completed = 0
-    for e in range(epoch_losses.size):
-        if shuffle:
-            shuffle_order(order, keys, seed, first_epoch + e)
+    order, grads = work.order, work.grads
+    for e in range(settings.epochs):
+        if settings.shuffle:
+            shuffle_order(order, work.keys, settings.seed, settings.first_epoch + e)
         else:
             order[...] = np.arange(n)
         epoch_loss = 0.0
@@ -403,37 +368,44 @@ def train_epochs(
                 break
             rows = min(batch_size, n - start)
             index = order[start : start + rows]
-            xb = x_batch[: rows * n_in].reshape(rows, n_in)
-            yb = y_batch[: rows * n_out].reshape(rows, n_out)
+            xb = work.x_batch[: rows * n_in].reshape(rows, n_in)
+            yb = work.y_batch[: rows * n_out].reshape(rows, n_out)
             xb[...] = X[index]
             yb[...] = Y[index]
-            scale = row_scale[:rows]
+            scale = work.row_scale[:rows]
             scale[...] = sample_weight[index]
             batch_weight = float(np.sum(sample_weight[index], dtype=np.float64))
             if is_mean:
                 scale *= t(1.0 / batch_weight)
-            value = forward_backward(params, grads, meta, xb, yb, scale, acts, deltas, z_out, loss)
-            value += weight_penalty(params, grads, meta, l1, l2)
+            value = 0.0
+            for shard in range(shards):
+                first, stop = shard * rows // shards, (shard + 1) * rows // shards
+                l1, l2 = (settings.l1, settings.l2) if shard == 0 else (0.0, 0.0)
+                value += forward_backward(params, grads[shard], meta, xb[first:stop], yb[first:stop], scale[first:stop],
+                                          _evaluation(work, shard, stop - first), loss, l1, l2)  # fmt: skip
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
+            for shard in range(1, shards):
+                grads[0] += grads[shard]
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            optimizer_step(opt_kind, params, grads, opt_state, int(step[0]), scheduled_lr(schedule_kind, lr, int(step[0]), schedule), hyper)
+            optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]),
+                           scheduled_lr(settings.schedule_kind, settings.lr, int(step[0]), settings.schedule), settings.hyper)  # fmt: skip
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
         if not (np.isfinite(epoch_loss) and np.isfinite(params).all() and np.isfinite(opt_state).all()):
             outcome = OUTCOME_DIVERGED
             break
-        epoch_losses[e] = epoch_loss
+        work.epoch_losses[e] = epoch_loss
         completed += 1
-        saved_params[...] = params
-        saved_state[...] = opt_state
+        work.saved_params[...] = params
+        work.saved_state[...] = opt_state
         saved_step = int(step[0])
     if outcome != OUTCOME_FINISHED:
-        params[...] = saved_params
-        opt_state[...] = saved_state
+        params[...] = work.saved_params
+        opt_state[...] = work.saved_state
         step[0] = saved_step
     control[CONTROL_OUTCOME] = outcome
     return completed

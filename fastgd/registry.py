@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from .kernels import codes
+from .kernels import activations as codes_a
+from .kernels import losses as codes_l
 
 
 @dataclass(frozen=True)
@@ -35,23 +36,23 @@ class Loss:
 ACTIVATIONS = {
     a.name: a
     for a in (
-        Activation("identity", codes.IDENTITY),
-        Activation("sigmoid", codes.SIGMOID),
-        Activation("tanh", codes.TANH),
-        Activation("relu", codes.RELU),
-        Activation("leaky_relu", codes.LEAKY_RELU),
-        Activation("softmax", codes.SOFTMAX, output_only=True),
+        Activation("identity", codes_a.IDENTITY),
+        Activation("sigmoid", codes_a.SIGMOID),
+        Activation("tanh", codes_a.TANH),
+        Activation("relu", codes_a.RELU),
+        Activation("leaky_relu", codes_a.LEAKY_RELU),
+        Activation("softmax", codes_a.SOFTMAX, output_only=True),
     )
 }
 
 LOSSES = {
     loss.name: loss
     for loss in (
-        Loss("sse", codes.SSE, mean=False, required_output=None, default_output=None, formula="½ Σ_rows ‖a − y‖²"),
-        Loss("mse", codes.MSE, mean=True, required_output=None, default_output=None, formula="(1/2n) Σ_rows ‖a − y‖²"),
+        Loss("sse", codes_l.SSE, mean=False, required_output=None, default_output=None, formula="½ Σ_rows ‖a − y‖²"),
+        Loss("mse", codes_l.MSE, mean=True, required_output=None, default_output=None, formula="(1/2n) Σ_rows ‖a − y‖²"),
         Loss(
             "binary_crossentropy",
-            codes.BINARY_CROSSENTROPY,
+            codes_l.BINARY_CROSSENTROPY,
             mean=True,
             required_output="sigmoid",
             default_output="sigmoid",
@@ -59,7 +60,7 @@ LOSSES = {
         ),
         Loss(
             "crossentropy",
-            codes.CROSSENTROPY,
+            codes_l.CROSSENTROPY,
             mean=True,
             required_output="softmax",
             default_output="softmax",

@@ -10,17 +10,29 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import as_int, as_real
-from .kernels import codes
+from .kernels.schedules import (
+    SCHEDULE_CONSTANT,
+    SCHEDULE_COSINE,
+    SCHEDULE_EXPONENTIAL,
+    SCHEDULE_INVERSE_SCALING,
+    SCHEDULE_STEP,
+    SCHEDULE_WIDTH,
+    SPECS,
+)
 
 
 class Schedule:
-    """Base class: a code for the kernels and two float parameters."""
+    """Base class: a code for the kernels and its parameters, laid out by the one declaration in
+    ``kernels.schedules.SPECS`` (read by name there and here)."""
 
-    code = codes.SCHEDULE_CONSTANT
-    name = "constant"
+    name, code, parameter_names = SPECS[SCHEDULE_CONSTANT]
 
     def parameters(self) -> np.ndarray:
-        return np.zeros(2, dtype=np.float64)
+        """The float64 vector the kernels read: the declared parameters, by name."""
+        vector = np.zeros(SCHEDULE_WIDTH, dtype=np.float64)
+        for index, name in enumerate(self.parameter_names):
+            vector[index] = float(getattr(self, name))
+        return vector
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
@@ -33,55 +45,40 @@ class Constant(Schedule):
 class StepDecay(Schedule):
     """``lr · gamma^⌊(t − 1) / step_size⌋``: multiply by gamma every ``step_size`` steps."""
 
-    code = codes.SCHEDULE_STEP
-    name = "step"
+    name, code, parameter_names = SPECS[SCHEDULE_STEP]
 
     def __init__(self, step_size, gamma=0.1):
         self.step_size = as_int(step_size, "step_size", 1)
         self.gamma = as_real(gamma, "gamma", minimum=0.0)
 
-    def parameters(self):
-        return np.array([self.step_size, self.gamma], dtype=np.float64)
-
 
 class Exponential(Schedule):
     """``lr · gamma^(t − 1)``."""
 
-    code = codes.SCHEDULE_EXPONENTIAL
-    name = "exponential"
+    name, code, parameter_names = SPECS[SCHEDULE_EXPONENTIAL]
 
     def __init__(self, gamma):
         self.gamma = as_real(gamma, "gamma", minimum=0.0)
-
-    def parameters(self):
-        return np.array([self.gamma, 0.0], dtype=np.float64)
 
 
 class InverseScaling(Schedule):
     """``lr / t^power`` (scikit-learn's ``invscaling``)."""
 
-    code = codes.SCHEDULE_INVERSE_SCALING
-    name = "inverse_scaling"
+    name, code, parameter_names = SPECS[SCHEDULE_INVERSE_SCALING]
 
     def __init__(self, power=0.5):
         self.power = as_real(power, "power", minimum=0.0)
-
-    def parameters(self):
-        return np.array([self.power, 0.0], dtype=np.float64)
 
 
 class Cosine(Schedule):
     """``eta_min + (lr − eta_min)(1 + cos(π · min(t − 1, T) / T)) / 2``, T = ``total_steps``."""
 
-    code = codes.SCHEDULE_COSINE
-    name = "cosine"
+    name, code, parameter_names = SPECS[SCHEDULE_COSINE]
 
     def __init__(self, total_steps, eta_min=0.0):
         self.total_steps = as_int(total_steps, "total_steps", 1)
         self.eta_min = as_real(eta_min, "eta_min", minimum=0.0)
 
-    def parameters(self):
-        return np.array([self.total_steps, self.eta_min], dtype=np.float64)
 
 
 def make_schedule(schedule) -> Schedule:
@@ -89,7 +86,7 @@ def make_schedule(schedule) -> Schedule:
         return Constant()
     if isinstance(schedule, Schedule):
         return schedule
-    if schedule == "constant":
+    if isinstance(schedule, str) and schedule == "constant":
         return Constant()
     raise TypeError(
         "lr_schedule must be None, 'constant' or a fastgd.schedules.Schedule "

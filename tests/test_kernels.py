@@ -10,7 +10,8 @@ from _helpers import DTYPES, RTOL, assert_close
 
 import fastgd
 from fastgd import kernels, reference
-from fastgd.kernels import codes
+from fastgd.kernels import activations as acts_codes
+from fastgd.kernels import layout, losses as loss_codes, optim as opt_codes, schedules as sched_codes
 from fastgd.kernels.mathfn import fast_exp, fast_tanh
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
 from fastgd.registry import ACTIVATIONS, LOSSES
@@ -25,14 +26,23 @@ LAYER_SHAPES = [
 ]  # fmt: skip
 
 
+def _copy(value):
+    # Arrays copied; the kernels' bundles (NamedTuples of arrays and scalars) field by field.
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_copy(field) for field in value))
+    return value
+
+
 def call_both(name, *args):
     """Call kernels.<name> and reference.<name> on separate copies of ``args``.
 
     Returns the two argument lists after the call (kernels write their outputs in place) and the
     two return values.
     """
-    fast_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-    ref_args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+    fast_args = [_copy(a) for a in args]
+    ref_args = [_copy(a) for a in args]
     fast_result = getattr(kernels, name)(*fast_args)
     ref_result = getattr(reference, name)(*ref_args)
     return fast_args, ref_args, fast_result, ref_result
@@ -96,17 +106,19 @@ def exp_and_tanh(x, exp_out, tanh_out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_small_pass_propagates_nan_through_relu(dtype):
-    # The tiny-network pass has its own scalar relu; a NaN input must reach the loss (divergence
-    # has to stay visible), not be clipped to 0 as Numba's max(0, NaN) would.
+def test_batch_pass_propagates_nan_through_relu(dtype):
+    # The passes have their own relu; a NaN input must reach the loss (divergence has to stay
+    # visible), not be clipped to 0 as Numba's max(0, NaN) would.
     net = fastgd.Network([2, 3, 1], activation="relu", output_activation="identity", loss="mse", dtype=dtype, random_state=0)
     X = np.array([[np.nan, 1.0], [0.5, -1.0]], dtype=dtype)
     Y = np.zeros((2, 1), dtype=dtype)
-    acts, deltas, z_out = net._work_buffers(2)
+    evaluation = layout.make_evaluation(net.meta, 2, dtype)
     row_scale = np.full(2, 0.5, dtype=dtype)
-    value = kernels.forward_backward_small(net._params, net._grads, net._meta, X, Y, row_scale, acts, deltas, z_out, net._loss.code)
-    assert np.isnan(acts[:3]).all()  # row 0 of the hidden layer
-    assert np.isfinite(acts[3:6]).all()
+    grads = np.zeros_like(net.flat_parameters)
+    value = kernels.forward_backward(net.flat_parameters, grads, net.meta, X, Y, row_scale, evaluation, net.loss_code, 0.0, 0.0)
+    hidden = layout.block_of(evaluation.acts, net.meta, 0, 2)
+    assert np.isnan(hidden[0]).all()  # row 0 of the hidden layer
+    assert np.isfinite(hidden[1]).all()
     assert np.isnan(value)
 
 
@@ -115,13 +127,13 @@ def test_activate_in_place_and_extremes(dtype):
     # Large |z| must saturate, not overflow into NaN; relu must pass NaN through (divergence
     # has to stay visible).
     z = np.array([[-1e4, -50.0, 0.0, 50.0, 1e4]], dtype=dtype)
-    for act in (codes.SIGMOID, codes.TANH, codes.SOFTMAX):
+    for act in (acts_codes.SIGMOID, acts_codes.TANH, acts_codes.SOFTMAX):
         out = z.copy()
         kernels.activate(out, out, act)
         assert np.isfinite(out).all(), act
     nan = np.array([[np.nan, 1.0]], dtype=dtype)
     out = np.empty_like(nan)
-    kernels.activate(nan, out, codes.RELU)
+    kernels.activate(nan, out, acts_codes.RELU)
     assert np.isnan(out[0, 0]) and out[0, 1] == 1
 
 
@@ -279,45 +291,46 @@ def test_named_optimizer_kernels(rng, dtype):
 
 
 def network_case(rng, dtype, sizes, activation_codes, rows):
-    meta = np.zeros((len(sizes) - 1, codes.META_WIDTH), dtype=np.int64)
-    offset = 0
-    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        meta[layer] = (n_in, n_out, offset, offset + n_in * n_out, activation_codes[layer])
-        offset += n_in * n_out + n_out
-    params = (0.5 * rng.normal(size=offset)).astype(dtype)
+    meta = layout.make_meta(sizes, activation_codes)
+    params = (0.5 * rng.normal(size=layout.parameter_count(meta))).astype(dtype)
     capacity = rows + 3  # buffers larger than the batch, as in training
-    width = sum(sizes[1:])
     x = rng.normal(size=(rows, sizes[0])).astype(dtype)
-    return meta, params, capacity, width, x
+    return meta, params, capacity, x
+
+
+# (sizes, rows): tiny products (loops), the micro-kernel, and BLAS-sized ones split in blocks.
+NETWORK_SHAPES = [((3, 1, 2), 1), ((5, 7, 3), 9), ((20, 64, 33, 4), 70), ((300, 400, 10), 260)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation, loss", list(valid_pairs()))
-@pytest.mark.parametrize("sizes, rows", [((3, 1, 2), 1), ((5, 7, 3), 9), ((20, 64, 33, 4), 70)])
+@pytest.mark.parametrize("sizes, rows", NETWORK_SHAPES)
 def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
-    hidden = codes.TANH if activation.output_only else activation.code
-    meta, params, capacity, width, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
+    hidden = acts_codes.TANH if activation.output_only else activation.code
+    meta, params, capacity, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
     _, a, y, scale = output_case(rng, dtype, activation, loss, rows, sizes[-1])
-    acts, deltas = np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype)
-    z_out = np.zeros(capacity * sizes[-1], dtype)
+    evaluation = layout.make_evaluation(meta, capacity, dtype)
+    for field in evaluation:
+        field[...] = 0
     grads = np.zeros_like(params)
-    for name in ("forward_backward", "forward_backward_small"):  # both are valid at any size
-        fast, ref, fast_loss, ref_loss = call_both(name, params, grads, meta, x, y, scale, acts, deltas, z_out, loss.code)
+    for n_threads in (1, 2):
+        fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, meta, x, y, scale, evaluation, loss.code,
+                                                   0.01, 0.02, n_threads)  # fmt: skip
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-        assert_same_arrays(fast, ref, dtype)
-    fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, meta, x, y, scale, acts, z_out, loss.code)
-    assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-    fast, ref, _, _ = call_both("forward", params, meta, x, acts, z_out)
-    assert_same_arrays(fast, ref, dtype)
+        assert_same_arrays([fast[1], fast[6].acts, fast[6].deltas, fast[6].z_out], [ref[1], ref[6].acts, ref[6].deltas, ref[6].z_out], dtype)
+        fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, meta, x, y, scale, evaluation, loss.code, n_threads)
+        assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
+        fast, ref, _, _ = call_both("forward", params, meta, x, evaluation, loss.code, n_threads)
+        assert_same_arrays([fast[3].acts, fast[3].z_out], [ref[3].acts, ref[3].z_out], dtype)
 
 
 SCHEDULE_CASES = [
     # (code, parameters, hand-computed lr at steps 1..6 for base lr 0.1)
-    (codes.SCHEDULE_CONSTANT, [0, 0], [0.1] * 6),
-    (codes.SCHEDULE_STEP, [2, 0.5], [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]),
-    (codes.SCHEDULE_EXPONENTIAL, [0.9, 0], [0.1 * 0.9**k for k in range(6)]),
-    (codes.SCHEDULE_INVERSE_SCALING, [0.5, 0], [0.1 / np.sqrt(t) for t in range(1, 7)]),
-    (codes.SCHEDULE_COSINE, [4, 0.02], [0.1, 0.0883, 0.06, 0.0317, 0.02, 0.02]),
+    (sched_codes.SCHEDULE_CONSTANT, [0, 0], [0.1] * 6),
+    (sched_codes.SCHEDULE_STEP, [2, 0.5], [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]),
+    (sched_codes.SCHEDULE_EXPONENTIAL, [0.9, 0], [0.1 * 0.9**k for k in range(6)]),
+    (sched_codes.SCHEDULE_INVERSE_SCALING, [0.5, 0], [0.1 / np.sqrt(t) for t in range(1, 7)]),
+    (sched_codes.SCHEDULE_COSINE, [4, 0.02], [0.1, 0.0883, 0.06, 0.0317, 0.02, 0.02]),
 ]
 
 
@@ -331,7 +344,7 @@ def test_scheduled_lr_matches_hand_computed_values(code, parameters, expected):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_penalty(rng, dtype):
-    meta, params, _, _, _ = network_case(rng, dtype, (4, 5, 3), [codes.TANH, codes.SIGMOID], 2)
+    meta, params, _, _ = network_case(rng, dtype, (4, 5, 3), [acts_codes.TANH, acts_codes.SIGMOID], 2)
     params[0] = 0  # sign(0) = 0
     grads = rng.normal(size=params.size).astype(dtype)
     fast, ref, fast_value, ref_value = call_both("weight_penalty", params, grads, meta, 0.01, 0.1)
@@ -354,82 +367,93 @@ def test_shuffle_order(n, epoch):
         assert not np.array_equal(other, fast[0]), "consecutive epochs must differ"
 
 
-def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, opt_kind=codes.OPT_ADAM):
-    """Arguments of train_epochs for a small tanh/sigmoid network and 11 rows."""
-    sizes = (3, 6, 2)
+def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, optimizer=opt_codes.OPT_ADAM, shards=1, sizes=(3, 6, 2)):
+    """The bundles of train_epochs for a small tanh/sigmoid network and 11 rows."""
     rows = 11
-    meta, params, _, width, X = network_case(rng, dtype, sizes, [codes.TANH, codes.SIGMOID], rows)
-    Y = rng.uniform(size=(rows, 2)).astype(dtype)
+    meta, params, _, X = network_case(rng, dtype, sizes, [acts_codes.TANH] * (len(sizes) - 2) + [acts_codes.SIGMOID], rows)
+    Y = rng.uniform(size=(rows, sizes[-1])).astype(dtype)
     weight = rng.uniform(0.5, 2.0, size=rows).astype(dtype)
-    opt_hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0])
-    capacity = batch_size
-    state = np.zeros((3, params.size), dtype)
-    return (
-        params, np.zeros_like(params), state, X, Y, weight,
-        np.zeros(rows, np.int64), np.zeros(rows, np.uint64),
-        np.zeros(capacity * sizes[0], dtype), np.zeros(capacity * sizes[-1], dtype), np.zeros(capacity, dtype),
-        np.zeros(capacity * width, dtype), np.zeros(capacity * width, dtype), np.zeros(capacity * sizes[-1], dtype),
-        np.zeros_like(params), np.zeros_like(state), np.zeros(epochs), np.zeros(1, np.int64),
-        np.zeros(codes.CONTROL_WIDTH, np.int64), meta, codes.MSE, opt_kind, lr, opt_hyper,
-        batch_size, shuffle, 987654321, 3, codes.SCHEDULE_COSINE, np.array([7.0, 0.01]), 0.001, 0.01,
-    )  # fmt: skip
-
-
-# Positions in train_epochs' argument list.
-PARAMS, STATE, LOSSES, STEP, CONTROL = 0, 2, 16, 17, 18
+    hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0]) if optimizer == opt_codes.OPT_ADAM else np.array([lr, 0.9, 0.0, 0.0, 0.0])
+    slots = len(opt_codes.SPECS[optimizer].state)
+    state = layout.TrainState(params, np.zeros((slots, params.size), dtype), np.zeros(1, np.int64))
+    data = layout.Data(X, Y, weight)
+    plan_shards, solo = layout.shard_plan(meta, batch_size, shards)
+    work = layout.make_work(meta, rows, batch_size, slots, epochs, dtype, plan_shards)
+    settings = layout.make_settings(meta, loss_codes.MSE, optimizer, batch_size, shuffle, 987654321, 3, epochs, lr, hyper,
+                                    sched_codes.SCHEDULE_COSINE, np.array([7.0, 0.01]), 0.001, 0.01, plan_shards, solo)  # fmt: skip
+    return state, data, work, settings, layout.make_control()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch_size, shuffle", [(1, True), (4, False), (4, True), (11, True), (11, False)])
-def test_train_epochs(rng, dtype, batch_size, shuffle):
-    args = train_epochs_args(rng, dtype, batch_size, shuffle)
-    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+@pytest.mark.parametrize("batch_size, shuffle, shards", [(1, True, 1), (4, False, 1), (4, True, 1), (11, True, 1), (11, False, 1),
+                                                         (11, True, 3), (4, True, 2)])  # fmt: skip
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_train_epochs(rng, dtype, batch_size, shuffle, shards, n_threads):
+    args = train_epochs_args(rng, dtype, batch_size, shuffle, shards=shards)
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args, n_threads)
     assert fast_done == ref_done == 4
-    assert fast[CONTROL][codes.CONTROL_OUTCOME] == ref[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_FINISHED
+    (fast_state, _, fast_work, _, fast_control), (ref_state, _, ref_work, _, ref_control) = fast[:5], ref[:5]
+    assert fast_control[layout.CONTROL_OUTCOME] == ref_control[layout.CONTROL_OUTCOME] == layout.OUTCOME_FINISHED
     steps_per_epoch = -(-11 // batch_size)
-    assert fast[STEP][0] == ref[STEP][0] == 4 * steps_per_epoch
-    assert_same_arrays(fast[:3] + fast[LOSSES : LOSSES + 1], ref[:3] + ref[LOSSES : LOSSES + 1], dtype)
-    assert fast[0].dtype == dtype
-    assert not np.array_equal(fast[0], args[0])
+    assert fast_state.step[0] == ref_state.step[0] == 4 * steps_per_epoch
+    assert_same_arrays([fast_state.params, fast_state.opt_state, fast_work.epoch_losses],
+                       [ref_state.params, ref_state.opt_state, ref_work.epoch_losses], dtype)  # fmt: skip
+    assert fast_state.params.dtype == dtype
+    assert not np.array_equal(fast_state.params, args[0].params)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_train_epochs_gives_the_same_bits_on_any_number_of_threads(rng, dtype):
+    # Block and shard boundaries depend on the sizes only: 1, 2 and 3 threads agree bitwise, in
+    # the team mode and with shards taken whole by threads.
+    for sizes, shards in (((40, 300, 200, 3), 1), ((6, 9, 2), 3)):
+        args = train_epochs_args(np.random.default_rng(1), dtype, 11, True, shards=shards, sizes=sizes)
+        results = []
+        for n_threads in (1, 2, 3):
+            copies = [_copy(a) for a in args]
+            kernels.train_epochs(*copies, n_threads)
+            results.append(copies[0].params)
+        np.testing.assert_array_equal(results[0], results[1])
+        np.testing.assert_array_equal(results[0], results[2])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_train_epochs_stops_on_request_and_restores_the_start(rng, dtype):
-    args = list(train_epochs_args(rng, dtype, 4, True))
-    args[CONTROL][codes.CONTROL_STOP] = 1
-    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+    args = train_epochs_args(rng, dtype, 4, True)
+    args[4][layout.CONTROL_STOP] = 1
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args, 1)
     assert fast_done == ref_done == 0
-    for result in (fast, ref):
-        assert result[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_INTERRUPTED
-        np.testing.assert_array_equal(result[PARAMS], args[PARAMS])
-        np.testing.assert_array_equal(result[STATE], args[STATE])
-        assert result[STEP][0] == 0
+    for state, control in ((fast[0], fast[4]), (ref[0], ref[4])):
+        assert control[layout.CONTROL_OUTCOME] == layout.OUTCOME_INTERRUPTED
+        np.testing.assert_array_equal(state.params, args[0].params)
+        np.testing.assert_array_equal(state.opt_state, args[0].opt_state)
+        assert state.step[0] == 0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("opt_kind", [codes.OPT_SGD, codes.OPT_ADAM])
-def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, opt_kind):
+@pytest.mark.parametrize("optimizer", [opt_codes.OPT_SGD, opt_codes.OPT_ADAM])
+def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, optimizer):
     # An lr this large overflows the squared error within a few epochs; the call must end with
     # the state of the last epoch whose loss and parameters were all finite.
     huge = 1e30 if dtype == np.float32 else 1e200
-    args = list(train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, opt_kind=opt_kind))
-    args[-4] = codes.SCHEDULE_CONSTANT
-    meta = args[CONTROL + 1]
-    meta[:, codes.META_ACTIVATION] = codes.IDENTITY  # nothing saturates, so the loss can overflow
-    fast, ref, fast_done, ref_done = call_both("train_epochs", *args)
+    state, data, work, settings, control = train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, optimizer=optimizer)
+    meta = settings.meta.copy()
+    meta[:, layout.META_ACTIVATION] = acts_codes.IDENTITY  # nothing saturates, so the loss can overflow
+    settings = settings._replace(meta=meta, schedule_kind=sched_codes.SCHEDULE_CONSTANT)
+    args = (state, data, work, settings, control)
+    fast, ref, fast_done, ref_done = call_both("train_epochs", *args, 1)
     assert fast_done == ref_done < 50
-    assert fast[CONTROL][codes.CONTROL_OUTCOME] == ref[CONTROL][codes.CONTROL_OUTCOME] == codes.OUTCOME_DIVERGED
+    assert fast[4][layout.CONTROL_OUTCOME] == ref[4][layout.CONTROL_OUTCOME] == layout.OUTCOME_DIVERGED
     for result, done in ((fast, fast_done), (ref, ref_done)):
-        assert np.isfinite(result[PARAMS]).all() and np.isfinite(result[STATE]).all()
-        assert np.isfinite(result[LOSSES][:done]).all()
-        assert result[STEP][0] == done * 3
+        assert np.isfinite(result[0].params).all() and np.isfinite(result[0].opt_state).all()
+        assert np.isfinite(result[2].epoch_losses[:done]).all()
+        assert result[0].step[0] == done * 3
     # Replaying only the completed epochs lands on exactly the restored state.
-    replay = list(args)
-    replay[LOSSES] = np.zeros(fast_done)
-    again, _, again_done, _ = call_both("train_epochs", *replay)
-    assert again_done == fast_done
-    np.testing.assert_array_equal(again[PARAMS], fast[PARAMS])
-    np.testing.assert_array_equal(again[STATE], fast[STATE])
+    replay = [_copy(a) for a in args]
+    replay[3] = settings._replace(epochs=fast_done)
+    kernels.train_epochs(*replay, 1)
+    np.testing.assert_array_equal(replay[0].params, fast[0].params)
+    np.testing.assert_array_equal(replay[0].opt_state, fast[0].opt_state)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="only under NUMBA_BOUNDSCHECK=1 (a CI step)")

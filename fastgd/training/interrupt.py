@@ -20,9 +20,7 @@ from __future__ import annotations
 import signal
 import threading
 
-import numba
-
-from .kernels.codes import CONTROL_STOP
+from ..kernels.layout import CONTROL_STOP
 
 # A compiled call estimated at more multiply-adds than this runs in a helper thread (start-up
 # ~0.1 ms, against at least ~5 ms of work); shorter ones finish soon enough to wait for.
@@ -68,18 +66,15 @@ class StopRequest:
 def call(function, stop: StopRequest, macs: float):
     """``function()``; in a helper thread when it is long and SIGINT is ours to handle.
 
-    The helper gets the calling thread's Numba thread count (that setting is per thread). A
-    ``KeyboardInterrupt`` raised in the waiting thread (by some other handler) becomes a stop
+    A ``KeyboardInterrupt`` raised in the waiting thread (by some other handler) becomes a stop
     request too; the helper always finishes before this returns, so nothing runs on after.
     """
     if not stop.active or macs < THREAD_MIN_MACS:
         return function()
-    n_threads = numba.get_num_threads()
     outcome = {}
 
     def run():
         try:
-            numba.set_num_threads(n_threads)
             outcome["value"] = function()
         except BaseException as error:  # handed to the calling thread below
             outcome["error"] = error

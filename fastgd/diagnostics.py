@@ -1,0 +1,57 @@
+"""What a bug report needs (``show_config``) and ahead-of-time compilation (``compile_kernels``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from . import __version__
+from ._threads import default_threads, usable_cores
+from .kernels import compat
+from .kernels.config import FASTMATH_FLAGS
+
+THREADING = "fastgd's own team of threads (kernels.team); no Numba threading layer is started"
+
+
+def show_config(file=None) -> None:
+    """Print versions, threads, BLAS, the compile cache and the relevant environment."""
+    import scipy
+
+    lines = [
+        f"fastgd          {__version__}",
+        f"python          {sys.version.split()[0]} ({platform.platform()})",
+        f"numpy           {np.__version__}",
+        f"scipy           {scipy.__version__}",
+        f"numba           {numba.__version__}",
+        f"cpu             {cpu_name()} ({os.cpu_count()} logical cores, {usable_cores()} usable)",
+        f"threads         {default_threads()} by default (FASTGD_NUM_THREADS or the usable cores)",
+        f"threading       {THREADING}",
+        f"fastmath flags  {', '.join(sorted(FASTMATH_FLAGS))}",
+        f"compile cache   {compat.CACHE_STATUS}: {compat.cache_directory()}",
+    ]
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "FASTGD_", "OMP_", "OPENBLAS_", "MKL_")))
+    lines.append(f"environment     {' '.join(settings) or '(no NUMBA_/FASTGD_/OMP_/OPENBLAS_/MKL_ variables)'}")
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call, so that it is listed)
+
+    for pool in threadpool_info():
+        lines.append(
+            f"threadpool      {pool.get('internal_api')} {pool.get('version')} threads={pool.get('num_threads')} {pool.get('filepath')}"
+        )
+    print("\n".join(lines), file=file)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,352 @@
+"""``fit``: checks every argument, then trains a network in as few compiled calls as its
+callbacks allow.
+
+Data flow of one ``fit`` call:
+
+1. Every argument is checked (``_Plan``); nothing has changed if one is bad.
+2. The network's state is prepared (``warm_start``, a new optimizer's fresh state).
+3. ``Trainer`` builds the kernels' bundles once (``kernels.layout``: the live ``TrainState``
+   of the network, the ``Data``, the ``Work`` buffers, the ``Settings``) and runs
+   ``engine.train_epochs`` for a chunk of epochs at a time: all of them, or as many as the
+   callbacks' ``every`` allow (``callbacks.chunk_epochs``).
+4. Between chunks: the epochs' losses go to the fit's history and ``net.history``, validation
+   is recorded, divergence and Ctrl-C are handled, and the callbacks run.
+5. At the end every callback's ``on_fit_end`` runs (early stopping restores the best
+   parameters, the checkpoint is written), then ``fit`` returns, warns or raises.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from .. import _validation as check
+from .._threads import check_threads, team_size
+from ..history import History
+from ..kernels import layout
+from ..optimizers import SGD, make_optimizer
+from ..schedules import make_schedule
+from . import interrupt
+from .callbacks import (
+    Checkpoint,
+    Clock,
+    EarlyStopping,
+    FitInfo,
+    ProgressBar,
+    StopTraining,
+    check_callbacks,
+    chunk_epochs,
+)
+
+# fit() trains at most this many epochs per compiled call (bounding the loss buffer however
+# many epochs are asked for); a Python round trip per 65 536 epochs costs nothing.
+MAX_CHUNK_EPOCHS = 1 << 16
+ON_DIVERGENCE = ("raise", "warn")
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN or infinite loss or parameter.
+
+    ``fit`` has put the network back to the end of the last epoch that stayed finite before
+    raising this. Attributes: ``epoch`` (1-based, within the fit, the epoch that diverged) and
+    ``history`` (the fit's ``History``, holding the finite epochs).
+    """
+
+    def __init__(self, message, epoch, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Issued instead of :class:`DivergenceError` by ``fit(on_divergence="warn")``."""
+
+
+def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None, validation_data=None,
+        validation_split=None, early_stopping=False, patience=10, min_delta=0.0, restore_best=True, callbacks=None,
+        verbose=0, warm_start=True, lr_schedule=None, checkpoint=None, checkpoint_every=1, on_divergence="raise",
+        grad_shards=None) -> History:  # fmt: skip
+    """Train ``net`` by gradient descent.
+
+    Parameters
+    ----------
+    net : fastgd.Network
+    X : array-like, shape (n, n_in)
+        Inputs. Integer and bool arrays are converted to the network's dtype.
+    y : array-like, shape (n, n_out) or (n,)
+        Targets; for crossentropy, integer class labels (n,) or one-hot / probability rows.
+    optimizer : Optimizer, str or None
+        An optimizer instance or name. Passing the instance already in ``net.optimizer`` (or
+        None) continues with its state; any other starts fresh state. Default on the first
+        fit: ``SGD(lr=0.01)``.
+    epochs : int, default 1
+        Passes over the data (0 trains nothing).
+    batch_size : int or None
+        None: full-batch gradient descent; 1: stochastic; B: mini-batches of B rows (the last
+        one holds the remainder). Sizes above n are taken as n.
+    shuffle : bool, default True
+        Visit rows in a fresh random order each epoch (mini-batch only: a full batch is the
+        same sum in any order). With False, batches are consecutive rows in order.
+    sample_weight : array-like, shape (n,), optional
+        Row weights: mean losses become weighted means, sse a weighted sum.
+    validation_data : (X_val, y_val), optional
+        Data to compute ``history.val_loss`` (and ``val_accuracy`` for classifiers) on after
+        every epoch.
+    validation_split : float in (0, 1), optional
+        Hold out this share of the rows instead: the *last* rows of X (before any shuffling),
+        as Keras does. Not together with ``validation_data``.
+    early_stopping : bool, default False
+        Stop when the monitored loss (validation loss with validation data, else training
+        loss) has not improved by more than ``min_delta`` for ``patience`` epochs
+        (``callbacks.EarlyStopping``).
+    patience : int, default 10
+    min_delta : float, default 0
+    restore_best : bool, default True
+        With early stopping, put back the parameters of the best epoch at the end.
+    callbacks : callable, Callback or list of them, optional
+        ``callback(epoch, history, network)`` after every ``every``-th epoch (``callback.every``,
+        default 1), ``epoch`` counted from 1 in this fit; ``False`` or
+        :class:`StopTraining` ends training after that epoch (see ``fastgd.training.callbacks``).
+    verbose : {0, 1}, default 0
+        1 shows a progress bar (tqdm) with the epoch, losses and samples/s.
+    warm_start : bool, default True
+        True: continue from the current parameters (and optimizer state, see ``optimizer``).
+        False: start over from the parameters the network was initialised with, fresh optimizer
+        state, the epoch count and ``net.history`` cleared.
+    lr_schedule : fastgd.schedules.Schedule, optional
+        Scales the optimizer's lr per step inside the compiled loop. Default: constant.
+    checkpoint : str or path-like, optional
+        Save the network to this file every ``checkpoint_every`` epochs and when training ends,
+        is interrupted or diverges; each write is atomic.
+    checkpoint_every : int, default 1
+    on_divergence : {"raise", "warn"}, default "raise"
+        When a batch loss or a parameter becomes NaN or infinite the network is put back to the
+        end of the last finite epoch and training stops; then raise :class:`DivergenceError`
+        or warn with :class:`DivergenceWarning` and return.
+    grad_shards : int, optional
+        Compute each batch's gradient as the sum, in shard order, of the gradients of this many
+        shards of consecutive rows (the way data-parallel training over that many processes
+        computes it, bitwise). Default: one shard.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C (SIGINT), re-raised once the network is back at the end of the last
+        completed epoch, with ``epochs_trained``, the optimizer state and step count and
+        ``net.history`` all matching it (and the checkpoint written, if any).
+    DivergenceError
+        See ``on_divergence``.
+    """
+    plan = _Plan(net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
+                 early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
+                 checkpoint, checkpoint_every, on_divergence, grad_shards)  # fmt: skip
+    # Every argument is checked: from here on the network changes.
+    if not plan.warm_start:
+        net.restart()
+    if plan.optimizer is not net.optimizer or not plan.warm_start:
+        net.set_optimizer(plan.optimizer)
+    history = History()
+    if plan.epochs == 0:
+        return history
+    return _run(net, plan, history)
+
+
+class _Plan:
+    """Every argument of ``fit``, checked and converted; raises before anything changes."""
+
+    def __init__(self, net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
+                 early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
+                 checkpoint, checkpoint_every, on_divergence, grad_shards):  # fmt: skip
+        self.epochs = check.as_int(epochs, "epochs", 0)
+        self.batch_size = check.as_int(batch_size, "batch_size", 1, allow_none=True)
+        self.shuffle = check.as_bool(shuffle, "shuffle")
+        early_stopping = check.as_bool(early_stopping, "early_stopping")
+        self.warm_start = check.as_bool(warm_start, "warm_start")
+        self.schedule = make_schedule(lr_schedule)
+        user_callbacks = check_callbacks(callbacks)
+        if isinstance(verbose, bool) or verbose not in (0, 1):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        if not isinstance(on_divergence, str) or on_divergence not in ON_DIVERGENCE:
+            raise ValueError(f"on_divergence must be one of {list(ON_DIVERGENCE)}, got {on_divergence!r}")
+        self.on_divergence = on_divergence
+        self.grad_shards = check_threads(grad_shards, "grad_shards")
+        stopper = EarlyStopping(patience, min_delta, restore_best)  # checks them even when unused
+        saver = Checkpoint(checkpoint, checkpoint_every) if checkpoint is not None else None
+        if checkpoint is None:
+            check.as_int(checkpoint_every, "checkpoint_every", 1)
+        X, Y, weight = net.check_inputs(X, y, sample_weight)
+        self.X, self.Y, self.weight, self.validation = _validation_inputs(net, X, Y, weight, validation_data, validation_split)
+        self.optimizer = _resolve_optimizer(net, optimizer)
+        n = self.X.shape[0]
+        self.batch = n if self.batch_size is None else min(self.batch_size, n)
+        if self.grad_shards is not None and self.grad_shards > self.batch:
+            raise ValueError(f"grad_shards ({self.grad_shards}) must be at most the rows of a batch ({self.batch})")
+        # Built-in callbacks first, in this order, then the user's; the progress bar last.
+        self.callbacks = ([stopper] if early_stopping else []) + ([saver] if saver else []) + user_callbacks
+        if verbose:
+            self.callbacks.append(ProgressBar())
+
+
+def _resolve_optimizer(net, optimizer):
+    if optimizer is None:
+        return net.optimizer if net.optimizer is not None else SGD(lr=0.01)
+    return make_optimizer(optimizer)
+
+
+def _validation_inputs(net, X, Y, weight, validation_data, validation_split):
+    """Split or check the validation data; returns the training arrays and (X_val, Y_val, row scale)."""
+    if validation_data is not None and validation_split is not None:
+        raise ValueError("give validation_data or validation_split, not both")
+    if validation_split is not None:
+        split = check.as_real(validation_split, "validation_split", minimum=0.0)
+        n_val = math.ceil(split * X.shape[0])
+        if not 0.0 < split < 1.0 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split must be in (0, 1) and leave training rows, got {validation_split}")
+        X_val, Y_val = X[-n_val:], Y[-n_val:]
+        X, Y, weight = X[:-n_val], Y[:-n_val], weight[:-n_val]
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        X_val, Y_val, _ = net.check_inputs(*validation_data, names=("validation_data X", "validation_data y"))
+    else:
+        return X, Y, weight, None
+    X_val, Y_val = np.ascontiguousarray(X_val), np.ascontiguousarray(Y_val)
+    return X, Y, weight, (X_val, Y_val, net.row_scale(np.ones(X_val.shape[0], dtype=net.dtype)))
+
+
+def _record_validation(net, histories, X_val, Y_val, row_scale, evaluation):
+    with net.compiled_call():
+        value = net.engine.evaluate_loss(net.flat_parameters, net.meta, X_val, Y_val, row_scale, evaluation, net.loss_code,
+                                         net.team(X_val.shape[0]))  # fmt: skip
+    records = {"val_loss": float(value)}
+    out = net.outputs(evaluation, X_val.shape[0])
+    if net.loss_name == "crossentropy":
+        records["val_accuracy"] = float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1)))
+    elif net.loss_name == "binary_crossentropy":
+        records["val_accuracy"] = float(np.mean((out >= 0.5) == (Y_val >= 0.5)))
+    for history in histories:
+        for field, value in records.items():
+            getattr(history, field).append(value)
+
+
+class Trainer:
+    """Runs the compiled training loop over a fit's data, a chunk of epochs per call.
+
+    Builds the kernels' bundles once: the network's live ``TrainState``, the ``Data``, the
+    ``Work`` buffers (for ``capacity`` epochs per call) and the ``Settings``.
+    """
+
+    def __init__(self, net, plan, capacity):
+        self.net = net
+        n = plan.X.shape[0]
+        meta = net.meta
+        shards, solo = layout.shard_plan(meta, plan.batch, plan.grad_shards or 0)
+        optimizer = plan.optimizer
+        self.data = layout.Data(plan.X, plan.Y, plan.weight)
+        self.work = layout.make_work(meta, n, plan.batch, max(len(optimizer.state_names), 1), capacity, net.dtype, shards)
+        self.settings = layout.make_settings(meta, net.loss_code, optimizer.code, plan.batch, plan.shuffle and plan.batch < n,
+                                             net.shuffle_seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
+                                             plan.schedule.code, plan.schedule.parameters(), net.l1, net.l2, shards, solo)  # fmt: skip
+        self.control = layout.make_control()
+        self.threads = layout.useful_threads(meta, plan.batch, shards, solo, team_size(net.n_threads)) if net.backend == "numba" else 1
+        self.macs_per_epoch = 3.0 * n * float(np.sum(meta[:, 0] * meta[:, 1]))
+
+    def run(self, count, stop):
+        """Train up to ``count`` epochs in one compiled call; returns the completed epochs'
+        losses and the call's outcome (``layout.OUTCOME_*``)."""
+        net = self.net
+        settings = self.settings._replace(first_epoch=int(net.epochs_trained), epochs=int(count))
+        state = net.train_state()
+
+        def call():
+            return net.engine.train_epochs(state, self.data, self.work, settings, self.control, self.threads)
+
+        with net.compiled_call():
+            completed = int(interrupt.call(call, stop, count * self.macs_per_epoch))
+        net.epochs_trained += completed
+        return self.work.epoch_losses[:completed].tolist(), int(self.control[layout.CONTROL_OUTCOME])
+
+
+def _run(net, plan, history):
+    callbacks = plan.callbacks
+    chunk = chunk_epochs(callbacks, plan.validation is not None, plan.epochs, MAX_CHUNK_EPOCHS)
+    timed = chunk is None  # only a progress bar: group epochs by time
+    trainer = Trainer(net, plan, MAX_CHUNK_EPOCHS if timed else chunk)
+    chunk = 1 if timed else chunk
+    evaluation = layout.make_evaluation(net.meta, plan.validation[0].shape[0], net.dtype) if plan.validation else None
+    info = FitInfo(net, plan.epochs, plan.X.shape[0], history)
+    for callback in callbacks:
+        callback.on_fit_begin(info)
+    outcome, done, error = "finished", 0, None
+    clock = Clock()
+    with interrupt.StopRequest(trainer.control) as stop:
+        try:
+            while done < plan.epochs and not stop.requested:
+                count = min(chunk, plan.epochs - done)
+                losses, result = trainer.run(count, stop)
+                # net.history follows the fit epoch by epoch, so it matches the parameters
+                # whenever fit stops, whatever stops it.
+                history.loss.extend(losses)
+                net.history.loss.extend(losses)
+                done += len(losses)
+                seconds = clock.restart()
+                if timed:
+                    chunk = max(1, min(MAX_CHUNK_EPOCHS, int(0.1 * max(len(losses), 1) / seconds)))
+                if plan.validation is not None and losses:
+                    _record_validation(net, (history, net.history), *plan.validation, evaluation)
+                if result == layout.OUTCOME_DIVERGED:
+                    outcome = "diverged"
+                    error = _divergence_message(net, plan, done)
+                    break
+                if stop.requested:
+                    break
+                halt = False
+                stop.defer = False  # user code: Ctrl-C raises as usual
+                for callback in callbacks:
+                    if not callback.timed and done % callback.every == 0:
+                        try:
+                            halt = (callback.on_epoch_end(done, history, net) is False) or halt
+                        except StopTraining:
+                            halt = True
+                stop.defer = True
+                for callback in callbacks:
+                    callback.on_chunk_end(len(losses), seconds)
+                if halt:
+                    history.stopped_epoch = done
+                    outcome = "stopped"
+                    break
+            if stop.requested:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            for callback in callbacks:
+                callback.on_fit_end(info, "interrupted")
+            raise
+    if outcome == "diverged":
+        if plan.on_divergence == "raise":
+            for callback in callbacks:
+                callback.on_fit_end(info, "failed")
+            raise DivergenceError(error, epoch=done + 1, history=history)
+        history.stopped_epoch = done
+    for callback in callbacks:
+        callback.on_fit_end(info, outcome)
+    if outcome == "diverged":
+        warnings.warn(error, DivergenceWarning, stacklevel=3)
+    return history
+
+
+def _divergence_message(net, plan, done):
+    scale = float(np.abs(plan.X).max())
+    cause = f"the learning rate (lr={plan.optimizer.lr:g}) is probably too large for this network and data; try one 10x smaller"
+    if scale > 1e3:
+        cause += f", and scale the inputs (|X| reaches {scale:.3g})"
+    return (
+        f"training diverged in epoch {done + 1} of this fit (epoch {net.epochs_trained + 1} overall): "
+        f"a loss or parameter became NaN or infinite. The network was put back to the end of the last "
+        f"finite epoch ({net.epochs_trained} trained; history keeps {done} epochs of this fit). Likely cause: {cause}."
+    )
