@@ -1,143 +1,188 @@
-"""asv benchmarks: training throughput of both backends on the workloads of ``fastgd.bench``.
+"""asv benchmarks of fastgd's training, every figure lower-is-better.
 
-Every benchmark compiles (or loads from Numba's on-disk cache) in ``setup``, outside the timing.
-``FASTGD_BENCH_QUICK=1`` trains one epoch per workload instead of the full step count, for the CI
-smoke run (``asv run --quick``) that keeps the suite from rotting.
+The workloads are defined here with fastgd's public API only (``Network``, the optimizers,
+``fit``, ``predict``), so that any commit with that API can be benchmarked (backfilling history
+with ``asv run``), and every benchmark's ``version`` is a hash of its workloads' definitions: a
+changed workload starts a new series instead of bending an old one.
+
+* ``Training.time_fit``: seconds for a fit of the workload's steps (Numba backend, one thread:
+  pinned, since thread counts differ between machines and a shared machine's second core is the
+  noisiest part of a measurement).
+* ``Training.track_fit_allocation``: bytes the fit itself allocates at its peak (tracemalloc,
+  which sees NumPy's buffers), beside ``peakmem_fit``, the whole process's peak (import and
+  compilation included).
+* ``TwoThreads.time_fit``: the ``mid`` fit on two threads.
+* ``RatioToNumPy.track_time_ratio``: fastgd's time over its NumPy backend's, best of 3 each,
+  interleaved in one process: 0.01 means 100x faster.
+* ``Accuracy.track_digits_error``: the digits recipe's test error (1 − accuracy), mean of five
+  train/test splits: deterministic, so any change is a real one.
+
+Compilation (or loading the compile cache) happens in ``setup``, outside the timings.
 """
 
-import os
+import hashlib
+import json
 import time
+import tracemalloc
 
 import numpy as np
 
-from fastgd.bench import WORKLOADS
+import fastgd
 
-QUICK = os.environ.get("FASTGD_BENCH_QUICK") == "1"
-BACKENDS = ["numba", "numpy"]
+# name -> (layer sizes, dtype, optimizer class and options, batch size, rows, epochs, loss)
+WORKLOADS = {
+    "xor": dict(sizes=[2, 4, 1], dtype="float64", optimizer=["SGD", {"lr": 0.1}], batch=None, rows=4, epochs=2000, loss="sse"),
+    "small": dict(sizes=[32, 64, 1], dtype="float32", optimizer=["SGD", {"lr": 0.1}], batch=32, rows=2048, epochs=16, loss="mse"),
+    "mid": dict(sizes=[784, 256, 128, 10], dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=256, rows=8192, epochs=1,
+                loss="mse"),
+    "large": dict(sizes=[1024, 2048, 2048, 16], dtype="float32", optimizer=["SGD", {"lr": 0.01, "momentum": 0.9}], batch=4096,
+                  rows=4096, epochs=1, loss="mse"),
+    "digits": dict(sizes=[64, 64, 10], dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=32, rows=1347, epochs=20,
+                   loss="crossentropy"),
+}  # fmt: skip
 
 
-def _prepare(workload_name, backend, dtype=None):
-    workload = WORKLOADS[workload_name]
-    X, y, net, optimizer = workload.prepare(backend, dtype=dtype)
-    epochs = 1 if QUICK else workload.epochs
-    return workload, X, y, net, optimizer, epochs
+def _version(*names):
+    spec = json.dumps({name: WORKLOADS[name] for name in names}, sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def _data(name):
+    spec = WORKLOADS[name]
+    if name == "digits":
+        from fastgd.datasets import load_digits
+
+        X, _, y, _ = load_digits()
+        return X.astype(spec["dtype"]), y
+    rng = np.random.default_rng(0)
+    sizes = spec["sizes"]
+    if name == "xor":
+        return np.array([[0, 0], [0, 1], [1, 0], [1, 1]], float), np.array([[0], [1], [1], [0]], float)
+    X = rng.standard_normal(size=(spec["rows"], sizes[0])).astype(spec["dtype"])
+    return X, rng.random(size=(spec["rows"], sizes[-1])).astype(spec["dtype"])
+
+
+def _network(name, backend="numba", n_threads=1):
+    spec = WORKLOADS[name]
+    return fastgd.Network(spec["sizes"], activation="sigmoid", loss=spec["loss"], dtype=spec["dtype"], random_state=0,
+                          backend=backend, n_threads=n_threads)  # fmt: skip
+
+
+def _optimizer(name):
+    cls, options = WORKLOADS[name]["optimizer"]
+    return getattr(fastgd, cls)(**options)
+
+
+class _Fit:
+    """A workload ready to train: data, a network, compiled kernels."""
+
+    def __init__(self, name, backend="numba", n_threads=1):
+        self.name, self.spec = name, WORKLOADS[name]
+        self.X, self.y = _data(name)
+        self.net = _network(name, backend, n_threads)
+        rows = self.spec["batch"] or len(self.X)
+        # Compile (or load the cache) outside the measurement.
+        self.net.copy().fit(self.X[:rows], self.y[:rows], optimizer=_optimizer(name), epochs=1, batch_size=self.spec["batch"])
+
+    def __call__(self):
+        self.net.copy().fit(self.X, self.y, optimizer=_optimizer(self.name), epochs=self.spec["epochs"],
+                            batch_size=self.spec["batch"], shuffle=False)  # fmt: skip
 
 
 class Training:
-    """Time, throughput and peak memory of each workload's training run, per backend."""
-
-    params = (list(WORKLOADS), BACKENDS)
-    param_names = ["workload", "backend"]
-    number = 1
-    repeat = (1, 5, 60.0)
-    warmup_time = 0
-    timeout = 900
-
-    def setup(self, workload, backend):
-        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare(workload, backend)
-
-    def _fit(self):
-        self.net.fit(self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size)
-
-    def time_fit(self, workload, backend):
-        self._fit()
-
-    def track_samples_per_second(self, workload, backend):
-        start = time.perf_counter()
-        self._fit()
-        return self.epochs * len(self.X) / (time.perf_counter() - start)
-
-    track_samples_per_second.unit = "samples/s"
-
-    def peakmem_fit(self, workload, backend):
-        self._fit()
-
-
-class Dtype:
-    """The digits workload in both precisions: float32 must not be slower than float64."""
-
-    params = (["float32", "float64"], BACKENDS)
-    param_names = ["dtype", "backend"]
-    number = 1
-    repeat = (1, 5, 30.0)
-    warmup_time = 0
-    timeout = 300
-
-    def setup(self, dtype, backend):
-        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare("digits", backend, dtype)
-
-    def time_fit(self, dtype, backend):
-        self.net.fit(self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size)
-
-
-class SpeedUp:
-    """Speed-up of the Numba backend over the NumPy reference, both timed in the same process."""
-
     params = list(WORKLOADS)
     param_names = ["workload"]
+    version = _version(*WORKLOADS)
     number = 1
-    repeat = 1
+    repeat = (5, 20, 60.0)
+    min_run_count = 5
+    rounds = 2
     warmup_time = 0
-    timeout = 900
+    timeout = 600
 
     def setup(self, workload):
-        self.runs = {backend: _prepare(workload, backend) for backend in BACKENDS}
+        self.fit = _Fit(workload)
 
-    def track_speedup(self, workload):
-        seconds = {}
-        for backend, (w, X, y, net, optimizer, epochs) in self.runs.items():
-            best = np.inf
-            for _ in range(1 if QUICK else 3):
+    def time_fit(self, workload):
+        self.fit()
+
+    def track_fit_allocation(self, workload):
+        tracemalloc.start()
+        try:
+            self.fit()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    track_fit_allocation.unit = "bytes"
+
+    def peakmem_fit(self, workload):
+        self.fit()
+
+
+class TwoThreads:
+    params = ["mid"]
+    param_names = ["workload"]
+    version = _version("mid")
+    number = 1
+    repeat = (5, 20, 60.0)
+    min_run_count = 5
+    rounds = 2
+    warmup_time = 0
+    timeout = 600
+
+    def setup(self, workload):
+        self.fit = _Fit(workload, n_threads=2)
+
+    def time_fit(self, workload):
+        self.fit()
+
+
+class RatioToNumPy:
+    params = ["xor", "small", "digits"]
+    param_names = ["workload"]
+    version = _version("xor", "small", "digits")
+    repeat = 1
+    number = 1
+    rounds = 2
+    warmup_time = 0
+    timeout = 600
+
+    def setup(self, workload):
+        self.fits = {backend: _Fit(workload, backend) for backend in ("numba", "numpy")}
+
+    def track_time_ratio(self, workload):
+        best = {backend: np.inf for backend in self.fits}
+        for _ in range(3):
+            for backend, fit in self.fits.items():
                 start = time.perf_counter()
-                net.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=w.batch_size)
-                best = min(best, time.perf_counter() - start)
-            seconds[backend] = best
-        return seconds["numpy"] / seconds["numba"]
+                fit()
+                best[backend] = min(best[backend], time.perf_counter() - start)
+        return best["numba"] / best["numpy"]
 
-    track_speedup.unit = "x"
+    track_time_ratio.unit = "time ratio"
 
 
 class Accuracy:
-    """Test accuracy of the digits workload (mean over five train/test splits), per backend."""
-
-    params = BACKENDS
-    param_names = ["backend"]
-    number = 1
+    version = "digits-recipe-1"
     repeat = 1
-    warmup_time = 0
-    timeout = 300
-
-    def setup(self, backend):
-        _prepare("digits", backend)  # compile outside the measurement
-
-    def track_digits_accuracy(self, backend):
-        from fastgd.bench import digits_accuracy
-
-        return float(np.mean(digits_accuracy(backend, splits=1 if QUICK else 5)))
-
-    track_digits_accuracy.unit = "fraction"
-
-
-class Progress:
-    """The progress bar must not slow training measurably: digits with verbose 0 and 1."""
-
-    params = [0, 1]
-    param_names = ["verbose"]
     number = 1
-    repeat = (1, 5, 30.0)
+    rounds = 1
     warmup_time = 0
-    timeout = 300
+    timeout = 600
 
-    def setup(self, verbose):
-        import io
+    def setup(self):
+        _Fit("digits")
 
-        self.workload, self.X, self.y, self.net, self.optimizer, self.epochs = _prepare("digits", "numba")
-        self.sink = io.StringIO()
+    def track_digits_error(self):
+        from fastgd.datasets import load_digits
 
-    def time_fit(self, verbose):
-        import contextlib
+        errors = []
+        for split in range(5):
+            X_train, X_test, y_train, y_test = load_digits(random_state=split)
+            net = fastgd.Network([64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0)
+            net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=200, batch_size=32)
+            errors.append(float(np.mean(net.predict(X_test).argmax(axis=1) != y_test)))
+        return float(np.mean(errors))
 
-        with contextlib.redirect_stderr(self.sink):
-            self.net.fit(
-                self.X, self.y, optimizer=self.optimizer, epochs=self.epochs, batch_size=self.workload.batch_size, verbose=verbose
-            )
+    track_digits_error.unit = "error rate"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastgd demo``, ``python -m fastgd bench`` and ``python -m fastgd config``."""
+"""Command line: ``python -m fastgd demo | bench | compile | config``."""
 
 from __future__ import annotations
 
@@ -22,23 +22,24 @@ def _timed_fit(net, X, y, optimizer, epochs, chunks, batch_size=None, report=Non
     return seconds
 
 
-def _warm_up(net, X, y, optimizer, batch_size=None):
-    """First call of a dtype: compiles the kernels, or loads them from Numba's on-disk cache."""
+def _warm_up(net, X, y, optimizer, batch_size=None, **options):
+    """First call of a configuration: compiles its kernels, or loads them from the on-disk cache.
+    Timed apart, so that the demo never reports compilation as training time."""
     start = time.perf_counter()
-    net.copy().fit(X[:2], y[:2], optimizer=optimizer, epochs=1, batch_size=batch_size)
+    net.copy().fit(X[:4], y[:4], optimizer=optimizer, epochs=1, batch_size=batch_size, **options)
+    net.copy().predict(X[:2])
     return time.perf_counter() - start
 
 
 def demo(out=sys.stdout) -> int:
-    import numba
-
     import fastgd
+    from fastgd._threads import team_size
     from fastgd.datasets import load_digits, xor
 
     def say(text=""):
         print(text, file=out, flush=True)
 
-    say(f"fastgd {fastgd.__version__} demo: numba backend, {numba.get_num_threads()} threads\n")
+    say(f"fastgd {fastgd.__version__} demo: numba backend, up to {team_size(None)} threads\n")
 
     X, y = xor()
     say("XOR: 2-4-1 sigmoid network, loss sse, SGD lr=0.1, full batch, 10 000 epochs")
@@ -64,7 +65,7 @@ def demo(out=sys.stdout) -> int:
     say(f"        {len(y_test)} more images held out for the test accuracy")
     fast = fastgd.Network([64, 64, 10], activation="tanh", loss="crossentropy", dtype="float32", random_state=0)
     slow = fast.copy(backend="numpy")
-    compile_seconds = _warm_up(fast, X_train, y_train, fastgd.Adam(lr=1e-3), batch_size=32)
+    compile_seconds = _warm_up(fast, X_train, y_train, fastgd.Adam(lr=1e-3), batch_size=32, validation_split=0.5)
     start = time.perf_counter()
     history = fast.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), verbose=1, **options)
     fast_seconds = time.perf_counter() - start
@@ -85,14 +86,53 @@ def demo(out=sys.stdout) -> int:
     return 0 if solved == 4 and accuracy >= 0.95 else 1
 
 
+def compile_kernels(dtypes, out=sys.stdout) -> int:
+    """Compile every specialisation of the kernels for ``dtypes`` into the on-disk cache (or
+    load it from there): each valid (hidden activation, output activation, loss) network with
+    each optimizer, trained and evaluated once on a few rows."""
+    import fastgd
+    from fastgd.kernels import compat
+    from fastgd.optimizers import OPTIMIZERS
+    from fastgd.registry import ACTIVATIONS, LOSSES
+
+    if not compat.CACHE_USABLE:
+        print(f"fastgd: the compile cache is {compat.CACHE_STATUS}; nothing would be kept", file=out)
+        return 1
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 3))
+    total_start = time.perf_counter()
+    count = 0
+    for dtype in dtypes:
+        for loss in LOSSES.values():
+            outputs = [loss.required_output] if loss.required_output else [a for a in ACTIVATIONS if a != "softmax"] + ["softmax"]
+            for hidden in (name for name, a in ACTIVATIONS.items() if not a.output_only):
+                for output in outputs:
+                    start = time.perf_counter()
+                    y = rng.integers(0, 3, size=8) if loss.name == "crossentropy" else rng.uniform(size=(8, 3))
+                    net = fastgd.Network([3, 4, 3], activation=hidden, output_activation=output, loss=loss.name, dtype=dtype,
+                                         random_state=0)  # fmt: skip
+                    for name in OPTIMIZERS:
+                        net.copy().fit(X, y, optimizer=name, epochs=1, batch_size=4)
+                    net.predict(X)
+                    net.gradients(X, y)
+                    count += 1
+                    print(f"  {dtype} {hidden:>10} -> {output:<8} {loss.name:<20} {time.perf_counter() - start:6.2f} s", file=out, flush=True)
+    print(f"compiled {count} configurations x {len(OPTIMIZERS)} optimizers in {time.perf_counter() - total_start:.1f} s "
+          f"into {compat.cache_directory()}", file=out)  # fmt: skip
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastgd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train XOR and a digits classifier, timed against the NumPy backend")
-    bench = commands.add_parser("bench", help="time the benchmark workloads against the NumPy backend")
+    bench = commands.add_parser("bench", help="time the benchmark workloads side by side, one process per run")
     bench.add_argument("workloads", nargs="*", help="some of: xor small mid large digits (default: all)")
-    bench.add_argument("--threads", type=int, default=None, help="threads for Numba and BLAS (default: all)")
-    bench.add_argument("--repeats", type=int, default=3, help="best of this many timings of the Numba backend")
+    bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
+    bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
+    bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
+    compiler = commands.add_parser("compile", help="compile every kernel specialisation into the on-disk cache")
+    compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -100,8 +140,10 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastgd.bench import run
 
-        run(args.workloads, n_threads=args.threads, repeats=args.repeats)
+        run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers)
         return 0
+    if args.command == "compile":
+        return compile_kernels(args.dtype)
     from fastgd import show_config
 
     show_config()

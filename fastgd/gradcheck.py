@@ -105,4 +105,4 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     relative = np.abs(backprop - numeric) / np.maximum(np.maximum(np.abs(backprop), np.abs(numeric)), tiny)
     layout_of = clone.layer_views  # per-layer views of flat buffers
 
-    return GradientCheck(float(relative.max()), layout(relative), layout(backprop), layout(numeric))
+    return GradientCheck(float(relative.max()), layout_of(relative), layout_of(backprop), layout_of(numeric))

@@ -24,6 +24,7 @@ from . import kernels, reference
 from ._threads import check_threads, compiled_call, team_size
 from .history import History
 from .kernels import layout
+from .kernels.products import paths
 from .optimizers import OPTIMIZERS, Optimizer
 from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
 
@@ -400,8 +401,13 @@ class Network:
         return weight * self.dtype.type(1.0 / float(weight.sum(dtype=np.float64))) if self._loss.mean else weight.copy()
 
     def compiled_call(self):
-        """The lock and BLAS setting around one call of this network's engine."""
-        return compiled_call(1 if self.backend == "numba" else self.n_threads)
+        """The lock and BLAS setting around one call of this network's engine: BLAS held to one
+        thread when the compiled kernels may call it (fastgd's threads call BLAS themselves),
+        left alone when they never do (small layers; this also spares importing SciPy's BLAS),
+        given ``n_threads`` for the NumPy backend."""
+        if self.backend == "numba":
+            return compiled_call(1 if paths(self._meta, self.dtype)[1] else None)
+        return compiled_call(self.n_threads)
 
     def team(self, rows) -> int:
         """Threads for a call over ``rows`` rows (one for small work: see ``layout.useful_threads``)."""

@@ -42,6 +42,9 @@ def write(path, config: dict, state: dict) -> None:
     intact, never a torn one.
     """
     path = os.fspath(path)
+    if not isinstance(config, dict) or not isinstance(state, dict):
+        raise TypeError(f"config and state must be dicts (Network.get_config(), Network.state_dict()), got "
+                        f"{type(config).__name__} and {type(state).__name__}")  # fmt: skip
     optimizer = state["optimizer"]
     description = {
         "format": FORMAT,
@@ -155,6 +158,13 @@ def read(path):
 def _read_array(archive, member, path, field, dtype, shape, max_bytes=None):
     # Read one .npy member after checking its header (dtype, shape, and that the member holds
     # the bytes the header promises) without allocating anything first.
+    try:
+        return _read_checked_array(archive, member, path, field, dtype, shape, max_bytes)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a failed CRC, a broken stream
+        _fail(path, f"{field} is corrupt ({error})")
+
+
+def _read_checked_array(archive, member, path, field, dtype, shape, max_bytes):
     info = archive.getinfo(member)
     with archive.open(member) as file:
         try:
@@ -163,15 +173,17 @@ def _read_array(archive, member, path, field, dtype, shape, max_bytes=None):
             if reader is None:
                 raise ValueError(f"unknown .npy format version {version}")
             header = reader(file, max_header_size=10_000)
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            raise
         except Exception as error:  # numpy raises ValueError for damaged headers, others for junk
-            _fail(path, f"array '{field}' has a damaged header ({error})")
+            _fail(path, f"{field} is corrupt: a damaged array header ({error})")
         array_shape, fortran, array_dtype = header
         if array_dtype != np.dtype(dtype) or array_dtype.hasobject:
             _fail(path, f"array '{field}' has dtype {array_dtype}, expected {np.dtype(dtype)}")
         if fortran:
             _fail(path, f"array '{field}' is stored in Fortran order; fastgd writes C order")
         if shape is not None and tuple(array_shape) != tuple(shape):
-            _fail(path, f"array '{field}' has shape {tuple(array_shape)}, expected {tuple(shape)} from the description")
+            _fail(path, f"{field} has shape {tuple(array_shape)}, expected {tuple(shape)} from the description")
         count = int(np.prod(array_shape, dtype=np.float64)) if array_shape else 1
         needed = count * array_dtype.itemsize
         if (max_bytes is not None and needed > max_bytes) or needed > info.file_size:
@@ -192,7 +204,7 @@ def _description(raw, path) -> dict:
     try:
         description = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        _fail(path, f"the description is not readable JSON ({error})")
+        _fail(path, f"unreadable description (not UTF-8 JSON: {error})")
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         _fail(path, "not a fastgd network file (no fastgd description)")
     if description.get("format_version") != FORMAT_VERSION:

@@ -104,7 +104,7 @@ def dense_forward(a_in, W, b, a_out, activation):
     rows, n_in = a_in.shape
     n_out = W.shape[1]
     out = _flat(a_out)
-    product_nn(uses_blas(rows, n_out, n_in), rows, n_out, n_in, _flat(a_in), np.int64(0), n_in, _flat(W), np.int64(0), n_out, out, np.int64(0), n_out)
+    product_nn(True, uses_blas(True, rows, n_out, n_in), rows, n_out, n_in, _flat(a_in), np.int64(0), n_in, _flat(W), np.int64(0), n_out, out, np.int64(0), n_out)
     elementwise = IDENTITY if activation == SOFTMAX else activation
     activate_range(out, np.int64(0), out.size, b, np.int64(0), n_out, elementwise)
     if activation == SOFTMAX:
@@ -183,12 +183,12 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
     n = W_next.shape[0]
     out = _flat(delta)
     zero = np.int64(0)
-    if uses_blas(rows, n, n_next):
+    if uses_blas(True, rows, n, n_next):
         product_nt(rows, n, n_next, _flat(delta_next), zero, n_next, _flat(W_next), zero, n_next, out, zero, n)
     else:
         transposed = np.empty(n * n_next, dtype=W_next.dtype)
         transpose(_flat(W_next), zero, n, n_next, transposed, zero)
-        product_nn(False, rows, n, n_next, _flat(delta_next), zero, n_next, transposed, zero, n, out, zero, n)
+        product_nn(True, False, rows, n, n_next, _flat(delta_next), zero, n_next, transposed, zero, n, out, zero, n)
     derivative_range(_flat(a), np.int64(0), out, np.int64(0), out.size, activation)
 
 
@@ -208,7 +208,7 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
     d_flat = _flat(delta)
-    product_tn(uses_blas(n_in, n_out, rows), n_in, n_out, rows, _flat(a_in), np.int64(0), n_in, d_flat, np.int64(0), n_out, _flat(grad_W), np.int64(0), n_out)
+    product_tn(True, uses_blas(True, n_in, n_out, rows), n_in, n_out, rows, _flat(a_in), np.int64(0), n_in, d_flat, np.int64(0), n_out, _flat(grad_W), np.int64(0), n_out)
     zero = delta.dtype.type(0.0)
     for j in range(n_out):
         grad_b[j] = zero

@@ -24,11 +24,11 @@ def _flat(array):
 
 
 def _forward(params, meta, x, y, row_scale, evaluation, loss, with_loss, n_threads, control):
-    hidden, output, loss = configuration(meta, loss)
+    hidden, output, loss, tiles, blas = configuration(meta, loss, params.dtype)
     e = evaluation
     args = (params, meta, _flat(x), x.shape[0], y, row_scale, e.acts, e.z_out, e.deltas, e.partials, e.transposed, with_loss)
-    run_team(forward_kernel(hidden, output, loss), args, n_threads, control)
-    return hidden
+    run_team(forward_kernel(hidden, output, loss, tiles, blas), args, n_threads, control)
+    return hidden, tiles, blas
 
 
 def forward(params, meta, x, evaluation, loss, n_threads=1):
@@ -48,8 +48,8 @@ def forward_backward(params, grads, meta, x, y, row_scale, evaluation, loss, l1,
     penalty on the weights included), local gradients into ``evaluation.deltas``; returns the
     loss plus the penalty at the parameters as they are."""
     control = make_control()
-    hidden = _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, control)
+    hidden, tiles, blas = _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, control)
     e = evaluation
     args = (params, grads, meta, _flat(x), x.shape[0], e.acts, e.deltas, e.partials, e.transposed, float(l1), float(l2))
-    run_team(backward_kernel(hidden), args, n_threads, control)
+    run_team(backward_kernel(hidden, tiles, blas), args, n_threads, control)
     return float(batch_value(meta, x.shape[0], e.partials, float(l1), float(l2)))

@@ -39,7 +39,7 @@ from .layout import (
     block_count,
 )
 from .losses import MSE, row_delta, row_loss
-from .products import product_nn, product_nt, product_tn, transpose, uses_blas
+from .products import paths, product_nn, product_nt, product_tn, transpose, uses_blas
 from .team import barrier, first_task, next_task
 
 # Where penalty partials start in ``partials`` (after the row-loss partials).
@@ -49,6 +49,8 @@ PENALTY_PARTIALS = MAX_BLOCKS
 HIDDEN = SIGMOID
 OUTPUT = SIGMOID
 LOSS = MSE
+TILES = True  # the network may use the micro-kernel (products.paths)
+BLAS = True  # the network may use BLAS
 
 
 def _forward_pass(tid, n_threads, control, params, meta, x, rows, y, row_scale, acts, z_out, deltas, partials, transposed, with_loss):
@@ -72,7 +74,7 @@ def _forward_pass(tid, n_threads, control, params, meta, x, rows, y, row_scale, 
         target = z_out if layer == last else acts
         target_start = 0 if layer == last else out
         n_blocks = block_count(rows, n_in * n_out)
-        blas = uses_blas(rows, n_out, n_in)
+        blas = uses_blas(BLAS, rows, n_out, n_in)
         # One more task: transpose W for the backward pass's product δ @ Wᵀ (same size, so the
         # same BLAS decision), when it will not go to BLAS.
         tasks = n_blocks + 1 if with_loss and layer > 0 and not blas else n_blocks
@@ -83,7 +85,7 @@ def _forward_pass(tid, n_threads, control, params, meta, x, rows, y, row_scale, 
                 task = next_task(control, n_threads, task)
                 continue
             first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
-            product_nn(blas, stop - first, n_out, n_in, source, source_start + first * n_in, n_in, params, w, n_out, target,
+            product_nn(TILES, blas, stop - first, n_out, n_in, source, source_start + first * n_in, n_in, params, w, n_out, target,
                        target_start + first * n_out, n_out)  # fmt: skip
             if layer < last:
                 activate_range(acts, out + first * n_out, out + stop * n_out, params, b, n_out, HIDDEN)
@@ -141,13 +143,13 @@ def _backward_pass(tid, n_threads, control, params, grads, meta, x, rows, acts, 
         weight_tasks = weight_blocks(meta, layer, rows)
         delta_tasks = 0 if layer == 0 else block_count(rows, n_out * n_in)
         tasks = weight_tasks + 1 + delta_tasks
-        blas_weights = uses_blas(n_in, n_out, rows)
-        blas_deltas = uses_blas(rows, n_in, n_out)
+        blas_weights = uses_blas(BLAS, n_in, n_out, rows)
+        blas_deltas = uses_blas(BLAS, rows, n_in, n_out)
         task = first_task(control, tid, n_threads)
         while task < tasks:
             if task < weight_tasks:
                 first, stop = task * n_in // weight_tasks, (task + 1) * n_in // weight_tasks
-                product_tn(blas_weights, stop - first, n_out, rows, source, below + first, n_in, deltas, delta, n_out, grads, w + first * n_out, n_out)
+                product_tn(TILES, blas_weights, stop - first, n_out, rows, source, below + first, n_in, deltas, delta, n_out, grads, w + first * n_out, n_out)
                 if penalised:
                     partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out, l1, l2)
             elif task == weight_tasks:
@@ -155,10 +157,10 @@ def _backward_pass(tid, n_threads, control, params, grads, meta, x, rows, acts, 
             else:
                 block = task - weight_tasks - 1
                 first, stop = block * rows // delta_tasks, (block + 1) * rows // delta_tasks
-                if blas_deltas:
+                if BLAS and blas_deltas:
                     product_nt(stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, params, w, n_out, deltas, below + first * n_in, n_in)
                 else:
-                    product_nn(blas_deltas, stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, transposed, w, n_in, deltas,
+                    product_nn(TILES, blas_deltas, stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, transposed, w, n_in, deltas,
                                below + first * n_in, n_in)  # fmt: skip
                 derivative_range(acts, below + first * n_in, deltas, below + first * n_in, (stop - first) * n_in, HIDDEN)
             task = next_task(control, n_threads, task)
@@ -209,28 +211,32 @@ def batch_value(meta, rows, partials, l1, l2):
 _FORWARD, _BACKWARD = {}, {}
 
 
-def configuration(meta, loss):
-    """(hidden activation, output activation, loss) codes of a network, the key of its
-    compiled passes. Every hidden layer must share one activation."""
+def configuration(meta, loss, dtype):
+    """(hidden activation, output activation, loss codes, tiles, blas) of a network: the key of
+    its compiled passes (see the module docstring and ``products.paths``). Every hidden layer
+    must share one activation."""
     codes = [int(code) for code in meta[:, 4]]
     hidden = set(codes[:-1]) or {IDENTITY}
     if len(hidden) != 1:
         raise ValueError(f"the compiled passes need one activation for all hidden layers, got codes {codes[:-1]}")
-    return hidden.pop(), codes[-1], int(loss)
+    tiles, blas = paths(meta, dtype)
+    return hidden.pop(), codes[-1], int(loss), tiles, blas
 
 
-def forward_kernel(hidden, output, loss):
+def forward_kernel(hidden, output, loss, tiles, blas):
     """The forward pass compiled for one configuration (see the module docstring)."""
-    key = (int(hidden), int(output), int(loss))
+    key = (int(hidden), int(output), int(loss), bool(tiles), bool(blas))
     if key not in _FORWARD:
-        _FORWARD[key] = specialise(_forward_pass, f"forward_pass_{key[0]}_{key[1]}_{key[2]}", HIDDEN=key[0], OUTPUT=key[1], LOSS=key[2])
+        name = "forward_pass_{}_{}_{}_{}{}".format(*key[:3], "t" if key[3] else "", "b" if key[4] else "")
+        _FORWARD[key] = specialise(_forward_pass, name, HIDDEN=key[0], OUTPUT=key[1], LOSS=key[2], TILES=key[3], BLAS=key[4])
     return _FORWARD[key]
 
 
-def backward_kernel(hidden):
-    """The backward pass compiled for one hidden activation (the output layer's local gradient
-    comes from the forward pass, so nothing else of the configuration matters here)."""
-    key = int(hidden)
+def backward_kernel(hidden, tiles, blas):
+    """The backward pass compiled for one hidden activation and paths (the output layer's local
+    gradient comes from the forward pass, so nothing else of the configuration matters here)."""
+    key = (int(hidden), bool(tiles), bool(blas))
     if key not in _BACKWARD:
-        _BACKWARD[key] = specialise(_backward_pass, f"backward_pass_{key}", HIDDEN=key)
+        name = "backward_pass_{}_{}{}".format(key[0], "t" if key[1] else "", "b" if key[2] else "")
+        _BACKWARD[key] = specialise(_backward_pass, name, HIDDEN=key[0], TILES=key[1], BLAS=key[2])
     return _BACKWARD[key]

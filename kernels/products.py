@@ -23,7 +23,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .compat import address_of, blas_gemm, unsigned
-from .config import BLAS_MIN_MACS, JIT_OPTIONS
+from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS, TILE_MIN_WEIGHTS
 from .microkernel import TILE_ROWS, tile
 
 _N, _T = ord("n"), ord("t")
@@ -60,11 +60,25 @@ def _gemm(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c
 
 
 @njit(**_INLINE)
-def uses_blas(m, n, k):
-    """Whether an ``m × n`` product over ``k`` goes to BLAS: decided once per whole product, so
-    that all its blocks take the same path (and a product of local gradients with weightsᵀ knows
-    whether the weights need transposing for ``product_nn``)."""
-    return m * n * k >= BLAS_MIN_MACS
+def uses_blas(blas, m, n, k):
+    """Whether an ``m × n`` product over ``k`` goes to BLAS, in a network that may use BLAS
+    (``blas``, see ``paths``): decided once per whole product, so that all its blocks take the
+    same path (and a product of local gradients with weightsᵀ knows whether the weights need
+    transposing for ``product_nn``)."""
+    return blas and m * n * k >= BLAS_MIN_MACS
+
+
+def paths(meta, dtype):
+    """(tiles, blas): which product paths a network can take at all, from its layer sizes
+    only. The passes are compiled with these as constants, so a network whose layers are all
+    tiny compiles neither the micro-kernel nor the BLAS calls (XOR), and one whose weight
+    matrices all fit in a core's cache never calls BLAS, at any batch size (the micro-kernel is
+    faster there)."""
+    lanes = 32 // np.dtype(dtype).itemsize
+    sizes = [(int(n_in), int(n_out)) for n_in, n_out in meta[:, :2]]
+    tiles = any(n_in * n_out >= TILE_MIN_WEIGHTS and max(n_in, n_out) >= lanes for n_in, n_out in sizes)
+    blas = any(n_in * n_out >= BLAS_MIN_WEIGHTS for n_in, n_out in sizes)
+    return tiles, blas
 
 
 @njit(**_INLINE)
@@ -90,12 +104,13 @@ def _tiles(m, n, k, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, 
 
 
 @njit(**_INLINE)
-def product_nn(blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``);
-    ``blas``: ``uses_blas`` of the whole product this block belongs to."""
+def product_nn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``).
+    ``blas``: ``uses_blas`` of the whole product this block belongs to; ``tiles``: whether the
+    network may use the micro-kernel (``paths``; a constant of the caller's compiled code)."""
     if blas:
         gemm(_N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    elif n >= 32 // c.itemsize:
+    elif tiles and n >= 32 // c.itemsize:
         _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
     else:
         # Fewer columns than a vector: dot products along p (contiguous in A).
@@ -112,12 +127,12 @@ def product_nn(blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
 
 
 @njit(**_INLINE)
-def product_tn(blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def product_tn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by columns
-    from ``a_start``, B ``k × n``); ``blas`` as for ``product_nn``."""
+    from ``a_start``, B ``k × n``); ``tiles``, ``blas`` as for ``product_nn``."""
     if blas:
         gemm(_T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    elif n >= 32 // c.itemsize:
+    elif tiles and n >= 32 // c.itemsize:
         _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
     else:
         # Fewer columns than a vector: rows of A (contiguous along i) scaled into C's columns.

@@ -184,6 +184,8 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
     is_mean = settings.loss != SSE
     batch_size, shards, solo = settings.batch_size, settings.shards, settings.solo
     partials = work.partials[0]  # shard 0's: the penalty and the epoch's finiteness flags
+    order, x_batch, y_batch, row_scale = work.order, work.x_batch, work.y_batch, work.row_scale
+    l1, l2 = settings.l1, settings.l2
     grads = work.grads[0]
     n_params = params.size
     n_chunks = chunk_count(n_params)
@@ -221,27 +223,34 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
                 shard = tid
                 while shard < shards:
                     first, stop = shard * rows // shards, (shard + 1) * rows // shards
-                    _gather(X, Y, sample_weight, work, start, first, stop, inv, is_mean)
-                    _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, np.int64(0), np.int64(1))
+                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, is_mean)
+                    _shard_passes(np.int64(0), np.int64(1), control, forward, backward, params, meta, x_batch, y_batch, row_scale,
+                                  work.acts[shard], work.z_out[shard], work.deltas[shard], work.partials[shard],
+                                  work.transposed[shard], work.grads[shard], first, stop, l1 if shard == 0 else 0.0,
+                                  l2 if shard == 0 else 0.0)  # fmt: skip
                     shard += n_threads
                 barrier(control, n_threads)
             else:
                 n_blocks = block_count(rows, (n_in + n_out) * 16)
                 task = first_task(control, tid, n_threads)
                 while task < n_blocks:
-                    _gather(X, Y, sample_weight, work, start, task * rows // n_blocks, (task + 1) * rows // n_blocks, inv, is_mean)
+                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, task * rows // n_blocks,
+                            (task + 1) * rows // n_blocks, inv, is_mean)  # fmt: skip
                     task = next_task(control, n_threads, task)
                 barrier(control, n_threads)
                 for shard in range(shards):
                     first, stop = shard * rows // shards, (shard + 1) * rows // shards
-                    _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, tid, n_threads)
+                    _shard_passes(tid, n_threads, control, forward, backward, params, meta, x_batch, y_batch, row_scale,
+                                  work.acts[shard], work.z_out[shard], work.deltas[shard], work.partials[shard],
+                                  work.transposed[shard], work.grads[shard], first, stop, l1 if shard == 0 else 0.0,
+                                  l2 if shard == 0 else 0.0)  # fmt: skip
             if read_flag(control, CONTROL_STOP_SEEN) != 0:
                 outcome = OUTCOME_INTERRUPTED
                 break
             value = 0.0
             for shard in range(shards):
                 shard_rows = (shard + 1) * rows // shards - shard * rows // shards
-                value += batch_value(meta, shard_rows, work.partials[shard], settings.l1 if shard == 0 else 0.0, settings.l2 if shard == 0 else 0.0)
+                value += batch_value(meta, shard_rows, work.partials[shard], l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
@@ -287,11 +296,12 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
 
 
 @njit(**JIT_OPTIONS)
-def _gather(X, Y, sample_weight, work, start, first, stop, inv, is_mean):
+def _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, is_mean):
     # Rows [first, stop) of the batch starting at ``start`` of this epoch's order: inputs,
-    # targets and row scales (sample weight over the batch's weight for mean losses).
+    # targets and row scales (sample weight over the batch's weight for mean losses). Helpers
+    # take arrays, not the bundles: a bundle argument is every one of its arrays to pass, count
+    # references of and lower, in every function that takes it.
     n_in, n_out = unsigned(X.shape[1]), unsigned(Y.shape[1])
-    x_batch, y_batch, row_scale, order = work.x_batch, work.y_batch, work.row_scale, work.order
     for r in range(unsigned(first), unsigned(stop)):
         i = order[unsigned(start) + r]
         for k in range(n_in):
@@ -302,20 +312,16 @@ def _gather(X, Y, sample_weight, work, start, first, stop, inv, is_mean):
 
 
 @njit(**JIT_OPTIONS)
-def _shard_passes(tid, n_threads, control, forward, backward, params, meta, work, settings, first, stop, shard, team_tid, team_size):
-    # Forward and backward over batch rows [first, stop) into shard ``shard``'s buffers and
-    # gradient, by the team (team_tid, team_size): (0, 1) for a thread working alone. Only
-    # shard 0 takes the weight penalty, so that it is added once.
+def _shard_passes(tid, n_threads, control, forward, backward, params, meta, x_batch, y_batch, row_scale, acts, z_out, deltas,
+                  partials, transposed, grads, first, stop, l1, l2):  # fmt: skip
+    # Forward and backward over batch rows [first, stop) into one shard's buffers and gradient,
+    # by the team (tid, n_threads): (0, 1) for a thread working alone. Only shard 0 is given
+    # the weight penalty, so that it is added once.
     n_in, n_out = meta[0, 0], meta[meta.shape[0] - 1, 1]
-    x = work.x_batch[first * n_in : stop * n_in]
-    y = work.y_batch[first * n_out : stop * n_out]
-    row_scale = work.row_scale[first:stop]
-    acts, deltas, partials, transposed = work.acts[shard], work.deltas[shard], work.partials[shard], work.transposed[shard]
-    forward(team_tid, team_size, control, params, meta, x, stop - first, y, row_scale, acts, work.z_out[shard], deltas,
-            partials, transposed, np.bool_(True))  # fmt: skip
-    l1, l2 = (settings.l1, settings.l2) if shard == 0 else (0.0, 0.0)
-    backward(team_tid, team_size, control, params, work.grads[shard], meta, x, stop - first, acts, deltas, partials,
-             transposed, l1, l2)  # fmt: skip
+    x = x_batch[first * n_in : stop * n_in]
+    forward(tid, n_threads, control, params, meta, x, stop - first, y_batch[first * n_out : stop * n_out], row_scale[first:stop],
+            acts, z_out, deltas, partials, transposed, np.bool_(True))  # fmt: skip
+    backward(tid, n_threads, control, params, grads, meta, x, stop - first, acts, deltas, partials, transposed, l1, l2)
 
 
 @njit(**JIT_OPTIONS)
@@ -356,12 +362,13 @@ def bound_loop(state, data, work, settings):
     update = UPDATES.get(int(settings.optimizer))
     if update is None:
         raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {settings.optimizer!r}")
-    hidden, output, loss = configuration(settings.meta, settings.loss)
-    key = (state.params.dtype, hidden, output, loss, int(settings.optimizer))
+    hidden, output, loss, tiles, blas = configuration(settings.meta, settings.loss, state.params.dtype)
+    data_types = tuple(typeof(array) for array in data)  # read-only inputs (memory maps) compile a variant
+    key = (state.params.dtype, data_types, hidden, output, loss, tiles, blas, int(settings.optimizer))
     bound = _BOUND.get(key)
     if bound is None:
         forward_types, backward_types, update_types = _stage_types(state.params, work.x_batch)
-        stages = (forward_kernel(hidden, output, loss), backward_kernel(hidden), update)
+        stages = (forward_kernel(hidden, output, loss, tiles, blas), backward_kernel(hidden, tiles, blas), update)
         pointers = tuple(function_type(stage, argtypes) for stage, argtypes in zip(stages, (forward_types, backward_types, update_types)))
         loop_types = (types.int64, types.int64, array_type(np.int64), *pointers, typeof(state), typeof(data), typeof(work), typeof(settings))
         compile_exact(train_loop, loop_types)

@@ -266,8 +266,8 @@ def test_load_refuses_anything_that_is_not_a_network_file(tmp_path, trained_net)
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a fastgd network file"):
         fastgd.load(tmp_path / "other.npz")
-    with pytest.raises(TypeError, match="net must be a fastgd.Network"):
-        fastgd.persistence.save("not a network", tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="config and state must be dicts"):
+        fastgd.persistence.write(tmp_path / "x.npz", "not a network", {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,18 +605,21 @@ def test_training_in_a_child_process(method):
     np.testing.assert_array_equal(got, expected)
 
 
-def test_show_config_reports_the_threading_layer_and_cache():
+def test_show_config_reports_the_threading_and_cache_and_no_numba_layer_runs():
     import io
+
+    import numba
 
     train_parallel_sized(3, "numba")
     buffer = io.StringIO()
     fastgd.show_config(file=buffer)
     text = buffer.getvalue()
-    for field in ("numba", "threading layer", "compile cache", "environment", "threadpool", "fastmath flags"):
+    for field in ("numba", "threading", "own team of threads", "compile cache", "environment", "threadpool", "fastmath flags"):
         assert field in text
-    import numba
-
-    assert numba.threading_layer() in text
+    # The promise: fastgd's kernels run on its own threads, so no Numba threading layer (whose
+    # choice depends on what the environment can load) was ever started.
+    with pytest.raises(ValueError, match="not initialized"):
+        numba.threading_layer()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,10 +636,10 @@ with warnings.catch_warnings(record=True) as caught:
     X, y = xor()
     net = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
     net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10000)
-stats = kernels.training_loop(True, kernels.codes.OPT_SGD).stats  # XOR: tiny products, SGD
+stats = kernels.train.train_loop.stats
 print(json.dumps({
     "fastgd": fastgd.__file__,
-    "cache": fastgd._config.cache_directory(),
+    "cache": kernels.compat.cache_directory(),
     "hits": sum(stats.cache_hits.values()),
     "misses": sum(stats.cache_misses.values()),
     "prediction": net.predict(X).ravel().tolist(),
@@ -710,7 +713,7 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
         assert run()["hits"] >= 1  # and the recompiled entries were written back
 
         set_writable(site, True)
-        with open(kernels_folder / "dense.py", "a") as file:  # a callee of train_epochs changes
+        with open(kernels_folder / "activations.py", "a") as file:  # a callee of train_epochs changes
             file.write("\n# edited\n")
         stale = run()
         assert stale["misses"] >= 1 and stale["hits"] == 0, stale  # train.py itself did not change

@@ -1,0 +1,280 @@
+"""One library training one workload, in a process of its own: ``python -m fastgd.bench.worker
+LIBRARY WORKLOAD THREADS``, which prints one JSON line.
+
+Two libraries' thread pools in one process slow each other down (measured here: the NumPy
+backend ran 38 ms/step on ``mid`` in a process that had also run PyTorch and Numba, against
+4.2 ms alone), so ``fastgd.bench`` starts a worker per measurement.
+
+Each worker builds the workload's network with the same initial weights (fastgd's), warms up
+(compiles, or for eager libraries runs a step), then times the whole training run: best of a
+few runs when a run is short. The code for each peer is what its own users would write:
+PyTorch eager with ``torch.optim``; JAX with the whole run under ``jax.jit`` of ``lax.scan`` and
+optax (compile time reported apart); scikit-learn's ``MLPRegressor``/``MLPClassifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+LIBRARIES = ("fastgd", "fastgd-numpy", "torch", "jax", "sklearn")
+# Which module a library needs (a peer that is missing is skipped with a note).
+REQUIRES = {"torch": ("torch",), "jax": ("jax", "optax"), "sklearn": ("sklearn",)}
+# A run shorter than this is repeated (best of RUNS) inside the worker.
+SHORT_RUN_SECONDS = 1.0
+RUNS = 3
+
+
+def _timed(run, prepare=lambda: None):
+    best, final = np.inf, None
+    for attempt in range(RUNS):
+        state = prepare()
+        start = time.perf_counter()
+        final = run(state)
+        seconds = time.perf_counter() - start
+        best = min(best, seconds)
+        if seconds > SHORT_RUN_SECONDS:
+            break
+    return best, final
+
+
+def _initial(workload):
+    net = workload.network()
+    return [np.array(W) for W in net.weights], [np.array(b) for b in net.biases]
+
+
+def run_fastgd(workload, threads, backend="numba"):
+    import fastgd
+
+    X, Y = workload.data()
+    net = workload.network(backend, n_threads=threads)
+    start = time.perf_counter()
+    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=workload.make_optimizer(), epochs=1,
+                   batch_size=workload.batch_size, shuffle=False)  # fmt: skip
+    compile_seconds = time.perf_counter() - start
+
+    def run(copy):
+        return copy.fit(X, Y, optimizer=workload.make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size,
+                        shuffle=False).loss[-1]  # fmt: skip
+
+    seconds, loss = _timed(run, net.copy)
+    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=fastgd.__version__)
+
+
+def run_torch(workload, threads):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch_dtype = getattr(torch, workload.dtype)
+    X, Y = workload.data()
+    weights, biases = _initial(workload)
+    Xt, Yt = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(Y))
+    labels = Yt.argmax(dim=1) if workload.loss == "crossentropy" else None
+    batch = workload.batch
+
+    def build():
+        layers = []
+        for k, (W, b) in enumerate(zip(weights, biases)):
+            linear = torch.nn.Linear(*W.shape, dtype=torch_dtype)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.T.copy()))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers.append(linear)
+            if k < len(weights) - 1 or workload.loss != "crossentropy":
+                layers.append(torch.nn.Sigmoid())
+        model = torch.nn.Sequential(*layers)
+        if workload.optimizer == "adam":
+            optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr)
+        else:
+            optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr, momentum=0.9 if workload.optimizer == "momentum" else 0.0)
+        return model, optimizer
+
+    def step(model, optimizer, start):
+        xb = Xt[start : start + batch]
+        optimizer.zero_grad()
+        out = model(xb)
+        if labels is None:
+            loss = 0.5 * ((out - Yt[start : start + batch]) ** 2).sum(dim=1).mean()
+        else:
+            loss = torch.nn.functional.cross_entropy(out, labels[start : start + batch])
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    warm_model, warm_optimizer = build()
+    step(warm_model, warm_optimizer, 0)
+
+    def run(built):
+        model, optimizer = built
+        total = 0.0
+        for _ in range(workload.epochs):
+            total = 0.0
+            for start in range(0, workload.rows, batch):
+                total += float(step(model, optimizer, start).detach()) if start == 0 else 0.0
+        return total
+
+    seconds, _ = _timed(run, build)
+    return dict(seconds=seconds, compile_seconds=0.0, final_loss=None, version=torch.__version__)
+
+
+def run_jax(workload, threads):
+    import os
+
+    if threads:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                                   f" intra_op_parallelism_threads={threads}").strip()  # fmt: skip
+    import jax
+    import optax
+
+    if workload.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax import lax
+
+    X, Y = workload.data()
+    weights, biases = _initial(workload)
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(weights, biases)]
+    steps = workload.steps_per_epoch
+    Xb = jnp.asarray(X.reshape(steps, workload.batch, -1))
+    Yb = jnp.asarray(Y.reshape(steps, workload.batch, -1))
+
+    def loss_fn(p, x, y):
+        a = x
+        for k, (W, b) in enumerate(p):
+            z = a @ W + b
+            a = z if (k == len(p) - 1 and workload.loss == "crossentropy") else jax.nn.sigmoid(z)
+        if workload.loss == "crossentropy":
+            return optax.softmax_cross_entropy(a, y).mean()
+        return 0.5 * jnp.mean(jnp.sum((a - y) ** 2, axis=1))
+
+    if workload.optimizer == "adam":
+        tx = optax.adam(workload.lr)
+    else:
+        tx = optax.sgd(workload.lr, momentum=0.9 if workload.optimizer == "momentum" else None)
+
+    def step(carry, xy):
+        p, s = carry
+        value, grads = jax.value_and_grad(loss_fn)(p, *xy)
+        updates, s = tx.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), value
+
+    def epoch(carry, _):
+        carry, values = lax.scan(step, carry, (Xb, Yb))
+        return carry, values.mean()
+
+    def train(carry):
+        return lax.scan(epoch, carry, None, length=workload.epochs)
+
+    state = (params, tx.init(params))
+    start = time.perf_counter()
+    compiled = jax.jit(train).lower(state).compile()
+    compile_seconds = time.perf_counter() - start
+
+    def run(_):
+        carry, losses = compiled(state)
+        jax.block_until_ready(carry)
+        return float(losses[-1])
+
+    run(None)
+    seconds, loss = _timed(run)
+    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=jax.__version__)
+
+
+def run_sklearn(workload, threads):
+    import sklearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from threadpoolctl import threadpool_limits
+
+    X, Y = workload.data()
+    weights, biases = _initial(workload)
+    classifier = workload.loss == "crossentropy"
+    target = Y.argmax(axis=1) if classifier else (Y.ravel() if Y.shape[1] == 1 else Y)
+    solver = "adam" if workload.optimizer == "adam" else "sgd"
+
+    def build():
+        cls = MLPClassifier if classifier else MLPRegressor
+        model = cls(hidden_layer_sizes=workload.layer_sizes[1:-1], activation="logistic", solver=solver, alpha=0.0,
+                    batch_size=workload.batch, learning_rate_init=workload.lr, max_iter=workload.epochs, shuffle=False, tol=0.0,
+                    n_iter_no_change=workload.epochs + 1, momentum=0.9 if workload.optimizer == "momentum" else 0.0,
+                    nesterovs_momentum=False, random_state=0, warm_start=True)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if classifier:
+                model.partial_fit(X[:2], target[:2], classes=np.arange(Y.shape[1]))
+            else:
+                model.partial_fit(X[:2], target[:2])
+        model.coefs_ = [W.astype(X.dtype) for W in weights]
+        model.intercepts_ = [b.astype(X.dtype) for b in biases]
+        return model
+
+    def run(model):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X, target)
+        return float(model.loss_)
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        seconds, loss = _timed(run, build)
+    return dict(seconds=seconds, compile_seconds=0.0, final_loss=loss, version=sklearn.__version__)
+
+
+def measure(library, workload_name, threads):
+    from .workloads import WORKLOADS
+
+    workload = WORKLOADS[workload_name]
+    threads = threads or None
+    if library == "fastgd":
+        result = run_fastgd(workload, threads)
+    elif library == "fastgd-numpy":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            result = run_fastgd(workload, threads, backend="numpy")
+    elif library == "torch":
+        result = run_torch(workload, threads)
+    elif library == "jax":
+        result = run_jax(workload, threads)
+    elif library == "sklearn":
+        result = run_sklearn(workload, threads)
+    else:
+        raise ValueError(f"unknown library {library!r}; expected one of {LIBRARIES}")
+    result.update(library=library, workload=workload_name, us_per_step=result["seconds"] / workload.steps * 1e6)
+    return result
+
+
+def roofline(threads):
+    """Best float32 GEMM GFLOP/s now (NumPy's BLAS with ``threads`` threads)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    best = 0.0
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for m, k, n in ((1024, 1024, 1024), (2048, 2048, 2048), (256, 784, 256)):
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            out = np.empty((m, n), dtype=np.float32)
+            np.dot(a, b, out=out)
+            for _ in range(3):
+                start = time.perf_counter()
+                np.dot(a, b, out=out)
+                best = max(best, 2.0 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def main(argv):
+    library, workload_name, threads = argv[0], argv[1], int(argv[2])
+    if library == "roofline":
+        print(json.dumps({"gflops": roofline(threads or None)}))
+        return 0
+    print(json.dumps(measure(library, workload_name, threads)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
