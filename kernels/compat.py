@@ -432,6 +432,35 @@ def function_type(dispatcher, argtypes):
     return types.FunctionType(dispatcher.overloads[argtypes].signature)
 
 
+class FunctionPointer(types.WrapperAddressProtocol):
+    """A compiled kernel as a first-class function value whose address is looked up once.
+
+    Passing the dispatcher itself makes Numba convert it on every call (``_get_wrapper_address``
+    hashes the whole signature: ~0.4 ms a call here, more than a tiny network's whole fit);
+    an object of Numba's wrapper address protocol costs an attribute lookup.
+    """
+
+    def __init__(self, dispatcher, argtypes):
+        from numba.experimental.function_type import _get_wrapper_address
+
+        self.dispatcher = dispatcher
+        self._signature = dispatcher.overloads[tuple(argtypes)].signature
+        self._address = _get_wrapper_address(dispatcher, self._signature)
+
+    def __wrapper_address__(self):
+        return self._address
+
+    def signature(self):
+        return self._signature
+
+
+def function_pointer(dispatcher, argtypes) -> FunctionPointer:
+    """``dispatcher`` compiled for ``argtypes`` (or loaded from the cache), as a
+    ``FunctionPointer``."""
+    function_type(dispatcher, argtypes)
+    return FunctionPointer(dispatcher, argtypes)
+
+
 def compile_exact(dispatcher, argtypes) -> None:
     """Compile ``dispatcher`` for ``argtypes`` (or load it from the cache), and stop it from
     compiling new signatures on its own: a call must match a signature compiled this way, and

@@ -16,7 +16,7 @@ the same decisions.
 import numpy as np
 from numba import njit, types
 
-from .compat import array_type, compile_exact, function_type, kernel, typeof, unsigned
+from .compat import array_type, compile_exact, function_pointer, kernel, typeof, unsigned
 from .config import JIT_OPTIONS
 from .layout import (
     CONTROL_OUTCOME,
@@ -369,10 +369,11 @@ def bound_loop(state, data, work, settings):
     if bound is None:
         forward_types, backward_types, update_types = _stage_types(state.params, work.x_batch)
         stages = (forward_kernel(hidden, output, loss, tiles, blas), backward_kernel(hidden, tiles, blas), update)
-        pointers = tuple(function_type(stage, argtypes) for stage, argtypes in zip(stages, (forward_types, backward_types, update_types)))
-        loop_types = (types.int64, types.int64, array_type(np.int64), *pointers, typeof(state), typeof(data), typeof(work), typeof(settings))
+        pointers = tuple(function_pointer(stage, argtypes) for stage, argtypes in zip(stages, (forward_types, backward_types, update_types)))
+        loop_types = (types.int64, types.int64, array_type(np.int64), *(typeof(p) for p in pointers), typeof(state), typeof(data),
+                      typeof(work), typeof(settings))  # fmt: skip
         compile_exact(train_loop, loop_types)
-        bound = _BOUND.setdefault(key, (train_loop, stages))
+        bound = _BOUND.setdefault(key, (train_loop, pointers))
     return bound
 
 

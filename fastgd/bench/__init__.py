@@ -62,7 +62,7 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None):
           f"best float32 GEMM {roofline:.1f} GFLOP/s; best of {repeats} interleaved rounds, one process per run", file=out)  # fmt: skip
     for lib in missing:
         print(f"({lib} skipped: {', '.join(REQUIRES[lib])} not installed)", file=out)
-    header = f"{'workload':<8} {'library':<13} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9}  version"
+    header = f"{'workload':<8} {'library':<13} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} {'final loss':>11}  version"
     print(header, file=out)
     print("-" * len(header), file=out)
     rows = []
@@ -81,8 +81,9 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None):
             roof = 100.0 * workload.flops_per_step() * workload.steps / result["seconds"] / 1e9 / roofline
             row = dict(result, speedup=speedup, roofline_percent=roof, threads=threads, roofline_gflops=roofline)
             rows.append(row)
+            loss = "" if result.get("final_loss") is None else f"{result['final_loss']:.5g}"
             print(f"{name:<8} {lib:<13} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
-                  f"{result['compile_seconds']:>9.2f}  {result['version']}", file=out)  # fmt: skip
+                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}", file=out)  # fmt: skip
     if "digits" in names:
         accuracies = digits_accuracy()
         print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "
