@@ -14,12 +14,18 @@ from numba import njit
 from .activations import IDENTITY, SOFTMAX, activate_range, derivative_range, softmax_row
 from .compat import kernel
 from .config import JIT_OPTIONS
-from .layout import META_N_IN, META_N_OUT, META_W_OFFSET
+from .layout import CONTROL_WIDTH, META_N_IN, META_N_OUT, META_W_OFFSET
 from .losses import row_delta, row_loss
 from .passes import penalise
 from .products import product_nn, product_nt, product_tn, transpose, uses_blas
 
 _INLINE = dict(JIT_OPTIONS, inline="always")
+
+
+@njit(**_INLINE)
+def _no_control():
+    # A control array carrying no BLAS address: these kernels call SciPy's BLAS through Numba.
+    return np.zeros(CONTROL_WIDTH, dtype=np.int64)
 
 
 @njit(**_INLINE)
@@ -104,7 +110,7 @@ def dense_forward(a_in, W, b, a_out, activation):
     rows, n_in = a_in.shape
     n_out = W.shape[1]
     out = _flat(a_out)
-    product_nn(True, uses_blas(True, rows, n_out, n_in), rows, n_out, n_in, _flat(a_in), np.int64(0), n_in, _flat(W), np.int64(0), n_out, out, np.int64(0), n_out)
+    product_nn(_no_control(), True, uses_blas(True, rows, n_out, n_in), rows, n_out, n_in, _flat(a_in), np.int64(0), n_in, _flat(W), np.int64(0), n_out, out, np.int64(0), n_out)
     elementwise = IDENTITY if activation == SOFTMAX else activation
     activate_range(out, np.int64(0), out.size, b, np.int64(0), n_out, elementwise)
     if activation == SOFTMAX:
@@ -184,11 +190,11 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
     out = _flat(delta)
     zero = np.int64(0)
     if uses_blas(True, rows, n, n_next):
-        product_nt(rows, n, n_next, _flat(delta_next), zero, n_next, _flat(W_next), zero, n_next, out, zero, n)
+        product_nt(_no_control(), rows, n, n_next, _flat(delta_next), zero, n_next, _flat(W_next), zero, n_next, out, zero, n)
     else:
         transposed = np.empty(n * n_next, dtype=W_next.dtype)
         transpose(_flat(W_next), zero, n, n_next, transposed, zero)
-        product_nn(True, False, rows, n, n_next, _flat(delta_next), zero, n_next, transposed, zero, n, out, zero, n)
+        product_nn(_no_control(), True, False, rows, n, n_next, _flat(delta_next), zero, n_next, transposed, zero, n, out, zero, n)
     derivative_range(_flat(a), np.int64(0), out, np.int64(0), out.size, activation)
 
 
@@ -208,7 +214,7 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
     d_flat = _flat(delta)
-    product_tn(True, uses_blas(True, n_in, n_out, rows), n_in, n_out, rows, _flat(a_in), np.int64(0), n_in, d_flat, np.int64(0), n_out, _flat(grad_W), np.int64(0), n_out)
+    product_tn(_no_control(), True, uses_blas(True, n_in, n_out, rows), n_in, n_out, rows, _flat(a_in), np.int64(0), n_in, d_flat, np.int64(0), n_out, _flat(grad_W), np.int64(0), n_out)
     zero = delta.dtype.type(0.0)
     for j in range(n_out):
         grad_b[j] = zero

@@ -86,6 +86,9 @@ def block_of(buffer, meta, layer, rows):
 CONTROL_STOP = 0  # set (by another thread: fit's Ctrl-C handler) to ask the loop to stop
 CONTROL_OUTCOME = 1  # how the call ended (OUTCOME_*), written by the loop
 CONTROL_STOP_SEEN = 2  # thread 0's reading of CONTROL_STOP, which every thread then acts on
+CONTROL_SGEMM = 3  # address of NumPy's OpenBLAS cblas_sgemm (0: call SciPy's BLAS through Numba)
+CONTROL_DGEMM = 4  # and of its cblas_dgemm
+CONTROL_ILP64 = 5  # 1 when that library takes 64-bit integers
 CONTROL_ARRIVED = 8  # team barrier: threads arrived
 CONTROL_GENERATION = 16  # team barrier: generation, advanced by the last to arrive
 CONTROL_ABORT = 24  # a thread failed: the others leave their barriers
@@ -98,7 +101,12 @@ OUTCOME_INTERRUPTED = 2  # a stop was requested
 
 
 def make_control() -> np.ndarray:
-    return np.zeros(CONTROL_WIDTH, dtype=np.int64)
+    """A fresh ``control`` array, with the addresses of the BLAS the kernels call."""
+    from .compat import cblas_gemm_addresses
+
+    control = np.zeros(CONTROL_WIDTH, dtype=np.int64)
+    control[CONTROL_SGEMM], control[CONTROL_DGEMM], control[CONTROL_ILP64] = cblas_gemm_addresses()
+    return control
 
 
 # --------------------------------------------------------------------------- blocks

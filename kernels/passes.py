@@ -85,7 +85,7 @@ def _forward_pass(tid, n_threads, control, params, meta, x, rows, y, row_scale, 
                 task = next_task(control, n_threads, task)
                 continue
             first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
-            product_nn(TILES, blas, stop - first, n_out, n_in, source, source_start + first * n_in, n_in, params, w, n_out, target,
+            product_nn(control, TILES, blas, stop - first, n_out, n_in, source, source_start + first * n_in, n_in, params, w, n_out, target,
                        target_start + first * n_out, n_out)  # fmt: skip
             if layer < last:
                 activate_range(acts, out + first * n_out, out + stop * n_out, params, b, n_out, HIDDEN)
@@ -149,7 +149,7 @@ def _backward_pass(tid, n_threads, control, params, grads, meta, x, rows, acts, 
         while task < tasks:
             if task < weight_tasks:
                 first, stop = task * n_in // weight_tasks, (task + 1) * n_in // weight_tasks
-                product_tn(TILES, blas_weights, stop - first, n_out, rows, source, below + first, n_in, deltas, delta, n_out, grads, w + first * n_out, n_out)
+                product_tn(control, TILES, blas_weights, stop - first, n_out, rows, source, below + first, n_in, deltas, delta, n_out, grads, w + first * n_out, n_out)
                 if penalised:
                     partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out, l1, l2)
             elif task == weight_tasks:
@@ -158,9 +158,9 @@ def _backward_pass(tid, n_threads, control, params, grads, meta, x, rows, acts, 
                 block = task - weight_tasks - 1
                 first, stop = block * rows // delta_tasks, (block + 1) * rows // delta_tasks
                 if BLAS and blas_deltas:
-                    product_nt(stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, params, w, n_out, deltas, below + first * n_in, n_in)
+                    product_nt(control, stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, params, w, n_out, deltas, below + first * n_in, n_in)
                 else:
-                    product_nn(TILES, blas_deltas, stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, transposed, w, n_in, deltas,
+                    product_nn(control, TILES, blas_deltas, stop - first, n_in, n_out, deltas, delta + first * n_out, n_out, transposed, w, n_in, deltas,
                                below + first * n_in, n_in)  # fmt: skip
                 derivative_range(acts, below + first * n_in, deltas, below + first * n_in, (stop - first) * n_in, HIDDEN)
             task = next_task(control, n_threads, task)

@@ -22,7 +22,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .compat import address_of, blas_gemm, unsigned
+from .compat import address_of, blas_gemm, call_cblas_gemm, unsigned
+from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS, TILE_MIN_WEIGHTS
 from .microkernel import TILE_ROWS, tile
 
@@ -32,29 +33,36 @@ _ZERO = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np
 _INLINE = dict(JIT_OPTIONS, inline="always")
 
 
-def gemm(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def gemm(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """Row-major ``C = op(A) @ op(B)`` on blocks of flat buffers; callable from compiled code.
 
     op(A) is ``m × k`` starting at ``a[a_start]`` with row stride ``lda``; op(B) ``k × n``; C
     ``m × n`` at ``c[c_start]`` with row stride ``ldc``. ``transpose_a``/``transpose_b`` are the
-    characters ``ord('n')`` or ``ord('t')``.
+    characters ``ord('n')`` or ``ord('t')``. The BLAS is the one whose address ``control``
+    carries (NumPy's OpenBLAS, ``layout.make_control``), else SciPy's through Numba.
     """
     raise NotImplementedError("gemm is only callable from Numba-compiled code")
 
 
 @overload(gemm, jit_options=JIT_OPTIONS)
-def _gemm(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def _gemm(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     if not isinstance(a, types.Array):
         return None
     dtype = np.dtype(a.dtype.name)
     xxgemm, kind = blas_gemm(a.dtype)
     one, zero = _ONE[dtype], _ZERO[dtype]
+    slot = CONTROL_SGEMM if dtype == np.float32 else CONTROL_DGEMM
 
-    def impl(transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-        # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ, with
-        # the transpose flags unchanged.
-        xxgemm(kind, transpose_b, transpose_a, n, m, k, address_of(one, 0), address_of(b, b_start), ldb,
-               address_of(a, a_start), lda, address_of(zero, 0), address_of(c, c_start), ldc)  # fmt: skip
+    def impl(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+        address = control[slot]
+        if address != 0:
+            call_cblas_gemm(address, control[CONTROL_ILP64], 111 if transpose_a == _N else 112, 111 if transpose_b == _N else 112, m, n,
+                            k, address_of(a, a_start), lda, address_of(b, b_start), ldb, address_of(c, c_start), ldc)  # fmt: skip
+        else:
+            # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ,
+            # with the transpose flags unchanged.
+            xxgemm(kind, transpose_b, transpose_a, n, m, k, address_of(one, 0), address_of(b, b_start), ldb,
+                   address_of(a, a_start), lda, address_of(zero, 0), address_of(c, c_start), ldc)  # fmt: skip
 
     return impl
 
@@ -104,12 +112,12 @@ def _tiles(m, n, k, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, 
 
 
 @njit(**_INLINE)
-def product_nn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def product_nn(control, tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``).
     ``blas``: ``uses_blas`` of the whole product this block belongs to; ``tiles``: whether the
     network may use the micro-kernel (``paths``; a constant of the caller's compiled code)."""
     if blas:
-        gemm(_N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+        gemm(control, _N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
     elif tiles and n >= 32 // c.itemsize:
         _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
     else:
@@ -127,11 +135,11 @@ def product_nn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_star
 
 
 @njit(**_INLINE)
-def product_tn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def product_tn(control, tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by columns
     from ``a_start``, B ``k × n``); ``tiles``, ``blas`` as for ``product_nn``."""
     if blas:
-        gemm(_T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+        gemm(control, _T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
     elif tiles and n >= 32 // c.itemsize:
         _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
     else:
@@ -151,10 +159,10 @@ def product_tn(tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_star
 
 
 @njit(**_INLINE)
-def product_nt(m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def product_nt(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[i, p] B[j, p]`` for an ``m × n`` block of C (A ``m × k``, B ``n × k``),
     by BLAS: below ``BLAS_MIN_MACS`` the callers transpose B and use ``product_nn``."""
-    gemm(_N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+    gemm(control, _N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
 
 
 @njit(**_INLINE)
