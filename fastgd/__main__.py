@@ -88,10 +88,11 @@ def demo(out=sys.stdout) -> int:
     return 0 if solved == 4 and accuracy >= 0.95 else 1
 
 
-def compile_kernels(dtypes, out=sys.stdout) -> int:
+def compile_kernels(dtypes, hidden_activations=None, output_activations=None, losses=None, out=sys.stdout) -> int:
     """Compile every specialisation of the kernels for ``dtypes`` into the on-disk cache (or
-    load it from there): each valid (hidden activation, output activation, loss) network with
-    each optimizer, trained and evaluated once on a few rows."""
+    load it from there): each valid (hidden activation, output activation, loss) network (all,
+    or those named) with each optimizer, trained and evaluated once on a few rows, both with
+    layers small enough for loops only and with layers that take the micro-kernel and BLAS."""
     import fastgd
     from fastgd.kernels import compat
     from fastgd.optimizers import OPTIMIZERS
@@ -104,19 +105,28 @@ def compile_kernels(dtypes, out=sys.stdout) -> int:
     X = rng.normal(size=(8, 3))
     total_start = time.perf_counter()
     count = 0
+    wide = rng.normal(size=(8, 200))
     for dtype in dtypes:
         for loss in LOSSES.values():
-            outputs = [loss.required_output] if loss.required_output else [a for a in ACTIVATIONS if a != "softmax"] + ["softmax"]
+            if losses and loss.name not in losses:
+                continue
+            outputs = [loss.required_output] if loss.required_output else list(ACTIVATIONS)
             for hidden in (name for name, a in ACTIVATIONS.items() if not a.output_only):
+                if hidden_activations and hidden not in hidden_activations:
+                    continue
                 for output in outputs:
+                    if output_activations and output not in output_activations:
+                        continue
                     start = time.perf_counter()
                     y = rng.integers(0, 3, size=8) if loss.name == "crossentropy" else rng.uniform(size=(8, 3))
-                    net = fastgd.Network([3, 4, 3], activation=hidden, output_activation=output, loss=loss.name, dtype=dtype,
-                                         random_state=0)  # fmt: skip
-                    for name in OPTIMIZERS:
-                        net.copy().fit(X, y, optimizer=name, epochs=1, batch_size=4)
-                    net.predict(X)
-                    net.gradients(X, y)
+                    # Two sizes: loops only (tiny layers), and the micro-kernel and BLAS paths too.
+                    for sizes, inputs in (([3, 4, 3], X), ([200, 256, 3], wide)):
+                        net = fastgd.Network(sizes, activation=hidden, output_activation=output, loss=loss.name, dtype=dtype,
+                                             random_state=0)  # fmt: skip
+                        for name in OPTIMIZERS:
+                            net.copy().fit(inputs, y, optimizer=name, epochs=1, batch_size=4)
+                        net.predict(inputs)
+                        net.gradients(inputs, y)
                     count += 1
                     print(f"  {dtype} {hidden:>10} -> {output:<8} {loss.name:<20} {time.perf_counter() - start:6.2f} s", file=out, flush=True)
     print(f"compiled {count} configurations x {len(OPTIMIZERS)} optimizers in {time.perf_counter() - total_start:.1f} s "
@@ -133,19 +143,26 @@ def main(argv=None) -> int:
     bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
+    bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
     compiler = commands.add_parser("compile", help="compile every kernel specialisation into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    compiler.add_argument("--activation", nargs="+", default=None, help="hidden activations (default: all)")
+    compiler.add_argument("--output-activation", nargs="+", default=None, help="output activations (default: all)")
+    compiler.add_argument("--loss", nargs="+", default=None, help="losses (default: all)")
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
     if args.command == "bench":
-        from fastgd.bench import run
+        from fastgd.bench import cold_start, run
 
-        run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers)
+        if args.cold:
+            cold_start(args.workloads)
+        else:
+            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers)
         return 0
     if args.command == "compile":
-        return compile_kernels(args.dtype)
+        return compile_kernels(args.dtype, args.activation, args.output_activation, args.loss)
     from fastgd import show_config
 
     show_config()
