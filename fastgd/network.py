@@ -385,16 +385,23 @@ class Network:
 
     # ------------------------------------------------------------------ inputs
 
-    def check_inputs(self, X, y=None, sample_weight=None, names=("X", "y")):
-        """``X`` (and ``y``, ``sample_weight``) checked and converted to this network's dtype:
-        C-contiguous, finite; ``y`` as ``(n, n_out)`` (class labels one-hot for crossentropy);
-        ``sample_weight`` ones when None."""
+    def check_inputs(self, X, y=None, sample_weight=None, names=("X", "y"), targets=True):
+        """``X`` (and, with ``targets``, ``y`` and ``sample_weight``) checked and converted to this
+        network's dtype: C-contiguous, finite; ``y`` as ``(n, n_out)`` (class labels one-hot for
+        crossentropy); ``sample_weight`` ones when None, and for mean losses divided by its
+        largest value (a mean does not change, and huge or subnormal weights cannot overflow
+        or underflow its normalisation)."""
         X = check.as_matrix(X, names[0], self.dtype, n_cols=self.layer_sizes[0])
-        if y is None:
+        if not targets:
             return X
+        if y is None:
+            raise TypeError(f"{names[1]} must be an array of targets, got None")
         Y = check.as_targets(y, names[1], self.dtype, self.layer_sizes[-1], X.shape[0],
                              labels=self.loss_name == "crossentropy", unit_interval=self.loss_name == "binary_crossentropy")  # fmt: skip
-        return X, Y, check.as_sample_weight(sample_weight, self.dtype, X.shape[0])
+        weight = check.as_sample_weight(sample_weight, self.dtype, X.shape[0])
+        if self._loss.mean and sample_weight is not None:
+            weight = (weight.astype(np.float64) / float(weight.max())).astype(self.dtype)
+        return X, Y, weight
 
     def row_scale(self, weight):
         """Per-row loss weights: ``weight / Σweight`` for mean losses, ``weight`` for sse."""
@@ -432,7 +439,7 @@ class Network:
         -------
         ndarray, shape (n, n_out), the network's dtype
         """
-        X = self.check_inputs(X)
+        X = self.check_inputs(X, targets=False)
         n = X.shape[0]
         block = min(n, _PREDICT_BLOCK_ROWS)
         evaluation = layout.make_evaluation(self._meta, block, self.dtype)
@@ -531,8 +538,8 @@ def check_state(state, n_params, dtype) -> dict:
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
         try:
             optimizer = OPTIMIZERS[spec["name"]](**config)
-        except TypeError as error:
-            raise ValueError(f"state['optimizer'] has a config {spec['name']} does not take: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"state['optimizer'] has a config {spec['name']} refuses: {error}") from None
     slots = 1 if optimizer is None else optimizer.initial_state(1, dtype).shape[0]
     array = state["optimizer_state"]
     if not isinstance(array, np.ndarray) or array.shape != (slots, n_params) or array.dtype != dtype:

@@ -130,7 +130,7 @@ def read(path):
                 "parameters": _read_array(archive, members["parameters"], path, "parameters", dtype, (n_params,)),
                 "initial_parameters": _read_array(archive, members["initial_parameters"], path, "initial_parameters", dtype, (n_params,)),
                 "optimizer_state": _read_array(archive, members["optimizer_state"], path, "optimizer_state", dtype, (slots, n_params)),
-                "optimizer_step": _read_array(archive, members["optimizer_step"], path, "optimizer_step", np.int64, None, 64),
+                "optimizer_step": _read_array(archive, members["optimizer_step"], path, "optimizer_step", np.int64, (1,)),
             }
     except _Damaged:
         raise
@@ -183,7 +183,8 @@ def _read_checked_array(archive, member, path, field, dtype, shape, max_bytes):
         if fortran:
             _fail(path, f"array '{field}' is stored in Fortran order; fastgd writes C order")
         if shape is not None and tuple(array_shape) != tuple(shape):
-            _fail(path, f"{field} has shape {tuple(array_shape)}, expected {tuple(shape)} from the description")
+            _fail(path, f"{field} has shape {tuple(array_shape)}, expected {tuple(shape)} from the description "
+                        f"(layer_sizes, optimizer)")
         count = int(np.prod(array_shape, dtype=np.float64)) if array_shape else 1
         needed = count * array_dtype.itemsize
         if (max_bytes is not None and needed > max_bytes) or needed > info.file_size:
@@ -230,7 +231,9 @@ def _description(raw, path) -> dict:
     for name in ("activation", "output_activation", "loss", "init", "backend"):
         field(name, str, what="a string")
     field("dtype", str, lambda v: v in ("float32", "float64"), "'float32' or 'float64'")
-    threads = description.get("n_threads")
+    if "n_threads" not in description:
+        _fail(path, "the description has no 'n_threads'")
+    threads = description["n_threads"]
     if threads is not None and not (integer(threads) and threads >= 1):
         _fail(path, f"field 'n_threads' must be null or an int >= 1, got {threads!r}")
     for name in ("l1", "l2"):

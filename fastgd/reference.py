@@ -121,8 +121,11 @@ def loss_value(z, a, y, row_scale, loss):
 
 def output_delta(a, y, row_scale, delta, activation, loss):
     """Output-layer local gradient ``dC/da ⊙ f'(z)``, fused for the cross-entropies."""
+    if loss == CROSSENTROPY:  # the gradient of Σ_j y_j (logsumexp(z) − z_j) for any targets
+        delta[...] = (a * y.sum(axis=1, keepdims=True) - y) * row_scale[:, None]
+        return
     delta[...] = (a - y) * row_scale[:, None]
-    if loss in (BINARY_CROSSENTROPY, CROSSENTROPY):
+    if loss == BINARY_CROSSENTROPY:
         return
     if activation == SOFTMAX:
         delta[...] = a * (delta - (delta * a).sum(axis=1, keepdims=True))

@@ -8,8 +8,12 @@ Importing this module imports scikit-learn (an optional extra: ``pip install "fa
 
 from __future__ import annotations
 
+import functools
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -20,7 +24,49 @@ from .optimizers import OPTIMIZERS
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu", "leaky_relu": "leaky_relu"}
 
 
+def _unchanged_on_error(method):
+    """Run a fit method so that when it raises, the estimator is exactly as it was: every
+    attribute it had, and none it did not (training works on new objects or copies, so a
+    shallow snapshot suffices). Parameters are validated first, by scikit-learn's own
+    ``_parameter_constraints`` machinery."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        snapshot = dict(self.__dict__)
+        try:
+            self._validate_params()
+            self._check_hidden_sizes()
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
+    return wrapper
+
+
 class _BaseMLP(BaseEstimator):
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu"})],
+        "solver": [StrOptions(set(OPTIMIZERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "optimizer_options": [dict, None],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "backend": [StrOptions({"numba", "numpy"})],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         hidden_layer_sizes=(100,),
@@ -72,13 +118,17 @@ class _BaseMLP(BaseEstimator):
         for size in sizes:
             if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
                 raise TypeError(f"hidden_layer_sizes must hold ints, got {size!r}")
+            if size < 1:
+                raise ValueError(f"hidden_layer_sizes must hold ints >= 1, got {size!r}")
         return [int(s) for s in sizes]
 
+    def _check_hidden_sizes(self):
+        self._hidden()
+        if self.optimizer_options is not None:
+            # Build one optimizer now, so that a bad option is refused before anything changes.
+            OPTIMIZERS[self.solver](lr=self.learning_rate_init, **self.optimizer_options)
+
     def _make_network(self, n_features, n_outputs):
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
-        if self.solver not in OPTIMIZERS:
-            raise ValueError(f"solver must be one of {sorted(OPTIMIZERS)}, got {self.solver!r}")
         self.optimizer_ = OPTIMIZERS[self.solver](lr=self.learning_rate_init, **(self.optimizer_options or {}))
         self.network_ = Network(
             [n_features, *self._hidden(), n_outputs],
@@ -102,6 +152,11 @@ class _BaseMLP(BaseEstimator):
             self._make_network(X.shape[1], Y.shape[1])
             self.loss_curve_, self.validation_scores_ = [], []
             self.best_loss_ = np.inf
+        else:
+            # Train a copy: if this call fails, the estimator keeps the network it had.
+            self.network_ = self.network_.copy()
+            self.optimizer_ = self.network_.optimizer or self.optimizer_
+            self.loss_curve_, self.validation_scores_ = list(self.loss_curve_), list(self.validation_scores_)
         validation = self.early_stopping and not incremental
         history = self.network_.fit(
             X,
@@ -153,12 +208,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     _loss = "crossentropy"
     _output_activation = "softmax"
 
+    @_unchanged_on_error
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, reset=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         return self._fit(X, self._one_hot(y), incremental=False)
 
+    @_unchanged_on_error
     def partial_fit(self, X, y, classes=None):
         first = not hasattr(self, "classes_")
         X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
@@ -203,10 +260,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _loss = "mse"
     _output_activation = "identity"
 
+    @_unchanged_on_error
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True, reset=True)
         return self._fit(X, self._columns(y), incremental=False)
 
+    @_unchanged_on_error
     def partial_fit(self, X, y):
         first = not hasattr(self, "network_")
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True, reset=first)

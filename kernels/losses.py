@@ -67,14 +67,23 @@ def row_loss(z, z_start, a, a_start, y, y_start, n, loss):
 
 @njit(**_INLINE)
 def row_delta(a, a_start, y, y_start, scale, delta, delta_start, n, activation, loss):
-    """Output local gradient of one row, ``δ = dC/da ⊙ f'(z)``: ``(a − y)·scale`` for the
-    cross-entropies; for sse/mse times f'(a), or for a softmax output the Jacobian product
-    ``a ⊙ (g − Σ_j g_j a_j)``."""
+    """Output local gradient of one row, ``δ = dC/dz``: ``(a − y)·scale`` for sigmoid +
+    binary_crossentropy; ``(a·Σ_j y_j − y)·scale`` for softmax + crossentropy, the gradient of
+    Σ_j y_j (logsumexp(z) − z_j) for any non-negative targets (one-hot rows and probability rows
+    have Σ_j y_j = 1; PyTorch's soft targets behave the same); for sse/mse ``(a − y)·scale``
+    times f'(a), or for a softmax output the Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``."""
     t = a.dtype.type
     a_start, y_start, delta_start, n = unsigned(a_start), unsigned(y_start), unsigned(delta_start), unsigned(n)
+    if loss == CROSSENTROPY:
+        mass = t(0.0)
+        for j in range(n):
+            mass += y[y_start + j]
+        for j in range(n):
+            delta[delta_start + j] = (a[a_start + j] * mass - y[y_start + j]) * scale
+        return
     for j in range(n):
         delta[delta_start + j] = (a[a_start + j] - y[y_start + j]) * scale
-    if loss == BINARY_CROSSENTROPY or loss == CROSSENTROPY:
+    if loss == BINARY_CROSSENTROPY:
         return
     if activation == SOFTMAX:
         dot = t(0.0)

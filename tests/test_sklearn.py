@@ -75,3 +75,74 @@ def test_regressor_fits_a_smooth_function_with_optimizer_options():
 def test_import_fastgd_does_not_import_scikit_learn():
     code = "import sys, fastgd; fastgd.Network([2, 1]); sys.exit('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# A failed fit or partial_fit leaves the estimator exactly as it was.
+
+import warnings  # noqa: E402
+
+import fastgd  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PARAMETER_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
+                           st.text(max_size=3), st.just("no"), st.just([2, 0]), st.just((3,)), st.just(np.zeros(2)))  # fmt: skip
+PARAMETERS = ["hidden_layer_sizes", "activation", "solver", "alpha", "batch_size", "learning_rate_init", "max_iter", "shuffle",
+              "tol", "early_stopping", "validation_fraction", "n_iter_no_change", "optimizer_options", "dtype", "backend",
+              "n_threads", "verbose"]  # fmt: skip
+
+
+def fitted_state(estimator, X):
+    state = {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
+    prediction = estimator.predict(X) if "network_" in state else None
+    return set(state), {k: (v.flat_parameters.copy() if hasattr(v, "flat_parameters") else v) for k, v in state.items()}, prediction
+
+
+def assert_same_fitted_state(before, after):
+    assert before[0] == after[0]
+    for key in before[0]:
+        a, b = before[1][key], after[1][key]
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        elif key not in ("optimizer_",):
+            assert a == b or (a != a and b != b), key
+    if before[2] is not None:
+        np.testing.assert_array_equal(before[2], after[2])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_failed_fit_leaves_the_estimator_exactly_as_it_was(data):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    y_class = (X[:, 0] > 0).astype(int)
+    y_reg = X[:, :2] @ np.array([[1.0], [-1.0]])
+    kind = data.draw(st.sampled_from(["classifier", "regressor"]), label="estimator")
+    fitted = data.draw(st.booleans(), label="fitted first")
+    cls, y = (MLPClassifier, y_class) if kind == "classifier" else (MLPRegressor, y_reg.ravel())
+    estimator = cls(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    if fitted:
+        estimator.fit(X, y)
+    name = data.draw(st.sampled_from(PARAMETERS), label="parameter")
+    value = data.draw(PARAMETER_JUNK, label="value")
+    method = data.draw(st.sampled_from(["fit", "partial_fit"]), label="method")
+    bad_targets = data.draw(st.sampled_from([None, "strings", "other classes"]), label="targets")
+    targets = y
+    if bad_targets == "strings":
+        targets = np.array(["a", "b"] * 15)
+    elif bad_targets == "other classes" and kind == "classifier":
+        targets = y + 5
+    before = fitted_state(estimator, X)
+    estimator.set_params(**{name: value})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if method == "partial_fit" and kind == "classifier":
+                estimator.partial_fit(X, targets, classes=np.unique(y) if not fitted else None)
+            else:
+                getattr(estimator, method)(X, targets)
+    except (ValueError, TypeError, fastgd.DivergenceError):
+        assert_same_fitted_state(before, fitted_state(estimator, X))
+    else:
+        assert np.isfinite(estimator.predict(X).astype(float)).all() if kind == "regressor" else True

@@ -138,10 +138,16 @@ def check_checkpoint_path(checkpoint):
         path = os.fsdecode(path)
     if not path or path.endswith(os.sep):
         raise ValueError(f"checkpoint must be a file path, got {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    if "\x00" in path:
+        raise ValueError(f"checkpoint {path!r} is not a usable path: it holds a NUL character")
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        folder_exists, is_folder = os.path.isdir(folder), os.path.isdir(path)
+    except (ValueError, OSError) as error:  # a NUL byte, a name too long...
+        raise ValueError(f"checkpoint {path!r} is not a usable path: {error}") from None
+    if not folder_exists:
         raise ValueError(f"checkpoint: folder {folder!r} does not exist")
-    if os.path.isdir(path):
+    if is_folder:
         raise ValueError(f"checkpoint must be a file path, got the folder {path!r}")
     import tempfile
 

@@ -1,0 +1,130 @@
+"""Every private Numba, llvmlite and threadpoolctl name fastgd uses (kernels/compat.py) still
+exists and still behaves as fastgd relies on: an upgrade that changes one fails here, loudly,
+rather than in a user's fit."""
+
+import importlib
+import threading
+
+import numba
+import numpy as np
+import pytest
+from numba import njit
+
+from fastgd.kernels import compat, layout
+
+
+def test_numba_version_is_one_the_private_names_were_checked_against():
+    assert compat.NUMBA_TESTED, (
+        f"Numba {numba.__version__} is outside {compat.TESTED_NUMBA}: check every name in kernels/compat.py against it, "
+        "then move TESTED_NUMBA"
+    )
+
+
+@pytest.mark.parametrize("module, names", list(compat.PRIVATE_NAMES.items()))
+def test_private_names_exist(module, names):
+    imported = importlib.import_module(module)
+    for name in names:
+        assert hasattr(imported, name), f"{module}.{name} is gone"
+
+
+def test_cache_locators_and_index_file_have_the_attributes_the_guard_uses():
+    from numba.core import caching
+
+    cache = compat.GuardedCache(_probe.py_func)
+    assert isinstance(cache._cache_file, caching.IndexDataCacheFile)
+    for attribute in ("_index_path", "_data_name_pattern", "_source_stamp"):
+        assert hasattr(cache._cache_file, attribute), attribute
+    assert cache._impl.locator.get_source_stamp() == compat.SOURCE_STAMP
+    assert "{number:d}" in cache._cache_file._data_name_pattern
+
+
+@njit
+def _probe(x):
+    return x + 1
+
+
+def test_atomics_and_pause_work_across_threads():
+    # Two threads add 10 000 each through atomic_add; an atomic load sees a store from another
+    # thread; the pause hint compiles.
+    @njit(nogil=True)
+    def add(array, n):
+        for _ in range(n):
+            compat.atomic_add(array, 0, 1)
+            compat.spin_pause()
+        return compat.atomic_load(array, 0)
+
+    counter = np.zeros(8, np.int64)
+    add(counter, 1)
+    counter[0] = 0
+    workers = [threading.Thread(target=add, args=(counter, 10_000)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert counter[0] == 20_000
+
+
+def test_unsigned_index_and_address_of():
+    @njit
+    def read(values, index):
+        # The value at an unsigned index, and the one the pointer to values[index] points at.
+        return values[compat.unsigned(index)], numba.carray(compat.address_of(values, index), 1)[0]
+
+    values = np.arange(5.0)
+    assert read(values, 3) == (3.0, 3.0)
+
+
+def test_function_pointer_is_typed_as_a_first_class_function():
+    from numba import types
+
+    @njit
+    def twice(x):
+        return 2.0 * x
+
+    pointer = compat.function_pointer(twice, (types.float64,))
+    assert isinstance(numba.typeof(pointer), types.FunctionType)
+    assert pointer.__wrapper_address__() != 0
+
+    @njit
+    def call(f, x):
+        return f(x)
+
+    compat.compile_exact(call, (numba.typeof(pointer), types.float64))
+    assert call(pointer, 3.0) == 6.0
+
+
+def test_cblas_gemm_addresses_and_blas_kind():
+    single, double, ilp64 = compat.cblas_gemm_addresses()
+    assert (single == 0) == (double == 0)
+    assert ilp64 in (0, 1)
+    function, kind = compat.blas_gemm(numba.float32)
+    assert kind == ord("s")
+
+
+def test_threadpoolctl_setter_is_reachable():
+    from fastgd._threads import _blas
+
+    controllers = _blas().lib_controllers
+    assert controllers, "no BLAS found by threadpoolctl"
+    for library in controllers:
+        assert callable(getattr(library, "_real_set_num_threads", None) or library.set_num_threads)
+        before = library.get_num_threads()
+        compat.set_library_threads(library, 1)
+        assert library.get_num_threads() == 1
+        compat.set_library_threads(library, before)
+        assert library.get_num_threads() == before
+
+
+def test_importing_fastgd_changes_no_numba_setting():
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, json; before = {k: getattr(numba.config, k) for k in dir(numba.config) if k.isupper()}; "
+        "import fastgd; after = {k: getattr(numba.config, k) for k in dir(numba.config) if k.isupper()}; "
+        "print(json.dumps(sorted(k for k in before if before[k] != after.get(k))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert layout.CONTROL_WIDTH >= 8

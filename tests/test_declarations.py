@@ -1,0 +1,108 @@
+"""One declaration per optimizer and schedule (kernels.optim.SPECS, kernels.schedules.SPECS):
+the classes, the compiled updates and their NumPy twins all read it, and these tests fail when
+one of them disagrees with it."""
+
+import inspect
+import re
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import kernels, reference, schedules
+from fastgd.kernels import optim
+from fastgd.kernels import schedules as kernel_schedules
+from fastgd.optimizers import OPTIMIZERS, OPTIMIZERS_UNDER_TEST
+
+INDEX_NAMES = {"sgd": "SGD", "momentum": "MOMENTUM", "adagrad": "ADAGRAD", "rmsprop": "RMSPROP", "adam": "ADAM", "adamw": "ADAMW"}
+
+
+def test_every_optimizer_class_has_one_declaration_and_its_attributes():
+    assert sorted(OPTIMIZERS) == sorted(spec.name for spec in optim.SPECS.values())
+    for spec in optim.SPECS.values():
+        cls = OPTIMIZERS[spec.name]
+        assert (cls.code, cls.hyper_names, cls.state_names) == (spec.code, spec.hyper, spec.state)
+        instance = cls()
+        vector = instance.hyper_vector()
+        assert vector.shape == (len(spec.hyper),)
+        for position, name in enumerate(spec.hyper):
+            assert vector[position] == float(getattr(instance, name)), (spec.name, name)
+        # Every constructor argument is declared (betas is Adam's pair (beta1, beta2)).
+        arguments = set(inspect.signature(cls).parameters) - {"betas"}
+        assert arguments <= set(spec.hyper), (spec.name, arguments - set(spec.hyper))
+        assert set(spec.hyper) - {"beta1", "beta2"} <= arguments, (spec.name, set(spec.hyper) - arguments)
+
+
+@pytest.mark.parametrize("spec", list(optim.SPECS.values()), ids=lambda s: s.name)
+def test_compiled_update_and_twin_read_only_declared_names(spec):
+    # The compiled update reads hyper[INDEX.name] with its own optimizer's index; so does the
+    # twin. A name outside the declaration would fail at import (an index has only the declared
+    # attributes); reading another optimizer's index would pass silently, so check the source.
+    index = INDEX_NAMES[spec.name]
+    source = inspect.getsource(optim.UPDATES[spec.code].py_func)
+    twin = inspect.getsource(reference).split(f"OPT_{index}: lambda", 1)[1].split("\n    OPT_", 1)[0].split("\n}", 1)[0]
+    for text in (source, twin):
+        used = re.findall(r"\[(\w+)\.(\w+)\]", text)
+        assert used, "the hyper-parameters are read by name"
+        for index_name, name in used:
+            assert index_name == index, f"{spec.name} reads {index_name}.{name}"
+            assert name in spec.hyper
+
+
+@pytest.mark.parametrize("cls, options", OPTIMIZERS_UNDER_TEST, ids=str)
+def test_a_declared_hyper_parameter_moves_the_update(cls, options):
+    # Changing any one declared hyper-parameter (other than a flag at its default) changes what
+    # the compiled update does: the kernel really reads each declared slot.
+    optimizer = cls(**options)
+    rng = np.random.default_rng(0)
+    p, g = rng.normal(size=50), rng.normal(size=50)
+
+    def run(vector):
+        params, state = p.copy(), optimizer.initial_state(50, np.float64) + 0.5
+        for step in (1, 2, 3):
+            kernels.optimizer_step(optimizer.code, params, g, state, step, vector[0], vector)
+        return params
+
+    base = optimizer.hyper_vector()
+    reference_run = run(base)
+    for position, name in enumerate(optimizer.hyper_names):
+        changed = base.copy()
+        changed[position] = base[position] * 0.7 + 0.013 if base[position] not in (0.0, 1.0) else 1.0 - base[position]
+        if name == "initial_accumulator_value":
+            continue  # Adagrad's starting state (Optimizer.initial_state), not read by the update
+        if name in ("dampening", "nesterov") and optimizer.hyper_vector()[optimizer.hyper_names.index("momentum")] == 0:
+            continue  # no effect without momentum, by definition
+        if name == "nesterov" and changed[position] and base[optimizer.hyper_names.index("dampening")] != 0:
+            continue
+        assert not np.array_equal(run(changed), reference_run), f"{cls.__name__}.{name} is not read"
+
+
+def test_every_schedule_class_has_one_declaration():
+    classes = {cls.name: cls for cls in vars(schedules).values() if isinstance(cls, type) and issubclass(cls, schedules.Schedule)}
+    assert sorted(classes) == sorted(spec.name for spec in kernel_schedules.SPECS.values())
+    examples = {"constant": {}, "step": dict(step_size=3, gamma=0.5), "exponential": dict(gamma=0.9),
+                "inverse_scaling": dict(power=0.7), "cosine": dict(total_steps=9, eta_min=0.01)}  # fmt: skip
+    for spec in kernel_schedules.SPECS.values():
+        cls = classes[spec.name]
+        assert (cls.code, cls.parameter_names) == (spec.code, spec.parameters)
+        instance = cls(**examples[spec.name])
+        vector = instance.parameters()
+        for position, name in enumerate(spec.parameters):
+            assert vector[position] == float(getattr(instance, name))
+        for step in (1, 4, 11):
+            assert kernels.scheduled_lr(spec.code, 0.1, step, vector) == pytest.approx(
+                reference.scheduled_lr(spec.code, 0.1, step, vector), rel=1e-14
+            )
+
+
+def test_adding_an_optimizer_touches_the_files_the_readme_names():
+    # The README says: kernels/optim.py (declaration, step, update), fastgd/reference.py (twins),
+    # fastgd/optimizers.py (class and OPTIMIZERS_UNDER_TEST). Each optimizer's name appears in
+    # exactly those.
+    import fastgd.optimizers as classes
+
+    for spec in optim.SPECS.values():
+        assert hasattr(optim, f"{spec.name}_step") and hasattr(optim, f"{spec.name}_update")
+        assert hasattr(reference, f"{spec.name}_step")
+        assert any(cls.name == spec.name for cls, _ in classes.OPTIMIZERS_UNDER_TEST)
+    assert fastgd.optimizers is classes
