@@ -10,13 +10,15 @@ Quick start::
 
 __version__ = "0.2.0"
 
-from . import optimizers, reference, schedules
+from . import distributed, optimizers, reference, schedules, streaming
+from .convert import from_sklearn, from_torch
 from .diagnostics import show_config
 from .gradcheck import GradientCheck, gradient_check
 from .history import History
 from .network import Gradients, Network, load
 from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 from .plotting import plot_history
+from .streaming import Streaming
 from .training import DivergenceError, DivergenceWarning, StopTraining
 from .training import callbacks
 
@@ -35,7 +37,12 @@ __all__ = [
     "schedules",
     "callbacks",
     "reference",
+    "distributed",
+    "streaming",
+    "Streaming",
     "show_config",
+    "from_sklearn",
+    "from_torch",
     "SGD",
     "Momentum",
     "Adagrad",

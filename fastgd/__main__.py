@@ -148,6 +148,11 @@ def main(argv=None) -> int:
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
     bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
+    bench.add_argument("--ranks", type=int, default=None, metavar="N",
+                       help="instead: data-parallel scaling on N ranks (mpiexec) against 1 rank on 1 and on N threads "
+                            "(default workloads: mid large)")  # fmt: skip
+    bench.add_argument("--out-of-core", type=int, default=None, metavar="MB",
+                       help="instead: one epoch of mid streamed from a memory map 4x this memory budget, against in memory")
     compiler = commands.add_parser("compile", help="compile every kernel specialisation into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     compiler.add_argument("--activation", nargs="+", default=None, help="hidden activations (default: all)")
@@ -158,10 +163,14 @@ def main(argv=None) -> int:
     if args.command == "demo":
         return demo()
     if args.command == "bench":
-        from fastgd.bench import cold_start, run
+        from fastgd.bench import cold_start, out_of_core, ranks, run
 
         if args.cold:
             cold_start(args.workloads)
+        elif args.out_of_core is not None:
+            out_of_core(args.out_of_core, repeats=args.repeats)
+        elif args.ranks is not None:
+            ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
         else:
             run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers)
         return 0

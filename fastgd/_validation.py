@@ -27,9 +27,17 @@ def as_array(value, name: str) -> np.ndarray:
     return array
 
 
+# Rows checked at a time: ``np.isfinite`` of a whole array allocates a bool per entry (12.5 GB
+# for a 50 GB float32 memory map); a block at a time needs this many.
+_FINITE_BLOCK_ENTRIES = 1 << 20
+
+
 def _finite(array: np.ndarray, name: str) -> None:
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinity (after conversion to {array.dtype})")
+    rows = max(1, _FINITE_BLOCK_ENTRIES // max(1, array.size // max(1, array.shape[0]))) if array.ndim else 1
+    for start in range(0, max(1, array.shape[0] if array.ndim else 1), rows):
+        block = array[start : start + rows] if array.ndim else array
+        if not np.isfinite(block).all():
+            raise ValueError(f"{name} contains NaN or infinity (after conversion to {array.dtype})")
 
 
 def as_matrix(value, name: str, dtype, n_cols: int | None = None, rows: int | None = None) -> np.ndarray:

@@ -315,16 +315,18 @@ class Network:
                     loss=self.loss_name, init=self.init, dtype=self.dtype.name, backend=self.backend,
                     n_threads=self.n_threads, l1=self.l1, l2=self.l2)  # fmt: skip
 
-    def state_dict(self) -> dict:
+    def state_dict(self, copy=True) -> dict:
         """Everything training changes, as copies: ``parameters``, ``initial_parameters``,
         ``optimizer`` (``{"name", "config"}`` or None), ``optimizer_state`` ((n_slots, n_params)),
-        ``optimizer_step``, ``shuffle_seed``, ``epochs_trained`` and ``history`` (a dict of lists)."""
+        ``optimizer_step``, ``shuffle_seed``, ``epochs_trained`` and ``history`` (a dict of lists).
+        ``copy=False``: the three arrays are the network's own buffers (read them, don't keep them)."""
         optimizer = self.optimizer
+        take = np.copy if copy else np.asarray
         return {
-            "parameters": self._params.copy(),
-            "initial_parameters": self._initial_params.copy(),
+            "parameters": take(self._params),
+            "initial_parameters": take(self._initial_params),
             "optimizer": None if optimizer is None else {"name": optimizer.name, "config": optimizer.get_config()},
-            "optimizer_state": self._opt_state.copy(),
+            "optimizer_state": take(self._opt_state),
             "optimizer_step": int(self._step[0]),
             "shuffle_seed": int(self._shuffle_seed),
             "epochs_trained": int(self.epochs_trained),
@@ -355,6 +357,19 @@ class Network:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._bind_views()
+
+    def to_onnx(self, path=None):
+        """The network as an ONNX model, written to ``path`` if given (``fastgd.convert.to_onnx``;
+        needs ``pip install "fastgd[onnx]"``)."""
+        from .convert import to_onnx
+
+        return to_onnx(self, path)
+
+    def to_torch(self):
+        """The network as a PyTorch ``nn.Sequential`` (``fastgd.convert.to_torch``)."""
+        from .convert import to_torch
+
+        return to_torch(self)
 
     def copy(self, dtype=None, backend=None) -> "Network":
         """An independent copy (parameters, optimizer and its state), optionally in another dtype

@@ -4,7 +4,8 @@
 and its ``state_dict``; ``read(path)`` returns them, checked. The file holds the arrays
 ``parameters``, ``initial_parameters``, ``optimizer_state``, ``optimizer_step`` and
 ``description``: UTF-8 JSON with the format name and version, the configuration, the optimizer
-and its hyper-parameters, the shuffle seed, the epochs trained and the history.
+and its hyper-parameters, the shuffle seed, the epochs trained, the history and, in checkpoints,
+``training``: ``{"ranks": processes that trained it}`` (optional).
 
 Reading checks everything before allocating or building anything: the zip's members, every
 array's header (dtype and shape, against the description and the member's size, so a header
@@ -34,8 +35,9 @@ _MAX_DESCRIPTION_BYTES = 1 << 28
 _CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2")
 
 
-def write(path, config: dict, state: dict) -> None:
-    """Write a network's ``config`` and ``state`` to ``path``, atomically.
+def write(path, config: dict, state: dict, training: dict | None = None) -> None:
+    """Write a network's ``config`` and ``state`` to ``path``, atomically; ``training``
+    (checkpoints: ``{"ranks": processes that trained it}``) is recorded beside them.
 
     The file is written next to its destination under a temporary name, flushed to disk, then
     renamed over ``path`` and the folder synced, so a crash mid-write leaves the previous file
@@ -55,6 +57,8 @@ def write(path, config: dict, state: dict) -> None:
         "optimizer": None if optimizer is None else {"name": optimizer["name"], "config": _jsonable(optimizer["config"])},
         "history": state["history"],
     }
+    if training is not None:
+        description["training"] = {"ranks": int(training["ranks"])}
     arrays = {
         "parameters": state["parameters"],
         "initial_parameters": state["initial_parameters"],
@@ -151,6 +155,7 @@ def read(path):
         "shuffle_seed": description["shuffle_seed"],
         "epochs_trained": description["epochs_trained"],
         "history": description["history"],
+        "training": description.get("training"),
     }
     return config, state
 
@@ -256,5 +261,8 @@ def _description(raw, path) -> dict:
         if optimizer["name"] not in OPTIMIZERS:
             _fail(path, f"field 'optimizer.name' {optimizer['name']!r} is not one of {sorted(OPTIMIZERS)}")
         slots = max(len(OPTIMIZERS[optimizer["name"]].state_names), 1)
+    training = description.get("training")
+    if training is not None and not (isinstance(training, dict) and integer(training.get("ranks")) and training["ranks"] >= 1):
+        _fail(path, f"field 'training' must be {{'ranks': int >= 1}}, got {training!r}")
     description["_slots"] = slots
     return description

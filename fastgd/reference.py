@@ -23,6 +23,7 @@ from .kernels.layout import (
     block_of,
     layer_view,
 )
+from .kernels.exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, call_channel
 from .kernels.losses import BINARY_CROSSENTROPY, CROSSENTROPY, MSE, SSE
 from .kernels.optim import ADAGRAD, ADAM, ADAMW, MOMENTUM, OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD, RMSPROP, SGD
 from .kernels.schedules import (
@@ -348,6 +349,7 @@ def train_epochs(state, data, work, settings, control, n_threads):
     params, opt_state, step = state
     X, Y, sample_weight = data
     meta, loss, batch_size, shards = settings.meta, settings.loss, settings.batch_size, settings.shards
+    rank, ranks, partitioned = settings.rank, settings.ranks, settings.partitioned
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
@@ -358,34 +360,52 @@ def train_epochs(state, data, work, settings, control, n_threads):
     saved_step = int(step[0])
     outcome = OUTCOME_FINISHED
     completed = 0
-    order, grads = work.order, work.grads
+    order, grads = work.order[:n], work.grads  # the buffers may hold more rows than X (streamed chunks)
     for e in range(settings.epochs):
         if settings.shuffle:
-            shuffle_order(order, work.keys, settings.seed, settings.first_epoch + e)
+            shuffle_order(order, work.keys[:n], settings.seed, settings.first_epoch + e)
         else:
             order[...] = np.arange(n)
+        if partitioned:
+            for k, start in enumerate(range(0, n, batch_size)):
+                work.batch_weights[k] = float(np.sum(sample_weight[order[start : start + batch_size]], dtype=np.float64))
+            call_channel(settings.channel, EXCHANGE_WEIGHTS, grads[0], work.batch_weights)
+            total_weight = float(np.sum(work.batch_weights[: -(-n // batch_size)]))
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
-            if control[CONTROL_STOP] != 0:
+            rows = min(batch_size, n - start)
+            if partitioned:
+                batch_weight, lo, hi = float(work.batch_weights[start // batch_size]), 0, rows
+            else:
+                batch_weight = float(np.sum(sample_weight[order[start : start + rows]], dtype=np.float64))
+                lo, hi = rank * rows // ranks, (rank + 1) * rows // ranks
+            stop_requested = control[CONTROL_STOP] != 0
+            if ranks == 1 and stop_requested:
                 outcome = OUTCOME_INTERRUPTED
                 break
-            rows = min(batch_size, n - start)
-            index = order[start : start + rows]
-            xb = work.x_batch[: rows * n_in].reshape(rows, n_in)
-            yb = work.y_batch[: rows * n_out].reshape(rows, n_out)
+            index = order[start + lo : start + hi]
+            local = hi - lo
+            xb = work.x_batch[: local * n_in].reshape(local, n_in)
+            yb = work.y_batch[: local * n_out].reshape(local, n_out)
             xb[...] = X[index]
             yb[...] = Y[index]
-            scale = work.row_scale[:rows]
+            scale = work.row_scale[:local]
             scale[...] = sample_weight[index]
-            batch_weight = float(np.sum(sample_weight[index], dtype=np.float64))
             if is_mean:
                 scale *= t(1.0 / batch_weight)
             value = 0.0
             for shard in range(shards):
-                first, stop = shard * rows // shards, (shard + 1) * rows // shards
-                l1, l2 = (settings.l1, settings.l2) if shard == 0 else (0.0, 0.0)
+                first, stop = shard * local // shards, (shard + 1) * local // shards
+                l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
                 value += forward_backward(params, grads[shard], meta, xb[first:stop], yb[first:stop], scale[first:stop],
                                           _evaluation(work, shard, stop - first), loss, l1, l2)  # fmt: skip
+            if ranks > 1:
+                work.scalars[SCALAR_LOSS], work.scalars[SCALAR_STOP] = value, float(stop_requested)
+                call_channel(settings.channel, EXCHANGE_STEP, grads[0], work.scalars)
+                value = float(work.scalars[SCALAR_LOSS])
+                if work.scalars[SCALAR_STOP] != 0:
+                    outcome = OUTCOME_INTERRUPTED
+                    break
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break

@@ -180,6 +180,37 @@ class _BaseMLP(BaseEstimator):
         self.t_ = self.network_.optimizer_steps
         return self
 
+    # -- scikit-learn's fitted attributes, read from the network --------------------------------
+
+    @property
+    def coefs_(self):
+        """Weight matrices, ``(n_in, n_out)`` per layer, input layer first, as scikit-learn's
+        ``coefs_``: views into the network's parameters (writing into them changes the model)."""
+        check_is_fitted(self, "network_")
+        return list(self.network_.weights)
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, ``(n_out,)`` per layer, as scikit-learn's ``intercepts_`` (views)."""
+        check_is_fitted(self, "network_")
+        return list(self.network_.biases)
+
+    @property
+    def n_layers_(self):
+        """Layers counting the input layer, as scikit-learn's ``n_layers_``."""
+        check_is_fitted(self, "network_")
+        return len(self.network_.layer_sizes)
+
+    @property
+    def n_outputs_(self):
+        check_is_fitted(self, "network_")
+        return self.network_.layer_sizes[-1]
+
+    @property
+    def out_activation_(self):
+        check_is_fitted(self, "network_")
+        return self._output_activation
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
@@ -200,9 +231,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
       epochs; with ``early_stopping`` the best weights are restored;
     - ``dtype``, ``backend``, ``n_threads``: as for :class:`fastgd.Network`.
 
-    Attributes: ``classes_``, ``n_iter_``, ``loss_curve_``, ``validation_scores_`` (validation
-    accuracy per epoch with ``early_stopping``), ``best_loss_``, ``loss_``, ``t_``,
-    ``n_features_in_``, ``network_`` (the trained :class:`fastgd.Network`).
+    Attributes: ``classes_``, ``coefs_`` and ``intercepts_`` (views into the network's weights and
+    biases, laid out as scikit-learn's), ``n_layers_``, ``n_outputs_``, ``out_activation_``,
+    ``n_iter_``, ``loss_curve_``, ``validation_scores_`` (validation accuracy per epoch with
+    ``early_stopping``), ``best_loss_``, ``loss_``, ``t_``, ``n_features_in_``, ``network_`` (the
+    trained :class:`fastgd.Network`).
     """
 
     _loss = "crossentropy"

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit
 
 from .config import BLAS_MIN_MACS, JIT_OPTIONS
+from .exchange import STEP_SCALARS
 
 # --------------------------------------------------------------------------- meta
 # Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
@@ -186,7 +187,10 @@ class Work(NamedTuple):
     transposed : (shards, n_params), weights transposed for the backward pass;
     saved_params, saved_state : like params and opt_state (the state at the end of the last
     completed epoch); partials : float64 (shards, partial_slots);
-    epoch_losses : float64 (max epochs per call,).
+    epoch_losses : float64 (max epochs per call,);
+    scalars : float64 (STEP_SCALARS,), what a step exchanges besides the gradient (data-parallel);
+    batch_weights : float64 (steps per epoch,), each step's batch weight summed over the ranks
+    (data-parallel training on partitioned data; else unused, size 1).
     """
 
     grads: np.ndarray
@@ -203,6 +207,8 @@ class Work(NamedTuple):
     saved_state: np.ndarray
     partials: np.ndarray
     epoch_losses: np.ndarray
+    scalars: np.ndarray
+    batch_weights: np.ndarray
 
 
 class Settings(NamedTuple):
@@ -214,6 +220,14 @@ class Settings(NamedTuple):
     learning rate; hyper : float64, the optimizer's hyper-parameters (kernels.optim.SPECS);
     schedule_kind, schedule : learning-rate schedule (kernels.schedules); l1, l2 : weight penalties;
     shards, solo : how batches are cut (``shard_plan``).
+
+    Data-parallel training (``fastgd.distributed``): ``ranks`` processes, this one being
+    ``rank``, each computing the gradient of its share of every batch and adding them up
+    through ``kernels.exchange.CHANNELS[channel]``. With ``partitioned`` False every rank holds
+    all the rows, and its share is rows ``[rank·B/ranks, (rank+1)·B/ranks)`` of each batch of B
+    (the shard ``rank`` of ``ranks``); with True each rank holds its own rows, takes batches of
+    ``batch_size`` of them, and the batch is the union of the ranks' batches. One process:
+    rank 0 of 1.
     """
 
     meta: np.ndarray
@@ -232,6 +246,10 @@ class Settings(NamedTuple):
     l2: float
     shards: int
     solo: bool
+    rank: int
+    ranks: int
+    partitioned: bool
+    channel: int
 
 
 class Evaluation(NamedTuple):
@@ -247,14 +265,15 @@ class Evaluation(NamedTuple):
 
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
-                  schedule_kind, schedule, l1, l2, shards=1, solo=False) -> Settings:  # fmt: skip
+                  schedule_kind, schedule, l1, l2, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
+                  channel=0) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
     return Settings(
         np.ascontiguousarray(meta, dtype=np.int64), int(loss), int(optimizer), int(batch_size), bool(shuffle),
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
-        float(l1), float(l2), int(shards), bool(solo),
+        float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
     )  # fmt: skip
 
 
@@ -265,9 +284,9 @@ def make_evaluation(meta, rows, dtype) -> Evaluation:
                       np.zeros(partial_slots(meta.shape[0])), np.empty(parameter_count(meta), dtype=dtype))  # fmt: skip
 
 
-def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1) -> Work:
+def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitioned=False) -> Work:
     """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows, cut
-    into ``shards`` shards."""
+    into ``shards`` shards (``partitioned``: data-parallel training on partitioned data)."""
     n_params = parameter_count(meta)
     shard_capacity = -(-capacity // shards)
     units, n_out = total_units(meta), int(meta[-1, META_N_OUT])
@@ -287,6 +306,8 @@ def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1) -> Work:
         np.empty((n_slots, n_params), dtype=dtype),
         np.zeros((shards, partial_slots(meta.shape[0]))),
         np.zeros(epochs, dtype=np.float64),
+        np.zeros(STEP_SCALARS),
+        np.zeros(-(-n_rows // capacity) if partitioned else 1),
     )
 
 

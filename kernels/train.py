@@ -33,6 +33,8 @@ from .layout import (
     block_start,
     chunk_count,
 )
+from .exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, no_exchange
+from .exchange import exchange as exchange_kernel
 from .losses import SSE
 from .optim import UPDATES
 from .passes import PENALTY_PARTIALS, backward_kernel, batch_value, configuration, forward_kernel
@@ -165,15 +167,21 @@ def train_epochs(state, data, work, settings, control, n_threads):
 
 
 @kernel(**JIT_OPTIONS)
-def train_loop(tid, n_threads, control, forward, backward, update, state, data, work, settings):
-    """``train_epochs``'s body, run by every thread of the team; ``forward``, ``backward`` and
-    ``update`` are ``passes.forward_pass``, ``passes.backward_pass`` and the optimizer's update,
-    called through function pointers (``bound_loop``).
+def train_loop(tid, n_threads, control, forward, backward, update, exchange, state, data, work, settings):
+    """``train_epochs``'s body, run by every thread of the team; ``forward``, ``backward``,
+    ``update`` and ``exchange`` are ``passes.forward_pass``, ``passes.backward_pass``, the
+    optimizer's update and ``kernels.exchange.exchange`` (or ``no_exchange``), called through
+    function pointers (``bound_loop``).
 
     A batch is cut into ``settings.shards`` shards of consecutive rows (``layout.shard_plan``),
     whose gradients are added in shard order: with ``settings.solo`` every thread takes whole
     shards (tiny layers: no barrier between layers, no data crossing cores), else the team
     works through the shards one by one, splitting each layer's products.
+
+    Data-parallel (``settings.ranks`` > 1): this process computes its share of the batch (see
+    ``layout.Settings``) as one shard; thread 0 then exchanges the gradient, the loss and the
+    stop request with the other ranks (one ``EXCHANGE_STEP`` per step), and every rank takes
+    the same step with the same sums. Only rank 0's shard carries the weight penalty.
     """
     params, opt_state, step = state
     X, Y, sample_weight = data
@@ -183,9 +191,13 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
     t = params.dtype.type
     is_mean = settings.loss != SSE
     batch_size, shards, solo = settings.batch_size, settings.shards, settings.solo
+    rank, ranks, partitioned = settings.rank, settings.ranks, settings.partitioned
+    distributed = ranks > 1
     partials = work.partials[0]  # shard 0's: the penalty and the epoch's finiteness flags
     order, x_batch, y_batch, row_scale = work.order, work.x_batch, work.y_batch, work.row_scale
-    l1, l2 = settings.l1, settings.l2
+    scalars, batch_weights = work.scalars, work.batch_weights
+    # The penalty goes with shard 0 of rank 0 only, so that it is added once.
+    l1, l2 = (settings.l1, settings.l2) if rank == 0 else (0.0, 0.0)
     grads = work.grads[0]
     n_params = params.size
     n_chunks = chunk_count(n_params)
@@ -208,21 +220,34 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
             else:
                 for i in range(n):
                     order[i] = i
+            if partitioned:
+                _local_batch_weights(sample_weight, order, n, batch_size, batch_weights)
+                exchange(settings.channel, np.int64(EXCHANGE_WEIGHTS), grads, batch_weights)
         barrier(control, n_threads)
+        if partitioned:
+            total_weight = 0.0
+            for k in range((n + batch_size - 1) // batch_size):
+                total_weight += batch_weights[k]
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
             rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
                 write_flag(control, CONTROL_STOP_SEEN, read_flag(control, CONTROL_STOP))
-            batch_weight = 0.0
-            for r in range(rows):
-                batch_weight += sample_weight[work.order[start + r]]
+            if partitioned:
+                batch_weight = batch_weights[start // batch_size]
+                lo, hi = 0, rows
+            else:
+                batch_weight = 0.0
+                for r in range(rows):
+                    batch_weight += sample_weight[work.order[start + r]]
+                lo, hi = rank * rows // ranks, (rank + 1) * rows // ranks
+            local = hi - lo
             inv = t(1.0 / batch_weight) if is_mean else t(1.0)
             if solo:
                 # Each thread its own shards: gather, forward and backward with no barrier.
                 shard = tid
                 while shard < shards:
-                    first, stop = shard * rows // shards, (shard + 1) * rows // shards
+                    first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
                     _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, is_mean)
                     _shard_passes(np.int64(0), np.int64(1), control, forward, backward, params, meta, x_batch, y_batch, row_scale,
                                   work.acts[shard], work.z_out[shard], work.deltas[shard], work.partials[shard],
@@ -231,26 +256,37 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
                     shard += n_threads
                 barrier(control, n_threads)
             else:
-                n_blocks = block_count(rows, (n_in + n_out) * 16)
+                n_blocks = block_count(local, (n_in + n_out) * 16)
                 task = first_task(control, tid, n_threads)
                 while task < n_blocks:
-                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, task * rows // n_blocks,
-                            (task + 1) * rows // n_blocks, inv, is_mean)  # fmt: skip
+                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, lo + task * local // n_blocks,
+                            lo + (task + 1) * local // n_blocks, inv, is_mean)  # fmt: skip
                     task = next_task(control, n_threads, task)
                 barrier(control, n_threads)
                 for shard in range(shards):
-                    first, stop = shard * rows // shards, (shard + 1) * rows // shards
+                    first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
                     _shard_passes(tid, n_threads, control, forward, backward, params, meta, x_batch, y_batch, row_scale,
                                   work.acts[shard], work.z_out[shard], work.deltas[shard], work.partials[shard],
                                   work.transposed[shard], work.grads[shard], first, stop, l1 if shard == 0 else 0.0,
                                   l2 if shard == 0 else 0.0)  # fmt: skip
+            value = 0.0
+            for shard in range(shards):
+                shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
+                value += batch_value(meta, shard_rows, work.partials[shard], l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0)
+            if distributed:
+                # One exchange per step: the gradient, the loss and the stop request, summed
+                # over the ranks in rank order; every rank then decides alike.
+                barrier(control, n_threads)
+                if tid == 0:
+                    scalars[SCALAR_LOSS] = value
+                    scalars[SCALAR_STOP] = read_flag(control, CONTROL_STOP_SEEN)
+                    exchange(settings.channel, np.int64(EXCHANGE_STEP), grads, scalars)
+                    write_flag(control, CONTROL_STOP_SEEN, 1 if scalars[SCALAR_STOP] != 0.0 else 0)
+                barrier(control, n_threads)
+                value = scalars[SCALAR_LOSS]
             if read_flag(control, CONTROL_STOP_SEEN) != 0:
                 outcome = OUTCOME_INTERRUPTED
                 break
-            value = 0.0
-            for shard in range(shards):
-                shard_rows = (shard + 1) * rows // shards - shard * rows // shards
-                value += batch_value(meta, shard_rows, work.partials[shard], l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED
                 break
@@ -293,6 +329,17 @@ def train_loop(tid, n_threads, control, forward, backward, update, state, data, 
         step[0] = saved_step
         control[CONTROL_OUTCOME] = outcome
     return completed
+
+
+@njit(**JIT_OPTIONS)
+def _local_batch_weights(sample_weight, order, n, batch_size, batch_weights):
+    # This rank's weight of each batch of the epoch's n rows (partitioned data), in step order.
+    for start in range(0, n, batch_size):
+        stop = start + batch_size if batch_size < n - start else n
+        weight = 0.0
+        for r in range(start, stop):
+            weight += sample_weight[order[r]]
+        batch_weights[start // batch_size] = weight
 
 
 @njit(**JIT_OPTIONS)
@@ -346,30 +393,34 @@ def _stage_types(params, x_batch):
     forward = (*team, values, meta, batch, i64, batch, batch, batch, batch, batch, partials, values, flag)
     backward = (*team, values, values, meta, batch, i64, batch, batch, partials, values, types.float64, types.float64)
     update = (values, values, values_2d, i64, types.float64, array_type(np.float64), i64, i64)
-    return forward, backward, update
+    exchange = (i64, i64, values, array_type(np.float64))
+    return forward, backward, update, exchange
 
 
 def bound_loop(state, data, work, settings):
     """``train_loop`` compiled for these bundles' types, with its stages: the forward and
-    backward passes and ``settings.optimizer``'s update (``optim.UPDATES``) as function
-    pointers. Each stage is compiled once per dtype and shared by every loop and every other
-    caller; the loop is compiled once per dtype for every optimizer.
+    backward passes, ``settings.optimizer``'s update (``optim.UPDATES``) and the exchange
+    between ranks (``kernels.exchange``; a stand-in in one process) as function pointers.
+    Each stage is compiled once per dtype and shared by every loop and every other caller; the
+    loop is compiled once per dtype for every optimizer.
 
     Returns
     -------
-    (dispatcher, (forward, backward, update))
+    (dispatcher, (forward, backward, update, exchange))
     """
     update = UPDATES.get(int(settings.optimizer))
     if update is None:
         raise ValueError(f"optimizer must be an optimizer code ({sorted(UPDATES)}), got {settings.optimizer!r}")
     hidden, output, loss, tiles, blas = configuration(settings.meta, settings.loss, state.params.dtype)
     data_types = tuple(typeof(array) for array in data)  # read-only inputs (memory maps) compile a variant
-    key = (state.params.dtype, data_types, hidden, output, loss, tiles, blas, int(settings.optimizer))
+    distributed = settings.ranks > 1
+    key = (state.params.dtype, data_types, hidden, output, loss, tiles, blas, int(settings.optimizer), distributed)
     bound = _BOUND.get(key)
     if bound is None:
-        forward_types, backward_types, update_types = _stage_types(state.params, work.x_batch)
-        stages = (forward_kernel(hidden, output, loss, tiles, blas), backward_kernel(hidden, tiles, blas), update)
-        pointers = tuple(function_pointer(stage, argtypes) for stage, argtypes in zip(stages, (forward_types, backward_types, update_types)))
+        stage_types = _stage_types(state.params, work.x_batch)
+        stages = (forward_kernel(hidden, output, loss, tiles, blas), backward_kernel(hidden, tiles, blas), update,
+                  exchange_kernel if distributed else no_exchange)  # fmt: skip
+        pointers = tuple(function_pointer(stage, argtypes) for stage, argtypes in zip(stages, stage_types))
         loop_types = (types.int64, types.int64, array_type(np.int64), *(typeof(p) for p in pointers), typeof(state), typeof(data),
                       typeof(work), typeof(settings))  # fmt: skip
         compile_exact(train_loop, loop_types)

@@ -57,6 +57,35 @@ def test_the_bench_workers_train_the_same_thing():
     assert peer["final_loss"] == pytest.approx(ours["final_loss"], rel=1e-3)
 
 
+def test_bench_ranks_runs_the_same_training_on_two_ranks():
+    # `bench --ranks 2`: one rank, one rank with two threads, two ranks (mpiexec) train the same
+    # steps; two ranks sum each gradient as two shards, so the losses agree to float32 rounding.
+    pytest.importorskip("mpi4py")
+    import shutil
+
+    from fastgd.bench import ranks
+
+    if not (shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")):
+        pytest.skip("no mpiexec (pip install 'fastgd[mpi]')")
+    rows = ranks(["small"], n_ranks=2, repeats=1, out=open(os.devnull, "w"))
+    assert [row["configuration"] for row in rows] == ["1 rank x 1 thread", "1 rank x 2 threads", "2 ranks x 1 thread"]
+    single, _, two = rows
+    assert two["ranks"] == 2 and two["exchange_seconds"] > 0 and two["gradient_bytes"] == (32 * 64 + 64 + 64 + 1) * 4
+    assert two["final_loss"] == pytest.approx(single["final_loss"], rel=1e-4)
+
+
+def test_out_of_core_bench_streams_the_same_training_as_in_memory():
+    from fastgd.bench import out_of_core
+
+    result = out_of_core(budget_mb=2, factor=4, repeats=1, out=open(os.devnull, "w"))
+    assert set(result) == {"stream", "cold", "blocks", "memory"}
+    assert result["stream"]["rows"] == 8 * (1 << 20) // (794 * 4) // 256 * 256
+    # Streamed rows in the epoch's shuffled order train bitwise as the same rows in memory.
+    assert result["stream"]["final_loss"] == result["cold"]["final_loss"] == result["memory"]["final_loss"]
+    assert result["blocks"]["final_loss"] != result["memory"]["final_loss"]  # another order
+    assert all(run["peak_rss_mb"] > 0 and run["seconds"] > 0 for run in result.values())
+
+
 def test_bench_command_skips_missing_peers_with_a_note():
     done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "xor", "--peers", "--repeats", "1"], capture_output=True,
                           text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
@@ -73,3 +102,18 @@ def test_compile_command_fills_the_cache():
                           timeout=SUBPROCESS_TIMEOUT, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "compiled 1 configurations x 6 optimizers" in done.stdout
+
+
+def test_exchange_cost_command_times_both_sums():
+    pytest.importorskip("mpi4py")
+    import shutil
+
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec (pip install 'fastgd[mpi]')")
+    done = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "fastgd.bench.exchange", "1000", "5000"],
+                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if len(line.split()) == 4 and line.split()[0].isdigit()]
+    assert [int(row[0]) for row in rows] == [1000, 5000]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)

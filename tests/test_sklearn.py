@@ -146,3 +146,38 @@ def test_a_failed_fit_leaves_the_estimator_exactly_as_it_was(data):
         assert_same_fitted_state(before, fitted_state(estimator, X))
     else:
         assert np.isfinite(estimator.predict(X).astype(float)).all() if kind == "regressor" else True
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier(hidden_layer_sizes=(7, 5), activation="tanh", max_iter=3, random_state=0),
+                                       MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, random_state=0)])  # fmt: skip
+def test_coefs_and_intercepts_are_laid_out_as_scikit_learns(estimator):
+    from sklearn.neural_network import MLPClassifier as SkClassifier
+    from sklearn.neural_network import MLPRegressor as SkRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) if isinstance(estimator, MLPClassifier) else X @ [1.0, 2.0, 0.0, -1.0]
+    with pytest.raises(AttributeError):  # not fitted: NotFittedError is an AttributeError
+        estimator.coefs_
+    estimator.fit(X, y)
+    reference = (SkClassifier if isinstance(estimator, MLPClassifier) else SkRegressor)(
+        hidden_layer_sizes=estimator.hidden_layer_sizes, max_iter=1).fit(X, y)  # fmt: skip
+    assert [c.shape for c in estimator.coefs_] == [c.shape for c in reference.coefs_]
+    assert [b.shape for b in estimator.intercepts_] == [b.shape for b in reference.intercepts_]
+    assert (estimator.n_layers_, estimator.n_outputs_) == (reference.n_layers_, reference.n_outputs_)
+    # The forward pass written from coefs_ and intercepts_ gives predict's outputs.
+    act = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[estimator.activation]
+    a = X
+    for k, (W, b) in enumerate(zip(estimator.coefs_, estimator.intercepts_)):
+        z = a @ W + b
+        a = act(z) if k < len(estimator.coefs_) - 1 else z
+    if isinstance(estimator, MLPClassifier):
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(e / e.sum(axis=1, keepdims=True), estimator.predict_proba(X), rtol=1e-10)
+    else:
+        np.testing.assert_allclose(a.ravel(), estimator.predict(X), rtol=1e-10)
+    # They are the model's own: writing into them changes the predictions.
+    before = estimator.predict_proba(X) if isinstance(estimator, MLPClassifier) else estimator.predict(X)
+    estimator.intercepts_[-1][0] += 1.0
+    after = estimator.predict_proba(X) if isinstance(estimator, MLPClassifier) else estimator.predict(X)
+    assert not np.allclose(before, after)

@@ -272,3 +272,22 @@ def test_zero_epochs_trains_nothing():
     before = net.flat_parameters.copy()
     assert net.fit(X, y, epochs=0).loss == []
     np.testing.assert_array_equal(net.flat_parameters, before)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-4)])
+def test_grad_shards_change_only_the_rounding(dtype, rtol):
+    # What data-parallel training on P ranks computes (bitwise, see test_distributed.py) is each
+    # batch's gradient as a sum of P shard gradients: the same mathematics as one shard, summed
+    # in another order. After 3 epochs of Adam (48 steps) the parameters agree to rounding
+    # (float32: Adam's division by sqrt(v) amplifies last-bit differences of small gradients).
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(160, 5))
+    y = np.tanh(X @ rng.normal(size=(5, 2)))
+    trained = {}
+    for shards in (1, 2, 3, 4):
+        net = fastgd.Network([5, 7, 2], activation="tanh", loss="mse", dtype=dtype, random_state=1, l2=1e-3)
+        net.fit(X, y, optimizer=fastgd.Adam(lr=0.01), epochs=3, batch_size=10, grad_shards=shards)
+        trained[shards] = net.flat_parameters.copy()
+    for shards in (2, 3, 4):
+        np.testing.assert_allclose(trained[shards], trained[1], rtol=rtol, atol=rtol * 1e-2)
+    assert not all(np.array_equal(trained[shards], trained[1]) for shards in (2, 3, 4)), "the shards were not summed apart"

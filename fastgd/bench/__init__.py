@@ -20,10 +20,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from .workloads import WORKLOADS, Workload
 from .worker import LIBRARIES, REQUIRES
 
-__all__ = ["WORKLOADS", "Workload", "run", "cold_start", "digits_accuracy"]
+__all__ = ["WORKLOADS", "Workload", "run", "ranks", "out_of_core", "cold_start", "digits_accuracy"]
 
 # A worker that takes longer than this is stopped (large with scikit-learn, three runs: ~15 s).
 WORKER_TIMEOUT = 900
@@ -89,6 +91,144 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None):
         print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "
               f"splits ({', '.join(f'{a:.4f}' for a in accuracies)})", file=out)  # fmt: skip
     return rows
+
+
+def _mpi_worker(workload, ranks, threads):
+    import shutil
+
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    if mpiexec is None:
+        raise RuntimeError("bench --ranks needs mpiexec: pip install 'fastgd[mpi]'")
+    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "fastgd.bench.worker", "fastgd-mpi", workload,
+               str(threads)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(f"{ranks} ranks on {workload} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def ranks(names=None, n_ranks=2, repeats=3, out=None):
+    """Data-parallel scaling: each workload (default mid and large) on 1 rank x 1 thread,
+    1 rank x ``n_ranks`` threads and ``n_ranks`` ranks x 1 thread (``mpiexec``), rounds
+    interleaved, best of ``repeats``. Prints µs/step, the speed-up over one rank on one thread,
+    and the measured cost of one gradient exchange; returns the rows."""
+    from ..diagnostics import cpu_name
+
+    names = list(names or ("mid", "large"))
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}")
+    if n_ranks < 2:
+        raise ValueError(f"ranks must be >= 2, got {n_ranks}")
+    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); best of {repeats} interleaved rounds, "
+          f"one job per run", file=out)  # fmt: skip
+    header = f"{'workload':<8} {'configuration':<18} {'µs/step':>10} {'vs 1x1':>7} {'exchange µs':>12} {'gradient MB':>12}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    configurations = (("1 rank x 1 thread", lambda w: _worker("fastgd", w, 1)),
+                      (f"1 rank x {n_ranks} threads", lambda w: _worker("fastgd", w, n_ranks)),
+                      (f"{n_ranks} ranks x 1 thread", lambda w: _mpi_worker(w, n_ranks, 1)))  # fmt: skip
+    rows = []
+    for name in names:
+        best = {}
+        for _ in range(repeats):
+            for label, measure in configurations:
+                result = measure(name)
+                if label not in best or result["seconds"] < best[label]["seconds"]:
+                    best[label] = result
+        base = best[configurations[0][0]]["seconds"]
+        for label, _ in configurations:
+            result = best[label]
+            exchange = f"{result['exchange_seconds'] * 1e6:>12.0f}" if "exchange_seconds" in result else f"{'':>12}"
+            size = f"{result['gradient_bytes'] / 1e6:>12.2f}" if "gradient_bytes" in result else f"{'':>12}"
+            print(f"{name:<8} {label:<18} {result['us_per_step']:>10.1f} {base / result['seconds']:>6.2f}x {exchange} {size}", file=out)
+            rows.append(dict(result, configuration=label, speedup=base / result["seconds"]))
+    return rows
+
+
+_OUT_OF_CORE_CHILD = """
+import os, resource, sys, time
+import numpy as np
+import fastgd
+from fastgd.bench.workloads import WORKLOADS
+from fastgd.streaming import Streaming
+folder, mode, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+w = WORKLOADS["mid"]
+n_in, n_out = w.layer_sizes[0], w.layer_sizes[-1]
+X = np.memmap(os.path.join(folder, "X.f32"), dtype=np.float32, mode="r", shape=(rows, n_in))
+Y = np.memmap(os.path.join(folder, "Y.f32"), dtype=np.float32, mode="r", shape=(rows, n_out))
+if mode == "memory":
+    X, Y = np.array(X), np.array(Y)
+net = w.network()
+shuffle = "blocks" if mode == "blocks" else True
+net.copy().fit(X[:4096], Y[:4096], optimizer=w.make_optimizer(), batch_size=w.batch_size, shuffle=shuffle,
+               streaming=None if mode == "memory" else Streaming())  # compile first
+if mode == "cold":  # evict the files from the page cache: every row is read from the disk
+    for name in ("X.f32", "Y.f32"):
+        handle = os.open(os.path.join(folder, name), os.O_RDONLY)
+        os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(handle)
+try:  # the peak resident memory from here on (Linux), not the compiler's before
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    def peak_mb():
+        with open("/proc/self/status") as lines:
+            return next(int(line.split()[1]) for line in lines if line.startswith("VmHWM:")) / 1024
+except OSError:
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+start = time.perf_counter()
+net.fit(X, Y, optimizer=w.make_optimizer(), epochs=1, batch_size=w.batch_size, shuffle=shuffle)
+seconds = time.perf_counter() - start
+print(seconds, peak_mb(), net.history.loss[-1])
+"""
+
+
+def out_of_core(budget_mb=512, factor=4, repeats=1, out=None):
+    """Training on a memory map ``factor`` times larger than a memory budget: one epoch of the
+    ``mid`` network over a float32 file of ``factor * budget_mb`` MB, streamed (rows shuffled,
+    in the page cache; the same with the page cache emptied first; block shuffle), against the
+    same data loaded in memory. Prints each run's seconds, samples/s and the process's peak
+    resident memory during the fit (Python, NumPy and the compiled code included; the
+    compiler's peak before it excluded where Linux lets the peak be reset)."""
+    import tempfile
+
+    from .workloads import WORKLOADS
+
+    workload = WORKLOADS["mid"]
+    n_in, n_out = workload.layer_sizes[0], workload.layer_sizes[-1]
+    rows = int(factor * budget_mb * (1 << 20)) // ((n_in + n_out) * 4) // workload.batch * workload.batch
+    with tempfile.TemporaryDirectory(prefix="fastgd-ooc-", dir=os.environ.get("FASTGD_BENCH_DIR")) as folder:
+        rng = np.random.default_rng(0)
+        for name, cols in (("X.f32", n_in), ("Y.f32", n_out)):
+            data = np.memmap(os.path.join(folder, name), dtype=np.float32, mode="w+", shape=(rows, cols))
+            for start in range(0, rows, 65536):
+                block = rng.standard_normal((min(65536, rows - start), cols), dtype=np.float32)
+                data[start : start + block.shape[0]] = block if name == "X.f32" else 1 / (1 + np.exp(-block))
+            data.flush()
+            del data
+        size_mb = rows * (n_in + n_out) * 4 / (1 << 20)
+        print(f"{datetime.date.today()}  mid network, one epoch of {rows} rows ({size_mb:.0f} MB of float32 on disk), "
+              f"memory budget {budget_mb} MB; peak RSS: the whole process's, during the fit", file=out)  # fmt: skip
+        header = f"{'data':<34} {'seconds':>8} {'samples/s':>10} {'peak RSS MB':>12} {'within budget':>14}"
+        print(header, file=out)
+        print("-" * len(header), file=out)
+        labels = {"stream": "memory map, streamed, shuffled", "cold": "  same, page cache emptied first",
+                  "blocks": "memory map, streamed, block shuffle", "memory": "same data in memory (np.array)"}  # fmt: skip
+        best = {}
+        for _ in range(repeats):
+            for mode in labels:
+                done = subprocess.run([sys.executable, "-c", _OUT_OF_CORE_CHILD, folder, mode, str(rows)], capture_output=True,
+                                      text=True, timeout=WORKER_TIMEOUT)  # fmt: skip
+                if done.returncode != 0:
+                    raise RuntimeError(f"out-of-core run {mode} failed:\n{done.stderr[-3000:]}")
+                seconds, rss, loss = (float(v) for v in done.stdout.split()[-3:])
+                if mode not in best or seconds < best[mode][0]:
+                    best[mode] = (seconds, max(rss, best.get(mode, (0, 0))[1]), loss)
+        for mode, label in labels.items():
+            seconds, rss, _ = best[mode]
+            print(f"{label:<34} {seconds:>8.2f} {rows / seconds:>10.0f} {rss:>12.0f} {'yes' if rss <= budget_mb else 'no':>14}", file=out)
+        return {mode: dict(seconds=v[0], peak_rss_mb=v[1], final_loss=v[2], rows=rows) for mode, v in best.items()}
 
 
 _COLD_CHILD = """

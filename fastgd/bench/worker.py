@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-LIBRARIES = ("fastgd", "fastgd-numpy", "torch", "jax", "sklearn")
+LIBRARIES = ("fastgd", "fastgd-numpy", "torch", "jax", "sklearn", "fastgd-mpi")
 # Which module a library needs (a peer that is missing is skipped with a note).
 REQUIRES = {"torch": ("torch",), "jax": ("jax", "optax"), "sklearn": ("sklearn",)}
 # A run shorter than this is repeated (best of RUNS) inside the worker.
@@ -225,6 +225,44 @@ def run_sklearn(workload, threads):
     return dict(seconds=seconds, compile_seconds=0.0, final_loss=loss, version=sklearn.__version__)
 
 
+def run_fastgd_ranks(workload, threads):
+    """fastgd data-parallel over the ranks of ``mpiexec`` (this process is one of them), each
+    with ``threads`` threads; rank 0 reports the slowest rank's time, and the cost of one
+    gradient exchange measured apart (``distributed.FixedOrderSum``)."""
+    from mpi4py import MPI
+
+    import fastgd
+    from fastgd.distributed import FixedOrderSum
+
+    comm = MPI.COMM_WORLD
+    X, Y = workload.data()
+    net = workload.network(n_threads=threads)
+    start = time.perf_counter()
+    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=workload.make_optimizer(), epochs=1,
+                   batch_size=workload.batch_size, shuffle=False, comm=comm)  # fmt: skip
+    compile_seconds = time.perf_counter() - start
+
+    def run(copy):
+        comm.Barrier()
+        loss = copy.fit(X, Y, optimizer=workload.make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size,
+                        shuffle=False, comm=comm).loss[-1]  # fmt: skip
+        return loss
+
+    seconds, loss = _timed(run, net.copy)
+    seconds = comm.allreduce(seconds, op=MPI.MAX)
+    exchange = FixedOrderSum(comm, net.dtype, net.n_params)
+    gradient, scalars = np.zeros(net.n_params, dtype=net.dtype), np.zeros(8)
+    for _ in range(5):
+        exchange.step(gradient, scalars)
+    comm.Barrier()
+    start = time.perf_counter()
+    for _ in range(50):
+        exchange.step(gradient, scalars)
+    exchange_seconds = comm.allreduce((time.perf_counter() - start) / 50, op=MPI.MAX)
+    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=fastgd.__version__,
+                ranks=comm.Get_size(), exchange_seconds=exchange_seconds, gradient_bytes=net.n_params * net.dtype.itemsize)  # fmt: skip
+
+
 def measure(library, workload_name, threads):
     from .workloads import WORKLOADS
 
@@ -243,6 +281,8 @@ def measure(library, workload_name, threads):
         result = run_jax(workload, threads)
     elif library == "sklearn":
         result = run_sklearn(workload, threads)
+    elif library == "fastgd-mpi":
+        result = run_fastgd_ranks(workload, threads)
     else:
         raise ValueError(f"unknown library {library!r}; expected one of {LIBRARIES}")
     result.update(library=library, workload=workload_name, us_per_step=result["seconds"] / workload.steps * 1e6)
@@ -273,8 +313,16 @@ def main(argv):
     if library == "roofline":
         print(json.dumps({"gflops": roofline(threads or None)}))
         return 0
-    print(json.dumps(measure(library, workload_name, threads)))
+    result = measure(library, workload_name, threads)
+    if library != "fastgd-mpi" or _rank() == 0:  # every rank measured; rank 0 reports
+        print(json.dumps(result))
     return 0
+
+
+def _rank():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
 
 
 if __name__ == "__main__":

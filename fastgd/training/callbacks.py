@@ -39,6 +39,7 @@ class FitInfo:
     epochs: int  # asked for
     rows: int  # training rows per epoch
     history: object  # the fit's History
+    ranks: int = 1  # processes of a data-parallel fit
 
 
 class Callback:
@@ -115,10 +116,14 @@ class Checkpoint(Callback):
     def on_fit_begin(self, fit):
         self.saved_at = None
         self.network = fit.network
+        self.ranks = fit.ranks
 
     def save(self):
         if self.saved_at != self.network.epochs_trained:
-            self.network.save(self.path)
+            from ..persistence import write
+
+            # The file records how many processes trained it; it resumes on any number.
+            write(self.path, self.network.get_config(), self.network.state_dict(), training={"ranks": self.ranks})
             self.saved_at = self.network.epochs_trained
 
     def on_epoch_end(self, epoch, history, network):
