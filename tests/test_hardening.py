@@ -52,7 +52,10 @@ def test_fit_arguments_beyond_the_old_ones(net, data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     unwritable = folder / "missing" / "net.npz"
     name, value = data.draw(st.one_of(
-        st.tuples(st.just("checkpoint"), st.one_of(JUNK, st.sampled_from(["", str(folder), str(unwritable), str(folder / "n.npz")]))),
+        # (No junk text: a short string is a valid relative path, and a checkpoint would be
+        # written into the working folder.)
+        st.tuples(st.just("checkpoint"), st.one_of(JUNK.filter(lambda value: not isinstance(value, str)),
+                                                   st.sampled_from(["", str(folder), str(unwritable), str(folder / "n.npz")]))),  # fmt: skip
         st.tuples(st.just("grad_shards"), st.one_of(JUNK, st.integers(-2, 20))),
         st.tuples(st.just("restore_best"), JUNK),
         st.tuples(st.just("lr_schedule"), JUNK),
