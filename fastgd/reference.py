@@ -343,6 +343,21 @@ def _evaluation(work, shard, rows):
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
 # errstate for the whole call: entering one per step costs microseconds on every step).
 @np.errstate(all="ignore")
+def clip_gradients(grads, clip_norm, clip_value):
+    """Clip the flat gradient ``grads`` (n_params,) in place (0 = off): entries clamped to
+    [−clip_value, clip_value], then, with ``clip_norm``, scaled by clip_norm / (‖g‖₂ + 1e-6)
+    when that is below 1 (PyTorch's ``clip_grad_value_``, then ``clip_grad_norm_``; the norm
+    accumulated in float64)."""
+    t = grads.dtype.type
+    if clip_value > 0.0:
+        np.clip(grads, t(-clip_value), t(clip_value), out=grads)
+    if clip_norm > 0.0:
+        wide = grads.astype(np.float64)
+        factor = clip_norm / (np.sqrt(np.dot(wide, wide)) + 1e-6)
+        if factor < 1.0:
+            grads *= t(factor)
+
+
 def train_epochs(state, data, work, settings, control, n_threads):
     """Whole epochs of mini-batch gradient descent, ending early on divergence or a stop request
     (see :func:`fastgd.kernels.train_epochs`); returns the number of epochs completed."""
@@ -411,6 +426,7 @@ def train_epochs(state, data, work, settings, control, n_threads):
                 break
             for shard in range(1, shards):
                 grads[0] += grads[shard]
+            clip_gradients(grads[0], settings.clip_norm, settings.clip_value)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
             optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]),

@@ -160,7 +160,8 @@ class RowReader:
         for first in range(0, rows.size, step):
             part = slice(first, first + step)
             out[order[part]] = convert(self.read_sorted(sorted_rows[part]))
-            release(self.array)
+            if self.file is None:  # pread leaves nothing mapped
+                release(self.array)
 
     def close(self):
         if self.file is not None:

@@ -228,6 +228,11 @@ class Settings(NamedTuple):
     (the shard ``rank`` of ``ranks``); with True each rank holds its own rows, takes batches of
     ``batch_size`` of them, and the batch is the union of the ranks' batches. One process:
     rank 0 of 1.
+
+    Gradient clipping, after the penalty and the sum over ranks, before the optimizer step
+    (0 = off): ``clip_value`` clamps every entry to [−clip_value, clip_value]; then with
+    ``clip_norm`` the gradient is scaled by clip_norm / (‖g‖₂ + 1e-6) when that is below 1
+    (PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_``).
     """
 
     meta: np.ndarray
@@ -250,6 +255,8 @@ class Settings(NamedTuple):
     ranks: int
     partitioned: bool
     channel: int
+    clip_norm: float
+    clip_value: float
 
 
 class Evaluation(NamedTuple):
@@ -266,7 +273,7 @@ class Evaluation(NamedTuple):
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
                   schedule_kind, schedule, l1, l2, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0) -> Settings:  # fmt: skip
+                  channel=0, clip_norm=0.0, clip_value=0.0) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
     return Settings(
@@ -274,6 +281,7 @@ def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch,
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
         float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
+        float(clip_norm), float(clip_value),
     )  # fmt: skip
 
 

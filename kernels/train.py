@@ -293,11 +293,35 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
             epoch_loss += value * batch_weight if is_mean else value
             current_step += 1
             lr = scheduled_lr(settings.schedule_kind, settings.lr, current_step, settings.schedule)
+            factor = 1.0
+            if settings.clip_norm > 0.0:
+                # The gradient's squared norm: one partial sum per fixed chunk, added up in chunk
+                # order by every thread, so that the scale depends on no thread count.
+                task = first_task(control, tid, n_threads)
+                while task < n_chunks:
+                    first, stop = _chunk(task, n_chunks, n_params)
+                    if shards > 1:
+                        _add_shards(work.grads, shards, first, stop)
+                    if settings.clip_value > 0.0:
+                        _clip_values(grads, first, stop, t(settings.clip_value))
+                    partials[FLAG_PARTIALS + task] = _squares(grads, first, stop)
+                    task = next_task(control, n_threads, task)
+                barrier(control, n_threads)
+                squares = 0.0
+                for chunk in range(n_chunks):
+                    squares += partials[FLAG_PARTIALS + chunk]
+                factor = settings.clip_norm / (np.sqrt(squares) + 1e-6)
             task = first_task(control, tid, n_threads)
             while task < n_chunks:
                 first, stop = _chunk(task, n_chunks, n_params)
-                if shards > 1:
-                    _add_shards(work.grads, shards, first, stop)
+                if settings.clip_norm > 0.0:
+                    if factor < 1.0:
+                        _scale(grads, first, stop, t(factor))
+                else:
+                    if shards > 1:
+                        _add_shards(work.grads, shards, first, stop)
+                    if settings.clip_value > 0.0:
+                        _clip_values(grads, first, stop, t(settings.clip_value))
                 update(params, grads, opt_state, current_step, lr, settings.hyper, first, stop)
                 task = next_task(control, n_threads, task)
             barrier(control, n_threads)
@@ -329,6 +353,31 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
         step[0] = saved_step
         control[CONTROL_OUTCOME] = outcome
     return completed
+
+
+@njit(**JIT_OPTIONS)
+def _clip_values(grads, first, stop, limit):
+    # Clamp to [-limit, limit]; NaN stays NaN (compared, never replaced).
+    for i in range(first, stop):
+        if grads[i] > limit:
+            grads[i] = limit
+        elif grads[i] < -limit:
+            grads[i] = -limit
+
+
+@njit(**JIT_OPTIONS)
+def _squares(grads, first, stop):
+    total = 0.0  # float64 whatever the dtype, as PyTorch accumulates norms on the CPU
+    for i in range(first, stop):
+        value = np.float64(grads[i])
+        total += value * value
+    return total
+
+
+@njit(**JIT_OPTIONS)
+def _scale(grads, first, stop, factor):
+    for i in range(first, stop):
+        grads[i] *= factor
 
 
 @njit(**JIT_OPTIONS)

@@ -19,6 +19,9 @@ CASES = {f"{dtype}-{name}": _case(dtype, name) for dtype in ("float32", "float64
 CASES["float64-adam-partitioned"] = _case("float64", "adam", partitioned=True)
 CASES["float32-momentum-partitioned"] = _case("float32", "momentum", partitioned=True, batch_size=40)
 CASES["float64-rmsprop-numpy"] = dict(_case("float64", "rmsprop"), backend="numpy")
+# Clipping applies to the gradient summed over the ranks.
+CASES["float64-adam-clipped"] = _case("float64", "adam", clip_grad_norm=0.05, clip_grad_value=0.02)
+CASES["float32-sgd-clipped-numpy"] = dict(_case("float32", "sgd", clip_grad_norm=0.05), backend="numpy")
 # Streamed in chunks of 3 batches (fastgd.streaming): each rank reads only its rows of a batch.
 CASES["float32-adam-streamed"] = _case("float32", "adam", streaming=Streaming(chunk_mb=0.005))
 CASES["float64-sgd-partitioned-streamed"] = _case("float64", "sgd", partitioned=True, streaming=Streaming(chunk_mb=0.005))

@@ -18,6 +18,7 @@ Data flow of one ``fit`` call:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import numpy as np
@@ -69,7 +70,8 @@ class DivergenceWarning(RuntimeWarning):
 def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None, validation_data=None,
         validation_split=None, early_stopping=False, patience=10, min_delta=0.0, restore_best=True, callbacks=None,
         verbose=0, warm_start=True, lr_schedule=None, checkpoint=None, checkpoint_every=1, on_divergence="raise",
-        grad_shards=None, comm=None, partitioned=False, streaming=None) -> History:  # fmt: skip
+        grad_shards=None, comm=None, partitioned=False, streaming=None, clip_grad_norm=None,
+        clip_grad_value=None) -> History:  # fmt: skip
     """Train ``net`` by gradient descent.
 
     Parameters
@@ -135,6 +137,14 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
         Compute each batch's gradient as the sum, in shard order, of the gradients of this many
         shards of consecutive rows (the way data-parallel training over that many processes
         computes it, bitwise). Default: one shard; with ``comm``, None or the number of ranks.
+    clip_grad_norm : float > 0, optional
+        Scale each step's gradient (after the weight penalty and, data-parallel, after the sum
+        over ranks; before the optimizer step) by ``clip_grad_norm / (‖g‖₂ + 1e-6)`` when that
+        is below 1, ‖g‖₂ being the 2-norm over all parameters together: PyTorch's
+        ``clip_grad_norm_``.
+    clip_grad_value : float > 0, optional
+        Clamp each gradient entry to [−clip_grad_value, clip_grad_value] (PyTorch's
+        ``clip_grad_value_``); with both, values are clamped first, then the norm is clipped.
     comm : mpi4py communicator, optional
         Train data-parallel over its ranks (``fastgd.distributed``): every rank calls ``fit``
         with the same arguments; rank 0's network (parameters, optimizer and its state, step
@@ -174,7 +184,8 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
         try:
             plan = _Plan(net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
                          early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
-                         checkpoint, checkpoint_every, on_divergence, grad_shards, session, partitioned, streaming)  # fmt: skip
+                         checkpoint, checkpoint_every, on_divergence, grad_shards, session, partitioned, streaming,
+                         clip_grad_norm, clip_grad_value)  # fmt: skip
             failure = None
         except (ValueError, TypeError) as error:
             if session is None:
@@ -218,8 +229,18 @@ class _Plan:
     def __init__(self, net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
                  early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
                  checkpoint, checkpoint_every, on_divergence, grad_shards, session=None, partitioned=False,
-                 streaming=None):  # fmt: skip
+                 streaming=None, clip_grad_norm=None, clip_grad_value=None):  # fmt: skip
         self.session = session
+        self.clip = []
+        for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+            if value is None:
+                self.clip.append(0.0)
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number > 0 or None, got {type(value).__name__}")
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
+            self.clip.append(float(value))
         self.partitioned = check.as_bool(partitioned, "partitioned")
         self.epochs = check.as_int(epochs, "epochs", 0)
         self.batch_size = check.as_int(batch_size, "batch_size", 1, allow_none=True)
@@ -292,7 +313,7 @@ class _Plan:
         facts.update(rows=int(self.X.shape[0]), epochs=self.epochs, batch_size=self.batch_size, shuffle=self.shuffle,
                      optimizer=(optimizer.name, optimizer.get_config()), lr_schedule=(self.schedule.code, self.schedule.parameters().tolist()),
                      partitioned=self.partitioned, warm_start=self.warm_start, sample_weight=self.weighted,
-                     backend=net.backend, _weight_max=self.raw_weight_max)  # fmt: skip
+                     backend=net.backend, clip=tuple(self.clip), _weight_max=self.raw_weight_max)  # fmt: skip
         return facts
 
     def agreed(self, everyone) -> None:
@@ -398,7 +419,7 @@ class Trainer:
                                              plan.shuffle is True and plan.batch < n and self.stream is None,
                                              seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
                                              plan.schedule.code, plan.schedule.parameters(), net.l1, net.l2, shards, solo, rank,
-                                             ranks, plan.partitioned, channel)  # fmt: skip
+                                             ranks, plan.partitioned, channel, *plan.clip)  # fmt: skip
         self.control = layout.make_control()
         self.threads = layout.useful_threads(meta, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
         self.macs_per_epoch = 3.0 * n * float(np.sum(meta[:, 0] * meta[:, 1])) / ranks
