@@ -21,6 +21,7 @@ from .plotting import plot_history
 from .streaming import Streaming
 from .training import DivergenceError, DivergenceWarning, StopTraining
 from .training import callbacks
+from .training.health import GradientTracking, GradientWarning
 
 __all__ = [
     "Network",
@@ -28,6 +29,8 @@ __all__ = [
     "StopTraining",
     "DivergenceError",
     "DivergenceWarning",
+    "GradientTracking",
+    "GradientWarning",
     "Gradients",
     "GradientCheck",
     "gradient_check",

@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
+    bench.add_argument("--track-gradients", action="store_true", help="also fastgd recording gradient health (its cost)")
     bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
     bench.add_argument("--ranks", type=int, default=None, metavar="N",
                        help="instead: data-parallel scaling on N ranks (mpiexec) against 1 rank on 1 and on N threads "
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
         elif args.ranks is not None:
             ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
         else:
-            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers)
+            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers, track_gradients=args.track_gradients)
         return 0
     if args.command == "compile":
         return compile_kernels(args.dtype, args.activation, args.output_activation, args.loss)

@@ -22,6 +22,15 @@ class History:
     stopped_epoch : int or None
         The 1-based epoch after which training stopped early (early stopping, a callback, or
         divergence with ``on_divergence="warn"``).
+    grad_norm, weight_norm, update_ratio, saturation : list of ndarray (n_layers,)
+        With ``fit(..., track_gradients=True)``, per epoch and layer: the weight gradient's
+        2-norm (mean over the epoch's steps, before clipping), the weights' 2-norm at the end of
+        the epoch, the epoch's update over the weights ‖W_end − W_start‖ / ‖W_start‖, and for
+        sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is
+        below 1e-3 (NaN for other layers). Empty for epochs trained without tracking; not saved
+        with the network.
+    health_epochs : list of int
+        The 1-based epochs (of this history) those entries belong to.
     """
 
     FIELDS = ("loss", "val_loss", "val_accuracy")
@@ -32,6 +41,11 @@ class History:
         self.val_accuracy: list[float] = []
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
+        self.grad_norm: list = []
+        self.weight_norm: list = []
+        self.update_ratio: list = []
+        self.saturation: list = []
+        self.health_epochs: list[int] = []
 
     @property
     def epochs(self) -> int:
@@ -39,8 +53,12 @@ class History:
 
     def extend(self, other: "History") -> None:
         """Append ``other``'s epochs to these."""
+        offset = len(self.loss)
         for field in self.FIELDS:
             getattr(self, field).extend(getattr(other, field))
+        for field in ("grad_norm", "weight_norm", "update_ratio", "saturation"):
+            getattr(self, field).extend(getattr(other, field))
+        self.health_epochs.extend(offset + epoch for epoch in other.health_epochs)
 
     def to_dict(self) -> dict:
         """The per-epoch fields as lists (JSON-ready)."""

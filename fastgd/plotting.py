@@ -8,7 +8,8 @@ from .history import History
 
 
 def plot_history(history: History, path=None, title=None):
-    """Draw training and validation loss (and validation accuracy, if any) per epoch.
+    """Draw training and validation loss (and validation accuracy, if any) per epoch, and with
+    ``track_gradients`` each layer's gradient norm per epoch on a log scale.
 
     Parameters
     ----------
@@ -36,7 +37,9 @@ def plot_history(history: History, path=None, title=None):
         raise ImportError("plot_history needs matplotlib: pip install 'fastgd[plot]'") from exc
 
     has_accuracy = bool(history.val_accuracy)
-    figure, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 6, 4), squeeze=False)
+    has_health = bool(history.grad_norm)
+    panels = 1 + has_accuracy + has_health
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels if panels > 1 else 6, 4), squeeze=False)
     epochs = range(1, len(history.loss) + 1)
     loss_axes = axes[0, 0]
     loss_axes.plot(epochs, history.loss, label="training loss")
@@ -53,6 +56,19 @@ def plot_history(history: History, path=None, title=None):
         accuracy_axes.plot(range(1, len(history.val_accuracy) + 1), history.val_accuracy, color="C1")
         accuracy_axes.set_xlabel("epoch")
         accuracy_axes.set_ylabel("validation accuracy")
+    if has_health:
+        import numpy as np
+
+        health_axes = axes[0, panels - 1]
+        norms = np.array(history.grad_norm)  # (epochs, layers)
+        for layer in range(norms.shape[1]):
+            health_axes.plot(history.health_epochs, norms[:, layer], label=f"layer {layer}",
+                             color=plt.cm.viridis(layer / max(norms.shape[1] - 1, 1)))  # fmt: skip
+        health_axes.set_xlabel("epoch")
+        health_axes.set_ylabel("gradient norm (mean over steps)")
+        if np.all(norms[np.isfinite(norms)] > 0):
+            health_axes.set_yscale("log")
+        health_axes.legend(fontsize="small", ncol=2 if norms.shape[1] > 6 else 1)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -16,10 +16,17 @@ from .kernels.activations import IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOI
 from .kernels.layout import (
     CONTROL_OUTCOME,
     CONTROL_STOP,
+    HEALTH_GRAD_NORM,
+    HEALTH_SATURATION,
+    HEALTH_UPDATE_RATIO,
+    HEALTH_WEIGHT_NORM,
+    META_ACTIVATION,
+    META_N_OUT,
     OUTCOME_DIVERGED,
     Evaluation,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
+    SATURATION_THRESHOLD,
     block_of,
     layer_view,
 )
@@ -343,6 +350,28 @@ def _evaluation(work, shard, rows):
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
 # errstate for the whole call: entering one per step costs microseconds on every step).
 @np.errstate(all="ignore")
+def count_saturated(acts, activation):
+    """Units of ``acts`` (rows, units) of a sigmoid or tanh layer whose derivative is below
+    ``SATURATION_THRESHOLD``."""
+    a = acts.astype(np.float64)
+    slope = a * (1.0 - a) if activation == SIGMOID else 1.0 - a * a
+    return int(np.count_nonzero(slope < SATURATION_THRESHOLD))
+
+
+def epoch_health(params, start_params, meta, grad_norms, saturated, units_seen, steps, health):
+    """One epoch's gradient health per layer into ``health`` (n_layers, HEALTH_WIDTH): see
+    ``fastgd.kernels.layout.HEALTH_*``."""
+    for layer in range(meta.shape[0]):
+        now = layer_view(params, meta, layer).astype(np.float64)
+        then = layer_view(start_params, meta, layer).astype(np.float64)
+        before = np.sqrt(np.sum(then * then))
+        health[layer, HEALTH_GRAD_NORM] = grad_norms[layer] / steps if steps > 0 else np.nan
+        health[layer, HEALTH_WEIGHT_NORM] = np.sqrt(np.sum(now * now))
+        health[layer, HEALTH_UPDATE_RATIO] = np.sqrt(np.sum((now - then) ** 2)) / before if before > 0 else np.nan
+        tracked = meta[layer, META_ACTIVATION] in (SIGMOID, TANH) and units_seen[layer] > 0
+        health[layer, HEALTH_SATURATION] = saturated[layer] / units_seen[layer] if tracked else np.nan
+
+
 def clip_gradients(grads, clip_norm, clip_value):
     """Clip the flat gradient ``grads`` (n_params,) in place (0 = off): entries clamped to
     [−clip_value, clip_value], then, with ``clip_norm``, scaled by clip_norm / (‖g‖₂ + 1e-6)
@@ -376,7 +405,9 @@ def train_epochs(state, data, work, settings, control, n_threads):
     outcome = OUTCOME_FINISHED
     completed = 0
     order, grads = work.order[:n], work.grads  # the buffers may hold more rows than X (streamed chunks)
+    n_layers = meta.shape[0]
     for e in range(settings.epochs):
+        grad_norms, saturated, units_seen, steps_seen = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers), 0
         if settings.shuffle:
             shuffle_order(order, work.keys[:n], settings.seed, settings.first_epoch + e)
         else:
@@ -414,6 +445,11 @@ def train_epochs(state, data, work, settings, control, n_threads):
                 l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
                 value += forward_backward(params, grads[shard], meta, xb[first:stop], yb[first:stop], scale[first:stop],
                                           _evaluation(work, shard, stop - first), loss, l1, l2)  # fmt: skip
+                if settings.track:
+                    for layer in range(n_layers):
+                        if meta[layer, META_ACTIVATION] in (SIGMOID, TANH):
+                            saturated[layer] += count_saturated(block_of(work.acts[shard], meta, layer, stop - first),
+                                                                meta[layer, META_ACTIVATION])  # fmt: skip
             if ranks > 1:
                 work.scalars[SCALAR_LOSS], work.scalars[SCALAR_STOP] = value, float(stop_requested)
                 call_channel(settings.channel, EXCHANGE_STEP, grads[0], work.scalars)
@@ -426,6 +462,12 @@ def train_epochs(state, data, work, settings, control, n_threads):
                 break
             for shard in range(1, shards):
                 grads[0] += grads[shard]
+            if settings.track:
+                for layer in range(n_layers):
+                    weight_grad = layer_view(grads[0], meta, layer).astype(np.float64)
+                    grad_norms[layer] += np.sqrt(np.sum(weight_grad * weight_grad))
+                    units_seen[layer] += local * meta[layer, META_N_OUT]
+                steps_seen += 1
             clip_gradients(grads[0], settings.clip_norm, settings.clip_value)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
@@ -438,6 +480,8 @@ def train_epochs(state, data, work, settings, control, n_threads):
             outcome = OUTCOME_DIVERGED
             break
         work.epoch_losses[e] = epoch_loss
+        if settings.track:
+            epoch_health(params, work.saved_params, meta, grad_norms, saturated, units_seen, steps_seen, work.health[e])
         completed += 1
         work.saved_params[...] = params
         work.saved_state[...] = opt_state

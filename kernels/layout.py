@@ -148,6 +148,21 @@ def chunk_count(n):
     return 1 if chunks < 1 else chunks
 
 
+# Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
+# gradient's 2-norm (mean over the epoch's steps, before clipping), the weights' 2-norm at the
+# end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
+# sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is below
+# SATURATION_THRESHOLD (NaN for other layers).
+HEALTH_GRAD_NORM = 0
+HEALTH_WEIGHT_NORM = 1
+HEALTH_UPDATE_RATIO = 2
+HEALTH_SATURATION = 3
+HEALTH_WIDTH = 4
+SATURATION_THRESHOLD = 1e-3
+# Blocks of rows per shard whose saturated units are counted as separate tasks.
+SATURATION_BLOCKS = 8
+
+
 # Slots of the float64 ``partials`` buffer: per-block partial sums reduced in block order.
 def partial_slots(n_layers) -> int:
     """Row-loss partials (one per block), penalty partials (per layer and block), and one flag
@@ -190,7 +205,12 @@ class Work(NamedTuple):
     epoch_losses : float64 (max epochs per call,);
     scalars : float64 (STEP_SCALARS,), what a step exchanges besides the gradient (data-parallel);
     batch_weights : float64 (steps per epoch,), each step's batch weight summed over the ranks
-    (data-parallel training on partitioned data; else unused, size 1).
+    (data-parallel training on partitioned data; else unused, size 1);
+    health : float64 (max epochs per call, n_layers, HEALTH_WIDTH), each completed epoch's
+    gradient health per layer (``Settings.track``; see HEALTH_*); health_partials : float64
+    (MAX_CHUNKS, n_layers), a step's squared weight-gradient sums per parameter chunk and layer;
+    health_counts : int64 (shards * SATURATION_BLOCKS, n_layers), a step's saturated units per
+    block of rows and layer.
     """
 
     grads: np.ndarray
@@ -209,6 +229,9 @@ class Work(NamedTuple):
     epoch_losses: np.ndarray
     scalars: np.ndarray
     batch_weights: np.ndarray
+    health: np.ndarray
+    health_partials: np.ndarray
+    health_counts: np.ndarray
 
 
 class Settings(NamedTuple):
@@ -233,6 +256,8 @@ class Settings(NamedTuple):
     (0 = off): ``clip_value`` clamps every entry to [−clip_value, clip_value]; then with
     ``clip_norm`` the gradient is scaled by clip_norm / (‖g‖₂ + 1e-6) when that is below 1
     (PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_``).
+
+    ``track``: record each epoch's gradient health per layer in ``Work.health``.
     """
 
     meta: np.ndarray
@@ -257,6 +282,7 @@ class Settings(NamedTuple):
     channel: int
     clip_norm: float
     clip_value: float
+    track: bool
 
 
 class Evaluation(NamedTuple):
@@ -273,7 +299,7 @@ class Evaluation(NamedTuple):
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
                   schedule_kind, schedule, l1, l2, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0, clip_norm=0.0, clip_value=0.0) -> Settings:  # fmt: skip
+                  channel=0, clip_norm=0.0, clip_value=0.0, track=False) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
     return Settings(
@@ -281,7 +307,7 @@ def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch,
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
         float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
-        float(clip_norm), float(clip_value),
+        float(clip_norm), float(clip_value), bool(track),
     )  # fmt: skip
 
 
@@ -316,6 +342,9 @@ def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitio
         np.zeros(epochs, dtype=np.float64),
         np.zeros(STEP_SCALARS),
         np.zeros(-(-n_rows // capacity) if partitioned else 1),
+        np.full((epochs, meta.shape[0], HEALTH_WIDTH), np.nan),
+        np.zeros((MAX_CHUNKS, meta.shape[0])),
+        np.zeros((shards * SATURATION_BLOCKS, meta.shape[0]), dtype=np.int64),
     )
 
 

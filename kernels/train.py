@@ -24,15 +24,25 @@ from .layout import (
     CONTROL_STOP_SEEN,
     MAX_BLOCKS,
     MAX_CHUNKS,
+    HEALTH_GRAD_NORM,
+    HEALTH_SATURATION,
+    HEALTH_UPDATE_RATIO,
+    HEALTH_WEIGHT_NORM,
+    META_ACTIVATION,
     META_N_IN,
     META_N_OUT,
+    META_UNITS_BEFORE,
+    META_W_OFFSET,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
+    SATURATION_BLOCKS,
+    SATURATION_THRESHOLD,
     block_count,
     block_start,
     chunk_count,
 )
+from .activations import SIGMOID, TANH
 from .exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, no_exchange
 from .exchange import exchange as exchange_kernel
 from .losses import SSE
@@ -204,6 +214,12 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
+    # Gradient health (settings.track), accumulated over an epoch by thread 0.
+    track = settings.track
+    n_layers = meta.shape[0]
+    n_saturation = shards * SATURATION_BLOCKS if track else 0
+    grad_norms, saturated, units_seen = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
+    steps_seen = 0
     state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
     _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
     _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
@@ -229,6 +245,10 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
             for k in range((n + batch_size - 1) // batch_size):
                 total_weight += batch_weights[k]
         epoch_loss = 0.0
+        grad_norms[:] = 0.0
+        saturated[:] = 0.0
+        units_seen[:] = 0.0
+        steps_seen = 0
         for start in range(0, n, batch_size):
             rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
@@ -302,6 +322,8 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
                     first, stop = _chunk(task, n_chunks, n_params)
                     if shards > 1:
                         _add_shards(work.grads, shards, first, stop)
+                    if track:
+                        _layer_squares(grads, meta, first, stop, work.health_partials[task])
                     if settings.clip_value > 0.0:
                         _clip_values(grads, first, stop, t(settings.clip_value))
                     partials[FLAG_PARTIALS + task] = _squares(grads, first, stop)
@@ -312,7 +334,18 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
                     squares += partials[FLAG_PARTIALS + chunk]
                 factor = settings.clip_norm / (np.sqrt(squares) + 1e-6)
             task = first_task(control, tid, n_threads)
-            while task < n_chunks:
+            while task < n_chunks + n_saturation:
+                if task >= n_chunks:
+                    # Saturated units of one block of one shard's rows (the activations of
+                    # this step's forward pass are still in place).
+                    block = task - n_chunks
+                    shard = block // SATURATION_BLOCKS
+                    shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
+                    part = block % SATURATION_BLOCKS
+                    _count_saturated(work.acts[shard], meta, part * shard_rows // SATURATION_BLOCKS,
+                                     (part + 1) * shard_rows // SATURATION_BLOCKS, work.health_counts[block])  # fmt: skip
+                    task = next_task(control, n_threads, task)
+                    continue
                 first, stop = _chunk(task, n_chunks, n_params)
                 if settings.clip_norm > 0.0:
                     if factor < 1.0:
@@ -320,11 +353,26 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
                 else:
                     if shards > 1:
                         _add_shards(work.grads, shards, first, stop)
+                    if track:
+                        _layer_squares(grads, meta, first, stop, work.health_partials[task])
                     if settings.clip_value > 0.0:
                         _clip_values(grads, first, stop, t(settings.clip_value))
                 update(params, grads, opt_state, current_step, lr, settings.hyper, first, stop)
                 task = next_task(control, n_threads, task)
             barrier(control, n_threads)
+            if track and tid == 0:
+                # Added up in chunk and block order: the same on any number of threads.
+                for layer in range(n_layers):
+                    squares = 0.0
+                    for chunk in range(n_chunks):
+                        squares += work.health_partials[chunk, layer]
+                    grad_norms[layer] += np.sqrt(squares)
+                    count = 0
+                    for block in range(n_saturation):
+                        count += work.health_counts[block, layer]
+                    saturated[layer] += count
+                    units_seen[layer] += local * meta[layer, META_N_OUT]
+                steps_seen += 1
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
@@ -339,6 +387,10 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
         if tid == 0:
             work.epoch_losses[e] = epoch_loss
             step[0] = current_step
+            if track:
+                _epoch_health(params, work.saved_params, meta, grad_norms, saturated, units_seen, steps_seen, work.health[e])
+        if track:
+            barrier(control, n_threads)  # work.saved_params (the epoch's start) was read above
         completed += 1
         _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
         _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
@@ -353,6 +405,61 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
         step[0] = saved_step
         control[CONTROL_OUTCOME] = outcome
     return completed
+
+
+@njit(**JIT_OPTIONS)
+def _layer_squares(grads, meta, first, stop, sums):
+    """``sums[layer]`` = the squared weight gradients of ``layer`` within ``[first, stop)``."""
+    for layer in range(meta.shape[0]):
+        low = meta[layer, META_W_OFFSET]
+        high = low + meta[layer, META_N_IN] * meta[layer, META_N_OUT]
+        low = first if first > low else low
+        high = stop if stop < high else high
+        total = 0.0
+        for i in range(low, high):
+            value = np.float64(grads[i])
+            total += value * value
+        sums[layer] = total
+
+
+@njit(**JIT_OPTIONS)
+def _count_saturated(acts, meta, first_row, stop_row, counts):
+    """``counts[layer]`` = units of rows ``[first_row, stop_row)`` of a sigmoid or tanh layer
+    whose derivative (a(1 − a), 1 − a²) is below SATURATION_THRESHOLD; 0 for other layers."""
+    capacity = acts.size // (meta[-1, META_UNITS_BEFORE] + meta[-1, META_N_OUT])
+    for layer in range(meta.shape[0]):
+        activation = meta[layer, META_ACTIVATION]
+        count = 0
+        if activation == SIGMOID or activation == TANH:
+            n_out = meta[layer, META_N_OUT]
+            base = capacity * meta[layer, META_UNITS_BEFORE]
+            for i in range(base + first_row * n_out, base + stop_row * n_out):
+                a = np.float64(acts[i])
+                slope = a * (1.0 - a) if activation == SIGMOID else 1.0 - a * a
+                if slope < SATURATION_THRESHOLD:
+                    count += 1
+        counts[layer] = count
+
+
+@njit(**JIT_OPTIONS)
+def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen, steps, health):
+    """One epoch's ``health`` (n_layers, HEALTH_WIDTH) from its accumulated sums and its start
+    and end parameters (see ``layout.HEALTH_*``)."""
+    for layer in range(meta.shape[0]):
+        low = meta[layer, META_W_OFFSET]
+        high = low + meta[layer, META_N_IN] * meta[layer, META_N_OUT]
+        weights, moved, before = 0.0, 0.0, 0.0
+        for i in range(low, high):
+            now, then = np.float64(params[i]), np.float64(start_params[i])
+            weights += now * now
+            moved += (now - then) * (now - then)
+            before += then * then
+        health[layer, HEALTH_GRAD_NORM] = grad_norms[layer] / steps if steps > 0 else np.nan
+        health[layer, HEALTH_WEIGHT_NORM] = np.sqrt(weights)
+        health[layer, HEALTH_UPDATE_RATIO] = np.sqrt(moved) / np.sqrt(before) if before > 0.0 else np.nan
+        activation = meta[layer, META_ACTIVATION]
+        tracked = (activation == SIGMOID or activation == TANH) and units_seen[layer] > 0.0
+        health[layer, HEALTH_SATURATION] = saturated[layer] / units_seen[layer] if tracked else np.nan
 
 
 @njit(**JIT_OPTIONS)

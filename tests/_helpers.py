@@ -70,3 +70,12 @@ def assert_same_state(net, before):
         np.testing.assert_array_equal(net.optimizer_state[key], opt_state[key])
     assert (net.optimizer_steps, net.epochs_trained, net.optimizer) == (steps, epochs, optimizer)
     assert {field: list(getattr(net.history, field)) for field in History.FIELDS} == history
+
+
+def flat_gradient(net, gradients):
+    """``net.gradients(...)`` laid out as the flat parameter buffer (a copy)."""
+    holder = net.copy(backend="numpy")
+    for k, (W, b) in enumerate(zip(gradients.weights, gradients.biases)):
+        holder.weights[k][...] = W
+        holder.biases[k][...] = b
+    return holder.flat_parameters.copy()

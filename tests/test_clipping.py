@@ -4,6 +4,7 @@ PyTorch's ``clip_grad_norm_`` / ``clip_grad_value_`` with ``torch.optim`` (where
 
 import numpy as np
 import pytest
+from _helpers import flat_gradient
 
 import fastgd
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
@@ -20,15 +21,6 @@ def problem():
     y = np.tanh(X @ rng.normal(size=(4, 3))) + 0.1 * rng.normal(size=(X.shape[0], 3))
     net = fastgd.Network([4, 6, 3], activation="tanh", loss="mse", dtype="float64", random_state=5, l2=1e-3, n_threads=2)
     return X, y, net
-
-
-def flat(net, gradients):
-    # The gradient laid out as the flat parameter buffer.
-    holder = net.copy(backend="numpy")
-    for k, (W, b) in enumerate(zip(gradients.weights, gradients.biases)):
-        holder.weights[k][...] = W
-        holder.biases[k][...] = b
-    return holder.flat_parameters.copy()
 
 
 def clip(g, clip_grad_norm=None, clip_grad_value=None):
@@ -50,7 +42,7 @@ def transcribed(net, X, y, optimizer, clips):
     norms = []
     for step in range(1, STEPS + 1):
         start = (step - 1) % (X.shape[0] // BATCH) * BATCH
-        g = flat(ref, ref.gradients(X[start : start + BATCH], y[start : start + BATCH]))
+        g = flat_gradient(ref, ref.gradients(X[start : start + BATCH], y[start : start + BATCH]))
         norms.append(np.linalg.norm(np.clip(g, -clips.get("clip_grad_value", np.inf), clips.get("clip_grad_value", np.inf))))
         g = clip(g, **clips)
         fastgd.reference.optimizer_step(optimizer.code, state.params, g, state.opt_state, step, optimizer.lr, optimizer.hyper_vector())

@@ -46,7 +46,8 @@ def net():
 @given(data=st.data())
 def test_fit_arguments_beyond_the_old_ones(net, data, tmp_path_factory):
     # checkpoint paths (checked before training), grad_shards, restore_best, schedules given as
-    # arrays: any value trains or names itself, with the network unchanged.
+    # arrays, clipping, gradient tracking: any value trains or names itself, with the network
+    # unchanged.
     network = net.copy()
     X, y = regression_data(n=12, n_in=3, n_out=2)
     folder = tmp_path_factory.mktemp("ckpt")
@@ -60,6 +61,8 @@ def test_fit_arguments_beyond_the_old_ones(net, data, tmp_path_factory):
         st.tuples(st.just("restore_best"), JUNK),
         st.tuples(st.just("lr_schedule"), JUNK),
         st.tuples(st.just("checkpoint_every"), st.one_of(JUNK, st.integers(-2, 3))),
+        st.tuples(st.sampled_from(["clip_grad_norm", "clip_grad_value"]), st.one_of(JUNK, st.floats(-1, 10))),
+        st.tuples(st.just("track_gradients"), JUNK),
     ), label="argument")  # fmt: skip
     before = state_of(network)
     try:

@@ -52,6 +52,8 @@ def test_the_bench_workers_train_the_same_thing():
     slow = worker.measure("fastgd-numpy", "xor", 1)
     assert fast["us_per_step"] > 0 and slow["us_per_step"] > 0
     assert fast["final_loss"] == pytest.approx(slow["final_loss"], rel=1e-9)
+    tracked = worker.measure("fastgd-track", "xor", 1)  # recording gradient health changes no step
+    assert tracked["final_loss"] == fast["final_loss"]
     peer = worker.measure("sklearn", "digits", 1)  # same loss definition (cross-entropy) and optimizer
     ours = worker.measure("fastgd", "digits", 1)
     assert peer["final_loss"] == pytest.approx(ours["final_loss"], rel=1e-3)

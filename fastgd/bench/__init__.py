@@ -43,8 +43,9 @@ def _worker(library, workload, threads):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(names=None, n_threads=None, repeats=3, peers=False, out=None):
-    """Print the benchmark table; returns its rows as dicts."""
+def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False):
+    """Print the benchmark table; returns its rows as dicts. ``track_gradients``: also fastgd
+    with gradient health recorded (``fastgd-track``), to time what it costs."""
     from ..diagnostics import cpu_name
 
     names = list(names or WORKLOADS)
@@ -53,7 +54,7 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None):
         raise ValueError(f"unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    libraries = ["fastgd", "fastgd-numpy"] + (["torch", "jax", "sklearn"] if peers else [])
+    libraries = ["fastgd", "fastgd-numpy"] + (["fastgd-track"] if track_gradients else []) + (["torch", "jax", "sklearn"] if peers else [])
     missing = [lib for lib in libraries if not available(lib)]
     libraries = [lib for lib in libraries if lib not in missing]
     from .._threads import default_threads

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-LIBRARIES = ("fastgd", "fastgd-numpy", "torch", "jax", "sklearn", "fastgd-mpi")
+LIBRARIES = ("fastgd", "fastgd-numpy", "torch", "jax", "sklearn", "fastgd-mpi", "fastgd-track")
 # Which module a library needs (a peer that is missing is skipped with a note).
 REQUIRES = {"torch": ("torch",), "jax": ("jax", "optax"), "sklearn": ("sklearn",)}
 # A run shorter than this is repeated (best of RUNS) inside the worker.
@@ -47,19 +47,21 @@ def _initial(workload):
     return [np.array(W) for W in net.weights], [np.array(b) for b in net.biases]
 
 
-def run_fastgd(workload, threads, backend="numba"):
+def run_fastgd(workload, threads, backend="numba", track=False):
     import fastgd
 
     X, Y = workload.data()
     net = workload.network(backend, n_threads=threads)
+    # track: with gradient health recorded (fit(track_gradients=...), warnings off), to time its cost.
+    options = dict(track_gradients=fastgd.GradientTracking(warn=False)) if track else {}
     start = time.perf_counter()
     net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=workload.make_optimizer(), epochs=1,
-                   batch_size=workload.batch_size, shuffle=False)  # fmt: skip
+                   batch_size=workload.batch_size, shuffle=False, **options)  # fmt: skip
     compile_seconds = time.perf_counter() - start
 
     def run(copy):
         return copy.fit(X, Y, optimizer=workload.make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size,
-                        shuffle=False).loss[-1]  # fmt: skip
+                        shuffle=False, **options).loss[-1]  # fmt: skip
 
     seconds, loss = _timed(run, net.copy)
     return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=fastgd.__version__)
@@ -283,6 +285,8 @@ def measure(library, workload_name, threads):
         result = run_sklearn(workload, threads)
     elif library == "fastgd-mpi":
         result = run_fastgd_ranks(workload, threads)
+    elif library == "fastgd-track":
+        result = run_fastgd(workload, threads, track=True)
     else:
         raise ValueError(f"unknown library {library!r}; expected one of {LIBRARIES}")
     result.update(library=library, workload=workload_name, us_per_step=result["seconds"] / workload.steps * 1e6)

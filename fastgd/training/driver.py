@@ -26,6 +26,7 @@ import numpy as np
 from .. import _validation as check
 from .._threads import check_threads, team_size
 from ..history import History
+from .health import HealthRecorder, check_tracking
 from ..kernels import layout
 from ..optimizers import SGD, make_optimizer
 from ..schedules import make_schedule
@@ -71,7 +72,7 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
         validation_split=None, early_stopping=False, patience=10, min_delta=0.0, restore_best=True, callbacks=None,
         verbose=0, warm_start=True, lr_schedule=None, checkpoint=None, checkpoint_every=1, on_divergence="raise",
         grad_shards=None, comm=None, partitioned=False, streaming=None, clip_grad_norm=None,
-        clip_grad_value=None) -> History:  # fmt: skip
+        clip_grad_value=None, track_gradients=False) -> History:  # fmt: skip
     """Train ``net`` by gradient descent.
 
     Parameters
@@ -145,6 +146,12 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
     clip_grad_value : float > 0, optional
         Clamp each gradient entry to [−clip_grad_value, clip_grad_value] (PyTorch's
         ``clip_grad_value_``); with both, values are clamped first, then the norm is clipped.
+    track_gradients : bool or GradientTracking, default False
+        Record, inside the compiled loop, each epoch's gradient health per layer in
+        ``history.grad_norm``, ``weight_norm``, ``update_ratio`` and ``saturation`` (see
+        :class:`History`), and warn (:class:`GradientWarning`) when a layer's gradient norm is
+        below 1e-4 or above 1e4 times the output layer's (``GradientTracking`` sets both).
+        Not with streamed data.
     comm : mpi4py communicator, optional
         Train data-parallel over its ranks (``fastgd.distributed``): every rank calls ``fit``
         with the same arguments; rank 0's network (parameters, optimizer and its state, step
@@ -185,7 +192,7 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
             plan = _Plan(net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
                          early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
                          checkpoint, checkpoint_every, on_divergence, grad_shards, session, partitioned, streaming,
-                         clip_grad_norm, clip_grad_value)  # fmt: skip
+                         clip_grad_norm, clip_grad_value, track_gradients)  # fmt: skip
             failure = None
         except (ValueError, TypeError) as error:
             if session is None:
@@ -229,8 +236,9 @@ class _Plan:
     def __init__(self, net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, validation_data, validation_split,
                  early_stopping, patience, min_delta, restore_best, callbacks, verbose, warm_start, lr_schedule,
                  checkpoint, checkpoint_every, on_divergence, grad_shards, session=None, partitioned=False,
-                 streaming=None, clip_grad_norm=None, clip_grad_value=None):  # fmt: skip
+                 streaming=None, clip_grad_norm=None, clip_grad_value=None, track_gradients=False):  # fmt: skip
         self.session = session
+        self.tracking = check_tracking(track_gradients)
         self.clip = []
         for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
             if value is None:
@@ -271,6 +279,10 @@ class _Plan:
             # Out-of-core: checked a block at a time, streamed in chunks (fastgd.streaming).
             if validation_split is not None:
                 raise ValueError("validation_split needs in-memory data; give validation_data with streamed data")
+            if self.tracking is not None:
+                # An epoch of streamed data is a compiled call per chunk; the per-epoch sums
+                # would have to be carried across them.
+                raise ValueError("track_gradients is not available with streamed data")
             self.X, self.Y, self.weight, convert_x, convert_y = check_streamed(net, X, y, sample_weight)
             self.validation = _validation_inputs(net, self.X, self.Y, self.weight, validation_data, None)[3]
             self.stream = (streaming or Streaming(), convert_x, convert_y)
@@ -419,7 +431,8 @@ class Trainer:
                                              plan.shuffle is True and plan.batch < n and self.stream is None,
                                              seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
                                              plan.schedule.code, plan.schedule.parameters(), net.l1, net.l2, shards, solo, rank,
-                                             ranks, plan.partitioned, channel, *plan.clip)  # fmt: skip
+                                             ranks, plan.partitioned, channel, *plan.clip,
+                                             plan.tracking is not None)  # fmt: skip
         self.control = layout.make_control()
         self.threads = layout.useful_threads(meta, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
         self.macs_per_epoch = 3.0 * n * float(np.sum(meta[:, 0] * meta[:, 1])) / ranks
@@ -555,12 +568,15 @@ def _train(net, plan, history, trainer, chunk, timed):
     for callback in callbacks:
         callback.on_fit_begin(info)
     outcome, done, error = "finished", 0, None
+    health = None if plan.tracking is None else HealthRecorder(plan.tracking)
     clock = Clock()
     with interrupt.StopRequest(trainer.control) as stop:
         try:
             while done < plan.epochs and not stop.requested:
                 count = min(chunk, plan.epochs - done)
                 losses, result = trainer.run(count, stop)
+                if health is not None:
+                    health.record(trainer.work.health[: len(losses)], (history, net.history), done)
                 if result == layout.OUTCOME_INTERRUPTED:
                     stop.requested = True  # with several ranks, maybe another rank's Ctrl-C
                 # net.history follows the fit epoch by epoch, so it matches the parameters
