@@ -217,7 +217,7 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
     # Gradient health (settings.track), accumulated over an epoch by thread 0.
     track = settings.track
     n_layers = meta.shape[0]
-    n_saturation = shards * SATURATION_BLOCKS if track else 0
+    n_saturation = 0
     grad_norms, saturated, units_seen = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
     steps_seen = 0
     state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
@@ -313,6 +313,12 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
             epoch_loss += value * batch_weight if is_mean else value
             current_step += 1
             lr = scheduled_lr(settings.schedule_kind, settings.lr, current_step, settings.schedule)
+            if track:
+                # Blocks of at least ~64 rows per count task (a task per handful of rows costs more
+                # than it counts); the counts are integers, so the blocks change no result.
+                blocks = local // shards // 64
+                blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
+                n_saturation = shards * blocks
             factor = 1.0
             if settings.clip_norm > 0.0:
                 # The gradient's squared norm: one partial sum per fixed chunk, added up in chunk
@@ -339,11 +345,12 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
                     # Saturated units of one block of one shard's rows (the activations of
                     # this step's forward pass are still in place).
                     block = task - n_chunks
-                    shard = block // SATURATION_BLOCKS
+                    blocks = n_saturation // shards
+                    shard = block // blocks
                     shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
-                    part = block % SATURATION_BLOCKS
-                    _count_saturated(work.acts[shard], meta, part * shard_rows // SATURATION_BLOCKS,
-                                     (part + 1) * shard_rows // SATURATION_BLOCKS, work.health_counts[block])  # fmt: skip
+                    part = block % blocks
+                    _count_saturated(work.acts[shard], meta, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
+                                     work.health_counts[block])  # fmt: skip
                     task = next_task(control, n_threads, task)
                     continue
                 first, stop = _chunk(task, n_chunks, n_params)
@@ -433,11 +440,15 @@ def _count_saturated(acts, meta, first_row, stop_row, counts):
         if activation == SIGMOID or activation == TANH:
             n_out = meta[layer, META_N_OUT]
             base = capacity * meta[layer, META_UNITS_BEFORE]
-            for i in range(base + first_row * n_out, base + stop_row * n_out):
-                a = np.float64(acts[i])
-                slope = a * (1.0 - a) if activation == SIGMOID else 1.0 - a * a
-                if slope < SATURATION_THRESHOLD:
-                    count += 1
+            # Branch-free loops (each vectorises): a comparison added as 0 or 1.
+            if activation == SIGMOID:
+                for i in range(base + first_row * n_out, base + stop_row * n_out):
+                    a = np.float64(acts[i])
+                    count += np.int64(a * (1.0 - a) < SATURATION_THRESHOLD)
+            else:
+                for i in range(base + first_row * n_out, base + stop_row * n_out):
+                    a = np.float64(acts[i])
+                    count += np.int64(1.0 - a * a < SATURATION_THRESHOLD)
         counts[layer] = count
 
 

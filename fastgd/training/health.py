@@ -74,29 +74,35 @@ class HealthRecorder:
 
     def record(self, rows, histories, first_epoch):
         """``rows``: (epochs, n_layers, HEALTH_WIDTH) of the epochs just completed; epoch
-        numbers in warnings count from ``first_epoch`` + 1 within the fit."""
-        for offset, row in enumerate(rows):
-            for history in histories:
-                # Called before the epochs' losses are appended: epoch numbers of that history.
-                history.health_epochs.append(len(history.loss) + offset + 1)
-                for field, column in zip(HEALTH_FIELDS, range(layout.HEALTH_WIDTH)):
-                    getattr(history, field).append(row[:, column].copy())
-            self._check(row[:, layout.HEALTH_GRAD_NORM], first_epoch + offset + 1)
+        numbers in warnings count from ``first_epoch`` + 1 within the fit. (Whole arrays at a
+        time: a compiled call may hold thousands of one-step epochs.)"""
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.shape[0] == 0:
+            return
+        for history in histories:
+            # Called before the epochs' losses are appended: epoch numbers of that history.
+            base = len(history.loss)
+            history.health_epochs.extend(range(base + 1, base + rows.shape[0] + 1))
+            for field, column in zip(HEALTH_FIELDS, range(layout.HEALTH_WIDTH)):
+                getattr(history, field).extend(np.array(rows[:, :, column]))  # one (n_layers,) row per epoch
+        self._check(rows[:, :, layout.HEALTH_GRAD_NORM], first_epoch)
 
-    def _check(self, norms, epoch):
+    def _check(self, norms, first_epoch):
         tracking = self.tracking
-        if not tracking.warn or norms.size < 2:
+        if not tracking.warn or norms.shape[1] < 2:
             return
-        output = norms[-1]
-        if not (np.isfinite(output) and output > 0):
-            return
-        for layer, norm in enumerate(norms[:-1]):
-            ratio = norm / output
-            for kind, bad in (("vanishing", ratio < tracking.vanishing), ("exploding", ratio > tracking.exploding)):
-                if bad and (layer, kind) not in self.warned:
-                    self.warned.add((layer, kind))
-                    limit = tracking.vanishing if kind == "vanishing" else tracking.exploding
-                    warnings.warn(f"layer {layer} (of {norms.size}, input layer 0): gradient {kind} at epoch {epoch}: its "
-                                  f"gradient norm {norm:.3g} is {ratio:.3g} times the output layer's {output:.3g} "
-                                  f"(threshold {limit:g}; history.grad_norm holds every layer's)", GradientWarning,
-                                  stacklevel=4)  # fmt: skip
+        output = norms[:, -1:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where((output > 0) & np.isfinite(output), norms[:, :-1] / output, np.nan)
+        for kind, limit, found in (("vanishing", tracking.vanishing, ratios < tracking.vanishing),
+                                   ("exploding", tracking.exploding, ratios > tracking.exploding)):  # fmt: skip
+            for layer in np.flatnonzero(found.any(axis=0)):
+                if (layer, kind) in self.warned:
+                    continue
+                self.warned.add((layer, kind))
+                index = int(np.argmax(found[:, layer]))
+                norm, ratio, out = norms[index, layer], ratios[index, layer], norms[index, -1]
+                warnings.warn(f"layer {layer} (of {norms.shape[1]}, input layer 0): gradient {kind} at epoch "
+                              f"{first_epoch + index + 1}: its gradient norm {norm:.3g} is {ratio:.3g} times the output "
+                              f"layer's {out:.3g} (threshold {limit:g}; history.grad_norm holds every layer's)",
+                              GradientWarning, stacklevel=4)  # fmt: skip
