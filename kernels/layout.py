@@ -210,7 +210,8 @@ class Work(NamedTuple):
     gradient health per layer (``Settings.track``; see HEALTH_*); health_partials : float64
     (MAX_CHUNKS, n_layers), a step's squared weight-gradient sums per parameter chunk and layer;
     health_counts : int64 (shards * SATURATION_BLOCKS, n_layers), a step's saturated units per
-    block of rows and layer.
+    block of rows and layer; health_sums : float64 (4, n_layers), an epoch's running sums
+    (``kernels.train.condition``).
     """
 
     grads: np.ndarray
@@ -232,6 +233,7 @@ class Work(NamedTuple):
     health: np.ndarray
     health_partials: np.ndarray
     health_counts: np.ndarray
+    health_sums: np.ndarray
 
 
 class Settings(NamedTuple):
@@ -345,6 +347,7 @@ def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitio
         np.full((epochs, meta.shape[0], HEALTH_WIDTH), np.nan),
         np.zeros((MAX_CHUNKS, meta.shape[0])),
         np.zeros((shards * SATURATION_BLOCKS, meta.shape[0]), dtype=np.int64),
+        np.zeros((4, meta.shape[0])),
     )
 
 

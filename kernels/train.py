@@ -177,7 +177,7 @@ def train_epochs(state, data, work, settings, control, n_threads):
 
 
 @kernel(**JIT_OPTIONS)
-def train_loop(tid, n_threads, control, forward, backward, update, exchange, state, data, work, settings):
+def train_loop(tid, n_threads, control, forward, backward, update, exchange, condition, state, data, work, settings):
     """``train_epochs``'s body, run by every thread of the team; ``forward``, ``backward``,
     ``update`` and ``exchange`` are ``passes.forward_pass``, ``passes.backward_pass``, the
     optimizer's update and ``kernels.exchange.exchange`` (or ``no_exchange``), called through
@@ -214,12 +214,9 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
     total_weight = 0.0
     for i in range(n):
         total_weight += sample_weight[i]
-    # Gradient health (settings.track), accumulated over an epoch by thread 0.
-    track = settings.track
-    n_layers = meta.shape[0]
-    n_saturation = 0
-    grad_norms, saturated, units_seen = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers)
-    steps_seen = 0
+    # Clipping and gradient health run in the ``condition`` stage, bound only when asked for
+    # (``no_condition`` otherwise): a fit that uses neither compiles none of their code.
+    conditioned = settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0
     state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
     _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
     _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
@@ -245,10 +242,10 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
             for k in range((n + batch_size - 1) // batch_size):
                 total_weight += batch_weights[k]
         epoch_loss = 0.0
-        grad_norms[:] = 0.0
-        saturated[:] = 0.0
-        units_seen[:] = 0.0
-        steps_seen = 0
+        if conditioned:
+            condition(np.int64(CONDITION_EPOCH_START), tid, n_threads, control, params, work.saved_params, work.grads, work.acts,
+                      meta, partials, work.health_partials, work.health_counts, work.health_sums, work.health[0], np.int64(0),
+                      np.int64(0), settings.clip_norm, settings.clip_value, settings.track)  # fmt: skip
         for start in range(0, n, batch_size):
             rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
@@ -313,73 +310,19 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
             epoch_loss += value * batch_weight if is_mean else value
             current_step += 1
             lr = scheduled_lr(settings.schedule_kind, settings.lr, current_step, settings.schedule)
-            if track:
-                # Blocks of at least ~64 rows per count task (a task per handful of rows costs more
-                # than it counts); the counts are integers, so the blocks change no result.
-                blocks = local // shards // 64
-                blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
-                n_saturation = shards * blocks
-            factor = 1.0
-            if settings.clip_norm > 0.0:
-                # The gradient's squared norm: one partial sum per fixed chunk, added up in chunk
-                # order by every thread, so that the scale depends on no thread count.
-                task = first_task(control, tid, n_threads)
-                while task < n_chunks:
-                    first, stop = _chunk(task, n_chunks, n_params)
-                    if shards > 1:
-                        _add_shards(work.grads, shards, first, stop)
-                    if track:
-                        _layer_squares(grads, meta, first, stop, work.health_partials[task])
-                    if settings.clip_value > 0.0:
-                        _clip_values(grads, first, stop, t(settings.clip_value))
-                    partials[FLAG_PARTIALS + task] = _squares(grads, first, stop)
-                    task = next_task(control, n_threads, task)
-                barrier(control, n_threads)
-                squares = 0.0
-                for chunk in range(n_chunks):
-                    squares += partials[FLAG_PARTIALS + chunk]
-                factor = settings.clip_norm / (np.sqrt(squares) + 1e-6)
+            if conditioned:
+                # The summed, clipped gradient in grads (and its health recorded); then the update.
+                condition(np.int64(CONDITION_STEP), tid, n_threads, control, params, work.saved_params, work.grads, work.acts,
+                          meta, partials, work.health_partials, work.health_counts, work.health_sums, work.health[0], lo, local,
+                          settings.clip_norm, settings.clip_value, settings.track)  # fmt: skip
             task = first_task(control, tid, n_threads)
-            while task < n_chunks + n_saturation:
-                if task >= n_chunks:
-                    # Saturated units of one block of one shard's rows (the activations of
-                    # this step's forward pass are still in place).
-                    block = task - n_chunks
-                    blocks = n_saturation // shards
-                    shard = block // blocks
-                    shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
-                    part = block % blocks
-                    _count_saturated(work.acts[shard], meta, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
-                                     work.health_counts[block])  # fmt: skip
-                    task = next_task(control, n_threads, task)
-                    continue
+            while task < n_chunks:
                 first, stop = _chunk(task, n_chunks, n_params)
-                if settings.clip_norm > 0.0:
-                    if factor < 1.0:
-                        _scale(grads, first, stop, t(factor))
-                else:
-                    if shards > 1:
-                        _add_shards(work.grads, shards, first, stop)
-                    if track:
-                        _layer_squares(grads, meta, first, stop, work.health_partials[task])
-                    if settings.clip_value > 0.0:
-                        _clip_values(grads, first, stop, t(settings.clip_value))
+                if shards > 1 and not conditioned:
+                    _add_shards(work.grads, shards, first, stop)
                 update(params, grads, opt_state, current_step, lr, settings.hyper, first, stop)
                 task = next_task(control, n_threads, task)
             barrier(control, n_threads)
-            if track and tid == 0:
-                # Added up in chunk and block order: the same on any number of threads.
-                for layer in range(n_layers):
-                    squares = 0.0
-                    for chunk in range(n_chunks):
-                        squares += work.health_partials[chunk, layer]
-                    grad_norms[layer] += np.sqrt(squares)
-                    count = 0
-                    for block in range(n_saturation):
-                        count += work.health_counts[block, layer]
-                    saturated[layer] += count
-                    units_seen[layer] += local * meta[layer, META_N_OUT]
-                steps_seen += 1
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
@@ -394,10 +337,11 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
         if tid == 0:
             work.epoch_losses[e] = epoch_loss
             step[0] = current_step
-            if track:
-                _epoch_health(params, work.saved_params, meta, grad_norms, saturated, units_seen, steps_seen, work.health[e])
-        if track:
-            barrier(control, n_threads)  # work.saved_params (the epoch's start) was read above
+        if conditioned:
+            condition(np.int64(CONDITION_EPOCH_END), tid, n_threads, control, params, work.saved_params, work.grads, work.acts,
+                      meta, partials, work.health_partials, work.health_counts, work.health_sums, work.health[e], np.int64(0),
+                      np.int64(0), settings.clip_norm, settings.clip_value, settings.track)  # fmt: skip
+            barrier(control, n_threads)  # work.saved_params (the epoch's start) was read
         completed += 1
         _copy_chunks(tid, n_threads, control, work.saved_params, params, n_params)
         _copy_chunks(tid, n_threads, control, saved_state, state_flat, n_params)
@@ -412,6 +356,106 @@ def train_loop(tid, n_threads, control, forward, backward, update, exchange, sta
         step[0] = saved_step
         control[CONTROL_OUTCOME] = outcome
     return completed
+
+
+# ``condition``'s modes, called by every thread of the team at these points of the loop.
+CONDITION_EPOCH_START = 0
+CONDITION_STEP = 1
+CONDITION_EPOCH_END = 2
+# Rows of ``Work.health_sums``: an epoch's sums (thread 0's) per layer; steps in [STEPS, 0].
+SUM_GRAD_NORMS, SUM_SATURATED, SUM_UNITS, SUM_STEPS = 0, 1, 2, 3
+
+
+@kernel(**JIT_OPTIONS)
+def condition(mode, tid, n_threads, control, params, start_params, grads, acts, meta, partials, health_partials, health_counts,
+              sums, health, lo, local, clip_norm, clip_value, track):  # fmt: skip
+    """The loop's optional stage: gradient clipping and gradient health (``Settings``).
+
+    CONDITION_STEP: the shards' gradients added up into ``grads[0]`` (in shard order), its
+    health recorded (``track``: per-layer squared norms per chunk, saturated units per block of
+    rows ``[lo, lo + local)``, added up by thread 0 in chunk and block order), entries clamped
+    to ``clip_value``, then scaled to ``clip_norm`` (its squared norm summed per chunk, the
+    chunks in order); returns with ``grads[0]`` final on every thread. CONDITION_EPOCH_START:
+    the epoch's sums cleared. CONDITION_EPOCH_END: the epoch's ``health`` (n_layers,
+    HEALTH_WIDTH) from the sums and from ``params`` against ``start_params`` (thread 0; the
+    caller waits at a barrier before changing either).
+    """
+    if mode == CONDITION_EPOCH_START:
+        if tid == 0:
+            sums[...] = 0.0
+        return
+    if mode == CONDITION_EPOCH_END:
+        if tid == 0 and track:
+            _epoch_health(params, start_params, meta, sums[SUM_GRAD_NORMS], sums[SUM_SATURATED], sums[SUM_UNITS],
+                          np.int64(sums[SUM_STEPS, 0]), health)  # fmt: skip
+        return
+    t = grads.dtype.type
+    shards, n_params = grads.shape[0], grads.shape[1]
+    n_chunks = chunk_count(n_params)
+    gradient = grads[0]
+    n_saturation = 0
+    if track:
+        # Blocks of at least ~64 rows per count task (a task per handful of rows costs more than
+        # it counts); the counts are integers, so the blocks change no result.
+        blocks = local // shards // 64
+        blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
+        n_saturation = shards * blocks
+    task = first_task(control, tid, n_threads)
+    while task < n_chunks + n_saturation:
+        if task >= n_chunks:
+            # Saturated units of one block of one shard's rows (this step's activations).
+            block = task - n_chunks
+            blocks = n_saturation // shards
+            shard = block // blocks
+            shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
+            part = block % blocks
+            _count_saturated(acts[shard], meta, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
+                             health_counts[block])  # fmt: skip
+        else:
+            first, stop = _chunk(task, n_chunks, n_params)
+            if shards > 1:
+                _add_shards(grads, shards, first, stop)
+            if track:
+                _layer_squares(gradient, meta, first, stop, health_partials[task])
+            if clip_value > 0.0:
+                _clip_values(gradient, first, stop, t(clip_value))
+            if clip_norm > 0.0:
+                partials[FLAG_PARTIALS + task] = _squares(gradient, first, stop)
+        task = next_task(control, n_threads, task)
+    barrier(control, n_threads)
+    if track and tid == 0:
+        # Added up in chunk and block order: the same on any number of threads. (The other
+        # threads go on; nothing before the next step's stage writes these buffers.)
+        for layer in range(meta.shape[0]):
+            squares = 0.0
+            for chunk in range(n_chunks):
+                squares += health_partials[chunk, layer]
+            sums[SUM_GRAD_NORMS, layer] += np.sqrt(squares)
+            count = 0
+            for block in range(n_saturation):
+                count += health_counts[block, layer]
+            sums[SUM_SATURATED, layer] += count
+            sums[SUM_UNITS, layer] += local * meta[layer, META_N_OUT]
+        sums[SUM_STEPS, 0] += 1.0
+    if clip_norm > 0.0:
+        squares = 0.0
+        for chunk in range(n_chunks):
+            squares += partials[FLAG_PARTIALS + chunk]
+        factor = clip_norm / (np.sqrt(squares) + 1e-6)
+        if factor < 1.0:
+            task = first_task(control, tid, n_threads)
+            while task < n_chunks:
+                first, stop = _chunk(task, n_chunks, n_params)
+                _scale(gradient, first, stop, t(factor))
+                task = next_task(control, n_threads, task)
+            barrier(control, n_threads)
+
+
+@kernel(**JIT_OPTIONS)
+def no_condition(mode, tid, n_threads, control, params, start_params, grads, acts, meta, partials, health_partials, health_counts,
+                 sums, health, lo, local, clip_norm, clip_value, track):  # fmt: skip
+    """``condition``'s stand-in when a fit neither clips nor tracks (never called)."""
+    return
 
 
 @njit(**JIT_OPTIONS)
@@ -561,7 +605,10 @@ def _stage_types(params, x_batch):
     backward = (*team, values, values, meta, batch, i64, batch, batch, partials, values, types.float64, types.float64)
     update = (values, values, values_2d, i64, types.float64, array_type(np.float64), i64, i64)
     exchange = (i64, i64, values, array_type(np.float64))
-    return forward, backward, update, exchange
+    f64_2d = array_type(np.float64, 2)
+    condition = (i64, *team, values, values, values_2d, values_2d, meta, partials, f64_2d, array_type(np.int64, 2), f64_2d, f64_2d,
+                 i64, i64, types.float64, types.float64, flag)  # fmt: skip
+    return forward, backward, update, exchange, condition
 
 
 def bound_loop(state, data, work, settings):
@@ -573,7 +620,7 @@ def bound_loop(state, data, work, settings):
 
     Returns
     -------
-    (dispatcher, (forward, backward, update, exchange))
+    (dispatcher, (forward, backward, update, exchange, condition))
     """
     update = UPDATES.get(int(settings.optimizer))
     if update is None:
@@ -581,12 +628,13 @@ def bound_loop(state, data, work, settings):
     hidden, output, loss, tiles, blas = configuration(settings.meta, settings.loss, state.params.dtype)
     data_types = tuple(typeof(array) for array in data)  # read-only inputs (memory maps) compile a variant
     distributed = settings.ranks > 1
-    key = (state.params.dtype, data_types, hidden, output, loss, tiles, blas, int(settings.optimizer), distributed)
+    conditioned = bool(settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0)
+    key = (state.params.dtype, data_types, hidden, output, loss, tiles, blas, int(settings.optimizer), distributed, conditioned)
     bound = _BOUND.get(key)
     if bound is None:
         stage_types = _stage_types(state.params, work.x_batch)
         stages = (forward_kernel(hidden, output, loss, tiles, blas), backward_kernel(hidden, tiles, blas), update,
-                  exchange_kernel if distributed else no_exchange)  # fmt: skip
+                  exchange_kernel if distributed else no_exchange, condition if conditioned else no_condition)  # fmt: skip
         pointers = tuple(function_pointer(stage, argtypes) for stage, argtypes in zip(stages, stage_types))
         loop_types = (types.int64, types.int64, array_type(np.int64), *(typeof(p) for p in pointers), typeof(state), typeof(data),
                       typeof(work), typeof(settings))  # fmt: skip
