@@ -91,16 +91,20 @@ class _Fit:
 
 # Every timed fit lasts at least ~20 ms (shorter ones were at the mercy of the scheduler: a 2.7 ms
 # fit read 4.1 ± 1 ms in one run of identical code), and half a second of warm-up runs first.
-class Training:
-    params = list(WORKLOADS)
-    param_names = ["workload"]
-    version = _version(*WORKLOADS)
+class _TimedFit:
+    # asv's timing settings of the time_fit benchmarks (a base without benchmarks of its own).
     number = 1
     repeat = (5, 20, 60.0)
     min_run_count = 5
     rounds = 2
     warmup_time = 0.5
     timeout = 600
+
+
+class Training(_TimedFit):
+    params = list(WORKLOADS)
+    param_names = ["workload"]
+    version = _version(*WORKLOADS)
 
     def setup(self, workload):
         self.fit = _Fit(workload)
@@ -122,16 +126,10 @@ class Training:
         self.fit()
 
 
-class TwoThreads:
+class TwoThreads(_TimedFit):
     params = ["mid"]
     param_names = ["workload"]
     version = _version("mid")
-    number = 1
-    repeat = (5, 20, 60.0)
-    min_run_count = 5
-    rounds = 2
-    warmup_time = 0.5
-    timeout = 600
 
     def setup(self, workload):
         self.fit = _Fit(workload, n_threads=2)

@@ -109,6 +109,7 @@ class FixedOrderSum:
         self.received_offsets = np.arange(self.size, dtype=np.int64) * chunk
         self.send_counts = np.where(np.arange(self.size) == self.rank, 0, self.counts).astype(np.int64)
         self.scalars = np.zeros((self.size, STEP_SCALARS))
+        self.sums = np.zeros(STEP_SCALARS)  # reused every step: nothing allocated per step
 
     def __call__(self, kind, values, scalars):
         # A diverging gradient overflows here as it would in one process: the loop sees the
@@ -124,7 +125,7 @@ class FixedOrderSum:
     def step(self, values, scalars):
         """``values`` and ``scalars[:STEP_SCALARS]`` become their sums over the ranks."""
         comm, kind = self.comm, self.mpi_type
-        comm.Allgather(np.ascontiguousarray(scalars[:STEP_SCALARS]), self.scalars)
+        comm.Allgather(scalars[:STEP_SCALARS], self.scalars)  # a contiguous view (Work.scalars)
         comm.Alltoallv([values, (self.send_counts, self.offsets), kind],
                        [self.received, (self.received_counts, self.received_offsets), kind])  # fmt: skip
         own = values[self.mine]
@@ -140,8 +141,9 @@ class FixedOrderSum:
         if self.rank != 0:
             own[...] = total
         comm.Allgatherv(self.in_place, [values, (self.counts, self.offsets), kind])
-        sums = np.zeros(STEP_SCALARS)
-        for rank in range(self.size):
+        sums = self.sums
+        sums[...] = self.scalars[0]
+        for rank in range(1, self.size):
             sums += self.scalars[rank]
         scalars[:STEP_SCALARS] = sums
 

@@ -79,3 +79,21 @@ def flat_gradient(net, gradients):
         holder.weights[k][...] = W
         holder.biases[k][...] = b
     return holder.flat_parameters.copy()
+
+
+def junk(*more):
+    """A hypothesis strategy for values no argument should take (None, bools, huge ints, any
+    float, short text, lists, a NumPy scalar, an object), plus ``more`` strategies."""
+    from hypothesis import strategies as st
+
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=3),
+        st.lists(st.integers(0, 3), max_size=3),
+        st.just(np.float32(0.5)),
+        st.just(object()),
+        *more,
+    )

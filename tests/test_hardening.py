@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from _helpers import assert_same_state, regression_data, state_of
+from _helpers import assert_same_state, junk, regression_data, state_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,17 +20,7 @@ from fastgd.registry import ACTIVATIONS, LOSSES
 
 EXPECTED_ERRORS = (ValueError, TypeError)
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-JUNK = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=3),
-    st.lists(st.integers(0, 3), max_size=3),
-    st.just(np.zeros(3)),
-    st.just(np.float32(0.5)),
-    st.just(object()),
-)
+JUNK = junk(st.just(np.zeros(3)))
 @pytest.fixture(scope="module")
 def net():
     X, y = regression_data(n=20, n_in=3, n_out=2)

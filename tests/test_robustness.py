@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgd
-from _helpers import assert_same_state, regression_data, state_of, train_parallel_sized
+from _helpers import assert_same_state, junk, regression_data, state_of, train_parallel_sized
 from fastgd.optimizers import OPTIMIZERS, Adam
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,16 +154,7 @@ def test_fit_with_any_arrays_trains_or_leaves_the_network_unchanged(trained_net,
         assert len(history.loss) == 1 and np.isfinite(history.loss[0])
 
 
-JUNK = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=3),
-    st.lists(st.integers(0, 3), max_size=3),
-    st.just(np.float32(0.5)),
-    st.just(object()),
-)
+JUNK = junk()
 # Values of each fit argument to try besides the junk above; epochs stays small so that a
 # legitimate value does not train for hours.
 FIT_ARGUMENTS = {
