@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -92,49 +93,23 @@ def demo(out=sys.stdout) -> int:
     return 0 if solved == 4 and accuracy >= 0.95 else 1
 
 
-def compile_kernels(dtypes, hidden_activations=None, output_activations=None, losses=None, out=sys.stdout) -> int:
-    """Compile every specialisation of the kernels for ``dtypes`` into the on-disk cache (or
-    load it from there): each valid (hidden activation, output activation, loss) network (all,
-    or those named) with each optimizer, trained and evaluated once on a few rows, both with
-    layers small enough for loops only and with layers that take the micro-kernel and BLAS."""
-    import fastgd
-    from fastgd.kernels import compat
-    from fastgd.optimizers import OPTIMIZERS
-    from fastgd.registry import ACTIVATIONS, LOSSES
+def compile_kernels(dtypes, out=sys.stdout) -> int:
+    """Compile every compiled piece of the kernels for ``dtypes`` into the on-disk cache (or load
+    it from there), printing each with its time, then the total and the cache's size: the
+    training loop, its condition stage and every piece (``fastgd.kernels.build.catalog``). They
+    serve every network and setting, so after this no fit compiles anything."""
+    from fastgd.kernels import build, compat
 
     if not compat.CACHE_USABLE:
         print(f"fastgd: the compile cache is {compat.CACHE_STATUS}; nothing would be kept", file=out)
         return 1
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(8, 3))
-    total_start = time.perf_counter()
-    count = 0
-    wide = rng.normal(size=(8, 200))
-    for dtype in dtypes:
-        for loss in LOSSES.values():
-            if losses and loss.name not in losses:
-                continue
-            outputs = [loss.required_output] if loss.required_output else list(ACTIVATIONS)
-            for hidden in (name for name, a in ACTIVATIONS.items() if not a.output_only):
-                if hidden_activations and hidden not in hidden_activations:
-                    continue
-                for output in outputs:
-                    if output_activations and output not in output_activations:
-                        continue
-                    start = time.perf_counter()
-                    y = rng.integers(0, 3, size=8) if loss.name == "crossentropy" else rng.uniform(size=(8, 3))
-                    # Two sizes: loops only (tiny layers), and the micro-kernel and BLAS paths too.
-                    for sizes, inputs in (([3, 4, 3], X), ([200, 256, 3], wide)):
-                        net = fastgd.Network(sizes, activation=hidden, output_activation=output, loss=loss.name, dtype=dtype,
-                                             random_state=0)  # fmt: skip
-                        for name in OPTIMIZERS:
-                            net.copy().fit(inputs, y, optimizer=name, epochs=1, batch_size=4)
-                        net.predict(inputs)
-                        net.gradients(inputs, y)
-                    count += 1
-                    print(f"  {dtype} {hidden:>10} -> {output:<8} {loss.name:<20} {time.perf_counter() - start:6.2f} s", file=out, flush=True)
-    print(f"compiled {count} configurations x {len(OPTIMIZERS)} optimizers in {time.perf_counter() - total_start:.1f} s "
-          f"into {compat.cache_directory()}", file=out)  # fmt: skip
+    start = time.perf_counter()
+    results = build.compile_all(dtypes, out=out)
+    folder = compat.cache_directory()
+    size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+    compiled = sum(1 for _, _, cached in results if not cached)
+    print(f"{len(results)} kernels ({compiled} compiled, {len(results) - compiled} already cached) in "
+          f"{time.perf_counter() - start:.1f} s; cache {folder}: {size / 2**20:.1f} MB", file=out)  # fmt: skip
     return 0
 
 
@@ -154,11 +129,8 @@ def main(argv=None) -> int:
                             "(default workloads: mid large)")  # fmt: skip
     bench.add_argument("--out-of-core", type=int, default=None, metavar="MB",
                        help="instead: one epoch of mid streamed from a memory map 4x this memory budget, against in memory")
-    compiler = commands.add_parser("compile", help="compile every kernel specialisation into the on-disk cache")
+    compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
-    compiler.add_argument("--activation", nargs="+", default=None, help="hidden activations (default: all)")
-    compiler.add_argument("--output-activation", nargs="+", default=None, help="output activations (default: all)")
-    compiler.add_argument("--loss", nargs="+", default=None, help="losses (default: all)")
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -176,7 +148,7 @@ def main(argv=None) -> int:
             run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers, track_gradients=args.track_gradients)
         return 0
     if args.command == "compile":
-        return compile_kernels(args.dtype, args.activation, args.output_activation, args.loss)
+        return compile_kernels(args.dtype)
     from fastgd import show_config
 
     show_config()

@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels.activations import LEAKY_SLOPE
+from .registry import ACTIVATIONS
+
 __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
 
-# scikit-learn's activation names -> fastgd's.
-_SKLEARN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu", "softmax": "softmax"}
+# Every name below comes from each activation's declaration (kernels.activations.SPECS: its
+# ``sklearn``, ``torch`` and ``onnx`` entries), so a new activation converts as soon as it is
+# declared, and one a tool has no equivalent for is refused by name.
+_SKLEARN_ACTIVATIONS = {spec.sklearn: spec.name for spec in ACTIVATIONS.values() if spec.sklearn}
 # fastgd's output activation -> the loss a converted network trains with by default.
 _DEFAULT_LOSS = {"softmax": "crossentropy", "sigmoid": "binary_crossentropy"}
-# leaky_relu's slope in fastgd's kernels.
-LEAKY_SLOPE = 0.01
+
+
+def _exportable(name, tool):
+    spec = ACTIVATIONS[name]
+    if not spec.exportable or (spec.name != "identity" and getattr(spec, tool) is None):
+        raise ValueError(f"activation {name!r} has no {tool} equivalent, so this network cannot be converted")
+    return spec
 # ONNX opset of the exported graphs (Gemm, Sigmoid, Tanh, Relu, Mul, Max, Softmax on the last axis).
 ONNX_OPSET = 17
 
@@ -82,10 +92,14 @@ def from_sklearn(mlp, loss=None, **options):
 
 
 def _torch_activations():
+    # torch.nn module class -> (fastgd activation name, the arguments it must have).
     import torch.nn as nn
 
-    return {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Identity: "identity",
-            nn.Softmax: "softmax"}  # fmt: skip
+    found = {nn.Identity: ("identity", {})}
+    for spec in ACTIVATIONS.values():
+        if spec.torch is not None:
+            found[getattr(nn, spec.torch[0])] = (spec.name, spec.torch[1])
+    return found
 
 
 def to_torch(net):
@@ -97,8 +111,6 @@ def to_torch(net):
 
     config = net.get_config()
     dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(net.dtype)]
-    modules = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "identity": None,
-               "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE), "softmax": lambda: nn.Softmax(dim=-1)}  # fmt: skip
     layers = []
     count = len(net.weights)
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
@@ -107,9 +119,9 @@ def to_torch(net):
             linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T)))
             linear.bias.copy_(torch.from_numpy(np.array(b)))
         layers.append(linear)
-        make = modules[config["activation"] if k < count - 1 else config["output_activation"]]
-        if make is not None:
-            layers.append(make())
+        spec = _exportable(config["activation"] if k < count - 1 else config["output_activation"], "torch")
+        if spec.torch is not None:
+            layers.append(getattr(nn, spec.torch[0])(**spec.torch[1]))
     return nn.Sequential(*layers)
 
 
@@ -140,16 +152,21 @@ def from_torch(module, loss=None, **options):
             linears.append(layer)
             activations.append("identity")
             continue
-        name = names.get(type(layer))
-        if name is None:
+        found = names.get(type(layer))
+        if found is None:
             raise ValueError(f"module[{index}] is a {type(layer).__name__}: only Linear layers and the activations "
                              f"{sorted(t.__name__ for t in names)} can be converted")  # fmt: skip
+        name, arguments = found
         if not linears:
             raise ValueError(f"module[{index}] ({type(layer).__name__}) comes before any Linear layer")
-        if isinstance(layer, nn.LeakyReLU) and layer.negative_slope != LEAKY_SLOPE:
-            raise ValueError(f"module[{index}] is LeakyReLU({layer.negative_slope}); fastgd's leaky_relu has slope {LEAKY_SLOPE}")
-        if isinstance(layer, nn.Softmax) and layer.dim not in (-1, 1):
-            raise ValueError(f"module[{index}] is Softmax(dim={layer.dim}); only a softmax over each row (dim=-1) converts")
+        if isinstance(layer, nn.Softmax):
+            if layer.dim not in (-1, 1):
+                raise ValueError(f"module[{index}] is Softmax(dim={layer.dim}); only a softmax over each row (dim=-1) converts")
+        else:
+            for key, value in arguments.items():
+                if getattr(layer, key, value) != value:
+                    raise ValueError(f"module[{index}] is {type(layer).__name__}({key}={getattr(layer, key)}); fastgd's {name} "
+                                     f"has {key}={value}")  # fmt: skip
         if name == "identity":
             continue
         if activations[-1] != "identity":
@@ -200,13 +217,14 @@ def to_onnx(net, path=None):
     for k, (W, b) in enumerate(zip(net.weights, net.biases)):
         initializers += [numpy_helper.from_array(np.array(W), f"W{k}"), numpy_helper.from_array(np.array(b), f"b{k}")]
         activation = config["activation"] if k < count - 1 else config["output_activation"]
-        gemm_out = "Y" if (k == count - 1 and activation == "identity") else f"z{k}"
+        spec = _exportable(activation, "onnx")
+        gemm_out = "Y" if (k == count - 1 and spec.onnx is None) else f"z{k}"
         nodes.append(helper.make_node("Gemm", [current, f"W{k}", f"b{k}"], [gemm_out], name=f"dense{k}"))
         current = gemm_out
-        if activation == "identity":
+        if spec.onnx is None:
             continue
         out = "Y" if k == count - 1 else f"a{k}"
-        if activation == "leaky_relu":
+        if spec.onnx == "leaky":
             # max(z, 0.01·z) with the slope a constant of the network's dtype: ONNX's LeakyRelu
             # takes its alpha as a float32 attribute, 2e-10 off 0.01 in float64.
             if not any(tensor.name == "leaky_slope" for tensor in initializers):
@@ -214,8 +232,7 @@ def to_onnx(net, path=None):
             nodes.append(helper.make_node("Mul", [current, "leaky_slope"], [f"leak{k}"], name=f"leak{k}"))
             nodes.append(helper.make_node("Max", [current, f"leak{k}"], [out], name=f"leaky_relu{k}"))
         else:
-            op, attributes = {"sigmoid": ("Sigmoid", {}), "tanh": ("Tanh", {}), "relu": ("Relu", {}),
-                              "softmax": ("Softmax", {"axis": -1})}[activation]  # fmt: skip
+            op, attributes = spec.onnx
             nodes.append(helper.make_node(op, [current], [out], name=f"{activation}{k}", **attributes))
         current = out
     graph = helper.make_graph(nodes, "fastgd_mlp", [helper.make_tensor_value_info("X", element, ["batch", net.layer_sizes[0]])],

@@ -5,12 +5,12 @@ lives in the network as one flat ``(n_slots, n_params)`` buffer, and one compile
 all parameters at once (see :mod:`fastgd.kernels.optim`, whose kernels are the definitions).
 
 Each class takes its code, name, hyper-parameter layout and state names from the one declaration
-in ``kernels.optim.SPECS``; ``tests/test_optimizers.py`` checks that every declared
+in ``kernels.optim.SPECS``; ``tests/test_declarations.py`` checks that every declared
 hyper-parameter is an attribute of the class and every constructor argument is declared.
 
-Adding an optimizer: a ``SPECS`` row with its step and update in ``kernels/optim.py``, their
-NumPy twins in :mod:`fastgd.reference`, a class here, and a row in ``OPTIMIZERS_UNDER_TEST``:
-four files.
+Adding an optimizer: a ``SPECS`` row and its update in ``kernels/optim.py``, its NumPy twin in
+:mod:`fastgd.reference`, a class here and a row in ``OPTIMIZERS_UNDER_TEST`` (the option sets
+the tests train it with): three files.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ class SGD(Optimizer):
         L2 penalty coefficient added to the gradient, >= 0.
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_SGD]
+    name, code, hyper_names, state_names = SPECS[OPT_SGD][:4]
 
     def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         self.lr = _positive("lr", lr)
@@ -157,7 +157,7 @@ class Momentum(Optimizer):
         Averaging factor, in [0, 1).
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_MOMENTUM]
+    name, code, hyper_names, state_names = SPECS[OPT_MOMENTUM][:4]
 
     def __init__(self, lr=0.01, beta=0.9):
         self.lr = _positive("lr", lr)
@@ -183,7 +183,7 @@ class Adagrad(Optimizer):
     eps : float, default 1e-10
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAGRAD]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAGRAD][:4]
 
     def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
         self.lr = _positive("lr", lr)
@@ -221,7 +221,7 @@ class RMSprop(Optimizer):
     centered : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_RMSPROP]
+    name, code, hyper_names, state_names = SPECS[OPT_RMSPROP][:4]
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         self.lr = _positive("lr", lr)
@@ -254,7 +254,7 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAM]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAM][:4]
     _default_weight_decay = 0.0
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
@@ -292,7 +292,7 @@ class AdamW(Adam):
     amsgrad : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAMW]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAMW][:4]
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.activations import IDENTITY, LEAKY_RELU, LEAKY_SLOPE, RELU, SIGMOID, SOFTMAX, TANH
+from .kernels.activations import SIGMOID, SOFTMAX, TANH
+from .kernels.activations import SPECS as _ACTIVATION_SPECS
 from .kernels.layout import (
     CONTROL_OUTCOME,
     CONTROL_STOP,
@@ -31,8 +32,9 @@ from .kernels.layout import (
     layer_view,
 )
 from .kernels.exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, call_channel
-from .kernels.losses import BINARY_CROSSENTROPY, CROSSENTROPY, MSE, SSE
-from .kernels.optim import ADAGRAD, ADAM, ADAMW, MOMENTUM, OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD, RMSPROP, SGD
+from .kernels.losses import SPECS as _LOSS_SPECS
+from .kernels.losses import SSE
+from .kernels.optim import SPECS as _OPTIMIZER_SPECS
 from .kernels.schedules import (
     COSINE,
     EXPONENTIAL,
@@ -46,58 +48,14 @@ from .kernels.schedules import (
 )
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+# f(z) for each activation code, and f'(z) written through the output a = f(z) for each
+# elementwise one: the twins declared with each activation (kernels.activations.SPECS).
+ACTIVATIONS = {code: spec.numpy_value for code, spec in _ACTIVATION_SPECS.items()}
+DERIVATIVES = {code: spec.numpy_derivative for code, spec in _ACTIVATION_SPECS.items() if spec.numpy_derivative is not None}
 
-
-def _relu(z):
-    # np.where keeps NaN (NaN <= 0 is False), like the kernel.
-    return np.where(z <= 0, z.dtype.type(0), z)
-
-
-# f(z) for each activation code.
-ACTIVATIONS = {
-    IDENTITY: lambda z: z.copy(),
-    SIGMOID: lambda z: z.dtype.type(1) / (z.dtype.type(1) + np.exp(-z)),
-    TANH: np.tanh,
-    RELU: _relu,
-    LEAKY_RELU: lambda z: np.where(z <= 0, z * z.dtype.type(LEAKY_SLOPE), z),
-    SOFTMAX: _softmax,
-}
-
-# f'(z) written through the output a = f(z), for each elementwise activation code.
-DERIVATIVES = {
-    IDENTITY: lambda a: np.ones_like(a),
-    SIGMOID: lambda a: a * (a.dtype.type(1) - a),
-    TANH: lambda a: a.dtype.type(1) - a * a,
-    RELU: lambda a: (a > 0).astype(a.dtype),
-    LEAKY_RELU: lambda a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
-}
-
-
-def _half_squared_error(z, a, y):
-    return 0.5 * ((a - y) ** 2).sum(axis=1)
-
-
-def _binary_crossentropy(z, a, y):
-    # softplus(z) - z*y == -y log(sigmoid z) - (1-y) log(1 - sigmoid z), without overflow.
-    return (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
-
-
-def _crossentropy(z, a, y):
-    z_max = z.max(axis=1, keepdims=True)
-    log_sum_exp = z_max + np.log(np.exp(z - z_max).sum(axis=1, keepdims=True))
-    return (y * (log_sum_exp - z)).sum(axis=1)
-
-
-# Per-row loss for each loss code (computed in float64).
-ROW_LOSSES = {
-    SSE: _half_squared_error,
-    MSE: _half_squared_error,
-    BINARY_CROSSENTROPY: _binary_crossentropy,
-    CROSSENTROPY: _crossentropy,
-}
+# Per-row loss for each loss code (computed in float64), and the output delta before any output
+# derivative (kernels.losses.SPECS).
+ROW_LOSSES = {code: spec.numpy_row_value for code, spec in _LOSS_SPECS.items()}
 
 
 def activate(z, a_out, activation):
@@ -129,11 +87,9 @@ def loss_value(z, a, y, row_scale, loss):
 
 def output_delta(a, y, row_scale, delta, activation, loss):
     """Output-layer local gradient ``dC/da ⊙ f'(z)``, fused for the cross-entropies."""
-    if loss == CROSSENTROPY:  # the gradient of Σ_j y_j (logsumexp(z) − z_j) for any targets
-        delta[...] = (a * y.sum(axis=1, keepdims=True) - y) * row_scale[:, None]
-        return
-    delta[...] = (a - y) * row_scale[:, None]
-    if loss == BINARY_CROSSENTROPY:
+    spec = _LOSS_SPECS[loss]
+    delta[...] = spec.numpy_delta(a, y, row_scale)
+    if spec.fused:
         return
     if activation == SOFTMAX:
         delta[...] = a * (delta - (delta * a).sum(axis=1, keepdims=True))
@@ -172,13 +128,14 @@ def momentum_step(p, g, velocity, step, lr, beta):
     p -= t(lr) * velocity
 
 
-def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
-    """Adagrad (PyTorch's rule)."""
+def adagrad_step(p, g, sum, step, lr, lr_decay, weight_decay, initial_accumulator_value, eps):  # noqa: A002 (PyTorch's name)
+    """Adagrad (PyTorch's rule); ``initial_accumulator_value`` is where ``sum`` started (the
+    optimizer's fresh state), not read by a step."""
     t = p.dtype.type
     clr = t(lr / (1.0 + (step - 1) * lr_decay))
     grad = g + t(weight_decay) * p
-    state_sum += grad * grad
-    p -= clr * (grad / (np.sqrt(state_sum) + t(eps)))
+    sum += grad * grad
+    p -= clr * (grad / (np.sqrt(sum) + t(eps)))
 
 
 def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
@@ -219,27 +176,13 @@ def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2
     adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
 
 
-# How each optimizer code maps (state rows, hyper-parameter vector) onto its step function: the
-# vector's layout is the kernels' declaration (kernels.optim.SPECS), read by name.
-_OPTIMIZER_CALLS = {
-    OPT_SGD: lambda p, g, s, step, lr, h: sgd_step(p, g, s[0], step, lr, h[SGD.momentum], h[SGD.dampening], h[SGD.nesterov] != 0,
-                                                   h[SGD.weight_decay]),
-    OPT_MOMENTUM: lambda p, g, s, step, lr, h: momentum_step(p, g, s[0], step, lr, h[MOMENTUM.beta]),
-    OPT_ADAGRAD: lambda p, g, s, step, lr, h: adagrad_step(p, g, s[0], step, lr, h[ADAGRAD.lr_decay], h[ADAGRAD.weight_decay],
-                                                           h[ADAGRAD.eps]),
-    OPT_RMSPROP: lambda p, g, s, step, lr, h: rmsprop_step(p, g, s[0], s[1], s[2], step, lr, h[RMSPROP.alpha], h[RMSPROP.eps],
-                                                           h[RMSPROP.weight_decay], h[RMSPROP.momentum], h[RMSPROP.centered] != 0),
-    OPT_ADAM: lambda p, g, s, step, lr, h: adam_step(p, g, s[0], s[1], s[2], step, lr, h[ADAM.beta1], h[ADAM.beta2], h[ADAM.eps],
-                                                     h[ADAM.weight_decay], h[ADAM.amsgrad] != 0),
-    OPT_ADAMW: lambda p, g, s, step, lr, h: adamw_step(p, g, s[0], s[1], s[2], step, lr, h[ADAMW.beta1], h[ADAMW.beta2], h[ADAMW.eps],
-                                                       h[ADAMW.weight_decay], h[ADAMW.amsgrad] != 0),
-}  # fmt: skip
-
-
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
-    """One optimizer step over the flat parameter buffer (see :func:`fastgd.kernels.optimizer_step`)."""
-    _OPTIMIZER_CALLS[kind](params, grads, state, step, lr, hyper)
-
+    """One optimizer step over the flat parameter buffer (see :func:`fastgd.kernels.optimizer_step`):
+    the twin ``<name>_step`` given the state rows and the hyper-parameters by the declaration's
+    names (kernels.optim.SPECS; its flags as booleans) and this step's ``lr``."""
+    spec = _OPTIMIZER_SPECS[kind]
+    scalars = [hyper[i] != 0 if name in spec.flags else hyper[i] for i, name in enumerate(spec.hyper) if i > 0]
+    globals()[f"{spec.name}_step"](params, grads, *state[: len(spec.state)], step, lr, *scalars)
 
 
 def _weights(params, meta, layer):

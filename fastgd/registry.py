@@ -1,73 +1,23 @@
-"""Tables of everything a network can be built from: activations, losses, initializers.
-
-One table per kind, keyed by the public name. The kernels see only the integer codes; tests and
-benchmarks walk these tables (and ``OPTIMIZERS_UNDER_TEST`` in :mod:`fastgd.optimizers`), so
-adding an activation or loss is a kernel branch, a reference-table entry and a row here.
+"""Tables of everything a network can be built from, by public name: activations and losses
+(read from their one definition each, ``fastgd.kernels.activations.SPECS`` and
+``fastgd.kernels.losses.SPECS``: the compiled forms, the NumPy twins, the names in other tools),
+initializers, dtypes. Tests, benchmarks, conversions and the command line walk these tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .kernels import activations as codes_a
-from .kernels import losses as codes_l
+from .kernels import activations as _activations
+from .kernels import losses as _losses
 
+# name -> the activation's declaration (ActivationSpec: code, output_only, sklearn/torch/onnx names...).
+ACTIVATIONS = {spec.name: spec for spec in _activations.SPECS.values()}
 
-@dataclass(frozen=True)
-class Activation:
-    name: str
-    code: int
-    output_only: bool = False  # softmax normalises a whole row: only meaningful on the output layer
-
-
-@dataclass(frozen=True)
-class Loss:
-    name: str
-    code: int
-    mean: bool  # averaged over rows (True) or summed (sse)
-    required_output: str | None  # the output activation this loss is defined for, if any
-    default_output: str | None  # the output activation used when none is given
-    formula: str
-
-
-ACTIVATIONS = {
-    a.name: a
-    for a in (
-        Activation("identity", codes_a.IDENTITY),
-        Activation("sigmoid", codes_a.SIGMOID),
-        Activation("tanh", codes_a.TANH),
-        Activation("relu", codes_a.RELU),
-        Activation("leaky_relu", codes_a.LEAKY_RELU),
-        Activation("softmax", codes_a.SOFTMAX, output_only=True),
-    )
-}
-
-LOSSES = {
-    loss.name: loss
-    for loss in (
-        Loss("sse", codes_l.SSE, mean=False, required_output=None, default_output=None, formula="½ Σ_rows ‖a − y‖²"),
-        Loss("mse", codes_l.MSE, mean=True, required_output=None, default_output=None, formula="(1/2n) Σ_rows ‖a − y‖²"),
-        Loss(
-            "binary_crossentropy",
-            codes_l.BINARY_CROSSENTROPY,
-            mean=True,
-            required_output="sigmoid",
-            default_output="sigmoid",
-            formula="−(1/n) Σ_rows Σ_j [y log a + (1 − y) log(1 − a)]",
-        ),
-        Loss(
-            "crossentropy",
-            codes_l.CROSSENTROPY,
-            mean=True,
-            required_output="softmax",
-            default_output="softmax",
-            formula="−(1/n) Σ_rows Σ_j y_j log a_j",
-        ),
-    )
-}
+# name -> the loss's declaration (LossSpec: code, mean, required_output, default_output, formula...).
+LOSSES = {spec.name: spec for spec in _losses.SPECS.values()}
 
 
 def _uniform(rng, n_in, n_out):

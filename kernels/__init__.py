@@ -11,7 +11,7 @@ Every name in ``KERNEL_NAMES`` has a NumPy twin with the same name and signature
 :mod:`fastgd.reference`, and the equivalence tests walk that list.
 """
 
-from . import activations, compat, config, layout, losses, optim, schedules
+from . import activations, compat, config, layout, losses, optim, pieces, schedules
 from .layers import (
     activate,
     activation_derivative,
@@ -24,17 +24,11 @@ from .layers import (
     weight_penalty,
 )
 from .network import evaluate_loss, forward, forward_backward
-from .optim import (
-    adagrad_step,
-    adam_step,
-    adamw_step,
-    momentum_step,
-    optimizer_step,
-    rmsprop_step,
-    sgd_step,
-)
+from .optim import STEPS, optimizer_step
 from .schedules import scheduled_lr
-from .train import shuffle_order, train_epochs, training_loop
+from .train import shuffle_order, train_epochs
+
+globals().update({step.__name__: step for step in STEPS.values()})
 
 KERNEL_NAMES = (
     "activate",
@@ -45,12 +39,7 @@ KERNEL_NAMES = (
     "output_delta",
     "hidden_delta",
     "dense_gradients",
-    "sgd_step",
-    "momentum_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "adam_step",
-    "adamw_step",
+    *(step.__name__ for step in STEPS.values()),  # <name>_step of every optimizer (kernels.optim)
     "optimizer_step",
     "scheduled_lr",
     "weight_penalty",
@@ -61,5 +50,4 @@ KERNEL_NAMES = (
     "train_epochs",
 )
 
-__all__ = ["activations", "compat", "config", "layout", "losses", "optim", "schedules", "KERNEL_NAMES", *KERNEL_NAMES,
-           "training_loop"]  # fmt: skip
+__all__ = ["activations", "compat", "config", "layout", "losses", "optim", "pieces", "schedules", "KERNEL_NAMES", *KERNEL_NAMES]

@@ -14,6 +14,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import re
 import tempfile
 import types as pytypes
 import warnings
@@ -39,7 +40,7 @@ from numba.misc.appdirs import AppDirs  # noqa: E402
 from numba.np.linalg import _BLAS, ensure_blas, get_blas_kind  # noqa: E402
 
 PRIVATE_NAMES = {
-    "numba.core.cgutils": ("get_item_pointer", "get_or_insert_function"),
+    "numba.core.cgutils": ("get_item_pointer", "get_or_insert_function", "if_unlikely"),
     "numba.core.caching": ("FunctionCache", "CompileResultCacheImpl", "UserProvidedCacheLocator",
                            "InTreeCacheLocator", "UserWideCacheLocator", "IndexDataCacheFile"),
     "numba.np.linalg": ("_BLAS", "ensure_blas", "get_blas_kind"),
@@ -48,22 +49,53 @@ PRIVATE_NAMES = {
 
 
 # --------------------------------------------------------------------------- compile cache
-def _sources_stamp() -> str:
-    """A hash of every kernel source file and of the code-generation settings."""
-    folder = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(folder, "*.py"))):
-        digest.update(os.path.basename(path).encode())
-        with open(path, "rb") as file:
-            digest.update(file.read())
-    # Settings that change the machine code but not Numba's own cache key: a NUMBA_BOUNDSCHECK=1
-    # run must not load unchecked code.
-    settings = f"boundscheck={numba.config.BOUNDSCHECK} opt={numba.config.OPT} debuginfo={numba.config.DEBUGINFO_DEFAULT}"
-    digest.update(settings.encode())
-    return digest.hexdigest()
+_PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+# ``from .module import ...`` and ``from . import module, ...`` at the top of a module: what its
+# compiled code can be built from (Numba compiles a module's globals in; an import inside a
+# Python function is Python's business).
+_IMPORTS = re.compile(r"^from \.(\w*) import (?:\(([^)]*)\)|([\w, \t]+)$)", re.M)
 
 
-SOURCE_STAMP = _sources_stamp()
+def _module_dependencies(name: str) -> set:
+    """The kernel modules ``name`` imports, directly or through the modules it imports."""
+    seen, todo = set(), [name]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = os.path.join(_PACKAGE_FOLDER, module + ".py")
+        if not os.path.exists(path):
+            continue
+        seen.add(module)
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+        for source, listed, names in _IMPORTS.findall(text):
+            names = (listed or names).replace("\n", ",")
+            todo.extend([source] if source else [part.split(" as ")[0].strip() for part in names.split(",") if part.strip()])
+    return seen
+
+
+_STAMPS = {}
+
+
+def module_stamp(path: str) -> str:
+    """The freshness stamp of cached code compiled from the kernel module at ``path``: a hash of
+    its source and of every kernel module it imports (directly or not), and of the
+    code-generation settings. Code compiled from one module is thrown away when that module or
+    one it builds on changes, and only then (an edit elsewhere leaves it cached)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name not in _STAMPS:
+        digest = hashlib.sha256()
+        for module in sorted(_module_dependencies(name)):
+            digest.update(module.encode())
+            with open(os.path.join(_PACKAGE_FOLDER, module + ".py"), "rb") as file:
+                digest.update(file.read())
+        # Settings that change the machine code but not Numba's own cache key: a
+        # NUMBA_BOUNDSCHECK=1 run must not load unchecked code.
+        settings = f"boundscheck={numba.config.BOUNDSCHECK} opt={numba.config.OPT} debuginfo={numba.config.DEBUGINFO_DEFAULT}"
+        digest.update(settings.encode())
+        _STAMPS[name] = digest.hexdigest()
+    return _STAMPS[name]
 
 
 def _writable(path: str) -> bool:
@@ -93,11 +125,16 @@ def private_temporary_folder() -> str | None:
 
 
 class _StampedLocator:
-    # Mixin: a Numba locator whose freshness stamp covers every kernel source, not only the
-    # function's own file (Numba's), so an edit to a kernel another kernel calls, or a changed
-    # code-generation setting, recompiles instead of loading stale machine code.
+    # Mixin: a Numba locator whose freshness stamp covers the kernel modules a function is built
+    # from (``module_stamp``), not only its own file's time stamp (Numba's), so an edit to a
+    # kernel it calls, or a changed code-generation setting, recompiles instead of loading stale
+    # machine code. The entries are named without the function's line number (Numba's
+    # default), so that an edit above a function does not orphan its entry: the stamp decides.
     def get_source_stamp(self):
-        return SOURCE_STAMP
+        return module_stamp(self._py_file)
+
+    def get_disambiguator(self):
+        return "fastgd"
 
 
 class _UserProvided(_StampedLocator, _caching.UserProvidedCacheLocator):
@@ -237,17 +274,32 @@ def kernel(**options):
     return wrap
 
 
-def specialise(function, name, **constants):
-    """A kernel compiled from ``function``'s code with some of its module's globals rebound to
-    ``constants`` (Numba treats globals as compile-time constants and prunes the branches they
-    decide), under its own ``name``, so that each specialisation has its own cache entry."""
+def make_piece(function, name, **constants):
+    """A kernel compiled from ``function``'s code under its own ``name`` (so that it has its
+    own cache entry), with some of its module's globals rebound to ``constants``: Numba treats
+    globals as compile-time constants, so an activation's scalar function bound as ``VALUE``
+    is inlined into the loop that calls it. A piece is called by address from other kernels
+    (``piece_address``, ``call_piece``) and directly from Python."""
     namespace = dict(function.__globals__)
     namespace.update(constants)
     copy = pytypes.FunctionType(function.__code__, namespace, name, function.__defaults__, function.__closure__)
     copy.__qualname__ = name
     copy.__module__ = function.__module__
     copy.__doc__ = function.__doc__
-    return kernel(**config.JIT_OPTIONS)(copy)
+    return kernel(**config.INTERNAL_OPTIONS)(copy)
+
+
+def is_cached(dispatcher, argtypes) -> bool:
+    """Whether ``dispatcher``'s on-disk cache holds a fresh entry for ``argtypes`` (read from its
+    index, without loading the entry)."""
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, GuardedCache):
+        return False
+    try:
+        key = cache._index_key(tuple(argtypes), dispatcher.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # an unreadable index: not cached (loading it will say why)
+        return False
 
 
 def cache_directory() -> str:
@@ -480,57 +532,53 @@ def dtype_of(array) -> np.dtype:
     return np.dtype(array.dtype.name)
 
 
-# --------------------------------------------------------------------------- function pointers
-# A kernel that calls another through a first-class function type (Numba's experimental
-# ``types.FunctionType``) does not link the callee's code into its own: each kernel is compiled
-# and optimised once, and the caller's cache entry stays valid across processes (a dispatcher
-# passed as a plain argument would be typed by its identity and miss the cache in every new
-# process). Callers are compiled for explicit signatures (``compile_exact``); their dispatchers
-# then refuse to compile anything else, so that a call converts the dispatchers it is given to
-# those function types instead of compiling a copy typed by identity.
-def function_type(dispatcher, argtypes):
+# --------------------------------------------------------------------------- pieces by address
+# A kernel calls another compiled apart (a piece: an activation, a loss, a product path, an
+# optimizer's update) by its machine-code address, known at run time: the caller's code does
+# not contain the callee, so each is compiled once and cached on its own, and the caller stays
+# cacheable. The call follows Numba's own calling convention (exceptions propagate as from any
+# compiled call); the callee must have been compiled for exactly the argument types of the
+# call site (``kernels.pieces`` declares them once per kind of piece).
+
+
+def piece_address(dispatcher, argtypes) -> int:
     """Compile ``dispatcher`` for exactly ``argtypes`` (or load it from the cache) and return
-    the first-class function type of that compilation."""
+    the address of that compilation's function (Numba's calling convention)."""
     argtypes = tuple(argtypes)
     if argtypes not in dispatcher.overloads:
         dispatcher.compile(argtypes)
-    return types.FunctionType(dispatcher.overloads[argtypes].signature)
+    result = dispatcher.overloads[argtypes]
+    return int(result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
 
 
-class FunctionPointer(types.WrapperAddressProtocol):
-    """A compiled kernel as a first-class function value whose address is looked up once.
+@intrinsic
+def call_piece(typingctx, returns, address, arguments):
+    """``piece(*arguments)`` for the piece compiled at ``address`` (an int64), returning a
+    value of ``returns``' type (``np.int64(0)``: an int64; ``0.0``: a float64)."""
+    if not isinstance(arguments, types.BaseTuple) or not isinstance(address, types.Integer):
+        return None
+    result_type = types.unliteral(returns)
+    given = tuple(arguments.types)
+    argument_types = tuple(types.unliteral(t) for t in given)  # a literal constant goes as its type
+    signature = result_type(returns, address, arguments)
 
-    Passing the dispatcher itself makes Numba convert it on every call (``_get_wrapper_address``
-    hashes the whole signature: ~0.4 ms a call here, more than a tiny network's whole fit);
-    an object of Numba's wrapper address protocol costs an attribute lookup.
-    """
+    def codegen(context, builder, sig, args):
+        values = [context.cast(builder, builder.extract_value(args[2], i), given[i], argument_types[i]) for i in range(len(given))]
+        function_type = context.call_conv.get_function_type(result_type, argument_types)
+        function = builder.inttoptr(context.cast(builder, args[1], sig.args[1], types.int64), function_type.as_pointer())
+        status, result = context.call_conv.call_function(builder, function, result_type, argument_types, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return result
 
-    def __init__(self, dispatcher, argtypes):
-        from numba.experimental.function_type import _get_wrapper_address
-
-        self.dispatcher = dispatcher
-        self._signature = dispatcher.overloads[tuple(argtypes)].signature
-        self._address = _get_wrapper_address(dispatcher, self._signature)
-
-    def __wrapper_address__(self):
-        return self._address
-
-    def signature(self):
-        return self._signature
-
-
-def function_pointer(dispatcher, argtypes) -> FunctionPointer:
-    """``dispatcher`` compiled for ``argtypes`` (or loaded from the cache), as a
-    ``FunctionPointer``."""
-    function_type(dispatcher, argtypes)
-    return FunctionPointer(dispatcher, argtypes)
+    return signature, codegen
 
 
+# --------------------------------------------------------------------------- entry points
 def compile_exact(dispatcher, argtypes) -> None:
     """Compile ``dispatcher`` for ``argtypes`` (or load it from the cache), and stop it from
-    compiling new signatures on its own: a call must match a signature compiled this way, and
-    the dispatchers passed to it are converted to the first-class function types of those
-    signatures."""
+    compiling new signatures on its own: a call must match a signature compiled this way (a
+    mismatch is an error naming the types, never a silent compile of another variant)."""
     argtypes = tuple(argtypes)
     if argtypes not in dispatcher.overloads:
         dispatcher.disable_compile(False)
@@ -541,9 +589,9 @@ def compile_exact(dispatcher, argtypes) -> None:
     dispatcher.disable_compile(True)
 
 
-def array_type(dtype, ndim=1):
-    """The Numba type of a C-contiguous, writable, aligned array."""
-    return types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
+def array_type(dtype, ndim=1, readonly=False):
+    """The Numba type of a C-contiguous, aligned array (writable unless ``readonly``)."""
+    return types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=readonly)
 
 
 def typeof(value):

@@ -22,18 +22,29 @@ FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 EXACT_FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract"})
 
 
-def _cache_enabled() -> bool:
-    # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off.
-    return os.environ.get("FASTGD_NUMBA_CACHE", "1").strip().lower() not in {"0", "false", "no", "off"}
+def env_flag(name: str, default: bool) -> bool:
+    """An on/off environment setting: ``0``, ``false``, ``no`` or ``off`` is off."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
-CACHE = _cache_enabled()
+# FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off.
+CACHE = env_flag("FASTGD_NUMBA_CACHE", True)
 
 # Options of every kernel. error_model="numpy" makes x / 0 give inf/nan like NumPy instead of
 # raising, which keeps exception checks out of the inner loops; nogil lets fastgd's threads run
-# kernels side by side. (The cache is added by compat.kernel, not by Numba's cache=True.)
-JIT_OPTIONS = dict(nogil=True, fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+# kernels side by side. No kernel is called through a C function pointer (pieces are called by
+# address with Numba's own calling convention: compat.call_piece), so none gets the C wrapper
+# Numba would otherwise compile for each. (The cache is added by compat.kernel, not by Numba's
+# cache=True.)
+JIT_OPTIONS = dict(nogil=True, fastmath=set(FASTMATH_FLAGS), error_model="numpy", no_cfunc_wrapper=True)
 EXACT_JIT_OPTIONS = dict(JIT_OPTIONS, fastmath=set(EXACT_FASTMATH_FLAGS))
+# Kernels only other kernels call (pieces, helpers): no Python wrapper either, whose unboxing of
+# every argument is a good part of a small kernel's compile time. Python reaches a piece through
+# a trampoline (kernels.pieces.run).
+INTERNAL_OPTIONS = dict(JIT_OPTIONS, no_cpython_wrapper=True)
 
 # Matrix products with fewer multiply-adds than this run as compiled code (kernels.microkernel):
 # a BLAS call costs ~1-3 µs of dispatch and packing, and the micro-kernel runs small products

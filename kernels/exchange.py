@@ -1,11 +1,12 @@
-"""The compiled training loop's one door to other processes: ``exchange``, the stage through
+"""The compiled training loop's one door to other processes: ``exchange``, the piece through
 which data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
-provides the channels; this package imports no MPI).
+provides the channels; this package imports no MPI). It is bound only for data-parallel fits
+(``layout.PIECE_EXCHANGE``): a fit in one process compiles none of it.
 
-The loop calls ``exchange(channel, kind, values, scalars)`` from thread 0 while the rest of the
-team waits at a barrier. It enters Python (``numba.objmode``, taking the GIL for the call's
-duration, ~3 µs) and calls ``CHANNELS[channel](kind, values, scalars)``, which does the
-communication and writes the results back into ``values`` and ``scalars``:
+Every thread of the team calls ``exchange``; thread 0 enters Python (``numba.objmode``, taking
+the GIL for the call's duration, ~3 µs) and calls ``CHANNELS[channel](kind, values, scalars)``,
+which does the communication and writes the results back into ``values`` and ``scalars``, while
+the others wait at a barrier:
 
 ``EXCHANGE_STEP``
     ``values`` (the rank's gradient, the parameters' dtype) and ``scalars`` (float64: the rank's
@@ -20,10 +21,9 @@ import numpy as np
 from numba import objmode
 
 from .compat import kernel
-from .config import JIT_OPTIONS
-
-EXCHANGE_STEP = 0
-EXCHANGE_WEIGHTS = 1
+from .config import INTERNAL_OPTIONS
+from .layout import CONTROL_STOP_SEEN, EXCHANGE_STEP, EXCHANGE_WEIGHTS  # noqa: F401 (fastgd.distributed reads them here)
+from .team import barrier, read_flag, write_flag
 
 # ``scalars`` of an EXCHANGE_STEP.
 SCALAR_LOSS = 0
@@ -35,7 +35,7 @@ CHANNELS = {}
 
 # Taking the GIL inside a function compiled with nogil=True makes Numba warn; the GIL is taken
 # here on purpose, for the communication only.
-_OPTIONS = dict(JIT_OPTIONS, nogil=False)
+_OPTIONS = dict(INTERNAL_OPTIONS, nogil=False)
 
 
 def call_channel(channel, kind, values, scalars):
@@ -44,28 +44,53 @@ def call_channel(channel, kind, values, scalars):
 
 
 @kernel(**_OPTIONS)
-def exchange(channel, kind, values, scalars):
-    """Exchange ``values`` and ``scalars`` with the other ranks through ``CHANNELS[channel]``
-    (see the module's docstring); returns 0.
+def exchange(mode, tid, n_threads, control, channel, values, scalars, sample_weight, order, batch_size, value):
+    """One exchange with the other ranks, by the whole team (see the module's docstring).
+
+    EXCHANGE_STEP: the step's gradient ``values``, loss ``value`` and stop request (the team's
+    ``CONTROL_STOP_SEEN``) summed over the ranks; returns the summed loss, with the summed stop
+    request in ``CONTROL_STOP_SEEN``. ``scalars``: ``STEP_SCALARS`` float64 of room.
+    EXCHANGE_WEIGHTS (partitioned data): each batch's weight over the epoch's row ``order``
+    (batches of ``batch_size``) into ``scalars``, summed over the ranks; returns their total.
 
     Parameters
     ----------
+    mode : int64
+    tid, n_threads, control
+        The team.
     channel : int64
-    kind : int64
-        ``EXCHANGE_STEP`` or ``EXCHANGE_WEIGHTS``.
     values : ndarray, shape (n_params,)
-        Updated in place.
     scalars : ndarray of float64
-        Updated in place.
+    sample_weight : ndarray, shape (n,)
+    order : ndarray of int64, shape (n,)
+    batch_size : int64
+    value : float64
+
+    Returns
+    -------
+    float64
     """
-    with objmode():
-        call_channel(channel, kind, values, scalars)
-    return np.int64(0)
-
-
-@kernel(**JIT_OPTIONS)
-def no_exchange(channel, kind, values, scalars):
-    """``exchange``'s stand-in in one process, where the loop never calls it (compiling the
-    real one, with its Python call, into every single-process fit would cost compile time
-    for nothing)."""
-    return np.int64(0)
+    barrier(control, n_threads)
+    if tid == 0:
+        if mode == EXCHANGE_STEP:
+            scalars[SCALAR_LOSS] = value
+            scalars[SCALAR_STOP] = read_flag(control, CONTROL_STOP_SEEN)
+        else:
+            n = sample_weight.size
+            for start in range(0, n, batch_size):
+                stop = start + batch_size if batch_size < n - start else n
+                weight = 0.0
+                for r in range(start, stop):
+                    weight += sample_weight[order[r]]
+                scalars[start // batch_size] = weight
+        with objmode():
+            call_channel(channel, mode, values, scalars)
+        if mode == EXCHANGE_STEP:
+            write_flag(control, CONTROL_STOP_SEEN, 1 if scalars[SCALAR_STOP] != 0.0 else 0)
+    barrier(control, n_threads)
+    if mode == EXCHANGE_STEP:
+        return scalars[SCALAR_LOSS]
+    total = 0.0
+    for k in range((sample_weight.size + batch_size - 1) // batch_size):
+        total += scalars[k]
+    return total

@@ -1,7 +1,7 @@
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
-call both). They run the same code as the training loop (``activations``, ``losses``,
-``products``) over every row, on one thread.
+call both). They run the pieces the training loop runs (``kernels.pieces``: the activations,
+losses and product paths) over every row, on one thread.
 
 Conventions: a batch is a C-contiguous ``(rows, features)`` array; weights are ``(n_in, n_out)``;
 outputs are written into arrays the caller owns; scalars are converted to the arrays' dtype, so a
@@ -9,32 +9,42 @@ float32 network computes in float32 throughout.
 """
 
 import numpy as np
-from numba import njit
 
-from .activations import IDENTITY, SOFTMAX, activate_range, derivative_range, softmax_row
+from . import activations as codes
+from . import losses
+from .activations import SOFTMAX
 from .compat import kernel
-from .config import JIT_OPTIONS
-from .layout import CONTROL_WIDTH, META_N_IN, META_N_OUT, META_W_OFFSET
-from .losses import row_delta, row_loss
+from .config import BLAS_MIN_MACS, JIT_OPTIONS
+from .layout import DERIVATIVE, FORWARD, META_N_IN, META_N_OUT, META_W_OFFSET, make_control
 from .passes import penalise
-from .products import product_nn, product_nt, product_tn, transpose, uses_blas
-
-_INLINE = dict(JIT_OPTIONS, inline="always")
 
 
-@njit(**_INLINE)
-def _no_control():
-    # A control array carrying no BLAS address: these kernels call SciPy's BLAS through Numba.
-    return np.zeros(CONTROL_WIDTH, dtype=np.int64)
-
-
-@njit(**_INLINE)
 def _flat(array):
-    # A C-contiguous array as a 1-D view.
     return array.reshape(array.size)
 
 
-@kernel(**JIT_OPTIONS)
+def _piece(name, dtype):
+    # Piece ``name`` for ``dtype`` as a Python callable (kernels.pieces.run).
+    from .pieces import run
+
+    return lambda *args: run(name, dtype, *args)
+
+
+def _activation(code, dtype):
+    return _piece(f"activation_{codes.SPECS[int(code)].name}", dtype)
+
+
+def _product(shape, m, n, k, a, lda, b, ldb, c, ldc):
+    # C = op(A) @ op(B) on whole flat arrays, by the path the passes would take for it.
+    dtype = c.dtype
+    if m * n * k >= BLAS_MIN_MACS or shape == "nt":
+        path = "blas"
+    else:
+        path = "tiles" if n >= 32 // dtype.itemsize else "loops"
+    zero = np.int64(0)
+    _piece(f"product_{path}_{shape}", dtype)(make_control(), m, n, k, a, zero, lda, b, zero, ldb, c, zero, ldc)
+
+
 def activate(z, a_out, activation):
     """Apply an activation row by row: ``a_out = f(z)``; ``a_out`` may be ``z`` itself.
 
@@ -47,18 +57,12 @@ def activate(z, a_out, activation):
     activation : int
         Activation code (``kernels.activations``); ``SOFTMAX`` normalises each row.
     """
-    rows, n = z.shape
-    source, flat = _flat(z), _flat(a_out)
-    if activation == SOFTMAX:
-        for row in range(0, rows * n, n):
-            softmax_row(source, row, flat, row, n)
-        return
-    for i in range(flat.size):
-        flat[i] = source[i]
-    activate_range(flat, np.int64(0), flat.size, flat, np.int64(0), np.int64(0), activation)
+    a_out[...] = z
+    flat = _flat(a_out)
+    width = a_out.shape[1] if a_out.ndim == 2 else flat.size
+    _activation(activation, flat.dtype)(FORWARD, flat, 0, flat.size, max(width, 1), flat, -1)
 
 
-@kernel(**JIT_OPTIONS)
 def activation_derivative(a, out, activation):
     """Derivative of an elementwise activation, written through its output: ``out = f'(z)``.
 
@@ -71,14 +75,13 @@ def activation_derivative(a, out, activation):
     activation : int
         Activation code (not ``SOFTMAX``, whose Jacobian is not elementwise).
     """
+    if int(activation) == SOFTMAX:
+        raise ValueError("softmax has no elementwise derivative (its Jacobian couples a row)")
+    out[...] = 1
     flat = _flat(out)
-    one = a.dtype.type(1.0)
-    for i in range(flat.size):
-        flat[i] = one
-    derivative_range(_flat(a), np.int64(0), flat, np.int64(0), flat.size, activation)
+    _activation(activation, flat.dtype)(DERIVATIVE, flat, 0, flat.size, max(out.shape[-1], 1), _flat(a), 0)
 
 
-@kernel(**JIT_OPTIONS)
 def dense_linear(a_in, W, b, z_out):
     """Affine part of a dense layer: ``z_out = a_in @ W + b``.
 
@@ -90,10 +93,9 @@ def dense_linear(a_in, W, b, z_out):
     z_out : ndarray, shape (rows, n_out)
         Written with the result.
     """
-    dense_forward(a_in, W, b, z_out, np.int64(IDENTITY))
+    dense_forward(a_in, W, b, z_out, codes.IDENTITY)
 
 
-@kernel(**JIT_OPTIONS)
 def dense_forward(a_in, W, b, a_out, activation):
     """One dense layer, bias and activation fused: ``a_out = f(a_in @ W + b)``.
 
@@ -110,15 +112,10 @@ def dense_forward(a_in, W, b, a_out, activation):
     rows, n_in = a_in.shape
     n_out = W.shape[1]
     out = _flat(a_out)
-    product_nn(_no_control(), True, uses_blas(True, rows, n_out, n_in), rows, n_out, n_in, _flat(a_in), np.int64(0), n_in, _flat(W), np.int64(0), n_out, out, np.int64(0), n_out)
-    elementwise = IDENTITY if activation == SOFTMAX else activation
-    activate_range(out, np.int64(0), out.size, b, np.int64(0), n_out, elementwise)
-    if activation == SOFTMAX:
-        for row in range(0, rows * n_out, n_out):
-            softmax_row(out, row, out, row, n_out)
+    _product("nn", rows, n_out, n_in, _flat(a_in), n_in, _flat(W), n_out, out, n_out)
+    _activation(activation, out.dtype)(FORWARD, out, 0, out.size, n_out, np.ascontiguousarray(b), 0)
 
 
-@kernel(**JIT_OPTIONS)
 def loss_value(z, a, y, row_scale, loss):
     """Loss of a batch: ``Σ_i row_scale[i] · loss_i`` in float64 (see ``kernels.losses``).
 
@@ -140,14 +137,11 @@ def loss_value(z, a, y, row_scale, loss):
     float
     """
     rows, n = a.shape
-    z_flat, a_flat, y_flat = _flat(z), _flat(a), _flat(y)
-    total = 0.0
-    for i in range(rows):
-        total += np.float64(row_scale[i]) * row_loss(z_flat, i * n, a_flat, i * n, y_flat, i * n, n, loss)
-    return total
+    scratch = np.empty(a.size, dtype=a.dtype)
+    piece = _piece(f"loss_{losses.SPECS[int(loss)].name}", a.dtype)
+    return float(piece(_flat(z), 0, _flat(a), 0, _flat(y), 0, row_scale, 0, scratch, 0, rows, n))
 
 
-@kernel(**JIT_OPTIONS)
 def output_delta(a, y, row_scale, delta, activation, loss):
     """Local gradient of the output layer, ``delta = dC/da ⊙ f'(z)``, fused per loss.
 
@@ -166,12 +160,14 @@ def output_delta(a, y, row_scale, delta, activation, loss):
         Output activation and loss codes.
     """
     rows, n = a.shape
-    a_flat, y_flat, d_flat = _flat(a), _flat(y), _flat(delta)
-    for i in range(rows):
-        row_delta(a_flat, i * n, y_flat, i * n, row_scale[i], d_flat, i * n, n, activation, loss)
+    spec = losses.SPECS[int(loss)]
+    flat = _flat(delta)
+    # The piece also returns the rows' loss, from z; a stands in for z here (the value is unused).
+    _piece(f"loss_{spec.name}", a.dtype)(_flat(a), 0, _flat(a), 0, _flat(y), 0, row_scale, 0, flat, 0, rows, n)
+    if not spec.fused and int(activation) != codes.IDENTITY:
+        _activation(activation, a.dtype)(DERIVATIVE, flat, 0, flat.size, n, _flat(a), 0)
 
 
-@kernel(**JIT_OPTIONS)
 def hidden_delta(delta_next, W_next, a, delta, activation):
     """Local gradient of a hidden layer: ``delta = (delta_next @ W_next.T) ⊙ f'(a)``.
 
@@ -188,17 +184,13 @@ def hidden_delta(delta_next, W_next, a, delta, activation):
     rows, n_next = delta_next.shape
     n = W_next.shape[0]
     out = _flat(delta)
-    zero = np.int64(0)
-    if uses_blas(True, rows, n, n_next):
-        product_nt(_no_control(), rows, n, n_next, _flat(delta_next), zero, n_next, _flat(W_next), zero, n_next, out, zero, n)
+    if rows * n * n_next >= BLAS_MIN_MACS:
+        _product("nt", rows, n, n_next, _flat(delta_next), n_next, _flat(W_next), n_next, out, n)
     else:
-        transposed = np.empty(n * n_next, dtype=W_next.dtype)
-        transpose(_flat(W_next), zero, n, n_next, transposed, zero)
-        product_nn(_no_control(), True, False, rows, n, n_next, _flat(delta_next), zero, n_next, transposed, zero, n, out, zero, n)
-    derivative_range(_flat(a), np.int64(0), out, np.int64(0), out.size, activation)
+        _product("nn", rows, n, n_next, _flat(delta_next), n_next, _flat(np.ascontiguousarray(W_next.T)), n, out, n)
+    _activation(activation, out.dtype)(DERIVATIVE, out, 0, out.size, n, _flat(a), 0)
 
 
-@kernel(**JIT_OPTIONS)
 def dense_gradients(a_in, delta, grad_W, grad_b):
     """Parameter gradients of a dense layer: ``grad_W = a_in.T @ delta``, ``grad_b = Σ_rows delta``.
 
@@ -213,17 +205,10 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     """
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
-    d_flat = _flat(delta)
-    product_tn(_no_control(), True, uses_blas(True, n_in, n_out, rows), n_in, n_out, rows, _flat(a_in), np.int64(0), n_in, d_flat, np.int64(0), n_out, _flat(grad_W), np.int64(0), n_out)
-    zero = delta.dtype.type(0.0)
-    for j in range(n_out):
-        grad_b[j] = zero
-    for i in range(rows):
-        for j in range(n_out):
-            grad_b[j] += d_flat[i * n_out + j]
+    _product("tn", n_in, n_out, rows, _flat(a_in), n_in, _flat(delta), n_out, _flat(grad_W), n_out)
+    np.sum(delta, axis=0, out=grad_b)
 
 
-@kernel(**JIT_OPTIONS)
 def weight_penalty(params, grads, meta, l1, l2):
     """Add the L1/L2 penalty on the weights (not the biases) to ``grads``; return its value.
 
@@ -242,6 +227,11 @@ def weight_penalty(params, grads, meta, l1, l2):
     """
     if l1 == 0.0 and l2 == 0.0:
         return 0.0
+    return float(_weight_penalty(params, grads, meta, float(l1), float(l2)))
+
+
+@kernel(**JIT_OPTIONS)
+def _weight_penalty(params, grads, meta, l1, l2):
     total = 0.0
     for layer in range(meta.shape[0]):
         start = meta[layer, META_W_OFFSET]

@@ -28,8 +28,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from .compat import unsigned
 from .config import BLAS_MIN_MACS, JIT_OPTIONS
-from .exchange import STEP_SCALARS
 
 # --------------------------------------------------------------------------- meta
 # Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
@@ -110,6 +110,45 @@ def make_control() -> np.ndarray:
     return control
 
 
+# --------------------------------------------------------------------------- pieces
+# The ``pieces`` table (int64): the addresses of the compiled pieces a network's passes call
+# (``kernels.pieces.table`` builds it; a slot a network never uses holds another piece of the
+# same kind, or 0 where the passes test for it).
+PIECE_FORWARD = 0  # the forward pass (passes.forward_pass)
+PIECE_BACKWARD = 1  # the backward pass (passes.backward_pass)
+PIECE_OUTPUT = 2  # the output layer's activation
+PIECE_OUTPUT_SLOPE = 3  # the same, when the loss's delta still needs its derivative; else 0
+PIECE_LOSS = 4
+PIECE_NN_LOOPS = 5  # the product paths, by shape (kernels.products)
+PIECE_NN_TILES = 6
+PIECE_NN_BLAS = 7  # 0: the network never calls BLAS
+PIECE_TN_LOOPS = 8
+PIECE_TN_TILES = 9
+PIECE_TN_BLAS = 10
+PIECE_NT_BLAS = 11
+PIECE_UPDATE = 12  # the optimizer's update (kernels.optim)
+PIECE_CONDITION = 13  # clipping and gradient health (kernels.condition), or 0
+PIECE_EXCHANGE = 14  # the exchange between ranks (kernels.exchange), or 0
+PIECE_SAVE = 15  # the training loop's phases (kernels.phases, passes.batch_value)
+PIECE_FINITE = 16
+PIECE_GATHER = 17
+PIECE_VALUE = 18
+PIECE_LAYERS = 20  # then layer k's activation at PIECE_LAYERS + k
+
+# What an activation piece does (its first argument).
+FORWARD = 0  # target = f(target + bias), in place
+DERIVATIVE = 1  # target *= f'(a)
+
+# The condition stage's modes: the points of the loop it is called at.
+CONDITION_EPOCH_START = 0
+CONDITION_STEP = 1
+CONDITION_EPOCH_END = 2
+
+# The exchange piece's modes (kernels.exchange).
+EXCHANGE_STEP = 0
+EXCHANGE_WEIGHTS = 1
+
+
 # --------------------------------------------------------------------------- blocks
 # A matrix product with fewer multiply-adds than PARALLEL_MIN_MACS is one block; a larger one is
 # split into blocks of output rows that threads take in turn, at most MAX_BLOCKS: blocks of at
@@ -148,6 +187,22 @@ def chunk_count(n):
     return 1 if chunks < 1 else chunks
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def chunk_bounds(task, n_chunks, n):
+    """``[first, stop)`` of chunk ``task`` of ``n_chunks`` over n elements."""
+    return block_start(task, n_chunks, n), block_start(task + 1, n_chunks, n)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def add_shards(grads, shards, first, stop):
+    """``grads[0] += grads[1] + ...`` in shard order, over ``[first, stop)``."""
+    total = grads[0]
+    for shard in range(1, shards):
+        part = grads[shard]
+        for i in range(unsigned(first), unsigned(stop)):
+            total[i] += part[i]
+
+
 # Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
 # gradient's 2-norm (mean over the epoch's steps, before clipping), the weights' 2-norm at the
 # end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
@@ -161,6 +216,13 @@ HEALTH_WIDTH = 4
 SATURATION_THRESHOLD = 1e-3
 # Blocks of rows per shard whose saturated units are counted as separate tasks.
 SATURATION_BLOCKS = 8
+
+
+# Slots of the float64 ``partials`` buffer (per shard): per-block row-loss partials, then the
+# penalty partials (per layer and block), reduced in block order; at the end of an epoch (and in
+# the condition stage, after the step's losses were summed) the penalty partials' place holds
+# one value per parameter chunk, from FLAG_PARTIALS on.
+FLAG_PARTIALS = MAX_BLOCKS
 
 
 # Slots of the float64 ``partials`` buffer: per-block partial sums reduced in block order.
@@ -260,6 +322,9 @@ class Settings(NamedTuple):
     (PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_``).
 
     ``track``: record each epoch's gradient health per layer in ``Work.health``.
+
+    ``mean``: the loss is averaged over the rows (its batch and epoch values are weighted
+    means), not summed (``kernels.losses.SPECS``).
     """
 
     meta: np.ndarray
@@ -285,6 +350,7 @@ class Settings(NamedTuple):
     clip_norm: float
     clip_value: float
     track: bool
+    mean: bool
 
 
 class Evaluation(NamedTuple):
@@ -304,12 +370,14 @@ def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch,
                   channel=0, clip_norm=0.0, clip_value=0.0, track=False) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
+    from .losses import SPECS  # (the loop reads the loss's kind here, not its code)
+
     return Settings(
         np.ascontiguousarray(meta, dtype=np.int64), int(loss), int(optimizer), int(batch_size), bool(shuffle),
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
         float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
-        float(clip_norm), float(clip_value), bool(track),
+        float(clip_norm), float(clip_value), bool(track), bool(SPECS[int(loss)].mean),
     )  # fmt: skip
 
 
@@ -323,6 +391,8 @@ def make_evaluation(meta, rows, dtype) -> Evaluation:
 def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitioned=False) -> Work:
     """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows, cut
     into ``shards`` shards (``partitioned``: data-parallel training on partitioned data)."""
+    from .exchange import STEP_SCALARS  # (exchange builds on this module)
+
     n_params = parameter_count(meta)
     shard_capacity = -(-capacity // shards)
     units, n_out = total_units(meta), int(meta[-1, META_N_OUT])

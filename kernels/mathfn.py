@@ -94,3 +94,13 @@ def _fast_tanh(x):
     if x == types.float32:
         return lambda x: tanh32(x)
     return lambda x: np.tanh(x)
+
+
+def fast_log1p(x):
+    """log1p (libm for both dtypes)."""
+    return np.log1p(x)
+
+
+@overload(fast_log1p)
+def _fast_log1p(x):
+    return lambda x: np.log1p(x)

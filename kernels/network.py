@@ -1,21 +1,21 @@
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
-Each is a Python entry point that runs the compiled passes the training loop runs
-(``passes.forward_kernel``/``backward_kernel``) as a team (``team.run_team``), so prediction,
-``loss``/``gradients`` and training compute the same thing the same way, with the same compiled
-code. The NumPy twins in :mod:`fastgd.reference` take the same arguments (and ignore
-``n_threads``).
+Each is a Python entry point that runs the pieces the training loop runs (the passes
+``passes.forward_pass``/``backward_pass``, with the network's ``pieces`` table) as a team
+(``team.run_team``), so prediction, ``loss``/``gradients`` and training compute the same thing
+the same way, with the same compiled code. The NumPy twins in :mod:`fastgd.reference` take the
+same arguments (and ignore ``n_threads``).
 
 Arguments: ``params`` (n_params,) and ``meta`` (``layout``); ``x`` (rows, n_in) and ``y``
 (rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for sse, times sample
 weights; ``evaluation``: a ``layout.Evaluation`` for at least ``rows`` rows (the layer outputs
 land in ``evaluation.acts``, the output layer's pre-activations in ``evaluation.z_out``, the
-local gradients in ``evaluation.deltas``); ``loss``: the loss code (it selects the compiled
-passes; ``forward`` computes no loss).
+local gradients in ``evaluation.deltas``); ``loss``: the loss code.
 """
 
 from .layout import make_control
-from .passes import backward_kernel, batch_value, configuration, forward_kernel
+from .passes import backward_pass, batch_value, forward_pass
+from .pieces import table
 from .team import run_team
 
 
@@ -24,11 +24,11 @@ def _flat(array):
 
 
 def _forward(params, meta, x, y, row_scale, evaluation, loss, with_loss, n_threads, control):
-    hidden, output, loss, tiles, blas = configuration(meta, loss, params.dtype)
+    pieces = table(meta, loss, -1, params.dtype)
     e = evaluation
-    args = (params, meta, _flat(x), x.shape[0], y, row_scale, e.acts, e.z_out, e.deltas, e.partials, e.transposed, with_loss)
-    run_team(forward_kernel(hidden, output, loss, tiles, blas), args, n_threads, control)
-    return hidden, tiles, blas
+    args = (pieces, params, meta, _flat(x), x.shape[0], y, row_scale, e.acts, e.z_out, e.deltas, e.partials, e.transposed, with_loss)
+    run_team(forward_pass, args, n_threads, control)
+    return pieces
 
 
 def forward(params, meta, x, evaluation, loss, n_threads=1):
@@ -48,8 +48,9 @@ def forward_backward(params, grads, meta, x, y, row_scale, evaluation, loss, l1,
     penalty on the weights included), local gradients into ``evaluation.deltas``; returns the
     loss plus the penalty at the parameters as they are."""
     control = make_control()
-    hidden, tiles, blas = _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, control)
+    pieces = _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, control)
     e = evaluation
-    args = (params, grads, meta, _flat(x), x.shape[0], e.acts, e.deltas, e.partials, e.transposed, float(l1), float(l2))
-    run_team(backward_kernel(hidden, tiles, blas), args, n_threads, control)
+    args = (pieces, params, grads, meta, _flat(x), x.shape[0], e.acts, e.deltas, e.partials, e.transposed, float(l1), float(l2))
+    run_team(backward_pass, args, n_threads, control)
     return float(batch_value(meta, x.shape[0], e.partials, float(l1), float(l2)))
+

@@ -1,26 +1,30 @@
-"""Optimizer steps, following the update rule of the PyTorch optimizer of the same name
+"""Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 
 Each optimizer is declared once in ``SPECS``: its code, the names of its hyper-parameters (the
-order of the float64 vector the kernels read, lr first) and of its state buffers (rows of the
-network's ``(n_slots, n_params)`` state). The update kernels read hyper-parameters by name
-(``hyper[ADAM.beta1]``), through an index built from the declaration, so a kernel cannot read
-a name its declaration lacks; ``fastgd.optimizers`` builds its classes' layouts from the same
-declarations, and ``tests/test_optimizers.py`` checks that the classes and the kernels agree.
-
-Two forms of each rule, one body: ``<name>_step`` (whole arrays, named scalar arguments, the
-form the tests and the NumPy twins share) and ``<name>_update`` (a range ``[start, stop)`` of
-the flat buffers, hyper-parameters from the vector: what the training loop calls, one chunk per
-task). Scalar coefficients are computed in float64, as PyTorch does with Python-float
+order of the float64 vector the kernels read, lr first; ``flags`` marks the booleans among them)
+and of its state buffers (rows of the network's ``(n_slots, n_params)`` state). Its rule is one
+kernel, ``<name>_update(params, grads, state, step, lr, hyper, start, stop)``: the update of a
+range ``[start, stop)`` of the flat buffers, reading its hyper-parameters by name
+(``hyper[ADAM.beta1]``, through an index built from the declaration, so it cannot read a name
+its declaration lacks), and a piece of its own (``kernels.pieces``), compiled once per dtype.
+Scalar coefficients are computed in float64, as PyTorch does with Python-float
 hyper-parameters, then converted to the buffers' dtype, so float32 buffers are updated in
 float32 arithmetic.
 
-Adding an optimizer: a ``SPECS`` row and its step and update here, its twins in
-``fastgd.reference``, a class in ``fastgd.optimizers`` and a row in ``OPTIMIZERS_UNDER_TEST``.
+Everything else is derived from the declaration and the update: ``<name>_step`` (whole arrays,
+named scalar arguments: the form the tests and the NumPy twins share), the list of kernels, the
+classes' layouts (``fastgd.optimizers``), the tests (``tests/test_declarations.py`` checks that
+the classes, the updates and the twins agree with it).
+
+Adding an optimizer: a ``SPECS`` row and its ``<name>_update`` here, its twin ``<name>_step``
+in ``fastgd.reference``, its class and a row of ``OPTIMIZERS_UNDER_TEST`` in
+``fastgd.optimizers``: three files.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import namedtuple
 from typing import NamedTuple
 
@@ -28,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from .compat import kernel, unsigned
-from .config import JIT_OPTIONS
+from .config import INTERNAL_OPTIONS, JIT_OPTIONS
 
 _INLINE = dict(JIT_OPTIONS, inline="always")
 
@@ -48,6 +52,7 @@ class OptimizerSpec(NamedTuple):
     code: int
     hyper: tuple  # hyper-parameter names: the layout of the float64 vector, lr first
     state: tuple  # state buffer names: the rows of the state array
+    flags: tuple = ()  # the hyper-parameters that are booleans (1.0 or 0.0 in the vector)
 
     @property
     def index(self):
@@ -58,15 +63,15 @@ class OptimizerSpec(NamedTuple):
 SPECS = {
     spec.code: spec
     for spec in (
-        OptimizerSpec("sgd", OPT_SGD, ("lr", "momentum", "dampening", "nesterov", "weight_decay"), ("momentum_buffer",)),
+        OptimizerSpec("sgd", OPT_SGD, ("lr", "momentum", "dampening", "nesterov", "weight_decay"), ("momentum_buffer",), ("nesterov",)),
         OptimizerSpec("momentum", OPT_MOMENTUM, ("lr", "beta"), ("velocity",)),
         OptimizerSpec("adagrad", OPT_ADAGRAD, ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"), ("sum",)),
         OptimizerSpec("rmsprop", OPT_RMSPROP, ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
-                      ("square_avg", "grad_avg", "momentum_buffer")),
+                      ("square_avg", "grad_avg", "momentum_buffer"), ("centered",)),
         OptimizerSpec("adam", OPT_ADAM, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("amsgrad",)),
         OptimizerSpec("adamw", OPT_ADAMW, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("amsgrad",)),
     )
 }  # fmt: skip
 
@@ -153,8 +158,8 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta
     t = p.dtype.type
     b1, one_minus_b1 = t(beta1), t(1.0 - beta1)
     b2, one_minus_b2 = t(beta2), t(1.0 - beta2)
-    step_size = t(lr / (1.0 - beta1**step))
-    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2**step))
+    step_size = t(lr / (1.0 - beta1 ** np.float64(step)))  # pow(), as Python computes float ** int
+    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
     eps_ = t(eps)
     wd = t(0.0) if decoupled else t(weight_decay)
     decay = t(1.0 - lr * weight_decay) if decoupled else t(1.0)
@@ -173,111 +178,6 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta
         p[i] -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps_))
 
 
-# ----------------------------------------------------------------------------- whole arrays
-
-
-@kernel(**JIT_OPTIONS)
-def sgd_step(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
-    """Stochastic gradient descent, PyTorch's ``SGD``.
-
-    ``g ← g + weight_decay·p``; with momentum μ: ``b ← g`` on the first step, else
-    ``b ← μ·b + (1 − dampening)·g``; then ``g ← g + μ·b`` (nesterov) or ``g ← b``;
-    finally ``p ← p − lr·g``.
-
-    Parameters
-    ----------
-    p, g, momentum_buffer : ndarray, shape (n,)
-    step : int
-        The 1-based number of this step.
-    lr, momentum, dampening, weight_decay : float
-    nesterov : bool
-    """
-    _sgd(p, g, momentum_buffer, np.int64(0), p.size, step, lr, momentum, dampening, nesterov, weight_decay)
-
-
-@kernel(**JIT_OPTIONS)
-def momentum_step(p, g, velocity, step, lr, beta):
-    """Momentum in exponential-average form: ``v ← β·v + (1 − β)·g``, ``p ← p − lr·v``; v₀ = 0.
-
-    Parameters
-    ----------
-    p, g, velocity : ndarray, shape (n,)
-    step : int
-        Unused; kept for the common signature.
-    lr, beta : float
-    """
-    _momentum(p, g, velocity, np.int64(0), p.size, lr, beta)
-
-
-@kernel(**JIT_OPTIONS)
-def adagrad_step(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
-    """Adagrad, PyTorch's ``Adagrad``.
-
-    ``g ← g + weight_decay·p``; ``clr = lr / (1 + (step − 1)·lr_decay)``; ``s ← s + g²``;
-    ``p ← p − clr·g / (√s + eps)``; ``s`` starts at ``initial_accumulator_value``.
-
-    Parameters
-    ----------
-    p, g, state_sum : ndarray, shape (n,)
-    step : int
-    lr, lr_decay, weight_decay, eps : float
-    """
-    _adagrad(p, g, state_sum, np.int64(0), p.size, step, lr, lr_decay, weight_decay, eps)
-
-
-@kernel(**JIT_OPTIONS)
-def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
-    """RMSprop, PyTorch's ``RMSprop``.
-
-    ``g ← g + weight_decay·p``; ``s ← α·s + (1 − α)·g²``; centered: ``ḡ ← α·ḡ + (1 − α)·g`` and
-    ``d = √(s − ḡ²) + eps``, else ``d = √s + eps``; with momentum μ > 0: ``b ← μ·b + g/d``,
-    ``p ← p − lr·b``, else ``p ← p − lr·g/d``.
-
-    Parameters
-    ----------
-    p, g, square_avg, grad_avg, momentum_buffer : ndarray, shape (n,)
-    step : int
-        Unused; kept for the common signature.
-    lr, alpha, eps, weight_decay, momentum : float
-    centered : bool
-    """
-    _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, np.int64(0), p.size, lr, alpha, eps, weight_decay, momentum, centered)
-
-
-@kernel(**JIT_OPTIONS)
-def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
-    """Adam, PyTorch's ``Adam``.
-
-    ``g ← g + weight_decay·p``; ``m ← β1·m + (1 − β1)·g``; ``v ← β2·v + (1 − β2)·g²``;
-    amsgrad: ``v̂max ← max(v̂max, v)`` and v is replaced by it below;
-    ``p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)``.
-
-    Parameters
-    ----------
-    p, g, exp_avg, exp_avg_sq, max_exp_avg_sq : ndarray, shape (n,)
-    step : int
-        t, the 1-based step number.
-    lr, beta1, beta2, eps, weight_decay : float
-    amsgrad : bool
-    """
-    _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, np.int64(0), p.size, step, lr, beta1, beta2, eps, weight_decay, amsgrad, False)
-
-
-@kernel(**JIT_OPTIONS)
-def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
-    """AdamW, PyTorch's ``AdamW``: decoupled weight decay ``p ← p·(1 − lr·weight_decay)``, then
-    the Adam update with no weight decay in the gradient.
-
-    Parameters
-    ----------
-    p, g, exp_avg, exp_avg_sq, max_exp_avg_sq : ndarray, shape (n,)
-    step : int
-    lr, beta1, beta2, eps, weight_decay : float
-    amsgrad : bool
-    """
-    _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, np.int64(0), p.size, step, lr, beta1, beta2, eps, weight_decay, amsgrad, True)
-
-
 # ----------------------------------------------------------------------------- the loop's form
 # Every update has the signature (params, grads, state, step, lr, hyper, start, stop): ``state``
 # is the (n_slots, n_params) buffer, ``hyper`` the float64 vector laid out as the spec's
@@ -290,51 +190,77 @@ def _row(state, k):
     return state[k if k < state.shape[0] else state.shape[0] - 1]
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def sgd_update(params, grads, state, step, lr, hyper, start, stop):
     _sgd(params, grads, _row(state, 0), start, stop, step, lr, hyper[SGD.momentum], hyper[SGD.dampening],
          hyper[SGD.nesterov] != 0.0, hyper[SGD.weight_decay])  # fmt: skip
+    return np.int64(0)
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def momentum_update(params, grads, state, step, lr, hyper, start, stop):
     _momentum(params, grads, _row(state, 0), start, stop, lr, hyper[MOMENTUM.beta])
+    return np.int64(0)
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def adagrad_update(params, grads, state, step, lr, hyper, start, stop):
     _adagrad(params, grads, _row(state, 0), start, stop, step, lr, hyper[ADAGRAD.lr_decay], hyper[ADAGRAD.weight_decay],
              hyper[ADAGRAD.eps])  # fmt: skip
+    return np.int64(0)
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def rmsprop_update(params, grads, state, step, lr, hyper, start, stop):
     _rmsprop(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, lr, hyper[RMSPROP.alpha],
              hyper[RMSPROP.eps], hyper[RMSPROP.weight_decay], hyper[RMSPROP.momentum], hyper[RMSPROP.centered] != 0.0)  # fmt: skip
+    return np.int64(0)
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def adam_update(params, grads, state, step, lr, hyper, start, stop):
     _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAM.beta1],
           hyper[ADAM.beta2], hyper[ADAM.eps], hyper[ADAM.weight_decay], hyper[ADAM.amsgrad] != 0.0, False)  # fmt: skip
+    return np.int64(0)
 
 
-@kernel(**JIT_OPTIONS)
+@kernel(**INTERNAL_OPTIONS)
 def adamw_update(params, grads, state, step, lr, hyper, start, stop):
     _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAMW.beta1],
           hyper[ADAMW.beta2], hyper[ADAMW.eps], hyper[ADAMW.weight_decay], hyper[ADAMW.amsgrad] != 0.0, True)  # fmt: skip
+    return np.int64(0)
 
 
-# Optimizer code -> its update over a range. The training loop is specialised per entry
-# (``fastgd.kernels.train``), so a fit compiles only the optimizer it uses.
-UPDATES = {
-    OPT_SGD: sgd_update,
-    OPT_MOMENTUM: momentum_update,
-    OPT_ADAGRAD: adagrad_update,
-    OPT_RMSPROP: rmsprop_update,
-    OPT_ADAM: adam_update,
-    OPT_ADAMW: adamw_update,
-}
+# Optimizer code -> its update over a range (found by name: ``<name>_update``).
+UPDATES = {code: globals()[f"{spec.name}_update"] for code, spec in SPECS.items()}
+
+
+def _step_function(spec):
+    # <name>_step(p, g, *state buffers, step, *hyper-parameters): the update over whole arrays
+    # with named scalar arguments (the twins' form), running the compiled update.
+    names = ("p", "g", *spec.state, "step", *spec.hyper)
+
+    def step_function(*args):
+        if len(args) != len(names):
+            raise TypeError(f"{spec.name}_step takes {len(names)} arguments {names}, got {len(args)}")
+        values = dict(zip(names, args))
+        p = values["p"]
+        state = np.ascontiguousarray(np.stack([values[name] for name in spec.state]))
+        hyper = np.array([float(values[name]) for name in spec.hyper])
+        optimizer_step(spec.code, p, values["g"], state, int(values["step"]), hyper[0], hyper)
+        for row, name in enumerate(spec.state):
+            values[name][...] = state[row]
+
+    step_function.__name__ = step_function.__qualname__ = f"{spec.name}_step"
+    step_function.__doc__ = (f"{spec.name} ({', '.join(names)}): one step of the ``{spec.name}_update`` rule over "
+                             f"whole arrays, updating p and the state buffers in place.")  # fmt: skip
+    step_function.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names])
+    return step_function
+
+
+# ``<name>_step`` for every optimizer.
+STEPS = {code: _step_function(spec) for code, spec in SPECS.items()}
+globals().update({function.__name__: function for function in STEPS.values()})
 
 
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
@@ -354,7 +280,8 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     hyper : ndarray of float64
         Hyper-parameters laid out as ``SPECS[kind].hyper``.
     """
-    update = UPDATES.get(kind)
-    if update is None:
+    if kind not in UPDATES:
         raise ValueError(f"kind must be an optimizer code ({sorted(UPDATES)}), got {kind!r}")
-    update(params, grads, state, int(step), float(lr), hyper, 0, params.size)
+    from .pieces import run  # (pieces builds on this module)
+
+    run(f"update_{SPECS[kind].name}", params.dtype, params, grads, state, int(step), float(lr), hyper, 0, params.size)

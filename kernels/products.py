@@ -2,27 +2,28 @@
 dimensions: no views are made (each would be reference-counted, and two threads counting
 references to the same buffer fight over one cache line).
 
-Two shapes, each one function:
+Each path of each shape is a compiled piece of its own (``PIECES``, kind "product" in
+``kernels.pieces``), all with one argument list, so a fit compiles only the paths its layer
+sizes can take (``paths``):
 
-* ``product_nn``: C = A @ B   (forward: activations times weights; and the local gradients of
-  the layer below, δ @ Wᵀ, with Wᵀ transposed beforehand: ``transpose``)
-* ``product_tn``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
+* ``nn``: C = A @ B   (forward: activations times weights; and the local gradients of the
+  layer below, δ @ Wᵀ, with Wᵀ transposed beforehand: ``transpose``)
+* ``tn``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
+* ``nt``: C = A @ Bᵀ  (BLAS only, which transposes for free)
 
-and ``product_nt`` (C = A @ Bᵀ) for the products large enough for BLAS, which transposes for free.
-
-Three sizes of product: from ``BLAS_MIN_MACS`` multiply-adds on, one single-threaded BLAS
-``gemm`` call (SciPy's BLAS, through Numba's ``numba_xxgemm`` helper); below, the register-blocked
-``microkernel.tile`` when C has at least a vector's width of columns, else loops that vectorise
-along the contiguous dimension. Every element of C is computed by one call over the whole inner
-dimension in a fixed order, so a block's result does not depend on how rows were split among
-threads.
+Three paths: from ``BLAS_MIN_MACS`` multiply-adds on, one single-threaded BLAS ``gemm`` call
+(NumPy's OpenBLAS, else SciPy's through Numba's ``numba_xxgemm`` helper); below, the
+register-blocked ``microkernel.tile`` when C has at least a vector's width of columns, else
+loops that vectorise along the contiguous dimension. Every element of C is computed by one
+call over the whole inner dimension in a fixed order, so a block's result does not depend on
+how rows were split among threads.
 """
 
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .compat import address_of, blas_gemm, call_cblas_gemm, unsigned
+from .compat import address_of, blas_gemm, call_cblas_gemm, make_piece, unsigned
 from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS, TILE_MIN_WEIGHTS
 from .microkernel import TILE_ROWS, tile
@@ -111,58 +112,83 @@ def _tiles(m, n, k, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, 
         i += 1
 
 
-@njit(**_INLINE)
-def product_nn(control, tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``).
-    ``blas``: ``uses_blas`` of the whole product this block belongs to; ``tiles``: whether the
-    network may use the micro-kernel (``paths``; a constant of the caller's compiled code)."""
-    if blas:
-        gemm(control, _N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    elif tiles and n >= 32 // c.itemsize:
-        _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
-    else:
-        # Fewer columns than a vector: dot products along p (contiguous in A).
-        m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
-        a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
-        zero = c.dtype.type(0.0)
-        for i in range(m):
-            a_row = a_start + i * lda
-            for j in range(n):
-                total = zero
-                for p in range(k):
-                    total += a[a_row + p] * b[b_start + p * ldb + j]
-                c[c_start + i * ldc + j] = total
+def _loops_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``)
+    in plain loops, dot products along p (contiguous in A): for products with fewer columns
+    than a vector."""
+    m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
+    a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
+    zero = c.dtype.type(0.0)
+    for i in range(m):
+        a_row = a_start + i * lda
+        for j in range(n):
+            total = zero
+            for p in range(k):
+                total += a[a_row + p] * b[b_start + p * ldb + j]
+            c[c_start + i * ldc + j] = total
+    return np.int64(0)
 
 
-@njit(**_INLINE)
-def product_tn(control, tiles, blas, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by columns
-    from ``a_start``, B ``k × n``); ``tiles``, ``blas`` as for ``product_nn``."""
-    if blas:
-        gemm(control, _T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    elif tiles and n >= 32 // c.itemsize:
-        _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
-    else:
-        # Fewer columns than a vector: rows of A (contiguous along i) scaled into C's columns.
-        m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
-        a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
-        zero = c.dtype.type(0.0)
-        for i in range(m):
-            for j in range(n):
-                c[c_start + i * ldc + j] = zero
-        for p in range(k):
-            a_row = a_start + p * lda
-            for j in range(n):
-                x = b[b_start + p * ldb + j]
-                for i in range(m):
-                    c[c_start + i * ldc + j] += a[a_row + i] * x
+def _loops_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by
+    columns from ``a_start``, B ``k × n``) in plain loops: rows of A (contiguous along i)
+    scaled into C's columns."""
+    m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
+    a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
+    zero = c.dtype.type(0.0)
+    for i in range(m):
+        for j in range(n):
+            c[c_start + i * ldc + j] = zero
+    for p in range(k):
+        a_row = a_start + p * lda
+        for j in range(n):
+            x = b[b_start + p * ldb + j]
+            for i in range(m):
+                c[c_start + i * ldc + j] += a[a_row + i] * x
+    return np.int64(0)
 
 
-@njit(**_INLINE)
-def product_nt(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+def _tiles_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``A @ B`` as ``_loops_nn``, by the register-blocked micro-kernel (``microkernel.tile``)."""
+    _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
+    return np.int64(0)
+
+
+def _tiles_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``Aᵀ @ B`` as ``_loops_tn``, by the micro-kernel."""
+    _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
+    return np.int64(0)
+
+
+def _blas_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``A @ B`` as ``_loops_nn``, one BLAS ``gemm`` call."""
+    gemm(control, _N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+    return np.int64(0)
+
+
+def _blas_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
+    """``Aᵀ @ B`` as ``_loops_tn``, one BLAS ``gemm`` call."""
+    gemm(control, _T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+    return np.int64(0)
+
+
+def _blas_nt(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
     """``C[i, j] = Σ_p A[i, p] B[j, p]`` for an ``m × n`` block of C (A ``m × k``, B ``n × k``),
-    by BLAS: below ``BLAS_MIN_MACS`` the callers transpose B and use ``product_nn``."""
+    one BLAS ``gemm`` call (BLAS transposes for free; the other paths transpose B beforehand
+    and take ``A @ Bᵀ`` as an ``nn`` product)."""
     gemm(control, _N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
+    return np.int64(0)
+
+
+# (path, shape) -> its piece (kind "product" in kernels.pieces). Every piece has the same
+# arguments, so a network that can never take a path gets another path's piece in its slot.
+PIECES = {
+    (path, shape): make_piece(function, f"product_{path}_{shape}")
+    for (path, shape), function in (
+        (("loops", "nn"), _loops_nn), (("loops", "tn"), _loops_tn), (("tiles", "nn"), _tiles_nn),
+        (("tiles", "tn"), _tiles_tn), (("blas", "nn"), _blas_nn), (("blas", "tn"), _blas_tn), (("blas", "nt"), _blas_nt),
+    )
+}  # fmt: skip
 
 
 @njit(**_INLINE)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from .compat import kernel
 from .config import JIT_OPTIONS
 
 SCHEDULE_CONSTANT = 0
@@ -56,7 +57,7 @@ INVERSE_SCALING = SPECS[SCHEDULE_INVERSE_SCALING].index
 COSINE = SPECS[SCHEDULE_COSINE].index
 
 
-@njit(**JIT_OPTIONS)
+@kernel(**JIT_OPTIONS)
 def scheduled_lr(kind, base_lr, step, schedule):
     """Learning rate of the ``step``-th optimizer step (1-based).
 
@@ -69,6 +70,12 @@ def scheduled_lr(kind, base_lr, step, schedule):
     schedule : ndarray of float64, shape (SCHEDULE_WIDTH,)
         The schedule's parameters, laid out as its ``SPECS`` entry.
     """
+    return lr_at(kind, base_lr, step, schedule)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def lr_at(kind, base_lr, step, schedule):
+    """``scheduled_lr``'s body (inlined into the training loop)."""
     t = step - 1
     if kind == SCHEDULE_STEP:
         # float exponents: pow(), as Python computes float ** int

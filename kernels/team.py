@@ -21,7 +21,7 @@ import threading
 from numba import njit
 
 from .compat import atomic_add, atomic_load, atomic_store, spin_pause, yield_cpu
-from .config import JIT_OPTIONS
+from .config import INTERNAL_OPTIONS, JIT_OPTIONS
 from .layout import CONTROL_ABORT, CONTROL_ARRIVED, CONTROL_GENERATION, CONTROL_NEXT_TASK, CONTROL_STOP_SEEN
 
 _INLINE = dict(JIT_OPTIONS, inline="always")
@@ -30,7 +30,7 @@ _INLINE = dict(JIT_OPTIONS, inline="always")
 SPINS_BEFORE_YIELD = 2000
 
 
-@njit(**JIT_OPTIONS)
+@njit(**INTERNAL_OPTIONS)
 def barrier(control, n_threads):
     """Wait until all ``n_threads`` threads of the team have arrived; also starts a new task
     list (``next_task`` counts from 0 again). Raises if another thread of the team failed."""

@@ -47,7 +47,7 @@ FIT_CASES = [
     (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
     (dict(batch_size=4.0), TypeError, "batch_size must be an int or None"),
     (dict(shuffle="yes"), ValueError, "shuffle must be True, False or 'blocks'"),
-    (dict(optimizer="adamax"), ValueError, "unknown optimizer 'adamax'"),
+    (dict(optimizer="no_such_optimizer"), ValueError, "unknown optimizer 'no_such_optimizer'"),
     (dict(optimizer=42), TypeError, "optimizer must be an Optimizer"),
     (dict(sample_weight=np.ones(7)), ValueError, "sample_weight must be 1-D with one weight per row"),
     (dict(sample_weight=-np.ones(8)), ValueError, "sample_weight must be >= 0"),

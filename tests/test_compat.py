@@ -34,8 +34,21 @@ def test_cache_locators_and_index_file_have_the_attributes_the_guard_uses():
     assert isinstance(cache._cache_file, caching.IndexDataCacheFile)
     for attribute in ("_index_path", "_data_name_pattern", "_source_stamp"):
         assert hasattr(cache._cache_file, attribute), attribute
-    assert cache._impl.locator.get_source_stamp() == compat.SOURCE_STAMP
     assert "{number:d}" in cache._cache_file._data_name_pattern
+
+
+def test_a_kernels_cache_stamp_covers_the_modules_it_is_built_from_and_no_others():
+    from fastgd.kernels import passes, train
+
+    locator = passes.forward_pass._cache._impl.locator
+    assert locator.get_source_stamp() == compat.module_stamp(passes.__file__)
+    assert locator.get_disambiguator() == "fastgd"  # no line number: an edit above it keeps the entry
+    built_from = compat._module_dependencies("passes")
+    # passes calls its pieces by address: their modules are not part of its code (an edit there
+    # leaves the compiled passes cached), the ones it imports are.
+    assert {"passes", "products", "team", "layout", "compat", "config", "microkernel"} <= built_from
+    assert not built_from & {"train", "optim", "losses", "activations", "pieces"}
+    assert compat.module_stamp(passes.__file__) != compat.module_stamp(train.__file__)
 
 
 @njit
@@ -74,23 +87,28 @@ def test_unsigned_index_and_address_of():
     assert read(values, 3) == (3.0, 3.0)
 
 
-def test_function_pointer_is_typed_as_a_first_class_function():
+def test_a_piece_is_called_by_address_and_its_errors_propagate():
     from numba import types
 
     @njit
-    def twice(x):
-        return 2.0 * x
+    def piece(values, stop):
+        if stop > values.size:
+            raise IndexError("stop past the end")
+        total = 0.0
+        for i in range(stop):
+            total += values[i]
+        return total
 
-    pointer = compat.function_pointer(twice, (types.float64,))
-    assert isinstance(numba.typeof(pointer), types.FunctionType)
-    assert pointer.__wrapper_address__() != 0
+    address = compat.piece_address(piece, (types.float64[::1], types.int64))
+    assert address != 0
 
     @njit
-    def call(f, x):
-        return f(x)
+    def call(address, values, stop):
+        return compat.call_piece(0.0, address, (values, stop))
 
-    compat.compile_exact(call, (numba.typeof(pointer), types.float64))
-    assert call(pointer, 3.0) == 6.0
+    assert call(address, np.arange(4.0), 4) == 6.0
+    with pytest.raises(IndexError, match="past the end"):
+        call(address, np.arange(4.0), 9)
 
 
 def test_cblas_gemm_addresses_and_blas_kind():

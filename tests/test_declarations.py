@@ -14,9 +14,6 @@ from fastgd.kernels import optim
 from fastgd.kernels import schedules as kernel_schedules
 from fastgd.optimizers import OPTIMIZERS, OPTIMIZERS_UNDER_TEST
 
-INDEX_NAMES = {"sgd": "SGD", "momentum": "MOMENTUM", "adagrad": "ADAGRAD", "rmsprop": "RMSPROP", "adam": "ADAM", "adamw": "ADAMW"}
-
-
 def test_every_optimizer_class_has_one_declaration_and_its_attributes():
     assert sorted(OPTIMIZERS) == sorted(spec.name for spec in optim.SPECS.values())
     for spec in optim.SPECS.values():
@@ -35,18 +32,21 @@ def test_every_optimizer_class_has_one_declaration_and_its_attributes():
 
 @pytest.mark.parametrize("spec", list(optim.SPECS.values()), ids=lambda s: s.name)
 def test_compiled_update_and_twin_read_only_declared_names(spec):
-    # The compiled update reads hyper[INDEX.name] with its own optimizer's index; so does the
-    # twin. A name outside the declaration would fail at import (an index has only the declared
-    # attributes); reading another optimizer's index would pass silently, so check the source.
-    index = INDEX_NAMES[spec.name]
+    # The compiled update reads hyper[INDEX.name] with its own optimizer's index (INDEX is the
+    # name in capitals, kernels.optim); a name outside the declaration would fail at import (an
+    # index has only the declared attributes), but reading another optimizer's index would pass
+    # silently, so check the source. The twin takes the declared names as its arguments.
+    index = spec.name.upper()
+    assert getattr(optim, index) == spec.index
     source = inspect.getsource(optim.UPDATES[spec.code].py_func)
-    twin = inspect.getsource(reference).split(f"OPT_{index}: lambda", 1)[1].split("\n    OPT_", 1)[0].split("\n}", 1)[0]
-    for text in (source, twin):
-        used = re.findall(r"\[(\w+)\.(\w+)\]", text)
-        assert used, "the hyper-parameters are read by name"
-        for index_name, name in used:
-            assert index_name == index, f"{spec.name} reads {index_name}.{name}"
-            assert name in spec.hyper
+    used = re.findall(r"\[(\w+)\.(\w+)\]", source)
+    assert used, "the hyper-parameters are read by name"
+    for index_name, name in used:
+        assert index_name == index, f"{spec.name} reads {index_name}.{name}"
+        assert name in spec.hyper
+    twin = getattr(reference, f"{spec.name}_step")
+    assert tuple(inspect.signature(twin).parameters) == ("p", "g", *spec.state, "step", *spec.hyper)
+    assert set(spec.flags) <= set(spec.hyper)
 
 
 @pytest.mark.parametrize("cls, options", OPTIMIZERS_UNDER_TEST, ids=str)
@@ -96,13 +96,14 @@ def test_every_schedule_class_has_one_declaration():
 
 
 def test_adding_an_optimizer_touches_the_files_the_readme_names():
-    # The README says: kernels/optim.py (declaration, step, update), fastgd/reference.py (twins),
-    # fastgd/optimizers.py (class and OPTIMIZERS_UNDER_TEST). Each optimizer's name appears in
-    # exactly those.
+    # The README says: kernels/optim.py (declaration and update), fastgd/reference.py (the twin),
+    # fastgd/optimizers.py (class and OPTIMIZERS_UNDER_TEST); the rest is derived: the named
+    # step, the kernel list, the pieces, the tests.
     import fastgd.optimizers as classes
+    from fastgd.kernels import pieces
 
     for spec in optim.SPECS.values():
-        assert hasattr(optim, f"{spec.name}_step") and hasattr(optim, f"{spec.name}_update")
-        assert hasattr(reference, f"{spec.name}_step")
+        assert hasattr(optim, f"{spec.name}_update") and hasattr(reference, f"{spec.name}_step")
+        assert f"{spec.name}_step" in kernels.KERNEL_NAMES and f"update_{spec.name}" in pieces.PIECES
         assert any(cls.name == spec.name for cls, _ in classes.OPTIMIZERS_UNDER_TEST)
     assert fastgd.optimizers is classes

@@ -264,23 +264,27 @@ def test_optimizer_step_kernels(rng, dtype, n, cls, options):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_named_optimizer_kernels(rng, dtype):
+@pytest.mark.parametrize("cls, options", list(optimizer_cases()))
+def test_named_optimizer_kernels(rng, dtype, cls, options):
+    # <name>_step with named scalars (the twins' form), every optimizer and option set from the
+    # declarations: p, g, each state buffer, step, each hyper-parameter (flags as booleans).
     n = 37
-    t = np.dtype(dtype).type
-    arrays = lambda k: [rng.normal(size=n).astype(dtype) for _ in range(k)]  # noqa: E731
-    positive = lambda k: [np.abs(x) for x in arrays(k)]  # noqa: E731
-    cases = [
-        ("sgd_step", arrays(3), (2, 0.1, 0.9, 0.1, True, 0.01)),
-        ("momentum_step", arrays(3), (2, 0.1, 0.9)),
-        ("adagrad_step", arrays(2) + positive(1), (3, 0.1, 0.01, 0.01, 1e-10)),
-        ("rmsprop_step", arrays(2) + positive(1) + [np.zeros(n, dtype)] + arrays(1), (3, 0.01, 0.99, 1e-8, 0.01, 0.9, True)),
-        ("adam_step", arrays(3) + positive(2), (4, 0.01, 0.9, 0.999, 1e-8, 0.01, True)),
-        ("adamw_step", arrays(3) + positive(2), (4, 0.01, 0.9, 0.999, 1e-8, 0.01, False)),
-    ]
-    for name, array_args, scalars in cases:
-        fast, ref, _, _ = call_both(name, *array_args, *scalars)
+    opt = cls(**options)
+    spec = opt_codes.SPECS[opt.code]
+    hyper = opt.hyper_vector()
+    scalars = [hyper[i] != 0 if name in spec.flags else hyper[i] for i, name in enumerate(spec.hyper)]
+    p, state = rng.normal(size=n).astype(dtype), list(opt.initial_state(n, dtype))
+    for step in (1, 2, 3):
+        g = rng.normal(size=n).astype(dtype)
+        fast, ref, _, _ = call_both(f"{spec.name}_step", p, g, *state, step, *scalars)
         assert_same_arrays(fast, ref, dtype)
-        assert not np.array_equal(fast[0], array_args[0]), name
+        assert not np.array_equal(fast[0], p), spec.name
+        p, state = ref[0], ref[2 : 2 + len(spec.state)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_step_by_hand(dtype):
+    t = np.dtype(dtype).type
     # Hand-computed first Adam step: m = 0.1 g, v = 0.001 g², p -= lr * sign(g) (up to eps).
     p, g = np.ones(3, dtype), np.array([0.5, -2.0, 1e-3], dtype)
     m, v, vmax = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)

@@ -11,7 +11,7 @@ from _helpers import RTOL, assert_close
 
 import fastgd
 from fastgd.bench import worker
-from fastgd.kernels import activations, compat, layout, passes, team
+from fastgd.kernels import activations, compat, layout, passes, pieces, products, team
 from fastgd.kernels.losses import MSE
 
 SUBPROCESS_TIMEOUT = 600
@@ -24,7 +24,8 @@ def test_numpys_blas_is_called_and_agrees_with_the_fallback(dtype):
         pytest.skip("this NumPy bundles no OpenBLAS; the kernels use SciPy's BLAS through Numba")
     rng = np.random.default_rng(0)
     meta = layout.make_meta((300, 400, 10), [activations.TANH, activations.SIGMOID])
-    assert passes.configuration(meta, MSE, dtype)[4], "a network this size takes the BLAS path"
+    assert products.paths(meta, dtype)[1], "a network this size takes the BLAS path"
+    table = pieces.table(meta, MSE, -1, dtype)
     params = (0.1 * rng.normal(size=layout.parameter_count(meta))).astype(dtype)
     x = rng.normal(size=(260, 300)).astype(dtype)
     outputs = []
@@ -32,10 +33,9 @@ def test_numpys_blas_is_called_and_agrees_with_the_fallback(dtype):
     assert controls[0][layout.CONTROL_SGEMM] == sgemm and controls[0][layout.CONTROL_DGEMM] == dgemm
     for control in controls:
         evaluation = layout.make_evaluation(meta, 260, dtype)
-        kernel = passes.forward_kernel(*passes.configuration(meta, MSE, dtype))
-        args = (params, meta, x.reshape(-1), 260, evaluation.z_out, evaluation.z_out, evaluation.acts, evaluation.z_out,
+        args = (table, params, meta, x.reshape(-1), 260, evaluation.z_out, evaluation.z_out, evaluation.acts, evaluation.z_out,
                 evaluation.deltas, evaluation.partials, evaluation.transposed, False)  # fmt: skip
-        team.run_team(kernel, args, 2, control)
+        team.run_team(passes.forward_pass, args, 2, control)
         outputs.append(layout.block_of(evaluation.acts, meta, 1, 260).copy())
     assert_close(outputs[0], outputs[1], dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
     reference = fastgd.reference.ACTIVATIONS[activations.SIGMOID](

@@ -628,11 +628,14 @@ with warnings.catch_warnings(record=True) as caught:
     net = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
     net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10000)
 stats = kernels.train.train_loop.stats
+sigmoid = kernels.activations.PIECES[kernels.activations.SIGMOID].stats
 print(json.dumps({
     "fastgd": fastgd.__file__,
     "cache": kernels.compat.cache_directory(),
     "hits": sum(stats.cache_hits.values()),
     "misses": sum(stats.cache_misses.values()),
+    "piece_hits": sum(sigmoid.cache_hits.values()),
+    "piece_misses": sum(sigmoid.cache_misses.values()),
     "prediction": net.predict(X).ravel().tolist(),
     "warnings": [str(w.message) for w in caught],
 }))
@@ -704,10 +707,20 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
         assert run()["hits"] >= 1  # and the recompiled entries were written back
 
         set_writable(site, True)
-        with open(kernels_folder / "activations.py", "a") as file:  # a callee of train_epochs changes
+        # An edit to the activations recompiles the activation pieces, and nothing built without
+        # them: the training loop calls them by address, so it stays cached.
+        with open(kernels_folder / "activations.py", "a") as file:
             file.write("\n# edited\n")
         stale = run()
-        assert stale["misses"] >= 1 and stale["hits"] == 0, stale  # train.py itself did not change
+        assert stale["piece_misses"] >= 1 and stale["piece_hits"] == 0, stale
+        assert stale["hits"] >= 1 and stale["misses"] == 0, stale
+        assert stale["prediction"] == cold["prediction"]
+        # An edit to a module the loop is built from (the team's barrier is compiled into it)
+        # recompiles the loop, although train.py itself did not change.
+        with open(kernels_folder / "team.py", "a") as file:
+            file.write("\n# edited\n")
+        stale = run()
+        assert stale["misses"] >= 1 and stale["hits"] == 0, stale
         assert stale["prediction"] == cold["prediction"]
     finally:
         set_writable(site, True)
