@@ -166,7 +166,7 @@ def from_torch(module, loss=None, **options):
             for key, value in arguments.items():
                 if getattr(layer, key, value) != value:
                     raise ValueError(f"module[{index}] is {type(layer).__name__}({key}={getattr(layer, key)}); fastgd's {name} "
-                                     f"has {key}={value}")  # fmt: skip
+                                     f"has {key} {value}")  # fmt: skip
         if name == "identity":
             continue
         if activations[-1] != "identity":

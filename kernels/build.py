@@ -180,20 +180,59 @@ def start_background() -> bool:
 _BACKGROUND = None
 
 
-def compile_all(dtypes=("float32", "float64"), out=None, skip_cached=False) -> list:
-    """Compile (or load) every target of ``dtypes`` in this process; returns
-    ``[(target, seconds, was_cached)]`` and prints a line each to ``out``."""
-    results = []
+def compile_all(dtypes=("float32", "float64"), out=None, skip_cached=False, helper=True) -> list:
+    """Compile (or load) every target of ``dtypes``; returns ``[(target, seconds, was_cached)]``
+    and prints a line each to ``out``. With ``helper``, a helper process compiles every other
+    missing target (the two processes use two cores), and this one then loads them."""
+    results, missing = [], []
     for target in catalog(dtypes):
-        cached = is_cached(target)
-        if cached and skip_cached:
+        if is_cached(target):
+            if not skip_cached:
+                results.append((target, compile_target(target), True))
+        else:
+            missing.append(target)
+    remote = _split(missing)[1] if helper and _helper_allowed() and len(missing) > 4 else []
+    process = None
+    if remote:
+        try:
+            process = subprocess.Popen(_helper_command(remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True, env=_child_environment())  # fmt: skip
+        except OSError:
+            remote = []
+    for target in missing:
+        if target in remote:
             continue
-        seconds = compile_target(target)
-        results.append((target, seconds, cached))
-        if out is not None:
-            print(f"  {target.dtype:<8} {target.kind:<6} {target.name:<26} {seconds:7.2f} s{'  (cached)' if cached else ''}",
-                  file=out, flush=True)  # fmt: skip
+        results.append((target, compile_target(target), False))
+        _report(results[-1], out)
+    if process is not None:
+        output, _ = process.communicate(timeout=HELPER_TIMEOUT)
+        seconds = dict(line.rsplit(" ", 1) for line in output.splitlines() if line.count(":") == 2)
+        for target in remote:
+            loaded = compile_target(target)  # the helper's entry, or compiled here if it failed
+            results.append((target, float(seconds.get(target.label(), loaded)), False))
+            _report(results[-1], out)
     return results
+
+
+# Rough compile seconds of a target (this machine's order of magnitude), to share the work out.
+_COST = {"loop": 6.0, "stage": 1.5, "forward_pass": 1.3, "backward_pass": 1.3}
+
+
+def _split(targets):
+    # Two lists of about the same compile time: the longest first, each to the lighter list.
+    lists, loads = ([], []), [0.0, 0.0]
+    for target in sorted(targets, key=lambda t: -_COST.get(t.kind, _COST.get(t.name, 0.4))):
+        lighter = 0 if loads[0] <= loads[1] else 1
+        lists[lighter].append(target)
+        loads[lighter] += _COST.get(target.kind, _COST.get(target.name, 0.4))
+    return lists
+
+
+def _report(result, out):
+    target, seconds, cached = result
+    if out is not None:
+        print(f"  {target.dtype:<8} {target.kind:<6} {target.name:<26} {seconds:7.2f} s{'  (cached)' if cached else ''}",
+              file=out, flush=True)  # fmt: skip
 
 
 def _lock(path):
@@ -220,10 +259,10 @@ def main(argv=None) -> int:
             lock = _lock(os.path.join(folder, "fastgd-background.lock"))
             if lock is None:
                 return 0  # another background fill is at work on this cache
-        compile_all(skip_cached=True)
+        compile_all(skip_cached=True, helper=False)
         return 0
     for text in argv:
-        compile_target(Target.parse(text))
+        print(f"{text} {compile_target(Target.parse(text)):.3f}", flush=True)
     return 0
 
 

@@ -39,7 +39,7 @@ CACHE = env_flag("FASTGD_NUMBA_CACHE", True)
 # address with Numba's own calling convention: compat.call_piece), so none gets the C wrapper
 # Numba would otherwise compile for each. (The cache is added by compat.kernel, not by Numba's
 # cache=True.)
-JIT_OPTIONS = dict(nogil=True, fastmath=set(FASTMATH_FLAGS), error_model="numpy", no_cfunc_wrapper=True)
+JIT_OPTIONS = dict(nogil=True, fastmath=set(FASTMATH_FLAGS), error_model="numpy", no_cfunc_wrapper=True, _nrt=False)
 EXACT_JIT_OPTIONS = dict(JIT_OPTIONS, fastmath=set(EXACT_FASTMATH_FLAGS))
 # Kernels only other kernels call (pieces, helpers): no Python wrapper either, whose unboxing of
 # every argument is a good part of a small kernel's compile time. Python reaches a piece through

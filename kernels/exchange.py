@@ -39,8 +39,9 @@ _OPTIONS = dict(INTERNAL_OPTIONS, nogil=False)
 
 
 def call_channel(channel, kind, values, scalars):
-    """Run channel ``channel``'s exchange (Python)."""
-    CHANNELS[int(channel)](int(kind), values, scalars)
+    """Run channel ``channel``'s exchange (Python); ``values``: the gradient (or a 2-D array of
+    them, the first row being the rank's)."""
+    CHANNELS[int(channel)](int(kind), values[0] if values.ndim == 2 else values, scalars)
 
 
 @kernel(**_OPTIONS)
@@ -59,7 +60,9 @@ def exchange(mode, tid, n_threads, control, channel, values, scalars, sample_wei
     tid, n_threads, control
         The team.
     channel : int64
-    values : ndarray, shape (n_params,)
+    values : ndarray, shape (shards, n_params)
+        The shards' gradients; row 0 is the one exchanged (whole arrays go to Python: a view
+        made in compiled code would reach it as the array it views).
     scalars : ndarray of float64
     sample_weight : ndarray, shape (n,)
     order : ndarray of int64, shape (n,)

@@ -75,8 +75,8 @@ def argument_types(kind: str, dtype, bundles=None) -> tuple:
         return (*team, control, values, meta, values, i64, values, values, values, values, values, floats, values, types.boolean)
     if kind == "backward":
         return (*team, control, values, values, meta, values, i64, values, values, floats, values, f64, f64)
-    if kind == "exchange":  # mode, team, channel, values, scalars, sample_weight, order, batch_size, value
-        return (i64, *team, i64, values, floats, values, control, i64, f64)
+    if kind == "exchange":  # mode, team, channel, gradients, scalars, sample_weight, order, batch_size, value
+        return (i64, *team, i64, values_2d, floats, inputs, control, i64, f64)
     if kind == "condition":
         work, settings = bundles
         return (i64, *team, values, meta, work, i64, i64, i64, settings)

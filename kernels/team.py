@@ -16,6 +16,8 @@ If one thread fails (an exception in Python or a bounds check), the launcher set
 forever.
 """
 
+import atexit
+import os
 import threading
 
 from numba import njit
@@ -84,9 +86,111 @@ def write_flag(control, index, value):
     atomic_store(control, index, value)
 
 
+class Team:
+    """``size − 1`` worker threads that stay up between compiled calls: between two calls each
+    waits on a semaphore of its own (blocked in the kernel, not spinning), so a call costs a
+    wake-up, not a thread start. A call runs ``kernel(tid, size, control, *args)`` on every
+    member, thread 0 being the caller; the first error any raises is raised to the caller once
+    every member has finished (the others are released from their barriers, ``CONTROL_ABORT``).
+
+    Not for concurrent calls: fastgd makes one compiled call at a time per process (its engine
+    lock); ``run_team`` keeps one team per process (``current_team``).
+    """
+
+    def __init__(self, size):
+        self.size = int(size)
+        self._wake = [threading.Semaphore(0) for _ in range(self.size - 1)]
+        self._finished = threading.Semaphore(0)
+        self._job = None
+        self._errors = []
+        self._threads = [threading.Thread(target=self._member, args=(tid,), name=f"fastgd-{tid}", daemon=True) for tid in range(1, self.size)]
+        for thread in self._threads:
+            thread.start()
+
+    def _member(self, tid):
+        while True:
+            self._wake[tid - 1].acquire()
+            job = self._job
+            if job is None:  # close()
+                self._finished.release()
+                return
+            kernel_function, args, control = job
+            try:
+                kernel_function(tid, self.size, control, *args)
+            except BaseException as error:  # handed to the caller
+                self._errors.append(error)
+                control[CONTROL_ABORT] = 1
+            self._finished.release()
+
+    def run(self, kernel_function, args, control):
+        """Run one compiled call on the team; returns thread 0's result."""
+        self._errors = []
+        self._job = (kernel_function, args, control)
+        for wake in self._wake:
+            wake.release()
+        result = None
+        try:
+            result = kernel_function(0, self.size, control, *args)
+        except BaseException as error:
+            self._errors.insert(0, error)
+            control[CONTROL_ABORT] = 1
+        finally:
+            for _ in self._wake:
+                self._finished.acquire()
+            self._job = None
+        if self._errors:
+            raise self._errors[0]
+        return result
+
+    def close(self, timeout=5.0):
+        """Let the workers end (each wakes once more, sees no job and returns)."""
+        self._job = None
+        for wake in self._wake:
+            wake.release()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    @property
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+
+_TEAM = None
+_TEAM_LOCK = threading.Lock()
+
+
+def current_team(size) -> Team:
+    """The process's team of ``size`` threads: the one that is up, or a new one (the old one
+    closed) when the size changed or its threads are gone."""
+    global _TEAM
+    with _TEAM_LOCK:
+        if _TEAM is None or _TEAM.size != size or not _TEAM.alive:
+            if _TEAM is not None:
+                _TEAM.close()
+            _TEAM = Team(size)
+        return _TEAM
+
+
+def _forget_team_after_fork():
+    # A forked child has the parent's Team object but none of its threads: it starts its own.
+    global _TEAM, _TEAM_LOCK
+    _TEAM, _TEAM_LOCK = None, threading.Lock()
+
+
+def _close_team_at_exit():
+    if _TEAM is not None:
+        _TEAM.close(timeout=1.0)
+
+
+os.register_at_fork(after_in_child=_forget_team_after_fork)
+atexit.register(_close_team_at_exit)
+
+
 def run_team(kernel_function, args, n_threads, control):
     """Run ``kernel_function(tid, n_threads, control, *args)`` on ``n_threads`` threads, thread
-    0 being the calling one, and return thread 0's result.
+    0 being the calling one (the others: the process's team, ``current_team``), and return
+    thread 0's result.
 
     The team's synchronisation slots of ``control`` are reset first. If a thread raises, the
     others are released from their barriers (``CONTROL_ABORT``) and the first error is raised
@@ -97,24 +201,4 @@ def run_team(kernel_function, args, n_threads, control):
         control[slot] = 0
     if n_threads <= 1:
         return kernel_function(0, 1, control, *args)
-    errors = []
-
-    def member(tid):
-        try:
-            return kernel_function(tid, n_threads, control, *args)
-        except BaseException as error:  # handed to the caller below
-            errors.append(error)
-            control[CONTROL_ABORT] = 1
-            return None
-
-    helpers = [threading.Thread(target=member, args=(tid,), name=f"fastgd-{tid}", daemon=True) for tid in range(1, n_threads)]
-    for helper in helpers:
-        helper.start()
-    try:
-        result = member(0)
-    finally:
-        for helper in helpers:
-            helper.join()
-    if errors:
-        raise errors[0]
-    return result
+    return current_team(n_threads).run(kernel_function, args, control)

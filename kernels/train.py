@@ -183,7 +183,7 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
         if tid == 0:
             _epoch_order(order, work.keys, settings.shuffle, settings.seed, settings.first_epoch + e)
         if settings.partitioned:
-            total_weight = call_piece(0.0, exchange, (np.int64(EXCHANGE_WEIGHTS), tid, n_threads, control, settings.channel, grads[0],
+            total_weight = call_piece(0.0, exchange, (np.int64(EXCHANGE_WEIGHTS), tid, n_threads, control, settings.channel, grads,
                                                       work.batch_weights, sample_weight, order, batch_size, 0.0))  # fmt: skip
         barrier(control, n_threads)
         _condition(stage, CONDITION_EPOCH_START, tid, n_threads, control, params, meta, work, e, 0, 0, settings)
@@ -208,7 +208,7 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
                 value += call_piece(0.0, pieces[PIECE_VALUE], (meta, shard_rows, work.partials[shard], l1 if shard == 0 else 0.0,
                                                               l2 if shard == 0 else 0.0))  # fmt: skip
             if ranks > 1:
-                value = call_piece(0.0, exchange, (np.int64(EXCHANGE_STEP), tid, n_threads, control, settings.channel, grads[0], work.scalars,
+                value = call_piece(0.0, exchange, (np.int64(EXCHANGE_STEP), tid, n_threads, control, settings.channel, grads, work.scalars,
                                                    sample_weight, order, batch_size, value))  # fmt: skip
             if read_flag(control, CONTROL_STOP_SEEN) != 0:
                 outcome = OUTCOME_INTERRUPTED

@@ -97,15 +97,6 @@ def test_bench_command_skips_missing_peers_with_a_note():
     assert "xor      fastgd " in done.stdout and "GFLOP/s" in done.stdout
 
 
-def test_compile_command_fills_the_cache():
-    env = dict(os.environ)
-    done = subprocess.run([sys.executable, "-m", "fastgd", "compile", "--dtype", "float64", "--activation", "sigmoid",
-                           "--output-activation", "sigmoid", "--loss", "sse"], capture_output=True, text=True,
-                          timeout=SUBPROCESS_TIMEOUT, env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "compiled 1 configurations x 6 optimizers" in done.stdout
-
-
 def test_exchange_cost_command_times_both_sums():
     pytest.importorskip("mpi4py")
     import shutil

@@ -232,42 +232,7 @@ def out_of_core(budget_mb=512, factor=4, repeats=1, out=None):
         return {mode: dict(seconds=v[0], peak_rss_mb=v[1], final_loss=v[2], rows=rows) for mode, v in best.items()}
 
 
-_COLD_CHILD = """
-import sys, time
-start = time.perf_counter()
-import fastgd
-from fastgd.bench.workloads import WORKLOADS
-imported = time.perf_counter()
-w = WORKLOADS[sys.argv[1]]
-X, Y = w.data()
-w.network().fit(X, Y, optimizer=w.make_optimizer(), epochs=1, batch_size=w.batch_size, shuffle=False)
-done = time.perf_counter()
-print(imported - start, done - start)
-"""
-
-
-def cold_start(names=None, out=None):
-    """Start-up of each workload: a fresh process with an empty compile cache (its own
-    ``NUMBA_CACHE_DIR``), ``import fastgd`` plus the first one-epoch fit; then the same with the
-    cache that run filled. Returns ``{workload: (cold seconds, warm seconds)}``."""
-    import tempfile
-
-    names = list(names or WORKLOADS)
-    results = {}
-    print(f"{'workload':<8} {'import s':>9} {'cold: import + 1-epoch fit s':>29} {'warm s':>8}", file=out)
-    for name in names:
-        with tempfile.TemporaryDirectory(prefix="fastgd-cold-") as cache:
-            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-            times = []
-            for _ in range(2):
-                done = subprocess.run([sys.executable, "-c", _COLD_CHILD, name], capture_output=True, text=True, env=env,
-                                      timeout=WORKER_TIMEOUT)  # fmt: skip
-                if done.returncode != 0:
-                    raise RuntimeError(f"cold start of {name} failed:\n{done.stderr[-3000:]}")
-                times.append([float(v) for v in done.stdout.split()[-2:]])
-        results[name] = (times[0][1], times[1][1])
-        print(f"{name:<8} {times[0][0]:>9.2f} {times[0][1]:>29.2f} {times[1][1]:>8.2f}", file=out, flush=True)
-    return results
+from .startup import cold_start  # noqa: E402,F401 (python -m fastgd bench --cold)
 
 
 DIGITS_SPLITS = 5
