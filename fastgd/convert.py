@@ -231,6 +231,17 @@ def to_onnx(net, path=None):
                 initializers.append(numpy_helper.from_array(np.array(LEAKY_SLOPE, dtype=net.dtype), "leaky_slope"))
             nodes.append(helper.make_node("Mul", [current, "leaky_slope"], [f"leak{k}"], name=f"leak{k}"))
             nodes.append(helper.make_node("Max", [current, f"leak{k}"], [out], name=f"leaky_relu{k}"))
+        elif spec.onnx == "softplus":
+            # max(z, 0) + log(1 + exp(−|z|)), the kernels' stable form, from operators every
+            # runtime has in both dtypes (onnxruntime's Softplus is float32 only).
+            for op, inputs, output in (("Relu", [current], "pos"), ("Abs", [current], "abs"), ("Neg", [f"abs{k}"], "neg"),
+                                       ("Exp", [f"neg{k}"], "exp")):  # fmt: skip
+                nodes.append(helper.make_node(op, inputs, [f"{output}{k}"], name=f"{output}{k}"))
+            if not any(tensor.name == "one" for tensor in initializers):
+                initializers.append(numpy_helper.from_array(np.array(1.0, dtype=net.dtype), "one"))
+            nodes.append(helper.make_node("Add", [f"exp{k}", "one"], [f"onep{k}"], name=f"onep{k}"))
+            nodes.append(helper.make_node("Log", [f"onep{k}"], [f"log{k}"], name=f"log{k}"))
+            nodes.append(helper.make_node("Add", [f"pos{k}", f"log{k}"], [out], name=f"softplus{k}"))
         else:
             op, attributes = spec.onnx
             nodes.append(helper.make_node(op, [current], [out], name=f"{activation}{k}", **attributes))

@@ -10,27 +10,54 @@ promote a float32 array to float64 when multiplied by a float64 scalar).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
 from .kernels.layout import (
+    ACCURACY_ARGMAX,
+    ACCURACY_THRESHOLD,
     CONTROL_OUTCOME,
     CONTROL_STOP,
+    Evaluation,
     HEALTH_GRAD_NORM,
     HEALTH_SATURATION,
     HEALTH_UPDATE_RATIO,
     HEALTH_WEIGHT_NORM,
     META_ACTIVATION,
+    META_N_IN,
     META_N_OUT,
+    MONITOR_VAL_LOSS,
+    MONITOR_VAL_SCORE,
     OUTCOME_DIVERGED,
-    Evaluation,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
+    OUTCOME_STOPPED,
+    RULE_ACCURACY,
+    RULE_DELTA,
+    RULE_MODE,
+    RULE_MONITOR,
+    RULE_OFFSET,
+    RULE_PATIENCE,
+    RULE_RESTORE,
+    RULE_VALIDATE,
     SATURATION_THRESHOLD,
+    STATE_BEST,
+    STATE_BEST_EPOCH,
+    STATE_SNAPSHOT,
+    STATE_WAITED,
+    STOP_NO_IMPROVEMENT,
+    STOP_PATIENCE,
+    VISIT_CHANNEL,
+    VISIT_EPOCH,
+    VISIT_EVERY,
+    VISIT_INTERVAL,
     block_of,
     layer_view,
 )
+from .kernels.epoch_end import call_visitor
 from .kernels.exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, call_channel
 from .kernels.losses import SPECS as _LOSS_SPECS
 from .kernels.losses import SSE
@@ -330,9 +357,59 @@ def clip_gradients(grads, clip_norm, clip_value):
             grads *= t(factor)
 
 
-def train_epochs(state, data, work, settings, control, n_threads):
-    """Whole epochs of mini-batch gradient descent, ending early on divergence or a stop request
-    (see :func:`fastgd.kernels.train_epochs`); returns the number of epochs completed."""
+def monitor(params, meta, loss, end, epoch, train_loss):
+    """The epoch's validation and stopping rule (see :mod:`fastgd.kernels.epoch_end`): the
+    validation loss and accuracy into ``end.records[epoch]``, ``end.state`` updated, the
+    parameters into ``end.best_params`` when the epoch is the best (with ``RULE_RESTORE``);
+    returns True when the rule stops training."""
+    rule, state = end.rule, end.state
+    value = train_loss
+    if rule[RULE_VALIDATE]:
+        rows = end.row_scale.size
+        n_in, n_out = int(meta[0, META_N_IN]), int(meta[-1, META_N_OUT])
+        evaluation = Evaluation(end.acts, end.deltas, end.z_out, end.partials, end.transposed)
+        Y = end.Y.reshape(rows, n_out)
+        val_loss = evaluate_loss(params, meta, end.X.reshape(rows, n_in), Y, end.row_scale, evaluation, loss)
+        out = block_of(end.acts, meta, meta.shape[0] - 1, rows)
+        accuracy = np.nan
+        if rule[RULE_ACCURACY] == ACCURACY_ARGMAX:
+            accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
+        elif rule[RULE_ACCURACY] == ACCURACY_THRESHOLD:
+            accuracy = float(np.mean((out >= 0.5) == (Y >= 0.5)))
+        end.records[epoch] = (val_loss, accuracy)
+        value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: accuracy}.get(rule[RULE_MONITOR], value)
+    if rule[RULE_MODE] not in (STOP_PATIENCE, STOP_NO_IMPROVEMENT):
+        return False
+    best, waited, delta = state[STATE_BEST], state[STATE_WAITED], rule[RULE_DELTA]
+    if rule[RULE_MODE] == STOP_PATIENCE:
+        better = value < best - delta
+        waited = 0.0 if better else waited + 1.0
+        stop = waited >= rule[RULE_PATIENCE]
+    else:
+        higher = rule[RULE_MONITOR] == MONITOR_VAL_SCORE
+        counts = value < best + delta if higher else value > best - delta
+        better = value > best if higher else value < best
+        waited = waited + 1.0 if counts else 0.0
+        stop = waited > rule[RULE_PATIENCE]
+    state[STATE_WAITED] = waited
+    if better:
+        state[STATE_BEST], state[STATE_BEST_EPOCH] = value, rule[RULE_OFFSET] + epoch + 1.0
+        if rule[RULE_RESTORE]:
+            end.best_params[...] = params
+            state[STATE_SNAPSHOT] = 1.0
+    return bool(stop)
+
+
+def _visit_due(end, completed, stop, last):
+    # As the kernel's: every VISIT_EVERY epochs, when VISIT_INTERVAL has passed, or at a stop.
+    every, interval = int(end.visits[VISIT_EVERY]), int(end.visits[VISIT_INTERVAL])
+    return stop or (every > 0 and completed % every == 0) or (interval > 0 and time.monotonic_ns() - last >= interval)
+
+
+def train_epochs(state, data, work, settings, control, n_threads, end=None):
+    """Whole epochs of mini-batch gradient descent, ending early on divergence, a stop request,
+    the stopping rule or a visit's answer (see :func:`fastgd.kernels.train_epochs`); returns the
+    number of epochs completed."""
     params, opt_state, step = state
     X, Y, sample_weight = data
     meta, loss, batch_size, shards = settings.meta, settings.loss, settings.batch_size, settings.shards
@@ -347,6 +424,7 @@ def train_epochs(state, data, work, settings, control, n_threads):
     saved_step = int(step[0])
     outcome = OUTCOME_FINISHED
     completed = 0
+    visited = time.monotonic_ns()
     order, grads = work.order[:n], work.grads  # the buffers may hold more rows than X (streamed chunks)
     n_layers = meta.shape[0]
     for e in range(settings.epochs):
@@ -428,8 +506,17 @@ def train_epochs(state, data, work, settings, control, n_threads):
         completed += 1
         work.saved_params[...] = params
         work.saved_state[...] = opt_state
+        if end is not None:
+            stop = monitor(params, meta, loss, end, e, epoch_loss)
+            if end.visits[VISIT_CHANNEL] and _visit_due(end, completed, stop, visited):
+                stop = bool(call_visitor(int(end.visits[VISIT_CHANNEL]), VISIT_EPOCH, completed)) or stop
+                visited = time.monotonic_ns()
+            if stop:
+                outcome = OUTCOME_STOPPED
+                saved_step = int(step[0])
+                break
         saved_step = int(step[0])
-    if outcome != OUTCOME_FINISHED:
+    if outcome not in (OUTCOME_FINISHED, OUTCOME_STOPPED):
         params[...] = work.saved_params
         opt_state[...] = work.saved_state
         step[0] = saved_step

@@ -140,7 +140,8 @@ class ActivationSpec(NamedTuple):
     ``numpy_value``/``numpy_derivative``: the twins (``numpy_derivative`` of a, elementwise);
     ``sklearn``: scikit-learn's name; ``torch``: the ``torch.nn`` module and its arguments
     (None: no module, identity); ``onnx``: the ONNX operator and its attributes, or
-    ``"leaky"`` (written as ``Max(z, Mul(z, slope))``, see ``fastgd.convert``), or None (no
+    ``"leaky"`` (written as ``Max(z, Mul(z, slope))``, see ``fastgd.convert``), ``"softplus"``
+    (``Relu(z) + Log(1 + Exp(−|z|))``), or None (no
     node); ``saturates``: gradient health counts its saturated units (``train``'s condition
     stage); ``output_only``: softmax normalises a row, so only the output layer may use it.
     """
@@ -177,7 +178,7 @@ SPECS = {
         ActivationSpec("softmax", SOFTMAX, None, None, _np_softmax, None, "softmax", ("Softmax", {"dim": -1}),
                        ("Softmax", {"axis": -1}), output_only=True),
         ActivationSpec("softplus", SOFTPLUS, _softplus, _softplus_slope, _np_softplus,
-                       lambda a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), ("Softplus", {})),
+                       lambda a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), "softplus"),
     )
 }  # fmt: skip
 

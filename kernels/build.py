@@ -38,7 +38,8 @@ HELPER_TIMEOUT = 600.0  # seconds a fit waits for its helper before compiling th
 
 class Target(NamedTuple):
     """One thing to compile: a piece (``name`` from ``pieces.PIECES``), the training loop
-    (``"loop"``) or its condition stage (``"condition"``), for ``dtype``."""
+    (``"loop"``) or one of its stages compiled for the loop's bundles (``"condition"``,
+    ``"monitor"``), for ``dtype``."""
 
     kind: str  # "piece", "loop" or "stage"
     name: str
@@ -54,7 +55,7 @@ class Target(NamedTuple):
 
 
 def sample_bundles(dtype):
-    """(state, data, work, settings) of the types every fit in ``dtype`` uses (tiny sizes)."""
+    """(state, data, work, settings, end) of the types every fit in ``dtype`` uses (tiny sizes)."""
     from .train import readonly
 
     dtype = np.dtype(dtype)
@@ -64,18 +65,20 @@ def sample_bundles(dtype):
     data = readonly(layout.Data(np.zeros((1, 1), dtype), np.zeros((1, 1), dtype), np.ones(1, dtype)))
     work = layout.make_work(meta, 1, 1, 1, 1, dtype)
     settings = layout.make_settings(meta, 1, 0, 1, False, 0, 0, 1, 0.1, np.zeros(5), 0, np.zeros(2), 0.0, 0.0)
-    return state, data, work, settings
+    return state, data, work, settings, layout.make_epoch_end(meta, dtype, 1)
 
 
 def _dispatcher_and_types(target: Target):
-    from . import condition, train
+    from . import condition, epoch_end, train
 
     if target.kind == "piece":
         piece = pieces.PIECES[target.name]
         return piece.dispatcher, pieces.argument_types(piece.kind, target.dtype)
-    state, data, work, settings = sample_bundles(target.dtype)
+    state, data, work, settings, end = sample_bundles(target.dtype)
     if target.kind == "loop":
-        return train.train_loop, train.loop_types(state, data, work, settings)
+        return train.train_loop, train.loop_types(state, data, work, settings, end)
+    if target.name == "monitor":
+        return epoch_end.monitor, pieces.argument_types("monitor", target.dtype, (compat.typeof(end),))
     bundles = (compat.typeof(work), compat.typeof(settings))
     return condition.condition, pieces.argument_types("condition", target.dtype, bundles)
 
@@ -84,7 +87,7 @@ def catalog(dtypes=("float32", "float64")) -> list:
     """Every compile target for ``dtypes``: the loop, its stage, then every piece."""
     found = []
     for dtype in dtypes:
-        found += [Target("loop", "loop", dtype), Target("stage", "condition", dtype)]
+        found += [Target("loop", "loop", dtype), Target("stage", "condition", dtype), Target("stage", "monitor", dtype)]
         found += [Target("piece", name, dtype) for name in pieces.PIECES]
     return found
 
@@ -121,13 +124,13 @@ def _helper_command(targets) -> list:
 COMPILED = []
 
 
-def prepare(dtype, names, loop=False, stage=False) -> None:
-    """Make the loop (``loop``), its condition stage (``stage``) and the pieces ``names`` of
-    ``dtype`` ready in this process: loaded from the cache, or compiled. When the loop and
+def prepare(dtype, names, loop=False, stages=()) -> None:
+    """Make the loop (``loop``), its ``stages`` ("condition", "monitor") and the pieces ``names``
+    of ``dtype`` ready in this process: loaded from the cache, or compiled. When the loop and
     several pieces are missing, a helper process compiles the pieces into the cache while this
     one compiles the loop, then this one loads them."""
     dtype = np.dtype(dtype).name
-    wanted = ([Target("loop", "loop", dtype)] if loop else []) + ([Target("stage", "condition", dtype)] if stage else [])
+    wanted = ([Target("loop", "loop", dtype)] if loop else []) + [Target("stage", stage, dtype) for stage in stages]
     wanted += [Target("piece", name, dtype) for name in names]
     missing = [target for target in wanted if compat.CACHE_USABLE and not is_cached(target)]
     helper = None

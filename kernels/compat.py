@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 import types as pytypes
 import warnings
 
@@ -487,6 +488,27 @@ else:  # pragma: no cover - Windows
     def yield_cpu():
         """Let another thread run on this core (a no-op where sched_yield is missing)."""
         return
+
+
+if hasattr(time, "CLOCK_MONOTONIC"):
+    # libc's clock_gettime (the vDSO's: ~20 ns), writing a struct timespec (two 64-bit fields on
+    # the 64-bit platforms fastgd runs on) into two int64 slots of an array.
+    _clock_gettime = types.ExternalFunction("clock_gettime", types.int32(types.int32, types.CPointer(types.int64)))
+    _MONOTONIC = time.CLOCK_MONOTONIC
+
+    @njit(inline="always")
+    def monotonic_ns(buffer, index):
+        """A monotonic clock in nanoseconds, read from compiled code (``buffer[index:index+2]``
+        of an int64 array is its scratch space)."""
+        _clock_gettime(np.int32(_MONOTONIC), address_of(buffer, index))
+        return buffer[index] * 1_000_000_000 + buffer[index + 1]
+
+else:  # pragma: no cover
+
+    @njit(inline="always")
+    def monotonic_ns(buffer, index):
+        """No monotonic clock here: time never advances (timed visits then never fall due)."""
+        return np.int64(0)
 
 
 @intrinsic

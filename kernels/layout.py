@@ -94,11 +94,15 @@ CONTROL_ARRIVED = 8  # team barrier: threads arrived
 CONTROL_GENERATION = 16  # team barrier: generation, advanced by the last to arrive
 CONTROL_ABORT = 24  # a thread failed: the others leave their barriers
 CONTROL_NEXT_TASK = 32  # next task of the current phase, handed out atomically
-CONTROL_WIDTH = 40
+CONTROL_CLOCK = 40  # scratch of the loop's clock (two slots: seconds, nanoseconds)
+CONTROL_VISITED = 42  # when the loop last visited Python (monotonic nanoseconds)
+CONTROL_HALT = 43  # a visit's answer (1: stop after this epoch), shared with the whole team
+CONTROL_WIDTH = 48
 
 OUTCOME_FINISHED = 0
 OUTCOME_DIVERGED = 1  # a loss or a parameter became NaN or infinite
 OUTCOME_INTERRUPTED = 2  # a stop was requested
+OUTCOME_STOPPED = 3  # the stopping rule or a visit (a Python callback) ended training after an epoch
 
 
 def make_control() -> np.ndarray:
@@ -133,7 +137,9 @@ PIECE_SAVE = 15  # the training loop's phases (kernels.phases, passes.batch_valu
 PIECE_FINITE = 16
 PIECE_GATHER = 17
 PIECE_VALUE = 18
-PIECE_LAYERS = 20  # then layer k's activation at PIECE_LAYERS + k
+PIECE_MONITOR = 19  # validation and the stopping rule (kernels.epoch_end), or 0
+PIECE_VISIT = 20  # visits to Python (kernels.epoch_end), or 0
+PIECE_LAYERS = 22  # then layer k's activation at PIECE_LAYERS + k
 
 # What an activation piece does (its first argument).
 FORWARD = 0  # target = f(target + bias), in place
@@ -363,6 +369,96 @@ class Evaluation(NamedTuple):
     z_out: np.ndarray
     partials: np.ndarray
     transposed: np.ndarray
+
+
+# --------------------------------------------------------------------------- epoch ends
+# What the loop does after each completed epoch besides checking and saving it
+# (``kernels.epoch_end``): validation, the stopping rule and visits to Python.
+#
+# The stopping rule, ``EpochEnd.rule`` (float64):
+RULE_MODE = 0  # STOP_NONE, STOP_PATIENCE or STOP_NO_IMPROVEMENT
+RULE_MONITOR = 1  # MONITOR_LOSS (the training loss), MONITOR_VAL_LOSS or MONITOR_VAL_SCORE
+RULE_PATIENCE = 2  # epochs without improvement that stop (patience, n_iter_no_change)
+RULE_DELTA = 3  # the improvement that counts (min_delta, tol)
+RULE_RESTORE = 4  # 1: keep the best epoch's parameters in best_params
+RULE_ACCURACY = 5  # ACCURACY_NONE, ACCURACY_ARGMAX (crossentropy) or ACCURACY_THRESHOLD (binary_crossentropy)
+RULE_VALIDATE = 6  # 1: validation rows are given (X, Y, row_scale)
+RULE_OFFSET = 7  # epochs of this fit before this call (STATE_BEST_EPOCH counts from the fit's start)
+RULE_WIDTH = 8
+STOP_NONE = 0
+STOP_PATIENCE = 1  # Keras's EarlyStopping: best − delta beaten, else wait; stop after `patience` waits
+STOP_NO_IMPROVEMENT = 2  # scikit-learn's tol / n_iter_no_change (see kernels.epoch_end)
+MONITOR_LOSS = 0
+MONITOR_VAL_LOSS = 1
+MONITOR_VAL_SCORE = 2  # the validation accuracy: higher is better
+ACCURACY_NONE = 0
+ACCURACY_ARGMAX = 1  # rows whose largest output is their target's
+ACCURACY_THRESHOLD = 2  # outputs on the same side of 0.5 as their target
+# The rule's state, ``EpochEnd.state`` (float64), kept across calls of one fit:
+STATE_BEST = 0  # the best monitored value so far
+STATE_WAITED = 1  # epochs since it improved (or scikit-learn's no-improvement count)
+STATE_BEST_EPOCH = 2  # when it did (1-based within the fit; 0: not yet)
+STATE_SNAPSHOT = 3  # 1: best_params holds that epoch's parameters
+STATE_WIDTH = 4
+# Per epoch of a call, ``EpochEnd.records`` (float64, NaN where not measured):
+RECORD_VAL_LOSS = 0
+RECORD_VAL_ACCURACY = 1
+RECORD_WIDTH = 2
+# Visits to Python, ``EpochEnd.visits`` (int64):
+VISIT_CHANNEL = 0  # kernels.epoch_end.VISITORS[channel] is called (0: no visits)
+VISIT_EVERY = 1  # after every this many epochs (0: none by count)
+VISIT_INTERVAL = 2  # and whenever this many nanoseconds have passed since the last (0: never by time)
+VISIT_BEAT = 3  # 1: also between batches when that time has passed (Ctrl-C in a main-thread fit)
+VISIT_WIDTH = 4
+VISIT_EPOCH = 0  # a visit's kinds: after an epoch, or a heartbeat between batches
+VISIT_HEARTBEAT = 1
+
+
+class EpochEnd(NamedTuple):
+    """What the loop does after each completed epoch (see ``RULE_*``, ``STATE_*``, ``VISIT_*``).
+
+    X, Y : validation rows, flat (n_val * n_in,), (n_val * n_out,); row_scale : (n_val,), 1/n_val;
+    acts, z_out, deltas, transposed, partials : an ``Evaluation`` of the validation rows;
+    best_params : (n_params,); records : float64 (epochs, RECORD_WIDTH); state : float64
+    (STATE_WIDTH,); rule : float64 (RULE_WIDTH,); visits : int64 (VISIT_WIDTH,). Unused parts are
+    one element long (``make_epoch_end``).
+    """
+
+    X: np.ndarray
+    Y: np.ndarray
+    row_scale: np.ndarray
+    acts: np.ndarray
+    z_out: np.ndarray
+    deltas: np.ndarray
+    transposed: np.ndarray
+    partials: np.ndarray
+    best_params: np.ndarray
+    records: np.ndarray
+    state: np.ndarray
+    rule: np.ndarray
+    visits: np.ndarray
+
+
+def make_epoch_end(meta, dtype, epochs, validation=None, rule=None, visits=None, restore=False) -> EpochEnd:
+    """An ``EpochEnd`` for calls of up to ``epochs`` epochs: ``validation`` = (X_val, Y_val,
+    row_scale) or None, ``rule`` a float64 RULE_WIDTH vector (None: no rule), ``visits`` an int64
+    VISIT_WIDTH vector (None: no visits); ``restore``: room for the best epoch's parameters."""
+    dtype = np.dtype(dtype)
+    one = np.zeros(1, dtype=dtype)
+    rule = np.zeros(RULE_WIDTH) if rule is None else np.asarray(rule, dtype=np.float64)
+    if validation is not None:
+        X, Y, row_scale = (np.array(array, dtype=dtype).reshape(-1) for array in validation)  # writable copies
+        evaluation = make_evaluation(meta, row_scale.size, dtype)
+        rule[RULE_VALIDATE] = 1.0
+    else:
+        X, Y, row_scale = one, one.copy(), one.copy()
+        evaluation = Evaluation(one.copy(), one.copy(), one.copy(), np.zeros(1), one.copy())
+    best = np.empty(parameter_count(meta), dtype=dtype) if restore else one.copy()
+    state = np.zeros(STATE_WIDTH)
+    state[STATE_BEST] = -np.inf if rule[RULE_MONITOR] == MONITOR_VAL_SCORE else np.inf
+    return EpochEnd(X, Y, row_scale, evaluation.acts, evaluation.z_out, evaluation.deltas, evaluation.transposed,
+                    evaluation.partials, best, np.full((epochs, RECORD_WIDTH), np.nan), state, rule,
+                    np.zeros(VISIT_WIDTH, dtype=np.int64) if visits is None else np.asarray(visits, dtype=np.int64))  # fmt: skip
 
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import types
 
-from . import activations, condition, exchange, losses, optim, passes, phases, products
+from . import activations, condition, epoch_end, exchange, losses, optim, passes, phases, products
 from .compat import array_type, call_piece, kernel, piece_address
 from .config import JIT_OPTIONS
 from .layout import (
@@ -36,6 +36,7 @@ from .layout import (
     PIECE_GATHER,
     PIECE_LAYERS,
     PIECE_LOSS,
+    PIECE_MONITOR,
     PIECE_NN_BLAS,
     PIECE_NN_LOOPS,
     PIECE_NN_TILES,
@@ -48,7 +49,12 @@ from .layout import (
     PIECE_TN_TILES,
     PIECE_UPDATE,
     PIECE_VALUE,
+    PIECE_VISIT,
     META_ACTIVATION,
+    RULE_MODE,
+    RULE_VALIDATE,
+    STOP_NONE,
+    VISIT_CHANNEL,
 )
 from .products import paths
 
@@ -89,6 +95,10 @@ def argument_types(kind: str, dtype, bundles=None) -> tuple:
                 np.float32 else f64, types.boolean)  # fmt: skip
     if kind == "value":  # meta, rows, partials, l1, l2
         return (meta, i64, floats, f64, f64)
+    if kind == "monitor":  # team, pieces, params, meta, end, epoch, train loss
+        return (*team, control, values, meta, bundles[0], i64, f64)
+    if kind == "visit":  # channel, kind, epoch
+        return (i64, i64, i64)
     raise ValueError(f"unknown kind of piece {kind!r}")
 
 
@@ -106,7 +116,7 @@ def _registry():
     found += [Piece("forward_pass", "forward", passes.forward_pass), Piece("backward_pass", "backward", passes.backward_pass),
               Piece("exchange", "exchange", exchange.exchange), Piece("save", "save", phases.save),
               Piece("finite", "finite", phases.finite), Piece("gather", "gather", phases.gather),
-              Piece("batch_value", "value", passes.batch_value)]  # fmt: skip
+              Piece("batch_value", "value", passes.batch_value), Piece("visit", "visit", epoch_end.visit)]  # fmt: skip
     return {piece.name: piece for piece in found}
 
 
@@ -133,6 +143,17 @@ def address(name: str, dtype) -> int:
     return found
 
 
+def stages_of(settings, end) -> list:
+    """The optional stages a fit binds: ``"condition"`` (clipping, gradient health),
+    ``"monitor"`` (validation, the stopping rule), ``"visit"`` (visits to Python)."""
+    stages = ["condition"] if settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0 else []
+    if end.rule[RULE_MODE] != STOP_NONE or end.rule[RULE_VALIDATE] != 0.0:
+        stages.append("monitor")
+    if end.visits[VISIT_CHANNEL] != 0:
+        stages.append("visit")
+    return stages
+
+
 def stage_address(dtype, work_type, settings_type) -> int:
     """The address of the condition stage (clipping and gradient health) for these bundles."""
     key = ("condition", np.dtype(dtype), work_type, settings_type)
@@ -142,6 +163,21 @@ def stage_address(dtype, work_type, settings_type) -> int:
         found = _ADDRESSES[key] = piece_address(condition.condition, argument_types("condition", dtype, (work_type, settings_type)))
         LOG.append(("condition", np.dtype(dtype).name, time.perf_counter() - start))
     return found
+
+
+def bind_stages(pieces, stages, dtype, work_type, settings_type, end_type) -> None:
+    """Fill ``pieces``' stage slots for ``stages`` (``stages_of``)."""
+    if "condition" in stages:
+        pieces[PIECE_CONDITION] = stage_address(dtype, work_type, settings_type)
+    if "monitor" in stages:
+        key = ("monitor", np.dtype(dtype), end_type)
+        if key not in _ADDRESSES:
+            start = time.perf_counter()
+            _ADDRESSES[key] = piece_address(epoch_end.monitor, argument_types("monitor", dtype, (end_type,)))
+            LOG.append(("monitor", np.dtype(dtype).name, time.perf_counter() - start))
+        pieces[PIECE_MONITOR] = _ADDRESSES[key]
+    if "visit" in stages:
+        pieces[PIECE_VISIT] = address("visit", dtype)
 
 
 _TABLES = {}
@@ -164,10 +200,11 @@ def needed(meta, loss: int, optimizer: int, dtype, distributed: bool = False) ->
     return names
 
 
-def table(meta, loss: int, optimizer: int, dtype, stage: int = 0, distributed: bool = False) -> np.ndarray:
+def table(meta, loss: int, optimizer: int, dtype, distributed: bool = False) -> np.ndarray:
     """The ``pieces`` array of a network (``meta``, ``loss``) training with ``optimizer`` (an
-    optimizer code, or -1 for none: evaluation only), in ``dtype``; ``stage``: the condition
-    stage's address (0: none); ``distributed``: with the exchange between ranks.
+    optimizer code, or -1 for none: evaluation only), in ``dtype``; ``distributed``: with the
+    exchange between ranks. The optional stages' slots are 0 (``bind_stages`` fills them in a
+    copy). Do not write into it: it is shared by every fit of the same configuration.
 
     Only the pieces this network can reach are compiled (``needed``): the product paths its
     layer sizes can take (``products.paths``), its activations, its loss and its optimizer.
@@ -177,7 +214,7 @@ def table(meta, loss: int, optimizer: int, dtype, stage: int = 0, distributed: b
     dtype = np.dtype(dtype)
     codes = tuple(int(code) for code in meta[:, META_ACTIVATION])
     tiles, blas = paths(meta, dtype)
-    key = (codes, int(loss), int(optimizer), dtype, tiles, blas, int(stage), bool(distributed))
+    key = (codes, int(loss), int(optimizer), dtype, tiles, blas, bool(distributed))
     found = _TABLES.get(key)
     if found is not None:
         return found
@@ -204,7 +241,6 @@ def table(meta, loss: int, optimizer: int, dtype, stage: int = 0, distributed: b
         pieces[PIECE_UPDATE] = address(f"update_{optim.SPECS[int(optimizer)].name}", dtype)
         for slot, name in ((PIECE_SAVE, "save"), (PIECE_FINITE, "finite"), (PIECE_GATHER, "gather"), (PIECE_VALUE, "batch_value")):
             pieces[slot] = address(name, dtype)
-    pieces[PIECE_CONDITION] = stage
     if distributed:
         pieces[PIECE_EXCHANGE] = address("exchange", dtype)
     _TABLES[key] = pieces

@@ -17,7 +17,7 @@ the same decisions.
 import numpy as np
 from numba import njit, types
 
-from .compat import array_type, call_piece, compile_exact, kernel, typeof
+from .compat import array_type, call_piece, compile_exact, kernel, monotonic_ns, typeof
 from .config import JIT_OPTIONS
 from .layout import (
     CONDITION_EPOCH_END,
@@ -25,25 +25,38 @@ from .layout import (
     CONDITION_STEP,
     CONTROL_OUTCOME,
     CONTROL_STOP,
+    CONTROL_CLOCK,
+    CONTROL_HALT,
     CONTROL_STOP_SEEN,
+    CONTROL_VISITED,
     EXCHANGE_STEP,
     EXCHANGE_WEIGHTS,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
+    OUTCOME_STOPPED,
     PIECE_BACKWARD,
     PIECE_CONDITION,
     PIECE_EXCHANGE,
     PIECE_FINITE,
     PIECE_FORWARD,
     PIECE_GATHER,
+    PIECE_MONITOR,
     PIECE_SAVE,
     PIECE_UPDATE,
     PIECE_VALUE,
+    PIECE_VISIT,
+    VISIT_BEAT,
+    VISIT_CHANNEL,
+    VISIT_EPOCH,
+    VISIT_EVERY,
+    VISIT_HEARTBEAT,
+    VISIT_INTERVAL,
     add_shards,
     block_count,
     chunk_bounds,
     chunk_count,
+    make_epoch_end,
 )
 from .schedules import lr_at
 from .team import barrier, first_task, next_task, read_flag, run_team, write_flag
@@ -95,7 +108,7 @@ def shuffle_order(order, keys, seed, epoch):
     _shuffle(order, keys, seed, epoch)
 
 
-def train_epochs(state, data, work, settings, control, n_threads):
+def train_epochs(state, data, work, settings, control, n_threads, end=None):
     """Run ``settings.epochs`` whole epochs of mini-batch gradient descent in one call.
 
     Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
@@ -126,19 +139,24 @@ def train_epochs(state, data, work, settings, control, n_threads):
         Stop request (read), outcome (written) and the team's synchronisation slots.
     n_threads : int
         Threads of the team.
+    end : layout.EpochEnd, optional
+        Validation, the stopping rule and visits to Python after each epoch (``OUTCOME_STOPPED``
+        when they end training); default: none of them.
 
     Returns
     -------
     int
         The number of epochs completed (``settings.epochs`` unless the call ended early).
     """
+    if end is None:
+        end = make_epoch_end(settings.meta, state.params.dtype, max(int(settings.epochs), 1))
     data = readonly(data)
-    loop, pieces = bound_loop(state, data, work, settings)
-    return run_team(loop, (pieces, state, data, work, settings), n_threads, control)
+    loop, pieces = bound_loop(state, data, work, settings, end)
+    return run_team(loop, (pieces, state, data, work, settings, end), n_threads, control)
 
 
 @kernel(**JIT_OPTIONS)
-def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
+def train_loop(tid, n_threads, control, pieces, state, data, work, settings, end):
     """``train_epochs``'s body, run by every thread of the team: the passes, the optimizer's
     update and the optional stages are the pieces at their slots of ``pieces``
     (``layout.PIECE_*``).
@@ -152,6 +170,11 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
     ``layout.Settings``) as one shard; the exchange piece then sums the gradient, the loss and
     the stop request over the ranks (once per step), and every rank takes the same step with
     the same sums. Only rank 0's shard carries the weight penalty.
+
+    After each completed epoch (checked, saved): the monitor piece (validation and the stopping
+    rule, ``end``), then a visit to Python when one is due (``end.visits``); either may end
+    training there (``OUTCOME_STOPPED``). Between batches, thread 0 visits Python for a heartbeat
+    when ``VISIT_BEAT`` asks (so that a main-thread fit's Ctrl-C handler runs).
 
     Returns
     -------
@@ -179,6 +202,9 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
     call_piece(_DONE, pieces[PIECE_SAVE], (tid, n_threads, control, saved_params, params, saved_state, state_flat))
     saved_step = current_step = step[0]
     outcome, completed = OUTCOME_FINISHED, 0
+    visit, beat = pieces[PIECE_VISIT], end.visits[VISIT_BEAT] != 0 and pieces[PIECE_VISIT] != 0
+    if tid == 0:
+        control[CONTROL_VISITED] = monotonic_ns(control, CONTROL_CLOCK)
     for e in range(settings.epochs):
         if tid == 0:
             _epoch_order(order, work.keys, settings.shuffle, settings.seed, settings.first_epoch + e)
@@ -191,6 +217,10 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
         for start in range(0, n, batch_size):
             rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
+                if beat and monotonic_ns(control, CONTROL_CLOCK) - control[CONTROL_VISITED] >= end.visits[VISIT_INTERVAL]:
+                    # (the others wait at the gather's barrier meanwhile)
+                    call_piece(_DONE, visit, (end.visits[VISIT_CHANNEL], np.int64(VISIT_HEARTBEAT), np.int64(completed)))
+                    control[CONTROL_VISITED] = monotonic_ns(control, CONTROL_CLOCK)
                 write_flag(control, CONTROL_STOP_SEEN, read_flag(control, CONTROL_STOP))
             if settings.partitioned:
                 batch_weight, lo, hi = work.batch_weights[start // batch_size], 0, rows
@@ -243,7 +273,15 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings):
         completed += 1
         call_piece(_DONE, pieces[PIECE_SAVE], (tid, n_threads, control, saved_params, params, saved_state, state_flat))
         saved_step = current_step
-    if outcome != OUTCOME_FINISHED:
+        stop = _DONE
+        if pieces[PIECE_MONITOR] != 0:
+            stop = call_piece(_DONE, pieces[PIECE_MONITOR], (tid, n_threads, control, pieces, params, meta, end, np.int64(e), epoch_loss))
+        if visit != 0:
+            stop = _visit(tid, n_threads, control, visit, end.visits, completed, stop)
+        if stop != 0:
+            outcome = OUTCOME_STOPPED
+            break
+    if outcome != OUTCOME_FINISHED and outcome != OUTCOME_STOPPED:
         barrier(control, n_threads)
         call_piece(_DONE, pieces[PIECE_SAVE], (tid, n_threads, control, params, saved_params, state_flat, saved_state))
     if tid == 0:
@@ -261,6 +299,25 @@ def _condition(stage, mode, tid, n_threads, control, params, meta, work, e, lo, 
                                   settings))  # fmt: skip
         if mode == CONDITION_EPOCH_END:
             barrier(control, n_threads)
+
+
+@njit(**_INLINE)
+def _visit(tid, n_threads, control, visit, visits, completed, stop):
+    # After an epoch: thread 0 visits Python when one is due (every VISIT_EVERY epochs, when
+    # VISIT_INTERVAL has passed, or when training stops here), the others waiting; every thread
+    # returns whether to stop (the rule's ``stop``, or the visit's answer).
+    barrier(control, n_threads)
+    if tid == 0:
+        every, interval = visits[VISIT_EVERY], visits[VISIT_INTERVAL]
+        due = stop != 0 or (every > 0 and completed % every == 0)
+        due = due or (interval > 0 and monotonic_ns(control, CONTROL_CLOCK) - control[CONTROL_VISITED] >= interval)
+        halt = np.int64(0)
+        if due:
+            halt = call_piece(_DONE, visit, (visits[VISIT_CHANNEL], np.int64(VISIT_EPOCH), np.int64(completed)))
+            control[CONTROL_VISITED] = monotonic_ns(control, CONTROL_CLOCK)
+        control[CONTROL_HALT] = halt
+    barrier(control, n_threads)
+    return np.int64(1) if stop != 0 or control[CONTROL_HALT] != 0 else _DONE
 
 
 @njit(**_INLINE)
@@ -326,16 +383,17 @@ def readonly(data):
     return type(data)(*views)
 
 
-def loop_types(state, data, work, settings) -> tuple:
+def loop_types(state, data, work, settings, end) -> tuple:
     """The argument types ``train_loop`` is compiled for, given a fit's bundles (``data``
     through ``readonly``)."""
     return (types.int64, types.int64, array_type(np.int64), array_type(np.int64), typeof(state), typeof(data), typeof(work),
-            typeof(settings))  # fmt: skip
+            typeof(settings), typeof(end))  # fmt: skip
 
 
-def bound_loop(state, data, work, settings):
+def bound_loop(state, data, work, settings, end):
     """``train_loop`` compiled for these bundles' types (its inputs read-only: ``readonly``),
-    and the fit's ``pieces`` table.
+    and the fit's ``pieces`` table, with its optional stages bound: clipping and gradient
+    health (``settings``), validation and the stopping rule, and visits to Python (``end``).
 
     The loop is compiled once per dtype for every network and setting; the pieces are compiled
     once per dtype each (``kernels.build`` compiles what is missing, with a helper process
@@ -352,13 +410,14 @@ def bound_loop(state, data, work, settings):
     optimizer = int(settings.optimizer)
     if optimizer not in piece_table.optim.SPECS:
         raise ValueError(f"optimizer must be an optimizer code ({sorted(piece_table.optim.SPECS)}), got {settings.optimizer!r}")
-    key = loop_types(state, readonly(data), work, settings)
-    conditioned = bool(settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0)
+    key = loop_types(state, readonly(data), work, settings, end)
+    stages = piece_table.stages_of(settings, end)
     if key not in _LOOPS:
         names = piece_table.needed(settings.meta, settings.loss, optimizer, dtype, settings.ranks > 1)
-        build.prepare(dtype, names, loop=True, stage=conditioned)
+        names += [stage for stage in stages if stage in piece_table.PIECES]
+        build.prepare(dtype, names, loop=True, stages=[stage for stage in stages if stage not in piece_table.PIECES])
         compile_exact(train_loop, key)
         _LOOPS[key] = True
-    stage = piece_table.stage_address(dtype, typeof(work), typeof(settings)) if conditioned else 0
-    pieces = piece_table.table(settings.meta, settings.loss, optimizer, dtype, stage, settings.ranks > 1)
+    pieces = piece_table.table(settings.meta, settings.loss, optimizer, dtype, settings.ranks > 1).copy()
+    piece_table.bind_stages(pieces, stages, dtype, typeof(work), typeof(settings), typeof(end))
     return train_loop, pieces

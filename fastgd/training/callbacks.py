@@ -77,28 +77,77 @@ class FunctionCallback(Callback):
         return f"FunctionCallback({self.function!r})"
 
 
-class EarlyStopping(Callback):
-    """Stop once the monitored loss has not improved by more than ``min_delta`` for ``patience``
-    epochs. The monitored loss is the validation loss when there is one, else the training loss.
-    ``restore_best``: at the end of the fit put back the parameters of the best epoch (the
-    optimizer state stays that of the last epoch, as Keras does)."""
+MONITORS = ("auto", "loss", "val_loss", "val_accuracy")
+RULES = ("patience", "no_improvement")
 
-    def __init__(self, patience=10, min_delta=0.0, restore_best=True):
+
+class EarlyStopping(Callback):
+    """Stop training once the monitored value has stopped improving.
+
+    Given as ``fit(..., early_stopping=EarlyStopping(...))`` (or ``early_stopping=True`` with
+    the ``patience``, ``min_delta`` and ``restore_best`` keywords), the rule runs inside the
+    compiled loop after every epoch (``fastgd.kernels.epoch_end``), with the validation pass,
+    and the fit runs all its epochs in one call; given in ``callbacks`` it runs in Python between
+    epochs. Both stop at the same epoch and restore the same parameters.
+
+    Parameters
+    ----------
+    patience : int, default 10
+    min_delta : float, default 0
+        The improvement that counts.
+    restore_best : bool, default True
+        At the end of the fit put back the parameters of the best epoch (the optimizer state
+        stays that of the last epoch, as Keras does).
+    monitor : {"auto", "loss", "val_loss", "val_accuracy"}, default "auto"
+        What is watched: the validation loss when there is validation data, else the training
+        loss ("auto"); "val_accuracy" is higher-is-better.
+    rule : {"patience", "no_improvement"}, default "patience"
+        "patience" (Keras's): an epoch that beats the best by more than ``min_delta`` is the new
+        best, any other a wait; ``patience`` waits in a row stop. "no_improvement" (scikit-learn's
+        ``tol``/``n_iter_no_change``): an epoch that does not beat the best by ``min_delta``
+        counts, one that does restarts the count, one that beats it at all is the new best;
+        more than ``patience`` counts in a row stop.
+    """
+
+    def __init__(self, patience=10, min_delta=0.0, restore_best=True, monitor="auto", rule="patience"):
         self.patience = check.as_int(patience, "patience", 0)
         self.min_delta = check.as_real(min_delta, "min_delta", minimum=0.0)
         self.restore_best = check.as_bool(restore_best, "restore_best")
+        if not isinstance(monitor, str) or monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {list(MONITORS)}, got {monitor!r}")
+        if not isinstance(rule, str) or rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
+        self.monitor, self.rule = monitor, rule
+
+    def watches(self, validation: bool) -> str:
+        """The history field this rule monitors in a fit with (or without) validation data."""
+        if self.monitor == "auto":
+            return "val_loss" if validation else "loss"
+        if self.monitor != "loss" and not validation:
+            raise ValueError(f"early stopping on {self.monitor!r} needs validation data (validation_data or validation_split)")
+        return self.monitor
 
     def on_fit_begin(self, fit):
-        self.best, self.best_parameters, self.waited = math.inf, None, 0
+        higher = self.monitor == "val_accuracy"
+        self.best, self.best_parameters, self.waited = (-math.inf if higher else math.inf), None, 0
 
     def on_epoch_end(self, epoch, history, network):
-        monitor = history.val_loss if history.val_loss else history.loss
-        if monitor[-1] < self.best - self.min_delta:
-            self.best, self.best_parameters, self.waited = monitor[-1], network.flat_parameters.copy(), 0
+        field = self.watches(bool(history.val_loss))
+        value = getattr(history, field)[-1]
+        higher = field == "val_accuracy"
+        if self.rule == "patience":
+            better = value < self.best - self.min_delta
+            self.waited = 0 if better else self.waited + 1
+            stop = self.waited >= self.patience
+        else:
+            counts = value < self.best + self.min_delta if higher else value > self.best - self.min_delta
+            better = value > self.best if higher else value < self.best
+            self.waited = self.waited + 1 if counts else 0
+            stop = self.waited > self.patience
+        if better:
+            self.best, self.best_parameters = value, network.flat_parameters.copy()
             history.best_epoch = epoch
-            return None
-        self.waited += 1
-        return False if self.waited >= self.patience else None
+        return False if stop else None
 
     def on_fit_end(self, fit, outcome):
         if self.restore_best and self.best_parameters is not None and outcome in ("finished", "stopped", "diverged"):

@@ -1,0 +1,186 @@
+"""``Trainer``: the kernels' bundles of one fit, and the compiled calls that train it.
+
+It builds them once (``kernels.layout``): the network's live ``TrainState``, the ``Data``, the
+``Work`` buffers (for ``capacity`` epochs per call), the ``Settings`` and, for in-memory fits in
+one process, the ``EpochEnd`` (validation rows, the stopping rule, visits to Python). ``run``
+trains up to a number of epochs in one compiled call (streamed data: a call per chunk of rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import streaming
+from .._threads import team_size
+from ..kernels import layout
+from . import interrupt
+
+
+class Trainer:
+    """Runs the compiled training loop over a fit's data, a chunk of epochs per call (see the
+    module's docstring); ``end``: the fit's ``EpochEnd``, or None."""
+
+    def __init__(self, net, plan, capacity, end=None):
+        self.net = net
+        n = plan.X.shape[0]
+        meta = net.meta
+        shards, solo = layout.shard_plan(meta, plan.batch, plan.grad_shards or 0)
+        optimizer = plan.optimizer
+        session = self.session = plan.session
+        rank, ranks, channel, threads = 0, 1, 0, net.n_threads
+        local_rows = plan.batch  # rows of a batch this process computes
+        seed = net.shuffle_seed
+        if session is not None:
+            from ..distributed import local_threads
+
+            rank, ranks = session.rank, session.size
+            channel = session.open_channel(net.dtype, net.n_params)
+            threads = local_threads(session.node_size) if threads is None else threads
+            if plan.partitioned:  # each rank its own permutations of its own rows
+                seed = (seed + rank * 0x9E3779B97F4A7C15) % (1 << 63)
+            else:
+                local_rows = -(-plan.batch // ranks)
+        self.stream = None
+        if plan.stream is not None:
+            # Streamed: the loop trains one chunk of whole batches per call, in the order the
+            # chunk was read in; the epoch's row order is drawn here.
+            options, convert_x, convert_y = plan.stream
+            rows = streaming.chunk_rows(options, plan.batch, net.layer_sizes[0], net.layer_sizes[-1], net.dtype)
+            rows = min(rows, -(-n // plan.batch) * plan.batch)
+            self.chunks = streaming.ChunkPlan(plan.batch, rows, rank, ranks, replicated_share=session is not None and not plan.partitioned)
+            self.loader = streaming.ChunkLoader(streaming.RowReader(plan.X), streaming.RowReader(plan.Y), convert_x, convert_y,
+                                                plan.weight, net.layer_sizes[0], net.layer_sizes[-1], net.dtype,
+                                                self.chunks.chunk_rows, options.prefetch)  # fmt: skip
+            self.stream = options
+            self.order, self.keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
+            x, y, w = self.loader.buffers[0]
+            self.data = layout.Data(x, y, w)
+            work_rows, capacity = self.chunks.chunk_rows, 1
+        else:
+            self.data = layout.Data(plan.X, plan.Y, plan.weight)
+            work_rows = n
+        self.plan = plan
+        self.work = layout.make_work(meta, work_rows, plan.batch, max(len(optimizer.state_names), 1), capacity, net.dtype, shards,
+                                     plan.partitioned)  # fmt: skip
+        self.settings = layout.make_settings(meta, net.loss_code, optimizer.code, plan.batch,
+                                             plan.shuffle is True and plan.batch < n and self.stream is None,
+                                             seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
+                                             plan.schedule.code, plan.schedule.parameters(), net.l1, net.l2, shards, solo, rank,
+                                             ranks, plan.partitioned, channel, *plan.clip,
+                                             plan.tracking is not None)  # fmt: skip
+        self.end = end
+        self.control = layout.make_control()
+        self.threads = layout.useful_threads(meta, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
+        self.macs_per_epoch = 3.0 * n * float(np.sum(meta[:, 0] * meta[:, 1])) / ranks
+        # A helper thread may run the compiled call (Ctrl-C) unless MPI must be called from
+        # the main thread only.
+        self.inline = session is not None and not session.any_thread
+        if session is not None and net.backend == "numba":
+            from ..kernels.train import bound_loop
+
+            end = self.end if self.end is not None else layout.make_epoch_end(meta, net.dtype, 1)
+            session.in_turn(lambda: bound_loop(net.train_state(), self.data, self.work, self.settings, end))
+
+    def close(self):
+        if self.stream is not None:
+            self.loader.close()
+
+    def _call(self, data, settings, stop, macs, inline=False):
+        net = self.net
+        state = net.train_state()
+
+        def call():
+            return net.engine.train_epochs(state, data, self.work, settings, self.control, self.threads, self.end)
+
+        with net.compiled_call():
+            return int(interrupt.call(call, stop, 0.0 if self.inline or inline else macs))
+
+    def run(self, count, stop, first_epoch=None, inline=False):
+        """Train up to ``count`` epochs in one compiled call (streamed: epoch by epoch, a call
+        per chunk); returns the completed epochs' losses and the outcome (``layout.OUTCOME_*``).
+        ``first_epoch``: the network's epochs trained before the call (its shuffles' epoch
+        numbers; default ``net.epochs_trained``); ``inline``: run the call in this thread (it
+        visits Python for callbacks that must run here), never in a helper thread."""
+        if self.stream is not None:
+            return self._run_streamed(count, stop)
+        net = self.net
+        first = int(net.epochs_trained if first_epoch is None else first_epoch)
+        settings = self.settings._replace(first_epoch=first, epochs=int(count))
+        completed = self._call(self.data, settings, stop, count * self.macs_per_epoch, inline)
+        return self.work.epoch_losses[:completed].tolist(), int(self.control[layout.CONTROL_OUTCOME])
+
+    def _epoch_order(self, epoch):
+        n, plan = self.order.size, self.plan
+        seed = self.settings.seed
+        if plan.shuffle == "blocks":
+            options = self.stream
+            block = options.block_rows or max(1, self.chunks.chunk_rows // options.window_blocks)
+            streaming.block_shuffle_order(self.order, self.keys, n, block, options.window_blocks, seed, epoch,
+                                          self.net.engine.shuffle_order)  # fmt: skip
+        elif plan.shuffle and plan.batch < n:
+            self.net.engine.shuffle_order(self.order, self.keys, seed, epoch)
+        else:
+            self.order[...] = np.arange(n)
+        return self.order
+
+    def _run_streamed(self, count, stop):
+        net, work, settings = self.net, self.work, self.settings
+        mean = net.loss_name != "sse"
+        losses = []
+        for index in range(count):
+            epoch = int(net.epochs_trained) + index
+            start_state = net.train_state()
+            saved = [array.copy() for array in start_state]
+            order = self._epoch_order(epoch)
+            chunks = list(self.chunks.chunks(order.size))
+            pending = self.loader.start(order[slice(*chunks[0])], self.chunks.positions(chunks[0][1] - chunks[0][0]))
+            total, weight, outcome = 0.0, 0.0, layout.OUTCOME_FINISHED
+            try:
+                for index, (first, last) in enumerate(chunks):
+                    data = layout.Data(*pending.result())
+                    pending = None
+
+                    def load_next():
+                        if index + 1 < len(chunks):
+                            upcoming = chunks[index + 1]
+                            return self.loader.start(order[upcoming[0] : upcoming[1]], self.chunks.positions(upcoming[1] - upcoming[0]))
+                        return None
+
+                    if self.loader.prefetching:  # the next chunk is read while this one trains
+                        pending = load_next()
+                    chunk_settings = settings._replace(first_epoch=epoch, epochs=1)
+                    macs = self.macs_per_epoch * (last - first) / order.size
+                    if self._call(data, chunk_settings, stop, macs) != 1:
+                        outcome = int(self.control[layout.CONTROL_OUTCOME])
+                        break
+                    if not self.loader.prefetching:
+                        pending = load_next()
+                    # The chunk's loss is a weighted mean over its rows (a sum for sse):
+                    # the epoch's is their weighted mean (sum).
+                    if self.plan.partitioned:
+                        chunk_weight = float(np.sum(work.batch_weights[: -(-(last - first) // self.plan.batch)]))
+                    else:
+                        chunk_weight = float(np.sum(data.sample_weight, dtype=np.float64))
+                    total += float(work.epoch_losses[0]) * (chunk_weight if mean else 1.0)
+                    weight += chunk_weight
+            except BaseException:
+                # A chunk that fails its checks as it is read (the file changed since), a
+                # reader's I/O error: the epoch is undone, as divergence undoes it.
+                if pending is not None:
+                    try:
+                        pending.result()  # never leave a read running into a buffer
+                    except BaseException:
+                        pass
+                    pending = None
+                for array, copy in zip(net.train_state(), saved):
+                    array[...] = copy
+                raise
+            finally:
+                if pending is not None:
+                    pending.result()  # never leave a read running into a buffer
+            if outcome != layout.OUTCOME_FINISHED:
+                for array, copy in zip(net.train_state(), saved):
+                    array[...] = copy  # back to the end of the last completed epoch
+                return losses, outcome
+            losses.append(total / weight if mean else total)
+        return losses, layout.OUTCOME_FINISHED
