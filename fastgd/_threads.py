@@ -7,7 +7,8 @@ BLAS the network's ``n_threads``. Both settings are restored after each call.
 
 Process-wide effects of importing this module: an at-fork handler that gives a forked child a
 fresh ``ENGINE_LOCK`` (a fork taken while another thread held it would leave the child's copy
-held forever). Nothing else.
+held forever), and fastgd's team registered with threadpoolctl (``TeamController``), so that
+``threadpool_limits`` caps it and ``threadpool_info`` lists it. Nothing else.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import numbers
 import os
 import threading
 
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import LibController, ThreadpoolController
 
-from .kernels.compat import set_library_threads
+from .kernels.compat import TEAM_LIBRARY_PREFIX, register_controller, set_library_threads
 
 # One compiled call at a time per process: BLAS's thread limit is process-wide, and two teams
 # spinning on the same cores would slow each other down. fit takes it per compiled chunk, so two
@@ -44,16 +45,36 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Environment variables that set fastgd's threads when a network does not, in this order:
+# fastgd's own, then those joblib's workers (and other pools) set for the libraries in them.
+THREAD_VARIABLES = ("FASTGD_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
+
+
 def default_threads() -> int:
     """Threads fastgd uses when a network does not say: ``FASTGD_NUM_THREADS`` if set, else
-    every usable core."""
+    ``NUMBA_NUM_THREADS``, else ``OMP_NUM_THREADS`` (what joblib's workers set to
+    cores // n_jobs), else every usable core; capped by ``threadpoolctl.threadpool_limits``."""
     value = os.environ.get("FASTGD_NUM_THREADS", "").strip()
     if value:
         try:
-            return max(1, int(value))
+            return _capped(max(1, int(value)))
         except ValueError:
             raise ValueError(f"FASTGD_NUM_THREADS must be a positive integer, got {value!r}") from None
-    return usable_cores()
+    for name in THREAD_VARIABLES[1:]:
+        # Other libraries' settings: OpenMP's may be a list per nesting level ("4,2"), the
+        # first is this level's; a value fastgd cannot read is theirs to refuse, not fastgd's.
+        first = os.environ.get(name, "").split(",")[0].strip()
+        if first.isdigit() and int(first) > 0:
+            return _capped(int(first))
+    return _capped(usable_cores())
+
+
+# The cap a threadpool_limits(...) block sets on fastgd's team (None: none).
+_LIMIT = None
+
+
+def _capped(n: int) -> int:
+    return n if _LIMIT is None else max(1, min(n, _LIMIT))
 
 
 def check_threads(n_threads, name="n_threads"):
@@ -71,8 +92,9 @@ def check_threads(n_threads, name="n_threads"):
 
 def team_size(n_threads) -> int:
     """Threads a compiled call runs on: ``n_threads`` (None: ``default_threads()``), at most the
-    usable cores (more threads than cores would wait on each other in every barrier)."""
-    wanted = default_threads() if n_threads is None else int(n_threads)
+    usable cores (more threads than cores would wait on each other in every barrier) and at most
+    a ``threadpool_limits`` cap."""
+    wanted = default_threads() if n_threads is None else _capped(int(n_threads))
     return max(1, min(wanted, usable_cores()))
 
 
@@ -113,3 +135,38 @@ def compiled_call(blas_threads):
             for library, old in zip(libraries, previous):
                 if library.get_num_threads() != old:
                     set_library_threads(library, old)
+
+
+class TeamController(LibController):
+    """fastgd's team of threads as threadpoolctl sees it: ``threadpool_info()`` lists it
+    (``user_api`` "fastgd"), and ``threadpool_limits(n)`` caps it, as it caps BLAS and OpenMP.
+
+    threadpoolctl finds the libraries it controls among the shared libraries loaded in the
+    process; fastgd's compiled code is not one, so the controller is found through Numba's
+    helper library, which is always loaded with fastgd (``compat.TEAM_LIBRARY_PREFIX``); the
+    ``filepath`` it reports is fastgd's package folder.
+    """
+
+    user_api = "fastgd"
+    internal_api = "fastgd"
+    filename_prefixes = (TEAM_LIBRARY_PREFIX,)
+
+    def get_num_threads(self):
+        return team_size(None)
+
+    def set_num_threads(self, num_threads):
+        global _LIMIT
+        _LIMIT = None
+        uncapped = default_threads()
+        _LIMIT = None if int(num_threads) >= uncapped else max(1, int(num_threads))
+
+    def get_version(self):
+        from . import __version__
+
+        return __version__
+
+    def set_additional_attributes(self):
+        self.filepath = os.path.dirname(os.path.abspath(__file__))
+
+
+register_controller(TeamController)

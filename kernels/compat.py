@@ -550,6 +550,22 @@ def set_library_threads(library, n) -> None:
     setter(n)
 
 
+# threadpoolctl controls the thread pools of the shared libraries loaded in a process, found by
+# their file names; fastgd's team is found through this one of Numba's (numba._helperlib,
+# loaded whenever Numba is), see fastgd._threads.TeamController.
+TEAM_LIBRARY_PREFIX = "_helperlib"
+
+
+def register_controller(controller) -> None:
+    """Register a threadpoolctl library controller (``threadpoolctl.register``, 3.5 and later;
+    with an older threadpoolctl fastgd's team is not controlled by it)."""
+    import threadpoolctl
+
+    register = getattr(threadpoolctl, "register", None)
+    if register is not None:
+        register(controller)
+
+
 def dtype_of(array) -> np.dtype:
     return np.dtype(array.dtype.name)
 

@@ -153,7 +153,8 @@ class Team:
 
     @property
     def alive(self) -> bool:
-        return all(thread.is_alive() for thread in self._threads)
+        """Whether every worker is up (not after ``close``)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
 
 _TEAM = None

@@ -37,12 +37,14 @@ def test_weights_are_bitwise_identical_on_any_thread_count(dtype):
         np.testing.assert_array_equal(net.optimizer_state["exp_avg_sq"], nets[0].optimizer_state["exp_avg_sq"])
 
 
-def test_thread_settings_are_restored_and_no_thread_is_left_running():
+def test_thread_settings_are_restored_and_only_the_parked_team_stays():
     blas_before, threads_before = blas_threads(), threading.active_count()
     net = train(None, "float32")
     net.predict(np.zeros((3, 300)))
     assert blas_threads() == blas_before
-    assert threading.active_count() == threads_before
+    # The team's threads stay up between calls (fastgd.kernels.team), and nothing else does.
+    extra = [thread for thread in threading.enumerate() if thread.name.startswith("fastgd-")]
+    assert threading.active_count() <= threads_before + len(extra) <= threads_before + usable_cores() - 1
 
 
 def test_n_threads_is_checked():
