@@ -122,6 +122,9 @@ def main(argv=None) -> int:
     bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
+    bench.add_argument("--peer-python", action="append", default=[], metavar="LIBRARY=PYTHON",
+                       help="also a peer installed in another environment, run by that Python (jax, torch or sklearn), "
+                            "e.g. jax=/path/to/venv/bin/python; repeatable")  # fmt: skip
     bench.add_argument("--track-gradients", action="store_true", help="also fastgd recording gradient health (its cost)")
     bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
     bench.add_argument("--ranks", type=int, default=None, metavar="N",
@@ -129,6 +132,11 @@ def main(argv=None) -> int:
                             "(default workloads: mid large)")  # fmt: skip
     bench.add_argument("--out-of-core", type=int, default=None, metavar="MB",
                        help="instead: one epoch of mid streamed from a memory map 4x this memory budget, against in memory")
+    bench.add_argument("--grid", action="store_true",
+                       help="instead: scikit-learn's GridSearchCV on the digits with scikit-learn's MLPClassifier and fastgd's "
+                            "(warm, cold, n_jobs=2), search time and accuracy per setting")  # fmt: skip
+    bench.add_argument("--epoch-work", action="store_true",
+                       help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
@@ -138,14 +146,21 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
-        if args.cold:
+        if args.grid or args.epoch_work:
+            from fastgd.bench.userwork import epoch_work, grid
+
+            grid(repeats=min(args.repeats, 2)) if args.grid else epoch_work(repeats=args.repeats)
+        elif args.cold:
             cold_start(args.workloads)
         elif args.out_of_core is not None:
             out_of_core(args.out_of_core, repeats=args.repeats)
         elif args.ranks is not None:
             ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
         else:
-            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers, track_gradients=args.track_gradients)
+            from fastgd.bench import parse_peer_pythons
+
+            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers, track_gradients=args.track_gradients,
+                peer_pythons=parse_peer_pythons(args.peer_python))  # fmt: skip
         return 0
     if args.command == "compile":
         return compile_kernels(args.dtype)

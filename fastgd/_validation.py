@@ -58,7 +58,7 @@ def as_matrix(value, name: str, dtype, n_cols: int | None = None, rows: int | No
     return array
 
 
-def as_targets(value, name: str, dtype, n_out: int, rows: int, labels: bool, unit_interval: bool) -> np.ndarray:
+def as_targets(value, name: str, dtype, n_out: int, rows: int, labels: bool, unit_interval: bool, non_negative=False) -> np.ndarray:
     """Targets as a (rows, n_out) array of ``dtype``.
 
     With ``labels`` (crossentropy), a 1-D array of integer class labels in [0, n_out) is turned
@@ -77,6 +77,8 @@ def as_targets(value, name: str, dtype, n_out: int, rows: int, labels: bool, uni
     target = as_matrix(array, name, dtype, n_cols=n_out, rows=rows)
     if (labels or unit_interval) and ((target < 0).any() or (target > 1).any()):
         raise ValueError(f"{name} must lie in [0, 1] for this loss (one-hot rows or probabilities)")
+    if non_negative and (target < 0).any():
+        raise ValueError(f"{name} must be >= 0 for the poisson loss (counts or rates)")
     return target
 
 

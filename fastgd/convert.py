@@ -24,7 +24,7 @@ __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
 # declared, and one a tool has no equivalent for is refused by name.
 _SKLEARN_ACTIVATIONS = {spec.sklearn: spec.name for spec in ACTIVATIONS.values() if spec.sklearn}
 # fastgd's output activation -> the loss a converted network trains with by default.
-_DEFAULT_LOSS = {"softmax": "crossentropy", "sigmoid": "binary_crossentropy"}
+_DEFAULT_LOSS = {"softmax": "crossentropy", "sigmoid": "binary_crossentropy", "exp": "poisson"}
 
 
 def _exportable(name, tool):

@@ -81,7 +81,8 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     clone = net.copy(dtype="float64")
     X, Y, weight = clone.check_inputs(X, y, sample_weight)
-    backprop = clone.flat_gradients(X, Y, weight)
+    penalties = clone.penalties(sample_weight, X.shape[0])
+    backprop = clone.flat_gradients(X, Y, weight, penalties)
     row_scale = clone.row_scale(weight)
     evaluation = layout.make_evaluation(clone.meta, X.shape[0], clone.dtype)
     params, meta, engine, code = clone.flat_parameters, clone.meta, clone.engine, clone.loss_code
@@ -90,7 +91,7 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
 
     def loss():
         value = engine.evaluate_loss(params, meta, X, Y, row_scale, evaluation, code, threads)
-        return value + engine.weight_penalty(params, scratch, meta, clone.l1, clone.l2)
+        return value + engine.weight_penalty(params, scratch, meta, *penalties)
 
     numeric = np.empty_like(backprop)
     with clone.compiled_call():

@@ -17,6 +17,9 @@ class History:
         With validation data: the loss on it after each epoch, and for classifiers
         (crossentropy, binary_crossentropy) the accuracy (share of rows whose argmax matches, or
         of outputs whose rounding matches for binary_crossentropy).
+    val_score : list of float
+        With an :class:`EarlyStopping` monitoring "val_r2" or "val_subset_accuracy": that score
+        on the validation data after each epoch.
     best_epoch : int or None
         With early stopping: the 1-based epoch whose monitored loss was best.
     stopped_epoch : int or None
@@ -33,12 +36,13 @@ class History:
         The 1-based epochs (of this history) those entries belong to.
     """
 
-    FIELDS = ("loss", "val_loss", "val_accuracy")
+    FIELDS = ("loss", "val_loss", "val_accuracy", "val_score")
 
     def __init__(self):
         self.loss: list[float] = []
         self.val_loss: list[float] = []
         self.val_accuracy: list[float] = []
+        self.val_score: list[float] = []
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
         self.grad_norm: list = []

@@ -173,6 +173,10 @@ class Network:
         Penalties on the weights (not the biases), part of the loss: ``l1·Σ|W| + (l2/2)·ΣW²``,
         added to every batch's loss and gradient, and to ``loss()`` and ``gradients()``. This is
         separate from the optimizers' ``weight_decay``.
+    penalty_per_sample : bool, default False
+        Divide the penalties by the total sample weight of what they are added to (a batch's
+        rows when unweighted; in ``loss()`` and ``gradients()`` all the rows): scikit-learn's
+        ``alpha``, ``(alpha/2n)·ΣW²`` for a batch of n rows.
 
     Attributes
     ----------
@@ -186,7 +190,8 @@ class Network:
     """
 
     def __init__(self, layer_sizes, activation="sigmoid", output_activation=None, loss="mse", init="xavier_uniform",
-                 dtype="float64", random_state=None, backend="numba", n_threads=None, l1=0.0, l2=0.0):  # fmt: skip
+                 dtype="float64", random_state=None, backend="numba", n_threads=None, l1=0.0, l2=0.0,
+                 penalty_per_sample=False):  # fmt: skip
         sizes = check_layer_sizes(layer_sizes)
         loss_info = lookup(LOSSES, loss, "loss")
         hidden = lookup(ACTIVATIONS, activation, "activation")
@@ -210,6 +215,7 @@ class Network:
         n_threads = check_threads(n_threads)
         l1 = check.as_real(l1, "l1", minimum=0.0)
         l2 = check.as_real(l2, "l2", minimum=0.0)
+        penalty_per_sample = check.as_bool(penalty_per_sample, "penalty_per_sample")
 
         self.layer_sizes = sizes
         self.activation = hidden.name
@@ -220,6 +226,7 @@ class Network:
         self.backend = backend
         self.n_threads = n_threads
         self.l1, self.l2 = l1, l2
+        self.penalty_per_sample = penalty_per_sample
         self._loss = loss_info
         self._meta = layout.make_meta(sizes, [hidden.code] * (len(sizes) - 2) + [output.code])
         self._params = np.zeros(layout.parameter_count(self._meta), dtype=self.dtype)
@@ -313,7 +320,7 @@ class Network:
         """The constructor arguments that describe this network (JSON-ready)."""
         return dict(layer_sizes=list(self.layer_sizes), activation=self.activation, output_activation=self.output_activation,
                     loss=self.loss_name, init=self.init, dtype=self.dtype.name, backend=self.backend,
-                    n_threads=self.n_threads, l1=self.l1, l2=self.l2)  # fmt: skip
+                    n_threads=self.n_threads, l1=self.l1, l2=self.l2, penalty_per_sample=self.penalty_per_sample)  # fmt: skip
 
     def state_dict(self, copy=True) -> dict:
         """Everything training changes, as copies: ``parameters``, ``initial_parameters``,
@@ -355,6 +362,7 @@ class Network:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("penalty_per_sample", False)  # pickled before the option existed
         self.__dict__.update(state)
         self._bind_views()
 
@@ -379,7 +387,7 @@ class Network:
         if dtype is not None:
             clone.dtype = lookup(DTYPES, dtype if isinstance(dtype, str) else np.dtype(dtype).name, "dtype")
         if backend is not None:
-            if backend not in BACKENDS:
+            if not isinstance(backend, str) or backend not in BACKENDS:
                 raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
             clone.backend = backend
         clone._params = self._params.astype(clone.dtype)
@@ -412,7 +420,8 @@ class Network:
         if y is None:
             raise TypeError(f"{names[1]} must be an array of targets, got None")
         Y = check.as_targets(y, names[1], self.dtype, self.layer_sizes[-1], X.shape[0],
-                             labels=self.loss_name == "crossentropy", unit_interval=self.loss_name == "binary_crossentropy")  # fmt: skip
+                             labels=self.loss_name == "crossentropy", unit_interval=self.loss_name == "binary_crossentropy",
+                             non_negative=self.loss_name == "poisson")  # fmt: skip
         weight = check.as_sample_weight(sample_weight, self.dtype, X.shape[0])
         if self._loss.mean and sample_weight is not None:
             weight = (weight.astype(np.float64) / float(weight.max())).astype(self.dtype)
@@ -472,11 +481,20 @@ class Network:
         L1/L2 penalty included."""
         X, Y, weight = self.check_inputs(X, y, sample_weight)
         evaluation = layout.make_evaluation(self._meta, X.shape[0], self.dtype)
+        l1, l2 = self.penalties(sample_weight, X.shape[0])
         with self.compiled_call():
             value = self.engine.evaluate_loss(self._params, self._meta, X, Y, self.row_scale(weight), evaluation, self._loss.code,
                                               self.team(X.shape[0]))  # fmt: skip
-            value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._meta, self.l1, self.l2)
+            value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._meta, l1, l2)
         return float(value)
+
+    def penalties(self, sample_weight, rows) -> tuple:
+        """``(l1, l2)`` as added to a loss over ``rows`` rows of weights ``sample_weight`` (None:
+        ones): as they are, or with ``penalty_per_sample`` divided by the weights' total."""
+        if not self.penalty_per_sample:
+            return self.l1, self.l2
+        total = float(rows) if sample_weight is None else float(np.sum(np.asarray(sample_weight, dtype=np.float64)))
+        return self.l1 / total, self.l2 / total
 
     def gradients(self, X, y, sample_weight=None) -> Gradients:
         """Gradients of ``loss(X, y)`` with respect to every weight and bias, by backprop.
@@ -487,17 +505,18 @@ class Network:
             ``(weights, biases)``: lists of new arrays shaped like ``net.weights`` / ``net.biases``.
         """
         X, Y, weight = self.check_inputs(X, y, sample_weight)
-        flat = self.flat_gradients(X, Y, weight)
+        flat = self.flat_gradients(X, Y, weight, self.penalties(sample_weight, X.shape[0]))
         layers = self.layer_views(flat)
         return Gradients([g.copy() for g in layers.weights], [g.copy() for g in layers.biases])
 
-    def flat_gradients(self, X, Y, weight) -> np.ndarray:
-        """The gradient of the loss (penalty included) as one flat buffer, for checked inputs."""
+    def flat_gradients(self, X, Y, weight, penalties) -> np.ndarray:
+        """The gradient of the loss (the ``penalties`` ``(l1, l2)`` included, see
+        ``penalties()``) as one flat buffer, for checked inputs."""
         grads = np.zeros_like(self._params)
         evaluation = layout.make_evaluation(self._meta, X.shape[0], self.dtype)
         with self.compiled_call():
             self.engine.forward_backward(self._params, grads, self._meta, X, Y, self.row_scale(weight), evaluation, self._loss.code,
-                                         self.l1, self.l2, self.team(X.shape[0]))  # fmt: skip
+                                         *penalties, self.team(X.shape[0]))  # fmt: skip
         return grads
 
     # ------------------------------------------------------------------ training

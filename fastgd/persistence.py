@@ -32,7 +32,8 @@ ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step
 # A description is a few kilobytes plus the history (three floats an epoch); anything far larger
 # is not a fastgd file.
 _MAX_DESCRIPTION_BYTES = 1 << 28
-_CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2")
+_CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2",
+                "penalty_per_sample")  # fmt: skip
 
 
 def write(path, config: dict, state: dict, training: dict | None = None) -> None:
@@ -244,6 +245,9 @@ def _description(raw, path) -> dict:
     for name in ("l1", "l2"):
         value = field(name, (int, float), lambda v: not isinstance(v, bool) and np.isfinite(v) and v >= 0, "a finite number >= 0")
         description[name] = float(value)
+    # (files written before penalty_per_sample existed have none: the penalty as it is)
+    description.setdefault("penalty_per_sample", False)
+    field("penalty_per_sample", bool, what="true or false")
     field("shuffle_seed", int, lambda v: integer(v) and 0 <= v < 2**63, "an int in [0, 2**63)")
     field("epochs_trained", int, lambda v: integer(v) and v >= 0, "an int >= 0")
     history = field("history", dict, what="an object of lists")

@@ -18,6 +18,8 @@ from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
 from .kernels.layout import (
     ACCURACY_ARGMAX,
+    ACCURACY_R2,
+    ACCURACY_SUBSET,
     ACCURACY_THRESHOLD,
     CONTROL_OUTCOME,
     CONTROL_STOP,
@@ -37,6 +39,8 @@ from .kernels.layout import (
     OUTCOME_STOPPED,
     RULE_ACCURACY,
     RULE_DELTA,
+    RULE_LR_FACTOR,
+    RULE_MIN_LR_SCALE,
     RULE_MODE,
     RULE_MONITOR,
     RULE_OFFSET,
@@ -46,6 +50,7 @@ from .kernels.layout import (
     SATURATION_THRESHOLD,
     STATE_BEST,
     STATE_BEST_EPOCH,
+    STATE_LR_SCALE,
     STATE_SNAPSHOT,
     STATE_WAITED,
     STOP_NO_IMPROVEMENT,
@@ -66,10 +71,12 @@ from .kernels.schedules import (
     COSINE,
     EXPONENTIAL,
     INVERSE_SCALING,
+    SAMPLE_INVERSE_SCALING,
     SCHEDULE_CONSTANT,
     SCHEDULE_COSINE,
     SCHEDULE_EXPONENTIAL,
     SCHEDULE_INVERSE_SCALING,
+    SCHEDULE_SAMPLE_INVERSE_SCALING,
     SCHEDULE_STEP,
     STEP,
 )
@@ -269,10 +276,18 @@ SCHEDULES = {
     SCHEDULE_COSINE: lambda lr, t, p: p[COSINE.eta_min]
     + (lr - p[COSINE.eta_min]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p[COSINE.total_steps]) / p[COSINE.total_steps])),
 }
+# Schedules of the epoch: lr, epoch, parameters -> lr.
+EPOCH_SCHEDULES = {
+    SCHEDULE_SAMPLE_INVERSE_SCALING: lambda lr, e, p: lr
+    / (1.0 + (p[SAMPLE_INVERSE_SCALING.offset] + p[SAMPLE_INVERSE_SCALING.rows] * float(e))) ** p[SAMPLE_INVERSE_SCALING.power],
+}
 
 
-def scheduled_lr(kind, base_lr, step, schedule):
-    """Learning rate of the ``step``-th step (see :func:`fastgd.kernels.scheduled_lr`)."""
+def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
+    """Learning rate of the ``step``-th step in the network's ``epoch`` (see
+    :func:`fastgd.kernels.scheduled_lr`)."""
+    if kind in EPOCH_SCHEDULES:
+        return float(EPOCH_SCHEDULES[kind](base_lr, epoch, schedule))
     return float(SCHEDULES[kind](base_lr, step, schedule))
 
 
@@ -357,6 +372,25 @@ def clip_gradients(grads, clip_norm, clip_value):
             grads *= t(factor)
 
 
+def validation_score(out, Y, kind) -> float:
+    """The validation score of ``kind`` (``layout.ACCURACY_*``) of outputs ``out`` for targets
+    ``Y`` (both (rows, n_out)), as the compiled monitor computes it; NaN for ACCURACY_NONE."""
+    if kind == ACCURACY_ARGMAX:
+        return float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
+    if kind == ACCURACY_THRESHOLD:
+        return float(np.mean((out >= 0.5) == (Y >= 0.5)))
+    if kind == ACCURACY_SUBSET:
+        return float(np.mean(((out >= 0.5) == (Y >= 0.5)).all(axis=1)))
+    if kind == ACCURACY_R2:
+        Y64 = Y.astype(np.float64)
+        residual = ((Y64 - out.astype(np.float64)) ** 2).sum(axis=0)
+        spread = ((Y64 - Y64.mean(axis=0)) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = np.where(spread != 0, 1.0 - residual / np.where(spread != 0, spread, 1.0), np.where(residual == 0, 1.0, 0.0))
+        return float(np.mean(scores))
+    return np.nan
+
+
 def monitor(params, meta, loss, end, epoch, train_loss):
     """The epoch's validation and stopping rule (see :mod:`fastgd.kernels.epoch_end`): the
     validation loss and accuracy into ``end.records[epoch]``, ``end.state`` updated, the
@@ -370,12 +404,7 @@ def monitor(params, meta, loss, end, epoch, train_loss):
         evaluation = Evaluation(end.acts, end.deltas, end.z_out, end.partials, end.transposed)
         Y = end.Y.reshape(rows, n_out)
         val_loss = evaluate_loss(params, meta, end.X.reshape(rows, n_in), Y, end.row_scale, evaluation, loss)
-        out = block_of(end.acts, meta, meta.shape[0] - 1, rows)
-        accuracy = np.nan
-        if rule[RULE_ACCURACY] == ACCURACY_ARGMAX:
-            accuracy = float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
-        elif rule[RULE_ACCURACY] == ACCURACY_THRESHOLD:
-            accuracy = float(np.mean((out >= 0.5) == (Y >= 0.5)))
+        accuracy = validation_score(block_of(end.acts, meta, meta.shape[0] - 1, rows), Y, rule[RULE_ACCURACY])
         end.records[epoch] = (val_loss, accuracy)
         value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: accuracy}.get(rule[RULE_MONITOR], value)
     if rule[RULE_MODE] not in (STOP_PATIENCE, STOP_NO_IMPROVEMENT):
@@ -391,6 +420,8 @@ def monitor(params, meta, loss, end, epoch, train_loss):
         better = value > best if higher else value < best
         waited = waited + 1.0 if counts else 0.0
         stop = waited > rule[RULE_PATIENCE]
+    if stop and rule[RULE_LR_FACTOR] > 0.0 and state[STATE_LR_SCALE] > rule[RULE_MIN_LR_SCALE]:
+        state[STATE_LR_SCALE], waited, stop = state[STATE_LR_SCALE] / rule[RULE_LR_FACTOR], 0.0, False
     state[STATE_WAITED] = waited
     if better:
         state[STATE_BEST], state[STATE_BEST_EPOCH] = value, rule[RULE_OFFSET] + epoch + 1.0
@@ -464,6 +495,8 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
             for shard in range(shards):
                 first, stop = shard * local // shards, (shard + 1) * local // shards
                 l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
+                if settings.penalty_per_weight:
+                    l1, l2 = l1 / batch_weight, l2 / batch_weight
                 value += forward_backward(params, grads[shard], meta, xb[first:stop], yb[first:stop], scale[first:stop],
                                           _evaluation(work, shard, stop - first), loss, l1, l2)  # fmt: skip
                 if settings.track:
@@ -492,8 +525,9 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
             clip_gradients(grads[0], settings.clip_norm, settings.clip_value)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
+            lr = scheduled_lr(settings.schedule_kind, settings.lr, int(step[0]), settings.schedule, settings.first_epoch + e)
             optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]),
-                           scheduled_lr(settings.schedule_kind, settings.lr, int(step[0]), settings.schedule), settings.hyper)  # fmt: skip
+                           lr * (1.0 if end is None else float(end.state[STATE_LR_SCALE])), settings.hyper)  # fmt: skip
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss

@@ -15,6 +15,7 @@ from .kernels.schedules import (
     SCHEDULE_COSINE,
     SCHEDULE_EXPONENTIAL,
     SCHEDULE_INVERSE_SCALING,
+    SCHEDULE_SAMPLE_INVERSE_SCALING,
     SCHEDULE_STEP,
     SCHEDULE_WIDTH,
     SPECS,
@@ -62,7 +63,8 @@ class Exponential(Schedule):
 
 
 class InverseScaling(Schedule):
-    """``lr / t^power`` (scikit-learn's ``invscaling``)."""
+    """``lr / t^power``, t the step (scikit-learn's ``invscaling`` counts samples and changes the
+    rate once an epoch: :class:`SampleInverseScaling`)."""
 
     name, code, parameter_names = SPECS[SCHEDULE_INVERSE_SCALING]
 
@@ -81,6 +83,21 @@ class Cosine(Schedule):
 
 
 
+class SampleInverseScaling(Schedule):
+    """``lr / (1 + offset + rows·e)^power`` through the network's epoch e (0-based), constant
+    within it: scikit-learn's ``learning_rate="invscaling"``, whose rate divides ``lr`` by
+    ``(1 + samples seen)^power`` at the end of each epoch. ``rows``: the training rows of an
+    epoch; ``offset``: samples seen besides ``rows`` per epoch trained (0 for a fit on the same
+    rows from the start; ``fastgd.sklearn`` sets it for warm starts and ``partial_fit``)."""
+
+    name, code, parameter_names = SPECS[SCHEDULE_SAMPLE_INVERSE_SCALING]
+
+    def __init__(self, rows, power=0.5, offset=0.0):
+        self.rows = as_int(rows, "rows", 1)
+        self.power = as_real(power, "power", minimum=0.0)
+        self.offset = as_real(offset, "offset")
+
+
 def make_schedule(schedule) -> Schedule:
     if schedule is None:
         return Constant()
@@ -90,5 +107,5 @@ def make_schedule(schedule) -> Schedule:
         return Constant()
     raise TypeError(
         "lr_schedule must be None, 'constant' or a fastgd.schedules.Schedule "
-        f"(StepDecay, Exponential, InverseScaling, Cosine), got {schedule!r}"
+        f"(StepDecay, Exponential, InverseScaling, Cosine, SampleInverseScaling), got {schedule!r}"
     )

@@ -3,7 +3,7 @@ forms, its NumPy twins and its names in the tools fastgd converts to, and the co
 of each (``PIECES``).
 
 Derivatives are written through the output a = f(z), so z never needs to be stored:
-sigmoid a(1 − a), tanh 1 − a², relu 1[a > 0], leaky_relu 1 or the slope, identity 1.
+sigmoid a(1 − a), tanh 1 − a², relu 1[a > 0], leaky_relu 1 or the slope, identity 1, exp a.
 
 Each activation is one compiled *piece* (``activation_<name>``), built from the generic loop
 below with the activation's scalar ``value``/``derivative`` as constants of the compiled code:
@@ -34,6 +34,7 @@ RELU = 3
 LEAKY_RELU = 4
 SOFTMAX = 5  # output layer only: normalises each row
 SOFTPLUS = 6
+EXP = 7  # output layer only: the poisson loss's
 
 # Negative-side slope of leaky_relu (PyTorch's default).
 LEAKY_SLOPE = 0.01
@@ -109,6 +110,16 @@ def _softplus_slope(a, t):
     return t(1.0) - fast_exp(-a)
 
 
+@njit(**_INLINE)
+def _exp(z, t):
+    return fast_exp(z)
+
+
+@njit(**_INLINE)
+def _exp_slope(a, t):
+    return a
+
+
 # --------------------------------------------------------------------------- NumPy twins
 
 
@@ -179,6 +190,8 @@ SPECS = {
                        ("Softmax", {"axis": -1}), output_only=True),
         ActivationSpec("softplus", SOFTPLUS, _softplus, _softplus_slope, _np_softplus,
                        lambda a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), "softplus"),
+        ActivationSpec("exp", EXP, _exp, _exp_slope, np.exp, lambda a: a.copy(), "exp", None, ("Exp", {}), output_only=True,
+                       exportable=False),
     )
 }  # fmt: skip
 

@@ -30,23 +30,92 @@ from . import config
 
 # Versions these private names were checked against (tests/test_compat.py checks each name, and
 # fails on a Numba outside this range until the names are checked again and the range moved).
+# pyproject.toml keeps installs inside it (numba<0.69); on a Numba outside it anyway, importing
+# fastgd checks every name below first (``check_private_names``).
 TESTED_NUMBA = ((0, 59), (0, 68))
-NUMBA_VERSION = tuple(int(part) for part in numba.__version__.split(".")[:2])
+SUPPORTED = "numba>=0.59,<0.69"
+NUMBA_VERSION = tuple(int(part) for part in re.findall(r"\d+", numba.__version__)[:2])
 NUMBA_TESTED = TESTED_NUMBA[0] <= NUMBA_VERSION <= TESTED_NUMBA[1]
+
+# Every private name fastgd reaches, as "module": names, or "module.Class": attributes of the
+# class; instance attributes (the cache file's index path) are exercised by tests/test_compat.py.
+PRIVATE_NAMES = {
+    "numba.core.cgutils": ("get_item_pointer", "get_or_insert_function", "if_unlikely"),
+    "numba.core.caching": ("FunctionCache", "CompileResultCacheImpl", "UserProvidedCacheLocator",
+                           "InTreeCacheLocator", "UserWideCacheLocator", "IndexDataCacheFile", "_SourceFileBackedLocatorMixin"),
+    "numba.core.caching.FunctionCache": ("_index_key", "load_overload", "save_overload"),
+    "numba.core.caching.IndexDataCacheFile": ("_load_index",),
+    "numba.core.cpu.CPUTargetOptions": ("_nrt", "no_cfunc_wrapper", "no_cpython_wrapper", "error_model", "fastmath"),
+    "numba.np.linalg": ("_BLAS", "ensure_blas", "get_blas_kind"),
+    "numba.misc.appdirs": ("AppDirs",),
+    "numba._helperlib": ("__file__",),
+    "threadpoolctl": ("LibController", "ThreadpoolController"),
+}  # fmt: skip
+
+
+class UntestedNumbaWarning(UserWarning):
+    """Numba is outside the versions fastgd was checked against, but has every name it uses."""
+
+
+def missing_private_names(names=None) -> list:
+    """The entries of ``names`` (default ``PRIVATE_NAMES``) that cannot be found, as dotted
+    paths: nothing is imported beyond the modules named."""
+    import importlib
+
+    missing = []
+    for path, attributes in (PRIVATE_NAMES if names is None else names).items():
+        parts, owner = path.split("."), None
+        for split in range(len(parts), 0, -1):  # the longest importable module, then attributes
+            try:
+                owner = importlib.import_module(".".join(parts[:split]))
+            except ImportError:
+                continue
+            try:
+                for attribute in parts[split:]:
+                    owner = getattr(owner, attribute)
+            except AttributeError:
+                owner = None
+            break
+        if owner is None:
+            missing.append(path)
+            continue
+        missing.extend(f"{path}.{name}" for name in attributes if not hasattr(owner, name))
+    return missing
+
+
+def check_private_names(version=None, names=None) -> None:
+    """Refuse, at import, a Numba fastgd cannot work with: on a version outside ``TESTED_NUMBA``
+    every private name is looked up first; any missing one is an ImportError naming it, the
+    installed version and the supported range; with all present, an ``UntestedNumbaWarning``
+    (their behaviour has not been checked: fastgd's test suite checks it). Inside the range
+    nothing is looked up (the test suite checked these names for it)."""
+    version = NUMBA_VERSION if version is None else tuple(version)
+    if TESTED_NUMBA[0] <= version <= TESTED_NUMBA[1]:
+        return
+    found = ".".join(map(str, version))
+    missing = missing_private_names(names)
+    if missing:
+        raise ImportError(
+            f"fastgd supports Numba {TESTED_NUMBA[0][0]}.{TESTED_NUMBA[0][1]} to {TESTED_NUMBA[1][0]}.{TESTED_NUMBA[1][1]}; "
+            f"Numba {found} is installed and lacks {', '.join(missing)}, which fastgd's compiled kernels need. "
+            f"Install a supported release: pip install '{SUPPORTED}'"
+        )
+    warnings.warn(
+        f"fastgd was checked against Numba {TESTED_NUMBA[0][0]}.{TESTED_NUMBA[0][1]} to {TESTED_NUMBA[1][0]}.{TESTED_NUMBA[1][1]}; "
+        f"Numba {found} is installed. Every private name fastgd uses is present, but their behaviour is unchecked: run "
+        f"fastgd's tests (pytest tests/test_compat.py) before trusting results, or pip install '{SUPPORTED}'",
+        UntestedNumbaWarning,
+        stacklevel=2,
+    )
+
+
+check_private_names()
 
 # --------------------------------------------------------------------------- private imports
 from numba.core import cgutils  # noqa: E402  (get_item_pointer, get_or_insert_function)
 from numba.core import caching as _caching  # noqa: E402
 from numba.misc.appdirs import AppDirs  # noqa: E402
 from numba.np.linalg import _BLAS, ensure_blas, get_blas_kind  # noqa: E402
-
-PRIVATE_NAMES = {
-    "numba.core.cgutils": ("get_item_pointer", "get_or_insert_function", "if_unlikely"),
-    "numba.core.caching": ("FunctionCache", "CompileResultCacheImpl", "UserProvidedCacheLocator",
-                           "InTreeCacheLocator", "UserWideCacheLocator", "IndexDataCacheFile"),
-    "numba.np.linalg": ("_BLAS", "ensure_blas", "get_blas_kind"),
-    "numba.misc.appdirs": ("AppDirs",),
-}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- compile cache
@@ -535,6 +604,26 @@ def float32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def float64_from_bits(typingctx, bits):
+    """Reinterpret an int64 bit pattern as a float64."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def float64_bits(typingctx, value):
+    """The int64 bit pattern of a float64."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
 
 
 # --------------------------------------------------------------------------- threadpoolctl

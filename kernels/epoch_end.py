@@ -15,6 +15,10 @@ epoch's ``records``; then the stopping rule (``layout.RULE_*``) on the monitored
   best + tol counts and one above best is the new best (its parameters kept); a count above
   ``patience`` stops training.
 
+With ``RULE_LR_FACTOR`` (scikit-learn's ``learning_rate="adaptive"``) a stop is first a smaller
+rate: ``STATE_LR_SCALE`` (the factor on every step's rate) is divided by it and the count restarts,
+until the scale is at most ``RULE_MIN_LR_SCALE``; then the rule stops training.
+
 ``visit`` (thread 0, the others waiting): enters Python (``numba.objmode``) and calls
 ``VISITORS[channel](kind, epoch)``, which records the finished epochs, runs the Python callbacks
 that are due, the progress bar and checkpoints, and returns 1 to stop after this epoch. A visit
@@ -28,6 +32,8 @@ from .compat import call_piece, kernel
 from .config import INTERNAL_OPTIONS, JIT_OPTIONS
 from .layout import (
     ACCURACY_ARGMAX,
+    ACCURACY_R2,
+    ACCURACY_SUBSET,
     ACCURACY_THRESHOLD,
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
@@ -39,6 +45,8 @@ from .layout import (
     RECORD_VAL_LOSS,
     RULE_ACCURACY,
     RULE_DELTA,
+    RULE_LR_FACTOR,
+    RULE_MIN_LR_SCALE,
     RULE_MODE,
     RULE_MONITOR,
     RULE_OFFSET,
@@ -47,6 +55,7 @@ from .layout import (
     RULE_VALIDATE,
     STATE_BEST,
     STATE_BEST_EPOCH,
+    STATE_LR_SCALE,
     STATE_SNAPSHOT,
     STATE_WAITED,
     STOP_NO_IMPROVEMENT,
@@ -143,12 +152,17 @@ def monitor(tid, n_threads, control, pieces, params, meta, end, epoch, train_los
         better = value > best if higher else value < best
         waited = waited + 1.0 if counts else 0.0
         stop = waited > rule[RULE_PATIENCE]
+    lr_scale = state[STATE_LR_SCALE]
+    if stop and rule[RULE_LR_FACTOR] > 0.0 and lr_scale > rule[RULE_MIN_LR_SCALE]:
+        # scikit-learn's adaptive rate: a smaller rate and a new count instead of a stop.
+        lr_scale, waited, stop = lr_scale / rule[RULE_LR_FACTOR], 0.0, False
     # Every thread has read the state above; it changes only after this barrier.
     barrier(control, n_threads)
     if better and rule[RULE_RESTORE] != 0.0:
         _copy(tid, n_threads, control, end.best_params, params)
     if tid == 0:
         state[STATE_WAITED] = waited
+        state[STATE_LR_SCALE] = lr_scale
         if better:
             state[STATE_BEST] = value
             state[STATE_BEST_EPOCH] = rule[RULE_OFFSET] + epoch + 1.0
@@ -159,16 +173,26 @@ def monitor(tid, n_threads, control, pieces, params, meta, end, epoch, train_los
 
 @njit(**_INLINE)
 def _accuracy(acts, Y, meta, rows, kind):
-    # The validation accuracy of the forward pass just run (NaN when the loss has none): the
-    # share of rows whose largest output is their target's (ties: the first), or of outputs on
-    # the target's side of 0.5. Every thread computes it (a small loop; nobody writes acts).
-    if kind != ACCURACY_ARGMAX and kind != ACCURACY_THRESHOLD:
+    # The validation score of the forward pass just run (NaN for ACCURACY_NONE): the share of
+    # rows whose largest output is their target's (ties: the first), of outputs on the target's
+    # side of 0.5, of rows whose every output is, or the R² averaged over the outputs. Every
+    # thread computes it (a small loop; nobody writes acts).
+    if kind != ACCURACY_ARGMAX and kind != ACCURACY_THRESHOLD and kind != ACCURACY_SUBSET and kind != ACCURACY_R2:
         return np.nan
     last = meta.shape[0] - 1
     n_out = meta[last, META_N_OUT]
     start = (acts.size // (meta[last, META_UNITS_BEFORE] + n_out)) * meta[last, META_UNITS_BEFORE]
+    if kind == ACCURACY_R2:
+        return _r2(acts, start, Y, rows, n_out)
     hits = 0
     half = acts.dtype.type(0.5)
+    if kind == ACCURACY_SUBSET:
+        for r in range(rows):
+            right = True
+            for j in range(n_out):
+                right = right and (acts[start + r * n_out + j] >= half) == (Y[r * n_out + j] >= half)
+            hits += 1 if right else 0
+        return hits / rows
     if kind == ACCURACY_ARGMAX:
         for r in range(rows):
             best_a, best_y = 0, 0
@@ -184,6 +208,29 @@ def _accuracy(acts, Y, meta, rows, kind):
     for i in range(rows * n_out):
         hits += 1 if (acts[start + i] >= half) == (Y[i] >= half) else 0
     return hits / (rows * n_out)
+
+
+@njit(**_INLINE)
+def _r2(acts, start, Y, rows, n_out):
+    # scikit-learn's r2_score (multioutput="uniform_average", force_finite=True): per output
+    # 1 − Σ(y − a)²/Σ(y − ȳ)², 1 when both sums are 0 and 0 when only the second is; their mean.
+    total = 0.0
+    for j in range(n_out):
+        mean = 0.0
+        for r in range(rows):
+            mean += np.float64(Y[r * n_out + j])
+        mean /= rows
+        residual, spread = 0.0, 0.0
+        for r in range(rows):
+            y = np.float64(Y[r * n_out + j])
+            error = y - np.float64(acts[start + r * n_out + j])
+            residual += error * error
+            spread += (y - mean) * (y - mean)
+        if spread != 0.0:
+            total += 1.0 - residual / spread
+        elif residual == 0.0:
+            total += 1.0
+    return total / n_out
 
 
 @njit(**_INLINE)

@@ -331,6 +331,10 @@ class Settings(NamedTuple):
 
     ``mean``: the loss is averaged over the rows (its batch and epoch values are weighted
     means), not summed (``kernels.losses.SPECS``).
+
+    ``penalty_per_weight``: each step's weight penalty is ``l1``, ``l2`` divided by the batch's
+    total sample weight (its rows when unweighted), as scikit-learn's ``alpha``; else they are
+    added as they are.
     """
 
     meta: np.ndarray
@@ -357,6 +361,7 @@ class Settings(NamedTuple):
     clip_value: float
     track: bool
     mean: bool
+    penalty_per_weight: bool
 
 
 class Evaluation(NamedTuple):
@@ -384,25 +389,30 @@ RULE_RESTORE = 4  # 1: keep the best epoch's parameters in best_params
 RULE_ACCURACY = 5  # ACCURACY_NONE, ACCURACY_ARGMAX (crossentropy) or ACCURACY_THRESHOLD (binary_crossentropy)
 RULE_VALIDATE = 6  # 1: validation rows are given (X, Y, row_scale)
 RULE_OFFSET = 7  # epochs of this fit before this call (STATE_BEST_EPOCH counts from the fit's start)
-RULE_WIDTH = 8
+RULE_LR_FACTOR = 8  # > 0: a stop first divides the learning rate by this (scikit-learn's "adaptive")...
+RULE_MIN_LR_SCALE = 9  # ...while the rate's scale (STATE_LR_SCALE) is above this; then it stops
+RULE_WIDTH = 10
 STOP_NONE = 0
 STOP_PATIENCE = 1  # Keras's EarlyStopping: best − delta beaten, else wait; stop after `patience` waits
 STOP_NO_IMPROVEMENT = 2  # scikit-learn's tol / n_iter_no_change (see kernels.epoch_end)
 MONITOR_LOSS = 0
 MONITOR_VAL_LOSS = 1
-MONITOR_VAL_SCORE = 2  # the validation accuracy: higher is better
+MONITOR_VAL_SCORE = 2  # the validation score (RULE_ACCURACY's kind): higher is better
 ACCURACY_NONE = 0
 ACCURACY_ARGMAX = 1  # rows whose largest output is their target's
 ACCURACY_THRESHOLD = 2  # outputs on the same side of 0.5 as their target
+ACCURACY_SUBSET = 3  # rows whose every output is on its target's side of 0.5 (multilabel)
+ACCURACY_R2 = 4  # the coefficient of determination, averaged over the outputs (regression)
 # The rule's state, ``EpochEnd.state`` (float64), kept across calls of one fit:
 STATE_BEST = 0  # the best monitored value so far
 STATE_WAITED = 1  # epochs since it improved (or scikit-learn's no-improvement count)
 STATE_BEST_EPOCH = 2  # when it did (1-based within the fit; 0: not yet)
 STATE_SNAPSHOT = 3  # 1: best_params holds that epoch's parameters
-STATE_WIDTH = 4
+STATE_LR_SCALE = 4  # the factor on every step's learning rate (1 until RULE_LR_FACTOR divides it)
+STATE_WIDTH = 5
 # Per epoch of a call, ``EpochEnd.records`` (float64, NaN where not measured):
 RECORD_VAL_LOSS = 0
-RECORD_VAL_ACCURACY = 1
+RECORD_VAL_ACCURACY = 1  # the validation score of RULE_ACCURACY's kind (an accuracy, or R²)
 RECORD_WIDTH = 2
 # Visits to Python, ``EpochEnd.visits`` (int64):
 VISIT_CHANNEL = 0  # kernels.epoch_end.VISITORS[channel] is called (0: no visits)
@@ -456,6 +466,7 @@ def make_epoch_end(meta, dtype, epochs, validation=None, rule=None, visits=None,
     best = np.empty(parameter_count(meta), dtype=dtype) if restore else one.copy()
     state = np.zeros(STATE_WIDTH)
     state[STATE_BEST] = -np.inf if rule[RULE_MONITOR] == MONITOR_VAL_SCORE else np.inf
+    state[STATE_LR_SCALE] = 1.0
     return EpochEnd(X, Y, row_scale, evaluation.acts, evaluation.z_out, evaluation.deltas, evaluation.transposed,
                     evaluation.partials, best, np.full((epochs, RECORD_WIDTH), np.nan), state, rule,
                     np.zeros(VISIT_WIDTH, dtype=np.int64) if visits is None else np.asarray(visits, dtype=np.int64))  # fmt: skip
@@ -463,7 +474,7 @@ def make_epoch_end(meta, dtype, epochs, validation=None, rule=None, visits=None,
 
 def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
                   schedule_kind, schedule, l1, l2, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0, clip_norm=0.0, clip_value=0.0, track=False) -> Settings:  # fmt: skip
+                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, penalty_per_weight=False) -> Settings:  # fmt: skip
     """``Settings`` with every scalar converted to the one type the compiled loop is compiled
     for (a Python int here and a NumPy int there would compile it twice)."""
     from .losses import SPECS  # (the loop reads the loss's kind here, not its code)
@@ -473,7 +484,7 @@ def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch,
         int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
         np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
         float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
-        float(clip_norm), float(clip_value), bool(track), bool(SPECS[int(loss)].mean),
+        float(clip_norm), float(clip_value), bool(track), bool(SPECS[int(loss)].mean), bool(penalty_per_weight),
     )  # fmt: skip
 
 

@@ -7,11 +7,13 @@ Per-row losses (n the batch's rows, or the sum of their sample weights; ``row_sc
 * sse, mse: ½‖a − y‖²
 * binary_crossentropy: Σ_j softplus(z) − z·y, the stable form of −y log a − (1 − y) log(1 − a)
 * crossentropy: Σ_j y_j (logsumexp(z) − z_j)
+* poisson (exp outputs a = e^z, targets y ≥ 0): Σ_j a_j − y_j z_j + y_j log y_j − y_j, half the
+  Poisson deviance, as scikit-learn's ``loss="poisson"`` (0 at a = y)
 
 Sums are float64 (a reported number); exponentials are taken in the arrays' dtype (float32
 ones vectorise, see ``mathfn``). A loss's delta is ``dC/da·scale``; for the two cross-entropies
 it is *fused* with their output activation into ``dC/dz`` (δ = (a − y)·scale, exact and unable
-to overflow), for the others the output activation's derivative is applied after it (by its
+to overflow; the same for poisson with its exp outputs), for the others the output activation's derivative is applied after it (by its
 piece, ``kernels.activations``).
 
 Adding a loss: one ``SPECS`` entry here (its row value and delta, ``@njit(inline="always")``,
@@ -34,6 +36,7 @@ SSE = 0  # ½ Σ_rows ‖a − y‖²
 MSE = 1  # 1/(2n) Σ_rows ‖a − y‖²
 BINARY_CROSSENTROPY = 2  # sigmoid outputs, mean over rows, summed over outputs
 CROSSENTROPY = 3  # softmax outputs, mean over rows
+POISSON = 4  # exp outputs, mean over rows, summed over outputs
 
 _INLINE = dict(JIT_OPTIONS, inline="always")
 
@@ -86,6 +89,17 @@ def _crossentropy(z, z_start, a, a_start, y, y_start, n):
 
 
 @njit(**_INLINE)
+def _poisson(z, z_start, a, a_start, y, y_start, n):
+    total = 0.0
+    for j in range(n):
+        y64 = np.float64(y[y_start + j])
+        # y log y − y: the constant that makes a perfect prediction's loss 0 (0 log 0 = 0).
+        constant = y64 * np.log(y64) - y64 if y64 > 0.0 else 0.0
+        total += np.float64(a[a_start + j]) - y64 * np.float64(z[z_start + j]) + constant
+    return total
+
+
+@njit(**_INLINE)
 def _crossentropy_delta(a, a_start, y, y_start, scale, delta, delta_start, n):
     # The gradient of Σ_j y_j (logsumexp(z) − z_j) for any non-negative targets: one-hot and
     # probability rows have Σ_j y_j = 1; PyTorch's soft targets behave the same.
@@ -112,6 +126,12 @@ def _np_crossentropy(z, a, y):
     z_max = z.max(axis=1, keepdims=True)
     log_sum_exp = z_max + np.log(np.exp(z - z_max).sum(axis=1, keepdims=True))
     return (y * (log_sum_exp - z)).sum(axis=1)
+
+
+def _np_poisson(z, a, y):
+    y64 = y.astype(np.float64)
+    constant = np.where(y64 > 0, y64 * np.log(np.where(y64 > 0, y64, 1.0)) - y64, 0.0)
+    return (a.astype(np.float64) - y64 * z.astype(np.float64) + constant).sum(axis=1)
 
 
 def _np_difference(a, y, scale):
@@ -157,6 +177,8 @@ SPECS = {
                  _np_difference, True, True, "sigmoid", "sigmoid", "−(1/n) Σ_rows Σ_j [y log a + (1 − y) log(1 − a)]"),
         LossSpec("crossentropy", CROSSENTROPY, _crossentropy, _crossentropy_delta, _np_crossentropy, _np_crossentropy_delta,
                  True, True, "softmax", "softmax", "−(1/n) Σ_rows Σ_j y_j log a_j"),
+        LossSpec("poisson", POISSON, _poisson, _difference, _np_poisson, _np_difference, True, True, "exp", "exp",
+                 "(1/n) Σ_rows Σ_j [a − y log a + y log y − y]"),
     )
 }  # fmt: skip
 

@@ -1,13 +1,22 @@
-"""Vectorisable float32 exp and tanh for the activation kernels.
+"""Vectorisable exp, tanh and log1p for the activation and loss kernels.
 
-Numba lowers ``np.exp``/``np.tanh`` to scalar libm calls, which LLVM cannot vectorise without a
-vector math library: 3.3 ns per float32 sigmoid and 19 ns per tanh on the benchmark machine,
-more than the matrix products of a small layer. These branch-free versions vectorise (0.7 ns per
-sigmoid) and are accurate to ~2.5 ulp in float32 (Cephes' expf/tanhf polynomials, checked against
-NumPy in tests/test_kernels.py). float64 keeps libm's exp/tanh, which the float64 equivalence
-tests and the classic XOR reproduction rely on at 1e-12.
+Numba lowers ``np.exp``/``np.tanh``/``np.log1p`` to scalar libm calls, which LLVM cannot
+vectorise without a vector math library: 3.3 ns per float32 sigmoid and 19 ns per tanh on the
+benchmark machine, more than the matrix products of a small layer. These branch-free versions
+(ternaries LLVM turns into selects; a division is a vector instruction) vectorise:
 
-``fast_exp(x)`` and ``fast_tanh(x)`` pick the implementation by the type of ``x``.
+* float32 ``exp``/``tanh``: Cephes' expf/tanhf polynomials, within 2.5 ulp of the exact values;
+* float64 ``exp``/``tanh``: Cephes' exp (a Padé form on |r| <= ln 2 / 2) and tanh (a rational
+  form below 0.625, exp above), within 2 ulp of libm's over the whole range (measured in
+  tests/test_kernels.py: every float64 exponent, and a million random arguments);
+* ``log1p`` for both dtypes: in float64, Cephes' log rational on the mantissa with the rounding
+  of 1 + x corrected (``log(1 + x) = log(u) + (x − (u − 1))/u``, u = 1 + x rounded), within
+  2 ulp; float32 arguments are computed in float64 and rounded once.
+
+The NumPy twins keep libm's functions: they are the oracle these are tested against, and the
+float64 equivalence tests (1e-12) and the classic XOR reproduction hold with these in the kernels.
+
+``fast_exp(x)``, ``fast_tanh(x)`` and ``fast_log1p(x)`` pick the implementation by the type of ``x``.
 """
 
 import numpy as np
@@ -15,10 +24,16 @@ from numba import njit, types
 from numba.extending import overload
 
 from .compat import float32_from_bits as _float32_from_bits
+from .compat import float64_bits as _float64_bits
+from .compat import float64_from_bits as _float64_from_bits
 from .config import EXACT_JIT_OPTIONS
 
 # Inlined into every caller (Numba IR level), so they need no cache of their own.
 _OPTIONS = dict(EXACT_JIT_OPTIONS, inline="always")
+# The overloads choosing by dtype are compiled as the kernels are (error_model="numpy": with
+# Python's, every division checks for zero, and a loop with checks does not vectorise), and
+# LLVM inlines them into their callers.
+_OVERLOAD_OPTIONS = {key: value for key, value in EXACT_JIT_OPTIONS.items() if key in ("fastmath", "error_model")}
 
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
@@ -72,35 +87,122 @@ def tanh32(x):
     return small if ax < _F(0.625) else large
 
 
+_D = np.float64
+_LOG2E_D = 1.4426950408889634
+# ln 2 in two parts (Cephes' C1, C2): k * _LN2_HI_D is exact for every k that occurs.
+_LN2_HI_D = 6.93145751953125e-1
+_LN2_LO_D = 1.42860682030941723212e-6
+_EXP_MAX_D = 7.09782712893383996843e2  # ln(largest float64)
+_EXP_MIN_D = -7.45133219101941108420e2  # ln(smallest subnormal)
+_SQRT_HALF_D = 0.70710678118654752440
+
+
+@njit(**_OPTIONS)
+def exp64(x):
+    """exp of a float64, branch-free (Cephes exp: x = k ln 2 + r, exp(r) = 1 + 2r·P/(Q − r·P))."""
+    xc = _EXP_MIN_D if x < _EXP_MIN_D else x
+    xc = _EXP_MAX_D if xc > _EXP_MAX_D else xc
+    k = np.floor(xc * _LOG2E_D + 0.5)
+    r = xc - k * _LN2_HI_D
+    r = r - k * _LN2_LO_D
+    rr = r * r
+    p = (1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1
+    p = p * r
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr
+    q = q + 2.00000000000000000009e0
+    e = 1.0 + 2.0 * (p / (q - p))
+    # 2^k as two factors, so that k down to -1075 (subnormal results) needs no special case.
+    # (float64 -> int32 -> int64: AVX2 has no vector float64 -> int64 conversion, AVX-512 does)
+    ki = np.int64(np.int32(k))
+    half = ki >> np.int64(1)
+    rest = ki - half
+    result = e * _float64_from_bits((half + np.int64(1023)) << np.int64(52))
+    result = result * _float64_from_bits((rest + np.int64(1023)) << np.int64(52))
+    result = np.inf if x > _EXP_MAX_D else result  # NaN compares False and stays NaN
+    return 0.0 if x < _EXP_MIN_D else result
+
+
+@njit(**_OPTIONS)
+def tanh64(x):
+    """tanh of a float64, branch-free (Cephes tanh: x + x³·P(x²)/Q(x²) below 0.625, 1 − 2/(e^2|x| + 1) above)."""
+    ax = -x if x < 0.0 else x
+    e = exp64(2.0 * ax)
+    large = 1.0 - 2.0 / (e + 1.0)
+    large = -large if x < 0.0 else large
+    z = x * x
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
+    small = x + x * z * (p / q)
+    return small if ax < 0.625 else large
+
+
+@njit(**_OPTIONS)
+def log1p64(x):
+    """log(1 + x) of a float64 x >= -1, branch-free: Cephes' log rational on the mantissa of
+    u = 1 + x, plus (x − (u − 1))/u for the rounding of 1 + x."""
+    u = 1.0 + x
+    bits = _float64_bits(u)
+    # (int32 arithmetic from here: AVX2 has no vector int64 -> float64 conversion)
+    exponent = np.int32(((bits >> np.int64(52)) & np.int64(0x7FF)) - np.int64(1022))
+    # u = m·2^exponent with m in [0.5, 1); then m in [√½, √2) by moving a factor 2.
+    m = _float64_from_bits((bits & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FE0000000000000))
+    low = m < _SQRT_HALF_D
+    exponent = exponent - np.int32(1) if low else exponent
+    f = (m + m - 1.0) if low else (m - 1.0)
+    e = np.float64(exponent)
+    z = f * f
+    p = ((((1.01875663804580931796e-4 * f + 4.97494994976747001425e-1) * f + 4.70579119878881725854e0) * f
+          + 1.44989225341610930846e1) * f + 1.79368678507819816313e1) * f + 7.70838733755885391666e0  # fmt: skip
+    q = ((((f + 1.12873587189167450590e1) * f + 4.52279145837532221105e1) * f + 8.29875266912776603211e1) * f
+         + 7.11544750618563894466e1) * f + 2.31251620126765340583e1  # fmt: skip
+    y = f * (z * (p / q)) - e * 2.121944400546905827679e-4 - 0.5 * z
+    result = f + y + e * 0.693359375
+    # The rounding of 1 + x (exactly 0 where 1 + x is exact), and the edges: log1p(0) = 0,
+    # log1p(-1) = -inf, log1p(inf) = inf, NaN and x < -1 give NaN.
+    result = result + (x - (u - 1.0)) / u
+    result = x if x == 0.0 else result
+    result = -np.inf if x == -1.0 else result
+    result = np.inf if x == np.inf else result
+    return np.nan if (x < -1.0 or x != x) else result
+
+
 def fast_exp(x):
-    """exp: the vectorisable float32 version for float32, libm otherwise."""
+    """exp: the vectorisable version of the argument's dtype (float32 or float64)."""
     return np.exp(x)
 
 
 def fast_tanh(x):
-    """tanh: the vectorisable float32 version for float32, libm otherwise."""
+    """tanh: the vectorisable version of the argument's dtype (float32 or float64)."""
     return np.tanh(x)
+
+
+def fast_log1p(x):
+    """log1p: the vectorisable float64 version (float32 arguments computed in float64)."""
+    return np.log1p(x)
 
 
 @overload(fast_exp)
 def _fast_exp(x):
     if x == types.float32:
         return lambda x: exp32(x)
+    if x == types.float64:
+        return lambda x: exp64(x)
     return lambda x: np.exp(x)
 
 
-@overload(fast_tanh)
+@overload(fast_tanh, inline="always")
 def _fast_tanh(x):
     if x == types.float32:
         return lambda x: tanh32(x)
+    if x == types.float64:
+        return lambda x: tanh64(x)
     return lambda x: np.tanh(x)
 
 
-def fast_log1p(x):
-    """log1p (libm for both dtypes)."""
-    return np.log1p(x)
-
-
-@overload(fast_log1p)
+@overload(fast_log1p, inline="always")
 def _fast_log1p(x):
+    if x == types.float32:
+        return lambda x: np.float32(log1p64(np.float64(x)))
+    if x == types.float64:
+        return lambda x: log1p64(x)
     return lambda x: np.log1p(x)

@@ -6,7 +6,9 @@ Each schedule is declared once in ``SPECS`` (code and parameter names: the layou
 step count of the optimizer.
 
 constant: lr; step: lr·γ^⌊(t−1)/step_size⌋; exponential: lr·γ^(t−1); inverse scaling:
-lr / t^power; cosine: η_min + (lr − η_min)(1 + cos(π·min(t−1, T)/T))/2.
+lr / t^power; cosine: η_min + (lr − η_min)(1 + cos(π·min(t−1, T)/T))/2; sample inverse scaling
+(scikit-learn's ``invscaling``, constant within an epoch): lr / (1 + offset + rows·e)^power, e the
+network's 0-based epoch, so that 1 + offset + rows·e counts the samples seen before the epoch.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ SCHEDULE_STEP = 1
 SCHEDULE_EXPONENTIAL = 2
 SCHEDULE_INVERSE_SCALING = 3
 SCHEDULE_COSINE = 4
+SCHEDULE_SAMPLE_INVERSE_SCALING = 5
 
 # Length of every schedule's parameter vector (the longest declaration).
-SCHEDULE_WIDTH = 2
+SCHEDULE_WIDTH = 3
 
 
 class ScheduleSpec(NamedTuple):
@@ -48,6 +51,7 @@ SPECS = {
         ScheduleSpec("exponential", SCHEDULE_EXPONENTIAL, ("gamma",)),
         ScheduleSpec("inverse_scaling", SCHEDULE_INVERSE_SCALING, ("power",)),
         ScheduleSpec("cosine", SCHEDULE_COSINE, ("total_steps", "eta_min")),
+        ScheduleSpec("sample_inverse_scaling", SCHEDULE_SAMPLE_INVERSE_SCALING, ("power", "rows", "offset")),
     )
 }
 
@@ -55,11 +59,13 @@ STEP = SPECS[SCHEDULE_STEP].index
 EXPONENTIAL = SPECS[SCHEDULE_EXPONENTIAL].index
 INVERSE_SCALING = SPECS[SCHEDULE_INVERSE_SCALING].index
 COSINE = SPECS[SCHEDULE_COSINE].index
+SAMPLE_INVERSE_SCALING = SPECS[SCHEDULE_SAMPLE_INVERSE_SCALING].index
 
 
 @kernel(**JIT_OPTIONS)
-def scheduled_lr(kind, base_lr, step, schedule):
-    """Learning rate of the ``step``-th optimizer step (1-based).
+def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
+    """Learning rate of the ``step``-th optimizer step (1-based), in the network's ``epoch``
+    (0-based).
 
     Parameters
     ----------
@@ -69,12 +75,13 @@ def scheduled_lr(kind, base_lr, step, schedule):
     step : int
     schedule : ndarray of float64, shape (SCHEDULE_WIDTH,)
         The schedule's parameters, laid out as its ``SPECS`` entry.
+    epoch : int
     """
-    return lr_at(kind, base_lr, step, schedule)
+    return lr_at(kind, base_lr, step, epoch, schedule)
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def lr_at(kind, base_lr, step, schedule):
+def lr_at(kind, base_lr, step, epoch, schedule):
     """``scheduled_lr``'s body (inlined into the training loop)."""
     t = step - 1
     if kind == SCHEDULE_STEP:
@@ -88,4 +95,7 @@ def lr_at(kind, base_lr, step, schedule):
         total, eta_min = schedule[COSINE.total_steps], schedule[COSINE.eta_min]
         progress = t if t < total else total
         return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + np.cos(np.pi * progress / total))
+    if kind == SCHEDULE_SAMPLE_INVERSE_SCALING:
+        seen = schedule[SAMPLE_INVERSE_SCALING.offset] + schedule[SAMPLE_INVERSE_SCALING.rows] * float(epoch)
+        return base_lr / (1.0 + seen) ** schedule[SAMPLE_INVERSE_SCALING.power]
     return base_lr

@@ -46,6 +46,7 @@ from .layout import (
     PIECE_UPDATE,
     PIECE_VALUE,
     PIECE_VISIT,
+    STATE_LR_SCALE,
     VISIT_BEAT,
     VISIT_CHANNEL,
     VISIT_EPOCH,
@@ -194,7 +195,7 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings, end
     stage, exchange, n_chunks = pieces[PIECE_CONDITION], pieces[PIECE_EXCHANGE], chunk_count(n_params)
     batch = (order, work.x_batch, work.y_batch, work.row_scale)
     buffers = (work.acts, work.z_out, work.deltas, work.partials, work.transposed, grads)
-    options = (settings.solo, shards, is_mean, l1, l2)
+    per_weight = settings.penalty_per_weight
     state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
     total_weight = 0.0
     for i in range(n):
@@ -231,12 +232,15 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings, end
                 lo, hi = settings.rank * rows // ranks, (settings.rank + 1) * rows // ranks
             local = hi - lo
             inv = params.dtype.type(1.0 / batch_weight) if is_mean else params.dtype.type(1.0)
+            # scikit-learn's alpha: the penalty per unit of the batch's sample weight.
+            l1_step, l2_step = (l1 / batch_weight, l2 / batch_weight) if per_weight else (l1, l2)
+            options = (settings.solo, shards, is_mean, l1_step, l2_step)
             _gradient(tid, n_threads, control, pieces, params, meta, data, batch, buffers, options, start, lo, local, inv)
             value = 0.0
             for shard in range(shards):
                 shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
-                value += call_piece(0.0, pieces[PIECE_VALUE], (meta, shard_rows, work.partials[shard], l1 if shard == 0 else 0.0,
-                                                              l2 if shard == 0 else 0.0))  # fmt: skip
+                value += call_piece(0.0, pieces[PIECE_VALUE], (meta, shard_rows, work.partials[shard], l1_step if shard == 0 else 0.0,
+                                                              l2_step if shard == 0 else 0.0))  # fmt: skip
             if ranks > 1:
                 value = call_piece(0.0, exchange, (np.int64(EXCHANGE_STEP), tid, n_threads, control, settings.channel, grads, work.scalars,
                                                    sample_weight, order, batch_size, value))  # fmt: skip
@@ -248,7 +252,8 @@ def train_loop(tid, n_threads, control, pieces, state, data, work, settings, end
                 break
             epoch_loss += value * batch_weight if is_mean else value
             current_step += 1
-            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.schedule)
+            # (the stopping rule's factor: scikit-learn's adaptive rate, 1 otherwise)
+            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + e, settings.schedule) * end.state[STATE_LR_SCALE]
             # With a condition stage: the summed, clipped gradient in grads (its health recorded).
             _condition(stage, CONDITION_STEP, tid, n_threads, control, params, meta, work, e, lo, local, settings)
             task = first_task(control, tid, n_threads)

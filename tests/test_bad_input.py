@@ -187,3 +187,46 @@ def test_a_network_larger_than_memory_is_refused_before_allocating():
         pytest.skip("this machine has the memory for it")
     with pytest.raises(ValueError, match="more than this machine's"):
         fastgd.Network([width, width, 1])
+
+
+# -- every argument given an array where a scalar belongs: a clear error naming it ----------------
+import inspect  # noqa: E402
+
+from fastgd import schedules as _schedules  # noqa: E402
+from fastgd.training.plan import FIT_OPTIONS  # noqa: E402
+
+_ARRAY = np.array([0, 1])
+
+
+def _cases():
+    net = fastgd.Network([2, 3, 1], backend="numpy", random_state=0)
+    X, y = np.random.default_rng(0).random((8, 2)), np.random.default_rng(1).random((8, 1))
+    for name in [*FIT_OPTIONS, "epochs", "batch_size", "shuffle"]:
+        yield f"fit:{name}", name, lambda name=name: net.copy().fit(X, y, **{name: _ARRAY})
+    for name in list(inspect.signature(fastgd.Network).parameters)[1:]:
+        yield f"Network:{name}", name, lambda name=name: fastgd.Network([2, 3, 1], **{name: _ARRAY})
+    for cls in fastgd.optimizers.OPTIMIZERS.values():
+        for name in inspect.signature(cls).parameters:
+            yield f"{cls.__name__}:{name}", name, lambda cls=cls, name=name: cls(**{name: _ARRAY})
+    for name in inspect.signature(fastgd.callbacks.EarlyStopping).parameters:
+        yield f"EarlyStopping:{name}", name, lambda name=name: fastgd.callbacks.EarlyStopping(**{name: _ARRAY})
+    for cls in (_schedules.StepDecay, _schedules.Exponential, _schedules.InverseScaling, _schedules.Cosine,
+                _schedules.SampleInverseScaling):  # fmt: skip
+        parameters = inspect.signature(cls).parameters
+        required = {n: 2 for n, p in parameters.items() if p.default is inspect.Parameter.empty}
+        for name in parameters:
+            yield f"{cls.__name__}:{name}", name, lambda cls=cls, name=name, required=required: cls(**{**required, name: _ARRAY})
+    for name in ("dtype", "backend"):
+        yield f"copy:{name}", name, lambda name=name: net.copy(**{name: _ARRAY})
+
+
+CASES = list(_cases())
+
+
+@pytest.mark.parametrize("label, name, call", CASES, ids=[case[0] for case in CASES])
+def test_an_array_where_a_scalar_belongs_is_refused_naming_the_argument(label, name, call):
+    # Never NumPy's "truth value of an array is ambiguous": a message that names the argument.
+    with pytest.raises((ValueError, TypeError)) as raised:
+        call()
+    message = str(raised.value)
+    assert "ambiguous" not in message and name in message, message

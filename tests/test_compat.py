@@ -3,7 +3,10 @@ exists and still behaves as fastgd relies on: an upgrade that changes one fails 
 rather than in a user's fit."""
 
 import importlib
+import subprocess
+import sys
 import threading
+import warnings
 
 import numba
 import numpy as np
@@ -22,9 +25,43 @@ def test_numba_version_is_one_the_private_names_were_checked_against():
 
 @pytest.mark.parametrize("module, names", list(compat.PRIVATE_NAMES.items()))
 def test_private_names_exist(module, names):
-    imported = importlib.import_module(module)
-    for name in names:
-        assert hasattr(imported, name), f"{module}.{name} is gone"
+    assert compat.missing_private_names({module: names}) == []
+
+
+def test_the_lookup_finds_what_is_missing():
+    assert compat.missing_private_names({"numba.core.caching": ("FunctionCache", "NoSuchThing")}) == ["numba.core.caching.NoSuchThing"]
+    assert compat.missing_private_names({"numba.core.caching.NoSuchClass": ("x",)}) == ["numba.core.caching.NoSuchClass"]
+    assert compat.missing_private_names({"no_such_module_anywhere": ("x",)}) == ["no_such_module_anywhere"]
+
+
+def test_a_numba_outside_the_checked_range_is_checked_at_import():
+    # Inside the range: nothing is looked up, nothing said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compat.check_private_names(version=compat.TESTED_NUMBA[1])
+    # Outside it with every name present: a warning that says so and what to do.
+    with pytest.warns(compat.UntestedNumbaWarning, match=r"Numba 0\.69 is installed.*pip install 'numba>=0\.59,<0\.69'"):
+        compat.check_private_names(version=(0, 69))
+    # Outside it with a name gone: an ImportError naming it, the version and the supported range.
+    names = dict(compat.PRIVATE_NAMES, **{"numba.core.caching": ("FunctionCache", "RenamedAway")})
+    with pytest.raises(ImportError, match=r"supports Numba 0\.59 to 0\.68; Numba 1\.0 is installed and lacks "
+                                          r"numba\.core\.caching\.RenamedAway"):
+        compat.check_private_names(version=(1, 0), names=names)
+
+
+@pytest.mark.parametrize("case", ["untested", "missing"])
+def test_importing_fastgd_with_an_unchecked_numba(case):
+    # The same through a real import, in a fresh process: a Numba that says it is 0.69, with
+    # every name or with one of them removed.
+    remove = "import numba.core.caching as c; del c.IndexDataCacheFile; " if case == "missing" else ""
+    code = (f"import warnings, numba; {remove}numba.__version__ = '0.69.0'; warnings.simplefilter('error'); import fastgd")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    if case == "missing":
+        assert "ImportError: fastgd supports Numba 0.59 to 0.68; Numba 0.69 is installed and lacks " in done.stderr
+        assert "numba.core.caching.IndexDataCacheFile" in done.stderr
+    else:
+        assert "UntestedNumbaWarning" in done.stderr and "Numba 0.69 is installed" in done.stderr
 
 
 def test_cache_locators_and_index_file_have_the_attributes_the_guard_uses():

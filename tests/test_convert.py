@@ -12,7 +12,9 @@ from fastgd.registry import ACTIVATIONS
 
 # Every activation the registry declares (a new one is tested as soon as it is declared).
 HIDDEN = [name for name, spec in ACTIVATIONS.items() if not spec.output_only]
-OUTPUTS = list(ACTIVATIONS)
+OUTPUTS = [name for name, spec in ACTIVATIONS.items() if spec.exportable]
+# Declared without a PyTorch or ONNX equivalent in fastgd's conversions: refused by name.
+UNEXPORTABLE = [name for name, spec in ACTIVATIONS.items() if not spec.exportable]
 # Outputs of the same network, computed by another library in the same dtype: both evaluate
 # the same formulas in possibly another order (BLAS blocking, exp implementations).
 TOLERANCE = {"float32": 1e-6, "float64": 1e-12}
@@ -174,3 +176,14 @@ def test_import_fastgd_imports_none_of_the_converters_libraries():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("output_activation", UNEXPORTABLE)
+def test_activations_without_an_equivalent_are_refused_by_name(output_activation):
+    net = fastgd.Network([3, 4, 2], activation="tanh", output_activation=output_activation, random_state=0, backend=BACKEND)
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match=f"activation '{output_activation}' has no onnx equivalent"):
+        net.to_onnx()
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=f"activation '{output_activation}' has no torch equivalent"):
+        net.to_torch()

@@ -81,7 +81,8 @@ def test_every_schedule_class_has_one_declaration():
     classes = {cls.name: cls for cls in vars(schedules).values() if isinstance(cls, type) and issubclass(cls, schedules.Schedule)}
     assert sorted(classes) == sorted(spec.name for spec in kernel_schedules.SPECS.values())
     examples = {"constant": {}, "step": dict(step_size=3, gamma=0.5), "exponential": dict(gamma=0.9),
-                "inverse_scaling": dict(power=0.7), "cosine": dict(total_steps=9, eta_min=0.01)}  # fmt: skip
+                "inverse_scaling": dict(power=0.7), "cosine": dict(total_steps=9, eta_min=0.01),
+                "sample_inverse_scaling": dict(rows=10, power=0.25, offset=3)}  # fmt: skip
     for spec in kernel_schedules.SPECS.values():
         cls = classes[spec.name]
         assert (cls.code, cls.parameter_names) == (spec.code, spec.parameters)
@@ -89,9 +90,9 @@ def test_every_schedule_class_has_one_declaration():
         vector = instance.parameters()
         for position, name in enumerate(spec.parameters):
             assert vector[position] == float(getattr(instance, name))
-        for step in (1, 4, 11):
-            assert kernels.scheduled_lr(spec.code, 0.1, step, vector) == pytest.approx(
-                reference.scheduled_lr(spec.code, 0.1, step, vector), rel=1e-14
+        for step, epoch in ((1, 0), (4, 1), (11, 3)):
+            assert kernels.scheduled_lr(spec.code, 0.1, step, vector, epoch) == pytest.approx(
+                reference.scheduled_lr(spec.code, 0.1, step, vector, epoch), rel=1e-14
             )
 
 
@@ -107,3 +108,20 @@ def test_adding_an_optimizer_touches_the_files_the_readme_names():
         assert f"{spec.name}_step" in kernels.KERNEL_NAMES and f"update_{spec.name}" in pieces.PIECES
         assert any(cls.name == spec.name for cls, _ in classes.OPTIMIZERS_UNDER_TEST)
     assert fastgd.optimizers is classes
+
+
+def test_every_file_and_module_the_readme_names_exists():
+    # A path or `python -m` module in the README that does not exist is a stale instruction.
+    import importlib.util
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    paths = set(re.findall(r"(?<![\w/.])((?:benchmarks|tests|kernels|fastgd|\.ci)/[\w/.-]+\.(?:py|json|toml|md)|\.ci/run)\b", text))
+    missing = sorted(path for path in paths if not (root / path).exists())
+    assert not missing, f"the README names files that do not exist: {missing}"
+    modules = set(re.findall(r"-m (fastgd(?:\.\w+)*)", text))
+    assert modules, "the README names no `python -m fastgd...` command"
+    absent = sorted(module for module in modules if importlib.util.find_spec(module) is None)
+    assert not absent, f"the README names modules that do not exist: {absent}"

@@ -12,11 +12,11 @@ import fastgd
 from fastgd import kernels, reference
 from fastgd.kernels import activations as acts_codes
 from fastgd.kernels import layout, losses as loss_codes, optim as opt_codes, schedules as sched_codes
-from fastgd.kernels.mathfn import fast_exp, fast_tanh
+from fastgd.kernels.mathfn import fast_exp, fast_log1p, fast_tanh
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
 from fastgd.registry import ACTIVATIONS, LOSSES
 
-ELEMENTWISE = [a for a in ACTIVATIONS.values() if not a.output_only]
+ELEMENTWISE = [a for a in ACTIVATIONS.values() if a.value is not None]  # (softmax is a row operation)
 # Shapes include a single row, single columns, odd sizes that are not multiples of the thread
 # count, and sizes for each matrix-product path (fastgd._config): loops, one BLAS call, and
 # parallel blocks (rows * n_in * n_out >= PARALLEL_MIN_MACS), with odd block counts and rows.
@@ -68,7 +68,7 @@ def test_every_kernel_has_a_twin_with_the_same_signature():
 @pytest.mark.parametrize("activation", list(ACTIVATIONS.values()), ids=lambda a: a.name)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 6), (3, 7), (17, 2), (31, 65)])
 def test_activate(rng, dtype, activation, shape):
-    if activation.output_only and shape[1] < 2:
+    if activation.name == "softmax" and shape[1] < 2:
         pytest.skip("softmax needs two columns")
     z = (3 * rng.normal(size=shape)).astype(dtype)
     fast, ref, _, _ = call_both("activate", z, np.empty_like(z), activation.code)
@@ -98,11 +98,58 @@ def test_float32_exp_and_tanh_are_accurate():
     assert e[1] == np.inf and e[2] == 0 and t[1] == 1 and t[2] == -1
 
 
-@njit
+# (as the kernels are compiled: error_model="numpy", a division by zero gives inf, not an exception)
+@njit(error_model="numpy")
 def exp_and_tanh(x, exp_out, tanh_out):
     for i in range(x.size):
         exp_out[i] = fast_exp(x[i])
         tanh_out[i] = fast_tanh(x[i])
+
+
+@njit(error_model="numpy")
+def apply_log1p(x, out):
+    for i in range(x.size):
+        out[i] = fast_log1p(x[i])
+
+
+def ulps(got, want):
+    """|got − want| in units of the last place of ``want`` (float64), where both are finite."""
+    both = np.isfinite(got) & np.isfinite(want)
+    return np.abs(got[both] - want[both]) / np.spacing(np.maximum(np.abs(want[both]), np.finfo(np.float64).tiny))
+
+
+def float64_arguments(rng, low, high):
+    # Every float64 exponent in [low, high] (magnitudes 2^e for e over the whole range, both
+    # signs), a million uniform draws, and the edges.
+    magnitudes = np.ldexp(1.0 + rng.uniform(size=2046 * 8), np.repeat(np.arange(-1022, 1024), 8))
+    x = np.concatenate([magnitudes, -magnitudes, rng.uniform(low, high, 1_000_000)])
+    return x[(x >= low) & (x <= high)]
+
+
+def test_float64_exp_tanh_and_log1p_are_within_two_ulp_of_libm():
+    # The vectorisable float64 versions (kernels/mathfn.py) against NumPy's (libm's), over the
+    # whole range: the README states these bounds.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([float64_arguments(rng, -746.0, 710.0), [0.0, -0.0, 709.78, 709.79, -745.13, -745.14, 1e-310, -1e-310]])
+    exp_out, tanh_out = np.empty_like(x), np.empty_like(x)
+    exp_and_tanh(x, exp_out, tanh_out)
+    with np.errstate(over="ignore"):
+        exp_true = np.exp(x)
+    assert ulps(exp_out, exp_true).max() <= 2 and np.array_equal(np.isinf(exp_out), np.isinf(exp_true))
+    assert np.array_equal(exp_out == 0, exp_true == 0)
+    assert ulps(tanh_out, np.tanh(x)).max() <= 2 and np.abs(tanh_out).max() <= 1
+    u = np.concatenate([float64_arguments(rng, -1.0, np.finfo(np.float64).max), rng.uniform(0, 1, 1_000_000), [0.0, -0.0, -1.0, 5e-324]])
+    log_out = np.empty_like(u)
+    apply_log1p(u, log_out)
+    with np.errstate(divide="ignore"):
+        log_true = np.log1p(u)
+    assert ulps(log_out, log_true).max() <= 2 and log_out[u == -1.0].tolist() == [-np.inf]
+    special = np.array([np.nan, np.inf, -np.inf])
+    e, t, l = np.empty(3), np.empty(3), np.empty(3)
+    exp_and_tanh(special, e, t)
+    apply_log1p(special, l)
+    assert np.isnan(e[0]) and np.isnan(t[0]) and np.isnan(l[0]) and np.isnan(l[2])
+    assert e[1] == np.inf and e[2] == 0 and t[1] == 1 and t[2] == -1 and l[1] == np.inf
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,7 +188,7 @@ def test_activate_in_place_and_extremes(dtype):
 @pytest.mark.parametrize("activation", list(ACTIVATIONS.values()), ids=lambda a: a.name)
 @pytest.mark.parametrize("rows, n_in, n_out", LAYER_SHAPES)
 def test_dense_forward_and_linear(rng, dtype, activation, rows, n_in, n_out):
-    if activation.output_only and n_out < 2:
+    if activation.name == "softmax" and n_out < 2:
         pytest.skip("softmax needs two outputs")
     a_in = rng.normal(size=(rows, n_in)).astype(dtype)
     W = rng.normal(size=(n_in, n_out)).astype(dtype)
@@ -336,6 +383,20 @@ SCHEDULE_CASES = [
     (sched_codes.SCHEDULE_INVERSE_SCALING, [0.5, 0], [0.1 / np.sqrt(t) for t in range(1, 7)]),
     (sched_codes.SCHEDULE_COSINE, [4, 0.02], [0.1, 0.0883, 0.06, 0.0317, 0.02, 0.02]),
 ]
+# The sample inverse scaling (scikit-learn's invscaling) changes once an epoch: (rows, offset,
+# power) = (4, 0, 0.5) gives lr / (1 + 4e)^0.5 in epoch e, whatever the step.
+EPOCH_CASES = [(0, 0.1), (1, 0.1 / np.sqrt(5)), (2, 0.1 / 3), (7, 0.1 / np.sqrt(29))]
+
+
+@pytest.mark.parametrize("epoch, expected", EPOCH_CASES)
+def test_sample_inverse_scaling_changes_once_an_epoch(epoch, expected):
+    parameters = np.zeros(sched_codes.SCHEDULE_WIDTH)
+    index = sched_codes.SAMPLE_INVERSE_SCALING
+    parameters[index.power], parameters[index.rows], parameters[index.offset] = 0.5, 4, 0
+    for step in (1, 3, 50):
+        fast = kernels.scheduled_lr(sched_codes.SCHEDULE_SAMPLE_INVERSE_SCALING, 0.1, step, parameters, epoch)
+        ref = reference.scheduled_lr(sched_codes.SCHEDULE_SAMPLE_INVERSE_SCALING, 0.1, step, parameters, epoch)
+        assert fast == pytest.approx(expected, rel=1e-15) and ref == pytest.approx(expected, rel=1e-15)
 
 
 @pytest.mark.parametrize("code, parameters, expected", SCHEDULE_CASES)

@@ -35,18 +35,43 @@ def available(library) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in REQUIRES.get(library, ()))
 
 
-def _worker(library, workload, threads):
-    command = [sys.executable, "-m", "fastgd.bench.worker", library, workload, str(threads or 0)]
+def _worker(library, workload, threads, python=None):
+    if python is None:
+        command = [sys.executable, "-m", "fastgd.bench.worker", library, workload, str(threads or 0)]
+    else:  # another environment's peer: the worker file itself, the workload written to a file
+        from . import worker
+
+        command = [python, worker.__file__, library, workload, str(threads or 0)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     if done.returncode != 0:
         raise RuntimeError(f"{library} on {workload} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False):
+def parse_peer_pythons(values) -> dict:
+    """``["jax=/path/to/python", ...]`` as {label: (library, python)}; the label is
+    ``library@N`` for the N-th of a library (``jax@1``...)."""
+    peers = {}
+    for value in values or ():
+        library, separator, python = value.partition("=")
+        if not separator or library not in ("jax", "torch", "sklearn") or not python:
+            raise ValueError(f"--peer-python takes LIBRARY=PYTHON with LIBRARY one of jax, torch, sklearn; got {value!r}")
+        if not os.access(python, os.X_OK):
+            raise ValueError(f"--peer-python {library}: {python} is not an executable")
+        count = sum(1 for existing, _ in peers.values() if existing == library)
+        peers[f"{library}@{count + 1}"] = (library, python)
+    return peers
+
+
+def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False, peer_pythons=None):
     """Print the benchmark table; returns its rows as dicts. ``track_gradients``: also fastgd
-    with gradient health recorded (``fastgd-track``), to time what it costs."""
+    with gradient health recorded (``fastgd-track``), to time what it costs; ``peer_pythons``:
+    {label: (library, python)} peers run by other environments' Pythons (``parse_peer_pythons``),
+    on the same workload, data and initial weights (written to a file they read)."""
+    import tempfile
+
     from ..diagnostics import cpu_name
+    from .worker import runtime, write_standalone
 
     names = list(names or WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
@@ -65,20 +90,31 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
           f"best float32 GEMM {roofline:.1f} GFLOP/s; best of {repeats} interleaved rounds, one process per run", file=out)  # fmt: skip
     for lib in missing:
         print(f"({lib} skipped: {', '.join(REQUIRES[lib])} not installed)", file=out)
-    header = f"{'workload':<8} {'library':<13} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} {'final loss':>11}  version"
+    external = dict(peer_pythons or {})
+    for label, (library, python) in external.items():
+        print(f"({label}: {library} run by {python})", file=out)
+    header = (f"{'workload':<8} {'library':<13} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} {'final loss':>11}"
+              f"  version, runtime")  # fmt: skip
     print(header, file=out)
     print("-" * len(header), file=out)
     rows = []
+    folder = tempfile.TemporaryDirectory(prefix="fastgd-bench-")
     for name in names:
         workload = WORKLOADS[name]
+        if external:
+            standalone = os.path.join(folder.name, f"{name}.npz")
+            write_standalone(workload, standalone)
         best = {}
         for _ in range(repeats):
-            for lib in libraries:
-                result = _worker(lib, name, n_threads)
+            for lib in [*libraries, *external]:
+                if lib in external:
+                    result = _worker(external[lib][0], standalone, n_threads, python=external[lib][1])
+                else:
+                    result = _worker(lib, name, n_threads)
                 if lib not in best or result["seconds"] < best[lib]["seconds"]:
                     best[lib] = result
         fastgd_seconds = best["fastgd"]["seconds"]
-        for lib in libraries:
+        for lib in [*libraries, *external]:
             result = best[lib]
             speedup = result["seconds"] / fastgd_seconds
             roof = 100.0 * workload.flops_per_step() * workload.steps / result["seconds"] / 1e9 / roofline
@@ -86,7 +122,9 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             rows.append(row)
             loss = "" if result.get("final_loss") is None else f"{result['final_loss']:.5g}"
             print(f"{name:<8} {lib:<13} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
-                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}", file=out)  # fmt: skip
+                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, "
+                  f"{runtime(external[lib][0] if lib in external else lib, result['version'])}", file=out)  # fmt: skip
+    folder.cleanup()
     if "digits" in names:
         accuracies = digits_accuracy()
         print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "

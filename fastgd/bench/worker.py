@@ -1,5 +1,7 @@
 """One library training one workload, in a process of its own: ``python -m fastgd.bench.worker
-LIBRARY WORKLOAD THREADS``, which prints one JSON line.
+LIBRARY WORKLOAD THREADS``, which prints one JSON line. A peer installed in another environment
+(``bench --peer-python jax=/path/to/python``) runs this file with that Python and a workload
+written to a file (``write_standalone``): it imports neither fastgd nor Numba.
 
 Two libraries' thread pools in one process slow each other down (measured here: the NumPy
 backend ran 38 ms/step on ``mid`` in a process that had also run PyTorch and Numba, against
@@ -43,8 +45,51 @@ def _timed(run, prepare=lambda: None):
 
 
 def _initial(workload):
+    if hasattr(workload, "initial"):  # a standalone workload (another environment's peer)
+        return workload.initial
     net = workload.network()
     return [np.array(W) for W in net.weights], [np.array(b) for b in net.biases]
+
+
+class StandaloneWorkload:
+    """A workload read from the file ``write_standalone`` wrote: its settings, data and initial
+    weights, so that a peer installed in another environment (another Python, without fastgd or
+    Numba) trains exactly what the others train. Has the attributes the peers' code reads."""
+
+    def __init__(self, path):
+        with np.load(path, allow_pickle=False) as stored:
+            settings = json.loads(str(stored["settings"]))
+            self._X, self._Y = stored["X"], stored["Y"]
+            count = settings["layers"]
+            self.initial = ([stored[f"W{k}"] for k in range(count)], [stored[f"b{k}"] for k in range(count)])
+        for name, value in settings.items():
+            setattr(self, name, tuple(value) if name == "layer_sizes" else value)
+        self.batch = self.rows if self.batch_size is None else self.batch_size
+        self.steps_per_epoch = -(-self.rows // self.batch)
+        self.steps = self.epochs * self.steps_per_epoch
+
+    def data(self):
+        return self._X, self._Y
+
+
+def write_standalone(workload, path):
+    """Write ``workload`` for ``StandaloneWorkload`` (``bench --peer-python``)."""
+    X, Y = workload.data()
+    weights, biases = _initial(workload)
+    settings = dict(name=workload.name, layer_sizes=list(workload.layer_sizes), dtype=workload.dtype, optimizer=workload.optimizer,
+                    lr=workload.lr, batch_size=workload.batch_size, rows=workload.rows, epochs=workload.epochs, loss=workload.loss,
+                    layers=len(weights))  # fmt: skip
+    arrays = {f"W{k}": W for k, W in enumerate(weights)} | {f"b{k}": b for k, b in enumerate(biases)}
+    np.savez(path, settings=json.dumps(settings), X=X, Y=Y, **arrays)
+
+
+def runtime(library, version) -> str:
+    """What a peer runs on, as the bench table names it."""
+    if library == "jax":
+        parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+        # JAX 0.4.32 moved XLA's CPU backend to its thunk runtime (jax-ml/jax issues 26021, 26145).
+        return "XLA CPU, classic runtime" if parts < (0, 4, 32) else "XLA CPU, thunk runtime"
+    return {"torch": "eager, torch.optim", "sklearn": "NumPy + BLAS", "fastgd-numpy": "NumPy + BLAS"}.get(library, "Numba")
 
 
 def run_fastgd(workload, threads, backend="numba", track=False):
@@ -314,6 +359,13 @@ def roofline(threads):
 
 def main(argv):
     library, workload_name, threads = argv[0], argv[1], int(argv[2])
+    if workload_name.endswith(".npz"):
+        # A peer in another environment: ``python .../worker.py LIBRARY FILE.npz THREADS``.
+        workload = StandaloneWorkload(workload_name)
+        result = {"jax": run_jax, "torch": run_torch, "sklearn": run_sklearn}[library](workload, threads or None)
+        result.update(library=library, workload=workload.name, us_per_step=result["seconds"] / workload.steps * 1e6)
+        print(json.dumps(result))
+        return 0
     if library == "roofline":
         print(json.dumps({"gflops": roofline(threads or None)}))
         return 0

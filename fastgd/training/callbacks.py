@@ -77,7 +77,9 @@ class FunctionCallback(Callback):
         return f"FunctionCallback({self.function!r})"
 
 
-MONITORS = ("auto", "loss", "val_loss", "val_accuracy")
+MONITORS = ("auto", "loss", "val_loss", "val_accuracy", "val_subset_accuracy", "val_r2")
+# The monitors that are scores (higher is better), recorded in history.val_score unless noted.
+SCORES = ("val_accuracy", "val_subset_accuracy", "val_r2")
 RULES = ("patience", "no_improvement")
 
 
@@ -98,19 +100,41 @@ class EarlyStopping(Callback):
     restore_best : bool, default True
         At the end of the fit put back the parameters of the best epoch (the optimizer state
         stays that of the last epoch, as Keras does).
-    monitor : {"auto", "loss", "val_loss", "val_accuracy"}, default "auto"
+    monitor : {"auto", "loss", "val_loss", "val_accuracy", "val_subset_accuracy", "val_r2"}, default "auto"
         What is watched: the validation loss when there is validation data, else the training
-        loss ("auto"); "val_accuracy" is higher-is-better.
+        loss ("auto"). The validation scores are higher-is-better: "val_accuracy" (as
+        ``history.val_accuracy``), "val_subset_accuracy" (rows with every output on its
+        target's side of 0.5: scikit-learn's multilabel accuracy) and "val_r2" (R² averaged
+        over the outputs: scikit-learn's regressor score); those two are recorded in
+        ``history.val_score``.
     rule : {"patience", "no_improvement"}, default "patience"
         "patience" (Keras's): an epoch that beats the best by more than ``min_delta`` is the new
         best, any other a wait; ``patience`` waits in a row stop. "no_improvement" (scikit-learn's
         ``tol``/``n_iter_no_change``): an epoch that does not beat the best by ``min_delta``
         counts, one that does restarts the count, one that beats it at all is the new best;
-        more than ``patience`` counts in a row stop.
+        more than ``patience`` counts in a row stop (``patience`` may be ``math.inf``: never).
+    lr_factor : float > 1, optional
+        Instead of stopping, divide the learning rate by this and restart the count, as long as
+        the rate is above ``min_lr`` (scikit-learn's ``learning_rate="adaptive"``: 5 and 1e-6).
+    min_lr : float, default 1e-6
+    resume : bool, default False
+        Start each fit from the state the last one left (the best value, the count, the rate's
+        factor and the best parameters) rather than afresh: scikit-learn's warm starts and
+        ``partial_fit``.
+
+    Attributes
+    ----------
+    best, waited, lr_scale, best_parameters
+        The state at the end of the last fit: the best monitored value, the count, the factor
+        on the optimizer's rate, the best epoch's parameters (with ``restore_best``, else None).
     """
 
-    def __init__(self, patience=10, min_delta=0.0, restore_best=True, monitor="auto", rule="patience"):
-        self.patience = check.as_int(patience, "patience", 0)
+    def __init__(self, patience=10, min_delta=0.0, restore_best=True, monitor="auto", rule="patience", lr_factor=None,
+                 min_lr=1e-6, resume=False):  # fmt: skip
+        if isinstance(patience, float) and patience == math.inf:
+            self.patience = math.inf
+        else:
+            self.patience = check.as_int(patience, "patience", 0)
         self.min_delta = check.as_real(min_delta, "min_delta", minimum=0.0)
         self.restore_best = check.as_bool(restore_best, "restore_best")
         if not isinstance(monitor, str) or monitor not in MONITORS:
@@ -118,6 +142,19 @@ class EarlyStopping(Callback):
         if not isinstance(rule, str) or rule not in RULES:
             raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
         self.monitor, self.rule = monitor, rule
+        self.lr_factor = None if lr_factor is None else check.as_real(lr_factor, "lr_factor", minimum=1.0)
+        self.min_lr = check.as_real(min_lr, "min_lr", minimum=0.0)
+        self.resume = check.as_bool(resume, "resume")
+        self.reset()
+
+    def reset(self):
+        """Forget the state (the next fit starts afresh even with ``resume``)."""
+        self.best = -math.inf if self.monitor in SCORES else math.inf
+        self.waited, self.lr_scale, self.best_parameters = 0, 1.0, None
+
+    @property
+    def higher(self) -> bool:
+        return self.monitor in SCORES
 
     def watches(self, validation: bool) -> str:
         """The history field this rule monitors in a fit with (or without) validation data."""
@@ -128,13 +165,14 @@ class EarlyStopping(Callback):
         return self.monitor
 
     def on_fit_begin(self, fit):
-        higher = self.monitor == "val_accuracy"
-        self.best, self.best_parameters, self.waited = (-math.inf if higher else math.inf), None, 0
+        if not self.resume:
+            self.reset()
+        self.base_lr = float(fit.network.optimizer.lr)
 
     def on_epoch_end(self, epoch, history, network):
         field = self.watches(bool(history.val_loss))
-        value = getattr(history, field)[-1]
-        higher = field == "val_accuracy"
+        value = getattr(history, "val_score" if field in ("val_subset_accuracy", "val_r2") else field)[-1]
+        higher = field in SCORES
         if self.rule == "patience":
             better = value < self.best - self.min_delta
             self.waited = 0 if better else self.waited + 1
@@ -144,6 +182,8 @@ class EarlyStopping(Callback):
             better = value > self.best if higher else value < self.best
             self.waited = self.waited + 1 if counts else 0
             stop = self.waited > self.patience
+        if stop and self.lr_factor is not None and self.lr_scale > self.min_lr / self.base_lr:
+            self.lr_scale, self.waited, stop = self.lr_scale / self.lr_factor, 0, False
         if better:
             self.best, self.best_parameters = value, network.flat_parameters.copy()
             history.best_epoch = epoch

@@ -29,10 +29,11 @@ import numpy as np
 from .. import streaming
 from ..history import History
 from ..kernels import epoch_end, layout
+from ..reference import validation_score
 from . import interrupt
 from .callbacks import Clock, FitInfo, StopTraining, chunk_epochs
 from .health import HealthRecorder
-from .plan import Plan, stopping_rule
+from .plan import Plan, score_field, score_kind, stopping_rule
 from .trainer import Trainer
 
 # fit() trains at most this many epochs per compiled call (bounding the loss buffer however
@@ -218,12 +219,13 @@ class _Run:
         histories = (self.history, self.net.history)
         if self.health is not None and health is not None:
             self.health.record(health, histories, self.done)
+        field = score_field(self.plan.stopping)
         for history in histories:
             history.loss.extend(losses)
             if records is not None and self.plan.validation is not None:
                 history.val_loss.extend(records[:, layout.RECORD_VAL_LOSS].tolist())
-                if not np.isnan(records[:, layout.RECORD_VAL_ACCURACY]).all():
-                    history.val_accuracy.extend(records[:, layout.RECORD_VAL_ACCURACY].tolist())
+                if field == "val_score" or not np.isnan(records[:, layout.RECORD_VAL_ACCURACY]).all():
+                    getattr(history, field).extend(records[:, layout.RECORD_VAL_ACCURACY].tolist())
         self.done += len(losses)
         self.net.epochs_trained += len(losses)
 
@@ -287,9 +289,11 @@ class EpochRun(_Run):
             self.visits[layout.VISIT_INTERVAL] = int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0
             self.visits[layout.VISIT_BEAT] = 1 if heartbeat else 0
         stopping = plan.stopping
-        rule = stopping_rule(stopping, plan.validation is not None, net.loss_name)
+        rule = stopping_rule(stopping, plan.validation is not None, net.loss_name, plan.optimizer.lr)
         self.end = layout.make_epoch_end(net.meta, net.dtype, self.capacity, plan.validation, rule, self.visits,
                                          restore=stopping is not None and stopping.restore_best)  # fmt: skip
+        if stopping is not None and stopping.resume:
+            _resume_rule(stopping, self.end)
         self.trainer = Trainer(net, plan, self.capacity, self.end)
         self.base = 0  # epochs of this fit before the current call
         self.stop = None
@@ -355,9 +359,24 @@ class EpochRun(_Run):
 
     def _restore_best(self, outcome):
         stopping, state = self.plan.stopping, self.end.state
-        if stopping is not None and stopping.restore_best and state[layout.STATE_SNAPSHOT] and outcome in ("finished", "stopped", "diverged"):
-            if not (outcome == "diverged" and self.plan.on_divergence == "raise"):
+        if stopping is None:
+            return
+        # The rule's state, for the next fit of a resuming rule (and for anyone to read).
+        stopping.best, stopping.waited = float(state[layout.STATE_BEST]), state[layout.STATE_WAITED]
+        stopping.lr_scale = float(state[layout.STATE_LR_SCALE])
+        if stopping.restore_best and state[layout.STATE_SNAPSHOT]:
+            stopping.best_parameters = self.end.best_params.copy()
+            if outcome in ("finished", "stopped", "diverged") and not (outcome == "diverged" and self.plan.on_divergence == "raise"):
                 self.net.flat_parameters[...] = self.end.best_params
+
+
+def _resume_rule(stopping, end):
+    # Start the compiled rule from the state the last fit left in ``stopping``.
+    end.state[layout.STATE_BEST], end.state[layout.STATE_WAITED] = stopping.best, stopping.waited
+    end.state[layout.STATE_LR_SCALE] = stopping.lr_scale
+    if stopping.restore_best and stopping.best_parameters is not None and stopping.best_parameters.size == end.best_params.size:
+        end.best_params[...] = stopping.best_parameters
+        end.state[layout.STATE_SNAPSHOT] = 1.0
 
 
 _OUTCOMES = {layout.OUTCOME_DIVERGED: "diverged", layout.OUTCOME_INTERRUPTED: "interrupted", layout.OUTCOME_STOPPED: "stopped",
@@ -395,12 +414,14 @@ class ChunkRun(_Run):
             with interrupt.StopRequest(trainer.control) as stop:
                 try:
                     while self.done < plan.epochs and not stop.requested:
-                        losses, result = trainer.run(min(chunk, plan.epochs - self.done), stop)
+                        lr_scale = plan.stopping.lr_scale if plan.stopping is not None else 1.0
+                        losses, result = trainer.run(min(chunk, plan.epochs - self.done), stop, lr_scale=lr_scale)
                         if result == layout.OUTCOME_INTERRUPTED:
                             stop.requested = True  # with several ranks, maybe another rank's Ctrl-C
                         # net.history follows the fit epoch by epoch, so it matches the parameters
                         # whenever fit stops, whatever stops it.
-                        records = _validation_records(net, plan.validation, evaluation) if plan.validation and losses else None
+                        records = (_validation_records(net, plan.validation, evaluation, score_kind(plan.stopping, net.loss_name))
+                                   if plan.validation and losses else None)  # fmt: skip
                         self.record(losses, records, trainer.work.health[: len(losses)] if plan.tracking is not None else None)
                         if result == layout.OUTCOME_DIVERGED:
                             outcome = "diverged"
@@ -436,19 +457,14 @@ class ChunkRun(_Run):
         return self.history
 
 
-def _validation_records(net, validation, evaluation):
+def _validation_records(net, validation, evaluation, kind):
     # One epoch's validation loss and accuracy (as the compiled epoch end measures them), as a
     # (1, RECORD_WIDTH) array.
     X_val, Y_val, row_scale = validation
     with net.compiled_call():
         value = net.engine.evaluate_loss(net.flat_parameters, net.meta, X_val, Y_val, row_scale, evaluation, net.loss_code,
                                          net.team(X_val.shape[0]))  # fmt: skip
-    out = net.outputs(evaluation, X_val.shape[0])
-    accuracy = np.nan
-    if net.loss_name == "crossentropy":
-        accuracy = float(np.mean(out.argmax(axis=1) == Y_val.argmax(axis=1)))
-    elif net.loss_name == "binary_crossentropy":
-        accuracy = float(np.mean((out >= 0.5) == (Y_val >= 0.5)))
+    accuracy = validation_score(net.outputs(evaluation, X_val.shape[0]), Y_val, kind)
     return np.array([[float(value), accuracy]])
 
 

@@ -148,6 +148,13 @@ class Plan:
         self.weighted = sample_weight is not None
         rescale = self.weighted and net.loss_name != "sse" and self.partitioned
         self.raw_weight_max = float(np.max(np.asarray(sample_weight, dtype=np.float64))) if rescale else None
+        # With penalty_per_sample the loop divides the penalties by each batch's total weight,
+        # of weights a mean loss had divided by their largest (Network.check_inputs): the
+        # penalties are divided by it too, so that they are per unit of the weights given.
+        self.penalty_scale = 1.0
+        self.scaled_penalty = self.weighted and net._loss.mean and net.penalty_per_sample
+        if self.scaled_penalty:
+            self.penalty_scale = 1.0 / float(np.max(np.asarray(sample_weight, dtype=np.float64)))
 
     def _callbacks(self, options):
         session = self.session
@@ -171,7 +178,8 @@ class Plan:
     def facts(self, net) -> dict:
         """What every rank must agree on (keys with a leading underscore are only gathered)."""
         config = net.get_config()
-        facts = {key: config[key] for key in ("layer_sizes", "activation", "output_activation", "loss", "dtype", "l1", "l2")}
+        facts = {key: config[key] for key in ("layer_sizes", "activation", "output_activation", "loss", "dtype", "l1", "l2",
+                                              "penalty_per_sample")}  # fmt: skip
         optimizer = self.optimizer
         facts.update(rows=int(self.X.shape[0]), epochs=self.epochs, batch_size=self.batch_size, shuffle=self.shuffle,
                      optimizer=(optimizer.name, optimizer.get_config()), lr_schedule=(self.schedule.code, self.schedule.parameters().tolist()),
@@ -185,6 +193,8 @@ class Plan:
         if self.partitioned and self.raw_weight_max is not None:
             largest = max(facts["_weight_max"] for facts in everyone)
             self.weight = (self.weight.astype(np.float64) * (self.raw_weight_max / largest)).astype(self.weight.dtype)
+            if self.scaled_penalty:
+                self.penalty_scale = 1.0 / largest
 
 
 def _positive_or_none(value, name) -> float:
@@ -213,20 +223,41 @@ def _stopping(options, validation):
     return from_keywords if check.as_bool(early_stopping, "early_stopping") else None
 
 
-def stopping_rule(stopping, validation: bool, loss_name: str) -> np.ndarray:
-    """The compiled rule's vector (``layout.RULE_*``) for an EarlyStopping (or None)."""
+# The validation score each EarlyStopping monitor needs measured (others: the loss's accuracy).
+_SCORE_KINDS = {"val_subset_accuracy": layout.ACCURACY_SUBSET, "val_r2": layout.ACCURACY_R2}
+
+
+def score_kind(stopping, loss_name: str) -> int:
+    """What the validation score of a fit measures (``layout.ACCURACY_*``): the monitored score
+    of ``stopping`` (an EarlyStopping or None) when it is R² or subset accuracy, else the
+    accuracy of a classification loss (none for the others)."""
+    if stopping is not None and stopping.monitor in _SCORE_KINDS:
+        return _SCORE_KINDS[stopping.monitor]
+    return {"crossentropy": layout.ACCURACY_ARGMAX, "binary_crossentropy": layout.ACCURACY_THRESHOLD}.get(loss_name, layout.ACCURACY_NONE)
+
+
+def score_field(stopping) -> str:
+    """The History field the validation score goes to."""
+    return "val_score" if stopping is not None and stopping.monitor in _SCORE_KINDS else "val_accuracy"
+
+
+def stopping_rule(stopping, validation: bool, loss_name: str, lr: float) -> np.ndarray:
+    """The compiled rule's vector (``layout.RULE_*``) for an EarlyStopping (or None), the
+    optimizer's rate being ``lr``."""
     rule = np.zeros(layout.RULE_WIDTH)
-    rule[layout.RULE_ACCURACY] = {"crossentropy": layout.ACCURACY_ARGMAX, "binary_crossentropy": layout.ACCURACY_THRESHOLD}.get(
-        loss_name, layout.ACCURACY_NONE)  # fmt: skip
+    rule[layout.RULE_ACCURACY] = score_kind(stopping, loss_name)
     if stopping is None:
         return rule
     watched = stopping.watches(validation)
     rule[layout.RULE_MODE] = layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT
-    rule[layout.RULE_MONITOR] = {"loss": layout.MONITOR_LOSS, "val_loss": layout.MONITOR_VAL_LOSS, "val_accuracy": layout.MONITOR_VAL_SCORE}[
-        watched]  # fmt: skip
+    rule[layout.RULE_MONITOR] = layout.MONITOR_VAL_SCORE if stopping.higher else {"loss": layout.MONITOR_LOSS,
+                                                                                   "val_loss": layout.MONITOR_VAL_LOSS}[watched]  # fmt: skip
     rule[layout.RULE_PATIENCE] = stopping.patience
     rule[layout.RULE_DELTA] = stopping.min_delta
     rule[layout.RULE_RESTORE] = 1.0 if stopping.restore_best else 0.0
+    if stopping.lr_factor is not None:
+        rule[layout.RULE_LR_FACTOR] = stopping.lr_factor
+        rule[layout.RULE_MIN_LR_SCALE] = stopping.min_lr / lr
     return rule
 
 

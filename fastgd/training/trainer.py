@@ -65,9 +65,9 @@ class Trainer:
         self.settings = layout.make_settings(meta, net.loss_code, optimizer.code, plan.batch,
                                              plan.shuffle is True and plan.batch < n and self.stream is None,
                                              seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
-                                             plan.schedule.code, plan.schedule.parameters(), net.l1, net.l2, shards, solo, rank,
-                                             ranks, plan.partitioned, channel, *plan.clip,
-                                             plan.tracking is not None)  # fmt: skip
+                                             plan.schedule.code, plan.schedule.parameters(), net.l1 * plan.penalty_scale,
+                                             net.l2 * plan.penalty_scale, shards, solo, rank, ranks, plan.partitioned, channel,
+                                             *plan.clip, plan.tracking is not None, net.penalty_per_sample)  # fmt: skip
         self.end = end
         self.control = layout.make_control()
         self.threads = layout.useful_threads(meta, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
@@ -95,17 +95,18 @@ class Trainer:
         with net.compiled_call():
             return int(interrupt.call(call, stop, 0.0 if self.inline or inline else macs))
 
-    def run(self, count, stop, first_epoch=None, inline=False):
+    def run(self, count, stop, first_epoch=None, inline=False, lr_scale=1.0):
         """Train up to ``count`` epochs in one compiled call (streamed: epoch by epoch, a call
         per chunk); returns the completed epochs' losses and the outcome (``layout.OUTCOME_*``).
         ``first_epoch``: the network's epochs trained before the call (its shuffles' epoch
         numbers; default ``net.epochs_trained``); ``inline``: run the call in this thread (it
-        visits Python for callbacks that must run here), never in a helper thread."""
+        visits Python for callbacks that must run here), never in a helper thread;
+        ``lr_scale``: a factor on the optimizer's rate (a Python stopping rule's)."""
         if self.stream is not None:
-            return self._run_streamed(count, stop)
+            return self._run_streamed(count, stop, lr_scale)
         net = self.net
         first = int(net.epochs_trained if first_epoch is None else first_epoch)
-        settings = self.settings._replace(first_epoch=first, epochs=int(count))
+        settings = self.settings._replace(first_epoch=first, epochs=int(count), lr=self.settings.lr * float(lr_scale))
         completed = self._call(self.data, settings, stop, count * self.macs_per_epoch, inline)
         return self.work.epoch_losses[:completed].tolist(), int(self.control[layout.CONTROL_OUTCOME])
 
@@ -123,8 +124,9 @@ class Trainer:
             self.order[...] = np.arange(n)
         return self.order
 
-    def _run_streamed(self, count, stop):
-        net, work, settings = self.net, self.work, self.settings
+    def _run_streamed(self, count, stop, lr_scale=1.0):
+        net, work = self.net, self.work
+        settings = self.settings._replace(lr=self.settings.lr * float(lr_scale))
         mean = net.loss_name != "sse"
         losses = []
         for index in range(count):

@@ -1,0 +1,12 @@
+"""scikit-learn estimators backed by fastgd: ``MLPClassifier`` and ``MLPRegressor``.
+
+A drop-in for scikit-learn's: ``from fastgd.sklearn import MLPClassifier, MLPRegressor`` in place
+of ``from sklearn.neural_network import ...``, nothing else changed (see
+``fastgd.sklearn._estimators`` and the README's "Replacing scikit-learn's MLP"). Importing this
+module imports scikit-learn (an optional extra: ``pip install "fastgd[sklearn]"``); ``import
+fastgd`` alone does not.
+"""
+
+from ._estimators import MLPClassifier, MLPRegressor
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
