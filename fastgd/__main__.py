@@ -137,6 +137,7 @@ def main(argv=None) -> int:
                             "(warm, cold, n_jobs=2), search time and accuracy per setting")  # fmt: skip
     bench.add_argument("--epoch-work", action="store_true",
                        help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
+    bench.add_argument("--float64", action="store_true", help="instead: float64 against float32 per step, per activation (digits)")
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
@@ -146,7 +147,11 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
-        if args.grid or args.epoch_work:
+        if args.float64:
+            from fastgd.bench.float64 import float64_cost
+
+            float64_cost(repeats=args.repeats)
+        elif args.grid or args.epoch_work:
             from fastgd.bench.userwork import epoch_work, grid
 
             grid(repeats=min(args.repeats, 2)) if args.grid else epoch_work(repeats=args.repeats)
