@@ -16,6 +16,10 @@ changed workload starts a new series instead of bending an old one.
   interleaved in one process: 0.01 means 100x faster.
 * ``Accuracy.track_digits_error``: the digits recipe's test error (1 − accuracy), mean of five
   train/test splits: deterministic, so any change is a real one.
+* ``EpochWork.time_fit``: the digits network's fit bare, with validation data, early stopping,
+  both, or a per-epoch callback (what ``python -m fastgd bench --epoch-work`` compares).
+* ``GridSearch.time_search``: scikit-learn's ``GridSearchCV`` with ``fastgd.sklearn.MLPClassifier``
+  (``python -m fastgd bench --grid``'s warm run); skipped where scikit-learn is not installed.
 
 Compilation (or loading the compile cache) happens in ``setup``, outside the timings.
 """
@@ -186,3 +190,89 @@ class Accuracy:
         return float(np.mean(errors))
 
     track_digits_error.unit = "error rate"
+
+
+# The per-epoch work users add to a fit (``python -m fastgd bench --epoch-work`` measures the same
+# against the bare fit, interleaved): the digits network, 200 epochs of 1 200 rows.
+EPOCH_WORK = dict(sizes=[64, 100, 10], activation="relu", dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=200, rows=1200,
+                  epochs=200, validation_rows=300, patience=1000)  # fmt: skip
+
+
+def _no_op_callback(epoch, history, network):
+    return None
+
+
+class EpochWork(_TimedFit):
+    """A digits fit bare, with validation data, with early stopping (patience longer than the
+    fit, so every variant trains the same epochs), both, and with a per-epoch callback."""
+
+    params = ["bare", "validation", "early_stopping", "both", "callback"]
+    param_names = ["variant"]
+    version = hashlib.sha256(json.dumps(EPOCH_WORK, sort_keys=True).encode()).hexdigest()[:16]
+
+    def setup(self, variant):
+        from fastgd.datasets import load_digits
+
+        spec = EPOCH_WORK
+        X_train, X_val, y_train, y_val = load_digits()
+        self.X, self.y = X_train[: spec["rows"]].astype(spec["dtype"]), y_train[: spec["rows"]]
+        validation = (X_val[: spec["validation_rows"]], y_val[: spec["validation_rows"]])
+        patience = spec["patience"]
+        self.options = {
+            "bare": {},
+            "validation": dict(validation_data=validation),
+            "early_stopping": dict(early_stopping=True, patience=patience),
+            "both": dict(validation_data=validation, early_stopping=True, patience=patience),
+            "callback": dict(callbacks=[_no_op_callback]),
+        }[variant]
+        self.net = fastgd.Network(spec["sizes"], activation=spec["activation"], loss="crossentropy", dtype=spec["dtype"],
+                                  random_state=0, n_threads=1)  # fmt: skip
+        self._fit(epochs=1)  # compile (or load the cache) outside the measurement
+
+    def _fit(self, epochs):
+        cls, options = EPOCH_WORK["optimizer"]
+        self.net.copy().fit(self.X, self.y, optimizer=getattr(fastgd, cls)(**options), epochs=epochs, batch_size=EPOCH_WORK["batch"],
+                            **self.options)  # fmt: skip
+
+    def time_fit(self, variant):
+        self._fit(EPOCH_WORK["epochs"])
+
+
+# scikit-learn's GridSearchCV with fastgd's estimator, as ``python -m fastgd bench --grid`` runs
+# it (there against scikit-learn's own): activation x solver on the digits, 3 folds.
+GRID = dict(param_grid={"activation": ["relu", "tanh", "logistic"], "solver": ["sgd", "adam"]}, cv=3, hidden_layer_sizes=[100],
+            max_iter=200, random_state=0)  # fmt: skip
+
+
+class GridSearch:
+    version = hashlib.sha256(json.dumps(GRID, sort_keys=True).encode()).hexdigest()[:16]
+    number = 1
+    repeat = (1, 3, 120.0)
+    rounds = 1
+    warmup_time = 0
+    timeout = 900
+
+    def setup(self):
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise NotImplementedError("scikit-learn is not installed") from None  # asv skips the benchmark
+        self.X, self.y = load_digits(return_X_y=True)
+        self._search()  # compile (or load the cache) outside the measurement
+
+    def _search(self):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.model_selection import GridSearchCV
+
+        from fastgd.sklearn import MLPClassifier
+
+        model = MLPClassifier(hidden_layer_sizes=tuple(GRID["hidden_layer_sizes"]), max_iter=GRID["max_iter"],
+                              random_state=GRID["random_state"])  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            GridSearchCV(model, GRID["param_grid"], cv=GRID["cv"]).fit(self.X, self.y)
+
+    def time_search(self):
+        self._search()
