@@ -23,8 +23,9 @@ from threadpoolctl import LibController, ThreadpoolController
 from .kernels.compat import TEAM_LIBRARY_PREFIX, register_controller, set_library_threads
 
 # One compiled call at a time per process: BLAS's thread limit is process-wide, and two teams
-# spinning on the same cores would slow each other down. fit takes it per compiled chunk, so two
-# Python threads' fits interleave chunk by chunk; each gets bitwise what it would alone.
+# spinning on the same cores would slow each other down. fit takes it per compiled call (an in
+# memory fit is usually one), so two Python threads' fits take turns; each gets bitwise what it
+# would alone.
 ENGINE_LOCK = threading.RLock()
 
 

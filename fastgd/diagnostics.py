@@ -1,4 +1,4 @@
-"""What a bug report needs (``show_config``) and ahead-of-time compilation (``compile_kernels``)."""
+"""What a bug report needs (``show_config``)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def show_config(file=None) -> None:
         f"scipy           {scipy.__version__}",
         f"numba           {numba.__version__}",
         f"cpu             {cpu_name()} ({os.cpu_count()} logical cores, {usable_cores()} usable)",
-        f"threads         {default_threads()} by default (FASTGD_NUM_THREADS or the usable cores)",
+        f"threads         {default_threads()} by default (FASTGD_NUM_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS or the usable cores; threadpool_limits caps it)",
         f"threading       {THREADING}",
         f"fastmath flags  {', '.join(sorted(FASTMATH_FLAGS))}",
         f"compile cache   {compat.CACHE_STATUS}: {compat.cache_directory()}",

@@ -18,6 +18,7 @@ This module knows the format only; ``fastgd.network.load`` turns what it reads i
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import os
 import tempfile
@@ -100,6 +101,14 @@ def _jsonable(config):
 
 class _Damaged(ValueError):
     pass
+
+
+def _finite(value) -> bool:
+    # A JSON number may be an int of any size (beyond any float: not finite as a weight penalty).
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _fail(path, message):
@@ -243,7 +252,7 @@ def _description(raw, path) -> dict:
     if threads is not None and not (integer(threads) and threads >= 1):
         _fail(path, f"field 'n_threads' must be null or an int >= 1, got {threads!r}")
     for name in ("l1", "l2"):
-        value = field(name, (int, float), lambda v: not isinstance(v, bool) and np.isfinite(v) and v >= 0, "a finite number >= 0")
+        value = field(name, (int, float), lambda v: not isinstance(v, bool) and _finite(v) and v >= 0, "a finite number >= 0")
         description[name] = float(value)
     # (files written before penalty_per_sample existed have none: the penalty as it is)
     description.setdefault("penalty_per_sample", False)

@@ -192,6 +192,7 @@ def compile_all(dtypes=("float32", "float64"), out=None, skip_cached=False, help
         if is_cached(target):
             if not skip_cached:
                 results.append((target, compile_target(target), True))
+                _report(results[-1], out)
         else:
             missing.append(target)
     remote = _split(missing)[1] if helper and _helper_allowed() and len(missing) > 4 else []

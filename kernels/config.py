@@ -55,8 +55,8 @@ INTERNAL_OPTIONS = dict(JIT_OPTIONS, no_cpython_wrapper=True)
 # faster (32x64x64: ~90 GFLOP/s on one core against ~48 for SciPy's BLAS); from here on BLAS's
 # packing pays (256x256x784: BLAS ~86 GFLOP/s, the micro-kernel ~42).
 BLAS_MIN_MACS = 1 << 20
-# Paths a network may take at all (``products.paths``, constants of its compiled passes, so that
-# the code of a path it never takes is not compiled): BLAS only when a weight matrix has at
+# Paths a network may take at all (``products.paths``: only their product pieces are bound and
+# compiled for it): BLAS only when a weight matrix has at
 # least BLAS_MIN_WEIGHTS elements (smaller ones stay in a core's cache, where the micro-kernel
 # beats BLAS at any batch size), the micro-kernel only when one has at least TILE_MIN_WEIGHTS.
 BLAS_MIN_WEIGHTS = 1 << 15

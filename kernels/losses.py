@@ -17,7 +17,8 @@ to overflow; the same for poisson with its exp outputs), for the others the outp
 piece, ``kernels.activations``).
 
 Adding a loss: one ``SPECS`` entry here (its row value and delta, ``@njit(inline="always")``,
-and their NumPy twins), a row in ``fastgd.registry.LOSSES``.
+and their NumPy twins); ``fastgd.registry.LOSSES``, the pieces and the tests are derived from
+``SPECS``. A loss that restricts its targets (as ``poisson`` does) also needs that check.
 """
 
 from __future__ import annotations

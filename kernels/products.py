@@ -79,7 +79,7 @@ def uses_blas(blas, m, n, k):
 
 def paths(meta, dtype):
     """(tiles, blas): which product paths a network can take at all, from its layer sizes
-    only. The passes are compiled with these as constants, so a network whose layers are all
+    only. A network binds (and compiles) only the product pieces of these paths, so one whose layers are all
     tiny compiles neither the micro-kernel nor the BLAS calls (XOR), and one whose weight
     matrices all fit in a core's cache never calls BLAS, at any batch size (the micro-kernel is
     faster there)."""

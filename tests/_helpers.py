@@ -5,7 +5,7 @@ import numpy as np
 from fastgd import History
 
 # Relative tolerances for Numba-vs-NumPy comparisons. The kernels are built with reassociation
-# and FMA contraction allowed (see fastgd._config.FASTMATH_FLAGS), so sums may be added in another
+# and FMA contraction allowed (see kernels/config.py, FASTMATH_FLAGS), so sums may be added in another
 # order than NumPy's: a few ulps per operation, which is ~1e-15 in float64 and ~1e-7 in float32;
 # the tolerances leave room for that to accumulate over a handful of dependent steps.
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}

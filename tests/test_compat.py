@@ -124,6 +124,27 @@ def test_unsigned_index_and_address_of():
     assert read(values, 3) == (3.0, 3.0)
 
 
+def test_remembered_types_are_numbas_for_every_kind_of_value():
+    # compat.typeof remembers numba.typeof by Numba's fingerprint: every difference numba.typeof
+    # sees (dtype, dimensions, layout, writability, scalar kind, tuple class) must give another
+    # type, and each must be exactly numba.typeof's.
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "a b")
+    Other = namedtuple("Other", "a b")
+    readonly = np.zeros(4)
+    readonly.setflags(write=False)
+    values = [np.zeros(4), np.zeros(4, np.float32), np.zeros((2, 2)), np.zeros((4, 4))[:, :2], np.zeros((4, 4)).T, readonly,
+              np.zeros(4, np.int64), 1, 1.0, True, np.float32(1), np.int64(1), (np.zeros(2), 1.0), Pair(np.zeros(2), 1),
+              Other(np.zeros(2), 1), Pair(np.zeros(2, np.float32), 1), Pair(readonly, 1)]  # fmt: skip
+    for _ in range(2):  # the second time from what was remembered
+        for value in values:
+            assert compat.typeof(value) == numba.typeof(value), value
+    # (1 and np.int64(1) are both int64 to Numba: every other value here has a type of its own)
+    assert len({str(compat.typeof(value)) for value in values}) == len(values) - 1
+    assert compat.typeof("text") == numba.typeof("text")  # no fingerprint: numba.typeof itself
+
+
 def test_a_piece_is_called_by_address_and_its_errors_propagate():
     from numba import types
 

@@ -274,3 +274,20 @@ def test_a_file_saved_with_more_threads_than_this_machine_has_loads(tmp_path):
     loaded = fastgd.load(tmp_path / "big.npz")
     assert loaded.n_threads == 64  # kept as asked; fastgd runs on the cores this machine has
     np.testing.assert_array_equal(loaded.predict(np.ones((2, 3))), net.predict(np.ones((2, 3))))
+
+
+@pytest.mark.parametrize("value", [-(2**63) - 1, 2**64, 10**400])
+def test_a_penalty_beyond_int64_or_float_in_a_file_is_named(tmp_path, value):
+    # JSON holds ints of any size: numpy's isfinite refused them with a TypeError naming nothing
+    # (found by the property test above with l1 = -2**63 - 1).
+    net, path, arrays = _saved(tmp_path)
+    description = json.loads(arrays["description"].tobytes())
+    description["l1"] = value
+    arrays["description"] = np.frombuffer(json.dumps(description).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    if value == 2**64:  # a finite number >= 0: a valid (if useless) penalty
+        assert fastgd.load(path).l1 == float(value)
+        return
+    with pytest.raises(ValueError, match="l1") as error:
+        fastgd.load(path)
+    assert str(path) in str(error.value)
