@@ -126,18 +126,20 @@ COMPILED = []
 
 def prepare(dtype, names, loop=False, stages=()) -> None:
     """Make the loop (``loop``), its ``stages`` ("condition", "monitor") and the pieces ``names``
-    of ``dtype`` ready in this process: loaded from the cache, or compiled. When the loop and
-    several pieces are missing, a helper process compiles the pieces into the cache while this
-    one compiles the loop, then this one loads them."""
+    of ``dtype`` ready in this process: loaded from the cache, or compiled. When several targets
+    are missing (``HELPER_MIN_SECONDS`` of compiling by ``_COST``), a helper process compiles
+    about half of them (``_split``: this process keeps the loop, the longest) into the cache
+    while this one compiles the rest, then this one loads the helper's."""
     dtype = np.dtype(dtype).name
     wanted = ([Target("loop", "loop", dtype)] if loop else []) + [Target("stage", stage, dtype) for stage in stages]
     wanted += [Target("piece", name, dtype) for name in names]
     missing = [target for target in wanted if compat.CACHE_USABLE and not is_cached(target)]
     helper = None
     local = missing
-    if _helper_allowed() and loop and len(missing) > 2 and missing[0].kind == "loop":
-        local, remote = missing[:1], missing[1:]
+    if _helper_allowed() and len(missing) > 2 and sum(map(_cost, missing)) >= HELPER_MIN_SECONDS:
+        local, remote = _split(missing)
         try:
+            # (stderr is read to the end by communicate: a full pipe would stall the helper)
             helper = subprocess.Popen(_helper_command(remote), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, env=_child_environment())  # fmt: skip
         except OSError:
@@ -146,7 +148,7 @@ def prepare(dtype, names, loop=False, stages=()) -> None:
         COMPILED.append((target.label(), compile_target(target)))
     if helper is not None:
         try:
-            helper.wait(timeout=HELPER_TIMEOUT)
+            helper.communicate(timeout=HELPER_TIMEOUT)
         except subprocess.TimeoutExpired:
             helper.kill()
             helper.wait()
@@ -218,17 +220,27 @@ def compile_all(dtypes=("float32", "float64"), out=None, skip_cached=False, help
     return results
 
 
-# Rough compile seconds of a target (this machine's order of magnitude), to share the work out.
-_COST = {"loop": 6.0, "stage": 1.5, "forward_pass": 1.3, "backward_pass": 1.3}
+# Rough compile seconds of a target (the benchmark machine's order of magnitude, from Numba's
+# compile events), to share the work out; a helper process first spends about HELPER_START of
+# them importing Numba and fastgd, so a helper is started only for HELPER_MIN_SECONDS of work.
+_COST = {"loop": 6.0, "stage": 1.5, "forward_pass": 1.4, "backward_pass": 1.5}
+PIECE_COST = 0.5
+HELPER_START = 1.0
+HELPER_MIN_SECONDS = 3.0
+
+
+def _cost(target) -> float:
+    return _COST.get(target.kind, _COST.get(target.name, PIECE_COST))
 
 
 def _split(targets):
-    # Two lists of about the same compile time: the longest first, each to the lighter list.
-    lists, loads = ([], []), [0.0, 0.0]
-    for target in sorted(targets, key=lambda t: -_COST.get(t.kind, _COST.get(t.name, 0.4))):
-        lighter = 0 if loads[0] <= loads[1] else 1
-        lists[lighter].append(target)
-        loads[lighter] += _COST.get(target.kind, _COST.get(target.name, 0.4))
+    # Two lists of about the same wall time, the second for the helper (which starts
+    # HELPER_START late): the longest first, each to the list that would finish first.
+    lists, loads = ([], []), [0.0, HELPER_START]
+    for target in sorted(targets, key=lambda t: -_cost(t)):
+        sooner = 0 if loads[0] <= loads[1] else 1
+        lists[sooner].append(target)
+        loads[sooner] += _cost(target)
     return lists
 
 
