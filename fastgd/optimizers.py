@@ -15,21 +15,14 @@ the tests train it with): three files.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
+from ._validation import as_real
 from .kernels.optim import OPT_ADAGRAD, OPT_ADAM, OPT_ADAMW, OPT_MOMENTUM, OPT_RMSPROP, OPT_SGD, SPECS
 
 
 def _real(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    return as_real(value, name)
 
 
 def _positive(name, value):

@@ -230,3 +230,12 @@ def test_an_array_where_a_scalar_belongs_is_refused_naming_the_argument(label, n
         call()
     message = str(raised.value)
     assert "ambiguous" not in message and name in message, message
+
+
+@pytest.mark.parametrize("make, name", [(lambda: fastgd.Network([2, 3, 1], l1=10**400), "l1"),
+                                        (lambda: fastgd.Network([2, 3, 1], l2=-(10**400)), "l2"),
+                                        (lambda: fastgd.SGD(lr=10**400), "lr")])  # fmt: skip
+def test_an_integer_beyond_any_float_is_refused_naming_the_argument(make, name):
+    # float() of such an int raises OverflowError; the argument checks turn it into their ValueError.
+    with pytest.raises(ValueError, match=name):
+        make()
