@@ -171,12 +171,14 @@ MAX_CHUNKS = 64
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def block_count(rows, macs_per_row):
-    """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds."""
+def block_count(rows, macs_per_row, blas):
+    """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
+    ``blas``: whether the product goes to BLAS (``products.uses_blas``; a network whose weights
+    all fit in cache never does, however many multiply-adds a product has)."""
     macs = rows * macs_per_row
     if macs < PARALLEL_MIN_MACS:
         return 1
-    blocks = rows // (MIN_BLOCK_ROWS_BLAS if macs >= BLAS_MIN_MACS else MIN_BLOCK_ROWS)
+    blocks = rows // (MIN_BLOCK_ROWS_BLAS if blas else MIN_BLOCK_ROWS)
     blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
     return 1 if blocks < 1 else blocks
 
@@ -549,10 +551,12 @@ def shard_plan(meta, batch_size, shards=0):
 
 
 # A step with fewer multiply-adds than this runs on one thread: below it, barriers and data
-# crossing cores cost more than the second core gives (measured: the 32-64-1 network, batch 32,
-# 135k multiply-adds a step, ran 7.9 µs/step on one thread and 10.4 on two; the 784-256-128-10
-# one, batch 256, 60M, ran 3.8 ms on one and 1.97 ms on two).
-TEAM_MIN_MACS = 1 << 22
+# crossing cores cost more than the second core gives. Measured on 2 cores (Adam, best of 5,
+# µs/step on one thread and on two): 32-64-1 at batch 32 (67k multiply-adds) 7.9 and 10.4;
+# 64-64-10 at 32 (0.15M) 25 and 27; 32-64-2 at 256 (0.56M) 111 and 105; 64-100-10 float64 at
+# 100 (0.74M) 149 and 99, at 200 (1.48M, scikit-learn's default batch) 300 and 175;
+# 784-256-128-10 at 256 (60M) 3.8 ms and 1.97 ms.
+TEAM_MIN_MACS = 1 << 19
 
 
 def useful_threads(meta, batch_size, shards, solo, n_threads) -> int:

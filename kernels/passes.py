@@ -43,7 +43,7 @@ from .layout import (
     PIECE_TN_TILES,
     block_count,
 )
-from .products import transpose, uses_blas
+from .products import network_blas, transpose, uses_blas
 from .team import barrier, first_task, next_task
 
 # Where penalty partials start in ``partials`` (after the row-loss partials).
@@ -82,6 +82,8 @@ def forward_pass(tid, n_threads, control, pieces, params, meta, x, rows, y, row_
     capacity = acts.size // (meta[last, META_UNITS_BEFORE] + meta[last, META_N_OUT])
     lanes = 32 // params.itemsize
     may_blas = pieces[PIECE_NN_BLAS] != 0
+    # (blocks follow the network's rule, as loss_blocks does without the pieces table)
+    blocks_blas = network_blas(meta)
     for layer in range(last + 1):
         n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
         w, b = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
@@ -91,7 +93,7 @@ def forward_pass(tid, n_threads, control, pieces, params, meta, x, rows, y, row_
         # The output layer keeps z = a_in W + b in z_out (the losses need it); a = f(z) goes to acts.
         target = z_out if layer == last else acts
         target_start = 0 if layer == last else out
-        n_blocks = block_count(rows, n_in * n_out)
+        n_blocks = block_count(rows, n_in * n_out, uses_blas(blocks_blas, rows, n_out, n_in))
         blas = uses_blas(may_blas, rows, n_out, n_in)
         product = _product(pieces, PIECE_NN_BLAS, PIECE_NN_TILES, PIECE_NN_LOOPS, blas, n_out, lanes)
         # One more task: transpose W for the backward pass's product δ @ Wᵀ (same size, so the
@@ -139,13 +141,15 @@ def _output_block(pieces, params, b, z_out, acts, out, first, stop, n_out, y, ro
 def loss_blocks(meta, rows):
     """How many row-loss partials ``forward_pass`` writes for a batch of ``rows`` rows."""
     last = meta.shape[0] - 1
-    return block_count(rows, meta[last, META_N_IN] * meta[last, META_N_OUT])
+    n_in, n_out = meta[last, META_N_IN], meta[last, META_N_OUT]
+    return block_count(rows, n_in * n_out, uses_blas(network_blas(meta), rows, n_out, n_in))
 
 
 @njit(**_INLINE)
 def weight_blocks(meta, layer, rows):
     """Blocks of rows of layer ``layer``'s weight gradient (one penalty partial each)."""
-    return block_count(meta[layer, META_N_IN], rows * meta[layer, META_N_OUT])
+    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
+    return block_count(n_in, rows * n_out, uses_blas(network_blas(meta), n_in, n_out, rows))
 
 
 @kernel(**JIT_OPTIONS)
@@ -164,6 +168,7 @@ def backward_pass(tid, n_threads, control, pieces, params, grads, meta, x, rows,
     capacity = acts.size // (meta[last, META_UNITS_BEFORE] + meta[last, META_N_OUT])
     lanes = 32 // params.itemsize
     may_blas = pieces[PIECE_NN_BLAS] != 0
+    blocks_blas = network_blas(meta)
     penalised = l1 != 0.0 or l2 != 0.0
     for layer in range(last, -1, -1):
         n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
@@ -172,7 +177,7 @@ def backward_pass(tid, n_threads, control, pieces, params, grads, meta, x, rows,
         source = x if layer == 0 else acts
         below = 0 if layer == 0 else capacity * meta[layer - 1, META_UNITS_BEFORE]
         weight_tasks = weight_blocks(meta, layer, rows)
-        delta_tasks = 0 if layer == 0 else block_count(rows, n_out * n_in)
+        delta_tasks = 0 if layer == 0 else block_count(rows, n_out * n_in, uses_blas(blocks_blas, rows, n_in, n_out))
         tasks = weight_tasks + 1 + delta_tasks
         blas_deltas = uses_blas(may_blas, rows, n_in, n_out)
         weights_product = _product(pieces, PIECE_TN_BLAS, PIECE_TN_TILES, PIECE_TN_LOOPS, uses_blas(may_blas, n_in, n_out, rows), n_out,

@@ -24,7 +24,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .compat import address_of, blas_gemm, call_cblas_gemm, make_piece, unsigned
-from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM
+from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM, META_N_IN, META_N_OUT
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS, TILE_MIN_WEIGHTS
 from .microkernel import TILE_ROWS, tile
 
@@ -77,6 +77,16 @@ def uses_blas(blas, m, n, k):
     return blas and m * n * k >= BLAS_MIN_MACS
 
 
+@njit(**_INLINE)
+def network_blas(meta):
+    """Whether a network may call BLAS at all: when one of its weight matrices has at least
+    ``BLAS_MIN_WEIGHTS`` elements (``meta``: ``layout.make_meta``'s table, a row per layer)."""
+    for layer in range(meta.shape[0]):
+        if meta[layer, META_N_IN] * meta[layer, META_N_OUT] >= BLAS_MIN_WEIGHTS:
+            return True
+    return False
+
+
 def paths(meta, dtype):
     """(tiles, blas): which product paths a network can take at all, from its layer sizes
     only. A network binds (and compiles) only the product pieces of these paths, so one whose layers are all
@@ -86,8 +96,7 @@ def paths(meta, dtype):
     lanes = 32 // np.dtype(dtype).itemsize
     sizes = [(int(n_in), int(n_out)) for n_in, n_out in meta[:, :2]]
     tiles = any(n_in * n_out >= TILE_MIN_WEIGHTS and max(n_in, n_out) >= lanes for n_in, n_out in sizes)
-    blas = any(n_in * n_out >= BLAS_MIN_WEIGHTS for n_in, n_out in sizes)
-    return tiles, blas
+    return tiles, bool(network_blas.py_func(meta))
 
 
 @njit(**_INLINE)

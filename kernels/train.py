@@ -348,7 +348,7 @@ def _gradient(tid, n_threads, control, pieces, params, meta, data, batch, buffer
     acts, z_out, deltas, partials, transposed, grads = buffers
     solo, shards, is_mean, l1, l2 = options
     if not solo:
-        n_blocks = block_count(local, (X.shape[1] + Y.shape[1]) * 16)
+        n_blocks = block_count(local, (X.shape[1] + Y.shape[1]) * 16, False)
         task = first_task(control, tid, n_threads)
         while task < n_blocks:
             call_piece(_DONE, pieces[PIECE_GATHER], (X, Y, sample_weight, order, x_batch, y_batch, row_scale, start,

@@ -55,3 +55,41 @@ def test_n_threads_is_checked():
     # More threads than cores is accepted (a model saved on a bigger machine loads anywhere);
     # the team is capped at the usable cores.
     assert fastgd.Network([2, 1], n_threads=10_000).n_threads == 10_000
+
+
+def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
+    # scikit-learn's default batch (200) of the grid search's 64-100-10 network: 1.48 M
+    # multiply-adds a step, and no weight matrix of BLAS_MIN_WEIGHTS elements, so no product goes
+    # to BLAS. Its products are split in blocks of MIN_BLOCK_ROWS (16) rows, the team's size: once
+    # the 128-row blocks meant for BLAS made each of its big products one block, for one thread.
+    from fastgd.kernels import layout, passes, products
+
+    meta = fastgd.Network([64, 100, 10], loss="crossentropy").meta
+    assert not products.paths(meta, np.float64)[1]
+    assert layout.useful_threads(meta, 200, 1, False, 2) == 2
+    assert passes.loss_blocks(meta, 200) == 200 // 16  # 200 x 100 x 10 multiply-adds: 12 blocks of rows
+    assert passes.weight_blocks(meta, 0, 200) == 64 // 16  # Aᵀδ: 64 rows of 200 x 100
+    # A network with a BLAS-sized layer keeps BLAS's 128-row blocks for its BLAS products, and
+    # 16-row blocks (at most MAX_BLOCKS) for its others.
+    big = fastgd.Network([300, 512, 10], loss="crossentropy").meta
+    assert products.paths(big, np.float64)[1]
+    assert passes.weight_blocks(big, 0, 300) == 300 // 128  # 300 x 512 x 300 multiply-adds
+    assert passes.loss_blocks(big, 300) == 300 // 128  # 300 x 512 x 10: 1.5 M, BLAS too
+    narrow = fastgd.Network([300, 512, 2], loss="crossentropy").meta
+    assert passes.loss_blocks(narrow, 300) == 16  # 300 x 512 x 2: 0.3 M, below BLAS_MIN_MACS
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_small_weights_network_is_bitwise_identical_on_any_thread_count(dtype):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(450, 64))
+    y = rng.integers(0, 10, size=450)
+    nets = []
+    for n_threads in THREADS + [None, 7]:
+        net = fastgd.Network([64, 100, 10], activation="relu", loss="crossentropy", dtype=dtype, random_state=2, n_threads=n_threads)
+        history = net.fit(X, y, optimizer=fastgd.Adam(1e-3), epochs=3, batch_size=200, validation_split=0.2)
+        nets.append((net, history))
+    for net, history in nets[1:]:
+        np.testing.assert_array_equal(net.flat_parameters, nets[0][0].flat_parameters)
+        np.testing.assert_array_equal(history.loss, nets[0][1].loss)
+        np.testing.assert_array_equal(history.val_loss, nets[0][1].val_loss)
