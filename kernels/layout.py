@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 
 from .compat import unsigned
-from .config import BLAS_MIN_MACS, JIT_OPTIONS
+from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS
 
 # --------------------------------------------------------------------------- meta
 # Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
@@ -173,14 +173,41 @@ MAX_CHUNKS = 64
 @njit(inline="always", **JIT_OPTIONS)
 def block_count(rows, macs_per_row, blas):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
-    ``blas``: whether the product goes to BLAS (``products.uses_blas``; a network whose weights
-    all fit in cache never does, however many multiply-adds a product has)."""
+    ``blas``: whether the product goes to BLAS (``uses_blas``)."""
     macs = rows * macs_per_row
     if macs < PARALLEL_MIN_MACS:
         return 1
     blocks = rows // (MIN_BLOCK_ROWS_BLAS if blas else MIN_BLOCK_ROWS)
     blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
     return 1 if blocks < 1 else blocks
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def network_blas(meta):
+    """Whether a network may call BLAS at all (``products.paths``): when one of its weight
+    matrices has at least ``BLAS_MIN_WEIGHTS`` elements; smaller ones stay in a core's cache,
+    where the micro-kernel is faster at any batch size."""
+    for layer in range(meta.shape[0]):
+        if meta[layer, META_N_IN] * meta[layer, META_N_OUT] >= BLAS_MIN_WEIGHTS:
+            return True
+    return False
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def uses_blas(blas, m, n, k):
+    """Whether an ``m × n`` product over ``k`` goes to BLAS, in a network that may use BLAS
+    (``blas``, ``network_blas``): decided once per whole product, so that all its blocks take the
+    same path (and a product of local gradients with weightsᵀ knows whether the weights need
+    transposing for ``product_nn``)."""
+    return blas and m * n * k >= BLAS_MIN_MACS
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def layer_blocks(meta, layer, rows):
+    """Blocks of rows of layer ``layer``'s forward product ``a_in @ W`` for ``rows`` rows (the
+    gather cuts a batch as layer 0 does, so that a thread multiplies the rows it gathered)."""
+    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
+    return block_count(rows, n_in * n_out, uses_blas(network_blas(meta), rows, n_out, n_in))
 
 
 @njit(inline="always", **JIT_OPTIONS)

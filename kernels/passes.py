@@ -42,8 +42,11 @@ from .layout import (
     PIECE_TN_LOOPS,
     PIECE_TN_TILES,
     block_count,
+    layer_blocks,
+    network_blas,
+    uses_blas,
 )
-from .products import network_blas, transpose, uses_blas
+from .products import transpose
 from .team import barrier, first_task, next_task
 
 # Where penalty partials start in ``partials`` (after the row-loss partials).
@@ -82,8 +85,6 @@ def forward_pass(tid, n_threads, control, pieces, params, meta, x, rows, y, row_
     capacity = acts.size // (meta[last, META_UNITS_BEFORE] + meta[last, META_N_OUT])
     lanes = 32 // params.itemsize
     may_blas = pieces[PIECE_NN_BLAS] != 0
-    # (blocks follow the network's rule, as loss_blocks does without the pieces table)
-    blocks_blas = network_blas(meta)
     for layer in range(last + 1):
         n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
         w, b = meta[layer, META_W_OFFSET], meta[layer, META_B_OFFSET]
@@ -93,7 +94,8 @@ def forward_pass(tid, n_threads, control, pieces, params, meta, x, rows, y, row_
         # The output layer keeps z = a_in W + b in z_out (the losses need it); a = f(z) goes to acts.
         target = z_out if layer == last else acts
         target_start = 0 if layer == last else out
-        n_blocks = block_count(rows, n_in * n_out, uses_blas(blocks_blas, rows, n_out, n_in))
+        # (from the sizes alone, as loss_blocks counts them without the pieces table)
+        n_blocks = layer_blocks(meta, layer, rows)
         blas = uses_blas(may_blas, rows, n_out, n_in)
         product = _product(pieces, PIECE_NN_BLAS, PIECE_NN_TILES, PIECE_NN_LOOPS, blas, n_out, lanes)
         # One more task: transpose W for the backward pass's product δ @ Wᵀ (same size, so the
@@ -140,9 +142,7 @@ def _output_block(pieces, params, b, z_out, acts, out, first, stop, n_out, y, ro
 @njit(**_INLINE)
 def loss_blocks(meta, rows):
     """How many row-loss partials ``forward_pass`` writes for a batch of ``rows`` rows."""
-    last = meta.shape[0] - 1
-    n_in, n_out = meta[last, META_N_IN], meta[last, META_N_OUT]
-    return block_count(rows, n_in * n_out, uses_blas(network_blas(meta), rows, n_out, n_in))
+    return layer_blocks(meta, meta.shape[0] - 1, rows)
 
 
 @njit(**_INLINE)

@@ -24,8 +24,8 @@ from numba import njit, types
 from numba.extending import overload
 
 from .compat import address_of, blas_gemm, call_cblas_gemm, make_piece, unsigned
-from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM, META_N_IN, META_N_OUT
-from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS, TILE_MIN_WEIGHTS
+from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM, network_blas
+from .config import JIT_OPTIONS, TILE_MIN_WEIGHTS
 from .microkernel import TILE_ROWS, tile
 
 _N, _T = ord("n"), ord("t")
@@ -68,28 +68,9 @@ def _gemm(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_star
     return impl
 
 
-@njit(**_INLINE)
-def uses_blas(blas, m, n, k):
-    """Whether an ``m × n`` product over ``k`` goes to BLAS, in a network that may use BLAS
-    (``blas``, see ``paths``): decided once per whole product, so that all its blocks take the
-    same path (and a product of local gradients with weightsᵀ knows whether the weights need
-    transposing for ``product_nn``)."""
-    return blas and m * n * k >= BLAS_MIN_MACS
-
-
-@njit(**_INLINE)
-def network_blas(meta):
-    """Whether a network may call BLAS at all: when one of its weight matrices has at least
-    ``BLAS_MIN_WEIGHTS`` elements (``meta``: ``layout.make_meta``'s table, a row per layer)."""
-    for layer in range(meta.shape[0]):
-        if meta[layer, META_N_IN] * meta[layer, META_N_OUT] >= BLAS_MIN_WEIGHTS:
-            return True
-    return False
-
-
 def paths(meta, dtype):
     """(tiles, blas): which product paths a network can take at all, from its layer sizes
-    only. A network binds (and compiles) only the product pieces of these paths, so one whose layers are all
+    only (blas: ``layout.network_blas``). A network binds (and compiles) only the product pieces of these paths, so one whose layers are all
     tiny compiles neither the micro-kernel nor the BLAS calls (XOR), and one whose weight
     matrices all fit in a core's cache never calls BLAS, at any batch size (the micro-kernel is
     faster there)."""

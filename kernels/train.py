@@ -54,9 +54,9 @@ from .layout import (
     VISIT_HEARTBEAT,
     VISIT_INTERVAL,
     add_shards,
-    block_count,
     chunk_bounds,
     chunk_count,
+    layer_blocks,
     make_epoch_end,
 )
 from .schedules import lr_at
@@ -348,7 +348,8 @@ def _gradient(tid, n_threads, control, pieces, params, meta, data, batch, buffer
     acts, z_out, deltas, partials, transposed, grads = buffers
     solo, shards, is_mean, l1, l2 = options
     if not solo:
-        n_blocks = block_count(local, (X.shape[1] + Y.shape[1]) * 16, False)
+        # As layer 0's product is cut, so that each thread multiplies the rows it gathered.
+        n_blocks = layer_blocks(meta, 0, local)
         task = first_task(control, tid, n_threads)
         while task < n_blocks:
             call_piece(_DONE, pieces[PIECE_GATHER], (X, Y, sample_weight, order, x_batch, y_batch, row_scale, start,
