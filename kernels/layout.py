@@ -39,7 +39,8 @@ META_W_OFFSET = 2  # where the layer's weights start in params
 META_B_OFFSET = 3  # where its bias starts
 META_ACTIVATION = 4  # activation code (kernels.activations)
 META_UNITS_BEFORE = 5  # sum of n_out over the layers before it (its block in acts/deltas)
-META_WIDTH = 6
+META_BLAS = 6  # 1 in every row when the network may call BLAS at all (network_blas)
+META_WIDTH = 7
 
 
 def make_meta(layer_sizes, activation_codes) -> np.ndarray:
@@ -49,9 +50,12 @@ def make_meta(layer_sizes, activation_codes) -> np.ndarray:
     offset = units = 0
     for layer in range(n_layers):
         n_in, n_out = int(layer_sizes[layer]), int(layer_sizes[layer + 1])
-        meta[layer] = (n_in, n_out, offset, offset + n_in * n_out, int(activation_codes[layer]), units)
+        meta[layer, :META_BLAS] = (n_in, n_out, offset, offset + n_in * n_out, int(activation_codes[layer]), units)
         offset += n_in * n_out + n_out
         units += n_out
+    # BLAS only when a weight matrix has at least BLAS_MIN_WEIGHTS elements: smaller ones stay in
+    # a core's cache, where the micro-kernel is faster at any batch size.
+    meta[:, META_BLAS] = any(int(n_in) * int(n_out) >= BLAS_MIN_WEIGHTS for n_in, n_out in meta[:, :2])
     return meta
 
 
@@ -184,13 +188,8 @@ def block_count(rows, macs_per_row, blas):
 
 @njit(inline="always", **JIT_OPTIONS)
 def network_blas(meta):
-    """Whether a network may call BLAS at all (``products.paths``): when one of its weight
-    matrices has at least ``BLAS_MIN_WEIGHTS`` elements; smaller ones stay in a core's cache,
-    where the micro-kernel is faster at any batch size."""
-    for layer in range(meta.shape[0]):
-        if meta[layer, META_N_IN] * meta[layer, META_N_OUT] >= BLAS_MIN_WEIGHTS:
-            return True
-    return False
+    """Whether a network may call BLAS at all (``products.paths``; ``make_meta`` decides it)."""
+    return meta[0, META_BLAS] != 0
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -18,7 +18,10 @@ with early stopping on the training loss (patience 1 000: it never stops, so eve
 trains 200 epochs), both (early stopping on the validation loss), and with a per-epoch callback
 that does nothing; each variant's time over the
 bare fit's; and fastgd's ``MLPClassifier`` with its default ``tol`` against a bare fit of as many
-epochs as it ran. Measured in one warm process, interleaved, best of the rounds.
+epochs as it ran; then what validation costs per epoch for 16, 100, 300 and 450 validation rows
+(the fit with that many, less the bare fit, over its epochs), and per validation row (the slope
+from 16 to 450 rows). Measured in one warm process,
+interleaved, best of the rounds.
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ def epoch_work(repeats=5, out=None):
         "both": dict(validation_data=(X_val, y_val), early_stopping=EarlyStopping(patience=1000, monitor="val_loss")),
         "callback": dict(callbacks=[callback]),
     }
+    # (validation of these many rows, for its cost per epoch)
+    rows_counts = (16, 100, 300, 450)
+    variants.update({f"validation {rows} rows": dict(validation_data=(X_val[:rows], y_val[:rows])) for rows in rows_counts})
 
     def fit(options):
         net = Network([64, 100, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0)
@@ -172,9 +178,16 @@ def epoch_work(repeats=5, out=None):
         best["bare, as many epochs"] = min(best.get("bare, as many epochs", float("inf")), bare(epochs))
     print(f"{datetime.date.today()}  digits 64-100-10 relu float32, Adam, batch 200, 200 epochs of 1 200 rows; "
           f"best of {repeats} interleaved rounds", file=out)  # fmt: skip
+    by_rows = {name for name in variants if name.endswith(" rows")}
     for name in variants:
-        print(f"{name:<16} {best[name] * 1e3:>8.1f} ms {best[name] / best['bare']:>6.2f}x the bare fit", file=out)
+        if name not in by_rows:
+            print(f"{name:<16} {best[name] * 1e3:>8.1f} ms {best[name] / best['bare']:>6.2f}x the bare fit", file=out)
     ratio = best["estimator"] / best["bare, as many epochs"]
     print(f"{'estimator (tol)':<16} {best['estimator'] * 1e3:>8.1f} ms {ratio:>6.2f}x a bare fit of its {epochs} epochs "
           f"({best['bare, as many epochs'] * 1e3:.1f} ms)", file=out)  # fmt: skip
+    costs = ", ".join(f"{rows} rows {(best[f'validation {rows} rows'] - best['bare']) / 200 * 1e6:.1f}" for rows in rows_counts)
+    # (the slope needs no bare fit: its noise, ~5 % here, is the size of these costs)
+    first, last = rows_counts[0], rows_counts[-1]
+    slope = (best[f"validation {last} rows"] - best[f"validation {first} rows"]) / 200 / (last - first) * 1e6
+    print(f"validation's cost per epoch, µs: {costs}; per row from {first} to {last} rows: {slope:.3f}", file=out)
     return {**{name: best[name] / best["bare"] for name in variants}, "estimator": ratio}
