@@ -577,10 +577,10 @@ def shard_plan(meta, batch_size, shards=0):
 
 
 # A step with fewer multiply-adds than this runs on one thread: below it, barriers and data
-# crossing cores cost more than the second core gives. Measured on 2 cores (Adam, best of 5,
-# µs/step on one thread and on two): 32-64-1 at batch 32 (67k multiply-adds) 7.9 and 10.4;
-# 64-64-10 at 32 (0.15M) 25 and 27; 32-64-2 at 256 (0.56M) 111 and 105; 64-100-10 float64 at
-# 100 (0.74M) 149 and 99, at 200 (1.48M, scikit-learn's default batch) 300 and 175;
+# crossing cores cost more than the second core gives. Measured on 2 cores (Adam, best µs/step
+# on one thread and on two; README "Threads"): 32-64-1 at batch 32 (67k multiply-adds) 8.5 and
+# 11.2; 64-64-10 at 32 (0.15M) 24 and 27; 32-64-2 at 256 (0.56M) 111 and 104; 64-100-10 float64
+# at 100 (0.74M) 149 and 99, at 200 (1.48M, scikit-learn's default batch) 297 and 170;
 # 784-256-128-10 at 256 (60M) 3.8 ms and 1.97 ms.
 TEAM_MIN_MACS = 1 << 19
 
