@@ -40,6 +40,9 @@ class FitInfo:
     rows: int  # training rows per epoch
     history: object  # the fit's History
     ranks: int = 1  # processes of a data-parallel fit
+    # () -> float: the learning rate of the last optimizer step taken (the optimizer's rate
+    # after the schedule and any adaptive division), or the first step's before training.
+    learning_rate: object = None
 
 
 class Callback:

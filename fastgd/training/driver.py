@@ -29,7 +29,7 @@ import numpy as np
 from .. import streaming
 from ..history import History
 from ..kernels import epoch_end, layout
-from ..reference import validation_score
+from ..reference import scheduled_lr, validation_score
 from . import interrupt
 from .callbacks import Clock, FitInfo, StopTraining, chunk_epochs
 from .health import HealthRecorder
@@ -208,10 +208,24 @@ class _Run:
 
     def __init__(self, net, plan, history, callbacks):
         self.net, self.plan, self.history, self.callbacks = net, plan, history, callbacks
-        self.info = FitInfo(net, plan.epochs, plan.X.shape[0], history, 1 if plan.session is None else plan.session.size)
+        self.info = FitInfo(net, plan.epochs, plan.X.shape[0], history, 1 if plan.session is None else plan.session.size,
+                            self.learning_rate)
         self.health = None if plan.tracking is None else HealthRecorder(plan.tracking)
         self.clock = Clock()
         self.done = 0  # epochs of this fit completed and recorded
+
+    def lr_scale(self) -> float:
+        """The stopping rule's factor on the rate (scikit-learn's adaptive division), 1 without."""
+        stopping = self.plan.stopping
+        return 1.0 if stopping is None else float(stopping.lr_scale)
+
+    def learning_rate(self) -> float:
+        """The rate of the last optimizer step taken (the first step's before any)."""
+        plan, net = self.plan, self.net
+        step = max(net.optimizer_steps, 1)
+        epoch = max(net.epochs_trained - 1, 0)
+        rate = scheduled_lr(plan.schedule.code, float(plan.optimizer.lr), step, plan.schedule.parameters(), epoch)
+        return float(rate) * self.lr_scale()
 
     def record(self, losses, records=None, health=None):
         """Append completed epochs to the fit's and the network's history: their losses,
@@ -297,6 +311,9 @@ class EpochRun(_Run):
         self.trainer = Trainer(net, plan, self.capacity, self.end)
         self.base = 0  # epochs of this fit before the current call
         self.stop = None
+
+    def lr_scale(self) -> float:
+        return float(self.end.state[layout.STATE_LR_SCALE])
 
     def visit(self, kind, completed):
         """A visit from the compiled loop (``kernels.epoch_end.visit``): records the epochs the
