@@ -6,22 +6,55 @@ Quick start::
     net = fastgd.Network([2, 4, 1], activation="sigmoid", loss="mse", random_state=0)
     history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.01), epochs=500)
     net.predict(X)
+
+``import fastgd`` imports no more than this module: each public name is imported from its
+module the first time it is used (PEP 562), so a script that only predicts never imports SciPy,
+threadpoolctl or the scikit-learn estimators.
 """
 
-__version__ = "0.2.0"
+from __future__ import annotations
 
-from . import distributed, optimizers, reference, schedules, streaming
-from .convert import from_sklearn, from_torch
-from .diagnostics import show_config
-from .gradcheck import GradientCheck, gradient_check
-from .history import History
-from .network import Gradients, Network, load
-from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
-from .plotting import plot_history
-from .streaming import Streaming
-from .training import DivergenceError, DivergenceWarning, StopTraining
-from .training import callbacks
-from .training.health import GradientTracking, GradientWarning
+import importlib
+
+__version__ = "0.3.0.dev0"
+
+# Public name -> the module that defines it (a name equal to its module's last part is the
+# module itself).
+_EXPORTS = {
+    "Network": "fastgd.network",
+    "Gradients": "fastgd.network",
+    "load": "fastgd.network",
+    "History": "fastgd.history",
+    "StopTraining": "fastgd.training.callbacks",
+    "DivergenceError": "fastgd.training.driver",
+    "DivergenceWarning": "fastgd.training.driver",
+    "GradientTracking": "fastgd.training.health",
+    "GradientWarning": "fastgd.training.health",
+    "GradientCheck": "fastgd.gradcheck",
+    "gradient_check": "fastgd.gradcheck",
+    "plot_history": "fastgd.plotting",
+    "show_config": "fastgd.diagnostics",
+    "from_sklearn": "fastgd.convert",
+    "from_torch": "fastgd.convert",
+    "compile": "fastgd.compilation",
+    "Streaming": "fastgd.streaming",
+    "SGD": "fastgd.optimizers",
+    "Momentum": "fastgd.optimizers",
+    "Adagrad": "fastgd.optimizers",
+    "RMSprop": "fastgd.optimizers",
+    "Adam": "fastgd.optimizers",
+    "AdamW": "fastgd.optimizers",
+    "optimizers": "fastgd.optimizers",
+    "schedules": "fastgd.schedules",
+    "callbacks": "fastgd.callbacks",
+    "reference": "fastgd.reference",
+    "distributed": "fastgd.distributed",
+    "streaming": "fastgd.streaming",
+    "training": "fastgd.training",
+    "datasets": "fastgd.datasets",
+    "sklearn": "fastgd.sklearn",
+    "kernels": "fastgd.kernels",
+}
 
 __all__ = [
     "Network",
@@ -46,6 +79,7 @@ __all__ = [
     "show_config",
     "from_sklearn",
     "from_torch",
+    "compile",
     "SGD",
     "Momentum",
     "Adagrad",
@@ -54,3 +88,17 @@ __all__ = [
     "AdamW",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,32 +1,34 @@
+# stamp: 0b303e310bed5a68e8ff83032701dd3a
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
-forms, its NumPy twins and its names in the tools fastgd converts to, and the compiled piece
-of each (``PIECES``).
+forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
+apply one of them to a block of rows (``activation_piece``).
 
-Derivatives are written through the output a = f(z), so z never needs to be stored:
-sigmoid a(1 − a), tanh 1 − a², relu 1[a > 0], leaky_relu 1 or the slope, identity 1, exp a.
+Derivatives take both the pre-activation z and the output a = f(z): sigmoid a(1 − a), tanh
+1 − a², relu 1[a > 0] read the output, while gelu, gelu_tanh and silu need z. A network keeps
+z only for layers whose activation says ``needs_z`` (``kernels.layout``), so sigmoid, tanh and
+relu networks use no more memory than before.
 
-Each activation is one compiled *piece* (``activation_<name>``), built from the generic loop
-below with the activation's scalar ``value``/``derivative`` as constants of the compiled code:
-a few small loops that LLVM vectorises, compiled once per dtype and shared by every network
-and every other setting (see ``kernels.pieces``). Adding an activation is one ``SPECS`` entry
-here: its two scalar functions (``@njit(inline="always")``, constants in the argument's dtype:
-``t(0.5)``, never a bare Python float, which would promote float32 to float64), its NumPy
-twins, and its names for scikit-learn, PyTorch and ONNX (``None`` where the tool has none).
+Adding an activation is one ``SPECS`` entry and its two scalar functions: ``value(z, t)`` and
+``derivative(z, a, t)`` (``@helper`` functions; constants in the argument's dtype, ``t(0.5)``,
+never a bare Python float, which would promote float32 to float64), plus its NumPy twins and
+its names for scikit-learn, PyTorch and ONNX. Its piece is made from the table
+(``activation_piece``); the tests, conversions and docs walk the table.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import types
+from numba.extending import overload
 
-from .compat import make_piece, unsigned
-from .config import JIT_OPTIONS
-from .layout import DERIVATIVE, FORWARD
+from .jit import helper
+from .lowlevel import view, view2
 from .mathfn import fast_exp, fast_log1p, fast_tanh
 
-# Activation codes (per layer, in meta).
+# Activation codes (per layer, in the layer records of kernels.layout).
 IDENTITY = 0
 SIGMOID = 1
 TANH = 2
@@ -35,92 +37,144 @@ LEAKY_RELU = 4
 SOFTMAX = 5  # output layer only: normalises each row
 SOFTPLUS = 6
 EXP = 7  # output layer only: the poisson loss's
+GELU = 8
+GELU_TANH = 9
+SILU = 10
 
 # Negative-side slope of leaky_relu (PyTorch's default).
 LEAKY_SLOPE = 0.01
-
-_INLINE = dict(JIT_OPTIONS, inline="always")
-
+# Constants of GELU's two forms (PyTorch's names: M_SQRT1_2, kBeta, kKappa).
+SQRT_HALF = 0.7071067811865476  # 1/√2
+GELU_PDF = 0.3989422804014327  # 1/√(2π)
+GELU_TANH_BETA = 0.7978845608028654  # √(2/π)
+GELU_TANH_KAPPA = 0.044715
 
 # --------------------------------------------------------------------------- scalar forms
-# value(z, t) and derivative(a, t): t is the dtype's type (np.float32 or np.float64).
+# value(z, t) and derivative(z, a, t); t is the dtype's type (np.float32 or np.float64).
 
 
-@njit(**_INLINE)
-def _identity(z, t):
+@helper
+def identity_value(z, t):
     return z
 
 
-@njit(**_INLINE)
-def _one(a, t):
+@helper
+def one(z, a, t):
     return t(1.0)
 
 
-@njit(**_INLINE)
-def _sigmoid(z, t):
+@helper
+def sigmoid_value(z, t):
     return t(1.0) / (t(1.0) + fast_exp(-z))
 
 
-@njit(**_INLINE)
-def _sigmoid_slope(a, t):
+@helper
+def sigmoid_derivative(z, a, t):
     return a * (t(1.0) - a)
 
 
-@njit(**_INLINE)
-def _tanh(z, t):
+@helper
+def tanh_value(z, t):
     return fast_tanh(z)
 
 
-@njit(**_INLINE)
-def _tanh_slope(a, t):
+@helper
+def tanh_derivative(z, a, t):
     return t(1.0) - a * a
 
 
-@njit(**_INLINE)
-def _relu(z, t):
+@helper
+def relu_value(z, t):
     # `z <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
     return t(0.0) if z <= t(0.0) else z  # noqa: FURB136 (max() would clip NaN)
 
 
-@njit(**_INLINE)
-def _relu_slope(a, t):
+@helper
+def relu_derivative(z, a, t):
     return t(1.0) if a > t(0.0) else t(0.0)
 
 
-@njit(**_INLINE)
-def _leaky_relu(z, t):
+@helper
+def leaky_relu_value(z, t):
     return z * t(LEAKY_SLOPE) if z <= t(0.0) else z
 
 
-@njit(**_INLINE)
-def _leaky_relu_slope(a, t):
+@helper
+def leaky_relu_derivative(z, a, t):
     return t(1.0) if a > t(0.0) else t(LEAKY_SLOPE)
 
 
-@njit(**_INLINE)
-def _softplus(z, t):
+@helper
+def softplus_value(z, t):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
     positive = z if z > t(0.0) else t(0.0)
     return positive + fast_log1p(fast_exp(-z if z > t(0.0) else z))
 
 
-@njit(**_INLINE)
-def _softplus_slope(a, t):
+@helper
+def softplus_derivative(z, a, t):
     # f'(z) = sigmoid(z) = 1 − e^(−a) for a = softplus(z).
     return t(1.0) - fast_exp(-a)
 
 
-@njit(**_INLINE)
-def _exp(z, t):
+@helper
+def exp_value(z, t):
     return fast_exp(z)
 
 
-@njit(**_INLINE)
-def _exp_slope(a, t):
+@helper
+def exp_derivative(z, a, t):
     return a
 
 
+@helper
+def gelu_value(z, t):
+    # 0.5·z·(1 + erf(z/√2)), as PyTorch's default (exact) GELU; erf in float64.
+    return t(0.5 * np.float64(z) * (1.0 + math.erf(np.float64(z) * SQRT_HALF)))
+
+
+@helper
+def gelu_derivative(z, a, t):
+    # Φ(z) + z·φ(z), in PyTorch's form: cdf + z·pdf.
+    x = np.float64(z)
+    cdf = 0.5 * (1.0 + math.erf(x * SQRT_HALF))
+    pdf = math.exp(-0.5 * x * x) * GELU_PDF
+    return t(cdf + x * pdf)
+
+
+@helper
+def gelu_tanh_value(z, t):
+    # PyTorch's approximate="tanh": 0.5·z·(1 + tanh(√(2/π)(z + 0.044715 z³))).
+    inner = t(GELU_TANH_BETA) * (z + t(GELU_TANH_KAPPA) * z * z * z)
+    return t(0.5) * z * (t(1.0) + fast_tanh(inner))
+
+
+@helper
+def gelu_tanh_derivative(z, a, t):
+    # PyTorch's backward for approximate="tanh", term by term.
+    beta, kappa = t(GELU_TANH_BETA), t(GELU_TANH_KAPPA)
+    square = z * z
+    tanh_inner = fast_tanh(beta * (z + kappa * square * z))
+    left_derivative = t(0.5) * (t(1.0) + tanh_inner)
+    right_derivative = t(0.5) * z * (t(1.0) - tanh_inner * tanh_inner) * beta * (t(1.0) + t(3.0) * kappa * square)
+    return left_derivative + right_derivative
+
+
+@helper
+def silu_value(z, t):
+    # z·sigmoid(z), as PyTorch computes it: z / (1 + e^−z).
+    return z / (t(1.0) + fast_exp(-z))
+
+
+@helper
+def silu_derivative(z, a, t):
+    # sigmoid(z)·(1 + z·(1 − sigmoid(z))), PyTorch's form.
+    s = t(1.0) / (t(1.0) + fast_exp(-z))
+    return s * (t(1.0) + z * (t(1.0) - s))
+
+
 # --------------------------------------------------------------------------- NumPy twins
+# numpy_value(z) and numpy_derivative(z, a), elementwise, in the arrays' dtype.
 
 
 def _np_sigmoid(z):
@@ -141,6 +195,57 @@ def _np_softplus(z):
     return np.maximum(z, z.dtype.type(0)) + np.log1p(np.exp(-np.abs(z)))
 
 
+def _erf(x):
+    # math.erf over an array (NumPy has no erf; SciPy's is not a dependency of the twins).
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _np_gelu(z):
+    x = z.astype(np.float64)
+    return (0.5 * x * (1.0 + _erf(x * SQRT_HALF))).astype(z.dtype)
+
+
+def _np_gelu_derivative(z, a):
+    x = z.astype(np.float64)
+    return (0.5 * (1.0 + _erf(x * SQRT_HALF)) + x * np.exp(-0.5 * x * x) * GELU_PDF).astype(z.dtype)
+
+
+def _np_gelu_tanh(z):
+    t = z.dtype.type
+    return t(0.5) * z * (t(1) + np.tanh(t(GELU_TANH_BETA) * (z + t(GELU_TANH_KAPPA) * z * z * z)))
+
+
+def _np_gelu_tanh_derivative(z, a):
+    t = z.dtype.type
+    beta, kappa = t(GELU_TANH_BETA), t(GELU_TANH_KAPPA)
+    tanh_inner = np.tanh(beta * (z + kappa * z * z * z))
+    return t(0.5) * (t(1) + tanh_inner) + t(0.5) * z * (t(1) - tanh_inner * tanh_inner) * beta * (t(1) + t(3) * kappa * z * z)
+
+
+def _np_silu(z):
+    return z / (z.dtype.type(1) + np.exp(-z))
+
+
+def _np_silu_derivative(z, a):
+    t = z.dtype.type
+    s = t(1) / (t(1) + np.exp(-z))
+    return s * (t(1) + z * (t(1) - s))
+
+
+# ONNX decompositions (``fastgd.convert.to_onnx``): steps (operator, inputs, output) from the
+# pre-activation "z" to "out", numbers being constants of the network's dtype; operators every
+# runtime has in both dtypes.
+_ONNX_LEAKY = (("Mul", ("z", LEAKY_SLOPE), "leak"), ("Max", ("z", "leak"), "out"))
+_ONNX_SOFTPLUS = (("Relu", ("z",), "pos"), ("Abs", ("z",), "abs"), ("Neg", ("abs",), "neg"), ("Exp", ("neg",), "exp"),
+                  ("Add", ("exp", 1.0), "onep"), ("Log", ("onep",), "log"), ("Add", ("pos", "log"), "out"))  # fmt: skip
+_ONNX_GELU = (("Mul", ("z", SQRT_HALF), "scaled"), ("Erf", ("scaled",), "erf"), ("Add", ("erf", 1.0), "onep"),
+              ("Mul", ("z", "onep"), "zp"), ("Mul", ("zp", 0.5), "out"))  # fmt: skip
+_ONNX_GELU_TANH = (("Mul", ("z", "z"), "square"), ("Mul", ("square", "z"), "cube"), ("Mul", ("cube", GELU_TANH_KAPPA), "kc"),
+                   ("Add", ("z", "kc"), "sum"), ("Mul", ("sum", GELU_TANH_BETA), "inner"), ("Tanh", ("inner",), "tanh"),
+                   ("Add", ("tanh", 1.0), "onep"), ("Mul", ("z", "onep"), "zp"), ("Mul", ("zp", 0.5), "out"))  # fmt: skip
+_ONNX_SILU = (("Sigmoid", ("z",), "sig"), ("Mul", ("z", "sig"), "out"))
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -148,13 +253,13 @@ class ActivationSpec(NamedTuple):
     """One activation, everything about it in one place.
 
     ``value``/``derivative``: the compiled scalar forms (None for softmax, a row operation);
-    ``numpy_value``/``numpy_derivative``: the twins (``numpy_derivative`` of a, elementwise);
-    ``sklearn``: scikit-learn's name; ``torch``: the ``torch.nn`` module and its arguments
-    (None: no module, identity); ``onnx``: the ONNX operator and its attributes, or
-    ``"leaky"`` (written as ``Max(z, Mul(z, slope))``, see ``fastgd.convert``), ``"softplus"``
-    (``Relu(z) + Log(1 + Exp(−|z|))``), or None (no
-    node); ``saturates``: gradient health counts its saturated units (``train``'s condition
-    stage); ``output_only``: softmax normalises a row, so only the output layer may use it.
+    ``numpy_value(z)``/``numpy_derivative(z, a)``: the twins; ``sklearn``: scikit-learn's name
+    (None: not one of scikit-learn's, accepted by fastgd's estimators as an extension);
+    ``torch``: the ``torch.nn`` module and its arguments (None: no module, identity);
+    ``onnx``: an operator and its attributes, a decomposition (steps, see ``_ONNX_*``), or None
+    (no node); ``saturates``: gradient health counts its saturated units; ``output_only``:
+    only the output layer may use it; ``needs_z``: its derivative needs the pre-activation z,
+    which the layer then keeps; ``exportable``: False when no other tool has it.
     """
 
     name: str
@@ -165,126 +270,163 @@ class ActivationSpec(NamedTuple):
     numpy_derivative: Callable | None
     sklearn: str | None
     torch: tuple | None
-    onnx: tuple | str | None
+    onnx: tuple | None
     saturates: bool = False
     output_only: bool = False
-    exportable: bool = True  # False: no ONNX/PyTorch equivalent (conversion refuses it by name)
+    needs_z: bool = False
+    exportable: bool = True
 
 
 SPECS = {
     spec.code: spec
     for spec in (
-        ActivationSpec("identity", IDENTITY, _identity, _one, lambda z: z.copy(), lambda a: np.ones_like(a),
+        ActivationSpec("identity", IDENTITY, identity_value, one, lambda z: z.copy(), lambda z, a: np.ones_like(a),
                        "identity", None, None),
-        ActivationSpec("sigmoid", SIGMOID, _sigmoid, _sigmoid_slope, _np_sigmoid, lambda a: a * (a.dtype.type(1) - a),
-                       "logistic", ("Sigmoid", {}), ("Sigmoid", {}), saturates=True),
-        ActivationSpec("tanh", TANH, _tanh, _tanh_slope, np.tanh, lambda a: a.dtype.type(1) - a * a,
+        ActivationSpec("sigmoid", SIGMOID, sigmoid_value, sigmoid_derivative, _np_sigmoid,
+                       lambda z, a: a * (a.dtype.type(1) - a), "logistic", ("Sigmoid", {}), ("Sigmoid", {}), saturates=True),
+        ActivationSpec("tanh", TANH, tanh_value, tanh_derivative, np.tanh, lambda z, a: a.dtype.type(1) - a * a,
                        "tanh", ("Tanh", {}), ("Tanh", {}), saturates=True),
-        ActivationSpec("relu", RELU, _relu, _relu_slope, _np_relu, lambda a: (a > 0).astype(a.dtype),
+        ActivationSpec("relu", RELU, relu_value, relu_derivative, _np_relu, lambda z, a: (a > 0).astype(a.dtype),
                        "relu", ("ReLU", {}), ("Relu", {})),
-        ActivationSpec("leaky_relu", LEAKY_RELU, _leaky_relu, _leaky_relu_slope,
+        ActivationSpec("leaky_relu", LEAKY_RELU, leaky_relu_value, leaky_relu_derivative,
                        lambda z: np.where(z <= 0, z * z.dtype.type(LEAKY_SLOPE), z),
-                       lambda a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
-                       None, ("LeakyReLU", {"negative_slope": LEAKY_SLOPE}), "leaky"),
+                       lambda z, a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
+                       None, ("LeakyReLU", {"negative_slope": LEAKY_SLOPE}), _ONNX_LEAKY),
         ActivationSpec("softmax", SOFTMAX, None, None, _np_softmax, None, "softmax", ("Softmax", {"dim": -1}),
                        ("Softmax", {"axis": -1}), output_only=True),
-        ActivationSpec("softplus", SOFTPLUS, _softplus, _softplus_slope, _np_softplus,
-                       lambda a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), "softplus"),
-        ActivationSpec("exp", EXP, _exp, _exp_slope, np.exp, lambda a: a.copy(), "exp", None, ("Exp", {}), output_only=True,
-                       exportable=False),
+        ActivationSpec("softplus", SOFTPLUS, softplus_value, softplus_derivative, _np_softplus,
+                       lambda z, a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), _ONNX_SOFTPLUS),
+        ActivationSpec("exp", EXP, exp_value, exp_derivative, np.exp, lambda z, a: a.copy(), "exp", None, ("Exp", {}),
+                       output_only=True, exportable=False),
+        ActivationSpec("gelu", GELU, gelu_value, gelu_derivative, _np_gelu, _np_gelu_derivative, None, ("GELU", {}), _ONNX_GELU,
+                       needs_z=True),
+        ActivationSpec("gelu_tanh", GELU_TANH, gelu_tanh_value, gelu_tanh_derivative, _np_gelu_tanh, _np_gelu_tanh_derivative,
+                       None, ("GELU", {"approximate": "tanh"}), _ONNX_GELU_TANH, needs_z=True),
+        ActivationSpec("silu", SILU, silu_value, silu_derivative, _np_silu, _np_silu_derivative, None, ("SiLU", {}), _ONNX_SILU,
+                       needs_z=True),
     )
 }  # fmt: skip
 
 BY_NAME = {spec.name: spec for spec in SPECS.values()}
 
-
 # --------------------------------------------------------------------------- the pieces
+# One piece per activation: ``activation_piece(code)`` is its function, compiled as a C
+# callback for each dtype by ``kernels.pieces``. ``code`` is a constant of each piece (a closure
+# variable), and ``apply_value``/``apply_derivative`` take it as a literal: each piece holds its
+# own activation only.
+
+FORWARD = 0  # what an activation piece does (its first argument)
+BACKWARD = 1
 
 
-def _elementwise(mode, target, t_start, count, width, source, s_start):
-    """An elementwise activation's piece (``VALUE``/``SLOPE`` are the activation's scalar
-    forms, constants of each compiled copy).
+@helper
+def _add_bias(z, b, rows, width):
+    for r in range(rows):
+        for j in range(width):
+            z[r, j] += b[j]
 
-    FORWARD: ``target[t_start + i] = f(target[t_start + i] + source[s_start + i % width])`` for
-    i < count (rows of ``width``; with ``s_start < 0`` no bias is added). DERIVATIVE:
-    ``target[t_start + i] *= f'(source[s_start + i])``, f' written through a = f(z).
 
-    Parameters
-    ----------
-    mode : int64
-        FORWARD or DERIVATIVE.
-    target : ndarray, shape (n,)
-        Updated in place: pre-activations (FORWARD) or local gradients (DERIVATIVE).
-    t_start, count, width : int64
-    source : ndarray, shape (m,)
-        The bias (FORWARD) or the layer's outputs a (DERIVATIVE).
-    s_start : int64
+def apply_value(code, z, a, n):
+    """``a[i] = f(z[i])`` for i < n, f activation ``code`` (a constant in compiled code)."""
+    value, t = SPECS[code].value, z.dtype.type
+    for i in range(n):
+        a[i] = value(z[i], t)
 
-    Returns
-    -------
-    int64
-        0.
+
+def apply_derivative(code, delta, z, a, n):
+    """``delta[i] *= f'(z[i], a[i])`` for i < n."""
+    derivative, t = SPECS[code].derivative, delta.dtype.type
+    for i in range(n):
+        delta[i] *= derivative(z[i], a[i], t)
+
+
+@overload(apply_value, prefer_literal=True)
+def _apply_value(code, z, a, n):
+    if isinstance(code, types.IntegerLiteral):
+        value = SPECS[code.literal_value].value
+
+        def impl(code, z, a, n):
+            t = z.dtype.type
+            for i in range(n):
+                a[i] = value(z[i], t)
+
+        return impl
+
+
+@overload(apply_derivative, prefer_literal=True)
+def _apply_derivative(code, delta, z, a, n):
+    if isinstance(code, types.IntegerLiteral):
+        derivative = SPECS[code.literal_value].derivative
+
+        def impl(code, delta, z, a, n):
+            t = delta.dtype.type
+            for i in range(n):
+                delta[i] *= derivative(z[i], a[i], t)
+
+        return impl
+
+
+def activation_piece(code):
+    """The piece of activation ``code``: ``piece(mode, rows, width, first, second, third)``.
+
+    FORWARD (``first``: rows × width pre-activations ``a_in @ W``; ``second``: the bias;
+    ``third``: the outputs): the bias is added to ``first`` in place (it then holds z, which the
+    backward pass reads when the activation ``needs_z``), and ``third`` receives a = f(z)
+    (``third`` may be ``first``: then z is not kept). Softmax normalises each row, its maximum
+    subtracted first so it cannot overflow.
+
+    BACKWARD (``first``: local gradients; ``second``: z; ``third``: a): ``first *= f'(z, a)``;
+    for softmax each row g becomes the Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``.
     """
-    t = target.dtype.type
-    start, stop = unsigned(t_start), unsigned(t_start + count)
+    if code == SOFTMAX:
+        return softmax_piece
+
+    def elementwise_piece(mode, rows, width, first, second, third):
+        n = rows * width
+        if mode == FORWARD:
+            _add_bias(view2(first, rows, width), view(second, width), rows, width)
+            apply_value(code, view(first, n), view(third, n), n)
+        else:
+            apply_derivative(code, view(first, n), view(second, n), view(third, n), n)
+
+    elementwise_piece.__qualname__ = elementwise_piece.__name__ = f"{SPECS[code].name}_piece"
+    return elementwise_piece
+
+
+def softmax_piece(mode, rows, width, first, second, third):
+    """Softmax's piece (see ``activation_piece``)."""
     if mode == FORWARD:
-        if s_start >= 0:
-            bias, n = unsigned(s_start), unsigned(width)
-            for row in range(start, stop, n):
-                for j in range(n):
-                    target[row + j] += source[bias + j]
-        for i in range(start, stop):
-            target[i] = VALUE(target[i], t)  # noqa: F821 (bound by make_piece)
+        z = view2(first, rows, width)
+        _add_bias(z, view(second, width), rows, width)
+        _softmax_rows(z, view2(third, rows, width), rows, width)
     else:
-        offset = unsigned(s_start) - start
-        for i in range(start, stop):
-            target[i] *= SLOPE(source[offset + i], t)  # noqa: F821 (bound by make_piece)
-    return np.int64(0)
+        _softmax_jacobian(view2(first, rows, width), view2(third, rows, width), rows, width)
 
 
-def _softmax(mode, target, t_start, count, width, source, s_start):
-    """The softmax piece, row by row (rows of ``width``; same arguments as ``_elementwise``).
-
-    FORWARD: each row gets the bias added, then ``softmax`` (its maximum subtracted first, so it
-    cannot overflow). DERIVATIVE: each row g of ``target`` becomes the Jacobian product
-    ``a ⊙ (g − Σ_j g_j a_j)`` with a the row of ``source``.
-    """
-    t = target.dtype.type
-    start, stop, n = unsigned(t_start), unsigned(t_start + count), unsigned(width)
-    if mode == FORWARD:
-        for row in range(start, stop, n):
-            if s_start >= 0:
-                bias = unsigned(s_start)
-                for j in range(n):
-                    target[row + j] += source[bias + j]
-            row_max = target[row]
-            for j in range(1, n):
-                value = target[row + j]
-                row_max = value if value > row_max else row_max
-            total = t(0.0)
-            for j in range(n):
-                e = fast_exp(target[row + j] - row_max)
-                target[row + j] = e
-                total += e
-            inv = t(1.0) / total
-            for j in range(n):
-                target[row + j] *= inv
-    else:
-        offset = unsigned(s_start) - start
-        for row in range(start, stop, n):
-            dot = t(0.0)
-            for j in range(n):
-                dot += target[row + j] * source[offset + row + j]
-            for j in range(n):
-                target[row + j] = source[offset + row + j] * (target[row + j] - dot)
-    return np.int64(0)
+@helper
+def _softmax_rows(z, a, rows, width):
+    t = z.dtype.type
+    for r in range(rows):
+        row_max = z[r, 0]
+        for j in range(1, width):
+            value = z[r, j]
+            row_max = value if value > row_max else row_max
+        total = t(0.0)
+        for j in range(width):
+            e = fast_exp(z[r, j] - row_max)
+            a[r, j] = e
+            total += e
+        inv = t(1.0) / total
+        for j in range(width):
+            a[r, j] *= inv
 
 
-def _make(spec):
-    if spec.code == SOFTMAX:
-        return make_piece(_softmax, f"activation_{spec.name}")
-    return make_piece(_elementwise, f"activation_{spec.name}", VALUE=spec.value, SLOPE=spec.derivative)
-
-
-# Activation code -> its piece (a compiled kernel; kind "activation" in kernels.pieces).
-PIECES = {code: _make(spec) for code, spec in SPECS.items()}
+@helper
+def _softmax_jacobian(delta, a, rows, width):
+    t = delta.dtype.type
+    for r in range(rows):
+        dot = t(0.0)
+        for j in range(width):
+            dot += delta[r, j] * a[r, j]
+        for j in range(width):
+            delta[r, j] = a[r, j] * (delta[r, j] - dot)

@@ -1,65 +1,46 @@
-"""The training loop's optional stage, one piece per dtype: gradient clipping and gradient
-health (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the
-team at the start and end of each epoch and after each step's gradient, bound only when a fit
-asks for one of them (``layout.PIECE_CONDITION``), so a fit that uses neither compiles none of
-this.
+# stamp: a559ccf2c9ff0801c677d38387de22ec
+"""The training loop's optional condition stage: gradient clipping and gradient health
+(``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
+at the start and end of each epoch and after each step's gradient. It is compiled on its own,
+as a C callback (``kernels.stages``), only for fits that ask for one of them, so a fit that uses
+neither compiles none of this.
 """
 
 import numpy as np
-from numba import njit
 
 from .activations import SIGMOID, TANH
-from .compat import kernel
-from .config import INTERNAL_OPTIONS, JIT_OPTIONS
-from .layout import (
-    CONDITION_EPOCH_END,
-    CONDITION_EPOCH_START,
-    HEALTH_GRAD_NORM,
-    HEALTH_SATURATION,
-    HEALTH_UPDATE_RATIO,
-    HEALTH_WEIGHT_NORM,
-    MAX_CHUNKS,
-    META_ACTIVATION,
-    META_N_IN,
-    META_N_OUT,
-    META_UNITS_BEFORE,
-    META_W_OFFSET,
-    FLAG_PARTIALS,
-    SATURATION_BLOCKS,
-    SATURATION_THRESHOLD,
-    add_shards,
-    chunk_bounds,
-    chunk_count,
-)
-from .team import barrier, first_task, next_task
+from .jit import helper
+from .layout import SATURATION_BLOCKS, SATURATION_THRESHOLD, chunk_count, flag_partials
+from .team import barrier, next_task
 
-_INLINE = dict(JIT_OPTIONS, inline="always")
+# The points of the loop the stage is called at (its first argument).
+EPOCH_START = 0
+STEP = 1
+EPOCH_END = 2
 
 # Rows of ``Work.health_sums``: an epoch's sums (thread 0's) per layer; steps in [STEPS, 0].
 SUM_GRAD_NORMS, SUM_SATURATED, SUM_UNITS, SUM_STEPS = 0, 1, 2, 3
 
 
-@kernel(**INTERNAL_OPTIONS)
-def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, local, settings):
+def condition(mode, tid, n_threads, control, params, architecture, work, epoch, lo, local, settings):
     """The loop's optional stage: gradient clipping and gradient health (``Settings``).
 
-    CONDITION_STEP: the shards' gradients added up into ``grads[0]`` (in shard order), its
+    STEP: the shards' gradients added up into ``grads[0]`` (in shard order), its
     health recorded (``track``: per-layer squared norms per chunk, saturated units per block of
     rows ``[lo, lo + local)``, added up by thread 0 in chunk and block order), entries clamped
     to ``clip_value``, then scaled to ``clip_norm`` (its squared norm summed per chunk, the
-    chunks in order); returns with ``grads[0]`` final on every thread. CONDITION_EPOCH_START:
-    the epoch's sums cleared. CONDITION_EPOCH_END: the epoch's ``health`` (n_layers,
-    HEALTH_WIDTH) from the sums and from ``params`` against ``start_params`` (thread 0; the
-    caller waits at a barrier before changing either).
+    chunks in order); returns with ``grads[0]`` final on every thread. EPOCH_START: the epoch's
+    sums cleared. EPOCH_END: the epoch's ``health`` records (n_layers,) from the sums and from
+    ``params`` against ``work.saved_params`` (thread 0; then a barrier).
 
     Parameters
     ----------
     mode : int64
-        CONDITION_EPOCH_START, CONDITION_STEP or CONDITION_EPOCH_END.
+        EPOCH_START, STEP or EPOCH_END.
     tid, n_threads, control
         The team.
     params : ndarray, shape (n_params,)
-    meta : ndarray of int64
+    architecture : layout.Architecture
     work : layout.Work
         ``grads`` (summed and clipped in place), ``acts`` (the step's activations),
         ``saved_params`` (the epoch's start), ``partials[0]``, the ``health*`` buffers.
@@ -76,16 +57,19 @@ def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, loca
         0.
     """
     sums, track = work.health_sums, settings.track
-    if mode == CONDITION_EPOCH_START:
+    meta = architecture.layers
+    if mode == EPOCH_START:
         if tid == 0:
             sums[...] = 0.0
         return np.int64(0)
-    if mode == CONDITION_EPOCH_END:
+    if mode == EPOCH_END:
         if tid == 0 and track:
             _epoch_health(params, work.saved_params, meta, sums[SUM_GRAD_NORMS], sums[SUM_SATURATED], sums[SUM_UNITS],
                           np.int64(sums[SUM_STEPS, 0]), work.health[epoch])  # fmt: skip
+        barrier(control, n_threads)
         return np.int64(0)
     grads, acts, partials = work.grads, work.acts, work.partials[0]
+    flags = flag_partials(meta.size)
     health_partials, health_counts = work.health_partials, work.health_counts
     clip_norm, clip_value = settings.clip_norm, settings.clip_value
     t = grads.dtype.type
@@ -99,7 +83,7 @@ def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, loca
         blocks = local // shards // 64
         blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
         n_saturation = shards * blocks
-    task = first_task(control, tid, n_threads)
+    task = tid
     while task < n_chunks + n_saturation:
         if task >= n_chunks:
             # Saturated units of one block of one shard's rows (this step's activations).
@@ -108,10 +92,10 @@ def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, loca
             shard = block // blocks
             shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
             part = block % blocks
-            _count_saturated(acts[shard], meta, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
+            _count_saturated(acts[shard], architecture, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
                              health_counts[block])  # fmt: skip
         else:
-            first, stop = chunk_bounds(task, n_chunks, n_params)
+            first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
             if shards > 1:
                 add_shards(grads, shards, first, stop)
             if track:
@@ -119,13 +103,13 @@ def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, loca
             if clip_value > 0.0:
                 _clip_values(gradient, first, stop, t(clip_value))
             if clip_norm > 0.0:
-                partials[FLAG_PARTIALS + task] = _squares(gradient, first, stop)
-        task = next_task(control, n_threads, task)
+                partials[flags + task] = _squares(gradient, first, stop)
+        task = next_task(n_threads, task)
     barrier(control, n_threads)
     if track and tid == 0:
         # Added up in chunk and block order: the same on any number of threads. (The other
         # threads go on; nothing before the next step's stage writes these buffers.)
-        for layer in range(meta.shape[0]):
+        for layer in range(meta.size):
             squares = 0.0
             for chunk in range(n_chunks):
                 squares += health_partials[chunk, layer]
@@ -134,29 +118,39 @@ def condition(mode, tid, n_threads, control, params, meta, work, epoch, lo, loca
             for block in range(n_saturation):
                 count += health_counts[block, layer]
             sums[SUM_SATURATED, layer] += count
-            sums[SUM_UNITS, layer] += local * meta[layer, META_N_OUT]
+            sums[SUM_UNITS, layer] += local * meta[layer].n_out
         sums[SUM_STEPS, 0] += 1.0
     if clip_norm > 0.0:
         squares = 0.0
         for chunk in range(n_chunks):
-            squares += partials[FLAG_PARTIALS + chunk]
+            squares += partials[flags + chunk]
         factor = clip_norm / (np.sqrt(squares) + 1e-6)
         if factor < 1.0:
-            task = first_task(control, tid, n_threads)
+            task = tid
             while task < n_chunks:
-                first, stop = chunk_bounds(task, n_chunks, n_params)
+                first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
                 _scale(gradient, first, stop, t(factor))
-                task = next_task(control, n_threads, task)
+                task = next_task(n_threads, task)
             barrier(control, n_threads)
     return np.int64(0)
 
 
-@njit(**_INLINE)
+@helper
+def add_shards(grads, shards, first, stop):
+    """``grads[0] += grads[1] + ...`` in shard order, over ``[first, stop)``."""
+    total = grads[0]
+    for shard in range(1, shards):
+        part = grads[shard]
+        for i in range(first, stop):
+            total[i] += part[i]
+
+
+@helper
 def _layer_squares(grads, meta, first, stop, sums):
     """``sums[layer]`` = the squared weight gradients of ``layer`` within ``[first, stop)``."""
-    for layer in range(meta.shape[0]):
-        low = meta[layer, META_W_OFFSET]
-        high = low + meta[layer, META_N_IN] * meta[layer, META_N_OUT]
+    for layer in range(meta.size):
+        low = meta[layer].weights
+        high = low + meta[layer].n_in * meta[layer].n_out
         low = first if first > low else low
         high = stop if stop < high else high
         total = 0.0
@@ -166,17 +160,18 @@ def _layer_squares(grads, meta, first, stop, sums):
         sums[layer] = total
 
 
-@njit(**_INLINE)
-def _count_saturated(acts, meta, first_row, stop_row, counts):
+@helper
+def _count_saturated(acts, architecture, first_row, stop_row, counts):
     """``counts[layer]`` = units of rows ``[first_row, stop_row)`` of a sigmoid or tanh layer
     whose derivative (a(1 − a), 1 − a²) is below SATURATION_THRESHOLD; 0 for other layers."""
-    capacity = acts.size // (meta[-1, META_UNITS_BEFORE] + meta[-1, META_N_OUT])
-    for layer in range(meta.shape[0]):
-        activation = meta[layer, META_ACTIVATION]
+    meta = architecture.layers
+    capacity = acts.size // architecture.units
+    for layer in range(meta.size):
+        activation = meta[layer].activation
         count = 0
         if activation == SIGMOID or activation == TANH:
-            n_out = meta[layer, META_N_OUT]
-            base = capacity * meta[layer, META_UNITS_BEFORE]
+            n_out = meta[layer].n_out
+            base = capacity * meta[layer].acts
             # Branch-free loops (each vectorises): a comparison added as 0 or 1.
             if activation == SIGMOID:
                 for i in range(base + first_row * n_out, base + stop_row * n_out):
@@ -189,28 +184,29 @@ def _count_saturated(acts, meta, first_row, stop_row, counts):
         counts[layer] = count
 
 
-@njit(**_INLINE)
+@helper
 def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen, steps, health):
-    """One epoch's ``health`` (n_layers, HEALTH_WIDTH) from its accumulated sums and its start
-    and end parameters (see ``layout.HEALTH_*``)."""
-    for layer in range(meta.shape[0]):
-        low = meta[layer, META_W_OFFSET]
-        high = low + meta[layer, META_N_IN] * meta[layer, META_N_OUT]
+    """One epoch's ``health`` records (n_layers,) from its accumulated sums and its start and end
+    parameters (see ``layout.HEALTH``)."""
+    for layer in range(meta.size):
+        low = meta[layer].weights
+        high = low + meta[layer].n_in * meta[layer].n_out
         weights, moved, before = 0.0, 0.0, 0.0
         for i in range(low, high):
             now, then = np.float64(params[i]), np.float64(start_params[i])
             weights += now * now
             moved += (now - then) * (now - then)
             before += then * then
-        health[layer, HEALTH_GRAD_NORM] = grad_norms[layer] / steps if steps > 0 else np.nan
-        health[layer, HEALTH_WEIGHT_NORM] = np.sqrt(weights)
-        health[layer, HEALTH_UPDATE_RATIO] = np.sqrt(moved) / np.sqrt(before) if before > 0.0 else np.nan
-        activation = meta[layer, META_ACTIVATION]
+        record = health[layer]
+        record.grad_norm = grad_norms[layer] / steps if steps > 0 else np.nan
+        record.weight_norm = np.sqrt(weights)
+        record.update_ratio = np.sqrt(moved) / np.sqrt(before) if before > 0.0 else np.nan
+        activation = meta[layer].activation
         tracked = (activation == SIGMOID or activation == TANH) and units_seen[layer] > 0.0
-        health[layer, HEALTH_SATURATION] = saturated[layer] / units_seen[layer] if tracked else np.nan
+        record.saturation = saturated[layer] / units_seen[layer] if tracked else np.nan
 
 
-@njit(**_INLINE)
+@helper
 def _clip_values(grads, first, stop, limit):
     # Clamp to [-limit, limit]; NaN stays NaN (compared, never replaced).
     for i in range(first, stop):
@@ -220,7 +216,7 @@ def _clip_values(grads, first, stop, limit):
             grads[i] = -limit
 
 
-@njit(**_INLINE)
+@helper
 def _squares(grads, first, stop):
     total = 0.0  # float64 whatever the dtype, as PyTorch accumulates norms on the CPU
     for i in range(first, stop):
@@ -229,7 +225,7 @@ def _squares(grads, first, stop):
     return total
 
 
-@njit(**_INLINE)
+@helper
 def _scale(grads, first, stop, factor):
     for i in range(first, stop):
         grads[i] *= factor

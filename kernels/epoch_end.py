@@ -1,71 +1,52 @@
+# stamp: 9a95ff5fa9a1feab927142a1a589fab8
 """What the training loop does after each completed epoch, compiled: the validation pass and the
-stopping rule (the ``monitor`` piece), and visits to Python (the ``visit`` piece), so that a fit
-with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call.
+stopping rule (the ``monitor`` stage), and visits to Python (the ``visit`` stage), so that a fit
+with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each
+stage is compiled on its own (``kernels.stages``) and only for fits that need it.
 
 ``monitor`` (every thread of the team): with validation rows, the forward pass over them and their
-loss (``forward_pass`` and ``batch_value``, as ``Network.loss`` computes it) and accuracy into the
-epoch's ``records``; then the stopping rule (``layout.RULE_*``) on the monitored value:
+loss (``passes.forward_pass`` and ``batch_value``, as ``Network.loss`` computes it) and score
+into the epoch's ``records``; then the stopping rule (``stopping_rule``) on the monitored value.
+
+``stopping_rule`` is the one definition of the rule, compiled (the loop's monitor, and Python's
+``EarlyStopping`` callback for fits that run it between calls) with a NumPy twin
+(``fastgd.reference.stopping_rule``):
 
 * ``STOP_PATIENCE`` (Keras's ``EarlyStopping``, fastgd's ``early_stopping=True``): an epoch whose
-  value is below best − delta is the new best (its parameters kept with ``RULE_RESTORE``), any
-  other is a wait; ``patience`` waits in a row stop training.
+  value is below best − delta is the new best (its parameters kept with ``restore``), any other
+  is a wait; ``patience`` waits in a row stop training.
 * ``STOP_NO_IMPROVEMENT`` (scikit-learn's ``tol``/``n_iter_no_change``, as its
   ``_update_no_improvement_count``): for a loss, a value above best − tol counts, else the count
   restarts, and a value below best is the new best; for a score (higher is better) a value below
   best + tol counts and one above best is the new best (its parameters kept); a count above
   ``patience`` stops training.
 
-With ``RULE_LR_FACTOR`` (scikit-learn's ``learning_rate="adaptive"``) a stop is first a smaller
-rate: ``STATE_LR_SCALE`` (the factor on every step's rate) is divided by it and the count restarts,
-until the scale is at most ``RULE_MIN_LR_SCALE``; then the rule stops training.
+With ``lr_factor`` (scikit-learn's ``learning_rate="adaptive"``) a stop is first a smaller rate:
+the rate's scale is divided by it and the count restarts, until the scale is at most
+``min_lr_scale``; then the rule stops training.
 
 ``visit`` (thread 0, the others waiting): enters Python (``numba.objmode``) and calls
 ``VISITORS[channel](kind, epoch)``, which records the finished epochs, runs the Python callbacks
-that are due, the progress bar and checkpoints, and returns 1 to stop after this epoch. A visit
-is bound only for fits that have such work (``layout.PIECE_VISIT``).
+that are due, the progress bar and checkpoints, and returns 1 to stop after this epoch.
 """
 
 import numpy as np
-from numba import njit, objmode
+from numba import objmode
 
-from .compat import call_piece, kernel
-from .config import INTERNAL_OPTIONS, JIT_OPTIONS
+from .jit import helper, kernel
 from .layout import (
-    ACCURACY_ARGMAX,
-    ACCURACY_R2,
-    ACCURACY_SUBSET,
-    ACCURACY_THRESHOLD,
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
-    META_N_OUT,
-    META_UNITS_BEFORE,
-    PIECE_FORWARD,
-    PIECE_VALUE,
-    RECORD_VAL_ACCURACY,
-    RECORD_VAL_LOSS,
-    RULE_ACCURACY,
-    RULE_DELTA,
-    RULE_LR_FACTOR,
-    RULE_MIN_LR_SCALE,
-    RULE_MODE,
-    RULE_MONITOR,
-    RULE_OFFSET,
-    RULE_PATIENCE,
-    RULE_RESTORE,
-    RULE_VALIDATE,
-    STATE_BEST,
-    STATE_BEST_EPOCH,
-    STATE_LR_SCALE,
-    STATE_SNAPSHOT,
-    STATE_WAITED,
+    SCORE_ARGMAX,
+    SCORE_R2,
+    SCORE_SUBSET,
+    SCORE_THRESHOLD,
     STOP_NO_IMPROVEMENT,
     STOP_PATIENCE,
     chunk_count,
 )
-from .team import barrier, first_task, next_task
-
-_DONE = np.int64(0)
-_INLINE = dict(JIT_OPTIONS, inline="always")
+from .passes import batch_value, forward_pass
+from .team import barrier, next_task
 
 # visit's Python side: channel -> callable(kind, epoch) -> 1 to stop after this epoch, else 0;
 # filled by fastgd.training for the fits that need visits.
@@ -76,7 +57,6 @@ def call_visitor(channel, kind, epoch):
     return int(VISITORS[int(channel)](int(kind), int(epoch)))
 
 
-@kernel(**dict(INTERNAL_OPTIONS, nogil=False))
 def visit(channel, kind, epoch):
     """Visit Python: ``VISITORS[channel](kind, epoch)`` (see the module's docstring); returns its
     answer, 1 to stop training after this epoch. An exception raised there propagates to the
@@ -99,8 +79,43 @@ def visit(channel, kind, epoch):
     return answer
 
 
-@kernel(**INTERNAL_OPTIONS)
-def monitor(tid, n_threads, control, pieces, params, meta, end, epoch, train_loss):
+@kernel
+def stopping_rule(rule, best, waited, lr_scale, value):
+    """The stopping rule's decision after an epoch whose monitored value is ``value`` (see the
+    module's docstring), from the rule's state (``best``, ``waited``, ``lr_scale``).
+
+    Parameters
+    ----------
+    rule : layout.Rule
+    best, waited, lr_scale : float64
+    value : float64
+
+    Returns
+    -------
+    (stop, better, waited, lr_scale) : (bool, bool, float64, float64)
+        Whether training stops after this epoch, whether the epoch is the new best, and the
+        new count and rate scale.
+    """
+    delta = rule.delta
+    higher = rule.monitor == MONITOR_VAL_SCORE
+    if rule.mode == STOP_PATIENCE:
+        better = value < best - delta
+        waited = 0.0 if better else waited + 1.0
+        stop = waited >= rule.patience
+    elif rule.mode == STOP_NO_IMPROVEMENT:
+        counts = value < best + delta if higher else value > best - delta
+        better = value > best if higher else value < best
+        waited = waited + 1.0 if counts else 0.0
+        stop = waited > rule.patience
+    else:
+        return False, False, waited, lr_scale
+    if stop and rule.lr_factor > 0.0 and lr_scale > rule.min_lr_scale:
+        # scikit-learn's adaptive rate: a smaller rate and a new count instead of a stop.
+        lr_scale, waited, stop = lr_scale / rule.lr_factor, 0.0, False
+    return stop, better, waited, lr_scale
+
+
+def monitor(tid, n_threads, control, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
     """The epoch's validation and stopping rule (see the module's docstring); every thread of
     the team calls it and gets the same answer.
 
@@ -108,92 +123,77 @@ def monitor(tid, n_threads, control, pieces, params, meta, end, epoch, train_los
     ----------
     tid, n_threads, control
         The team.
-    pieces : ndarray of int64
-        The fit's pieces (the forward pass and ``batch_value`` are used).
+    pieces : pieces.Pieces
+    architecture : layout.Architecture
     params : ndarray, shape (n_params,)
         The parameters at the end of the epoch.
-    meta : ndarray of int64
     end : layout.EpochEnd
         Validation rows and buffers; ``records[epoch]`` is written, ``state`` updated,
-        ``best_params`` written when the epoch is the best so far (``RULE_RESTORE``).
+        ``best_params`` written when the epoch is the best so far (``rule.restore``).
     epoch : int64
         The epoch's index in this call (0-based).
     train_loss : float64
         Its training loss.
+    loss, gemm : int64
+        The loss code and BLAS's ``?gemm`` address (the forward pass's).
 
     Returns
     -------
     int64
         1 when the rule stops training after this epoch, else 0.
     """
-    rule, state = end.rule, end.state
+    rule, state = end.rule, end.state[0]
     value = train_loss
-    if rule[RULE_VALIDATE] != 0.0:
+    if rule.validate:
         rows = end.row_scale.size
-        call_piece(_DONE, pieces[PIECE_FORWARD], (tid, n_threads, control, pieces, params, meta, end.X, np.int64(rows), end.Y,
-                                                  end.row_scale, end.acts, end.z_out, end.deltas, end.partials, end.transposed, True))  # fmt: skip
-        val_loss = call_piece(0.0, pieces[PIECE_VALUE], (meta, np.int64(rows), end.partials, 0.0, 0.0))
-        accuracy = _accuracy(end.acts, end.Y, meta, rows, rule[RULE_ACCURACY])
+        forward_pass(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm)
+        val_loss = batch_value(architecture, rows, end.buffers.partials, 0.0, 0.0)
+        score = _score(end.buffers.acts, end.Y, architecture, rows, rule.score)
         if tid == 0:
-            end.records[epoch, RECORD_VAL_LOSS] = val_loss
-            end.records[epoch, RECORD_VAL_ACCURACY] = accuracy
-        value = val_loss if rule[RULE_MONITOR] == MONITOR_VAL_LOSS else (accuracy if rule[RULE_MONITOR] == MONITOR_VAL_SCORE else value)
-    mode = rule[RULE_MODE]
-    if mode != STOP_PATIENCE and mode != STOP_NO_IMPROVEMENT:
-        return _DONE
-    best, waited, delta = state[STATE_BEST], state[STATE_WAITED], rule[RULE_DELTA]
-    higher = rule[RULE_MONITOR] == MONITOR_VAL_SCORE
-    if mode == STOP_PATIENCE:
-        better = value < best - delta
-        waited = 0.0 if better else waited + 1.0
-        stop = waited >= rule[RULE_PATIENCE]
-    else:
-        counts = value < best + delta if higher else value > best - delta
-        better = value > best if higher else value < best
-        waited = waited + 1.0 if counts else 0.0
-        stop = waited > rule[RULE_PATIENCE]
-    lr_scale = state[STATE_LR_SCALE]
-    if stop and rule[RULE_LR_FACTOR] > 0.0 and lr_scale > rule[RULE_MIN_LR_SCALE]:
-        # scikit-learn's adaptive rate: a smaller rate and a new count instead of a stop.
-        lr_scale, waited, stop = lr_scale / rule[RULE_LR_FACTOR], 0.0, False
+            end.records[epoch].val_loss = val_loss
+            end.records[epoch].val_score = score
+        value = val_loss if rule.monitor == MONITOR_VAL_LOSS else (score if rule.monitor == MONITOR_VAL_SCORE else value)
+    stop, better, waited, lr_scale = stopping_rule(rule, state.best, state.waited, state.lr_scale, value)
+    if rule.mode != STOP_PATIENCE and rule.mode != STOP_NO_IMPROVEMENT:
+        return np.int64(0)
     # Every thread has read the state above; it changes only after this barrier.
     barrier(control, n_threads)
-    if better and rule[RULE_RESTORE] != 0.0:
-        _copy(tid, n_threads, control, end.best_params, params)
+    if better and rule.restore:
+        _copy(tid, n_threads, end.best_params, params)
     if tid == 0:
-        state[STATE_WAITED] = waited
-        state[STATE_LR_SCALE] = lr_scale
+        state.waited = waited
+        state.lr_scale = lr_scale
         if better:
-            state[STATE_BEST] = value
-            state[STATE_BEST_EPOCH] = rule[RULE_OFFSET] + epoch + 1.0
-            state[STATE_SNAPSHOT] = 1.0 if rule[RULE_RESTORE] != 0.0 else state[STATE_SNAPSHOT]
+            state.best = value
+            state.best_epoch = rule.offset + epoch + 1.0
+            state.snapshot = 1.0 if rule.restore else state.snapshot
     barrier(control, n_threads)
-    return np.int64(1) if stop else _DONE
+    return np.int64(1) if stop else np.int64(0)
 
 
-@njit(**_INLINE)
-def _accuracy(acts, Y, meta, rows, kind):
-    # The validation score of the forward pass just run (NaN for ACCURACY_NONE): the share of
-    # rows whose largest output is their target's (ties: the first), of outputs on the target's
-    # side of 0.5, of rows whose every output is, or the R² averaged over the outputs. Every
-    # thread computes it (a small loop; nobody writes acts).
-    if kind != ACCURACY_ARGMAX and kind != ACCURACY_THRESHOLD and kind != ACCURACY_SUBSET and kind != ACCURACY_R2:
+@helper
+def _score(acts, Y, architecture, rows, kind):
+    # The validation score of the forward pass just run (NaN for SCORE_NONE): the share of rows
+    # whose largest output is their target's (ties: the first), of outputs on the target's side
+    # of 0.5, of rows whose every output is, or the R² averaged over the outputs. Every thread
+    # computes it (a small loop; nobody writes acts).
+    if kind != SCORE_ARGMAX and kind != SCORE_THRESHOLD and kind != SCORE_SUBSET and kind != SCORE_R2:
         return np.nan
-    last = meta.shape[0] - 1
-    n_out = meta[last, META_N_OUT]
-    start = (acts.size // (meta[last, META_UNITS_BEFORE] + n_out)) * meta[last, META_UNITS_BEFORE]
-    if kind == ACCURACY_R2:
+    last = architecture.layers[architecture.layers.size - 1]
+    n_out = last.n_out
+    start = (acts.size // architecture.units) * last.acts
+    if kind == SCORE_R2:
         return _r2(acts, start, Y, rows, n_out)
     hits = 0
     half = acts.dtype.type(0.5)
-    if kind == ACCURACY_SUBSET:
+    if kind == SCORE_SUBSET:
         for r in range(rows):
             right = True
             for j in range(n_out):
                 right = right and (acts[start + r * n_out + j] >= half) == (Y[r * n_out + j] >= half)
             hits += 1 if right else 0
         return hits / rows
-    if kind == ACCURACY_ARGMAX:
+    if kind == SCORE_ARGMAX:
         for r in range(rows):
             best_a, best_y = 0, 0
             for j in range(1, n_out):
@@ -210,7 +210,7 @@ def _accuracy(acts, Y, meta, rows, kind):
     return hits / (rows * n_out)
 
 
-@njit(**_INLINE)
+@helper
 def _r2(acts, start, Y, rows, n_out):
     # scikit-learn's r2_score (multioutput="uniform_average", force_finite=True): per output
     # 1 − Σ(y − a)²/Σ(y − ȳ)², 1 when both sums are 0 and 0 when only the second is; their mean.
@@ -233,13 +233,13 @@ def _r2(acts, start, Y, rows, n_out):
     return total / n_out
 
 
-@njit(**_INLINE)
-def _copy(tid, n_threads, control, destination, source):
+@helper
+def _copy(tid, n_threads, destination, source):
     # destination = source, in chunks the team shares.
     n = source.size
     n_chunks = chunk_count(n)
-    task = first_task(control, tid, n_threads)
+    task = tid
     while task < n_chunks:
         for i in range(task * n // n_chunks, (task + 1) * n // n_chunks):
             destination[i] = source[i]
-        task = next_task(control, n_threads, task)
+        task = next_task(n_threads, task)

@@ -1,7 +1,8 @@
+# stamp: e6915dc5062719b4a611d4156a6ba126
 """The compiled training loop's one door to other processes: ``exchange``, the piece through
 which data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
-provides the channels; this package imports no MPI). It is bound only for data-parallel fits
-(``layout.PIECE_EXCHANGE``): a fit in one process compiles none of it.
+provides the channels; this package imports no MPI). It is compiled on its own (``kernels.stages``) and
+only for data-parallel fits: a fit in one process compiles none of it.
 
 Every thread of the team calls ``exchange``; thread 0 enters Python (``numba.objmode``, taking
 the GIL for the call's duration, ~3 µs) and calls ``CHANNELS[channel](kind, values, scalars)``,
@@ -17,25 +18,21 @@ the others wait at a barrier:
     becomes its sum over the ranks, in rank order; ``values`` is not used.
 """
 
-import numpy as np
 from numba import objmode
 
-from .compat import kernel
-from .config import INTERNAL_OPTIONS
-from .layout import CONTROL_STOP_SEEN, EXCHANGE_STEP, EXCHANGE_WEIGHTS  # noqa: F401 (fastgd.distributed reads them here)
+from .layout import CONTROL, STEP_SCALARS  # noqa: F401 (fastgd.distributed reads STEP_SCALARS here)
 from .team import barrier, read_flag, write_flag
+
+# What an exchange does (its first argument).
+EXCHANGE_STEP = 0
+EXCHANGE_WEIGHTS = 1
 
 # ``scalars`` of an EXCHANGE_STEP.
 SCALAR_LOSS = 0
 SCALAR_STOP = 1
-STEP_SCALARS = 2
 
 # channel id -> callable(kind, values, scalars); filled by fastgd.distributed.
 CHANNELS = {}
-
-# Taking the GIL inside a function compiled with nogil=True makes Numba warn; the GIL is taken
-# here on purpose, for the communication only.
-_OPTIONS = dict(INTERNAL_OPTIONS, nogil=False)
 
 
 def call_channel(channel, kind, values, scalars):
@@ -44,13 +41,12 @@ def call_channel(channel, kind, values, scalars):
     CHANNELS[int(channel)](int(kind), values[0] if values.ndim == 2 else values, scalars)
 
 
-@kernel(**_OPTIONS)
 def exchange(mode, tid, n_threads, control, channel, values, scalars, sample_weight, order, batch_size, value):
     """One exchange with the other ranks, by the whole team (see the module's docstring).
 
     EXCHANGE_STEP: the step's gradient ``values``, loss ``value`` and stop request (the team's
-    ``CONTROL_STOP_SEEN``) summed over the ranks; returns the summed loss, with the summed stop
-    request in ``CONTROL_STOP_SEEN``. ``scalars``: ``STEP_SCALARS`` float64 of room.
+    ``CONTROL.stop_seen``) summed over the ranks; returns the summed loss, with the summed stop
+    request in ``CONTROL.stop_seen``. ``scalars``: ``STEP_SCALARS`` float64 of room.
     EXCHANGE_WEIGHTS (partitioned data): each batch's weight over the epoch's row ``order``
     (batches of ``batch_size``) into ``scalars``, summed over the ranks; returns their total.
 
@@ -77,7 +73,7 @@ def exchange(mode, tid, n_threads, control, channel, values, scalars, sample_wei
     if tid == 0:
         if mode == EXCHANGE_STEP:
             scalars[SCALAR_LOSS] = value
-            scalars[SCALAR_STOP] = read_flag(control, CONTROL_STOP_SEEN)
+            scalars[SCALAR_STOP] = read_flag(control, CONTROL.stop_seen)
         else:
             n = sample_weight.size
             for start in range(0, n, batch_size):
@@ -89,7 +85,7 @@ def exchange(mode, tid, n_threads, control, channel, values, scalars, sample_wei
         with objmode():
             call_channel(channel, mode, values, scalars)
         if mode == EXCHANGE_STEP:
-            write_flag(control, CONTROL_STOP_SEEN, 1 if scalars[SCALAR_STOP] != 0.0 else 0)
+            write_flag(control, CONTROL.stop_seen, 1 if scalars[SCALAR_STOP] != 0.0 else 0)
     barrier(control, n_threads)
     if mode == EXCHANGE_STEP:
         return scalars[SCALAR_LOSS]

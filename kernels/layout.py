@@ -1,18 +1,20 @@
-"""The one owner of fastgd's buffer layout: the per-layer description ``meta``, the flat work
-buffers, the ``control`` array, the partition of work into fixed blocks, and the named bundles
-the compiled entry points take.
+# stamp: 13864631a7368c80a59b353db41ce780
+"""The one owner of fastgd's buffer layout: the per-layer records of a network
+(``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
+fixed blocks, and the named bundles the compiled entry points take.
 
-Everything here is plain data and arithmetic on sizes; the kernels import the constants and the
-``@njit`` helpers, and :mod:`fastgd` builds every buffer through :func:`make_work` and friends,
-so the layout is written down once.
+Everything here is plain data and arithmetic on sizes; :mod:`fastgd` builds every buffer through
+the ``make_*`` functions here, so the layout is written down once.
 
 Flat buffers
 ------------
 ``params`` (and ``grads``, laid out alike) holds layer after layer the weights ``(n_in, n_out)``
 row-major and then the bias ``(n_out,)``. ``acts`` and ``deltas`` hold, layer after layer, a
 block of ``capacity`` rows by ``n_out`` columns (row-major); layer l's block starts at
-``capacity * meta[l, META_UNITS_BEFORE]``. ``z_out`` holds the output layer's pre-activations,
-``capacity * n_out`` of them.
+``capacity * layers[l].acts``. ``zs`` holds the pre-activations of the layers that keep them
+(the output layer, whose loss reads them, and layers whose activation ``needs_z``), at
+``capacity * layers[l].z``; ``masks`` the dropout masks of the layers with dropout, at
+``capacity * layers[l].mask``.
 
 Blocks
 ------
@@ -26,82 +28,126 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
-from .compat import unsigned
-from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS, JIT_OPTIONS
+from .activations import SPECS as ACTIVATION_SPECS
+from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS
+from .jit import helper
+from .products import uses_blas
 
-# --------------------------------------------------------------------------- meta
-# Columns of ``meta`` (int64, shape (n_layers, META_WIDTH)): one row per layer.
-META_N_IN = 0
-META_N_OUT = 1
-META_W_OFFSET = 2  # where the layer's weights start in params
-META_B_OFFSET = 3  # where its bias starts
-META_ACTIVATION = 4  # activation code (kernels.activations)
-META_UNITS_BEFORE = 5  # sum of n_out over the layers before it (its block in acts/deltas)
-META_BLAS = 6  # 1 in every row when the network may call BLAS at all (network_blas)
-META_WIDTH = 7
+# --------------------------------------------------------------------------- the network
+# One record per layer, input side first.
+LAYER = np.dtype(
+    [
+        ("n_in", np.int64),
+        ("n_out", np.int64),
+        ("weights", np.int64),  # where its weights start in params
+        ("bias", np.int64),  # where its bias starts
+        ("activation", np.int64),  # activation code (kernels.activations)
+        ("acts", np.int64),  # Σ n_out of the layers before it: its block in acts and deltas
+        ("z", np.int64),  # its block in zs, or -1 when it does not keep z
+        ("dropout", np.float64),  # the share of its outputs dropped while training (0: none)
+        ("mask", np.int64),  # its block in masks, or -1 without dropout
+    ]
+)
 
 
-def make_meta(layer_sizes, activation_codes) -> np.ndarray:
-    """``meta`` for a network with these sizes (input first) and one activation code per layer."""
+class Architecture(NamedTuple):
+    """A network as the kernels see it.
+
+    layers : LAYER records, shape (n_layers,); n_params : parameters; units : Σ n_out, the
+    columns of a row of acts and deltas; z_units : columns of a row of zs; mask_units : columns
+    of a row of masks; blas : whether the network may call BLAS at all (a weight matrix of at
+    least BLAS_MIN_WEIGHTS elements: smaller ones stay in a core's cache, where the compiled
+    paths are faster at any batch size).
+    """
+
+    layers: np.ndarray
+    n_params: int
+    units: int
+    z_units: int
+    mask_units: int
+    blas: bool
+
+
+def make_architecture(layer_sizes, activation_codes, dropout=None) -> Architecture:
+    """The ``Architecture`` of a network with these sizes (input first), one activation code per
+    layer and ``dropout`` (one rate per hidden layer, or None)."""
     n_layers = len(layer_sizes) - 1
-    meta = np.zeros((n_layers, META_WIDTH), dtype=np.int64)
-    offset = units = 0
-    for layer in range(n_layers):
-        n_in, n_out = int(layer_sizes[layer]), int(layer_sizes[layer + 1])
-        meta[layer, :META_BLAS] = (n_in, n_out, offset, offset + n_in * n_out, int(activation_codes[layer]), units)
+    rates = [0.0] * n_layers if dropout is None else [float(rate) for rate in dropout] + [0.0]
+    layers = np.zeros(n_layers, dtype=LAYER)
+    offset = units = z_units = mask_units = 0
+    for index in range(n_layers):
+        n_in, n_out, code = int(layer_sizes[index]), int(layer_sizes[index + 1]), int(activation_codes[index])
+        keeps_z = index == n_layers - 1 or ACTIVATION_SPECS[code].needs_z
+        layer = layers[index]
+        layer["n_in"], layer["n_out"], layer["weights"], layer["bias"] = n_in, n_out, offset, offset + n_in * n_out
+        layer["activation"], layer["acts"], layer["z"] = code, units, z_units if keeps_z else -1
+        layer["dropout"], layer["mask"] = rates[index], mask_units if rates[index] > 0.0 else -1
         offset += n_in * n_out + n_out
         units += n_out
-    # BLAS only when a weight matrix has at least BLAS_MIN_WEIGHTS elements: smaller ones stay in
-    # a core's cache, where the micro-kernel is faster at any batch size.
-    meta[:, META_BLAS] = any(int(n_in) * int(n_out) >= BLAS_MIN_WEIGHTS for n_in, n_out in meta[:, :2])
-    return meta
+        z_units += n_out if keeps_z else 0
+        mask_units += n_out if rates[index] > 0.0 else 0
+    blas = any(int(n_in) * int(n_out) >= BLAS_MIN_WEIGHTS for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
+    return Architecture(layers, offset, units, z_units, mask_units, bool(blas))
 
 
-def parameter_count(meta) -> int:
-    last = meta[-1]
-    return int(last[META_B_OFFSET] + last[META_N_OUT])
-
-
-def total_units(meta) -> int:
-    """Columns of all layers together: the width of one row of ``acts``/``deltas``."""
-    return int(meta[-1, META_UNITS_BEFORE] + meta[-1, META_N_OUT])
-
-
-def layer_view(flat, meta, layer, weights=True):
+def layer_view(flat, architecture, layer, weights=True):
     """A layer's weights ``(n_in, n_out)`` (or bias ``(n_out,)``) as a view into ``flat``."""
-    n_in, n_out, w, b = (int(v) for v in meta[layer, :4])
+    record = architecture.layers[layer]
+    n_in, n_out = int(record["n_in"]), int(record["n_out"])
     if weights:
-        return flat[w : w + n_in * n_out].reshape(n_in, n_out)
-    return flat[b : b + n_out]
+        start = int(record["weights"])
+        return flat[start : start + n_in * n_out].reshape(n_in, n_out)
+    start = int(record["bias"])
+    return flat[start : start + n_out]
 
 
-def block_of(buffer, meta, layer, rows):
-    """Rows ``[0, rows)`` of a layer's block in ``acts``/``deltas`` as a ``(rows, n_out)`` view."""
-    capacity = buffer.size // total_units(meta)
-    start = capacity * int(meta[layer, META_UNITS_BEFORE])
-    n_out = int(meta[layer, META_N_OUT])
+def block_of(buffer, architecture, layer, rows, field="acts"):
+    """Rows ``[0, rows)`` of a layer's block in ``acts``/``deltas`` (``field="acts"``), ``zs``
+    (``"z"``) or ``masks`` (``"mask"``) as a ``(rows, n_out)`` view."""
+    record = architecture.layers[layer]
+    width = {"acts": architecture.units, "z": architecture.z_units, "mask": architecture.mask_units}[field]
+    capacity = buffer.size // max(width, 1)
+    start = capacity * int(record[field])
+    n_out = int(record["n_out"])
     return buffer[start : start + rows * n_out].reshape(rows, n_out)
 
 
+def paths(architecture, dtype) -> tuple:
+    """The product paths a network can take (``kernels.products``), from its sizes only: loops
+    always, the micro-kernel when a layer has at least a vector's width of columns, BLAS when
+    the network may call it."""
+    lanes = 32 // np.dtype(dtype).itemsize
+    found = ["loops"]
+    if any(max(int(layer["n_in"]), int(layer["n_out"])) >= lanes for layer in architecture.layers):
+        found.append("tiles")
+    if architecture.blas:
+        found.append("blas")
+    return tuple(found)
+
+
 # --------------------------------------------------------------------------- control
-# The ``control`` array (int64): flags read and written across threads. Slots that threads spin
-# on sit on cache lines of their own (8 int64 = 64 bytes).
-CONTROL_STOP = 0  # set (by another thread: fit's Ctrl-C handler) to ask the loop to stop
-CONTROL_OUTCOME = 1  # how the call ended (OUTCOME_*), written by the loop
-CONTROL_STOP_SEEN = 2  # thread 0's reading of CONTROL_STOP, which every thread then acts on
-CONTROL_SGEMM = 3  # address of NumPy's OpenBLAS cblas_sgemm (0: call SciPy's BLAS through Numba)
-CONTROL_DGEMM = 4  # and of its cblas_dgemm
-CONTROL_ILP64 = 5  # 1 when that library takes 64-bit integers
-CONTROL_ARRIVED = 8  # team barrier: threads arrived
-CONTROL_GENERATION = 16  # team barrier: generation, advanced by the last to arrive
-CONTROL_ABORT = 24  # a thread failed: the others leave their barriers
-CONTROL_NEXT_TASK = 32  # next task of the current phase, handed out atomically
-CONTROL_CLOCK = 40  # scratch of the loop's clock (two slots: seconds, nanoseconds)
-CONTROL_VISITED = 42  # when the loop last visited Python (monotonic nanoseconds)
-CONTROL_HALT = 43  # a visit's answer (1: stop after this epoch), shared with the whole team
-CONTROL_WIDTH = 48
+class ControlSlots(NamedTuple):
+    """Slots of the ``control`` array (int64): flags read and written across threads. Slots that
+    threads spin on sit on cache lines of their own (8 int64 = 64 bytes)."""
+
+    stop: int = 0  # set (by another thread: fit's Ctrl-C handler) to ask the loop to stop
+    outcome: int = 1  # how the call ended (OUTCOME_*), written by the loop
+    stop_seen: int = 2  # thread 0's reading of ``stop``, which every thread then acts on
+    halt: int = 3  # a visit's answer (1: stop after this epoch), shared with the whole team
+    visited: int = 4  # when the loop last visited Python (monotonic nanoseconds)
+    clock_kind: int = 5  # the clock compiled code reads (lowlevel.clock_source)
+    clock_address: int = 6
+    clock_parameter: int = 7
+    arrived: int = 8  # team barrier: threads arrived
+    generation: int = 16  # team barrier: generation, advanced by the last to arrive
+    abort: int = 24  # a thread failed: the others leave their barriers
+    clock_scratch: int = 32  # two slots of room for the clock
+    yield_address: int = 34  # the C library's "yield" (lowlevel.yield_address), or 0
+    width: int = 40
+
+
+CONTROL = ControlSlots()
 
 OUTCOME_FINISHED = 0
 OUTCOME_DIVERGED = 1  # a loss or a parameter became NaN or infinite
@@ -109,63 +155,28 @@ OUTCOME_INTERRUPTED = 2  # a stop was requested
 OUTCOME_STOPPED = 3  # the stopping rule or a visit (a Python callback) ended training after an epoch
 
 
+_CONTROL = []
+
+
 def make_control() -> np.ndarray:
-    """A fresh ``control`` array, with the addresses of the BLAS the kernels call."""
-    from .compat import cblas_gemm_addresses
+    """A fresh ``control`` array, with the clock and the yield call of this process."""
+    if not _CONTROL:
+        from .lowlevel import clock_source, yield_address
 
-    control = np.zeros(CONTROL_WIDTH, dtype=np.int64)
-    control[CONTROL_SGEMM], control[CONTROL_DGEMM], control[CONTROL_ILP64] = cblas_gemm_addresses()
-    return control
-
-
-# --------------------------------------------------------------------------- pieces
-# The ``pieces`` table (int64): the addresses of the compiled pieces a network's passes call
-# (``kernels.pieces.table`` builds it; a slot a network never uses holds another piece of the
-# same kind, or 0 where the passes test for it).
-PIECE_FORWARD = 0  # the forward pass (passes.forward_pass)
-PIECE_BACKWARD = 1  # the backward pass (passes.backward_pass)
-PIECE_OUTPUT = 2  # the output layer's activation
-PIECE_OUTPUT_SLOPE = 3  # the same, when the loss's delta still needs its derivative; else 0
-PIECE_LOSS = 4
-PIECE_NN_LOOPS = 5  # the product paths, by shape (kernels.products)
-PIECE_NN_TILES = 6
-PIECE_NN_BLAS = 7  # 0: the network never calls BLAS
-PIECE_TN_LOOPS = 8
-PIECE_TN_TILES = 9
-PIECE_TN_BLAS = 10
-PIECE_NT_BLAS = 11
-PIECE_UPDATE = 12  # the optimizer's update (kernels.optim)
-PIECE_CONDITION = 13  # clipping and gradient health (kernels.condition), or 0
-PIECE_EXCHANGE = 14  # the exchange between ranks (kernels.exchange), or 0
-PIECE_SAVE = 15  # the training loop's phases (kernels.phases, passes.batch_value)
-PIECE_FINITE = 16
-PIECE_GATHER = 17
-PIECE_VALUE = 18
-PIECE_MONITOR = 19  # validation and the stopping rule (kernels.epoch_end), or 0
-PIECE_VISIT = 20  # visits to Python (kernels.epoch_end), or 0
-PIECE_LAYERS = 22  # then layer k's activation at PIECE_LAYERS + k
-
-# What an activation piece does (its first argument).
-FORWARD = 0  # target = f(target + bias), in place
-DERIVATIVE = 1  # target *= f'(a)
-
-# The condition stage's modes: the points of the loop it is called at.
-CONDITION_EPOCH_START = 0
-CONDITION_STEP = 1
-CONDITION_EPOCH_END = 2
-
-# The exchange piece's modes (kernels.exchange).
-EXCHANGE_STEP = 0
-EXCHANGE_WEIGHTS = 1
+        template = np.zeros(CONTROL.width, dtype=np.int64)
+        template[CONTROL.clock_kind], template[CONTROL.clock_address], template[CONTROL.clock_parameter] = clock_source()
+        template[CONTROL.yield_address] = yield_address()
+        _CONTROL.append(template)
+    return _CONTROL[0].copy()
 
 
 # --------------------------------------------------------------------------- blocks
 # A matrix product with fewer multiply-adds than PARALLEL_MIN_MACS is one block; a larger one is
 # split into blocks of output rows that threads take in turn, at most MAX_BLOCKS: blocks of at
 # least MIN_BLOCK_ROWS_BLAS rows when the product goes to BLAS (whose speed falls with fewer rows:
-# 32 rows ran at 51 GFLOP/s, 128 at 79, 256 at 86 here), else of at least MIN_BLOCK_ROWS (four
-# tiles of the micro-kernel). Elementwise work over the parameters is split into chunks of at
-# least MIN_CHUNK elements, at most MAX_CHUNKS.
+# 32 rows ran at 51 GFLOP/s, 128 at 79, 256 at 86), else of at least MIN_BLOCK_ROWS (four tiles
+# of the micro-kernel). Elementwise work over the parameters is split into chunks of at least
+# MIN_CHUNK elements, at most MAX_CHUNKS.
 PARALLEL_MIN_MACS = 1 << 15
 MIN_BLOCK_ROWS = 16
 MIN_BLOCK_ROWS_BLAS = 128
@@ -174,95 +185,68 @@ MIN_CHUNK = 1 << 14
 MAX_CHUNKS = 64
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@helper
 def block_count(rows, macs_per_row, blas):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
-    ``blas``: whether the product goes to BLAS (``uses_blas``)."""
-    macs = rows * macs_per_row
-    if macs < PARALLEL_MIN_MACS:
+    ``blas``: whether the product goes to BLAS."""
+    if rows * macs_per_row < PARALLEL_MIN_MACS:
         return 1
     blocks = rows // (MIN_BLOCK_ROWS_BLAS if blas else MIN_BLOCK_ROWS)
     blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
     return 1 if blocks < 1 else blocks
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def network_blas(meta):
-    """Whether a network may call BLAS at all (``products.paths``; ``make_meta`` decides it)."""
-    return meta[0, META_BLAS] != 0
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def uses_blas(blas, m, n, k):
-    """Whether an ``m × n`` product over ``k`` goes to BLAS, in a network that may use BLAS
-    (``blas``, ``network_blas``): decided once per whole product, so that all its blocks take the
-    same path (and a product of local gradients with weightsᵀ knows whether the weights need
-    transposing for ``product_nn``)."""
-    return blas and m * n * k >= BLAS_MIN_MACS
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def layer_blocks(meta, layer, rows):
+@helper
+def layer_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s forward product ``a_in @ W`` for ``rows`` rows (the
     gather cuts a batch as layer 0 does, so that a thread multiplies the rows it gathered)."""
-    n_in, n_out = meta[layer, META_N_IN], meta[layer, META_N_OUT]
-    return block_count(rows, n_in * n_out, uses_blas(network_blas(meta), rows, n_out, n_in))
+    record = architecture.layers[layer]
+    n_in, n_out = record.n_in, record.n_out
+    return block_count(rows, n_in * n_out, uses_blas(architecture.blas, rows, n_out, n_in))
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@helper
+def weight_blocks(architecture, layer, rows):
+    """Blocks of rows of layer ``layer``'s weight gradient (one penalty partial each)."""
+    record = architecture.layers[layer]
+    n_in, n_out = record.n_in, record.n_out
+    return block_count(n_in, rows * n_out, uses_blas(architecture.blas, n_in, n_out, rows))
+
+
+@helper
+def delta_blocks(architecture, layer, rows):
+    """Blocks of rows of the local gradient below layer ``layer`` (δ @ Wᵀ; none for layer 0)."""
+    if layer == 0:
+        return 0
+    record = architecture.layers[layer]
+    n_in, n_out = record.n_in, record.n_out
+    return block_count(rows, n_out * n_in, uses_blas(architecture.blas, rows, n_in, n_out))
+
+
+@helper
 def block_start(block, n_blocks, rows):
     return block * rows // n_blocks
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@helper
 def chunk_count(n):
     chunks = n // MIN_CHUNK
     chunks = MAX_CHUNKS if chunks > MAX_CHUNKS else chunks
     return 1 if chunks < 1 else chunks
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def chunk_bounds(task, n_chunks, n):
-    """``[first, stop)`` of chunk ``task`` of ``n_chunks`` over n elements."""
-    return block_start(task, n_chunks, n), block_start(task + 1, n_chunks, n)
-
-
-@njit(inline="always", **JIT_OPTIONS)
-def add_shards(grads, shards, first, stop):
-    """``grads[0] += grads[1] + ...`` in shard order, over ``[first, stop)``."""
-    total = grads[0]
-    for shard in range(1, shards):
-        part = grads[shard]
-        for i in range(unsigned(first), unsigned(stop)):
-            total[i] += part[i]
-
-
-# Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
-# gradient's 2-norm (mean over the epoch's steps, before clipping), the weights' 2-norm at the
-# end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
-# sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is below
-# SATURATION_THRESHOLD (NaN for other layers).
-HEALTH_GRAD_NORM = 0
-HEALTH_WEIGHT_NORM = 1
-HEALTH_UPDATE_RATIO = 2
-HEALTH_SATURATION = 3
-HEALTH_WIDTH = 4
-SATURATION_THRESHOLD = 1e-3
-# Blocks of rows per shard whose saturated units are counted as separate tasks.
-SATURATION_BLOCKS = 8
-
-
 # Slots of the float64 ``partials`` buffer (per shard): per-block row-loss partials, then the
-# penalty partials (per layer and block), reduced in block order; at the end of an epoch (and in
-# the condition stage, after the step's losses were summed) the penalty partials' place holds
-# one value per parameter chunk, from FLAG_PARTIALS on.
-FLAG_PARTIALS = MAX_BLOCKS
+# penalty partials (per layer and block), then one flag per parameter chunk (FLAG_PARTIALS on).
+PENALTY_PARTIALS = MAX_BLOCKS
 
 
-# Slots of the float64 ``partials`` buffer: per-block partial sums reduced in block order.
+@helper
+def flag_partials(n_layers):
+    """Where the per-chunk flags start in ``partials``."""
+    return MAX_BLOCKS + n_layers * MAX_BLOCKS
+
+
 def partial_slots(n_layers) -> int:
-    """Row-loss partials (one per block), penalty partials (per layer and block), and one flag
-    per parameter chunk."""
     return MAX_BLOCKS + n_layers * MAX_BLOCKS + MAX_CHUNKS
 
 
@@ -286,28 +270,57 @@ class Data(NamedTuple):
     sample_weight: np.ndarray
 
 
+class Buffers(NamedTuple):
+    """The buffers of a forward and backward pass over up to ``capacity`` rows (see the module's
+    docstring): acts, deltas (capacity * units,), zs (capacity * z_units,), masks
+    (capacity * mask_units,), partials float64 (partial_slots,), transposed (n_params,), the
+    weights transposed for the backward pass."""
+
+    acts: np.ndarray
+    zs: np.ndarray
+    deltas: np.ndarray
+    masks: np.ndarray
+    partials: np.ndarray
+    transposed: np.ndarray
+
+
+def make_buffers(architecture, rows, dtype) -> Buffers:
+    """``Buffers`` for passes over up to ``rows`` rows."""
+    acts = np.empty(rows * architecture.units, dtype=dtype)
+    return Buffers(acts, np.empty(rows * max(architecture.z_units, 1), dtype=dtype), np.empty_like(acts),
+                   np.empty(rows * max(architecture.mask_units, 1), dtype=dtype), np.zeros(partial_slots(len(architecture.layers))),
+                   np.empty(architecture.n_params, dtype=dtype))  # fmt: skip
+
+
+# Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
+# gradient's 2-norm (mean over the epoch's steps, before clipping), the weights' 2-norm at the
+# end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
+# sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is below
+# SATURATION_THRESHOLD (NaN for other layers).
+HEALTH = np.dtype([("grad_norm", np.float64), ("weight_norm", np.float64), ("update_ratio", np.float64), ("saturation", np.float64)])
+SATURATION_THRESHOLD = 1e-3
+# Blocks of rows per shard whose saturated units are counted as separate tasks.
+SATURATION_BLOCKS = 8
+
+
 class Work(NamedTuple):
     """Buffers of one fit, allocated once (``make_work``); nothing is allocated per step.
 
     A batch is cut into ``shards`` shards of rows (``shard_plan``), each with its own buffers
-    (the rows of the 2-D arrays below) and gradient; the gradients are added in shard order.
+    (the rows of the 2-D arrays below, as in ``Buffers``) and gradient; the gradients are added
+    in shard order.
 
-    grads : (shards, n_params); order : int64 (n,); keys : uint64 (n,);
-    x_batch : (capacity * n_in,); y_batch : (capacity * n_out,); row_scale : (capacity,);
-    acts, deltas : (shards, shard_capacity * units); z_out : (shards, shard_capacity * n_out);
-    transposed : (shards, n_params), weights transposed for the backward pass;
-    saved_params, saved_state : like params and opt_state (the state at the end of the last
-    completed epoch); partials : float64 (shards, partial_slots);
-    epoch_losses : float64 (max epochs per call,);
-    scalars : float64 (STEP_SCALARS,), what a step exchanges besides the gradient (data-parallel);
-    batch_weights : float64 (steps per epoch,), each step's batch weight summed over the ranks
-    (data-parallel training on partitioned data; else unused, size 1);
-    health : float64 (max epochs per call, n_layers, HEALTH_WIDTH), each completed epoch's
-    gradient health per layer (``Settings.track``; see HEALTH_*); health_partials : float64
-    (MAX_CHUNKS, n_layers), a step's squared weight-gradient sums per parameter chunk and layer;
-    health_counts : int64 (shards * SATURATION_BLOCKS, n_layers), a step's saturated units per
-    block of rows and layer; health_sums : float64 (4, n_layers), an epoch's running sums
-    (``kernels.train.condition``).
+    grads : (shards, n_params); order : int64 (n,); keys : uint64 (n,); x_batch : (capacity *
+    n_in,); y_batch : (capacity * n_out,); row_scale : (capacity,); acts, zs, deltas, masks,
+    partials, transposed : per shard, as ``Buffers``; saved_params, saved_state : like params and
+    opt_state (the state at the end of the last completed epoch); epoch_losses : float64 (max
+    epochs per call,); scalars : float64 (STEP_SCALARS,), what a step exchanges besides the
+    gradient (data-parallel); batch_weights : float64 (steps per epoch,), each step's batch
+    weight summed over the ranks (partitioned data; else size 1); health : HEALTH records
+    (max epochs per call, n_layers); health_partials : float64 (MAX_CHUNKS, n_layers), a step's
+    squared weight-gradient sums per chunk and layer; health_counts : int64 (shards *
+    SATURATION_BLOCKS, n_layers), a step's saturated units per block of rows and layer;
+    health_sums : float64 (4, n_layers), an epoch's running sums (``kernels.condition``).
     """
 
     grads: np.ndarray
@@ -317,12 +330,13 @@ class Work(NamedTuple):
     y_batch: np.ndarray
     row_scale: np.ndarray
     acts: np.ndarray
+    zs: np.ndarray
     deltas: np.ndarray
-    z_out: np.ndarray
+    masks: np.ndarray
+    partials: np.ndarray
     transposed: np.ndarray
     saved_params: np.ndarray
     saved_state: np.ndarray
-    partials: np.ndarray
     epoch_losses: np.ndarray
     scalars: np.ndarray
     batch_weights: np.ndarray
@@ -332,40 +346,80 @@ class Work(NamedTuple):
     health_sums: np.ndarray
 
 
-class Settings(NamedTuple):
-    """How to train: the network description and every hyper-parameter of the loop.
+STEP_SCALARS = 2  # kernels.exchange: the step's loss and stop request
 
-    meta : int64 (n_layers, META_WIDTH); loss, optimizer : codes; batch_size : rows per step;
-    shuffle : bool; seed : shuffle seed; first_epoch : epochs trained before (selects the
-    shuffle permutations); epochs : epochs this call runs (<= epoch_losses.size); lr : base
-    learning rate; hyper : float64, the optimizer's hyper-parameters (kernels.optim.SPECS);
-    schedule_kind, schedule : learning-rate schedule (kernels.schedules); l1, l2 : weight penalties;
-    shards, solo : how batches are cut (``shard_plan``).
+
+def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitioned=False) -> Work:
+    """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows, cut
+    into ``shards`` shards (``partitioned``: data-parallel training on partitioned data), for
+    calls of at most ``epochs`` epochs."""
+    n_params, n_layers = architecture.n_params, len(architecture.layers)
+    shard_capacity = -(-capacity // shards)
+    first, last = architecture.layers[0], architecture.layers[-1]
+
+    def per_shard(width):
+        return np.empty((shards, shard_capacity * max(width, 1)), dtype=dtype)
+
+    acts = per_shard(architecture.units)
+    return Work(
+        grads=np.zeros((shards, n_params), dtype=dtype),
+        order=np.empty(n_rows, dtype=np.int64),
+        keys=np.empty(n_rows, dtype=np.uint64),
+        x_batch=np.empty(capacity * int(first["n_in"]), dtype=dtype),
+        y_batch=np.empty(capacity * int(last["n_out"]), dtype=dtype),
+        row_scale=np.empty(capacity, dtype=dtype),
+        acts=acts,
+        zs=per_shard(architecture.z_units),
+        deltas=np.empty_like(acts),
+        masks=per_shard(architecture.mask_units),
+        partials=np.zeros((shards, partial_slots(n_layers))),
+        transposed=np.empty((shards, n_params), dtype=dtype),
+        saved_params=np.empty(n_params, dtype=dtype),
+        saved_state=np.empty((n_slots, n_params), dtype=dtype),
+        epoch_losses=np.zeros(epochs, dtype=np.float64),
+        scalars=np.zeros(STEP_SCALARS),
+        batch_weights=np.zeros(-(-n_rows // capacity) if partitioned else 1),
+        health=np.full((epochs, n_layers), np.nan, dtype=HEALTH),
+        health_partials=np.zeros((MAX_CHUNKS, n_layers)),
+        health_counts=np.zeros((shards * SATURATION_BLOCKS, n_layers), dtype=np.int64),
+        health_sums=np.zeros((4, n_layers)),
+    )
+
+
+@helper
+def shard_buffers(work, shard):
+    """Shard ``shard``'s buffers of a ``Work``."""
+    return Buffers(work.acts[shard], work.zs[shard], work.deltas[shard], work.masks[shard], work.partials[shard],
+                   work.transposed[shard])  # fmt: skip
+
+
+class Settings(NamedTuple):
+    """How to train: every hyper-parameter of the loop (``make_settings`` builds it by keyword).
+
+    loss, optimizer : codes; batch_size : rows per step; shuffle : bool; seed : shuffle seed;
+    first_epoch : epochs trained before (selects the shuffle permutations and the dropout masks);
+    epochs : epochs this call runs (<= Work.epoch_losses.size); lr : base learning rate; hyper :
+    float64 (optim.HYPER_WIDTH,), the optimizer's hyper-parameters; schedule_kind, schedule :
+    learning-rate schedule (kernels.schedules); l1, l2 : weight penalties; penalty_per_weight :
+    each step's penalty divided by the batch's total sample weight (scikit-learn's ``alpha``);
+    mean : the loss is averaged over the rows, not summed; shards, solo : how batches are cut
+    (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``blas.gemm_address``), 0 when
+    the network never calls BLAS; dropout_seed : the dropout masks' seed.
 
     Data-parallel training (``fastgd.distributed``): ``ranks`` processes, this one being
     ``rank``, each computing the gradient of its share of every batch and adding them up
     through ``kernels.exchange.CHANNELS[channel]``. With ``partitioned`` False every rank holds
-    all the rows, and its share is rows ``[rank·B/ranks, (rank+1)·B/ranks)`` of each batch of B
-    (the shard ``rank`` of ``ranks``); with True each rank holds its own rows, takes batches of
-    ``batch_size`` of them, and the batch is the union of the ranks' batches. One process:
-    rank 0 of 1.
+    all the rows, and its share is rows ``[rank·B/ranks, (rank+1)·B/ranks)`` of each batch of B;
+    with True each rank holds its own rows, takes batches of ``batch_size`` of them, and the
+    batch is the union of the ranks' batches. One process: rank 0 of 1.
 
     Gradient clipping, after the penalty and the sum over ranks, before the optimizer step
     (0 = off): ``clip_value`` clamps every entry to [−clip_value, clip_value]; then with
     ``clip_norm`` the gradient is scaled by clip_norm / (‖g‖₂ + 1e-6) when that is below 1
-    (PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_``).
-
-    ``track``: record each epoch's gradient health per layer in ``Work.health``.
-
-    ``mean``: the loss is averaged over the rows (its batch and epoch values are weighted
-    means), not summed (``kernels.losses.SPECS``).
-
-    ``penalty_per_weight``: each step's weight penalty is ``l1``, ``l2`` divided by the batch's
-    total sample weight (its rows when unweighted), as scikit-learn's ``alpha``; else they are
-    added as they are.
+    (PyTorch's ``clip_grad_value_`` and ``clip_grad_norm_``). ``track``: record each epoch's
+    gradient health per layer in ``Work.health``.
     """
 
-    meta: np.ndarray
     loss: int
     optimizer: int
     batch_size: int
@@ -379,6 +433,8 @@ class Settings(NamedTuple):
     schedule: np.ndarray
     l1: float
     l2: float
+    penalty_per_weight: bool
+    mean: bool
     shards: int
     solo: bool
     rank: int
@@ -388,208 +444,186 @@ class Settings(NamedTuple):
     clip_norm: float
     clip_value: float
     track: bool
-    mean: bool
-    penalty_per_weight: bool
+    gemm: int
+    dropout_seed: int
 
 
-class Evaluation(NamedTuple):
-    """Buffers of a forward (and backward) pass over ``capacity`` rows: acts, deltas
-    (capacity * units,), z_out (capacity * n_out,), partials float64 (partial_slots,),
-    transposed (n_params,)."""
+def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, schedule=None, shuffle=False, seed=0, first_epoch=0,
+                  epochs=1, l1=0.0, l2=0.0, penalty_per_weight=False, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
+                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, gemm=0, dropout_seed=0) -> Settings:  # fmt: skip
+    """``Settings`` by keyword, every scalar converted to the one type the compiled loop is
+    compiled for (a Python int here and a NumPy int there would compile it twice)."""
+    from .losses import SPECS
+    from .optim import HYPER_WIDTH
+    from .schedules import SCHEDULE_WIDTH
 
-    acts: np.ndarray
-    deltas: np.ndarray
-    z_out: np.ndarray
-    partials: np.ndarray
-    transposed: np.ndarray
+    vector = np.zeros(HYPER_WIDTH)
+    vector[: len(hyper)] = np.asarray(hyper, dtype=np.float64)
+    parameters = np.zeros(SCHEDULE_WIDTH)
+    if schedule is not None:
+        parameters[: len(schedule)] = np.asarray(schedule, dtype=np.float64)
+    return Settings(
+        loss=int(loss), optimizer=int(optimizer), batch_size=int(batch_size), shuffle=bool(shuffle), seed=_int64(seed),
+        first_epoch=int(first_epoch), epochs=int(epochs), lr=float(lr), hyper=vector, schedule_kind=int(schedule_kind),
+        schedule=parameters, l1=float(l1), l2=float(l2), penalty_per_weight=bool(penalty_per_weight), mean=bool(SPECS[int(loss)].mean),
+        shards=int(shards), solo=bool(solo), rank=int(rank), ranks=int(ranks), partitioned=bool(partitioned), channel=int(channel),
+        clip_norm=float(clip_norm), clip_value=float(clip_value), track=bool(track), gemm=int(gemm), dropout_seed=_int64(dropout_seed),
+    )  # fmt: skip
+
+
+def _int64(seed) -> int:
+    # A seed of up to 64 bits as the int64 with the same bits.
+    return int(np.uint64(int(seed) % (1 << 64)).astype(np.int64))
 
 
 # --------------------------------------------------------------------------- epoch ends
 # What the loop does after each completed epoch besides checking and saving it
 # (``kernels.epoch_end``): validation, the stopping rule and visits to Python.
-#
-# The stopping rule, ``EpochEnd.rule`` (float64):
-RULE_MODE = 0  # STOP_NONE, STOP_PATIENCE or STOP_NO_IMPROVEMENT
-RULE_MONITOR = 1  # MONITOR_LOSS (the training loss), MONITOR_VAL_LOSS or MONITOR_VAL_SCORE
-RULE_PATIENCE = 2  # epochs without improvement that stop (patience, n_iter_no_change)
-RULE_DELTA = 3  # the improvement that counts (min_delta, tol)
-RULE_RESTORE = 4  # 1: keep the best epoch's parameters in best_params
-RULE_ACCURACY = 5  # ACCURACY_NONE, ACCURACY_ARGMAX (crossentropy) or ACCURACY_THRESHOLD (binary_crossentropy)
-RULE_VALIDATE = 6  # 1: validation rows are given (X, Y, row_scale)
-RULE_OFFSET = 7  # epochs of this fit before this call (STATE_BEST_EPOCH counts from the fit's start)
-RULE_LR_FACTOR = 8  # > 0: a stop first divides the learning rate by this (scikit-learn's "adaptive")...
-RULE_MIN_LR_SCALE = 9  # ...while the rate's scale (STATE_LR_SCALE) is above this; then it stops
-RULE_WIDTH = 10
+
 STOP_NONE = 0
 STOP_PATIENCE = 1  # Keras's EarlyStopping: best − delta beaten, else wait; stop after `patience` waits
 STOP_NO_IMPROVEMENT = 2  # scikit-learn's tol / n_iter_no_change (see kernels.epoch_end)
 MONITOR_LOSS = 0
 MONITOR_VAL_LOSS = 1
-MONITOR_VAL_SCORE = 2  # the validation score (RULE_ACCURACY's kind): higher is better
-ACCURACY_NONE = 0
-ACCURACY_ARGMAX = 1  # rows whose largest output is their target's
-ACCURACY_THRESHOLD = 2  # outputs on the same side of 0.5 as their target
-ACCURACY_SUBSET = 3  # rows whose every output is on its target's side of 0.5 (multilabel)
-ACCURACY_R2 = 4  # the coefficient of determination, averaged over the outputs (regression)
-# The rule's state, ``EpochEnd.state`` (float64), kept across calls of one fit:
-STATE_BEST = 0  # the best monitored value so far
-STATE_WAITED = 1  # epochs since it improved (or scikit-learn's no-improvement count)
-STATE_BEST_EPOCH = 2  # when it did (1-based within the fit; 0: not yet)
-STATE_SNAPSHOT = 3  # 1: best_params holds that epoch's parameters
-STATE_LR_SCALE = 4  # the factor on every step's learning rate (1 until RULE_LR_FACTOR divides it)
-STATE_WIDTH = 5
-# Per epoch of a call, ``EpochEnd.records`` (float64, NaN where not measured):
-RECORD_VAL_LOSS = 0
-RECORD_VAL_ACCURACY = 1  # the validation score of RULE_ACCURACY's kind (an accuracy, or R²)
-RECORD_WIDTH = 2
-# Visits to Python, ``EpochEnd.visits`` (int64):
-VISIT_CHANNEL = 0  # kernels.epoch_end.VISITORS[channel] is called (0: no visits)
-VISIT_EVERY = 1  # after every this many epochs (0: none by count)
-VISIT_INTERVAL = 2  # and whenever this many nanoseconds have passed since the last (0: never by time)
-VISIT_BEAT = 3  # 1: also between batches when that time has passed (Ctrl-C in a main-thread fit)
-VISIT_WIDTH = 4
+MONITOR_VAL_SCORE = 2  # the validation score (Rule.score's kind): higher is better
+SCORE_NONE = 0
+SCORE_ARGMAX = 1  # rows whose largest output is their target's
+SCORE_THRESHOLD = 2  # outputs on the same side of 0.5 as their target
+SCORE_SUBSET = 3  # rows whose every output is on its target's side of 0.5 (multilabel)
+SCORE_R2 = 4  # the coefficient of determination, averaged over the outputs (regression)
+
+
+class Rule(NamedTuple):
+    """The stopping rule of a fit (``kernels.epoch_end.stopping_rule``).
+
+    mode : STOP_NONE, STOP_PATIENCE or STOP_NO_IMPROVEMENT; monitor : MONITOR_*; patience :
+    epochs without improvement that stop (patience, n_iter_no_change; may be inf); delta : the
+    improvement that counts (min_delta, tol); restore : keep the best epoch's parameters; score
+    : the validation score measured (SCORE_*); validate : validation rows are given; offset :
+    epochs of this fit before this call (best_epoch counts from the fit's start); lr_factor : > 0:
+    a stop first divides the learning rate by this (scikit-learn's "adaptive")... min_lr_scale :
+    ...while the rate's scale is above this; then it stops.
+    """
+
+    mode: int = STOP_NONE
+    monitor: int = MONITOR_LOSS
+    patience: float = 0.0
+    delta: float = 0.0
+    restore: bool = False
+    score: int = SCORE_NONE
+    validate: bool = False
+    offset: int = 0
+    lr_factor: float = 0.0
+    min_lr_scale: float = 0.0
+
+
+# The rule's state, kept across calls of one fit (a record array of one element).
+RULE_STATE = np.dtype(
+    [
+        ("best", np.float64),  # the best monitored value so far
+        ("waited", np.float64),  # epochs since it improved (or scikit-learn's no-improvement count)
+        ("best_epoch", np.float64),  # when it did (1-based within the fit; 0: not yet)
+        ("snapshot", np.float64),  # 1: best_params holds that epoch's parameters
+        ("lr_scale", np.float64),  # the factor on every step's learning rate (1 until lr_factor divides it)
+    ]
+)
+# Per epoch of a call (NaN where not measured).
+RECORD = np.dtype([("val_loss", np.float64), ("val_score", np.float64)])
+
+
+def make_rule_state(rule) -> np.ndarray:
+    """A fresh rule state for ``rule``."""
+    state = np.zeros(1, dtype=RULE_STATE)
+    state[0]["best"] = -np.inf if rule.monitor == MONITOR_VAL_SCORE else np.inf
+    state[0]["lr_scale"] = 1.0
+    return state
+
+
+class Visits(NamedTuple):
+    """Visits to Python (``kernels.epoch_end.visit``): ``channel`` (0: none), after every
+    ``every`` epochs (0: none by count), whenever ``interval`` nanoseconds have passed since the
+    last (0: never by time), and with ``beat`` also between batches when that time has passed
+    (so that a main-thread fit's Ctrl-C handler runs)."""
+
+    channel: int = 0
+    every: int = 0
+    interval: int = 0
+    beat: bool = False
+
+
 VISIT_EPOCH = 0  # a visit's kinds: after an epoch, or a heartbeat between batches
 VISIT_HEARTBEAT = 1
 
 
 class EpochEnd(NamedTuple):
-    """What the loop does after each completed epoch (see ``RULE_*``, ``STATE_*``, ``VISIT_*``).
+    """What the loop does after each completed epoch.
 
-    X, Y : validation rows, flat (n_val * n_in,), (n_val * n_out,); row_scale : (n_val,), 1/n_val;
-    acts, z_out, deltas, transposed, partials : an ``Evaluation`` of the validation rows;
-    best_params : (n_params,); records : float64 (epochs, RECORD_WIDTH); state : float64
-    (STATE_WIDTH,); rule : float64 (RULE_WIDTH,); visits : int64 (VISIT_WIDTH,). Unused parts are
+    X, Y : validation rows, flat (n_val * n_in,), (n_val * n_out,); row_scale : (n_val,);
+    buffers : ``Buffers`` for the validation rows; best_params : (n_params,); records : RECORD
+    (epochs,); state : RULE_STATE (1,); rule : ``Rule``; visits : ``Visits``. Unused arrays are
     one element long (``make_epoch_end``).
     """
 
     X: np.ndarray
     Y: np.ndarray
     row_scale: np.ndarray
-    acts: np.ndarray
-    z_out: np.ndarray
-    deltas: np.ndarray
-    transposed: np.ndarray
-    partials: np.ndarray
+    buffers: Buffers
     best_params: np.ndarray
     records: np.ndarray
     state: np.ndarray
-    rule: np.ndarray
-    visits: np.ndarray
+    rule: Rule
+    visits: Visits
 
 
-def make_epoch_end(meta, dtype, epochs, validation=None, rule=None, visits=None, restore=False) -> EpochEnd:
+def make_epoch_end(architecture, dtype, epochs, validation=None, rule=None, visits=None, restore=False) -> EpochEnd:
     """An ``EpochEnd`` for calls of up to ``epochs`` epochs: ``validation`` = (X_val, Y_val,
-    row_scale) or None, ``rule`` a float64 RULE_WIDTH vector (None: no rule), ``visits`` an int64
-    VISIT_WIDTH vector (None: no visits); ``restore``: room for the best epoch's parameters."""
+    row_scale) or None, ``rule`` a ``Rule`` (None: none), ``visits`` a ``Visits`` (None: none);
+    ``restore``: room for the best epoch's parameters."""
     dtype = np.dtype(dtype)
     one = np.zeros(1, dtype=dtype)
-    rule = np.zeros(RULE_WIDTH) if rule is None else np.asarray(rule, dtype=np.float64)
+    rule = Rule() if rule is None else rule
     if validation is not None:
         X, Y, row_scale = (np.array(array, dtype=dtype).reshape(-1) for array in validation)  # writable copies
-        evaluation = make_evaluation(meta, row_scale.size, dtype)
-        rule[RULE_VALIDATE] = 1.0
+        buffers = make_buffers(architecture, row_scale.size, dtype)
+        rule = rule._replace(validate=True)
     else:
         X, Y, row_scale = one, one.copy(), one.copy()
-        evaluation = Evaluation(one.copy(), one.copy(), one.copy(), np.zeros(1), one.copy())
-    best = np.empty(parameter_count(meta), dtype=dtype) if restore else one.copy()
-    state = np.zeros(STATE_WIDTH)
-    state[STATE_BEST] = -np.inf if rule[RULE_MONITOR] == MONITOR_VAL_SCORE else np.inf
-    state[STATE_LR_SCALE] = 1.0
-    return EpochEnd(X, Y, row_scale, evaluation.acts, evaluation.z_out, evaluation.deltas, evaluation.transposed,
-                    evaluation.partials, best, np.full((epochs, RECORD_WIDTH), np.nan), state, rule,
-                    np.zeros(VISIT_WIDTH, dtype=np.int64) if visits is None else np.asarray(visits, dtype=np.int64))  # fmt: skip
+        buffers = Buffers(one.copy(), one.copy(), one.copy(), one.copy(), np.zeros(1), one.copy())
+    best = np.empty(architecture.n_params, dtype=dtype) if restore else one.copy()
+    return EpochEnd(X, Y, row_scale, buffers, best, np.full(max(int(epochs), 1), np.nan, dtype=RECORD), make_rule_state(rule), rule,
+                    Visits() if visits is None else visits)  # fmt: skip
 
 
-def make_settings(meta, loss, optimizer, batch_size, shuffle, seed, first_epoch, epochs, lr, hyper,
-                  schedule_kind, schedule, l1, l2, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, penalty_per_weight=False) -> Settings:  # fmt: skip
-    """``Settings`` with every scalar converted to the one type the compiled loop is compiled
-    for (a Python int here and a NumPy int there would compile it twice)."""
-    from .losses import SPECS  # (the loop reads the loss's kind here, not its code)
-
-    return Settings(
-        np.ascontiguousarray(meta, dtype=np.int64), int(loss), int(optimizer), int(batch_size), bool(shuffle),
-        int(np.int64(np.uint64(seed).astype(np.int64))), int(first_epoch), int(epochs), float(lr),
-        np.ascontiguousarray(hyper, dtype=np.float64), int(schedule_kind), np.ascontiguousarray(schedule, dtype=np.float64),
-        float(l1), float(l2), int(shards), bool(solo), int(rank), int(ranks), bool(partitioned), int(channel),
-        float(clip_norm), float(clip_value), bool(track), bool(SPECS[int(loss)].mean), bool(penalty_per_weight),
-    )  # fmt: skip
-
-
-def make_evaluation(meta, rows, dtype) -> Evaluation:
-    units = total_units(meta)
-    acts = np.empty(rows * units, dtype=dtype)
-    return Evaluation(acts, np.empty_like(acts), np.empty(rows * int(meta[-1, META_N_OUT]), dtype=dtype),
-                      np.zeros(partial_slots(meta.shape[0])), np.empty(parameter_count(meta), dtype=dtype))  # fmt: skip
-
-
-def make_work(meta, n_rows, capacity, n_slots, epochs, dtype, shards=1, partitioned=False) -> Work:
-    """The buffers of a fit over ``n_rows`` rows in batches of at most ``capacity`` rows, cut
-    into ``shards`` shards (``partitioned``: data-parallel training on partitioned data)."""
-    from .exchange import STEP_SCALARS  # (exchange builds on this module)
-
-    n_params = parameter_count(meta)
-    shard_capacity = -(-capacity // shards)
-    units, n_out = total_units(meta), int(meta[-1, META_N_OUT])
-    acts = np.empty((shards, shard_capacity * units), dtype=dtype)
-    return Work(
-        np.zeros((shards, n_params), dtype=dtype),
-        np.empty(n_rows, dtype=np.int64),
-        np.empty(n_rows, dtype=np.uint64),
-        np.empty(capacity * int(meta[0, META_N_IN]), dtype=dtype),
-        np.empty(capacity * n_out, dtype=dtype),
-        np.empty(capacity, dtype=dtype),
-        acts,
-        np.empty_like(acts),
-        np.empty((shards, shard_capacity * n_out), dtype=dtype),
-        np.empty((shards, n_params), dtype=dtype),
-        np.empty(n_params, dtype=dtype),
-        np.empty((n_slots, n_params), dtype=dtype),
-        np.zeros((shards, partial_slots(meta.shape[0]))),
-        np.zeros(epochs, dtype=np.float64),
-        np.zeros(STEP_SCALARS),
-        np.zeros(-(-n_rows // capacity) if partitioned else 1),
-        np.full((epochs, meta.shape[0], HEALTH_WIDTH), np.nan),
-        np.zeros((MAX_CHUNKS, meta.shape[0])),
-        np.zeros((shards * SATURATION_BLOCKS, meta.shape[0]), dtype=np.int64),
-        np.zeros((4, meta.shape[0])),
-    )
-
-
+# --------------------------------------------------------------------------- shards and threads
 # Shards. A batch can be cut into shards of consecutive rows whose gradients are added in shard
-# order (``fit(grad_shards=...)``, and data-parallel training: a shard per process). Cutting tiny
-# networks' batches automatically so that threads take whole shards was measured and dropped:
-# the small benchmark (32-64-1, batch 32) ran 7.7 µs/step on two threads with two shards against
-# 7.9 µs on one thread uncut (9.5 µs on one thread with two shards), the arithmetic saved being
-# spent on the shards' fixed costs and on data crossing cores.
-def shard_plan(meta, batch_size, shards=0):
+# order (``fit(grad_shards=...)``, and data-parallel training: a shard per process).
+def shard_plan(architecture, batch_size, shards=0):
     """How a batch of ``batch_size`` rows is cut: ``(shards, solo)``.
 
     ``shards`` > 0 asks for that many (``grad_shards``); 0 means one. ``solo``: threads take
-    whole shards (when every product of a shard is too small for BLAS, ``config.BLAS_MIN_MACS``)
-    rather than working through each shard's products together.
+    whole shards (when every product of a shard is too small for BLAS) rather than working
+    through each shard's products together.
     """
     shards = max(1, int(shards))
     if shards == 1:
         return 1, False
     shard_rows = -(-int(batch_size) // shards)
-    return shards, all(shard_rows * int(n_in) * int(n_out) < BLAS_MIN_MACS for n_in, n_out in meta[:, :2])
+    return shards, all(shard_rows * int(layer["n_in"]) * int(layer["n_out"]) < BLAS_MIN_MACS for layer in architecture.layers)
 
 
 # A step with fewer multiply-adds than this runs on one thread: below it, barriers and data
-# crossing cores cost more than the second core gives. Measured on 2 cores (Adam, best µs/step
-# on one thread and on two; README "Threads"): 32-64-1 at batch 32 (67k multiply-adds) 8.5 and
-# 11.2; 64-64-10 at 32 (0.15M) 24 and 27; 32-64-2 at 256 (0.56M) 111 and 104; 64-100-10 float64
-# at 100 (0.74M) 149 and 99, at 200 (1.48M, scikit-learn's default batch) 297 and 170;
-# 784-256-128-10 at 256 (60M) 3.8 ms and 1.97 ms.
+# crossing cores cost more than the second core gives (measured on 2 cores, Adam, µs/step on one
+# thread and on two: 32-64-1 at batch 32 (67k multiply-adds) 8.5 and 11.2; 64-64-10 at 32
+# (0.15M) 24 and 27; 32-64-2 at 256 (0.56M) 111 and 104; 64-100-10 float64 at 200 (1.48M) 297
+# and 170).
 TEAM_MIN_MACS = 1 << 19
 
 
-def useful_threads(meta, batch_size, shards, solo, n_threads) -> int:
+def useful_threads(architecture, batch_size, shards, solo, n_threads) -> int:
     """The team size worth starting for a step of ``batch_size`` rows: one thread for small
     steps (``TEAM_MIN_MACS``); in solo mode at most one thread per shard."""
     n_threads = max(1, int(n_threads))
     if solo:
         return min(n_threads, shards)
-    macs = int(batch_size) * sum(int(n_in) * int(n_out) for n_in, n_out in meta[:, :2])
+    macs = int(batch_size) * sum(int(layer["n_in"]) * int(layer["n_out"]) for layer in architecture.layers)
     return n_threads if macs >= TEAM_MIN_MACS else 1

@@ -1,5 +1,7 @@
+# stamp: 5f045fc134171590d59ab8e63e2c351c
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
-value and output local gradient, its NumPy twins, and the compiled piece of each (``PIECES``).
+value and output local gradient and its NumPy twins; and the piece of each over a block of rows
+(``loss_piece``).
 
 Per-row losses (n the batch's rows, or the sum of their sample weights; ``row_scale`` carries
 1/n for mean losses, 1 for sse, times the sample weights):
@@ -13,11 +15,11 @@ Per-row losses (n the batch's rows, or the sum of their sample weights; ``row_sc
 Sums are float64 (a reported number); exponentials are taken in the arrays' dtype (float32
 ones vectorise, see ``mathfn``). A loss's delta is ``dC/da·scale``; for the two cross-entropies
 it is *fused* with their output activation into ``dC/dz`` (δ = (a − y)·scale, exact and unable
-to overflow; the same for poisson with its exp outputs), for the others the output activation's derivative is applied after it (by its
-piece, ``kernels.activations``).
+to overflow; the same for poisson with its exp outputs), for the others the output activation's
+derivative is applied after it (``activations.activation_backward``).
 
-Adding a loss: one ``SPECS`` entry here (its row value and delta, ``@njit(inline="always")``,
-and their NumPy twins); ``fastgd.registry.LOSSES``, the pieces and the tests are derived from
+Adding a loss: one ``SPECS`` entry here (its row value and delta, ``@helper`` functions, and
+their NumPy twins); ``fastgd.registry.LOSSES``, the piece and the tests are derived from
 ``SPECS``. A loss that restricts its targets (as ``poisson`` does) also needs that check.
 """
 
@@ -26,10 +28,11 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import types
+from numba.extending import overload
 
-from .compat import make_piece, unsigned
-from .config import JIT_OPTIONS
+from .jit import helper
+from .lowlevel import view, view2
 from .mathfn import fast_exp
 
 # Loss codes.
@@ -39,76 +42,74 @@ BINARY_CROSSENTROPY = 2  # sigmoid outputs, mean over rows, summed over outputs
 CROSSENTROPY = 3  # softmax outputs, mean over rows
 POISSON = 4  # exp outputs, mean over rows, summed over outputs
 
-_INLINE = dict(JIT_OPTIONS, inline="always")
-
 
 # --------------------------------------------------------------------------- compiled rows
-# row_value(z, z_start, a, a_start, y, y_start, n) -> float64 and
-# row_delta(a, a_start, y, y_start, scale, delta, delta_start, n): one row of n outputs.
+# row_value(z, a, y, r, n) -> float64 and row_delta(a, y, scale, delta, r, n): row r of n
+# outputs of (rows, n) arrays.
 
 
-@njit(**_INLINE)
-def _squared_error(z, z_start, a, a_start, y, y_start, n):
+@helper
+def squared_error(z, a, y, r, n):
     total = 0.0
     for j in range(n):
-        diff = np.float64(a[a_start + j]) - np.float64(y[y_start + j])
+        diff = np.float64(a[r, j]) - np.float64(y[r, j])
         total += 0.5 * diff * diff
     return total
 
 
-@njit(**_INLINE)
-def _difference(a, a_start, y, y_start, scale, delta, delta_start, n):
+@helper
+def difference(a, y, scale, delta, r, n):
     for j in range(n):
-        delta[delta_start + j] = (a[a_start + j] - y[y_start + j]) * scale
+        delta[r, j] = (a[r, j] - y[r, j]) * scale
 
 
-@njit(**_INLINE)
-def _binary_crossentropy(z, z_start, a, a_start, y, y_start, n):
+@helper
+def binary_crossentropy(z, a, y, r, n):
     total = 0.0
     for j in range(n):
-        zj = z[z_start + j]
+        zj = z[r, j]
         z64 = np.float64(zj)
         softplus_tail = np.log1p(np.float64(fast_exp(zj if zj < 0 else -zj)))
-        total += (z64 if z64 > 0.0 else 0.0) - z64 * np.float64(y[y_start + j]) + softplus_tail
+        total += (z64 if z64 > 0.0 else 0.0) - z64 * np.float64(y[r, j]) + softplus_tail
     return total
 
 
-@njit(**_INLINE)
-def _crossentropy(z, z_start, a, a_start, y, y_start, n):
-    row_max = z[z_start]
+@helper
+def crossentropy(z, a, y, r, n):
+    row_max = z[r, 0]
     for j in range(1, n):
-        value = z[z_start + j]
+        value = z[r, j]
         row_max = value if value > row_max else row_max
     sum_exp = 0.0
     for j in range(n):
-        sum_exp += np.float64(fast_exp(z[z_start + j] - row_max))
+        sum_exp += np.float64(fast_exp(z[r, j] - row_max))
     log_sum_exp = np.float64(row_max) + np.log(sum_exp)
     total = 0.0
     for j in range(n):
-        total += np.float64(y[y_start + j]) * (log_sum_exp - np.float64(z[z_start + j]))
+        total += np.float64(y[r, j]) * (log_sum_exp - np.float64(z[r, j]))
     return total
 
 
-@njit(**_INLINE)
-def _poisson(z, z_start, a, a_start, y, y_start, n):
+@helper
+def poisson(z, a, y, r, n):
     total = 0.0
     for j in range(n):
-        y64 = np.float64(y[y_start + j])
+        y64 = np.float64(y[r, j])
         # y log y − y: the constant that makes a perfect prediction's loss 0 (0 log 0 = 0).
         constant = y64 * np.log(y64) - y64 if y64 > 0.0 else 0.0
-        total += np.float64(a[a_start + j]) - y64 * np.float64(z[z_start + j]) + constant
+        total += np.float64(a[r, j]) - y64 * np.float64(z[r, j]) + constant
     return total
 
 
-@njit(**_INLINE)
-def _crossentropy_delta(a, a_start, y, y_start, scale, delta, delta_start, n):
+@helper
+def crossentropy_delta(a, y, scale, delta, r, n):
     # The gradient of Σ_j y_j (logsumexp(z) − z_j) for any non-negative targets: one-hot and
     # probability rows have Σ_j y_j = 1; PyTorch's soft targets behave the same.
     mass = delta.dtype.type(0.0)
     for j in range(n):
-        mass += y[y_start + j]
+        mass += y[r, j]
     for j in range(n):
-        delta[delta_start + j] = (a[a_start + j] * mass - y[y_start + j]) * scale
+        delta[r, j] = (a[r, j] * mass - y[r, j]) * scale
 
 
 # --------------------------------------------------------------------------- NumPy twins
@@ -170,45 +171,62 @@ class LossSpec(NamedTuple):
 SPECS = {
     spec.code: spec
     for spec in (
-        LossSpec("sse", SSE, _squared_error, _difference, _np_squared_error, _np_difference, False, False, None, None,
+        LossSpec("sse", SSE, squared_error, difference, _np_squared_error, _np_difference, False, False, None, None,
                  "½ Σ_rows ‖a − y‖²"),
-        LossSpec("mse", MSE, _squared_error, _difference, _np_squared_error, _np_difference, False, True, None, None,
+        LossSpec("mse", MSE, squared_error, difference, _np_squared_error, _np_difference, False, True, None, None,
                  "(1/2n) Σ_rows ‖a − y‖²"),
-        LossSpec("binary_crossentropy", BINARY_CROSSENTROPY, _binary_crossentropy, _difference, _np_binary_crossentropy,
+        LossSpec("binary_crossentropy", BINARY_CROSSENTROPY, binary_crossentropy, difference, _np_binary_crossentropy,
                  _np_difference, True, True, "sigmoid", "sigmoid", "−(1/n) Σ_rows Σ_j [y log a + (1 − y) log(1 − a)]"),
-        LossSpec("crossentropy", CROSSENTROPY, _crossentropy, _crossentropy_delta, _np_crossentropy, _np_crossentropy_delta,
+        LossSpec("crossentropy", CROSSENTROPY, crossentropy, crossentropy_delta, _np_crossentropy, _np_crossentropy_delta,
                  True, True, "softmax", "softmax", "−(1/n) Σ_rows Σ_j y_j log a_j"),
-        LossSpec("poisson", POISSON, _poisson, _difference, _np_poisson, _np_difference, True, True, "exp", "exp",
+        LossSpec("poisson", POISSON, poisson, difference, _np_poisson, _np_difference, True, True, "exp", "exp",
                  "(1/n) Σ_rows Σ_j [a − y log a + y log y − y]"),
     )
 }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the pieces
+# One piece per loss: ``loss_piece(code)`` (compiled per dtype by ``kernels.pieces``).
 
-
-def _loss(z, z_start, a, a_start, y, y_start, row_scale, scale_start, delta, delta_start, rows, n):
-    """A loss's piece over ``rows`` rows of ``n`` outputs (``ROW_VALUE``/``ROW_DELTA`` bound
-    per loss): returns ``Σ_r row_scale[scale_start + r] · loss(row r)`` in float64, and writes
-    each row's delta (``dC/da · scale``, or for a fused loss ``dC/dz · scale``).
-
-    Row r of ``z`` starts at ``z_start + r·n``, likewise ``a``, ``y`` and ``delta``.
-
-    Returns
-    -------
-    float64
-    """
+def loss_rows(code, z, a, y, scale, delta, rows, width):
+    """``Σ_r scale[r] · loss(row r)`` (float64) of loss ``code`` (a constant in compiled code)
+    over ``rows`` rows of ``width`` outputs, each row's local gradient written into ``delta``."""
+    spec = SPECS[code]
     total = 0.0
-    for r in range(unsigned(rows)):
-        row = r * unsigned(n)
-        scale = row_scale[unsigned(scale_start) + r]
-        total += np.float64(scale) * ROW_VALUE(z, unsigned(z_start) + row, a, unsigned(a_start) + row,  # noqa: F821
-                                               y, unsigned(y_start) + row, unsigned(n))  # fmt: skip
-        ROW_DELTA(a, unsigned(a_start) + row, y, unsigned(y_start) + row, scale, delta,  # noqa: F821
-                  unsigned(delta_start) + row, unsigned(n))  # fmt: skip
+    for r in range(rows):
+        total += np.float64(scale[r]) * spec.row_value(z, a, y, r, width)
+        spec.row_delta(a, y, scale[r], delta, r, width)
     return total
 
 
-# Loss code -> its piece (kind "loss" in kernels.pieces).
-PIECES = {code: make_piece(_loss, f"loss_{spec.name}", ROW_VALUE=spec.row_value, ROW_DELTA=spec.row_delta)
-          for code, spec in SPECS.items()}  # fmt: skip
+@overload(loss_rows, prefer_literal=True)
+def _loss_rows(code, z, a, y, scale, delta, rows, width):
+    if isinstance(code, types.IntegerLiteral):
+        row_value, row_delta = SPECS[code.literal_value].row_value, SPECS[code.literal_value].row_delta
+
+        def impl(code, z, a, y, scale, delta, rows, width):
+            total = 0.0
+            for r in range(rows):
+                total += np.float64(scale[r]) * row_value(z, a, y, r, width)
+                row_delta(a, y, scale[r], delta, r, width)
+            return total
+
+        return impl
+
+
+def loss_piece(code):
+    """The piece of loss ``code``: ``piece(rows, width, z, a, y, scales, delta)``, the loss of
+    a block of ``rows`` rows of ``width`` outputs: returns ``Σ_r scales[r] · loss(row r)`` in
+    float64, and writes each row's local gradient into ``delta`` (``dC/da · scale``, or for a
+    fused loss ``dC/dz · scale``). ``z``, ``a``, ``y`` and ``delta`` point at rows × width
+    values (the output layer's z, a = f(z), the targets, and the written gradients);
+    ``scales`` at each row's weight (``row_scale``). ``code`` is a constant of each piece (a
+    closure variable), so a piece holds its own loss only.
+    """
+
+    def piece(rows, width, source, target, targets, scales, delta):
+        z, a, y = view2(source, rows, width), view2(target, rows, width), view2(targets, rows, width)
+        return loss_rows(code, z, a, y, view(scales, rows), view2(delta, rows, width), rows, width)
+
+    piece.__qualname__ = piece.__name__ = f"{SPECS[code].name}_piece"
+    return piece

@@ -23,17 +23,14 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .compat import float32_from_bits as _float32_from_bits
-from .compat import float64_bits as _float64_bits
-from .compat import float64_from_bits as _float64_from_bits
-from .config import EXACT_JIT_OPTIONS
+from .config import EXACT_OPTIONS
+from .lowlevel import float32_from_bits as _float32_from_bits
+from .lowlevel import float64_bits as _float64_bits
+from .lowlevel import float64_from_bits as _float64_from_bits
 
-# Inlined into every caller (Numba IR level), so they need no cache of their own.
-_OPTIONS = dict(EXACT_JIT_OPTIONS, inline="always")
-# The overloads choosing by dtype are compiled as the kernels are (error_model="numpy": with
-# Python's, every division checks for zero, and a loop with checks does not vectorise), and
-# LLVM inlines them into their callers.
-_OVERLOAD_OPTIONS = {key: value for key, value in EXACT_JIT_OPTIONS.items() if key in ("fastmath", "error_model")}
+# Compiled into every caller (which carries the cache); LLVM inlines them. error_model="numpy":
+# with Python's, every division checks for zero, and a loop with checks does not vectorise.
+_OPTIONS = dict(EXACT_OPTIONS)
 
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
@@ -190,7 +187,7 @@ def _fast_exp(x):
     return lambda x: np.exp(x)
 
 
-@overload(fast_tanh, inline="always")
+@overload(fast_tanh)
 def _fast_tanh(x):
     if x == types.float32:
         return lambda x: tanh32(x)
@@ -199,7 +196,7 @@ def _fast_tanh(x):
     return lambda x: np.tanh(x)
 
 
-@overload(fast_log1p, inline="always")
+@overload(fast_log1p)
 def _fast_log1p(x):
     if x == types.float32:
         return lambda x: np.float32(log1p64(np.float64(x)))

@@ -1,3 +1,4 @@
+# stamp: 595a0805c024fa1dc612d7c6d16d1164
 """A register-blocked matrix-product micro-kernel written in LLVM IR (vectors of the CPU's width).
 
 Products too small for BLAS (whose call and packing cost microseconds) but too large for plain
@@ -9,16 +10,17 @@ vectoriser cannot find this on its own (it does not know the tile's width at com
 the tile is written directly as vector IR; measured here it runs a 32×64×64 product at
 ~90 GFLOP/s on one core against ~48 for SciPy's BLAS and ~14 for compiled loops.
 
-``tile`` handles the element of A at ``a[a_start + i·a_row_stride + p·a_col_stride]``, so the
-same code serves ``A @ B`` (strides ``lda, 1``) and ``Aᵀ @ B`` (strides ``1, lda``); B and C are
-row-major. Columns past ``cols`` are masked, so a tile may be narrower than ``2L``.
+``tile`` handles the element of A at ``a[i·a_row_stride + p·a_col_stride]``, so the same code
+serves ``A @ B`` (strides ``lda, 1``) and ``Aᵀ @ B`` (strides ``1, lda``); B and C are
+row-major. Columns past ``cols`` are masked, so a tile may be narrower than ``2L``. A, B and C
+are typed pointers (``lowlevel.pointer``) to the tile's first elements; the IR uses llvmlite's
+builder only (declaring LLVM's masked load/store intrinsics in the module).
 """
 
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .compat import array_data, llvm_function
 from .config import FASTMATH_FLAGS
 
 # Rows of C per tile (the main tiles; the remaining rows use single-row tiles). Four rows of two
@@ -28,44 +30,62 @@ VECTORS_PER_ROW = 2
 _FLAGS = sorted(FASTMATH_FLAGS)
 
 
+def _declare(builder, name, return_type, argument_types):
+    # An LLVM function declared once per module (an ``llvm.*`` intrinsic).
+    found = builder.module.globals.get(name)
+    return found if found is not None else ir.Function(builder.module, ir.FunctionType(return_type, list(argument_types)), name)
+
+
 def tile_width(dtype) -> int:
     """Columns of C per tile for arrays of ``dtype`` (two vectors of 256 bits)."""
     return VECTORS_PER_ROW * (32 // dtype.itemsize)
 
 
-@intrinsic
-def tile(typingctx, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, c_start, ldc, k, rows, cols):
+def tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
     """``C[i, j] = Σ_p A[i, p] · B[p, j]`` for ``i < rows`` (a literal: TILE_ROWS or 1) and
     ``j < cols`` (at most ``tile_width``), ``p < k``; C's tile is overwritten.
 
-    A's element (i, p) is ``a[a_start + i·a_row_stride + p·a_col_stride]``; B's element (p, j)
-    is ``b[b_start + p·ldb + j]``; C's element (i, j) is ``c[c_start + i·ldc + j]``.
+    A's element (i, p) is ``a[i·a_row_stride + p·a_col_stride]``; B's element (p, j) is
+    ``b[p·ldb + j]``; C's element (i, j) is ``c[i·ldc + j]`` (a, b, c typed pointers; in
+    Python, the flat views from there: this twin runs under NUMBA_DISABLE_JIT).
     """
-    if not isinstance(rows, types.IntegerLiteral) or not all(isinstance(x, types.Array) for x in (a, b, c)):
+    for i in range(rows):
+        for j in range(cols):
+            total = c.dtype.type(0.0)
+            for p in range(k):
+                total += a[i * a_row_stride + p * a_col_stride] * b[p * ldb + j]
+            c[i * ldc + j] = total
+
+
+@overload(tile, prefer_literal=True)
+def _tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+    if isinstance(rows, types.IntegerLiteral):
+        return lambda a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols: _tile_ir(a, a_row_stride, a_col_stride, b, ldb, c, ldc,
+                                                                                              k, rows, cols)  # fmt: skip
+
+
+@intrinsic(prefer_literal=True)
+def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+    if not isinstance(rows, types.IntegerLiteral) or not all(isinstance(x, types.CPointer) for x in (a, b, c)):
         return None
     if not (a.dtype == b.dtype == c.dtype) or a.dtype not in (types.float32, types.float64):
         return None
     n_rows = rows.literal_value
-    signature = types.void(a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, c_start, ldc, k, rows, cols)
+    signature = types.void(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols)
 
     def codegen(context, builder, sig, args):
-        a_v, a_start, a_rs, a_cs, b_v, b_start, ldb, c_v, c_start, ldc, k, _, cols = args
+        pa, a_rs, a_cs, pb, ldb, pc, ldc, k, _, cols = args
         i64, i32 = ir.IntType(64), ir.IntType(32)
         a_rs, a_cs, ldb, ldc, k, cols = (context.cast(builder, v, t, types.int64) for v, t in
-                                         ((a_rs, sig.args[2]), (a_cs, sig.args[3]), (ldb, sig.args[6]), (ldc, sig.args[9]),
-                                          (k, sig.args[10]), (cols, sig.args[12])))  # fmt: skip
-        a_start, b_start, c_start = (context.cast(builder, v, t, types.int64) for v, t in
-                                     ((a_start, sig.args[1]), (b_start, sig.args[5]), (c_start, sig.args[8])))  # fmt: skip
+                                         ((a_rs, sig.args[1]), (a_cs, sig.args[2]), (ldb, sig.args[4]), (ldc, sig.args[6]),
+                                          (k, sig.args[7]), (cols, sig.args[9])))  # fmt: skip
         element = context.get_value_type(sig.args[0].dtype)
         lanes = 8 if isinstance(element, ir.FloatType) else 4
         vector = ir.VectorType(element, lanes)
         mask_type = ir.VectorType(ir.IntType(1), lanes)
         name = f"v{lanes}f{32 if lanes == 8 else 64}"
-        masked_load = llvm_function(builder, f"llvm.masked.load.{name}.p0", vector, (ir.PointerType(vector), i32, mask_type, vector))
-        masked_store = llvm_function(builder, f"llvm.masked.store.{name}.p0", ir.VoidType(), (vector, ir.PointerType(vector), i32, mask_type))
-        pa = builder.gep(array_data(context, builder, sig.args[0], a_v), [a_start])
-        pb = builder.gep(array_data(context, builder, sig.args[4], b_v), [b_start])
-        pc = builder.gep(array_data(context, builder, sig.args[7], c_v), [c_start])
+        masked_load = _declare(builder, f"llvm.masked.load.{name}.p0", vector, (ir.PointerType(vector), i32, mask_type, vector))
+        masked_store = _declare(builder, f"llvm.masked.store.{name}.p0", ir.VoidType(), (vector, ir.PointerType(vector), i32, mask_type))
         align = 4 if lanes == 8 else 8  # the element's size: rows of C need not be vector-aligned
 
         # One mask per vector of a row: lane + v·L < cols.

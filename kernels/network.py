@@ -1,56 +1,74 @@
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
-Each is a Python entry point that runs the pieces the training loop runs (the passes
-``passes.forward_pass``/``backward_pass``, with the network's ``pieces`` table) as a team
-(``team.run_team``), so prediction, ``loss``/``gradients`` and training compute the same thing
-the same way, with the same compiled code. The NumPy twins in :mod:`fastgd.reference` take the
-same arguments (and ignore ``n_threads``).
+Each is a Python entry point that runs the passes the training loop runs (``passes.forward_pass``
+and ``backward_pass``, with the network's pieces) on the calling thread, or as a team for large
+batches, so prediction, ``loss``/``gradients`` and training compute the same thing the same way,
+with the same compiled code. The NumPy twins in :mod:`fastgd.reference` take the same arguments
+(and ignore ``n_threads``).
 
-Arguments: ``params`` (n_params,) and ``meta`` (``layout``); ``x`` (rows, n_in) and ``y``
-(rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for sse, times sample
-weights; ``evaluation``: a ``layout.Evaluation`` for at least ``rows`` rows (the layer outputs
-land in ``evaluation.acts``, the output layer's pre-activations in ``evaluation.z_out``, the
-local gradients in ``evaluation.deltas``); ``loss``: the loss code.
+Arguments: ``params`` (n_params,) and ``architecture`` (``layout.Architecture``); ``x`` (rows,
+n_in) and ``y`` (rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for
+sse, times sample weights; ``buffers``: a ``layout.Buffers`` for at least ``rows`` rows (the
+layer outputs land in ``buffers.acts``, the pre-activations the layers keep in ``buffers.zs``,
+the local gradients in ``buffers.deltas``); ``loss``: the loss code.
 """
 
-from .layout import make_control
+from __future__ import annotations
+
+import numpy as np
+
+from . import layout
+from .blas import gemm_address
 from .passes import backward_pass, batch_value, forward_pass
-from .pieces import table
+from .pieces import bundle, quiet
 from .team import run_team
 
-
-def _flat(array):
-    return array.reshape(array.size)
+_EMPTY = {}
 
 
-def _forward(params, meta, x, y, row_scale, evaluation, loss, with_loss, n_threads, control):
-    pieces = table(meta, loss, -1, params.dtype)
-    e = evaluation
-    args = (pieces, params, meta, _flat(x), x.shape[0], y, row_scale, e.acts, e.z_out, e.deltas, e.partials, e.transposed, with_loss)
-    run_team(forward_pass, args, n_threads, control)
-    return pieces
+def _none(dtype):
+    # A one-element array standing for "no targets" / "no row scales".
+    dtype = np.dtype(dtype)
+    if dtype not in _EMPTY:
+        _EMPTY[dtype] = np.zeros(1, dtype=dtype)
+    return _EMPTY[dtype]
 
 
-def forward(params, meta, x, evaluation, loss, n_threads=1):
+def network_pieces(architecture, loss, dtype):
+    """The ``Pieces`` and the ``?gemm`` address (0: none) of a network's passes."""
+    dtype = np.dtype(dtype)
+    pieces = bundle(dtype, architecture.layers["activation"], loss, layout.paths(architecture, dtype))
+    return pieces, gemm_address(dtype) if architecture.blas else 0
+
+
+def _forward(params, architecture, x, y, row_scale, buffers, loss, with_loss, n_threads, control):
+    pieces, gemm = network_pieces(architecture, loss, params.dtype)
+    arguments = (pieces, architecture, params, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers, loss if with_loss else -1, gemm)
+    with quiet():
+        run_team(forward_pass, arguments, n_threads, control)
+    return pieces, gemm
+
+
+def forward(params, architecture, x, buffers, loss, n_threads=1):
     """Forward pass of the whole network over the rows of ``x`` (the prediction is the output
-    layer's block of ``evaluation.acts``)."""
-    _forward(params, meta, x, evaluation.z_out, evaluation.z_out, evaluation, loss, False, n_threads, make_control())
+    layer's block of ``buffers.acts``)."""
+    none = _none(params.dtype)
+    _forward(params, architecture, x, none, none, buffers, loss, False, n_threads, layout.make_control())
 
 
-def evaluate_loss(params, meta, x, y, row_scale, evaluation, loss, n_threads=1):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
-    _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, make_control())
-    return float(batch_value(meta, x.shape[0], evaluation.partials, 0.0, 0.0))
+    _forward(params, architecture, x, y, row_scale, buffers, loss, True, n_threads, layout.make_control())
+    return float(batch_value(architecture, x.shape[0], buffers.partials, 0.0, 0.0))
 
 
-def forward_backward(params, grads, meta, x, y, row_scale, evaluation, loss, l1, l2, n_threads=1):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1):
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
-    penalty on the weights included), local gradients into ``evaluation.deltas``; returns the
-    loss plus the penalty at the parameters as they are."""
-    control = make_control()
-    pieces = _forward(params, meta, x, _flat(y), row_scale, evaluation, loss, True, n_threads, control)
-    e = evaluation
-    args = (pieces, params, grads, meta, _flat(x), x.shape[0], e.acts, e.deltas, e.partials, e.transposed, float(l1), float(l2))
-    run_team(backward_pass, args, n_threads, control)
-    return float(batch_value(meta, x.shape[0], e.partials, float(l1), float(l2)))
-
+    penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
+    plus the penalty at the parameters as they are."""
+    control = layout.make_control()
+    pieces, gemm = _forward(params, architecture, x, y, row_scale, buffers, loss, True, n_threads, control)
+    arguments = (pieces, architecture, params, grads, x.reshape(-1), x.shape[0], buffers, float(l1), float(l2), gemm)
+    with quiet():
+        run_team(backward_pass, arguments, n_threads, control)
+    return float(batch_value(architecture, x.shape[0], buffers.partials, float(l1), float(l2)))

@@ -1,14 +1,14 @@
+# stamp: c59aa5ed5c2d2a2ec6c9c68ffd04be71
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 
 Each optimizer is declared once in ``SPECS``: its code, the names of its hyper-parameters (the
-order of the float64 vector the kernels read, lr first; ``flags`` marks the booleans among them)
-and of its state buffers (rows of the network's ``(n_slots, n_params)`` state). Its rule is one
-kernel, ``<name>_update(params, grads, state, step, lr, hyper, start, stop)``: the update of a
-range ``[start, stop)`` of the flat buffers, reading its hyper-parameters by name
-(``hyper[ADAM.beta1]``, through an index built from the declaration, so it cannot read a name
-its declaration lacks), and a piece of its own (``kernels.pieces``), compiled once per dtype.
-Scalar coefficients are computed in float64, as PyTorch does with Python-float
+order of the float64 vector the kernels read, lr first; ``flags`` marks the booleans among them),
+of its state buffers (rows of the network's ``(n_slots, n_params)`` state), and its update
+``<name>_update(params, grads, state, step, lr, hyper)`` over a chunk of the flat buffers,
+reading its hyper-parameters by name (``hyper[ADAM.beta1]``, through an index built from the
+declaration, so it cannot read a name its declaration lacks). ``update_piece(code)`` is the piece
+applying it to a chunk (compiled per dtype by ``kernels.pieces``). Scalar coefficients are computed in float64, as PyTorch does with Python-float
 hyper-parameters, then converted to the buffers' dtype, so float32 buffers are updated in
 float32 arithmetic.
 
@@ -29,12 +29,11 @@ from collections import namedtuple
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import types
+from numba.extending import overload
 
-from .compat import kernel, unsigned
-from .config import INTERNAL_OPTIONS, JIT_OPTIONS
-
-_INLINE = dict(JIT_OPTIONS, inline="always")
+from .jit import helper
+from .lowlevel import advance, view
 
 # Optimizer codes.
 OPT_SGD = 0
@@ -83,57 +82,54 @@ ADAM = SPECS[OPT_ADAM].index
 ADAMW = SPECS[OPT_ADAMW].index
 
 
-# ----------------------------------------------------------------------------- rules, on a range
+# ----------------------------------------------------------------------------- the rules
+# Each over whole (chunk) arrays: p the parameters, g the gradient, then the state rows.
 
 
-@njit(**_INLINE)
-def _sgd(p, g, momentum_buffer, start, stop, step, lr, momentum, dampening, nesterov, weight_decay):
-    start, stop = unsigned(start), unsigned(stop)
+@helper
+def _sgd(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
     t = p.dtype.type
     lr_, mu, damp, wd = t(lr), t(momentum), t(1.0 - dampening), t(weight_decay)
     first = step == 1
     if momentum == 0.0:
-        for i in range(start, stop):
+        for i in range(p.size):
             p[i] -= lr_ * (g[i] + wd * p[i])
         return
-    for i in range(start, stop):
+    for i in range(p.size):
         grad = g[i] + wd * p[i]
         buf = grad if first else mu * momentum_buffer[i] + damp * grad
         momentum_buffer[i] = buf
         p[i] -= lr_ * (grad + mu * buf if nesterov else buf)
 
 
-@njit(**_INLINE)
-def _momentum(p, g, velocity, start, stop, lr, beta):
-    start, stop = unsigned(start), unsigned(stop)
+@helper
+def _momentum(p, g, velocity, lr, beta):
     t = p.dtype.type
     lr_, b, one_minus_b = t(lr), t(beta), t(1.0 - beta)
-    for i in range(start, stop):
+    for i in range(p.size):
         v = b * velocity[i] + one_minus_b * g[i]
         velocity[i] = v
         p[i] -= lr_ * v
 
 
-@njit(**_INLINE)
-def _adagrad(p, g, state_sum, start, stop, step, lr, lr_decay, weight_decay, eps):
-    start, stop = unsigned(start), unsigned(stop)
+@helper
+def _adagrad(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
     t = p.dtype.type
     clr = t(lr / (1.0 + (step - 1) * lr_decay))
     wd, eps_ = t(weight_decay), t(eps)
-    for i in range(start, stop):
+    for i in range(p.size):
         grad = g[i] + wd * p[i]
         s = state_sum[i] + grad * grad
         state_sum[i] = s
         p[i] -= clr * (grad / (np.sqrt(s) + eps_))
 
 
-@njit(**_INLINE)
-def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, start, stop, lr, alpha, eps, weight_decay, momentum, centered):
-    start, stop = unsigned(start), unsigned(stop)
+@helper
+def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum, centered):
     t = p.dtype.type
     lr_, a, one_minus_a, eps_, wd, mu = t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum)
     use_momentum = momentum > 0.0
-    for i in range(start, stop):
+    for i in range(p.size):
         grad = g[i] + wd * p[i]
         s = a * square_avg[i] + one_minus_a * grad * grad
         square_avg[i] = s
@@ -151,10 +147,9 @@ def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, start, stop, lr, alpha
             p[i] -= lr_ * (grad / denom)
 
 
-@njit(**_INLINE)
-def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
+@helper
+def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
     # Adam, and with ``decoupled`` AdamW: p ← p·(1 − lr·wd) first and no weight decay in g.
-    start, stop = unsigned(start), unsigned(stop)
     t = p.dtype.type
     b1, one_minus_b1 = t(beta1), t(1.0 - beta1)
     b2, one_minus_b2 = t(beta2), t(1.0 - beta2)
@@ -163,7 +158,7 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta
     eps_ = t(eps)
     wd = t(0.0) if decoupled else t(weight_decay)
     decay = t(1.0 - lr * weight_decay) if decoupled else t(1.0)
-    for i in range(start, stop):
+    for i in range(p.size):
         if decoupled:
             p[i] *= decay
         grad = g[i] + wd * p[i]
@@ -178,61 +173,87 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, start, stop, step, lr, beta
         p[i] -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps_))
 
 
-# ----------------------------------------------------------------------------- the loop's form
-# Every update has the signature (params, grads, state, step, lr, hyper, start, stop): ``state``
-# is the (n_slots, n_params) buffer, ``hyper`` the float64 vector laid out as the spec's
-# ``hyper`` (hyper[0] is the base lr; ``lr`` is this step's, after any schedule).
+# ----------------------------------------------------------------------------- the updates
+# <name>_update(params, grads, first, second, third, step, lr, hyper): the state rows in order
+# (rows an optimizer does not have alias its first), ``hyper`` the float64 vector laid out as
+# the spec's ``hyper`` (hyper[0] is the base lr; ``lr`` is this step's, after any schedule).
 
 
-@njit(**_INLINE)
-def _row(state, k):
-    # State row k; rows an optimizer does not use alias row 0.
-    return state[k if k < state.shape[0] else state.shape[0] - 1]
+@helper
+def sgd_update(params, grads, first, second, third, step, lr, hyper):
+    _sgd(params, grads, first, step, lr, hyper[SGD.momentum], hyper[SGD.dampening], hyper[SGD.nesterov] != 0.0,
+         hyper[SGD.weight_decay])  # fmt: skip
 
 
-@kernel(**INTERNAL_OPTIONS)
-def sgd_update(params, grads, state, step, lr, hyper, start, stop):
-    _sgd(params, grads, _row(state, 0), start, stop, step, lr, hyper[SGD.momentum], hyper[SGD.dampening],
-         hyper[SGD.nesterov] != 0.0, hyper[SGD.weight_decay])  # fmt: skip
-    return np.int64(0)
+@helper
+def momentum_update(params, grads, first, second, third, step, lr, hyper):
+    _momentum(params, grads, first, lr, hyper[MOMENTUM.beta])
 
 
-@kernel(**INTERNAL_OPTIONS)
-def momentum_update(params, grads, state, step, lr, hyper, start, stop):
-    _momentum(params, grads, _row(state, 0), start, stop, lr, hyper[MOMENTUM.beta])
-    return np.int64(0)
+@helper
+def adagrad_update(params, grads, first, second, third, step, lr, hyper):
+    _adagrad(params, grads, first, step, lr, hyper[ADAGRAD.lr_decay], hyper[ADAGRAD.weight_decay], hyper[ADAGRAD.eps])
 
 
-@kernel(**INTERNAL_OPTIONS)
-def adagrad_update(params, grads, state, step, lr, hyper, start, stop):
-    _adagrad(params, grads, _row(state, 0), start, stop, step, lr, hyper[ADAGRAD.lr_decay], hyper[ADAGRAD.weight_decay],
-             hyper[ADAGRAD.eps])  # fmt: skip
-    return np.int64(0)
+@helper
+def rmsprop_update(params, grads, first, second, third, step, lr, hyper):
+    _rmsprop(params, grads, first, second, third, lr, hyper[RMSPROP.alpha], hyper[RMSPROP.eps], hyper[RMSPROP.weight_decay],
+             hyper[RMSPROP.momentum], hyper[RMSPROP.centered] != 0.0)  # fmt: skip
 
 
-@kernel(**INTERNAL_OPTIONS)
-def rmsprop_update(params, grads, state, step, lr, hyper, start, stop):
-    _rmsprop(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, lr, hyper[RMSPROP.alpha],
-             hyper[RMSPROP.eps], hyper[RMSPROP.weight_decay], hyper[RMSPROP.momentum], hyper[RMSPROP.centered] != 0.0)  # fmt: skip
-    return np.int64(0)
+@helper
+def adam_update(params, grads, first, second, third, step, lr, hyper):
+    _adam(params, grads, first, second, third, step, lr, hyper[ADAM.beta1], hyper[ADAM.beta2], hyper[ADAM.eps],
+          hyper[ADAM.weight_decay], hyper[ADAM.amsgrad] != 0.0, False)  # fmt: skip
 
 
-@kernel(**INTERNAL_OPTIONS)
-def adam_update(params, grads, state, step, lr, hyper, start, stop):
-    _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAM.beta1],
-          hyper[ADAM.beta2], hyper[ADAM.eps], hyper[ADAM.weight_decay], hyper[ADAM.amsgrad] != 0.0, False)  # fmt: skip
-    return np.int64(0)
+@helper
+def adamw_update(params, grads, first, second, third, step, lr, hyper):
+    _adam(params, grads, first, second, third, step, lr, hyper[ADAMW.beta1], hyper[ADAMW.beta2], hyper[ADAMW.eps],
+          hyper[ADAMW.weight_decay], hyper[ADAMW.amsgrad] != 0.0, True)  # fmt: skip
 
 
-@kernel(**INTERNAL_OPTIONS)
-def adamw_update(params, grads, state, step, lr, hyper, start, stop):
-    _adam(params, grads, _row(state, 0), _row(state, 1), _row(state, 2), start, stop, step, lr, hyper[ADAMW.beta1],
-          hyper[ADAMW.beta2], hyper[ADAMW.eps], hyper[ADAMW.weight_decay], hyper[ADAMW.amsgrad] != 0.0, True)  # fmt: skip
-    return np.int64(0)
-
-
-# Optimizer code -> its update over a range (found by name: ``<name>_update``).
+# Optimizer code -> its update (found by name: ``<name>_update``).
 UPDATES = {code: globals()[f"{spec.name}_update"] for code, spec in SPECS.items()}
+# Length of the hyper-parameter vector of every optimizer (the longest declaration).
+HYPER_WIDTH = max(len(spec.hyper) for spec in SPECS.values())
+
+
+def apply_update(code, params, grads, first, second, third, step, lr, hyper):
+    """Optimizer ``code``'s update (a constant in compiled code) over whole chunk arrays."""
+    UPDATES[code](params, grads, first, second, third, step, lr, hyper)
+
+
+@overload(apply_update, prefer_literal=True)
+def _apply_update(code, params, grads, first, second, third, step, lr, hyper):
+    if isinstance(code, types.IntegerLiteral):
+        update = UPDATES[code.literal_value]
+        return lambda code, params, grads, first, second, third, step, lr, hyper: update(params, grads, first, second, third, step, lr,
+                                                                                         hyper)  # fmt: skip
+
+
+@helper
+def _state_row(state, k, slots, width, first, stop):
+    # Row k of the state (row 0 where the state has fewer rows), elements [first, stop).
+    return view(advance(state, (k if k < slots else 0) * width), width)[first:stop]
+
+
+def update_piece(code):
+    """The piece of optimizer ``code`` (compiled per dtype by ``kernels.pieces``):
+    ``piece(first, stop, width, slots, params, grads, state, step, lr, hyper)``, one step over
+    elements ``[first, stop)`` of the flat buffers: ``params`` and ``grads`` point at ``width``
+    values (n_params), ``state`` at ``slots × width`` (its rows), ``hyper`` at HYPER_WIDTH
+    float64 (``SPECS[code].hyper``); ``step`` is 1-based, ``lr`` this step's rate.
+    """
+
+    def piece(first, stop, width, slots, params, grads, state, step, lr, hyper):
+        p, g = view(params, width)[first:stop], view(grads, width)[first:stop]
+        rows = _state_row(state, 0, slots, width, first, stop), _state_row(state, 1, slots, width, first, stop)
+        third = _state_row(state, 2, slots, width, first, stop)
+        apply_update(code, p, g, rows[0], rows[1], third, step, lr, view(hyper, HYPER_WIDTH))
+
+    piece.__qualname__ = piece.__name__ = f"{SPECS[code].name}_piece"
+    return piece
 
 
 def _step_function(spec):
@@ -264,8 +285,8 @@ globals().update({function.__name__: function for function in STEPS.values()})
 
 
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
-    """One optimizer step over the whole flat parameter buffer (``UPDATES[kind]`` over every
-    element), called from Python.
+    """One optimizer step over the whole flat parameter buffer (the ``optimizer_update`` piece
+    over every element), called from Python.
 
     Parameters
     ----------
@@ -282,6 +303,6 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     """
     if kind not in UPDATES:
         raise ValueError(f"kind must be an optimizer code ({sorted(UPDATES)}), got {kind!r}")
-    from .pieces import run  # (pieces builds on this module)
+    from .pieces import call_update  # (pieces builds on this module)
 
-    run(f"update_{SPECS[kind].name}", params.dtype, params, grads, state, int(step), float(lr), hyper, 0, params.size)
+    call_update(int(kind), params, grads, state, int(step), float(lr), hyper)

@@ -1,191 +1,170 @@
-"""Matrix products on blocks of flat buffers, row-major, with explicit offsets and leading
-dimensions: no views are made (each would be reference-counted, and two threads counting
-references to the same buffer fight over one cache line).
+# stamp: 0ef8a524a07927ceef9fbea88fd2c5e4
+"""Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
+one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 
-Each path of each shape is a compiled piece of its own (``PIECES``, kind "product" in
-``kernels.pieces``), all with one argument list, so a fit compiles only the paths its layer
-sizes can take (``paths``):
+Shapes (``shape``):
 
-* ``nn``: C = A @ B   (forward: activations times weights; and the local gradients of the
+* ``NN``: C = A @ B   (forward: activations times weights; and the local gradients of the
   layer below, δ @ Wᵀ, with Wᵀ transposed beforehand: ``transpose``)
-* ``tn``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
-* ``nt``: C = A @ Bᵀ  (BLAS only, which transposes for free)
+* ``TN``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
+* ``NT``: C = A @ Bᵀ  (δ @ Wᵀ without the transposed copy: BLAS, which transposes for free)
 
-Three paths: from ``BLAS_MIN_MACS`` multiply-adds on, one single-threaded BLAS ``gemm`` call
-(NumPy's OpenBLAS, else SciPy's through Numba's ``numba_xxgemm`` helper); below, the
-register-blocked ``microkernel.tile`` when C has at least a vector's width of columns, else
-loops that vectorise along the contiguous dimension. Every element of C is computed by one
-call over the whole inner dimension in a fixed order, so a block's result does not depend on
+Paths: one BLAS ``gemm`` call (the caller decides once per whole product, from its size:
+``uses_blas``); the register-blocked ``microkernel.tile``; plain loops that vectorise along the
+contiguous dimension (``path`` chooses between the last two). Every element of C is computed by
+one call over the whole inner dimension in a fixed order, so a block's result does not depend on
 how rows were split among threads.
 """
 
-import numpy as np
-from numba import njit, types
-from numba.extending import overload
+from __future__ import annotations
 
-from .compat import address_of, blas_gemm, call_cblas_gemm, make_piece, unsigned
-from .layout import CONTROL_DGEMM, CONTROL_ILP64, CONTROL_SGEMM, network_blas
-from .config import JIT_OPTIONS, TILE_MIN_WEIGHTS
+import numpy as np
+
+from .blas import NO_TRANSPOSE, TRANSPOSE, call_gemm
+from .config import BLAS_MIN_MACS
+from .jit import helper
+from .lowlevel import advance, element_size, view2
 from .microkernel import TILE_ROWS, tile
 
-_N, _T = ord("n"), ord("t")
-_ONE = {np.dtype(np.float32): np.ones(1, np.float32), np.dtype(np.float64): np.ones(1, np.float64)}
-_ZERO = {np.dtype(np.float32): np.zeros(1, np.float32), np.dtype(np.float64): np.zeros(1, np.float64)}
-_INLINE = dict(JIT_OPTIONS, inline="always")
+NN = 0
+TN = 1
+NT = 2
 
 
-def gemm(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """Row-major ``C = op(A) @ op(B)`` on blocks of flat buffers; callable from compiled code.
+LOOPS = 0
+TILES = 1
+BLAS = 2
 
-    op(A) is ``m × k`` starting at ``a[a_start]`` with row stride ``lda``; op(B) ``k × n``; C
-    ``m × n`` at ``c[c_start]`` with row stride ``ldc``. ``transpose_a``/``transpose_b`` are the
-    characters ``ord('n')`` or ``ord('t')``. The BLAS is the one whose address ``control``
-    carries (NumPy's OpenBLAS, ``layout.make_control``), else SciPy's through Numba.
+
+@helper
+def uses_blas(may_blas, m, n, k):
+    """Whether an ``m × n`` product over ``k`` goes to BLAS in a network that may call BLAS at
+    all (``may_blas``: ``layout`` decides it from the weight sizes)."""
+    return may_blas and m * n * k >= BLAS_MIN_MACS
+
+
+@helper
+def path(may_blas, shape, m, n, k, lanes):
+    """The path of an ``m × n`` product over ``k`` (the whole product, not a block):
+    BLAS (``uses_blas``), the micro-kernel for NN and TN products of at least ``lanes``
+    columns, else loops."""
+    if uses_blas(may_blas, m, n, k):
+        return BLAS
+    return TILES if shape != NT and n >= lanes else LOOPS
+
+
+def product_blas(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
+    """``C = op(A) @ op(B)`` for an ``m × n`` block of C over an inner dimension ``k``, by one
+    call of BLAS's ``?gemm`` at address ``gemm`` (``blas.gemm_address``).
+
+    Parameters
+    ----------
+    shape : int64
+        NN, TN or NT.
+    m, n, k : intp
+    a : pointer
+        A: ``m × k`` rows of stride ``lda`` (NN, NT), or ``k × m`` (TN).
+    lda : intp
+    b : pointer
+        B: ``k × n`` rows of stride ``ldb`` (NN, TN), or ``n × k`` (NT).
+    ldb : intp
+    c : pointer
+        C: ``m × n`` rows of stride ``ldc``; overwritten.
+    ldc : intp
+    gemm : int64
     """
-    raise NotImplementedError("gemm is only callable from Numba-compiled code")
+    # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ.
+    transa = TRANSPOSE if shape == TN else NO_TRANSPOSE
+    transb = TRANSPOSE if shape == NT else NO_TRANSPOSE
+    call_gemm(gemm, transb, transa, n, m, k, b, ldb, a, lda, c, ldc)
 
 
-@overload(gemm, jit_options=JIT_OPTIONS)
-def _gemm(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    if not isinstance(a, types.Array):
-        return None
-    dtype = np.dtype(a.dtype.name)
-    xxgemm, kind = blas_gemm(a.dtype)
-    one, zero = _ONE[dtype], _ZERO[dtype]
-    slot = CONTROL_SGEMM if dtype == np.float32 else CONTROL_DGEMM
-
-    def impl(control, transpose_a, transpose_b, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-        address = control[slot]
-        if address != 0:
-            call_cblas_gemm(address, control[CONTROL_ILP64], 111 if transpose_a == _N else 112, 111 if transpose_b == _N else 112, m, n,
-                            k, address_of(a, a_start), lda, address_of(b, b_start), ldb, address_of(c, c_start), ldc)  # fmt: skip
-        else:
-            # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ,
-            # with the transpose flags unchanged.
-            xxgemm(kind, transpose_b, transpose_a, n, m, k, address_of(one, 0), address_of(b, b_start), ldb,
-                   address_of(a, a_start), lda, address_of(zero, 0), address_of(c, c_start), ldc)  # fmt: skip
-
-    return impl
+def product_tiles(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
+    """``product_blas``'s product by the register-blocked micro-kernel (``microkernel.tile``),
+    for C of at least a vector's width of columns (NN and TN; NT by loops)."""
+    if shape == NN:
+        _tiles(m, n, k, a, lda, 1, b, ldb, c, ldc)
+    elif shape == TN:
+        _tiles(m, n, k, a, 1, lda, b, ldb, c, ldc)
+    else:
+        _loops_nt(m, n, k, view2(a, m, lda), view2(b, n, ldb), view2(c, m, ldc))
 
 
-def paths(meta, dtype):
-    """(tiles, blas): which product paths a network can take at all, from its layer sizes
-    only (blas: ``layout.network_blas``). A network binds (and compiles) only the product pieces of these paths, so one whose layers are all
-    tiny compiles neither the micro-kernel nor the BLAS calls (XOR), and one whose weight
-    matrices all fit in a core's cache never calls BLAS, at any batch size (the micro-kernel is
-    faster there)."""
-    lanes = 32 // np.dtype(dtype).itemsize
-    sizes = [(int(n_in), int(n_out)) for n_in, n_out in meta[:, :2]]
-    tiles = any(n_in * n_out >= TILE_MIN_WEIGHTS and max(n_in, n_out) >= lanes for n_in, n_out in sizes)
-    return tiles, bool(network_blas.py_func(meta))
+def product_loops(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
+    """``product_blas``'s product in plain loops that vectorise along the contiguous dimension."""
+    if shape == NN:
+        _loops_nn(m, n, k, view2(a, m, lda), view2(b, k, ldb), view2(c, m, ldc))
+    elif shape == TN:
+        _loops_tn(m, n, k, view2(a, k, lda), view2(b, k, ldb), view2(c, m, ldc))
+    else:
+        _loops_nt(m, n, k, view2(a, m, lda), view2(b, n, ldb), view2(c, m, ldc))
 
 
-@njit(**_INLINE)
-def _tiles(m, n, k, a, a_start, a_row_stride, a_col_stride, b, b_start, ldb, c, c_start, ldc):
+@helper
+def _loops_nn(m, n, k, A, B, C):
+    # C[i, j] = Σ_p A[i, p] B[p, j]: dot products along p (contiguous in A), for products with
+    # fewer columns than a vector.
+    zero = C.dtype.type(0.0)
+    for i in range(m):
+        for j in range(n):
+            total = zero
+            for p in range(k):
+                total += A[i, p] * B[p, j]
+            C[i, j] = total
+
+
+@helper
+def _loops_tn(m, n, k, A, B, C):
+    # C[i, j] = Σ_p A[p, i] B[p, j]: rows of A (contiguous along i) scaled into C's columns.
+    zero = C.dtype.type(0.0)
+    for i in range(m):
+        for j in range(n):
+            C[i, j] = zero
+    for p in range(k):
+        for j in range(n):
+            x = B[p, j]
+            for i in range(m):
+                C[i, j] += A[p, i] * x
+
+
+@helper
+def _loops_nt(m, n, k, A, B, C):
+    # C[i, j] = Σ_p A[i, p] B[j, p]: dot products of two contiguous rows.
+    zero = C.dtype.type(0.0)
+    for i in range(m):
+        for j in range(n):
+            total = zero
+            for p in range(k):
+                total += A[i, p] * B[j, p]
+            C[i, j] = total
+
+
+@helper
+def _tiles(m, n, k, a, a_row_stride, a_col_stride, b, ldb, c, ldc):
     # C (m × n) tile by tile: TILE_ROWS rows at a time, then single rows; each tile as wide as
     # two vectors, the last one narrower.
-    width = 64 // c.itemsize
+    width = 64 // element_size(c)
     i = 0
     while i + TILE_ROWS <= m:
         j = 0
         while j < n:
             cols = width if j + width <= n else n - j
-            tile(a, a_start + i * a_row_stride, a_row_stride, a_col_stride, b, b_start + j, ldb, c, c_start + i * ldc + j, ldc, k, TILE_ROWS, cols)
+            tile(advance(a, i * a_row_stride), a_row_stride, a_col_stride, advance(b, j), ldb, advance(c, i * ldc + j), ldc, k,
+                 TILE_ROWS, cols)  # fmt: skip
             j += width
         i += TILE_ROWS
     while i < m:
         j = 0
         while j < n:
             cols = width if j + width <= n else n - j
-            tile(a, a_start + i * a_row_stride, a_row_stride, a_col_stride, b, b_start + j, ldb, c, c_start + i * ldc + j, ldc, k, 1, cols)
+            tile(advance(a, i * a_row_stride), a_row_stride, a_col_stride, advance(b, j), ldb, advance(c, i * ldc + j), ldc, k, 1, cols)
             j += width
         i += 1
 
 
-def _loops_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[p, j]`` for an ``m × n`` block of C (A ``m × k``, B ``k × n``)
-    in plain loops, dot products along p (contiguous in A): for products with fewer columns
-    than a vector."""
-    m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
-    a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
-    zero = c.dtype.type(0.0)
-    for i in range(m):
-        a_row = a_start + i * lda
-        for j in range(n):
-            total = zero
-            for p in range(k):
-                total += a[a_row + p] * b[b_start + p * ldb + j]
-            c[c_start + i * ldc + j] = total
-    return np.int64(0)
-
-
-def _loops_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[p, i] B[p, j]`` for an ``m × n`` block of C (A ``k × m`` read by
-    columns from ``a_start``, B ``k × n``) in plain loops: rows of A (contiguous along i)
-    scaled into C's columns."""
-    m, n, k, lda, ldb, ldc = unsigned(m), unsigned(n), unsigned(k), unsigned(lda), unsigned(ldb), unsigned(ldc)
-    a_start, b_start, c_start = unsigned(a_start), unsigned(b_start), unsigned(c_start)
-    zero = c.dtype.type(0.0)
-    for i in range(m):
-        for j in range(n):
-            c[c_start + i * ldc + j] = zero
-    for p in range(k):
-        a_row = a_start + p * lda
-        for j in range(n):
-            x = b[b_start + p * ldb + j]
-            for i in range(m):
-                c[c_start + i * ldc + j] += a[a_row + i] * x
-    return np.int64(0)
-
-
-def _tiles_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``A @ B`` as ``_loops_nn``, by the register-blocked micro-kernel (``microkernel.tile``)."""
-    _tiles(m, n, k, a, a_start, lda, 1, b, b_start, ldb, c, c_start, ldc)
-    return np.int64(0)
-
-
-def _tiles_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``Aᵀ @ B`` as ``_loops_tn``, by the micro-kernel."""
-    _tiles(m, n, k, a, a_start, 1, lda, b, b_start, ldb, c, c_start, ldc)
-    return np.int64(0)
-
-
-def _blas_nn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``A @ B`` as ``_loops_nn``, one BLAS ``gemm`` call."""
-    gemm(control, _N, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    return np.int64(0)
-
-
-def _blas_tn(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``Aᵀ @ B`` as ``_loops_tn``, one BLAS ``gemm`` call."""
-    gemm(control, _T, _N, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    return np.int64(0)
-
-
-def _blas_nt(control, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc):
-    """``C[i, j] = Σ_p A[i, p] B[j, p]`` for an ``m × n`` block of C (A ``m × k``, B ``n × k``),
-    one BLAS ``gemm`` call (BLAS transposes for free; the other paths transpose B beforehand
-    and take ``A @ Bᵀ`` as an ``nn`` product)."""
-    gemm(control, _N, _T, m, n, k, a, a_start, lda, b, b_start, ldb, c, c_start, ldc)
-    return np.int64(0)
-
-
-# (path, shape) -> its piece (kind "product" in kernels.pieces). Every piece has the same
-# arguments, so a network that can never take a path gets another path's piece in its slot.
-PIECES = {
-    (path, shape): make_piece(function, f"product_{path}_{shape}")
-    for (path, shape), function in (
-        (("loops", "nn"), _loops_nn), (("loops", "tn"), _loops_tn), (("tiles", "nn"), _tiles_nn),
-        (("tiles", "tn"), _tiles_tn), (("blas", "nn"), _blas_nn), (("blas", "tn"), _blas_tn), (("blas", "nt"), _blas_nt),
-    )
-}  # fmt: skip
-
-
-@njit(**_INLINE)
-def transpose(source, source_start, rows, cols, target, target_start):
-    """``target`` (cols × rows) = ``source`` (rows × cols)ᵀ, both row-major at their offsets."""
-    rows, cols = unsigned(rows), unsigned(cols)
-    source_start, target_start = unsigned(source_start), unsigned(target_start)
+@helper
+def transpose(source, rows, cols, target):
+    """``target`` (cols × rows) = ``source`` (rows × cols)ᵀ, both 2-D views."""
     for i in range(rows):
         for j in range(cols):
-            target[target_start + j * rows + i] = source[source_start + i * cols + j]
+            target[j, i] = source[i, j]

@@ -1,3 +1,4 @@
+# stamp: 8a1743dfc807e2898de275850ee63413
 """Learning-rate schedules, applied per optimizer step inside the training loop.
 
 Each schedule is declared once in ``SPECS`` (code and parameter names: the layout of the float64
@@ -17,10 +18,8 @@ from collections import namedtuple
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
-from .compat import kernel
-from .config import JIT_OPTIONS
+from .jit import helper, kernel
 
 SCHEDULE_CONSTANT = 0
 SCHEDULE_STEP = 1
@@ -62,7 +61,7 @@ COSINE = SPECS[SCHEDULE_COSINE].index
 SAMPLE_INVERSE_SCALING = SPECS[SCHEDULE_SAMPLE_INVERSE_SCALING].index
 
 
-@kernel(**JIT_OPTIONS)
+@kernel
 def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
     """Learning rate of the ``step``-th optimizer step (1-based), in the network's ``epoch``
     (0-based).
@@ -80,7 +79,7 @@ def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
     return lr_at(kind, base_lr, step, epoch, schedule)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@helper
 def lr_at(kind, base_lr, step, epoch, schedule):
     """``scheduled_lr``'s body (inlined into the training loop)."""
     t = step - 1
