@@ -20,7 +20,7 @@ from .optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
 from .plotting import plot_history
 from .streaming import Streaming
 from .training import DivergenceError, DivergenceWarning, StopTraining
-from .training import callbacks
+from . import callbacks
 from .training.health import GradientTracking, GradientWarning
 
 __all__ = [
