@@ -66,9 +66,12 @@ def fastgd_trajectory(case, backend):
     optimizer = getattr(optimizers, case["optimizer"])(**as_fastgd_options(case["options"]))
     schedule = None if case["schedule"] is None else getattr(schedules, case["schedule"][0])(**case["schedule"][1])
     after_each_epoch = []
+
+    def record(epoch, history, network):  # a callback: runs after every epoch
+        after_each_epoch.append(torch_layout(network))
+
     history = net.fit(FILE["X"], FILE["y"], optimizer=optimizer, epochs=META["epochs"], batch_size=META["batch_size"],
-                      shuffle=META["shuffle"], lr_schedule=schedule, callbacks=lambda epoch, history, net: after_each_epoch.append(torch_layout(net)),
-                      **case["clip"])  # fmt: skip
+                      shuffle=META["shuffle"], lr_schedule=schedule, callbacks=record, **case["clip"])  # fmt: skip
     return np.array(after_each_epoch), history
 
 
