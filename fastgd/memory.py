@@ -42,6 +42,7 @@ container). No source that is missing or unreadable raises: when none answers th
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import NamedTuple
@@ -287,15 +288,14 @@ def check_fit(net, plan, available=None) -> None:
     ----------
     net : fastgd.Network
     plan : fastgd.training.plan.Plan
-        Its ``X``, ``batch``, ``batch_size``, ``optimizer``, ``grad_shards``, ``session``,
-        ``validation``, ``stopping`` and ``stream`` are read.
+        Its ``X``, ``batch``, ``batch_size``, ``optimizer``, ``grad_shards``, ``validation``,
+        ``stopping`` and ``stream`` are read.
     """
     from .kernels import layout  # (imports Numba: only here, where a fit is being made)
 
     rows = int(plan.X.shape[0])
+    # As the Trainer cuts batches (with ranks, each rank's buffers are one shard of a batch).
     shards, _ = layout.shard_plan(net.meta, plan.batch, plan.grad_shards or 0)
-    if plan.session is not None:
-        shards = max(shards, plan.session.size) if not plan.partitioned else shards
     chunk = None
     if plan.stream is not None:
         from .streaming import chunk_rows
@@ -395,30 +395,44 @@ def _cgroup_available(root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup"):
     # A container's limit: cgroup v2 (memory.max, memory.current, at this process's cgroup and
     # every parent), else v1 (memory/memory.limit_in_bytes). The usage counts page cache the
     # kernel can drop; its inactive part is given back as available.
-    levels = []
+    left = []
+    for folder, version in _cgroup_folders(root, self_cgroup):
+        if version == 2:
+            limit, used = _read_number(os.path.join(folder, "memory.max")), _read_number(os.path.join(folder, "memory.current"))
+            inactive = _inactive_file(os.path.join(folder, "memory.stat"), b"inactive_file")
+        else:
+            limit, used = _read_number(os.path.join(folder, "memory.limit_in_bytes")), _read_number(os.path.join(folder, "memory.usage_in_bytes"))
+            inactive = _inactive_file(os.path.join(folder, "memory.stat"), b"total_inactive_file")
+        if limit is not None and limit < _V1_UNLIMITED:
+            left.append(limit - (used or 0) + inactive)
+    return max(0, min(left)) if left else None
+
+
+# cgroup v1 reads "no limit" as a page-rounded 2**63.
+_V1_UNLIMITED = 1 << 60
+
+
+@functools.lru_cache(maxsize=8)
+def _cgroup_folders(root, self_cgroup) -> tuple:
+    """The cgroup folders that may limit this process's memory (those with a limit file):
+    ``(folder, version)``. Looked up once (a process stays in its cgroup, whose folders stay);
+    their limits and usage are read each time."""
+    folders = []
     try:
         with open(self_cgroup) as lines:
-            for line in lines:
-                hierarchy, _, path = line.rstrip("\n").split(":", 2)
-                if hierarchy == "0":
-                    levels.append(path)
-    except OSError:
-        pass
-    left = []
-    for path in levels:
+            paths = [line.rstrip("\n").split(":", 2)[2] for line in lines if line.startswith("0::")]
+    except (OSError, IndexError):
+        paths = []
+    for path in paths:
         parts = [part for part in path.split("/") if part]
         for depth in range(len(parts), -1, -1):
             folder = os.path.join(root, *parts[:depth])
-            limit = _read_number(os.path.join(folder, "memory.max"))
-            if limit is not None:
-                used = _read_number(os.path.join(folder, "memory.current")) or 0
-                left.append(limit - used + _inactive_file(os.path.join(folder, "memory.stat"), b"inactive_file"))
+            if os.path.isfile(os.path.join(folder, "memory.max")):
+                folders.append((folder, 2))
     v1 = os.path.join(root, "memory")
-    limit = _read_number(os.path.join(v1, "memory.limit_in_bytes"))
-    if limit is not None and limit < (1 << 60):  # (unlimited reads as a page-rounded 2**63)
-        used = _read_number(os.path.join(v1, "memory.usage_in_bytes")) or 0
-        left.append(limit - used + _inactive_file(os.path.join(v1, "memory.stat"), b"total_inactive_file"))
-    return max(0, min(left)) if left else None
+    if os.path.isfile(os.path.join(v1, "memory.limit_in_bytes")):
+        folders.append((v1, 1))
+    return tuple(folders)
 
 
 def _read_number(path):

@@ -143,6 +143,7 @@ def test_the_estimate_is_what_a_fit_allocates(monkeypatch, solver, early_stoppin
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         MLPClassifier(**params).fit(X[:50], y[:50])  # compiled before measuring
+        estimates.clear()  # (the estimator's check comes first; Network's own may follow)
         tracemalloc.start()
         try:
             tracemalloc.reset_peak()
@@ -151,7 +152,7 @@ def test_the_estimate_is_what_a_fit_allocates(monkeypatch, solver, early_stoppin
             peak = tracemalloc.get_traced_memory()[1] - start
         finally:
             tracemalloc.stop()
-    assert 0.85 <= estimates[-1].total / peak <= 1.15, (estimates[-1].total, peak, estimates[-1].describe())
+    assert 0.85 <= estimates[0].total / peak <= 1.15, (estimates[0].total, peak, estimates[0].describe())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,11 +235,22 @@ def test_a_cgroup_limit_bounds_what_is_available(tmp_path):
     assert memory._cgroup_available(str(root), str(cgroup)) == GIB - (512 << 20) + (128 << 20)
     (root / "job" / "memory.max").write_text("max\n")  # no limit there
     assert memory._cgroup_available(str(root), str(cgroup)) is None
-    # A parent's limit counts, less the parent's usage (its children's and its own).
+    # A parent's limit counts, less the parent's usage (its children's and its own). (The
+    # folders with limit files are looked up once per process: this one is new.)
     (root / "memory.max").write_text(f"{2 * GIB}\n")
     (root / "memory.current").write_text(f"{600 << 20}\n")
+    memory._cgroup_folders.cache_clear()
     assert memory._cgroup_available(str(root), str(cgroup)) == 2 * GIB - (600 << 20)
     assert memory._cgroup_available(str(tmp_path / "absent"), str(tmp_path / "absent_too")) is None
+    # cgroup v1: memory/memory.limit_in_bytes, "unlimited" read as a huge number.
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{GIB}\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{256 << 20}\n")
+    (v1 / "memory" / "memory.stat").write_text(f"cache 5\ntotal_inactive_file {64 << 20}\n")
+    assert memory._cgroup_available(str(v1), str(tmp_path / "absent")) == GIB - (256 << 20) + (64 << 20)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert memory._cgroup_available(str(v1), str(tmp_path / "absent")) is None
 
 
 def test_every_source_failing_leaves_nothing_known_and_nothing_refused(monkeypatch):
@@ -272,3 +284,35 @@ def test_the_real_sources_do_not_crash_on_any_platform(monkeypatch):
     monkeypatch.setattr(memory.os, "sysconf", lambda name: (_ for _ in ()).throw(ValueError(f"unrecognized {name}")))
     assert memory._answer(memory._sysconf_available) is None and memory._answer(memory._physical_bytes) is None
     assert memory._answer(lambda: memory._meminfo_available("/nonexistent/meminfo")) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Network's constructor and fit, once they call fastgd.memory (the engine's owners wire the two
+# calls: fastgd/network.py and fastgd/training/driver.py import it then).
+
+import fastgd.network  # noqa: E402
+import fastgd.training.driver  # noqa: E402
+
+_constructor_wired = pytest.mark.skipif(not hasattr(fastgd.network, "memory"), reason="Network() does not call fastgd.memory yet")
+_fit_wired = pytest.mark.skipif(not hasattr(fastgd.training.driver, "memory"), reason="fit() does not call fastgd.memory yet")
+
+
+@_constructor_wired
+def test_the_network_constructor_refuses_before_allocating(monkeypatch):
+    _machine(monkeypatch)
+    error, peak = _peak_while(lambda: fastgd.Network([3, 230_000_000, 3], random_state=0))
+    assert peak < NOTHING_LARGE and error.argument == "layer_sizes"
+    assert str(error).startswith("layer_sizes=[3, 230000000, 3]")
+
+
+@_fit_wired
+def test_fit_refuses_a_batch_too_large_and_changes_nothing(monkeypatch):
+    net = fastgd.Network([2, 50_000, 1], random_state=0)
+    before = net.flat_parameters.copy()
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50_000, 2)), rng.normal(size=(50_000, 1))
+    _machine(monkeypatch, 4 * GIB)
+    error, peak = _peak_while(lambda: net.fit(X, y, optimizer="adam", batch_size=50_000))
+    assert error.argument == "batch_size" and peak < NOTHING_LARGE
+    np.testing.assert_array_equal(net.flat_parameters, before)
+    assert net.epochs_trained == 0 and net.optimizer is None
