@@ -138,34 +138,46 @@ def main(argv=None) -> int:
     bench.add_argument("--epoch-work", action="store_true",
                        help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
     bench.add_argument("--float64", action="store_true", help="instead: float64 against float32 per step, per activation (digits)")
+    bench.add_argument("--json", metavar="PATH", default=None,
+                       help="also write the results to PATH as JSON: date, CPU and its features, versions, the command, every figure")
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo()
     if args.command == "bench":
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
+        if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+            parser.error(f"--json {args.json}: its folder does not exist")  # before a run of minutes, not after
+
         if args.float64:
             from fastgd.bench.float64 import float64_cost
 
-            float64_cost(repeats=args.repeats)
+            kind, rows = "float64", float64_cost(repeats=args.repeats)
         elif args.grid or args.epoch_work:
             from fastgd.bench.userwork import epoch_work, grid
 
-            grid(repeats=min(args.repeats, 2)) if args.grid else epoch_work(repeats=args.repeats)
+            kind, rows = ("grid", grid(repeats=min(args.repeats, 2))) if args.grid else ("epoch-work", epoch_work(repeats=args.repeats))
         elif args.cold:
-            cold_start(args.workloads)
+            kind, rows = "cold", cold_start(args.workloads)
         elif args.out_of_core is not None:
-            out_of_core(args.out_of_core, repeats=args.repeats)
+            kind, rows = "out-of-core", out_of_core(args.out_of_core, repeats=args.repeats)
         elif args.ranks is not None:
-            ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
+            kind, rows = "ranks", ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
         else:
             from fastgd.bench import parse_peer_pythons
 
-            run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers, track_gradients=args.track_gradients,
-                peer_pythons=parse_peer_pythons(args.peer_python))  # fmt: skip
+            kind, rows = "workloads", run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers,
+                                          track_gradients=args.track_gradients, peer_pythons=parse_peer_pythons(args.peer_python))  # fmt: skip
+        if args.json:
+            from fastgd.bench.results import workload_definitions, write_results
+
+            write_results(args.json, kind, rows, command=argv, context={"workloads": workload_definitions(sorted({r["workload"] for r in rows}))}
+                          if kind in ("workloads", "ranks") else None)  # fmt: skip
+            print(f"results written to {args.json}")
         return 0
     if args.command == "compile":
         return compile_kernels(args.dtype)

@@ -64,7 +64,7 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
         ``central`` is the two-point formula (C(θ+ε) − C(θ−ε)) / 2ε; use eps≈1e-6 with it.
     tiny : float, default 1e-5
         Floor of the denominator. A finite difference carries rounding noise of about
-        1e-16·|C|/eps (~1e-13 at the default eps), so a gradient smaller than ~1e-5 cannot be
+        ``1e-16·|C|/eps`` (~1e-13 at the default eps), so a gradient smaller than ~1e-5 cannot be
         resolved to 1e-7 relative: below the floor errors are measured against ``tiny`` instead.
     sample_weight : array-like, optional
 

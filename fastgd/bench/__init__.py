@@ -118,15 +118,21 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             result = best[lib]
             speedup = result["seconds"] / fastgd_seconds
             roof = 100.0 * workload.flops_per_step() * workload.steps / result["seconds"] / 1e9 / roofline
-            row = dict(result, speedup=speedup, roofline_percent=roof, threads=threads, roofline_gflops=roofline)
+            # label: the table's name for the run (jax@1 for another environment's jax), recorded
+            # with the runtime and the Python that ran it so that a result file reads like the table.
+            kind = runtime(external[lib][0] if lib in external else lib, result["version"])
+            row = dict(result, label=lib, runtime=kind, python=external[lib][1] if lib in external else sys.executable, speedup=speedup,
+                       roofline_percent=roof, threads=threads, roofline_gflops=roofline, repeats=repeats)  # fmt: skip
             rows.append(row)
             loss = "" if result.get("final_loss") is None else f"{result['final_loss']:.5g}"
             print(f"{name:<8} {lib:<13} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
-                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, "
-                  f"{runtime(external[lib][0] if lib in external else lib, result['version'])}", file=out)  # fmt: skip
+                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, {kind}", file=out)  # fmt: skip
     folder.cleanup()
     if "digits" in names:
         accuracies = digits_accuracy()
+        for row in rows:  # the recipe's accuracy belongs to fastgd's digits row
+            if row["workload"] == "digits" and row["label"] == "fastgd":
+                row.update(test_accuracy=sum(accuracies) / len(accuracies), test_accuracy_splits=accuracies)
         print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "
               f"splits ({', '.join(f'{a:.4f}' for a in accuracies)})", file=out)  # fmt: skip
     return rows

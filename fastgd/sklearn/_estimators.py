@@ -18,6 +18,11 @@ differ and why). What each parameter becomes in fastgd:
   or with ``early_stopping`` on the validation score (accuracy, R²) of a split drawn as
   scikit-learn draws it, run inside the compiled loop, the whole fit one compiled call;
 * ``solver="lbfgs"``: SciPy's L-BFGS-B on the compiled loss and gradient (``_lbfgs``).
+
+Beyond scikit-learn's (issue 31): ``class_weight`` on the classifier (row weights multiplied
+into ``sample_weight``), ``validation_loss_curve_`` (the loss the compiled loop measures on the
+held-out rows), ``callbacks`` (passed to ``Network.fit``), and a memory check
+(``fastgd.memory``) before the first large buffer is allocated.
 """
 
 from __future__ import annotations
@@ -35,14 +40,16 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from .. import schedules
+from .. import memory, schedules
 from ..network import Network
 from ..optimizers import OPTIMIZERS, SGD, Adam
+from ..streaming import Streaming, chunk_rows
 from ..training import DivergenceWarning, EarlyStopping
-from ..training.callbacks import Callback
+from ..training.callbacks import Callback, check_callbacks
 from . import _lbfgs
 from ._compat import Interval, Options, StrOptions, check_sample_weight, validate_parameters
 
@@ -140,12 +147,13 @@ class _BaseMLP(BaseEstimator):
         "dtype": [StrOptions({"float32", "float64"}), None],
         "backend": [StrOptions({"numba", "numpy"})],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "callbacks": [callable, Callback, list, tuple, None],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
                  loss, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend,
-                 n_threads):  # fmt: skip
+                 n_threads, callbacks):  # fmt: skip
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -174,6 +182,7 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.backend = backend
         self.n_threads = n_threads
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ fitting
 
@@ -194,29 +203,91 @@ class _BaseMLP(BaseEstimator):
                              f"{self.solver!r} takes scikit-learn's parameters (momentum, nesterovs_momentum, beta_1, beta_2, epsilon)")  # fmt: skip
         if self.optimizer_options and self.solver not in ("lbfgs", "sgd", "adam"):
             self._optimizer()  # a bad option is refused before anything changes
+        callbacks = self._checked_callbacks()
         first_pass = not hasattr(self, "network_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         sample_weight = check_sample_weight(sample_weight, X)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
+        sample_weight = self._class_weighted(Y, sample_weight, incremental)
         dtype = np.dtype(self.dtype or X.dtype)
         self._random_state = check_random_state(self.random_state)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        validation_rows = self._validation_rows(X.shape[0]) if self.early_stopping else 0
         layers = [X.shape[1], *hidden, Y.shape[1]]
-        if first_pass:
-            initial = self._initial_parameters(layers, dtype)
-        elif list(self.network_.layer_sizes) != layers:
+        if not first_pass and list(self.network_.layer_sizes) != layers:
             raise ValueError(f"warm_start and partial_fit need the same layers as the fitted network: it has "
                              f"{list(self.network_.layer_sizes)}, these arguments make {layers}")  # fmt: skip
+        # Before anything large exists (the initial weights drawn next are as large as the
+        # network): refuse what this machine cannot hold.
+        self._check_memory(layers, dtype, X, validation_rows, first_pass)
+        if first_pass:
+            initial = self._initial_parameters(layers, dtype)
         if self.solver == "lbfgs":
             if first_pass:
                 self.__dict__.pop("t_", None)
             net = self._network(layers, dtype, initial, self._random_state) if first_pass else self.network_.copy()
             self._fit_lbfgs(net, X, Y.astype(dtype), sample_weight)
         else:
-            self._fit_stochastic(X, Y, sample_weight, incremental, first_pass, layers, dtype, initial if first_pass else None)
+            self._fit_stochastic(X, Y, sample_weight, incremental, first_pass, layers, dtype, initial if first_pass else None,
+                                 callbacks)  # fmt: skip
         return self
+
+    def _checked_callbacks(self) -> list:
+        """``callbacks`` as a list of fastgd ``Callback`` objects (functions wrapped), checked
+        before anything changes; the stochastic solvers only (L-BFGS has no epochs)."""
+        callbacks = check_callbacks(self.callbacks)
+        if callbacks and self.solver == "lbfgs":
+            raise ValueError("callbacks run after each epoch of a stochastic solver (sgd, adam, ...); solver='lbfgs' has no "
+                             "epochs: give callbacks=None with it")  # fmt: skip
+        return callbacks
+
+    def _class_weighted(self, Y, sample_weight, incremental):
+        """The row weights training uses: ``sample_weight`` (the classifier multiplies in its
+        ``class_weight``)."""
+        return sample_weight
+
+    def _validation_rows(self, n) -> int:
+        """Rows early stopping holds out of ``n``, as ``train_test_split`` counts them
+        (``ceil(validation_fraction · n)``); a ValueError naming ``validation_fraction`` when
+        that leaves no rows on either side (scikit-learn's estimator lets ``train_test_split``'s
+        message about its ``test_size`` through)."""
+        fraction = float(self.validation_fraction)
+        held_out = math.ceil(fraction * n)
+        if fraction <= 0.0 or held_out == 0:
+            raise ValueError(f"validation_fraction must be > 0 with early_stopping=True (the share of the training rows held out "
+                             f"to validate on), got {self.validation_fraction!r}")  # fmt: skip
+        if held_out >= n:
+            raise ValueError(f"validation_fraction={self.validation_fraction!r} holds out all {n} rows, leaving none to train on; "
+                             "give a smaller validation_fraction or more rows")  # fmt: skip
+        return held_out
+
+    def _check_memory(self, layers, dtype, X, validation_rows, first_pass):
+        """Refuse (``fastgd.memory.InsufficientMemoryError``, naming ``hidden_layer_sizes``,
+        ``batch_size`` or ``validation_fraction``) a fit that would need more memory than is
+        available: the network, what the fit allocates, the initial weights drawn (held through
+        a first fit) or, warm-started, the fitted network beside the copy that trains."""
+        n = X.shape[0] - validation_rows
+        sparse = scipy.sparse.issparse(X)
+        lbfgs = self.solver == "lbfgs"
+        if lbfgs:
+            batch = min(n, _lbfgs.SPARSE_BLOCK_ROWS) if sparse else n
+            slots = 1
+        else:
+            batch = min(200, n) if self.batch_size == "auto" else max(1, min(int(self.batch_size), n))
+            slots = len(self._optimizer().state_names)
+        chunk = chunk_rows(Streaming(), batch, layers[0], layers[-1], dtype) if sparse and not lbfgs else None
+        estimate = memory.fit_estimate(layers, dtype, rows=n, batch_size=batch, state_slots=slots, validation_rows=validation_rows,
+                                       restore_best=bool(self.early_stopping), chunk_rows=chunk, lbfgs=lbfgs)  # fmt: skip
+        n_params = memory.parameter_count(layers)
+        if first_pass:
+            estimate["initial weights drawn"] = memory.Part(n_params * dtype.itemsize, "layers")
+        else:
+            fitted_slots = max(1, len(self.network_.optimizer_state))
+            estimate["the fitted network"] = memory.Part((2 + fitted_slots) * n_params * self.network_.dtype.itemsize, "layers")
+        memory.check(estimate, {"layers": ("hidden_layer_sizes", self.hidden_layer_sizes), "batch": ("batch_size", self.batch_size),
+                                "validation": ("validation_fraction", self.validation_fraction), "rows": ("X", None)})  # fmt: skip
 
     def _initial_parameters(self, layers, dtype):
         # scikit-learn's initialisation (_init_coef), drawn in its order from self._random_state:
@@ -253,7 +324,8 @@ class _BaseMLP(BaseEstimator):
         self._attributes(list(net.layer_sizes))
         self.n_iter_, self.loss_ = n_iter, loss
         self.t_ = self.__dict__.get("t_", 0)  # (L-BFGS counts no samples, as scikit-learn's)
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_", "_stopping", "optimizer_"):
+        for name in ("loss_curve_", "best_loss_", "validation_scores_", "validation_loss_curve_", "best_validation_score_", "_stopping",
+                     "optimizer_"):  # fmt: skip
             self.__dict__.pop(name, None)
 
     def _optimizer(self):
@@ -275,13 +347,18 @@ class _BaseMLP(BaseEstimator):
                              rule="no_improvement", lr_factor=ADAPTIVE_FACTOR if adaptive else None, min_lr=ADAPTIVE_MIN_LR,
                              resume=True)  # fmt: skip
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental, first_pass, layers, dtype, initial):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks):
         validation = None
         if self.early_stopping:
             # As scikit-learn: stratified for single-output classification only.
             stratify = Y if is_classifier(self) and Y.shape[1] == 1 else None
-            parts = train_test_split(X, Y, *([] if sample_weight is None else [sample_weight]), random_state=self._random_state,
-                                     test_size=self.validation_fraction, stratify=stratify)  # fmt: skip
+            try:
+                parts = train_test_split(X, Y, *([] if sample_weight is None else [sample_weight]), random_state=self._random_state,
+                                         test_size=self.validation_fraction, stratify=stratify)  # fmt: skip
+            except ValueError as error:
+                # (train_test_split speaks of its own test_size: say which of ours it was)
+                raise ValueError(f"early_stopping's validation split (validation_fraction={self.validation_fraction!r} of "
+                                 f"{X.shape[0]} rows) is not possible: {error}") from None  # fmt: skip
             X, X_val, Y, Y_val = parts[:4]
             sample_weight = parts[4] if sample_weight is not None else None
             if X_val.shape[0] < 2:
@@ -291,10 +368,11 @@ class _BaseMLP(BaseEstimator):
             validation = (X_val, Y_val.astype(dtype))
         stopping = self._stopping_rule()
         if first_pass:
-            net, seen, loss_curve, scores = self._network(layers, dtype, initial, self._random_state), 0, [], []
+            net, seen, loss_curve, scores, val_losses = self._network(layers, dtype, initial, self._random_state), 0, [], [], []
         else:
             net, seen = self.network_.copy(), self.t_
             loss_curve, scores = list(getattr(self, "loss_curve_", [])), list(getattr(self, "validation_scores_", None) or [])
+            val_losses = list(getattr(self, "validation_loss_curve_", None) or [])
             previous = getattr(self, "_stopping", None)
             if previous is not None and previous.monitor == stopping.monitor:
                 # The rule's settings follow the parameters; its state (best, count) carries on,
@@ -312,8 +390,10 @@ class _BaseMLP(BaseEstimator):
         options = dict(early_stopping=stopping, on_divergence="warn", lr_schedule=schedule)
         if validation is not None:
             options["validation_data"] = validation
-        if self.verbose:
-            options["callbacks"] = [_Verbose(validation is not None)]
+        # scikit-learn's lines first (they print what the epoch was), then the user's callbacks.
+        callbacks = ([_Verbose(validation is not None)] if self.verbose else []) + callbacks
+        if callbacks:
+            options["callbacks"] = callbacks
         if scipy.sparse.issparse(X):
             X = _SparseRows(X.tocsr(), dtype)
         with warnings.catch_warnings(record=True) as caught:
@@ -326,11 +406,13 @@ class _BaseMLP(BaseEstimator):
         diverged = any(issubclass(w.category, DivergenceWarning) for w in caught)
         losses = list(history.loss)
         new_scores = list(history.val_accuracy or history.val_score) if validation is not None else []
+        new_val_losses = list(history.val_loss) if validation is not None else []
         if diverged:
             # The epoch that diverged: scikit-learn records its non-finite loss and score.
             losses.append(math.nan)
             if validation is not None:
                 new_scores.append(math.nan)
+                new_val_losses.append(math.nan)
             if not self.early_stopping:
                 raise ValueError(NON_FINITE)
         self.network_, self.optimizer_, self._stopping = net, optimizer, stopping
@@ -341,10 +423,11 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = self.loss_curve_[-1]
         if self.early_stopping:
             self.validation_scores_ = scores + new_scores
+            self.validation_loss_curve_ = val_losses + new_val_losses
             self.best_validation_score_ = float(stopping.best)
             self.best_loss_ = None
         else:
-            self.validation_scores_ = self.best_validation_score_ = None
+            self.validation_scores_ = self.validation_loss_curve_ = self.best_validation_score_ = None
             self.best_loss_ = float(stopping.best)
         if self.verbose and history.stopped_epoch is not None and not diverged:
             what = "Validation score" if self.early_stopping else "Training loss"
@@ -421,33 +504,96 @@ class _BaseMLP(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier``, trained by fastgd.
 
-    Every parameter of scikit-learn's (1.9), with its meaning and default, plus fastgd's:
+    Every parameter of scikit-learn's (1.9), with its meaning and default, plus fastgd's.
 
-    - ``solver``: also any fastgd optimizer name ("adamw", "rmsprop", "adagrad", "momentum"),
-      built with ``lr=learning_rate_init`` and ``optimizer_options``;
-    - ``activation``: also fastgd's "leaky_relu" and "softplus";
-    - ``dtype``: None trains in the input's float dtype (float32 stays float32), as
-      scikit-learn; "float32" or "float64" forces one;
-    - ``backend``, ``n_threads``: as for :class:`fastgd.Network`.
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        scikit-learn's, with its meaning and default. ``solver`` also takes any fastgd
+        optimizer name ("adamw", "rmsprop", "adagrad", "momentum"), built with
+        ``lr=learning_rate_init`` and ``optimizer_options``; ``activation`` also fastgd's
+        "leaky_relu" and "softplus". With ``early_stopping=True``, ``validation_fraction`` must
+        hold out at least one row and leave one (a ValueError naming it otherwise).
+    class_weight : dict, list of dict, "balanced" or None, default None
+        Weights of the classes, as scikit-learn's ``LogisticRegression`` and ``SGDClassifier``
+        take them: each row's weight is multiplied by its class's weight, and by its
+        ``sample_weight`` when one is given (a fit with ``class_weight`` is, bitwise, the fit
+        with those products as ``sample_weight``). A dict ``{class: weight}`` (classes left out
+        weigh 1; weights finite and >= 0); "balanced": ``n_samples / (n_classes ·
+        count(class))`` as ``sklearn.utils.class_weight.compute_class_weight`` computes it, the
+        counts weighted by ``sample_weight`` when given (``LogisticRegression``'s rule: a row
+        of weight 2 counts as two rows). ``partial_fit`` refuses "balanced", as
+        ``SGDClassifier`` does (one call's rows do not give the classes' frequencies): compute
+        the weights once with ``compute_class_weight`` and pass them as a dict. For a multilabel
+        ``y`` (an indicator matrix of k columns): "balanced", or a list of k dicts, one per column
+        of ``y`` with the keys 0 and 1, as scikit-learn's trees take ``class_weight`` for several
+        outputs (``compute_sample_weight``): each row's weight is the product over the columns
+        of its value's weight (with "balanced", each column balanced on its own). A single dict
+        is refused for a multilabel ``y``, as the trees refuse it.
+    optimizer_options : dict, optional
+        Keywords of fastgd's own optimizers (``solver`` other than "sgd", "adam", "lbfgs").
+    dtype : {"float32", "float64"} or None, default None
+        None trains in the input's float dtype (float32 stays float32), as scikit-learn;
+        "float32" or "float64" forces one.
+    backend : {"numba", "numpy"}, default "numba"
+    n_threads : int, optional
+        As for :class:`fastgd.Network`.
+    callbacks : callable, fastgd.callbacks.Callback, or a list of them, optional
+        Passed to the fit of the network (``fastgd.Network.fit(callbacks=...)``): run after
+        every epoch of a stochastic solver (every ``callback.every``-th), with the epoch
+        (counted from 1 in each ``fit``/``partial_fit`` call), the fit's ``History`` (training
+        loss, and with ``early_stopping`` the validation loss and score) and the network; a
+        callback returning False (or raising ``fastgd.callbacks.StopTraining``) ends the fit
+        after that epoch. So :class:`fastgd.callbacks.TensorBoard` and the other
+        ``fastgd.callbacks`` work with the drop-in. ``solver="lbfgs"`` has no epochs and refuses
+        them. ``clone`` (and so ``GridSearchCV``) copies them as any parameter (deep copies):
+        a callback should open what it writes to in ``on_fit_begin``.
 
-    Attributes are scikit-learn's (``classes_, loss_, best_loss_, loss_curve_,
-    validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
-    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_``), plus ``network_``
-    (the trained :class:`fastgd.Network`), ``optimizer_`` and ``learning_rate_``.
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``: the loss on the held-out validation rows after each epoch,
+        one value per epoch beside ``validation_scores_`` (across warm starts, as they are);
+        None otherwise (and with ``solver="lbfgs"``, absent, as ``loss_curve_``). The same loss
+        as ``loss_curve_`` (log-loss: the mean cross-entropy of the softmax outputs, or of each
+        logistic output summed over the outputs), computed by the network on the held-out rows
+        at the end of the epoch, unweighted (as the validation score: neither ``sample_weight``
+        nor ``class_weight`` enters it), and without ``alpha``'s penalty: the penalty does not
+        depend on the rows, and ``loss_curve_`` includes it (as scikit-learn's) divided by each
+        batch's total weight, which has no counterpart here. An epoch that diverged is NaN.
+    network_ : fastgd.Network
+        The trained network.
+    optimizer_ : fastgd.optimizers.Optimizer
+        The stochastic solver's optimizer (absent with "lbfgs").
+    learning_rate_ : float or None
+        The rate the next epoch would train with.
+
+    Raises
+    ------
+    fastgd.memory.InsufficientMemoryError
+        From ``fit`` and ``partial_fit``, before anything large is allocated, when the network
+        and its training buffers would need more memory than this machine has available: a
+        ``MemoryError`` and a ``ValueError`` naming ``hidden_layer_sizes`` (or ``batch_size``,
+        ``validation_fraction``), the bytes needed and the bytes available.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001, batch_size="auto",
                  learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 optimizer_options=None, dtype=None, backend="numba", n_threads=None):  # fmt: skip
+                 class_weight=None, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None):  # fmt: skip
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
                          batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, loss="log_loss", shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads)  # fmt: skip
+                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks)  # fmt: skip
+        self.class_weight = class_weight
+
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "class_weight": [dict, list, StrOptions({"balanced"}), None]}
 
     @property
     def _out_activation(self):
@@ -467,6 +613,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
+            self._check_y_columns(y, incremental)
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
@@ -475,6 +622,73 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}.")
         return X, self._label_binarizer.transform(y).astype(bool)
+
+    def _check_y_columns(self, y, incremental):
+        # y shaped as the labels the estimator was fitted on (1-D labels, or an indicator matrix
+        # of as many columns): said of y and its columns before the classes are compared.
+        fitted = len(self.classes_) if self._label_binarizer.y_type_.startswith("multilabel") else None
+        columns = y.shape[1] if y.ndim == 2 else None
+        if columns == fitted:
+            return
+        call = "partial_fit" if incremental else "fit with warm_start=True"
+        if fitted is None:
+            raise ValueError(f"y has {columns} columns (a multilabel indicator matrix), but this estimator was fitted on 1-D class "
+                             f"labels: {call} needs y as 1-D labels, shape (n_samples,)")  # fmt: skip
+        given = "y is 1-D (class labels)" if columns is None else f"y has {columns} columns"
+        raise ValueError(f"{given}, but this estimator was fitted on a multilabel indicator y of {fitted} columns: {call} needs "
+                         f"y with those {fitted} columns, shape (n_samples, {fitted})")  # fmt: skip
+
+    def _class_weighted(self, Y, sample_weight, incremental):
+        """``sample_weight`` (None: ones) times each row's class weight (see ``class_weight``),
+        float64; ``sample_weight`` unchanged without ``class_weight``. ``Y``: the binarized
+        targets (n_samples, n_outputs)."""
+        class_weight = self.class_weight
+        if class_weight is None:
+            return sample_weight
+        balanced = isinstance(class_weight, str)  # (the constraint allows "balanced" only)
+        if balanced and incremental:
+            raise ValueError("class_weight='balanced' is not supported by partial_fit (one call's rows do not give the classes' "
+                             "frequencies; SGDClassifier refuses it too): compute the weights once with "
+                             "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, y=y) on enough of "
+                             "the training targets and pass them as class_weight={class: weight}")  # fmt: skip
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            row_weight = self._multilabel_row_weight(Y, class_weight, sample_weight)
+        else:
+            if not isinstance(class_weight, (str, dict)):
+                raise ValueError(f"class_weight must be a dict {{class: weight}}, 'balanced' or None for 1-D class labels (a list "
+                                 f"of dicts is for a multilabel y, one per column), got a {type(class_weight).__name__}")  # fmt: skip
+            # Each row's class, as an index into classes_ (binary: one logistic column).
+            rows = np.argmax(Y, axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(np.intp)
+            if balanced:
+                weights = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=rows, sample_weight=sample_weight)
+            else:
+                weights = _class_weights(class_weight, self.classes_.tolist(), "class_weight")
+            row_weight = np.asarray(weights, dtype=np.float64)[rows]
+        weight = row_weight if sample_weight is None else sample_weight * row_weight
+        if not np.any(weight > 0):
+            raise ValueError("class_weight (times sample_weight) gives every row a weight of 0: nothing to train on")
+        return weight
+
+    def _multilabel_row_weight(self, Y, class_weight, sample_weight):
+        # The product over Y's columns of each row's value's weight, as compute_sample_weight
+        # (the trees' multi-output rule), each column balanced on its own with "balanced".
+        n_columns = Y.shape[1]
+        if isinstance(class_weight, dict):
+            raise ValueError(f"for a multilabel y, class_weight must be 'balanced' or a list of {n_columns} dicts (one per column "
+                             "of y, keys 0 and 1), as scikit-learn's trees take it; got a single dict")  # fmt: skip
+        if not isinstance(class_weight, str) and len(class_weight) != n_columns:
+            raise ValueError(f"class_weight must hold one dict per column of y ({n_columns}), got a list of {len(class_weight)}")
+        expanded = []
+        for column in range(n_columns):
+            values = Y[:, column].astype(np.intp)
+            if isinstance(class_weight, str):
+                present = np.unique(values)
+                weights = compute_class_weight("balanced", classes=present, y=values, sample_weight=sample_weight)
+                expanded.append(np.asarray(weights, dtype=np.float64)[np.searchsorted(present, values)])
+            else:
+                weights = _class_weights(class_weight[column], [0, 1], f"class_weight[{column}]")
+                expanded.append(np.asarray(weights, dtype=np.float64)[values])
+        return np.prod(expanded, axis=0, dtype=np.float64)
 
     @_unchanged_on_error
     def fit(self, X, y, sample_weight=None):
@@ -527,6 +741,29 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return tags
 
 
+def _class_weights(weights, classes, name) -> list:
+    """A ``{class: weight}`` dict as one float per class of ``classes`` (a list), 1 for a class
+    it leaves out; a TypeError/ValueError naming ``name`` (and the key) for a key that is not a
+    class, a weight that is not a real number, negative or not finite."""
+    if not isinstance(weights, dict):
+        raise TypeError(f"{name} must be a dict {{class: weight}}, got {type(weights).__name__}")
+    unknown = [key for key in weights if not any(key == label for label in classes)]
+    if unknown:
+        raise ValueError(f"{name} has weights for {unknown}, which are not among the classes {classes}")
+    checked = {}
+    for key, weight in weights.items():
+        if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, Real):
+            raise TypeError(f"{name}[{key!r}] must be a real number, got {type(weight).__name__}")
+        try:
+            value = float(weight)
+        except OverflowError:  # an integer beyond any float
+            value = math.inf
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}[{key!r}] must be a finite number >= 0, got {weight!r}")
+        checked[key] = value
+    return [next((weight for key, weight in checked.items() if key == label), 1.0) for label in classes]
+
+
 def _first_partial_call(clf, classes) -> bool:
     # scikit-learn's _check_partial_fit_first_call, with its messages.
     if getattr(clf, "classes_", None) is None and classes is None:
@@ -544,9 +781,32 @@ def _first_partial_call(clf, classes) -> bool:
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: scikit-learn's ``MLPRegressor``, trained by fastgd.
 
-    Parameters and attributes as :class:`MLPClassifier` (no ``classes_``), and ``loss``:
-    "squared_error" (identity outputs, ½ the mean squared error) or "poisson" (exp outputs, half
-    the Poisson deviance; targets must be >= 0).
+    Parameters and attributes as :class:`MLPClassifier` (no ``class_weight``, no ``classes_``),
+    and ``loss``.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default "squared_error"
+        "squared_error": identity outputs, ½ the squared error (summed over the outputs,
+        averaged over the rows); "poisson": exp outputs, half the Poisson deviance (targets must
+        be >= 0).
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend, n_threads
+        As :class:`MLPClassifier`'s.
+    callbacks : callable, fastgd.callbacks.Callback, or a list of them, optional
+        As :class:`MLPClassifier`'s: run after every epoch of a stochastic solver (the fit's
+        ``History`` holds ``val_loss`` and ``val_score``, the R², with ``early_stopping``).
+
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        scikit-learn's.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping=True``: the loss on the held-out validation rows after each epoch
+        (``loss``'s: ½ the squared error summed over the outputs, or half the Poisson deviance,
+        averaged over the held-out rows), as :class:`MLPClassifier`'s: unweighted, without
+        ``alpha``'s penalty; None otherwise.
+    network_, optimizer_, learning_rate_
+        As :class:`MLPClassifier`'s.
     """
 
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error", "poisson"})]}
@@ -555,14 +815,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, optimizer_options=None, dtype=None, backend="numba", n_threads=None):  # fmt: skip
+                 max_fun=15000, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None):  # fmt: skip
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
                          batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, loss=loss, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads)  # fmt: skip
+                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks)  # fmt: skip
 
     _validation_monitor = "val_r2"
 
@@ -575,6 +835,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              dtype=(np.float64, np.float32), reset=reset)  # fmt: skip
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if not reset:
+            # y shaped as the targets the estimator was fitted on: said of y and its columns.
+            fitted, columns = self.n_outputs_, (y.shape[1] if y.ndim == 2 else 1)
+            if columns != fitted:
+                call = "partial_fit" if incremental else "fit with warm_start=True"
+                given = "y is 1-D (one target)" if y.ndim == 1 else f"y has {columns} columns"
+                was = "a 1-D y (one target)" if fitted == 1 else f"y with {fitted} columns"
+                shape = "(n_samples,)" if fitted == 1 else f"(n_samples, {fitted})"
+                raise ValueError(f"{given}, but this estimator was fitted on {was}: {call} needs y of shape {shape}")
         return X, y
 
     @_unchanged_on_error
