@@ -93,23 +93,21 @@ def demo(out=sys.stdout) -> int:
     return 0 if solved == 4 and accuracy >= 0.95 else 1
 
 
-def compile_kernels(dtypes, out=sys.stdout) -> int:
-    """Compile every compiled piece of the kernels for ``dtypes`` into the on-disk cache (or load
-    it from there), printing each with its time, then the total and the cache's size: the
-    training loop, its condition stage and every piece (``fastgd.kernels.build.catalog``). They
-    serve every network and setting, so after this no fit compiles anything."""
-    from fastgd.kernels import build, compat
+def compile_kernels(dtypes, out=sys.stdout, quiet=False) -> int:
+    """Compile every kernel of ``dtypes`` into Numba's on-disk cache (or load it from there),
+    printing each with its time, then the total (``fastgd.kernels.build.catalog``): the training
+    loop, the entry points, the passes, the stages and every piece. They serve every network and
+    setting, so after this no fit compiles anything."""
+    from fastgd.diagnostics import cache_status
+    from fastgd.kernels import build, jit
 
-    if not compat.CACHE_USABLE:
-        print(f"fastgd: the compile cache is {compat.CACHE_STATUS}; nothing would be kept", file=out)
+    if not jit.CACHE:
+        print(f"fastgd: the compile cache is {cache_status()}; nothing would be kept", file=out)
         return 1
     start = time.perf_counter()
-    results = build.compile_all(dtypes, out=out)
-    folder = compat.cache_directory()
-    size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
-    compiled = sum(1 for _, _, cached in results if not cached)
-    print(f"{len(results)} kernels ({compiled} compiled, {len(results) - compiled} already cached) in "
-          f"{time.perf_counter() - start:.1f} s; cache {folder}: {size / 2**20:.1f} MB", file=out)  # fmt: skip
+    results = build.compile_all(dtypes, out=None if quiet else out)
+    if not quiet:
+        print(f"{len(results)} kernels in {time.perf_counter() - start:.1f} s; cache {cache_status()}", file=out)
     return 0
 
 
@@ -142,6 +140,7 @@ def main(argv=None) -> int:
                        help="also write the results to PATH as JSON: date, CPU and its features, versions, the command, every figure")
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    compiler.add_argument("--quiet", action="store_true", help="print nothing")
     commands.add_parser("config", help="print versions, threads, BLAS and the compile cache (for bug reports)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -180,7 +179,7 @@ def main(argv=None) -> int:
             print(f"results written to {args.json}")
         return 0
     if args.command == "compile":
-        return compile_kernels(args.dtype)
+        return compile_kernels(args.dtype, quiet=args.quiet)
     from fastgd import show_config
 
     show_config()

@@ -1,14 +1,15 @@
-"""Threads: how many fastgd uses, the one lock around compiled calls, and BLAS's thread count.
+"""Threads: how many fastgd uses, and BLAS's thread count while fastgd's threads call BLAS.
 
-fastgd runs its compiled kernels on its own team of threads (``fastgd.kernels.team``): no
-threading layer of Numba's is started. During a compiled call BLAS is held to one thread, since
-the team's threads call BLAS themselves (one pool of threads at a time); the NumPy backend gives
-BLAS the network's ``n_threads``. Both settings are restored after each call.
+fastgd runs its compiled kernels on the calling thread, or on a team of threads
+(``fastgd.kernels.team``) for large steps: no threading layer of Numba's is started. While a team
+of more than one thread runs a network that calls BLAS, BLAS is held to one thread (the team's
+threads call it themselves, one pool of threads at a time), through threadpoolctl's public
+``ThreadpoolController.limit``; the NumPy backend gives BLAS the network's ``n_threads``. Both are
+put back after each call. There is no process-wide lock: two Python threads fitting or predicting
+run at the same time (each fit takes its own team).
 
-Process-wide effects of importing this module: an at-fork handler that gives a forked child a
-fresh ``ENGINE_LOCK`` (a fork taken while another thread held it would leave the child's copy
-held forever), and fastgd's team registered with threadpoolctl (``TeamController``), so that
-``threadpool_limits`` caps it and ``threadpool_info`` lists it. Nothing else.
+Importing this module registers fastgd's team with threadpoolctl (``TeamController``), so that
+``threadpool_limits`` caps it and ``threadpool_info`` lists it; nothing else happens at import.
 """
 
 from __future__ import annotations
@@ -16,34 +17,20 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-import threading
 
-from threadpoolctl import LibController, ThreadpoolController
-
-from .kernels.compat import TEAM_LIBRARY_PREFIX, register_controller, set_library_threads
-
-# One compiled call at a time per process: BLAS's thread limit is process-wide, and two teams
-# spinning on the same cores would slow each other down. fit takes it per compiled call (an in
-# memory fit is usually one), so two Python threads' fits take turns; each gets bitwise what it
-# would alone.
-ENGINE_LOCK = threading.RLock()
-
-
-def _reset_lock_after_fork() -> None:
-    global ENGINE_LOCK
-    ENGINE_LOCK = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_reset_lock_after_fork)
+from threadpoolctl import LibController, ThreadpoolController, register
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, e.g. under taskset or a container's
-    cpuset), else ``os.cpu_count()``."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may run on: its CPU affinity where the OS reports one (taskset, a
+    container's cpuset), else ``os.cpu_count()``."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return max(1, len(affinity(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
 
 
 # Environment variables that set fastgd's threads when a network does not, in this order:
@@ -102,10 +89,10 @@ def team_size(n_threads) -> int:
 _controller = None
 
 
-def _blas():
-    """A threadpoolctl controller for the BLAS libraries loaded now, SciPy's included (the one
-    the kernels call; threadpoolctl only sees libraries already loaded). Built once: scanning
-    the process's libraries costs ~2 ms."""
+def _blas() -> ThreadpoolController:
+    """A threadpoolctl controller of the BLAS libraries loaded now, SciPy's included (the one the
+    kernels call; threadpoolctl only sees libraries already loaded). Built once: scanning the
+    process's libraries costs ~2 ms."""
     global _controller
     if _controller is None:
         import scipy.linalg.cython_blas  # noqa: F401
@@ -116,26 +103,16 @@ def _blas():
 
 def blas_threads():
     """BLAS's thread count now (the first library's), for tests and show_config."""
-    controllers = _blas().lib_controllers
-    return controllers[0].get_num_threads() if controllers else None
+    info = _blas().info()
+    return info[0]["num_threads"] if info else None
 
 
-@contextlib.contextmanager
-def compiled_call(blas_threads):
-    """Hold ``ENGINE_LOCK`` and BLAS at ``blas_threads`` (None: as it is) for one compiled call
-    (or one NumPy-backend call), and put BLAS back after."""
-    with ENGINE_LOCK:
-        libraries = _blas().lib_controllers if blas_threads is not None else []
-        previous = [library.get_num_threads() for library in libraries]
-        for library, old in zip(libraries, previous):
-            if old != blas_threads:
-                set_library_threads(library, blas_threads)
-        try:
-            yield
-        finally:
-            for library, old in zip(libraries, previous):
-                if library.get_num_threads() != old:
-                    set_library_threads(library, old)
+def blas_limited(threads):
+    """A context holding BLAS at ``threads`` threads (None: as it is) for one compiled call (or
+    one NumPy-backend call) made by this Python thread, and putting it back after."""
+    if threads is None:
+        return contextlib.nullcontext()
+    return _blas().limit(limits=int(threads))
 
 
 class TeamController(LibController):
@@ -143,14 +120,15 @@ class TeamController(LibController):
     (``user_api`` "fastgd"), and ``threadpool_limits(n)`` caps it, as it caps BLAS and OpenMP.
 
     threadpoolctl finds the libraries it controls among the shared libraries loaded in the
-    process; fastgd's compiled code is not one, so the controller is found through Numba's
-    helper library, which is always loaded with fastgd (``compat.TEAM_LIBRARY_PREFIX``); the
-    ``filepath`` it reports is fastgd's package folder.
+    process (its documented ``LibController`` and ``register``); fastgd's compiled code is not
+    one, so the controller is found through the C library every process loads (glibc's or
+    musl's ``libc``, macOS's ``libsystem_c``, Windows' ``ucrtbase``); the ``filepath`` it
+    reports is fastgd's package folder.
     """
 
     user_api = "fastgd"
     internal_api = "fastgd"
-    filename_prefixes = (TEAM_LIBRARY_PREFIX,)
+    filename_prefixes = ("libc.so", "libc.musl", "libsystem_c", "ucrtbase")
 
     def get_num_threads(self):
         return team_size(None)
@@ -170,4 +148,4 @@ class TeamController(LibController):
         self.filepath = os.path.dirname(os.path.abspath(__file__))
 
 
-register_controller(TeamController)
+register(TeamController)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.activations import LEAKY_SLOPE
 from .registry import ACTIVATIONS
 
 __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
@@ -194,12 +193,34 @@ def from_torch(module, loss=None, **options):
     return _build(sizes, hidden_activation, activations[-1], weights, biases, dtype, loss, **options)
 
 
+def _decomposition(steps, z, out, k, initializers, dtype, helper, numpy_helper):
+    # An activation's ONNX decomposition (kernels.activations: steps (operator, inputs, output)
+    # from the pre-activation "z" to "out"), for layer k: names get the layer's number, numbers
+    # become constants of the network's dtype (ONNX's own attributes are float32: LeakyRelu's
+    # alpha is 2e-10 off 0.01 in float64), shared by every layer that uses them.
+    nodes = []
+    for op, inputs, output in steps:
+        names = []
+        for value in inputs:
+            if isinstance(value, str):
+                names.append(z if value == "z" else f"{value}{k}")
+                continue
+            constant = f"const_{np.dtype(dtype).name}_{value!r}"
+            if not any(tensor.name == constant for tensor in initializers):
+                initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype), constant))
+            names.append(constant)
+        target = out if output == "out" else f"{output}{k}"
+        nodes.append(helper.make_node(op, names, [target], name=f"{output}{k}"))
+    return nodes
+
+
 def to_onnx(net, path=None):
     """The network as an ONNX model (``onnx`` extra): input ``X`` ``(batch, n_in)``, output ``Y``
     ``(batch, n_out)`` equal to ``net.predict(X)``; per layer a ``Gemm`` (the weights and biases as
-    initializers, in the network's dtype) and its activation node (``Sigmoid``, ``Tanh``,
-    ``Relu``, ``Softmax`` on the last axis, and leaky_relu as ``Max(z, Mul(z, 0.01))``; none for
-    identity). Opset ``ONNX_OPSET``.
+    initializers, in the network's dtype) and its activation, as each activation declares it
+    (``kernels.activations.SPECS``): one node (``Sigmoid``, ``Tanh``, ``Relu``, ``Softmax`` on
+    the last axis) or a few (leaky_relu as ``Max(z, Mul(z, 0.01))``, softplus, gelu with
+    ``Erf``, gelu_tanh, silu); none for identity. Opset ``ONNX_OPSET``.
 
     Parameters
     ----------
@@ -224,27 +245,11 @@ def to_onnx(net, path=None):
         if spec.onnx is None:
             continue
         out = "Y" if k == count - 1 else f"a{k}"
-        if spec.onnx == "leaky":
-            # max(z, 0.01·z) with the slope a constant of the network's dtype: ONNX's LeakyRelu
-            # takes its alpha as a float32 attribute, 2e-10 off 0.01 in float64.
-            if not any(tensor.name == "leaky_slope" for tensor in initializers):
-                initializers.append(numpy_helper.from_array(np.array(LEAKY_SLOPE, dtype=net.dtype), "leaky_slope"))
-            nodes.append(helper.make_node("Mul", [current, "leaky_slope"], [f"leak{k}"], name=f"leak{k}"))
-            nodes.append(helper.make_node("Max", [current, f"leak{k}"], [out], name=f"leaky_relu{k}"))
-        elif spec.onnx == "softplus":
-            # max(z, 0) + log(1 + exp(−|z|)), the kernels' stable form, from operators every
-            # runtime has in both dtypes (onnxruntime's Softplus is float32 only).
-            for op, inputs, output in (("Relu", [current], "pos"), ("Abs", [current], "abs"), ("Neg", [f"abs{k}"], "neg"),
-                                       ("Exp", [f"neg{k}"], "exp")):  # fmt: skip
-                nodes.append(helper.make_node(op, inputs, [f"{output}{k}"], name=f"{output}{k}"))
-            if not any(tensor.name == "one" for tensor in initializers):
-                initializers.append(numpy_helper.from_array(np.array(1.0, dtype=net.dtype), "one"))
-            nodes.append(helper.make_node("Add", [f"exp{k}", "one"], [f"onep{k}"], name=f"onep{k}"))
-            nodes.append(helper.make_node("Log", [f"onep{k}"], [f"log{k}"], name=f"log{k}"))
-            nodes.append(helper.make_node("Add", [f"pos{k}", f"log{k}"], [out], name=f"softplus{k}"))
-        else:
+        if isinstance(spec.onnx[0], str):  # one operator and its attributes
             op, attributes = spec.onnx
             nodes.append(helper.make_node(op, [current], [out], name=f"{activation}{k}", **attributes))
+        else:
+            nodes += _decomposition(spec.onnx, current, out, k, initializers, net.dtype, helper, numpy_helper)
         current = out
     graph = helper.make_graph(nodes, "fastgd_mlp", [helper.make_tensor_value_info("X", element, ["batch", net.layer_sizes[0]])],
                               [helper.make_tensor_value_info("Y", element, ["batch", net.layer_sizes[-1]])], initializers)  # fmt: skip

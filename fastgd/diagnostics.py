@@ -13,7 +13,6 @@ from threadpoolctl import threadpool_info
 
 from . import __version__
 from ._threads import default_threads, usable_cores
-from .kernels import compat
 from .kernels.config import FASTMATH_FLAGS
 
 THREADING = "fastgd's own team of threads (kernels.team); no Numba threading layer is started"
@@ -33,7 +32,7 @@ def show_config(file=None) -> None:
         f"threads         {default_threads()} by default (FASTGD_NUM_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS or the usable cores; threadpool_limits caps it)",
         f"threading       {THREADING}",
         f"fastmath flags  {', '.join(sorted(FASTMATH_FLAGS))}",
-        f"compile cache   {compat.CACHE_STATUS}: {compat.cache_directory()}",
+        f"compile cache   {cache_status()}",
     ]
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "FASTGD_", "OMP_", "OPENBLAS_", "MKL_")))
     lines.append(f"environment     {' '.join(settings) or '(no NUMBA_/FASTGD_/OMP_/OPENBLAS_/MKL_ variables)'}")
@@ -44,6 +43,22 @@ def show_config(file=None) -> None:
             f"threadpool      {pool.get('internal_api')} {pool.get('version')} threads={pool.get('num_threads')} {pool.get('filepath')}"
         )
     print("\n".join(lines), file=file)
+
+
+def cache_status() -> str:
+    """Whether Numba's on-disk cache keeps the kernels, and where (Numba's documented rules:
+    ``NUMBA_CACHE_DIR`` if set, else the ``__pycache__`` beside the sources when writable, else
+    a user-wide folder)."""
+    from .kernels import jit, stamps
+
+    if not jit.CACHE:
+        why = "FASTGD_NUMBA_CACHE=0" if not jit.config.CACHE_REQUESTED else "NUMBA_DISABLE_JIT" if jit.config.DISABLE_JIT else (
+            f"sources newer than their stamps: {', '.join(stamps.stale())}")  # fmt: skip
+        return f"off ({why})"
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return f"on: {os.environ['NUMBA_CACHE_DIR']} (NUMBA_CACHE_DIR)"
+    folder = os.path.join(stamps.FOLDER, "__pycache__")
+    return f"on: {folder}" if os.access(stamps.FOLDER, os.W_OK) else "on: Numba's user-wide cache folder (the package's is read-only)"
 
 
 def cpu_name() -> str:

@@ -84,17 +84,17 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     penalties = clone.penalties(sample_weight, X.shape[0])
     backprop = clone.flat_gradients(X, Y, weight, penalties)
     row_scale = clone.row_scale(weight)
-    evaluation = layout.make_evaluation(clone.meta, X.shape[0], clone.dtype)
-    params, meta, engine, code = clone.flat_parameters, clone.meta, clone.engine, clone.loss_code
+    buffers = layout.make_buffers(clone.architecture, X.shape[0], clone.dtype)
+    params, architecture, engine, code = clone.flat_parameters, clone.architecture, clone.engine, clone.loss_code
     scratch = np.zeros_like(params)
     threads = clone.team(X.shape[0])
 
     def loss():
-        value = engine.evaluate_loss(params, meta, X, Y, row_scale, evaluation, code, threads)
-        return value + engine.weight_penalty(params, scratch, meta, *penalties)
+        value = engine.evaluate_loss(params, architecture, X, Y, row_scale, buffers, code, threads)
+        return value + engine.weight_penalty(params, scratch, architecture, *penalties)
 
     numeric = np.empty_like(backprop)
-    with clone.compiled_call():
+    with clone.compiled_call(threads):
         for i in range(params.size):
             original = params[i]
             total = 0.0

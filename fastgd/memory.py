@@ -295,7 +295,7 @@ def check_fit(net, plan, available=None) -> None:
 
     rows = int(plan.X.shape[0])
     # As the Trainer cuts batches (with ranks, each rank's buffers are one shard of a batch).
-    shards, _ = layout.shard_plan(net.meta, plan.batch, plan.grad_shards or 0)
+    shards, _ = layout.shard_plan(net.architecture, plan.batch, plan.grad_shards or 0)
     chunk = None
     if plan.stream is not None:
         from .streaming import chunk_rows

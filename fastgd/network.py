@@ -20,11 +20,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validation as check
-from . import kernels, reference
-from ._threads import check_threads, compiled_call, team_size
+from . import kernels, memory, reference
+from ._threads import blas_limited, check_threads, team_size
 from .history import History
 from .kernels import layout
-from .kernels.products import paths
 from .optimizers import OPTIMIZERS, Optimizer
 from .registry import ACTIVATIONS, BACKENDS, DTYPES, INITIALIZERS, LOSSES, lookup
 
@@ -125,20 +124,6 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_memory(sizes, dtype) -> None:
-    """Refuse a network whose parameter, gradient and initial-parameter buffers alone would not
-    fit in this machine's memory: allocating them would end in the kernel's OOM killer, not an
-    exception."""
-    n_params = count_parameters(sizes)
-    needed = 3 * n_params * np.dtype(dtype).itemsize
-    available = _physical_memory()
-    if available is not None and needed > available:
-        raise ValueError(
-            f"layer_sizes {list(sizes)} need {n_params} parameters: {needed / 2**30:.1f} GiB for the parameters, "
-            f"gradients and initial parameters alone, more than this machine's {available / 2**30:.1f} GiB of memory"
-        )
-
-
 class Network:
     """A dense multi-layer perceptron trained by gradient descent.
 
@@ -147,12 +132,15 @@ class Network:
     layer_sizes : sequence of int
         Units per layer, input first: ``[2, 4, 1]`` is 2 inputs, 4 hidden units, 1 output.
     activation : str, default "sigmoid"
-        Hidden-layer activation: sigmoid, tanh, relu, leaky_relu (slope 0.01) or identity.
+        Hidden-layer activation: sigmoid, tanh, relu, leaky_relu (slope 0.01), softplus, gelu
+        (the exact erf form, PyTorch's default), gelu_tanh (PyTorch's ``approximate="tanh"``),
+        silu or identity (``fastgd.registry.ACTIVATIONS``).
     output_activation : str, optional
-        Output activation (the hidden ones or softmax). Default: sigmoid for
-        binary_crossentropy, softmax for crossentropy, otherwise ``activation``.
+        Output activation (the hidden ones, softmax or exp). Default: sigmoid for
+        binary_crossentropy, softmax for crossentropy, exp for poisson, otherwise ``activation``.
     loss : str, default "mse"
-        sse, mse, binary_crossentropy (sigmoid outputs) or crossentropy (softmax outputs).
+        sse, mse, binary_crossentropy (sigmoid outputs), crossentropy (softmax outputs) or
+        poisson (exp outputs, targets ≥ 0).
     init : str, default "xavier_uniform"
         Weight initializer: uniform (U[−1, 1)), xavier_uniform, xavier_normal, he_uniform,
         he_normal. Biases start at zero. Weight matrices are drawn layer by layer, input first.
@@ -208,7 +196,7 @@ class Network:
         if not isinstance(dtype, str):
             dtype = np.dtype(dtype).name if isinstance(dtype, (type, np.dtype)) else dtype
         dtype = lookup(DTYPES, dtype, "dtype")
-        _check_memory(sizes, dtype)
+        memory.check_network(sizes, dtype)
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
         rng = _resolve_rng(random_state)
@@ -228,8 +216,8 @@ class Network:
         self.l1, self.l2 = l1, l2
         self.penalty_per_sample = penalty_per_sample
         self._loss = loss_info
-        self._meta = layout.make_meta(sizes, [hidden.code] * (len(sizes) - 2) + [output.code])
-        self._params = np.zeros(layout.parameter_count(self._meta), dtype=self.dtype)
+        self._architecture = self._make_architecture()
+        self._params = np.zeros(self._architecture.n_params, dtype=self.dtype)
         self._bind_views()
         for W in self.weights:
             W[...] = initializer(rng, *W.shape)
@@ -243,20 +231,27 @@ class Network:
 
     # ------------------------------------------------------------------ layout
 
+    def _make_architecture(self):
+        codes = [ACTIVATIONS[self.activation].code] * (len(self.layer_sizes) - 2) + [ACTIVATIONS[self.output_activation].code]
+        return layout.make_architecture(self.layer_sizes, codes)
+
     def _bind_views(self):
-        self.weights = LayerArrays([layout.layer_view(self._params, self._meta, k) for k in range(len(self._meta))], "weights")
-        self.biases = LayerArrays([layout.layer_view(self._params, self._meta, k, weights=False) for k in range(len(self._meta))], "biases")
+        count = len(self._architecture.layers)
+        self.weights = LayerArrays([layout.layer_view(self._params, self._architecture, k) for k in range(count)], "weights")
+        self.biases = LayerArrays([layout.layer_view(self._params, self._architecture, k, weights=False) for k in range(count)], "biases")
 
     def layer_views(self, flat) -> Gradients:
         """A flat parameter-shaped buffer as per-layer views (weights, biases)."""
-        meta = self._meta
-        return Gradients([layout.layer_view(flat, meta, k) for k in range(len(meta))],
-                         [layout.layer_view(flat, meta, k, weights=False) for k in range(len(meta))])  # fmt: skip
+        architecture = self._architecture
+        count = len(architecture.layers)
+        return Gradients([layout.layer_view(flat, architecture, k) for k in range(count)],
+                         [layout.layer_view(flat, architecture, k, weights=False) for k in range(count)])  # fmt: skip
 
     @property
-    def meta(self) -> np.ndarray:
-        """The per-layer description the kernels read (``kernels.layout``; read-only)."""
-        return self._meta
+    def architecture(self) -> layout.Architecture:
+        """The network as the kernels see it: its layer records and buffer widths
+        (``kernels.layout.Architecture``; read-only)."""
+        return self._architecture
 
     @property
     def n_params(self) -> int:
@@ -357,13 +352,19 @@ class Network:
         # Pickle the flat buffers only: the per-layer views would be pickled as separate arrays,
         # no longer views into the parameters.
         state = self.__dict__.copy()
-        for key in ("weights", "biases"):
-            state.pop(key)
+        for key in ("weights", "biases", "_architecture", "_entry_ready"):
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state):
         state.setdefault("penalty_per_sample", False)  # pickled before the option existed
+        state.pop("_meta", None)  # the layer table of fastgd 0.2
+        for key in ("_params", "_opt_state", "_step", "_initial_params"):
+            # Training writes these: arrays unpickled read-only (joblib's memory maps) are copied.
+            if key in state and not state[key].flags.writeable:
+                state[key] = state[key].copy()
         self.__dict__.update(state)
+        self._architecture = self._make_architecture()  # (rebuilt, never read from the pickle)
         self._bind_views()
 
     def to_onnx(self, path=None):
@@ -396,6 +397,7 @@ class Network:
         clone.history = History()
         clone.history.extend(self.history)
         clone._step = self._step.copy()
+        clone._entry_ready = False
         clone._bind_views()
         return clone
 
@@ -431,24 +433,33 @@ class Network:
         """Per-row loss weights: ``weight / Σweight`` for mean losses, ``weight`` for sse."""
         return weight * self.dtype.type(1.0 / float(weight.sum(dtype=np.float64))) if self._loss.mean else weight.copy()
 
-    def compiled_call(self):
-        """The lock and BLAS setting around one call of this network's engine: BLAS held to one
-        thread when the compiled kernels may call it (fastgd's threads call BLAS themselves),
-        left alone when they never do (small layers; this also spares importing SciPy's BLAS),
-        given ``n_threads`` for the NumPy backend."""
+    def _prepare_entry(self):
+        # What predict, loss and gradients compile, made ready once per network object.
+        if not getattr(self, "_entry_ready", False):
+            from .compilation import prepare_entry
+
+            prepare_entry(self)
+            self._entry_ready = True
+
+    def compiled_call(self, threads):
+        """BLAS's setting around one call of this network's engine on ``threads`` threads: held
+        to one thread when a team of several calls BLAS itself, left alone otherwise (the calling
+        thread alone may use BLAS's own threads; small networks never call it, and do not import
+        SciPy's BLAS); given ``n_threads`` for the NumPy backend. No lock: calls from several
+        Python threads run at the same time."""
         if self.backend == "numba":
-            return compiled_call(1 if paths(self._meta, self.dtype)[1] else None)
-        return compiled_call(self.n_threads)
+            return blas_limited(1 if threads > 1 and self._architecture.blas else None)
+        return blas_limited(self.n_threads)
 
     def team(self, rows) -> int:
         """Threads for a call over ``rows`` rows (one for small work: see ``layout.useful_threads``)."""
         if self.backend != "numba":
             return 1
-        return layout.useful_threads(self._meta, rows, 1, False, team_size(self.n_threads))
+        return layout.useful_threads(self._architecture, rows, 1, False, team_size(self.n_threads))
 
-    def outputs(self, evaluation, rows) -> np.ndarray:
-        """The network's outputs for ``rows`` rows: the output layer's block of ``evaluation.acts``."""
-        return layout.block_of(evaluation.acts, self._meta, len(self._meta) - 1, rows)
+    def outputs(self, buffers, rows) -> np.ndarray:
+        """The network's outputs for ``rows`` rows: the output layer's block of ``buffers.acts``."""
+        return layout.block_of(buffers.acts, self._architecture, len(self._architecture.layers) - 1, rows)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -465,27 +476,30 @@ class Network:
         """
         X = self.check_inputs(X, targets=False)
         n = X.shape[0]
+        self._prepare_entry()
         block = min(n, _PREDICT_BLOCK_ROWS)
-        evaluation = layout.make_evaluation(self._meta, block, self.dtype)
+        buffers = layout.make_buffers(self._architecture, block, self.dtype)
         out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
         threads = self.team(block)
-        with self.compiled_call():
+        with self.compiled_call(threads):
             for start in range(0, n, block):
                 rows = min(block, n - start)
-                self.engine.forward(self._params, self._meta, X[start : start + rows], evaluation, self._loss.code, threads)
-                out[start : start + rows] = self.outputs(evaluation, rows)
+                self.engine.forward(self._params, self._architecture, X[start : start + rows], buffers, self._loss.code, threads)
+                out[start : start + rows] = self.outputs(buffers, rows)
         return out
 
     def loss(self, X, y, sample_weight=None) -> float:
-        """The network's loss on ``(X, y)`` as defined for its ``loss`` (see the README), the
-        L1/L2 penalty included."""
+        """The network's loss on ``(X, y)`` as defined for its ``loss`` (see the user guide's
+        losses), the L1/L2 penalty included."""
         X, Y, weight = self.check_inputs(X, y, sample_weight)
-        evaluation = layout.make_evaluation(self._meta, X.shape[0], self.dtype)
+        buffers = layout.make_buffers(self._architecture, X.shape[0], self.dtype)
         l1, l2 = self.penalties(sample_weight, X.shape[0])
-        with self.compiled_call():
-            value = self.engine.evaluate_loss(self._params, self._meta, X, Y, self.row_scale(weight), evaluation, self._loss.code,
-                                              self.team(X.shape[0]))  # fmt: skip
-            value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._meta, l1, l2)
+        self._prepare_entry()
+        threads = self.team(X.shape[0])
+        with self.compiled_call(threads):
+            value = self.engine.evaluate_loss(self._params, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
+                                              threads)  # fmt: skip
+            value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._architecture, l1, l2)
         return float(value)
 
     def penalties(self, sample_weight, rows) -> tuple:
@@ -513,10 +527,12 @@ class Network:
         """The gradient of the loss (the ``penalties`` ``(l1, l2)`` included, see
         ``penalties()``) as one flat buffer, for checked inputs."""
         grads = np.zeros_like(self._params)
-        evaluation = layout.make_evaluation(self._meta, X.shape[0], self.dtype)
-        with self.compiled_call():
-            self.engine.forward_backward(self._params, grads, self._meta, X, Y, self.row_scale(weight), evaluation, self._loss.code,
-                                         *penalties, self.team(X.shape[0]))  # fmt: skip
+        buffers = layout.make_buffers(self._architecture, X.shape[0], self.dtype)
+        self._prepare_entry()
+        threads = self.team(X.shape[0])
+        with self.compiled_call(threads):
+            self.engine.forward_backward(self._params, grads, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
+                                         *penalties, threads)  # fmt: skip
         return grads
 
     # ------------------------------------------------------------------ training

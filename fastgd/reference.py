@@ -14,58 +14,32 @@ import time
 
 import numpy as np
 
+from .kernels import layout
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
+from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
 from .kernels.layout import (
-    ACCURACY_ARGMAX,
-    ACCURACY_R2,
-    ACCURACY_SUBSET,
-    ACCURACY_THRESHOLD,
-    CONTROL_OUTCOME,
-    CONTROL_STOP,
-    Evaluation,
-    HEALTH_GRAD_NORM,
-    HEALTH_SATURATION,
-    HEALTH_UPDATE_RATIO,
-    HEALTH_WEIGHT_NORM,
-    META_ACTIVATION,
-    META_N_IN,
-    META_N_OUT,
+    CONTROL,
+    EXCHANGE_STEP,
+    EXCHANGE_WEIGHTS,
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
     OUTCOME_STOPPED,
-    RULE_ACCURACY,
-    RULE_DELTA,
-    RULE_LR_FACTOR,
-    RULE_MIN_LR_SCALE,
-    RULE_MODE,
-    RULE_MONITOR,
-    RULE_OFFSET,
-    RULE_PATIENCE,
-    RULE_RESTORE,
-    RULE_VALIDATE,
     SATURATION_THRESHOLD,
-    STATE_BEST,
-    STATE_BEST_EPOCH,
-    STATE_LR_SCALE,
-    STATE_SNAPSHOT,
-    STATE_WAITED,
+    SCORE_ARGMAX,
+    SCORE_R2,
+    SCORE_SUBSET,
+    SCORE_THRESHOLD,
     STOP_NO_IMPROVEMENT,
     STOP_PATIENCE,
-    VISIT_CHANNEL,
     VISIT_EPOCH,
-    VISIT_EVERY,
-    VISIT_INTERVAL,
     block_of,
     layer_view,
 )
-from .kernels.epoch_end import call_visitor
-from .kernels.exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, SCALAR_LOSS, SCALAR_STOP, call_channel
 from .kernels.losses import SPECS as _LOSS_SPECS
-from .kernels.losses import SSE
 from .kernels.optim import SPECS as _OPTIMIZER_SPECS
 from .kernels.schedules import (
     COSINE,
@@ -82,8 +56,8 @@ from .kernels.schedules import (
 )
 
 
-# f(z) for each activation code, and f'(z) written through the output a = f(z) for each
-# elementwise one: the twins declared with each activation (kernels.activations.SPECS).
+# f(z) for each activation code, and f'(z) from the pre-activation z and the output a = f(z) for
+# each elementwise one: the twins declared with each activation (kernels.activations.SPECS).
 ACTIVATIONS = {code: spec.numpy_value for code, spec in _ACTIVATION_SPECS.items()}
 DERIVATIVES = {code: spec.numpy_derivative for code, spec in _ACTIVATION_SPECS.items() if spec.numpy_derivative is not None}
 
@@ -108,9 +82,9 @@ def dense_forward(a_in, W, b, a_out, activation):
     activate(a_out, a_out, activation)
 
 
-def activation_derivative(a, out, activation):
-    """``out = f'(z)`` written through ``a = f(z)``."""
-    out[...] = DERIVATIVES[activation](a)
+def activation_derivative(z, a, out, activation):
+    """``out = f'(z)`` from ``z`` and ``a = f(z)``."""
+    out[...] = DERIVATIVES[activation](z, a)
 
 
 def loss_value(z, a, y, row_scale, loss):
@@ -119,7 +93,7 @@ def loss_value(z, a, y, row_scale, loss):
     return float(row_scale.astype(f64) @ ROW_LOSSES[loss](z.astype(f64), a.astype(f64), y.astype(f64)))
 
 
-def output_delta(a, y, row_scale, delta, activation, loss):
+def output_delta(z, a, y, row_scale, delta, activation, loss):
     """Output-layer local gradient ``dC/da ⊙ f'(z)``, fused for the cross-entropies."""
     spec = _LOSS_SPECS[loss]
     delta[...] = spec.numpy_delta(a, y, row_scale)
@@ -128,12 +102,12 @@ def output_delta(a, y, row_scale, delta, activation, loss):
     if activation == SOFTMAX:
         delta[...] = a * (delta - (delta * a).sum(axis=1, keepdims=True))
     else:
-        delta *= DERIVATIVES[activation](a)
+        delta *= DERIVATIVES[activation](z, a)
 
 
-def hidden_delta(delta_next, W_next, a, delta, activation):
-    """``delta = (delta_next @ W_next.T) ⊙ f'(a)``."""
-    delta[...] = (delta_next @ W_next.T) * DERIVATIVES[activation](a)
+def hidden_delta(delta_next, W_next, z, a, delta, activation):
+    """``delta = (delta_next @ W_next.T) ⊙ f'(z)``."""
+    delta[...] = (delta_next @ W_next.T) * DERIVATIVES[activation](z, a)
 
 
 def dense_gradients(a_in, delta, grad_W, grad_b):
@@ -219,51 +193,58 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     globals()[f"{spec.name}_step"](params, grads, *state[: len(spec.state)], step, lr, *scalars)
 
 
-def _weights(params, meta, layer):
-    return layer_view(params, meta, layer, weights=True), layer_view(params, meta, layer, weights=False)
+def _weights(params, architecture, layer):
+    return layer_view(params, architecture, layer, weights=True), layer_view(params, architecture, layer, weights=False)
 
 
-def forward(params, meta, x, evaluation, loss, n_threads=1):
-    """Forward pass of the whole network into ``evaluation`` (see :func:`fastgd.kernels.forward`)."""
-    last = meta.shape[0] - 1
+def _z(buffers, architecture, layer, rows):
+    # Layer ``layer``'s pre-activations: its block of zs where it keeps z, else its outputs'
+    # block (written with z before the activation replaces it, as the kernels do).
+    field = "z" if architecture.layers[layer]["z"] >= 0 else "acts"
+    return block_of(buffers.zs if field == "z" else buffers.acts, architecture, layer, rows, field)
+
+
+def forward(params, architecture, x, buffers, loss, n_threads=1):
+    """Forward pass of the whole network into ``buffers`` (see :func:`fastgd.kernels.forward`)."""
     rows = x.shape[0]
     a_in = x
-    for layer in range(last + 1):
-        W, b = _weights(params, meta, layer)
-        a_out = block_of(evaluation.acts, meta, layer, rows)
-        if layer == last:
-            z = evaluation.z_out[: a_out.size].reshape(a_out.shape)
-            dense_linear(a_in, W, b, z)
-            activate(z, a_out, meta[layer, 4])
-        else:
-            dense_forward(a_in, W, b, a_out, meta[layer, 4])
+    for layer, record in enumerate(architecture.layers):
+        W, b = _weights(params, architecture, layer)
+        a_out = block_of(buffers.acts, architecture, layer, rows)
+        z = _z(buffers, architecture, layer, rows)
+        dense_linear(a_in, W, b, z)
+        activate(z, a_out, int(record["activation"]))
         a_in = a_out
 
 
-def evaluate_loss(params, meta, x, y, row_scale, evaluation, loss, n_threads=1):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1):
     """Forward pass and loss of a batch (no weight penalty)."""
-    forward(params, meta, x, evaluation, loss)
-    a = block_of(evaluation.acts, meta, meta.shape[0] - 1, x.shape[0])
-    return loss_value(evaluation.z_out[: a.size].reshape(a.shape), a, y, row_scale, loss)
+    forward(params, architecture, x, buffers, loss)
+    last = len(architecture.layers) - 1
+    a = block_of(buffers.acts, architecture, last, x.shape[0])
+    return loss_value(block_of(buffers.zs, architecture, last, x.shape[0], "z"), a, y, row_scale, loss)
 
 
-def forward_backward(params, grads, meta, x, y, row_scale, evaluation, loss, l1, l2, n_threads=1):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1):
     """Forward pass, loss and backprop of one batch, the L1/L2 penalty included; returns the loss
     plus the penalty and writes ``grads``."""
     rows = x.shape[0]
-    last = meta.shape[0] - 1
-    value = evaluate_loss(params, meta, x, y, row_scale, evaluation, loss)
-    deltas = evaluation.deltas
-    output_delta(block_of(evaluation.acts, meta, last, rows), y, row_scale, block_of(deltas, meta, last, rows), meta[last, 4], loss)
+    layers = architecture.layers
+    last = len(layers) - 1
+    value = evaluate_loss(params, architecture, x, y, row_scale, buffers, loss)
+    deltas = buffers.deltas
+    output_delta(_z(buffers, architecture, last, rows), block_of(buffers.acts, architecture, last, rows), y, row_scale,
+                 block_of(deltas, architecture, last, rows), int(layers[last]["activation"]), loss)  # fmt: skip
     for layer in range(last, -1, -1):
-        delta = block_of(deltas, meta, layer, rows)
-        grad_W, grad_b = _weights(grads, meta, layer)
-        a_in = x if layer == 0 else block_of(evaluation.acts, meta, layer - 1, rows)
+        delta = block_of(deltas, architecture, layer, rows)
+        grad_W, grad_b = _weights(grads, architecture, layer)
+        a_in = x if layer == 0 else block_of(buffers.acts, architecture, layer - 1, rows)
         dense_gradients(a_in, delta, grad_W, grad_b)
         if layer > 0:
-            W, _ = _weights(params, meta, layer)
-            hidden_delta(delta, W, a_in, block_of(deltas, meta, layer - 1, rows), meta[layer - 1, 4])
-    return value + weight_penalty(params, grads, meta, l1, l2)
+            W, _ = _weights(params, architecture, layer)
+            hidden_delta(delta, W, _z(buffers, architecture, layer - 1, rows), a_in, block_of(deltas, architecture, layer - 1, rows),
+                         int(layers[layer - 1]["activation"]))  # fmt: skip
+    return value + weight_penalty(params, grads, architecture, l1, l2)
 
 
 # Learning rate at 1-based step t for each schedule code, from (base lr, t, parameters) read by
@@ -291,15 +272,15 @@ def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
     return float(SCHEDULES[kind](base_lr, step, schedule))
 
 
-def weight_penalty(params, grads, meta, l1, l2):
+def weight_penalty(params, grads, architecture, l1, l2):
     """Add ``l1·sign(W) + l2·W`` to the weight gradients; return ``l1·Σ|W| + (l2/2)·ΣW²``."""
     if l1 == 0.0 and l2 == 0.0:
         return 0.0
     t = params.dtype.type
     total = 0.0
-    for layer in range(meta.shape[0]):
-        W, _ = _weights(params, meta, layer)
-        grad_W, _ = _weights(grads, meta, layer)
+    for layer in range(len(architecture.layers)):
+        W, _ = _weights(params, architecture, layer)
+        grad_W, _ = _weights(grads, architecture, layer)
         grad_W += t(l1) * np.sign(W) + t(l2) * W
         W64 = W.astype(np.float64)
         total += l1 * np.abs(W64).sum() + 0.5 * l2 * (W64 * W64).sum()
@@ -327,9 +308,10 @@ def shuffle_order(order, keys, seed, epoch):
         order[i], order[j] = order[j], order[i]
 
 
-def _evaluation(work, shard, rows):
-    # Shard ``shard``'s buffers of a Work bundle, as an Evaluation for ``rows`` rows.
-    return Evaluation(work.acts[shard], work.deltas[shard], work.z_out[shard], work.partials[shard], work.transposed[shard])
+def _buffers(work, shard):
+    # Shard ``shard``'s buffers of a Work bundle.
+    return layout.Buffers(work.acts[shard], work.zs[shard], work.deltas[shard], work.masks[shard], work.partials[shard],
+                          work.transposed[shard])  # fmt: skip
 
 
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
@@ -343,18 +325,17 @@ def count_saturated(acts, activation):
     return int(np.count_nonzero(slope < SATURATION_THRESHOLD))
 
 
-def epoch_health(params, start_params, meta, grad_norms, saturated, units_seen, steps, health):
-    """One epoch's gradient health per layer into ``health`` (n_layers, HEALTH_WIDTH): see
-    ``fastgd.kernels.layout.HEALTH_*``."""
-    for layer in range(meta.shape[0]):
-        now = layer_view(params, meta, layer).astype(np.float64)
-        then = layer_view(start_params, meta, layer).astype(np.float64)
+def epoch_health(params, start_params, architecture, grad_norms, saturated, units_seen, steps, health):
+    """One epoch's gradient health per layer into ``health`` (layout.HEALTH records, (n_layers,))."""
+    for layer, record in enumerate(architecture.layers):
+        now = layer_view(params, architecture, layer).astype(np.float64)
+        then = layer_view(start_params, architecture, layer).astype(np.float64)
         before = np.sqrt(np.sum(then * then))
-        health[layer, HEALTH_GRAD_NORM] = grad_norms[layer] / steps if steps > 0 else np.nan
-        health[layer, HEALTH_WEIGHT_NORM] = np.sqrt(np.sum(now * now))
-        health[layer, HEALTH_UPDATE_RATIO] = np.sqrt(np.sum((now - then) ** 2)) / before if before > 0 else np.nan
-        tracked = meta[layer, META_ACTIVATION] in (SIGMOID, TANH) and units_seen[layer] > 0
-        health[layer, HEALTH_SATURATION] = saturated[layer] / units_seen[layer] if tracked else np.nan
+        health[layer]["grad_norm"] = grad_norms[layer] / steps if steps > 0 else np.nan
+        health[layer]["weight_norm"] = np.sqrt(np.sum(now * now))
+        health[layer]["update_ratio"] = np.sqrt(np.sum((now - then) ** 2)) / before if before > 0 else np.nan
+        tracked = record["activation"] in (SIGMOID, TANH) and units_seen[layer] > 0
+        health[layer]["saturation"] = saturated[layer] / units_seen[layer] if tracked else np.nan
 
 
 def clip_gradients(grads, clip_norm, clip_value):
@@ -373,15 +354,15 @@ def clip_gradients(grads, clip_norm, clip_value):
 
 
 def validation_score(out, Y, kind) -> float:
-    """The validation score of ``kind`` (``layout.ACCURACY_*``) of outputs ``out`` for targets
-    ``Y`` (both (rows, n_out)), as the compiled monitor computes it; NaN for ACCURACY_NONE."""
-    if kind == ACCURACY_ARGMAX:
+    """The validation score of ``kind`` (``layout.SCORE_*``) of outputs ``out`` for targets
+    ``Y`` (both (rows, n_out)), as the compiled monitor computes it; NaN for SCORE_NONE."""
+    if kind == SCORE_ARGMAX:
         return float(np.mean(out.argmax(axis=1) == Y.argmax(axis=1)))
-    if kind == ACCURACY_THRESHOLD:
+    if kind == SCORE_THRESHOLD:
         return float(np.mean((out >= 0.5) == (Y >= 0.5)))
-    if kind == ACCURACY_SUBSET:
+    if kind == SCORE_SUBSET:
         return float(np.mean(((out >= 0.5) == (Y >= 0.5)).all(axis=1)))
-    if kind == ACCURACY_R2:
+    if kind == SCORE_R2:
         Y64 = Y.astype(np.float64)
         residual = ((Y64 - out.astype(np.float64)) ** 2).sum(axis=0)
         spread = ((Y64 - Y64.mean(axis=0)) ** 2).sum(axis=0)
@@ -391,64 +372,71 @@ def validation_score(out, Y, kind) -> float:
     return np.nan
 
 
-def monitor(params, meta, loss, end, epoch, train_loss):
-    """The epoch's validation and stopping rule (see :mod:`fastgd.kernels.epoch_end`): the
-    validation loss and accuracy into ``end.records[epoch]``, ``end.state`` updated, the
-    parameters into ``end.best_params`` when the epoch is the best (with ``RULE_RESTORE``);
-    returns True when the rule stops training."""
-    rule, state = end.rule, end.state
-    value = train_loss
-    if rule[RULE_VALIDATE]:
-        rows = end.row_scale.size
-        n_in, n_out = int(meta[0, META_N_IN]), int(meta[-1, META_N_OUT])
-        evaluation = Evaluation(end.acts, end.deltas, end.z_out, end.partials, end.transposed)
-        Y = end.Y.reshape(rows, n_out)
-        val_loss = evaluate_loss(params, meta, end.X.reshape(rows, n_in), Y, end.row_scale, evaluation, loss)
-        accuracy = validation_score(block_of(end.acts, meta, meta.shape[0] - 1, rows), Y, rule[RULE_ACCURACY])
-        end.records[epoch] = (val_loss, accuracy)
-        value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: accuracy}.get(rule[RULE_MONITOR], value)
-    if rule[RULE_MODE] not in (STOP_PATIENCE, STOP_NO_IMPROVEMENT):
-        return False
-    best, waited, delta = state[STATE_BEST], state[STATE_WAITED], rule[RULE_DELTA]
-    if rule[RULE_MODE] == STOP_PATIENCE:
-        better = value < best - delta
+def stopping_rule(rule, best, waited, lr_scale, value):
+    """The stopping rule's decision (see :func:`fastgd.kernels.stopping_rule`): returns
+    ``(stop, better, waited, lr_scale)``."""
+    higher = rule.monitor == MONITOR_VAL_SCORE
+    if rule.mode == STOP_PATIENCE:
+        better = value > best + rule.delta if higher else value < best - rule.delta
         waited = 0.0 if better else waited + 1.0
-        stop = waited >= rule[RULE_PATIENCE]
-    else:
-        higher = rule[RULE_MONITOR] == MONITOR_VAL_SCORE
-        counts = value < best + delta if higher else value > best - delta
+        stop = waited >= rule.patience
+    elif rule.mode == STOP_NO_IMPROVEMENT:
+        counts = value < best + rule.delta if higher else value > best - rule.delta
         better = value > best if higher else value < best
         waited = waited + 1.0 if counts else 0.0
-        stop = waited > rule[RULE_PATIENCE]
-    if stop and rule[RULE_LR_FACTOR] > 0.0 and state[STATE_LR_SCALE] > rule[RULE_MIN_LR_SCALE]:
-        state[STATE_LR_SCALE], waited, stop = state[STATE_LR_SCALE] / rule[RULE_LR_FACTOR], 0.0, False
-    state[STATE_WAITED] = waited
+        stop = waited > rule.patience
+    else:
+        return False, False, waited, lr_scale
+    if stop and rule.lr_factor > 0.0 and lr_scale > rule.min_lr_scale:
+        lr_scale, waited, stop = lr_scale / rule.lr_factor, 0.0, False
+    return bool(stop), bool(better), float(waited), float(lr_scale)
+
+
+def monitor(params, architecture, loss, end, epoch, train_loss):
+    """The epoch's validation and stopping rule (see :mod:`fastgd.kernels.epoch_end`): the
+    validation loss and score into ``end.records[epoch]``, ``end.state`` updated, the parameters
+    into ``end.best_params`` when the epoch is the best (with ``rule.restore``); returns True
+    when the rule stops training."""
+    rule, state = end.rule, end.state[0]
+    value = train_loss
+    if rule.validate:
+        rows = end.row_scale.size
+        n_in, n_out = int(architecture.layers[0]["n_in"]), int(architecture.layers[-1]["n_out"])
+        Y = end.Y.reshape(rows, n_out)
+        val_loss = evaluate_loss(params, architecture, end.X.reshape(rows, n_in), Y, end.row_scale, end.buffers, loss)
+        score = validation_score(block_of(end.buffers.acts, architecture, len(architecture.layers) - 1, rows), Y, rule.score)
+        end.records[epoch] = (val_loss, score)
+        value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: score}.get(rule.monitor, value)
+    if rule.mode not in (STOP_PATIENCE, STOP_NO_IMPROVEMENT):
+        return False
+    stop, better, waited, lr_scale = stopping_rule(rule, float(state["best"]), float(state["waited"]), float(state["lr_scale"]), value)
+    state["waited"], state["lr_scale"] = waited, lr_scale
     if better:
-        state[STATE_BEST], state[STATE_BEST_EPOCH] = value, rule[RULE_OFFSET] + epoch + 1.0
-        if rule[RULE_RESTORE]:
+        state["best"], state["best_epoch"] = value, rule.offset + epoch + 1.0
+        if rule.restore:
             end.best_params[...] = params
-            state[STATE_SNAPSHOT] = 1.0
-    return bool(stop)
+            state["snapshot"] = 1.0
+    return stop
 
 
-def _visit_due(end, completed, stop, last):
-    # As the kernel's: every VISIT_EVERY epochs, when VISIT_INTERVAL has passed, or at a stop.
-    every, interval = int(end.visits[VISIT_EVERY]), int(end.visits[VISIT_INTERVAL])
-    return stop or (every > 0 and completed % every == 0) or (interval > 0 and time.monotonic_ns() - last >= interval)
+def _visit_due(visits, completed, stop, last):
+    # As the kernel's: every ``every`` epochs, when ``interval`` has passed, or at a stop.
+    return stop or (visits.every > 0 and completed % visits.every == 0) or (visits.interval > 0 and time.monotonic_ns() - last >= visits.interval)
 
 
-def train_epochs(state, data, work, settings, control, n_threads, end=None):
+def train_epochs(architecture, state, data, work, settings, control, n_threads, end=None, python=None):
     """Whole epochs of mini-batch gradient descent, ending early on divergence, a stop request,
     the stopping rule or a visit's answer (see :func:`fastgd.kernels.train_epochs`); returns the
     number of epochs completed."""
     params, opt_state, step = state
     X, Y, sample_weight = data
-    meta, loss, batch_size, shards = settings.meta, settings.loss, settings.batch_size, settings.shards
+    loss, batch_size, shards = settings.loss, settings.batch_size, settings.shards
     rank, ranks, partitioned = settings.rank, settings.ranks, settings.partitioned
     n, n_in = X.shape
     n_out = Y.shape[1]
     t = params.dtype.type
-    is_mean = loss != SSE
+    is_mean = settings.mean
+    layers = architecture.layers
     total_weight = float(np.sum(sample_weight, dtype=np.float64))
     work.saved_params[...] = params
     work.saved_state[...] = opt_state
@@ -457,7 +445,8 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
     completed = 0
     visited = time.monotonic_ns()
     order, grads = work.order[:n], work.grads  # the buffers may hold more rows than X (streamed chunks)
-    n_layers = meta.shape[0]
+    n_layers = len(layers)
+    lr_scale = 1.0 if end is None else float(end.state[0]["lr_scale"])
     for e in range(settings.epochs):
         grad_norms, saturated, units_seen, steps_seen = np.zeros(n_layers), np.zeros(n_layers), np.zeros(n_layers), 0
         if settings.shuffle:
@@ -467,7 +456,7 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
         if partitioned:
             for k, start in enumerate(range(0, n, batch_size)):
                 work.batch_weights[k] = float(np.sum(sample_weight[order[start : start + batch_size]], dtype=np.float64))
-            call_channel(settings.channel, EXCHANGE_WEIGHTS, grads[0], work.batch_weights)
+            python(EXCHANGE_WEIGHTS, 0)
             total_weight = float(np.sum(work.batch_weights[: -(-n // batch_size)]))
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
@@ -477,7 +466,7 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
             else:
                 batch_weight = float(np.sum(sample_weight[order[start : start + rows]], dtype=np.float64))
                 lo, hi = rank * rows // ranks, (rank + 1) * rows // ranks
-            stop_requested = control[CONTROL_STOP] != 0
+            stop_requested = control[CONTROL.stop] != 0
             if ranks == 1 and stop_requested:
                 outcome = OUTCOME_INTERRUPTED
                 break
@@ -497,16 +486,16 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
                 l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
                 if settings.penalty_per_weight:
                     l1, l2 = l1 / batch_weight, l2 / batch_weight
-                value += forward_backward(params, grads[shard], meta, xb[first:stop], yb[first:stop], scale[first:stop],
-                                          _evaluation(work, shard, stop - first), loss, l1, l2)  # fmt: skip
+                value += forward_backward(params, grads[shard], architecture, xb[first:stop], yb[first:stop], scale[first:stop],
+                                          _buffers(work, shard), loss, l1, l2)  # fmt: skip
                 if settings.track:
                     for layer in range(n_layers):
-                        if meta[layer, META_ACTIVATION] in (SIGMOID, TANH):
-                            saturated[layer] += count_saturated(block_of(work.acts[shard], meta, layer, stop - first),
-                                                                meta[layer, META_ACTIVATION])  # fmt: skip
+                        if layers[layer]["activation"] in (SIGMOID, TANH):
+                            saturated[layer] += count_saturated(block_of(work.acts[shard], architecture, layer, stop - first),
+                                                                layers[layer]["activation"])  # fmt: skip
             if ranks > 1:
                 work.scalars[SCALAR_LOSS], work.scalars[SCALAR_STOP] = value, float(stop_requested)
-                call_channel(settings.channel, EXCHANGE_STEP, grads[0], work.scalars)
+                python(EXCHANGE_STEP, 0)
                 value = float(work.scalars[SCALAR_LOSS])
                 if work.scalars[SCALAR_STOP] != 0:
                     outcome = OUTCOME_INTERRUPTED
@@ -518,16 +507,16 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
                 grads[0] += grads[shard]
             if settings.track:
                 for layer in range(n_layers):
-                    weight_grad = layer_view(grads[0], meta, layer).astype(np.float64)
+                    weight_grad = layer_view(grads[0], architecture, layer).astype(np.float64)
                     grad_norms[layer] += np.sqrt(np.sum(weight_grad * weight_grad))
-                    units_seen[layer] += local * meta[layer, META_N_OUT]
+                    units_seen[layer] += local * layers[layer]["n_out"]
                 steps_seen += 1
             clip_gradients(grads[0], settings.clip_norm, settings.clip_value)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
             lr = scheduled_lr(settings.schedule_kind, settings.lr, int(step[0]), settings.schedule, settings.first_epoch + e)
-            optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]),
-                           lr * (1.0 if end is None else float(end.state[STATE_LR_SCALE])), settings.hyper)  # fmt: skip
+            lr_scale = 1.0 if end is None else float(end.state[0]["lr_scale"])
+            optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]), lr * lr_scale, settings.hyper)
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if is_mean else epoch_loss
@@ -536,23 +525,22 @@ def train_epochs(state, data, work, settings, control, n_threads, end=None):
             break
         work.epoch_losses[e] = epoch_loss
         if settings.track:
-            epoch_health(params, work.saved_params, meta, grad_norms, saturated, units_seen, steps_seen, work.health[e])
+            epoch_health(params, work.saved_params, architecture, grad_norms, saturated, units_seen, steps_seen, work.health[e])
         completed += 1
         work.saved_params[...] = params
         work.saved_state[...] = opt_state
+        saved_step = int(step[0])
         if end is not None:
-            stop = monitor(params, meta, loss, end, e, epoch_loss)
-            if end.visits[VISIT_CHANNEL] and _visit_due(end, completed, stop, visited):
-                stop = bool(call_visitor(int(end.visits[VISIT_CHANNEL]), VISIT_EPOCH, completed)) or stop
+            stop = monitor(params, architecture, loss, end, e, epoch_loss)
+            if end.visits.enabled and _visit_due(end.visits, completed, stop, visited):
+                stop = bool(python(VISIT_EPOCH, completed)) or stop
                 visited = time.monotonic_ns()
             if stop:
                 outcome = OUTCOME_STOPPED
-                saved_step = int(step[0])
                 break
-        saved_step = int(step[0])
     if outcome not in (OUTCOME_FINISHED, OUTCOME_STOPPED):
         params[...] = work.saved_params
         opt_state[...] = work.saved_state
         step[0] = saved_step
-    control[CONTROL_OUTCOME] = outcome
+    control[CONTROL.outcome] = outcome
     return completed

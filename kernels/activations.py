@@ -1,4 +1,4 @@
-# stamp: 0b303e310bed5a68e8ff83032701dd3a
+# stamp: c4caf86c50480ecade04dd5739a6d2c1
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).

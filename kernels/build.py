@@ -1,23 +1,19 @@
-"""What the kernels compile, and where: every compile target (each piece for each dtype, the
-training loop and its condition stage for each dtype), which of them the cache holds, and
-compiling those a fit needs with a helper process beside this one.
+"""What the kernels compile, and where: every compile target (each piece, pass and stage for each
+dtype, the training loop and the entry points), compiling those a fit needs with a helper process
+beside this one when the cache is cold, and compiling everything ahead of time.
 
-A machine compiles each target once: they are cached on disk (``compat.GuardedCache``), and
-none depends on a network's configuration, so a new configuration needs at most a few pieces
-it has not used before. The first fit on a machine (an empty cache) needs the loop and a
-handful of pieces: ``prepare`` compiles the loop here while a helper process compiles the
-pieces into the cache, then loads them (Numba compiles one function at a time per process, and
-a compile is Python-side work that holds the GIL: a second process is the only way to use a
-second core). After a fit that compiled anything, ``start_background`` fills the cache with
-every other target in a background process at the lowest priority, so that the next setting
-tried (another activation, optimizer, dtype...) finds its pieces cached; it never changes what a
-running fit computes (the loop binds its pieces when a fit starts).
+A machine compiles each target once: Numba caches it on disk (``cache=True``), and none depends
+on a network's configuration, so a new configuration needs at most the few pieces it has not
+used before. The first fit on a machine (an empty cache) needs the loop, the passes and a
+handful of pieces: ``prepare_fit`` compiles the loop here while a helper process compiles the
+rest into the cache, then loads them (Numba compiles one function at a time per process, and a
+compile is Python-side work that holds the GIL: a second process is the only way to use a second
+core). The helper ends before the fit trains. Nothing else is started: filling the cache with
+every target is asked for, by ``python -m fastgd compile`` or ``fastgd.compile()``.
 
-``python -m fastgd compile`` compiles every target in the foreground (``compile_all``).
-``python -m fastgd.kernels.build TARGET...`` is the helper (targets as ``kind:name:dtype``).
+``python -m fastgd.kernels.build TARGET...`` is the helper (targets labelled as ``label``).
 
-Environment: ``FASTGD_COMPILE_HELPER=0`` compiles everything in the fitting process;
-``FASTGD_BACKGROUND_COMPILE=0`` never starts the background fill.
+Environment: ``FASTGD_COMPILE_HELPER=0`` compiles everything in the fitting process.
 """
 
 from __future__ import annotations
@@ -29,19 +25,24 @@ import time
 from typing import NamedTuple
 
 import numpy as np
+from numba import types
 
-from . import compat, layout, pieces
-from .config import env_flag
+from . import activations, config, losses, optim
+from .jit import CACHE
 
 HELPER_TIMEOUT = 600.0  # seconds a fit waits for its helper before compiling the rest itself
+# A cache hit of a small target takes ~1-3 ms, its compile ~20-60 ms: a probe slower than this
+# means the cache does not hold this process's code (a first fit, or new sources).
+COLD_PROBE_SECONDS = 0.012
 
 
 class Target(NamedTuple):
-    """One thing to compile: a piece (``name`` from ``pieces.PIECES``), the training loop
-    (``"loop"``) or one of its stages compiled for the loop's bundles (``"condition"``,
-    ``"monitor"``), for ``dtype``."""
+    """One thing to compile: a piece (``kind`` "activation", "loss", "update" or "product"; ``name``
+    its code or path), a pass (``kind`` "pass", ``name`` "forward"/"backward"), a stage (``kind``
+    "stage", ``name`` its kind, with "-stub" for its stub), the loop (``kind`` "loop") or the
+    entry point (``kind`` "entry"), for ``dtype``."""
 
-    kind: str  # "piece", "loop" or "stage"
+    kind: str
     name: str
     dtype: str
 
@@ -54,231 +55,255 @@ class Target(NamedTuple):
         return cls(kind, name, dtype)
 
 
-def sample_bundles(dtype):
-    """(state, data, work, settings, end) of the types every fit in ``dtype`` uses (tiny sizes)."""
-    from .train import readonly
-
-    dtype = np.dtype(dtype)
-    meta = layout.make_meta((1, 1), [0])
-    n_params = layout.parameter_count(meta)
-    state = layout.TrainState(np.zeros(n_params, dtype), np.zeros((1, n_params), dtype), np.zeros(1, np.int64))
-    data = readonly(layout.Data(np.zeros((1, 1), dtype), np.zeros((1, 1), dtype), np.ones(1, dtype)))
-    work = layout.make_work(meta, 1, 1, 1, 1, dtype)
-    settings = layout.make_settings(meta, 1, 0, 1, False, 0, 0, 1, 0.1, np.zeros(5), 0, np.zeros(2), 0.0, 0.0)
-    return state, data, work, settings, layout.make_epoch_end(meta, dtype, 1)
+PIECE_KINDS = ("activation", "loss", "update", "product")
 
 
-def _dispatcher_and_types(target: Target):
-    from . import condition, epoch_end, train
-
-    if target.kind == "piece":
-        piece = pieces.PIECES[target.name]
-        return piece.dispatcher, pieces.argument_types(piece.kind, target.dtype)
-    state, data, work, settings, end = sample_bundles(target.dtype)
-    if target.kind == "loop":
-        return train.train_loop, train.loop_types(state, data, work, settings, end)
-    if target.name == "monitor":
-        return epoch_end.monitor, pieces.argument_types("monitor", target.dtype, (compat.typeof(end),))
-    bundles = (compat.typeof(work), compat.typeof(settings))
-    return condition.condition, pieces.argument_types("condition", target.dtype, bundles)
+def _name(kind, value):
+    # A piece's name in a label: a table's code, or a product path.
+    return str(int(value)) if kind in ("activation", "loss", "update") else str(value)
 
 
-def catalog(dtypes=("float32", "float64")) -> list:
-    """Every compile target for ``dtypes``: the loop, its stage, then every piece."""
-    found = []
-    for dtype in dtypes:
-        found += [Target("loop", "loop", dtype), Target("stage", "condition", dtype), Target("stage", "monitor", dtype)]
-        found += [Target("piece", name, dtype) for name in pieces.PIECES]
+def piece_targets(dtype, activation_codes=(), loss=None, optimizer=None, paths=()) -> list:
+    dtype = np.dtype(dtype).name
+    found = [Target("activation", _name("activation", code), dtype) for code in sorted(set(int(c) for c in activation_codes))]
+    found += [Target("loss", _name("loss", loss), dtype)] if loss is not None else []
+    found += [Target("update", _name("update", optimizer), dtype)] if optimizer is not None else []
+    found += [Target("product", path, dtype) for path in paths]
     return found
 
 
-def is_cached(target: Target) -> bool:
-    """Whether the on-disk cache holds ``target``, fresh (without loading it)."""
-    dispatcher, argtypes = _dispatcher_and_types(target)
-    return compat.is_cached(dispatcher, argtypes)
+def fit_targets(architecture, loss, optimizer, dtype, stages=()) -> list:
+    """Everything a fit of this network needs but the loop: its pieces, both passes, its
+    stages (and the others' stubs)."""
+    from .layout import paths
+    from .stages import COMPILED_KINDS
+
+    found = piece_targets(dtype, architecture.layers["activation"], loss, optimizer, paths(architecture, dtype))
+    found += [Target("pass", kind, np.dtype(dtype).name) for kind in ("forward", "backward")]
+    found += [Target("stage", kind if kind in stages else f"{kind}-stub", np.dtype(dtype).name) for kind in COMPILED_KINDS]
+    found.append(Target("stage", "python-stub", np.dtype(dtype).name))
+    return found
 
 
-def compile_target(target: Target) -> float:
+def entry_targets(architecture, loss, dtype) -> list:
+    """What the entry points (predict, loss, gradients) of this network need but their own
+    compiled call: its pieces and both passes."""
+    from .layout import paths
+
+    found = piece_targets(dtype, architecture.layers["activation"], loss, None, paths(architecture, dtype))
+    return found + [Target("pass", kind, np.dtype(dtype).name) for kind in ("forward", "backward")]
+
+
+def catalog(dtypes=("float32", "float64")) -> list:
+    """Every compile target for ``dtypes``."""
+    from .stages import COMPILED_KINDS
+
+    found = []
+    for dtype in dtypes:
+        found += [Target("loop", "loop", dtype), Target("entry", "passes", dtype)]
+        found += [Target("pass", kind, dtype) for kind in ("forward", "backward")]
+        found += [Target("stage", name, dtype) for kind in COMPILED_KINDS for name in (kind, f"{kind}-stub")]
+        found.append(Target("stage", "python-stub", dtype))
+        found += piece_targets(dtype, activations.SPECS, None, None, ("loops", "tiles", "blas"))
+        found += [Target("loss", _name("loss", code), dtype) for code in losses.SPECS]
+        found += [Target("update", _name("update", code), dtype) for code in optim.SPECS]
+    return found
+
+
+def make_ready(target: Target) -> float:
     """Compile ``target`` in this process (or load it from the cache); returns the seconds."""
+    from . import phases, pieces, stages
+
     start = time.perf_counter()
-    if target.kind == "piece":
-        pieces.address(target.name, target.dtype)
+    if target.kind in PIECE_KINDS:
+        pieces.compiled(target.kind, target.name if target.kind == "product" else int(target.name), target.dtype)
+    elif target.kind == "pass":
+        phases.compiled(target.name, target.dtype)
+    elif target.kind == "stage":
+        kind, _, stub = target.name.partition("-")
+        stages.compiled(kind, target.dtype, stub=bool(stub))
+    elif target.kind == "loop":
+        compile_loop(target.dtype)
+    elif target.kind == "entry":
+        compile_entry(target.dtype)
     else:
-        dispatcher, argtypes = _dispatcher_and_types(target)
-        if target.kind == "loop":
-            compat.compile_exact(dispatcher, argtypes)
-        else:
-            compat.piece_address(dispatcher, argtypes)
+        raise ValueError(f"unknown target {target.label()!r}")
     return time.perf_counter() - start
 
 
+class Placeholder(types.WrapperAddressProtocol):
+    """A first-class function of a given signature that is never called (Numba's documented
+    Wrapper Address Protocol): it lets a compiled function be compiled for its argument types
+    before the functions it will be given exist, in a call that runs none of them."""
+
+    def __init__(self, signature):
+        self._signature = signature
+
+    def __wrapper_address__(self):
+        return -1  # (Numba's sentinel for "no function": never called)
+
+    def signature(self):
+        return self._signature
+
+
+def _placeholders(dtype):
+    from . import phases, pieces, stages
+
+    one = Placeholder
+
+    dtype = np.dtype(dtype)
+    product = one(pieces.signature("product", dtype))
+    bundle = pieces.Pieces(tuple(one(pieces.signature("activation", dtype)) for _ in activations.SPECS),
+                           tuple(one(pieces.signature("loss", dtype)) for _ in losses.SPECS), product, product, product)  # fmt: skip
+    updates = tuple(one(pieces.signature("update", dtype)) for _ in optim.SPECS)
+    passes = phases.Phases(*(one(phases.signature(kind, dtype)) for kind in phases.Phases._fields))
+    bound = stages.Stages(*(one(stages.signature(kind, dtype)) for kind in stages.Stages._fields))
+    return bundle, updates, passes, bound
+
+
+def compile_loop(dtype) -> None:
+    """Compile (or load) the training loop for ``dtype`` without any of the functions it calls:
+    a call of zero epochs, given placeholders of their types."""
+    from . import layout, team
+    from .pieces import quiet
+    from .stages import readonly, sample_bundles
+    from .train import train_loop
+
+    if config.DISABLE_JIT:
+        return
+    bundle, updates, passes, bound = _placeholders(dtype)
+    architecture, state, data, work, settings, end = sample_bundles(dtype)
+    with quiet():
+        team.run_team(train_loop, (passes, bundle, updates, bound, architecture, state, readonly(data), work, settings._replace(epochs=0), end),
+                      1, layout.make_control())  # fmt: skip
+
+
+def compile_entry(dtype) -> None:
+    """Compile (or load) the entry points' call (``passes.run_passes``) for ``dtype``: a call
+    over zero rows, given placeholders (it returns before calling any)."""
+    from . import layout, team
+    from .passes import run_passes
+    from .pieces import quiet
+
+    if config.DISABLE_JIT:
+        return
+    bundle, _, passes, _ = _placeholders(dtype)
+    architecture = layout.make_architecture((1, 1), [0])
+    vector = np.zeros(1, dtype)
+    buffers = layout.make_buffers(architecture, 1, dtype)
+    with quiet():
+        team.run_team(run_passes, (passes, bundle, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0), 1,
+                      layout.make_control())  # fmt: skip
+
+
+# What this process has compiled or loaded through ``prepare``: (target label, seconds).
+PREPARED = []
+_READY = set()
+
+
+def _probe_is_cold(dtype) -> bool:
+    # Whether Numba's cache lacks this process's code: a tiny target loaded after Numba's own
+    # start-up (the first target of a process pays that, whatever the cache holds).
+    from .stages import compiled
+
+    compiled("python", dtype, stub=True)
+    start = time.perf_counter()
+    compiled("condition", dtype, stub=True)
+    return time.perf_counter() - start > COLD_PROBE_SECONDS
+
+
 def _helper_allowed() -> bool:
-    return compat.CACHE_USABLE and env_flag("FASTGD_COMPILE_HELPER", True) and bool(sys.executable)
+    return CACHE and config.env_flag("FASTGD_COMPILE_HELPER", True) and bool(sys.executable) and not config.DISABLE_JIT
 
 
-def _helper_command(targets) -> list:
-    return [sys.executable, "-m", "fastgd.kernels.build", *(target.label() for target in targets)]
-
-
-# What this process has compiled (not loaded) so far, in order: (target label, seconds).
-COMPILED = []
-
-
-def prepare(dtype, names, loop=False, stages=()) -> None:
-    """Make the loop (``loop``), its ``stages`` ("condition", "monitor") and the pieces ``names``
-    of ``dtype`` ready in this process: loaded from the cache, or compiled. When several targets
-    are missing (``HELPER_MIN_SECONDS`` of compiling by ``_COST``), a helper process compiles
-    about half of them (``_split``: this process keeps the loop, the longest) into the cache
-    while this one compiles the rest, then this one loads the helper's."""
-    dtype = np.dtype(dtype).name
-    wanted = ([Target("loop", "loop", dtype)] if loop else []) + [Target("stage", stage, dtype) for stage in stages]
-    wanted += [Target("piece", name, dtype) for name in names]
-    missing = [target for target in wanted if compat.CACHE_USABLE and not is_cached(target)]
+def prepare(targets, local=()) -> None:
+    """Make ``targets`` and ``local`` ready in this process: loaded from the cache, or compiled.
+    When the cache is cold, a helper process compiles ``targets`` into the cache while this one
+    compiles ``local`` (the loop, or the entry point: the longest), then this one loads them;
+    the helper has ended when this returns."""
+    targets = [target for target in targets if target.label() not in _READY]
+    local = [target for target in local if target.label() not in _READY]
+    if not targets and not local:
+        return
     helper = None
-    local = missing
-    if _helper_allowed() and len(missing) > 2 and sum(map(_cost, missing)) >= HELPER_MIN_SECONDS:
-        local, remote = _split(missing)
+    dtype = (local or targets)[0].dtype
+    if _helper_allowed() and len(targets) > 2 and _probe_is_cold(dtype):
         try:
             # (stderr is read to the end by communicate: a full pipe would stall the helper)
-            helper = subprocess.Popen(_helper_command(remote), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, env=_child_environment())  # fmt: skip
+            helper = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in targets)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env=_child_environment())  # fmt: skip
         except OSError:
-            helper, local = None, missing
+            helper = None
     for target in local:
-        COMPILED.append((target.label(), compile_target(target)))
+        _ready(target)
     if helper is not None:
         try:
             helper.communicate(timeout=HELPER_TIMEOUT)
         except subprocess.TimeoutExpired:
             helper.kill()
-            helper.wait()
-        # Whatever the helper did not manage is compiled here when it is loaded.
-    if missing:
-        start_background()
+            helper.communicate()
+        # Whatever the helper did not manage is compiled here as it is loaded.
+    for target in targets:
+        _ready(target)
+
+
+def _ready(target):
+    seconds = make_ready(target)
+    PREPARED.append((target.label(), seconds))
+    _READY.add(target.label())
 
 
 def _child_environment() -> dict:
-    # The child finds the same cache as this process (the same environment, the same rules).
+    # The child finds the same cache as this process (the same environment) and starts no
+    # helper of its own.
     environment = dict(os.environ)
-    environment["FASTGD_BACKGROUND_COMPILE"] = "0"
     environment["FASTGD_COMPILE_HELPER"] = "0"
     return environment
 
 
-def start_background() -> bool:
-    """Start filling the cache with every target it lacks, in a background process at the
-    lowest priority (once per process; never with the cache off or ``FASTGD_BACKGROUND_COMPILE=0``).
-    Returns whether one was started."""
-    global _BACKGROUND
-    if _BACKGROUND is not None or not compat.CACHE_USABLE or not env_flag("FASTGD_BACKGROUND_COMPILE", True) or not sys.executable:
-        return False
-    command = [sys.executable, "-m", "fastgd.kernels.build", "--all", "--background"]
-    try:
-        _BACKGROUND = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                       env=_child_environment(), start_new_session=True)  # fmt: skip
-    except OSError:
-        _BACKGROUND = False
-        return False
-    return True
-
-
-_BACKGROUND = None
-
-
-def compile_all(dtypes=("float32", "float64"), out=None, skip_cached=False, helper=True) -> list:
-    """Compile (or load) every target of ``dtypes``; returns ``[(target, seconds, was_cached)]``
-    and prints a line each to ``out``. With ``helper``, a helper process compiles every other
-    missing target (the two processes use two cores), and this one then loads them."""
-    results, missing = [], []
-    for target in catalog(dtypes):
-        if is_cached(target):
-            if not skip_cached:
-                results.append((target, compile_target(target), True))
-                _report(results[-1], out)
-        else:
-            missing.append(target)
-    remote = _split(missing)[1] if helper and _helper_allowed() and len(missing) > 4 else []
+def compile_all(dtypes=("float32", "float64"), out=None) -> list:
+    """Compile (or load) every target of ``dtypes``, a helper process taking half of them;
+    returns ``[(target, seconds)]`` and prints a line each to ``out``."""
+    everything = catalog(dtypes)
+    remote = everything[1::2] if _helper_allowed() else []
     process = None
     if remote:
         try:
-            process = subprocess.Popen(_helper_command(remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL, text=True, env=_child_environment())  # fmt: skip
+            process = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in remote)],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                       env=_child_environment())  # fmt: skip
         except OSError:
             remote = []
-    for target in missing:
+    results = []
+    for target in everything:
         if target in remote:
             continue
-        results.append((target, compile_target(target), False))
+        results.append((target, make_ready(target)))
         _report(results[-1], out)
     if process is not None:
-        output, _ = process.communicate(timeout=HELPER_TIMEOUT)
+        try:
+            output, _ = process.communicate(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
         seconds = dict(line.rsplit(" ", 1) for line in output.splitlines() if line.count(":") == 2)
         for target in remote:
-            loaded = compile_target(target)  # the helper's entry, or compiled here if it failed
-            results.append((target, float(seconds.get(target.label(), loaded)), False))
+            loaded = make_ready(target)  # the helper's entry, or compiled here if it failed
+            results.append((target, float(seconds.get(target.label(), loaded))))
             _report(results[-1], out)
     return results
 
 
-# Rough compile seconds of a target (the benchmark machine's order of magnitude, from Numba's
-# compile events), to share the work out; a helper process first spends about HELPER_START of
-# them importing Numba and fastgd, so a helper is started only for HELPER_MIN_SECONDS of work.
-_COST = {"loop": 6.0, "stage": 1.5, "forward_pass": 1.4, "backward_pass": 1.5}
-PIECE_COST = 0.5
-HELPER_START = 1.0
-HELPER_MIN_SECONDS = 3.0
-
-
-def _cost(target) -> float:
-    return _COST.get(target.kind, _COST.get(target.name, PIECE_COST))
-
-
-def _split(targets):
-    # Two lists of about the same wall time, the second for the helper (which starts
-    # HELPER_START late): the longest first, each to the list that would finish first.
-    lists, loads = ([], []), [0.0, HELPER_START]
-    for target in sorted(targets, key=lambda t: -_cost(t)):
-        sooner = 0 if loads[0] <= loads[1] else 1
-        lists[sooner].append(target)
-        loads[sooner] += _cost(target)
-    return lists
-
-
 def _report(result, out):
-    target, seconds, cached = result
+    target, seconds = result
     if out is not None:
-        print(f"  {target.dtype:<8} {target.kind:<6} {target.name:<26} {seconds:7.2f} s{'  (cached)' if cached else ''}",
-              file=out, flush=True)  # fmt: skip
-
-
-def _lock(path):
-    # An exclusive lock on ``path`` held for this process's life, or None if another has it.
-    import fcntl
-
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
+        print(f"  {target.dtype:<8} {target.kind:<10} {target.name:<14} {seconds:7.2f} s", file=out, flush=True)
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--all" in argv:
-        if "--background" in argv:
-            os.nice(19) if hasattr(os, "nice") else None
-            folder = compat.cache_directory()
-            if not os.path.isdir(folder):
-                return 0
-            lock = _lock(os.path.join(folder, "fastgd-background.lock"))
-            if lock is None:
-                return 0  # another background fill is at work on this cache
-        compile_all(skip_cached=True, helper=False)
-        return 0
-    for text in argv:
-        print(f"{text} {compile_target(Target.parse(text)):.3f}", flush=True)
+    for text in list(sys.argv[1:] if argv is None else argv):
+        print(f"{text} {make_ready(Target.parse(text)):.3f}", flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-# stamp: a559ccf2c9ff0801c677d38387de22ec
+# stamp: be3ba1fe3e77b54527489d93b958af07
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

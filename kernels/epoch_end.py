@@ -1,6 +1,6 @@
-# stamp: 9a95ff5fa9a1feab927142a1a589fab8
+# stamp: c04f2580f3a6cb94b217ccc98f3798aa
 """What the training loop does after each completed epoch, compiled: the validation pass and the
-stopping rule (the ``monitor`` stage), and visits to Python (the ``visit`` stage), so that a fit
+stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each
 stage is compiled on its own (``kernels.stages``) and only for fits that need it.
 
@@ -25,13 +25,12 @@ With ``lr_factor`` (scikit-learn's ``learning_rate="adaptive"``) a stop is first
 the rate's scale is divided by it and the count restarts, until the scale is at most
 ``min_lr_scale``; then the rule stops training.
 
-``visit`` (thread 0, the others waiting): enters Python (``numba.objmode``) and calls
-``VISITORS[channel](kind, epoch)``, which records the finished epochs, runs the Python callbacks
+Visits to Python (thread 0, the others waiting) go through the fit's ``python`` stage
+(``kernels.stages.PythonCall``), which records the finished epochs, runs the Python callbacks
 that are due, the progress bar and checkpoints, and returns 1 to stop after this epoch.
 """
 
 import numpy as np
-from numba import objmode
 
 from .jit import helper, kernel
 from .layout import (
@@ -45,39 +44,8 @@ from .layout import (
     STOP_PATIENCE,
     chunk_count,
 )
-from .passes import batch_value, forward_pass
+from .passes import batch_value
 from .team import barrier, next_task
-
-# visit's Python side: channel -> callable(kind, epoch) -> 1 to stop after this epoch, else 0;
-# filled by fastgd.training for the fits that need visits.
-VISITORS = {}
-
-
-def call_visitor(channel, kind, epoch):
-    return int(VISITORS[int(channel)](int(kind), int(epoch)))
-
-
-def visit(channel, kind, epoch):
-    """Visit Python: ``VISITORS[channel](kind, epoch)`` (see the module's docstring); returns its
-    answer, 1 to stop training after this epoch. An exception raised there propagates to the
-    loop's caller.
-
-    Parameters
-    ----------
-    channel : int64
-    kind : int64
-        ``layout.VISIT_EPOCH`` or ``VISIT_HEARTBEAT``.
-    epoch : int64
-        Epochs completed in this call.
-
-    Returns
-    -------
-    int64
-    """
-    with objmode(answer="int64"):
-        answer = call_visitor(channel, kind, epoch)
-    return answer
-
 
 @kernel
 def stopping_rule(rule, best, waited, lr_scale, value):
@@ -99,7 +67,7 @@ def stopping_rule(rule, best, waited, lr_scale, value):
     delta = rule.delta
     higher = rule.monitor == MONITOR_VAL_SCORE
     if rule.mode == STOP_PATIENCE:
-        better = value < best - delta
+        better = value > best + delta if higher else value < best - delta
         waited = 0.0 if better else waited + 1.0
         stop = waited >= rule.patience
     elif rule.mode == STOP_NO_IMPROVEMENT:
@@ -115,7 +83,7 @@ def stopping_rule(rule, best, waited, lr_scale, value):
     return stop, better, waited, lr_scale
 
 
-def monitor(tid, n_threads, control, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
+def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
     """The epoch's validation and stopping rule (see the module's docstring); every thread of
     the team calls it and gets the same answer.
 
@@ -123,6 +91,8 @@ def monitor(tid, n_threads, control, pieces, architecture, params, end, epoch, t
     ----------
     tid, n_threads, control
         The team.
+    phases : phases.Phases
+        The forward pass runs the validation rows.
     pieces : pieces.Pieces
     architecture : layout.Architecture
     params : ndarray, shape (n_params,)
@@ -146,7 +116,7 @@ def monitor(tid, n_threads, control, pieces, architecture, params, end, epoch, t
     value = train_loss
     if rule.validate:
         rows = end.row_scale.size
-        forward_pass(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm)
+        phases.forward(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm)
         val_loss = batch_value(architecture, rows, end.buffers.partials, 0.0, 0.0)
         score = _score(end.buffers.acts, end.Y, architecture, rows, rule.score)
         if tid == 0:

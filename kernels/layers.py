@@ -1,48 +1,42 @@
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run the pieces the training loop runs (``kernels.pieces``: the activations,
-losses and product paths) over every row, on one thread.
+losses and product paths) over every row, on the calling thread.
 
 Conventions: a batch is a C-contiguous ``(rows, features)`` array; weights are ``(n_in, n_out)``;
 outputs are written into arrays the caller owns; scalars are converted to the arrays' dtype, so a
 float32 network computes in float32 throughout.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from . import activations as codes
 from . import losses
-from .activations import SOFTMAX
-from .compat import kernel
-from .config import BLAS_MIN_MACS, JIT_OPTIONS
-from .layout import DERIVATIVE, FORWARD, META_N_IN, META_N_OUT, META_W_OFFSET, make_control
-from .passes import penalise
+from .activations import BACKWARD, FORWARD, SOFTMAX
+from .blas import gemm_address
+from .config import BLAS_MIN_MACS
+from .pieces import call
+from .products import NN, NT, TN
 
 
 def _flat(array):
-    return array.reshape(array.size)
-
-
-def _piece(name, dtype):
-    # Piece ``name`` for ``dtype`` as a Python callable (kernels.pieces.run).
-    from .pieces import run
-
-    return lambda *args: run(name, dtype, *args)
-
-
-def _activation(code, dtype):
-    return _piece(f"activation_{codes.SPECS[int(code)].name}", dtype)
+    return np.ascontiguousarray(array).reshape(-1)
 
 
 def _product(shape, m, n, k, a, lda, b, ldb, c, ldc):
     # C = op(A) @ op(B) on whole flat arrays, by the path the passes would take for it.
     dtype = c.dtype
-    if m * n * k >= BLAS_MIN_MACS or shape == "nt":
-        path = "blas"
+    if m * n * k >= BLAS_MIN_MACS or shape == NT:
+        path, gemm = "blas", gemm_address(dtype)
     else:
-        path = "tiles" if n >= 32 // dtype.itemsize else "loops"
-    zero = np.int64(0)
-    _piece(f"product_{path}_{shape}", dtype)(make_control(), m, n, k, a, zero, lda, b, zero, ldb, c, zero, ldc)
+        path, gemm = ("tiles" if n >= 32 // dtype.itemsize else "loops"), 0
+    call("product", path, dtype, shape, m, n, k, (a, 0), lda, (b, 0), ldb, (c, 0), ldc, gemm)
+
+
+def _activation(code, mode, rows, width, first, second, third):
+    call("activation", int(code), first.dtype, mode, rows, width, (first, 0), (second, 0), (third, 0))
 
 
 def activate(z, a_out, activation):
@@ -51,25 +45,26 @@ def activate(z, a_out, activation):
     Parameters
     ----------
     z : ndarray, shape (rows, n)
-        Pre-activations.
+        Pre-activations (not changed).
     a_out : ndarray, shape (rows, n)
         Written with the activations.
     activation : int
         Activation code (``kernels.activations``); ``SOFTMAX`` normalises each row.
     """
-    a_out[...] = z
-    flat = _flat(a_out)
-    width = a_out.shape[1] if a_out.ndim == 2 else flat.size
-    _activation(activation, flat.dtype)(FORWARD, flat, 0, flat.size, max(width, 1), flat, -1)
+    rows, width = (a_out.shape if a_out.ndim == 2 else (1, a_out.size))
+    source = np.array(z, dtype=a_out.dtype, order="C").reshape(-1)
+    out = np.empty(a_out.size, dtype=a_out.dtype)
+    _activation(activation, FORWARD, rows, max(width, 1), source, np.zeros(max(width, 1), dtype=a_out.dtype), out)
+    a_out[...] = out.reshape(a_out.shape)
 
 
-def activation_derivative(a, out, activation):
-    """Derivative of an elementwise activation, written through its output: ``out = f'(z)``.
+def activation_derivative(z, a, out, activation):
+    """Derivative of an elementwise activation: ``out = f'(z)``, from the pre-activation ``z``
+    and the output ``a = f(z)`` (an activation reads the one its formula needs).
 
     Parameters
     ----------
-    a : ndarray, shape (rows, n)
-        Layer output f(z).
+    z, a : ndarray, shape (rows, n)
     out : ndarray, shape (rows, n)
         Written with f'(z).
     activation : int
@@ -77,9 +72,11 @@ def activation_derivative(a, out, activation):
     """
     if int(activation) == SOFTMAX:
         raise ValueError("softmax has no elementwise derivative (its Jacobian couples a row)")
-    out[...] = 1
-    flat = _flat(out)
-    _activation(activation, flat.dtype)(DERIVATIVE, flat, 0, flat.size, max(out.shape[-1], 1), _flat(a), 0)
+    values = np.ones(out.size, dtype=out.dtype)
+    width = out.shape[-1] if out.ndim else 1
+    _activation(activation, BACKWARD, values.size // max(width, 1), max(width, 1), values, _flat(z).astype(out.dtype),
+                _flat(a).astype(out.dtype))  # fmt: skip
+    out[...] = values.reshape(out.shape)
 
 
 def dense_linear(a_in, W, b, z_out):
@@ -111,9 +108,11 @@ def dense_forward(a_in, W, b, a_out, activation):
     """
     rows, n_in = a_in.shape
     n_out = W.shape[1]
-    out = _flat(a_out)
-    _product("nn", rows, n_out, n_in, _flat(a_in), n_in, _flat(W), n_out, out, n_out)
-    _activation(activation, out.dtype)(FORWARD, out, 0, out.size, n_out, np.ascontiguousarray(b), 0)
+    z = np.empty(rows * n_out, dtype=a_out.dtype)
+    _product(NN, rows, n_out, n_in, _flat(a_in), n_in, _flat(W), n_out, z, n_out)
+    out = np.empty_like(z)
+    _activation(activation, FORWARD, rows, n_out, z, _flat(b), out)
+    a_out[...] = out.reshape(rows, n_out)
 
 
 def loss_value(z, a, y, row_scale, loss):
@@ -138,20 +137,20 @@ def loss_value(z, a, y, row_scale, loss):
     """
     rows, n = a.shape
     scratch = np.empty(a.size, dtype=a.dtype)
-    piece = _piece(f"loss_{losses.SPECS[int(loss)].name}", a.dtype)
-    return float(piece(_flat(z), 0, _flat(a), 0, _flat(y), 0, row_scale, 0, scratch, 0, rows, n))
+    return float(call("loss", int(loss), a.dtype, rows, n, (_flat(z), 0), (_flat(a), 0), (_flat(y), 0), (_flat(row_scale), 0),
+                      (scratch, 0)))  # fmt: skip
 
 
-def output_delta(a, y, row_scale, delta, activation, loss):
+def output_delta(z, a, y, row_scale, delta, activation, loss):
     """Local gradient of the output layer, ``delta = dC/da ⊙ f'(z)``, fused per loss.
 
-    sigmoid + binary_crossentropy and softmax + crossentropy simplify to ``(a − y)·scale``;
-    sse/mse give ``(a − y)·scale ⊙ f'(a)``; with a softmax output the Jacobian product
-    ``a ⊙ (g − Σ_j g_j a_j)``.
+    sigmoid + binary_crossentropy and softmax + crossentropy (and exp + poisson) simplify to
+    ``(a − y)·scale``; sse/mse give ``(a − y)·scale ⊙ f'(z)``; with a softmax output the
+    Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``.
 
     Parameters
     ----------
-    a : ndarray, shape (rows, n_out)
+    z, a : ndarray, shape (rows, n_out)
     y : ndarray, shape (rows, n_out)
     row_scale : ndarray, shape (rows,)
     delta : ndarray, shape (rows, n_out)
@@ -161,34 +160,36 @@ def output_delta(a, y, row_scale, delta, activation, loss):
     """
     rows, n = a.shape
     spec = losses.SPECS[int(loss)]
-    flat = _flat(delta)
-    # The piece also returns the rows' loss, from z; a stands in for z here (the value is unused).
-    _piece(f"loss_{spec.name}", a.dtype)(_flat(a), 0, _flat(a), 0, _flat(y), 0, row_scale, 0, flat, 0, rows, n)
+    flat = np.empty(a.size, dtype=a.dtype)
+    z, a = _flat(z), _flat(a)
+    call("loss", int(loss), a.dtype, rows, n, (z, 0), (a, 0), (_flat(y), 0), (_flat(row_scale), 0), (flat, 0))
     if not spec.fused and int(activation) != codes.IDENTITY:
-        _activation(activation, a.dtype)(DERIVATIVE, flat, 0, flat.size, n, _flat(a), 0)
+        _activation(activation, BACKWARD, rows, n, flat, z, a)
+    delta[...] = flat.reshape(delta.shape)
 
 
-def hidden_delta(delta_next, W_next, a, delta, activation):
-    """Local gradient of a hidden layer: ``delta = (delta_next @ W_next.T) ⊙ f'(a)``.
+def hidden_delta(delta_next, W_next, z, a, delta, activation):
+    """Local gradient of a hidden layer: ``delta = (delta_next @ W_next.T) ⊙ f'(z)``.
 
     Parameters
     ----------
     delta_next : ndarray, shape (rows, n_next)
     W_next : ndarray, shape (n, n_next)
-    a : ndarray, shape (rows, n)
-        This layer's output.
+    z, a : ndarray, shape (rows, n)
+        This layer's pre-activations and outputs.
     delta : ndarray, shape (rows, n)
         Written with this layer's local gradient.
     activation : int
     """
     rows, n_next = delta_next.shape
     n = W_next.shape[0]
-    out = _flat(delta)
+    out = np.empty(rows * n, dtype=delta.dtype)
     if rows * n * n_next >= BLAS_MIN_MACS:
-        _product("nt", rows, n, n_next, _flat(delta_next), n_next, _flat(W_next), n_next, out, n)
+        _product(NT, rows, n, n_next, _flat(delta_next), n_next, _flat(W_next), n_next, out, n)
     else:
-        _product("nn", rows, n, n_next, _flat(delta_next), n_next, _flat(np.ascontiguousarray(W_next.T)), n, out, n)
-    _activation(activation, out.dtype)(DERIVATIVE, out, 0, out.size, n, _flat(a), 0)
+        _product(NN, rows, n, n_next, _flat(delta_next), n_next, _flat(np.ascontiguousarray(W_next.T)), n, out, n)
+    _activation(activation, BACKWARD, rows, n, out, _flat(z), _flat(a))
+    delta[...] = out.reshape(rows, n)
 
 
 def dense_gradients(a_in, delta, grad_W, grad_b):
@@ -205,11 +206,13 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     """
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
-    _product("tn", n_in, n_out, rows, _flat(a_in), n_in, _flat(delta), n_out, _flat(grad_W), n_out)
+    out = np.empty(n_in * n_out, dtype=grad_W.dtype)
+    _product(TN, n_in, n_out, rows, _flat(a_in), n_in, _flat(delta), n_out, out, n_out)
+    grad_W[...] = out.reshape(n_in, n_out)
     np.sum(delta, axis=0, out=grad_b)
 
 
-def weight_penalty(params, grads, meta, l1, l2):
+def weight_penalty(params, grads, architecture, l1, l2):
     """Add the L1/L2 penalty on the weights (not the biases) to ``grads``; return its value.
 
     Penalty: ``l1·Σ|W| + (l2/2)·ΣW²``; gradient: ``l1·sign(W) + l2·W`` (sign(0) = 0).
@@ -217,7 +220,7 @@ def weight_penalty(params, grads, meta, l1, l2):
     Parameters
     ----------
     params, grads : ndarray, shape (n_params,)
-    meta : ndarray of int64, shape (n_layers, META_WIDTH)
+    architecture : layout.Architecture
     l1, l2 : float
 
     Returns
@@ -227,13 +230,6 @@ def weight_penalty(params, grads, meta, l1, l2):
     """
     if l1 == 0.0 and l2 == 0.0:
         return 0.0
-    return float(_weight_penalty(params, grads, meta, float(l1), float(l2)))
+    from .passes import weight_penalty as compiled
 
-
-@kernel(**JIT_OPTIONS)
-def _weight_penalty(params, grads, meta, l1, l2):
-    total = 0.0
-    for layer in range(meta.shape[0]):
-        start = meta[layer, META_W_OFFSET]
-        total += penalise(params, grads, start, start + meta[layer, META_N_IN] * meta[layer, META_N_OUT], l1, l2)
-    return total
+    return float(compiled(params, grads, architecture.layers, float(l1), float(l2)))

@@ -1,4 +1,4 @@
-# stamp: 13864631a7368c80a59b353db41ce780
+# stamp: 837d1dc3b54ac919386616f222b7a660
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -47,7 +47,8 @@ LAYER = np.dtype(
         ("z", np.int64),  # its block in zs, or -1 when it does not keep z
         ("dropout", np.float64),  # the share of its outputs dropped while training (0: none)
         ("mask", np.int64),  # its block in masks, or -1 without dropout
-    ]
+    ],
+    align=True,
 )
 
 
@@ -297,7 +298,8 @@ def make_buffers(architecture, rows, dtype) -> Buffers:
 # end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
 # sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is below
 # SATURATION_THRESHOLD (NaN for other layers).
-HEALTH = np.dtype([("grad_norm", np.float64), ("weight_norm", np.float64), ("update_ratio", np.float64), ("saturation", np.float64)])
+HEALTH = np.dtype([("grad_norm", np.float64), ("weight_norm", np.float64), ("update_ratio", np.float64), ("saturation", np.float64)],
+                  align=True)
 SATURATION_THRESHOLD = 1e-3
 # Blocks of rows per shard whose saturated units are counted as separate tasks.
 SATURATION_BLOCKS = 8
@@ -525,10 +527,11 @@ RULE_STATE = np.dtype(
         ("best_epoch", np.float64),  # when it did (1-based within the fit; 0: not yet)
         ("snapshot", np.float64),  # 1: best_params holds that epoch's parameters
         ("lr_scale", np.float64),  # the factor on every step's learning rate (1 until lr_factor divides it)
-    ]
+    ],
+    align=True,
 )
 # Per epoch of a call (NaN where not measured).
-RECORD = np.dtype([("val_loss", np.float64), ("val_score", np.float64)])
+RECORD = np.dtype([("val_loss", np.float64), ("val_score", np.float64)], align=True)
 
 
 def make_rule_state(rule) -> np.ndarray:
@@ -540,19 +543,22 @@ def make_rule_state(rule) -> np.ndarray:
 
 
 class Visits(NamedTuple):
-    """Visits to Python (``kernels.epoch_end.visit``): ``channel`` (0: none), after every
+    """Visits to Python (the fit's ``python`` stage): ``enabled`` (none without), after every
     ``every`` epochs (0: none by count), whenever ``interval`` nanoseconds have passed since the
     last (0: never by time), and with ``beat`` also between batches when that time has passed
     (so that a main-thread fit's Ctrl-C handler runs)."""
 
-    channel: int = 0
+    enabled: bool = False
     every: int = 0
     interval: int = 0
     beat: bool = False
 
 
-VISIT_EPOCH = 0  # a visit's kinds: after an epoch, or a heartbeat between batches
-VISIT_HEARTBEAT = 1
+# What the loop asks of Python (the fit's ``python`` stage, ``kernels.stages.PythonCall``).
+VISIT_EPOCH = 0  # a visit after an epoch (argument: the epochs completed in this call)
+VISIT_HEARTBEAT = 1  # a heartbeat between batches
+EXCHANGE_STEP = 2  # the sum of a step's gradient over the ranks (kernels.exchange)
+EXCHANGE_WEIGHTS = 3  # the sum of an epoch's batch weights over the ranks
 
 
 class EpochEnd(NamedTuple):

@@ -1,4 +1,4 @@
-# stamp: 5f045fc134171590d59ab8e63e2c351c
+# stamp: 0be7dedc1853356e28655d2a06c08da6
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

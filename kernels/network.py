@@ -1,10 +1,12 @@
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
-Each is a Python entry point that runs the passes the training loop runs (``passes.forward_pass``
-and ``backward_pass``, with the network's pieces) on the calling thread, or as a team for large
-batches, so prediction, ``loss``/``gradients`` and training compute the same thing the same way,
-with the same compiled code. The NumPy twins in :mod:`fastgd.reference` take the same arguments
-(and ignore ``n_threads``).
+Each is a Python entry point that runs the passes the training loop runs (``passes``, as the
+first-class functions of ``phases``, with the network's pieces) on the calling thread, or as a
+team for large batches, through one compiled call (``passes.run_passes``), so prediction,
+``loss``/``gradients`` and training compute the same thing the same way, with the same compiled
+code. Nothing is locked: calls from several Python threads run at the same time, each on its own
+buffers. The NumPy twins in :mod:`fastgd.reference` take the same arguments (and ignore
+``n_threads``).
 
 Arguments: ``params`` (n_params,) and ``architecture`` (``layout.Architecture``); ``x`` (rows,
 n_in) and ``y`` (rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for
@@ -19,7 +21,8 @@ import numpy as np
 
 from . import layout
 from .blas import gemm_address
-from .passes import backward_pass, batch_value, forward_pass
+from .passes import run_passes
+from .phases import bundle as phases_bundle
 from .pieces import bundle, quiet
 from .team import run_team
 
@@ -27,7 +30,7 @@ _EMPTY = {}
 
 
 def _none(dtype):
-    # A one-element array standing for "no targets" / "no row scales".
+    # A one-element array standing for "no targets", "no row scales", "no gradient".
     dtype = np.dtype(dtype)
     if dtype not in _EMPTY:
         _EMPTY[dtype] = np.zeros(1, dtype=dtype)
@@ -41,34 +44,37 @@ def network_pieces(architecture, loss, dtype):
     return pieces, gemm_address(dtype) if architecture.blas else 0
 
 
-def _forward(params, architecture, x, y, row_scale, buffers, loss, with_loss, n_threads, control):
-    pieces, gemm = network_pieces(architecture, loss, params.dtype)
-    arguments = (pieces, architecture, params, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers, loss if with_loss else -1, gemm)
+def _writable(array):
+    # The passes are compiled for writable arrays (they are one compiled function for every
+    # caller, the training loop's buffers included): a read-only input (a memory map, a
+    # broadcast) is copied.
+    return array if array.flags.writeable else array.copy()
+
+
+def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss, l1, l2, n_threads):
+    dtype = params.dtype
+    params, x, y, row_scale = _writable(params), _writable(x), _writable(y), _writable(row_scale)
+    pieces, gemm = network_pieces(architecture, int(loss), dtype)
+    arguments = (phases_bundle(dtype), pieces, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
+                 int(loss) if with_loss else -1, float(l1), float(l2), gemm)  # fmt: skip
     with quiet():
-        run_team(forward_pass, arguments, n_threads, control)
-    return pieces, gemm
+        return float(run_team(run_passes, arguments, n_threads, layout.make_control()))
 
 
 def forward(params, architecture, x, buffers, loss, n_threads=1):
     """Forward pass of the whole network over the rows of ``x`` (the prediction is the output
     layer's block of ``buffers.acts``)."""
     none = _none(params.dtype)
-    _forward(params, architecture, x, none, none, buffers, loss, False, n_threads, layout.make_control())
+    _run(params, none, architecture, x, none, none, buffers, loss, False, 0.0, 0.0, n_threads)
 
 
 def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
-    _forward(params, architecture, x, y, row_scale, buffers, loss, True, n_threads, layout.make_control())
-    return float(batch_value(architecture, x.shape[0], buffers.partials, 0.0, 0.0))
+    return _run(params, _none(params.dtype), architecture, x, y, row_scale, buffers, loss, True, 0.0, 0.0, n_threads)
 
 
 def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1):
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
     penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
     plus the penalty at the parameters as they are."""
-    control = layout.make_control()
-    pieces, gemm = _forward(params, architecture, x, y, row_scale, buffers, loss, True, n_threads, control)
-    arguments = (pieces, architecture, params, grads, x.reshape(-1), x.shape[0], buffers, float(l1), float(l2), gemm)
-    with quiet():
-        run_team(backward_pass, arguments, n_threads, control)
-    return float(batch_value(architecture, x.shape[0], buffers.partials, float(l1), float(l2)))
+    return _run(params, grads, architecture, x, y, row_scale, buffers, loss, True, l1, l2, n_threads)

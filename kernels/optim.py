@@ -1,4 +1,4 @@
-# stamp: c59aa5ed5c2d2a2ec6c9c68ffd04be71
+# stamp: f5984af6ac56dd84cbb56b89d36a8a35
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 

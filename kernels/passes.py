@@ -1,7 +1,9 @@
-# stamp: 6dd784d544a7179427746c2d3c140346
-"""The forward and backward pass of a whole network over one batch, as team phases, compiled
-once per dtype for every network: the layers' activations, the loss and the product paths are
-pieces (``kernels.pieces``) the passes call as first-class functions.
+# stamp: 1727f4257e236f97181520782f093c60
+"""The forward and backward pass of a whole network over one batch, as team phases, each
+compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
+to the training loop, the validation stage and the Python entry points (``run_passes``) as
+first-class functions. The layers' activations, the loss and the product paths are pieces
+(``kernels.pieces``) the passes call as first-class functions in turn.
 
 Both run inside a team (``kernels.team``): each layer is one phase whose tasks are fixed blocks
 of rows (``layout.block_count``), separated from the next layer by a barrier. ``tid``,
@@ -55,7 +57,6 @@ def _z_block(architecture, buffers, layer, rows_capacity):
     return buffers.acts, rows_capacity * record.acts
 
 
-@kernel
 def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm):
     """Forward pass of ``rows`` rows of ``x`` (flat, ``rows × n_in``) through the network.
 
@@ -118,7 +119,6 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
     return np.int64(0)
 
 
-@kernel
 def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm):
     """Backprop of a batch whose ``forward_pass`` (with the loss) has run: every gradient into
     ``grads``, plus the L1/L2 penalty (``l1·sign(W) + l2·W``) on the weights, whose value
@@ -221,7 +221,7 @@ def loss_blocks(architecture, rows):
     return layer_blocks(architecture, architecture.layers.size - 1, rows)
 
 
-@kernel
+@helper
 def batch_value(architecture, rows, partials, l1, l2):
     """The batch loss: the row-loss partials and the penalty partials summed in block order."""
     value = 0.0
@@ -233,3 +233,29 @@ def batch_value(architecture, rows, partials, l1, l2):
                 value += partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + block]
     return value
 
+
+
+@kernel
+def weight_penalty(params, grads, layers, l1, l2):
+    """``penalise`` over every layer's weights (``layers``: the LAYER records); returns the
+    penalty's value."""
+    total = 0.0
+    for layer in range(layers.size):
+        start = layers[layer].weights
+        total += penalise(params, grads, start, start + layers[layer].n_in * layers[layer].n_out, l1, l2)
+    return total
+
+
+@kernel
+def run_passes(tid, n_threads, control, phases, pieces, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm):
+    """The Python entry points' compiled call (``kernels.network``): the forward pass (with the
+    loss when ``loss`` >= 0), then with ``grads`` of more than one element the backward pass;
+    returns the batch loss with the penalty (``batch_value``), or 0 without a loss or rows."""
+    if rows == 0:
+        return 0.0
+    phases.forward(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm)
+    if loss < 0:
+        return 0.0
+    if grads.size > 1:
+        phases.backward(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm)
+    return batch_value(architecture, rows, buffers.partials, l1, l2)

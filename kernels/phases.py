@@ -1,76 +1,77 @@
-"""The training loop's phases that are pieces of their own (``kernels.pieces``): the loop calls
-them by address, so their code is compiled once, apart, instead of inside the loop (a callee
-linked into a kernel is optimised again inside it).
-
-Each is run by every thread of the team (``tid``, ``n_threads``, ``control``), except
-``gather``, which a thread runs on the rows it is given.
+# stamp: 216a0f035339b0ec47c41677a96bf86a
+"""The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
+on its own, once per dtype, as a C callback over the passes' arguments, so that the training
+loop, the validation stage and the entry points call the same compiled code, and none of them
+compiles it again inside itself (a callee linked into a caller is optimised again with it).
 """
 
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
 import numpy as np
+from numba import cfunc, typeof, types
 
-from .compat import kernel, unsigned
-from .config import INTERNAL_OPTIONS
-from .layout import FLAG_PARTIALS, chunk_count
-from .team import barrier, first_task, next_task
-
-
-@kernel(**INTERNAL_OPTIONS)
-def save(tid, n_threads, control, params_to, params_from, state_to, state_from):
-    """``params_to = params_from`` and ``state_to = state_from`` (the flat optimizer state, a
-    row per slot), in the optimizer update's chunks, as a phase the whole team has left when this
-    returns (0)."""
-    n = params_from.size
-    n_chunks = chunk_count(n)
-    task = first_task(control, tid, n_threads)
-    while task < n_chunks:
-        first, stop = unsigned(task * n // n_chunks), unsigned((task + 1) * n // n_chunks)
-        for i in range(first, stop):
-            params_to[i] = params_from[i]
-        for row in range(unsigned(0), unsigned(state_from.size), unsigned(n)):
-            for i in range(row + first, row + stop):
-                state_to[i] = state_from[i]
-        task = next_task(control, n_threads, task)
-    barrier(control, n_threads)
-    return np.int64(0)
+from . import layout
+from .config import BASE_OPTIONS, DISABLE_JIT
+from .jit import CACHE, cached
+from .passes import backward_pass, forward_pass
+from .pieces import LOG, bundle_type, quiet
 
 
-@kernel(**INTERNAL_OPTIONS)
-def finite(tid, n_threads, control, params, state, partials):
-    """Are every parameter and state entry finite (the same answer on every thread)? Per chunk,
-    ``v * 0`` is 0 for finite v and NaN otherwise (the fast-math flags exclude nnan/ninf, without
-    which LLVM would fold it to 0); the chunks' flags go to ``partials[FLAG_PARTIALS:]``."""
-    n = params.size
-    n_chunks = chunk_count(n)
-    zero = params.dtype.type(0.0)
-    task = first_task(control, tid, n_threads)
-    while task < n_chunks:
-        first, stop = unsigned(task * n // n_chunks), unsigned((task + 1) * n // n_chunks)
-        total = zero
-        for i in range(first, stop):
-            total += params[i] * zero
-        for row in range(unsigned(0), unsigned(state.size), unsigned(n)):
-            for i in range(row + first, row + stop):
-                total += state[i] * zero
-        partials[FLAG_PARTIALS + task] = 1.0 if total == 0 else 0.0
-        task = next_task(control, n_threads, task)
-    barrier(control, n_threads)
-    finite = True
-    for chunk in range(n_chunks):
-        finite = finite and partials[FLAG_PARTIALS + chunk] != 0.0
-    return finite
+class Phases(NamedTuple):
+    """The passes of one dtype, as first-class functions."""
+
+    forward: object
+    backward: object
 
 
-@kernel(**INTERNAL_OPTIONS)
-def gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, is_mean):
-    """Rows ``[first, stop)`` of the batch starting at ``start`` of this epoch's ``order``, into
-    the batch buffers: inputs, targets and row scales (the sample weight times ``inv``, one over
-    the batch's weight, for mean losses). Returns 0."""
-    n_in, n_out = unsigned(X.shape[1]), unsigned(Y.shape[1])
-    for r in range(unsigned(first), unsigned(stop)):
-        i = order[unsigned(start) + r]
-        for k in range(n_in):
-            x_batch[r * n_in + k] = X[i, k]
-        for k in range(n_out):
-            y_batch[r * n_out + k] = Y[i, k]
-        row_scale[r] = sample_weight[i] * inv if is_mean else sample_weight[i]
-    return np.int64(0)
+FUNCTIONS = Phases(forward_pass, backward_pass)
+
+
+def signature(kind: str, dtype):
+    """The C signature of pass ``kind`` ("forward" or "backward") for ``dtype``."""
+    dtype = np.dtype(dtype)
+    vector = typeof(np.zeros(1, dtype))
+    control = typeof(np.zeros(1, np.int64))
+    sample = layout.make_architecture((1, 1), [0])
+    architecture = typeof(sample)
+    buffers = typeof(layout.make_buffers(sample, 1, dtype))
+    pieces, i64, f64 = bundle_type(dtype), types.int64, types.float64
+    if kind == "forward":  # tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm
+        return i64(i64, i64, control, pieces, architecture, vector, vector, i64, vector, vector, buffers, i64, i64)
+    if kind == "backward":  # tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm
+        return i64(i64, i64, control, pieces, architecture, vector, vector, vector, i64, buffers, f64, f64, i64)
+    raise ValueError(f"unknown pass {kind!r}")
+
+
+def phases_type(dtype):
+    return types.NamedTuple([types.FunctionType(signature(kind, dtype)) for kind in Phases._fields], Phases)
+
+
+_COMPILED = {}
+
+
+def compiled(kind: str, dtype):
+    """Pass ``kind`` for ``dtype``, compiled (or loaded from Numba's cache) the first time; the
+    Python function under NUMBA_DISABLE_JIT."""
+    dtype = np.dtype(dtype)
+    key = (kind, dtype)
+    found = _COMPILED.get(key)
+    if found is None:
+        function = getattr(FUNCTIONS, kind)
+        if DISABLE_JIT:
+            found = function
+        else:
+            start = time.perf_counter()
+            with quiet():
+                found = cached(cfunc, function, sig=signature(kind, dtype), cache=CACHE, **BASE_OPTIONS)
+            LOG.append((f"pass:{kind}", dtype.name, time.perf_counter() - start))
+        _COMPILED[key] = found
+    return found
+
+
+def bundle(dtype) -> Phases:
+    """Both passes of ``dtype``."""
+    return Phases(*(compiled(kind, dtype) for kind in Phases._fields))

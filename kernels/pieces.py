@@ -1,4 +1,4 @@
-# stamp: e55d4ee3abff3e07213836e7344d8845
+# stamp: ee631069a5ea70f49fa8ca1b08e37395
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function
@@ -35,7 +35,7 @@ from numba.core.errors import NumbaExperimentalFeatureWarning
 
 from . import activations, losses, optim, products
 from .config import BASE_OPTIONS, DISABLE_JIT
-from .jit import CACHE
+from .jit import CACHE, cached
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PATHS = ("loops", "tiles", "blas")  # products.LOOPS, TILES, BLAS
@@ -127,7 +127,7 @@ def compiled(kind: str, name, dtype):
         else:
             start = time.perf_counter()
             with quiet():
-                found = cfunc(signature(kind, dtype), cache=CACHE, **BASE_OPTIONS)(python_function)
+                found = cached(cfunc, python_function, sig=signature(kind, dtype), cache=CACHE, **BASE_OPTIONS)
             LOG.append((label(kind, name), dtype.name, time.perf_counter() - start))
         _COMPILED[key] = found
     return found

@@ -1,4 +1,4 @@
-# stamp: 0ef8a524a07927ceef9fbea88fd2c5e4
+# stamp: fda457ce501204590fca829c44cc6111
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 

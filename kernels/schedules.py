@@ -1,4 +1,4 @@
-# stamp: 8a1743dfc807e2898de275850ee63413
+# stamp: 16ee890222b2ae9feabc320d74d71fe6
 """Learning-rate schedules, applied per optimizer step inside the training loop.
 
 Each schedule is declared once in ``SPECS`` (code and parameter names: the layout of the float64

@@ -1,17 +1,19 @@
-# stamp: af1e04b1f77180ea3a626eb45bae7987
-"""The training loop's optional stages, each compiled on its own as a C callback over the
-loop's bundles and passed to the loop as a first-class function: ``condition`` (clipping and
-gradient health, ``kernels.condition``), ``monitor`` (validation and the stopping rule,
-``kernels.epoch_end``), ``visit`` (visits to Python) and ``exchange`` (the sum over ranks,
-``kernels.exchange``). A fit that needs a stage gets it; one that does not gets a stub of the
-same signature that does nothing, so a plain fit compiles none of them.
+# stamp: 601a3884fdd427c8fa2c838b6cf49f64
+"""The training loop's optional stages, passed to the loop as first-class functions:
+``condition`` (clipping and gradient health, ``kernels.condition``) and ``monitor``
+(validation and the stopping rule, ``kernels.epoch_end``), each compiled on its own as a C
+callback over the loop's bundles, only for fits that need it (others get a stub of the same
+signature that does nothing); and ``python``, the fit's way into Python (visits for callbacks,
+the progress bar and checkpoints; the exchange between ranks), a ``PythonCall``.
 
 Each stage's signature is built from the Numba types of the loop's bundles for one dtype
-(``bundle_types``), which every fit of that dtype shares.
+(``bundle_types``), which every fit of that dtype shares, so the loop compiled for a dtype takes
+any stages.
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
 from typing import NamedTuple
 
@@ -19,9 +21,10 @@ import numpy as np
 from numba import cfunc, typeof, types
 
 from . import condition as condition_module
-from . import epoch_end, exchange, layout, optim
+from . import epoch_end, layout
 from .config import BASE_OPTIONS, DISABLE_JIT
-from .jit import CACHE
+from .jit import CACHE, cached
+from .phases import phases_type
 from .pieces import LOG, bundle_type, quiet
 
 
@@ -30,11 +33,10 @@ class Stages(NamedTuple):
 
     condition: object
     monitor: object
-    visit: object
-    exchange: object
+    python: object
 
 
-KINDS = Stages._fields
+COMPILED_KINDS = ("condition", "monitor")
 
 
 def readonly(data):
@@ -73,43 +75,28 @@ def bundle_types(dtype) -> dict:
         architecture, state, data, work, settings, end = sample_bundles(dtype)
         _TYPES[dtype] = dict(control=typeof(np.zeros(1, np.int64)), params=typeof(state.params), architecture=typeof(architecture),
                              state=typeof(state), data=typeof(data), work=typeof(work), settings=typeof(settings), end=typeof(end),
-                             pieces=bundle_type(dtype), updates=types.UniTuple(_update_type(dtype), len(optim.SPECS)))  # fmt: skip
+                             pieces=bundle_type(dtype), phases=phases_type(dtype))  # fmt: skip
     return _TYPES[dtype]
 
 
-def _update_type(dtype):
-    from .pieces import function_type
-
-    return function_type("update", dtype)
+PYTHON_SIGNATURE = types.int64(types.int64, types.int64)  # (kind, argument) -> answer
 
 
 def signature(kind: str, dtype):
-    """The C signature of stage ``kind`` for ``dtype``."""
+    """The signature of stage ``kind`` for ``dtype``."""
+    if kind == "python":
+        return PYTHON_SIGNATURE
     t = bundle_types(dtype)
     i64, f64 = types.int64, types.float64
     if kind == "condition":  # mode, tid, n_threads, control, params, architecture, work, epoch, lo, local, settings
         return i64(i64, i64, i64, t["control"], t["params"], t["architecture"], t["work"], i64, i64, i64, t["settings"])
-    if kind == "monitor":  # tid, n_threads, control, pieces, architecture, params, end, epoch, train_loss, loss, gemm
-        return i64(i64, i64, t["control"], t["pieces"], t["architecture"], t["params"], t["end"], i64, f64, i64, i64)
-    if kind == "visit":  # channel, kind, epoch
-        return i64(i64, i64, i64)
-    if kind == "exchange":  # mode, tid, n_threads, control, channel, grads, scalars, sample_weight, order, batch_size, value
-        work, data = t["work"], t["data"]
-        return f64(i64, i64, i64, t["control"], i64, _field(work, "grads"), _field(work, "scalars"), _field(data, "sample_weight"),
-                   _field(work, "order"), i64, f64)  # fmt: skip
+    if kind == "monitor":  # tid, n_threads, control, phases, pieces, architecture, params, end, epoch, train_loss, loss, gemm
+        return i64(i64, i64, t["control"], t["phases"], t["pieces"], t["architecture"], t["params"], t["end"], i64, f64, i64, i64)
     raise ValueError(f"unknown stage {kind!r}")
 
 
-def _field(named_tuple_type, name):
-    return named_tuple_type.types[named_tuple_type.fields.index(name)]
-
-
-def stage_type(kind: str, dtype):
-    return types.FunctionType(signature(kind, dtype))
-
-
 def stages_type(dtype):
-    return types.NamedTuple([stage_type(kind, dtype) for kind in KINDS], Stages)
+    return types.NamedTuple([types.FunctionType(signature(kind, dtype)) for kind in Stages._fields], Stages)
 
 
 # The stubs: the same arguments, nothing done.
@@ -117,22 +104,16 @@ def condition_stub(mode, tid, n_threads, control, params, architecture, work, ep
     return np.int64(0)
 
 
-def monitor_stub(tid, n_threads, control, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
+def monitor_stub(tid, n_threads, control, phases, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
     return np.int64(0)
 
 
-def visit_stub(channel, kind, epoch):
+def python_stub(kind, argument):
     return np.int64(0)
 
 
-def exchange_stub(mode, tid, n_threads, control, channel, grads, scalars, sample_weight, order, batch_size, value):
-    return value
-
-
-FUNCTIONS = Stages(condition_module.condition, epoch_end.monitor, epoch_end.visit, exchange.exchange)
-STUBS = Stages(condition_stub, monitor_stub, visit_stub, exchange_stub)
-# Stages that take the GIL (objmode) are compiled without nogil.
-_TAKES_GIL = ("visit", "exchange")
+FUNCTIONS = {"condition": condition_module.condition, "monitor": epoch_end.monitor}
+STUBS = {"condition": condition_stub, "monitor": monitor_stub, "python": python_stub}
 
 _COMPILED = {}
 
@@ -144,20 +125,70 @@ def compiled(kind: str, dtype, stub=False):
     key = (kind, dtype, bool(stub))
     found = _COMPILED.get(key)
     if found is None:
-        function = getattr(STUBS if stub else FUNCTIONS, kind)
+        function = STUBS[kind] if stub else FUNCTIONS[kind]
         if DISABLE_JIT:
             found = function
         else:
-            options = {key: value for key, value in BASE_OPTIONS.items() if key != "nogil" or kind not in _TAKES_GIL}
             start = time.perf_counter()
             with quiet():
-                found = cfunc(signature(kind, dtype), cache=CACHE, **options)(function)
+                found = cached(cfunc, function, sig=signature(kind, dtype), cache=CACHE, **BASE_OPTIONS)
             LOG.append((f"stage:{kind}{' (stub)' if stub else ''}", dtype.name, time.perf_counter() - start))
         _COMPILED[key] = found
     return found
 
 
-def bind(dtype, needed) -> Stages:
-    """The ``Stages`` of a fit: the stages in ``needed`` (names of ``KINDS``), stubs for the
-    others."""
-    return Stages(*(compiled(kind, dtype, stub=kind not in needed) for kind in KINDS))
+def bind(dtype, needed, python=None) -> Stages:
+    """The ``Stages`` of a fit: the compiled stages in ``needed`` (names of
+    ``COMPILED_KINDS``), stubs for the others, and ``python`` (a ``PythonCall``, or None)."""
+    stages = [compiled(kind, dtype, stub=kind not in needed) for kind in COMPILED_KINDS]
+    return Stages(*stages, python if python is not None else compiled("python", dtype, stub=True))
+
+
+# --------------------------------------------------------------------------- into Python
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+
+
+class PythonCall(types.WrapperAddressProtocol):
+    """A Python function ``function(kind, argument) -> int`` that compiled code calls as a
+    first-class function: a ctypes callback (which takes the GIL for the call) presented to Numba
+    through its documented Wrapper Address Protocol ("First-class function objects").
+
+    An exception the function raises cannot cross compiled code: it is kept in ``error`` (the
+    first one), the call answers ``failed`` (1: stop training after this epoch), and the caller
+    raises it once the compiled call has returned (``raise_error``).
+    """
+
+    def __init__(self, function, failed=1):
+        self.function, self.failed, self.error = function, int(failed), None
+
+        def trampoline(kind, argument):
+            if self.error is not None:
+                return self.failed
+            try:
+                return int(function(int(kind), int(argument)))
+            except BaseException as error:  # handed to the caller by raise_error
+                self.error = error
+                return self.failed
+
+        self._python = trampoline
+        self._callback = _CALLBACK(trampoline)
+
+    def __wrapper_address__(self):
+        return ctypes.cast(self._callback, ctypes.c_void_p).value
+
+    def signature(self):
+        return PYTHON_SIGNATURE
+
+    def __call__(self, kind, argument):
+        return self._python(kind, argument)
+
+    def for_loop(self):
+        """What the loop gets: this object compiled, its Python trampoline under
+        NUMBA_DISABLE_JIT."""
+        return self._python if DISABLE_JIT else self
+
+    def raise_error(self):
+        """Raise the exception the function raised, if any (once)."""
+        error, self.error = self.error, None
+        if error is not None:
+            raise error

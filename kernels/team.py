@@ -1,4 +1,4 @@
-# stamp: aaf7509897c678489c12930091ea3a97
+# stamp: 04ce84d389ffec4891108c79d803426c
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

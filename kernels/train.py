@@ -1,4 +1,4 @@
-# stamp: ad204f7be6976e1d25bd16b85e26ac63
+# stamp: a1f4db1a146e6901b36557f819e16ffd
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -20,10 +20,12 @@ the same decisions.
 import numpy as np
 
 from . import condition as stage_condition
-from .exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS
+from .exchange import exchange
 from .jit import helper, kernel
 from .layout import (
     CONTROL,
+    EXCHANGE_STEP,
+    EXCHANGE_WEIGHTS,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
@@ -37,7 +39,7 @@ from .layout import (
     shard_buffers,
 )
 from .lowlevel import monotonic_ns, pointer
-from .passes import backward_pass, batch_value, forward_pass
+from .passes import batch_value
 from .schedules import lr_at
 from .team import barrier, next_task, read_flag, run_team, write_flag
 
@@ -96,7 +98,7 @@ def _epoch_order(order, keys, shuffle, seed, epoch):
 
 
 @kernel
-def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, state, data, work, settings, end):
+def train_loop(tid, n_threads, control, phases, pieces, updates, stages, architecture, state, data, work, settings, end):
     """``train_epochs``'s body, run by every thread of the team (see the module's docstring).
 
     A batch is cut into ``settings.shards`` shards of consecutive rows (``layout.shard_plan``),
@@ -130,7 +132,7 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
     state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
     update = updates[settings.optimizer]
     visits = end.visits
-    visiting = visits.channel != 0
+    visiting = visits.enabled
     beat = visits.beat and visiting
     conditioned = settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0
     validating = end.rule.validate or end.rule.mode != 0
@@ -149,8 +151,8 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
         if tid == 0:
             _epoch_order(order, work.keys, settings.shuffle, settings.seed, settings.first_epoch + e)
         if settings.partitioned:
-            total_weight = stages.exchange(EXCHANGE_WEIGHTS, tid, n_threads, control, settings.channel, grads, work.batch_weights,
-                                           sample_weight, order, batch_size, 0.0)  # fmt: skip
+            total_weight = exchange(EXCHANGE_WEIGHTS, tid, n_threads, control, stages.python, work.scalars, work.batch_weights,
+                                    sample_weight, order, batch_size, 0.0)  # fmt: skip
         barrier(control, n_threads)
         if conditioned:
             stages.condition(stage_condition.EPOCH_START, tid, n_threads, control, params, architecture, work, e, 0, 0, settings)
@@ -159,8 +161,10 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
             rows = batch_size if batch_size < n - start else n - start
             if tid == 0:
                 if beat and _clock(control) - control[CONTROL.visited] >= visits.interval:
-                    # (the others wait at the gather's barrier meanwhile)
-                    stages.visit(visits.channel, VISIT_HEARTBEAT, completed)
+                    # (the others wait at the gather's barrier meanwhile; an answer other than 0
+                    # is a stop request, as a Ctrl-C is)
+                    if stages.python(VISIT_HEARTBEAT, completed) != 0:
+                        write_flag(control, CONTROL.stop, 1)
                     control[CONTROL.visited] = _clock(control)
                 write_flag(control, CONTROL.stop_seen, read_flag(control, CONTROL.stop))
             # This rank's rows [lo, lo + local) of the batch, and the batch's weight.
@@ -192,10 +196,10 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
                     _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, mean)
                 buffers = shard_buffers(work, shard)
                 x = x_batch[first * n_in : stop * n_in]
-                forward_pass(member, team, control, pieces, architecture, params, x, stop - first, y_batch[first * n_out : stop * n_out],
-                             row_scale[first:stop], buffers, loss, gemm)  # fmt: skip
-                backward_pass(member, team, control, pieces, architecture, params, grads[shard], x, stop - first, buffers,
-                              l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm)  # fmt: skip
+                phases.forward(member, team, control, pieces, architecture, params, x, stop - first, y_batch[first * n_out : stop * n_out],
+                               row_scale[first:stop], buffers, loss, gemm)  # fmt: skip
+                phases.backward(member, team, control, pieces, architecture, params, grads[shard], x, stop - first, buffers,
+                                l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm)  # fmt: skip
             if solo:
                 barrier(control, n_threads)
             value = 0.0
@@ -204,8 +208,8 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
                 value += batch_value(architecture, shard_rows, work.partials[shard], l1_step if shard == 0 else 0.0,
                                      l2_step if shard == 0 else 0.0)  # fmt: skip
             if ranks > 1:
-                value = stages.exchange(EXCHANGE_STEP, tid, n_threads, control, settings.channel, grads, work.scalars, sample_weight,
-                                        order, batch_size, value)  # fmt: skip
+                value = exchange(EXCHANGE_STEP, tid, n_threads, control, stages.python, work.scalars, work.batch_weights, sample_weight,
+                                 order, batch_size, value)  # fmt: skip
             if read_flag(control, CONTROL.stop_seen) != 0:
                 outcome = OUTCOME_INTERRUPTED
                 break
@@ -237,9 +241,9 @@ def train_loop(tid, n_threads, control, pieces, updates, stages, architecture, s
         saved_step = current_step
         stop = np.int64(0)
         if validating:
-            stop = stages.monitor(tid, n_threads, control, pieces, architecture, params, end, e, epoch_loss, loss, gemm)
+            stop = stages.monitor(tid, n_threads, control, phases, pieces, architecture, params, end, e, epoch_loss, loss, gemm)
         if visiting:
-            stop = _visit(tid, n_threads, control, stages.visit, visits.channel, visits.every, visits.interval, completed, stop)
+            stop = _visit(tid, n_threads, control, stages.python, visits.every, visits.interval, completed, stop)
         if stop != 0:
             outcome = OUTCOME_STOPPED
             break
@@ -348,7 +352,7 @@ def _finite(tid, n_threads, control, params, state, partials, n_layers):
 
 
 @helper
-def _visit(tid, n_threads, control, visit, channel, every, interval, completed, stop):
+def _visit(tid, n_threads, control, python, every, interval, completed, stop):
     # After an epoch: thread 0 visits Python when one is due (every ``every`` epochs, when
     # ``interval`` nanoseconds have passed, or when training stops here), the others waiting;
     # every thread returns whether to stop (the rule's ``stop``, or the visit's answer).
@@ -358,14 +362,14 @@ def _visit(tid, n_threads, control, visit, channel, every, interval, completed, 
         due = due or (interval > 0 and _clock(control) - control[CONTROL.visited] >= interval)
         halt = np.int64(0)
         if due:
-            halt = visit(channel, VISIT_EPOCH, completed)
+            halt = python(VISIT_EPOCH, completed)
             control[CONTROL.visited] = _clock(control)
         control[CONTROL.halt] = halt
     barrier(control, n_threads)
     return np.int64(1) if stop != 0 or control[CONTROL.halt] != 0 else np.int64(0)
 
 
-def train_epochs(architecture, state, data, work, settings, control, n_threads, end=None):
+def train_epochs(architecture, state, data, work, settings, control, n_threads, end=None, python=None):
     """Run ``settings.epochs`` whole epochs of mini-batch gradient descent in one call.
 
     Each epoch: a row order (``shuffle_order`` when shuffling, else 0..n−1), then for each batch
@@ -400,6 +404,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         Threads of the team.
     end : layout.EpochEnd, optional
         Validation, the stopping rule and visits to Python after each epoch; default: none.
+    python : stages.PythonCall, optional
+        The fit's calls into Python: visits (``end.visits``) and, for data-parallel fits, the
+        exchange between ranks.
 
     Returns
     -------
@@ -407,6 +414,7 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         The number of epochs completed (``settings.epochs`` unless the call ended early).
     """
     from .network import network_pieces
+    from .phases import bundle as phases_bundle
     from .pieces import quiet, updates
     from .stages import bind, readonly
 
@@ -421,10 +429,8 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         needed.append("condition")
     if end.rule.validate or end.rule.mode != 0:
         needed.append("monitor")
-    if end.visits.channel != 0:
-        needed.append("visit")
-    if settings.ranks > 1 or settings.partitioned:
-        needed.append("exchange")
-    arguments = (pieces, updates(dtype, settings.optimizer), bind(dtype, needed), architecture, state, readonly(data), work, settings, end)
+    python = None if python is None else python.for_loop()
+    arguments = (phases_bundle(dtype), pieces, updates(dtype, settings.optimizer), bind(dtype, needed, python), architecture, state,
+                 readonly(data), work, settings, end)  # fmt: skip
     with quiet():
         return int(run_team(train_loop, arguments, n_threads, control))

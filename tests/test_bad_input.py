@@ -124,7 +124,7 @@ NETWORK_CASES = [
     (dict(activation="swish"), ValueError, "unknown activation 'swish'"),
     (dict(activation="softmax"), ValueError, "only be the output_activation"),
     (dict(activation=3), TypeError, "activation must be a string"),
-    (dict(output_activation="gelu"), ValueError, "unknown output_activation"),
+    (dict(output_activation="swish"), ValueError, "unknown output_activation"),
     (dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
     (dict(loss="crossentropy", output_activation="sigmoid"), ValueError, "needs output_activation='softmax'"),
     (dict(loss="binary_crossentropy", output_activation="tanh"), ValueError, "needs output_activation='sigmoid'"),

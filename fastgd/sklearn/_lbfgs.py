@@ -34,7 +34,7 @@ class FullBatch:
         self.Y = np.ascontiguousarray(Y, dtype=net.dtype)
         self.penalties = net.penalties(sample_weight, n)
         self.block = min(n, SPARSE_BLOCK_ROWS) if self.sparse else n
-        self.evaluation = layout.make_evaluation(net.meta, self.block, net.dtype)
+        self.buffers = layout.make_buffers(net.architecture, self.block, net.dtype)
         self.grads = np.zeros(net.n_params, dtype=net.dtype)
         self.block_grads = np.zeros(net.n_params, dtype=net.dtype) if self.sparse else None
         self.dense = None if not self.sparse else np.empty((self.block, X.shape[1]), dtype=net.dtype)
@@ -46,11 +46,12 @@ class FullBatch:
         params = net.flat_parameters
         params[...] = x  # (cast to the network's dtype)
         self.calls += 1
-        engine, meta, code = net.engine, net.meta, net.loss_code
-        with net.compiled_call():
+        engine, architecture, code = net.engine, net.architecture, net.loss_code
+        threads = net.team(self.block)
+        with net.compiled_call(threads):
             if not self.sparse:
-                value = engine.forward_backward(params, self.grads, meta, self.X_dense, self.Y, self.row_scale, self.evaluation, code,
-                                                *self.penalties, net.team(self.block))  # fmt: skip
+                value = engine.forward_backward(params, self.grads, architecture, self.X_dense, self.Y, self.row_scale, self.buffers, code,
+                                                *self.penalties, threads)  # fmt: skip
                 return float(value), self.grads.astype(np.float64)
             value, total = 0.0, np.zeros(net.n_params)
             for start in range(0, self.X.shape[0], self.block):
@@ -59,8 +60,8 @@ class FullBatch:
                 rows[...] = self.X[start:stop].toarray()
                 # The penalty once, with the first block.
                 penalties = self.penalties if start == 0 else (0.0, 0.0)
-                value += engine.forward_backward(params, self.block_grads, meta, rows, self.Y[start:stop], self.row_scale[start:stop],
-                                                 self.evaluation, code, *penalties, net.team(stop - start))  # fmt: skip
+                value += engine.forward_backward(params, self.block_grads, architecture, rows, self.Y[start:stop],
+                                                 self.row_scale[start:stop], self.buffers, code, *penalties, net.team(stop - start))  # fmt: skip
                 total += self.block_grads
             return float(value), total
 

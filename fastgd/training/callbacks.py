@@ -173,20 +173,17 @@ class EarlyStopping(Callback):
         self.base_lr = float(fit.network.optimizer.lr)
 
     def on_epoch_end(self, epoch, history, network):
-        field = self.watches(bool(history.val_loss))
+        # The rule itself is the compiled loop's (``stopping_rule`` of the network's engine: the
+        # kernel, or its NumPy twin), so both ways of running it decide alike.
+        from .plan import stopping_rule
+
+        validation = bool(history.val_loss)
+        field = self.watches(validation)
         value = getattr(history, "val_score" if field in ("val_subset_accuracy", "val_r2") else field)[-1]
-        higher = field in SCORES
-        if self.rule == "patience":
-            better = value < self.best - self.min_delta
-            self.waited = 0 if better else self.waited + 1
-            stop = self.waited >= self.patience
-        else:
-            counts = value < self.best + self.min_delta if higher else value > self.best - self.min_delta
-            better = value > self.best if higher else value < self.best
-            self.waited = self.waited + 1 if counts else 0
-            stop = self.waited > self.patience
-        if stop and self.lr_factor is not None and self.lr_scale > self.min_lr / self.base_lr:
-            self.lr_scale, self.waited, stop = self.lr_scale / self.lr_factor, 0, False
+        rule = stopping_rule(self, validation, network.loss_name, self.base_lr)
+        stop, better, waited, lr_scale = network.engine.stopping_rule(rule, float(self.best), float(self.waited), float(self.lr_scale),
+                                                                      float(value))  # fmt: skip
+        self.waited, self.lr_scale = waited, lr_scale
         if better:
             self.best, self.best_parameters = value, network.flat_parameters.copy()
             history.best_epoch = epoch

@@ -19,16 +19,15 @@ Data flow of one ``fit`` call:
 
 from __future__ import annotations
 
-import itertools
 import math
 import threading
 import warnings
 
 import numpy as np
 
-from .. import streaming
+from .. import memory, streaming
 from ..history import History
-from ..kernels import epoch_end, layout
+from ..kernels import layout
 from ..reference import scheduled_lr, validation_score
 from . import interrupt
 from .callbacks import Clock, FitInfo, StopTraining, chunk_epochs
@@ -165,6 +164,9 @@ def fit(net, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, samp
     try:
         try:
             plan = Plan(net, X, y, optimizer, epochs, batch_size, shuffle, sample_weight, options, session)
+            # What the fit will allocate, against the memory there is: refused before anything
+            # large is allocated (inside this try, so that MPI ranks agree on a refusal).
+            memory.check_fit(net, plan)
             failure = None
         except (ValueError, TypeError) as error:
             if session is None:
@@ -213,9 +215,13 @@ class _Run:
         self.health = None if plan.tracking is None else HealthRecorder(plan.tracking)
         self.clock = Clock()
         self.done = 0  # epochs of this fit completed and recorded
+        # The stopping rule's factor on the rate of the steps of the last recorded epoch (the
+        # rule may have divided it after that epoch, for the next ones).
+        self.step_scale = 1.0
 
     def lr_scale(self) -> float:
-        """The stopping rule's factor on the rate (scikit-learn's adaptive division), 1 without."""
+        """The stopping rule's factor on the rate now (scikit-learn's adaptive division), 1
+        without."""
         stopping = self.plan.stopping
         return 1.0 if stopping is None else float(stopping.lr_scale)
 
@@ -225,11 +231,11 @@ class _Run:
         step = max(net.optimizer_steps, 1)
         epoch = max(net.epochs_trained - 1, 0)
         rate = scheduled_lr(plan.schedule.code, float(plan.optimizer.lr), step, plan.schedule.parameters(), epoch)
-        return float(rate) * self.lr_scale()
+        return float(rate) * self.step_scale
 
     def record(self, losses, records=None, health=None):
         """Append completed epochs to the fit's and the network's history: their losses,
-        validation ``records`` ((epochs, RECORD_WIDTH), NaN: not measured) and health rows."""
+        validation ``records`` (layout.RECORD records, NaN: not measured) and health rows."""
         histories = (self.history, self.net.history)
         if self.health is not None and health is not None:
             self.health.record(health, histories, self.done)
@@ -237,9 +243,9 @@ class _Run:
         for history in histories:
             history.loss.extend(losses)
             if records is not None and self.plan.validation is not None:
-                history.val_loss.extend(records[:, layout.RECORD_VAL_LOSS].tolist())
-                if field == "val_score" or not np.isnan(records[:, layout.RECORD_VAL_ACCURACY]).all():
-                    getattr(history, field).extend(records[:, layout.RECORD_VAL_ACCURACY].tolist())
+                history.val_loss.extend(records["val_loss"].tolist())
+                if field == "val_score" or not np.isnan(records["val_score"]).all():
+                    getattr(history, field).extend(records["val_score"].tolist())
         self.done += len(losses)
         self.net.epochs_trained += len(losses)
 
@@ -293,30 +299,29 @@ class EpochRun(_Run):
         super().__init__(net, plan, history, plan.callbacks)
         self.capacity = min(plan.epochs, MAX_CHUNK_EPOCHS)
         periods = [callback.every for callback in self.callbacks if not callback.timed]
-        self.visits = np.zeros(layout.VISIT_WIDTH, dtype=np.int64)
+        visits = layout.Visits()
         if self.callbacks:
-            self.channel = _open_visits(self.visit)
-            self.visits[layout.VISIT_CHANNEL] = self.channel
-            self.visits[layout.VISIT_EVERY] = math.gcd(*periods) if periods else 0
             timed = any(callback.timed for callback in self.callbacks)
             heartbeat = threading.current_thread() is threading.main_thread()
-            self.visits[layout.VISIT_INTERVAL] = int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0
-            self.visits[layout.VISIT_BEAT] = 1 if heartbeat else 0
+            visits = layout.Visits(enabled=True, every=int(math.gcd(*periods) if periods else 0),
+                                   interval=int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0, beat=bool(heartbeat))  # fmt: skip
         stopping = plan.stopping
         rule = stopping_rule(stopping, plan.validation is not None, net.loss_name, plan.optimizer.lr)
-        self.end = layout.make_epoch_end(net.meta, net.dtype, self.capacity, plan.validation, rule, self.visits,
+        self.end = layout.make_epoch_end(net.architecture, net.dtype, self.capacity, plan.validation, rule, visits,
                                          restore=stopping is not None and stopping.restore_best)  # fmt: skip
         if stopping is not None and stopping.resume:
             _resume_rule(stopping, self.end)
+        self.step_scale = self.lr_scale()
         self.trainer = Trainer(net, plan, self.capacity, self.end)
+        self.trainer.visitor = self.visit
         self.base = 0  # epochs of this fit before the current call
         self.stop = None
 
     def lr_scale(self) -> float:
-        return float(self.end.state[layout.STATE_LR_SCALE])
+        return float(self.end.state[0]["lr_scale"])
 
     def visit(self, kind, completed):
-        """A visit from the compiled loop (``kernels.epoch_end.visit``): records the epochs the
+        """A visit from the compiled loop (its ``python`` stage): records the epochs the
         call completed since the last one, runs the callbacks that are due; 1 stops training."""
         if kind == layout.VISIT_HEARTBEAT:
             return 0  # (the interpreter has run any pending signal handler by now)
@@ -325,6 +330,7 @@ class EpochRun(_Run):
             return 0
         halt = self.epoch_callbacks(self.stop)
         self.chunk_end(new)
+        self.step_scale = self.lr_scale()  # the scale of the next epoch's steps
         return 1 if halt else 0
 
     def _record_call(self, completed):
@@ -335,23 +341,23 @@ class EpochRun(_Run):
         work, end = self.trainer.work, self.end
         self.record(work.epoch_losses[recorded:completed].tolist(), end.records[recorded:completed],
                     work.health[recorded:completed] if self.plan.tracking is not None else None)  # fmt: skip
-        state = end.state
-        if state[layout.STATE_BEST_EPOCH] > 0:
-            self.history.best_epoch = int(state[layout.STATE_BEST_EPOCH])
+        state = end.state[0]
+        if state["best_epoch"] > 0:
+            self.history.best_epoch = int(state["best_epoch"])
         return completed - recorded
 
     def run(self):
         plan, net = self.plan, self.net
-        for callback in self.callbacks:
-            callback.on_fit_begin(self.info)
         outcome = "finished"
         try:
+            for callback in self.callbacks:
+                callback.on_fit_begin(self.info)
             with interrupt.StopRequest(self.trainer.control) as stop:
                 self.stop = stop
                 try:
                     while self.done < plan.epochs and not stop.requested:
                         self.base = self.done
-                        self.end.rule[layout.RULE_OFFSET] = self.done
+                        self.end = self.trainer.end = self.end._replace(rule=self.end.rule._replace(offset=int(self.done)))
                         count = min(self.capacity, plan.epochs - self.done)
                         # With visits the call runs here, in this thread: they run the callbacks.
                         inline = bool(self.callbacks)
@@ -366,8 +372,6 @@ class EpochRun(_Run):
                     stop.requested = True
                 error = self.finish(outcome, stop)
         finally:
-            if self.callbacks:
-                epoch_end.VISITORS.pop(self.channel, None)
             self.trainer.close()
         self._restore_best(outcome)
         if error is not None:
@@ -375,13 +379,13 @@ class EpochRun(_Run):
         return self.history
 
     def _restore_best(self, outcome):
-        stopping, state = self.plan.stopping, self.end.state
+        stopping, state = self.plan.stopping, self.end.state[0]
         if stopping is None:
             return
         # The rule's state, for the next fit of a resuming rule (and for anyone to read).
-        stopping.best, stopping.waited = float(state[layout.STATE_BEST]), state[layout.STATE_WAITED]
-        stopping.lr_scale = float(state[layout.STATE_LR_SCALE])
-        if stopping.restore_best and state[layout.STATE_SNAPSHOT]:
+        stopping.best, stopping.waited = float(state["best"]), float(state["waited"])
+        stopping.lr_scale = float(state["lr_scale"])
+        if stopping.restore_best and state["snapshot"]:
             stopping.best_parameters = self.end.best_params.copy()
             if outcome in ("finished", "stopped", "diverged") and not (outcome == "diverged" and self.plan.on_divergence == "raise"):
                 self.net.flat_parameters[...] = self.end.best_params
@@ -389,22 +393,15 @@ class EpochRun(_Run):
 
 def _resume_rule(stopping, end):
     # Start the compiled rule from the state the last fit left in ``stopping``.
-    end.state[layout.STATE_BEST], end.state[layout.STATE_WAITED] = stopping.best, stopping.waited
-    end.state[layout.STATE_LR_SCALE] = stopping.lr_scale
+    state = end.state[0]
+    state["best"], state["waited"], state["lr_scale"] = stopping.best, stopping.waited, stopping.lr_scale
     if stopping.restore_best and stopping.best_parameters is not None and stopping.best_parameters.size == end.best_params.size:
         end.best_params[...] = stopping.best_parameters
-        end.state[layout.STATE_SNAPSHOT] = 1.0
+        state["snapshot"] = 1.0
 
 
 _OUTCOMES = {layout.OUTCOME_DIVERGED: "diverged", layout.OUTCOME_INTERRUPTED: "interrupted", layout.OUTCOME_STOPPED: "stopped",
              layout.OUTCOME_FINISHED: "finished"}  # fmt: skip
-_CHANNELS = itertools.count(1)
-
-
-def _open_visits(visitor) -> int:
-    channel = next(_CHANNELS)
-    epoch_end.VISITORS[channel] = visitor
-    return channel
 
 
 class ChunkRun(_Run):
@@ -421,23 +418,24 @@ class ChunkRun(_Run):
         if session is not None:  # every rank makes the same compiled calls: rank 0's chunks
             chunk = session.broadcast(chunk)
         timed = chunk is None  # only a progress bar: group epochs by time
-        trainer = Trainer(net, plan, MAX_CHUNK_EPOCHS if timed else chunk)
         chunk = 1 if timed else chunk
-        evaluation = layout.make_evaluation(net.meta, plan.validation[0].shape[0], net.dtype) if plan.validation else None
-        for callback in self.callbacks:
-            callback.on_fit_begin(self.info)
-        outcome = "finished"
+        buffers = layout.make_buffers(net.architecture, plan.validation[0].shape[0], net.dtype) if plan.validation else None
+        outcome, trainer = "finished", None
         try:
+            trainer = Trainer(net, plan, MAX_CHUNK_EPOCHS if timed else chunk)
+            for callback in self.callbacks:
+                callback.on_fit_begin(self.info)
             with interrupt.StopRequest(trainer.control) as stop:
                 try:
                     while self.done < plan.epochs and not stop.requested:
                         lr_scale = plan.stopping.lr_scale if plan.stopping is not None else 1.0
+                        self.step_scale = lr_scale
                         losses, result = trainer.run(min(chunk, plan.epochs - self.done), stop, lr_scale=lr_scale)
                         if result == layout.OUTCOME_INTERRUPTED:
                             stop.requested = True  # with several ranks, maybe another rank's Ctrl-C
                         # net.history follows the fit epoch by epoch, so it matches the parameters
                         # whenever fit stops, whatever stops it.
-                        records = (_validation_records(net, plan.validation, evaluation, score_kind(plan.stopping, net.loss_name))
+                        records = (_validation_records(net, plan.validation, buffers, score_kind(plan.stopping, net.loss_name))
                                    if plan.validation and losses else None)  # fmt: skip
                         self.record(losses, records, trainer.work.health[: len(losses)] if plan.tracking is not None else None)
                         if result == layout.OUTCOME_DIVERGED:
@@ -462,7 +460,8 @@ class ChunkRun(_Run):
                     stop.requested = True
                 error = self.finish(outcome, stop)
         finally:
-            trainer.close()
+            if trainer is not None:
+                trainer.close()
         if session is not None and plan.partitioned and plan.validation is not None:
             # Every rank ends with rank 0's network and history. Only needed here: with validation
             # data of its own, a rank's early stopping may restore other parameters; otherwise every
@@ -474,15 +473,16 @@ class ChunkRun(_Run):
         return self.history
 
 
-def _validation_records(net, validation, evaluation, kind):
-    # One epoch's validation loss and accuracy (as the compiled epoch end measures them), as a
-    # (1, RECORD_WIDTH) array.
+def _validation_records(net, validation, buffers, kind):
+    # One epoch's validation loss and score (as the compiled epoch end measures them), as a
+    # (1,) array of RECORD records.
     X_val, Y_val, row_scale = validation
-    with net.compiled_call():
-        value = net.engine.evaluate_loss(net.flat_parameters, net.meta, X_val, Y_val, row_scale, evaluation, net.loss_code,
-                                         net.team(X_val.shape[0]))  # fmt: skip
-    accuracy = validation_score(net.outputs(evaluation, X_val.shape[0]), Y_val, kind)
-    return np.array([[float(value), accuracy]])
+    threads = net.team(X_val.shape[0])
+    with net.compiled_call(threads):
+        value = net.engine.evaluate_loss(net.flat_parameters, net.architecture, X_val, Y_val, row_scale, buffers, net.loss_code, threads)
+    records = np.zeros(1, dtype=layout.RECORD)
+    records[0] = (float(value), validation_score(net.outputs(buffers, X_val.shape[0]), Y_val, kind))
+    return records
 
 
 def _divergence_message(net, plan, done):

@@ -1,5 +1,5 @@
 """Gradient health: ``fit(..., track_gradients=True)`` records, per epoch and layer, what the
-compiled loop measured (``fastgd.kernels.layout.HEALTH_*``) and warns when a layer's gradient
+compiled loop measured (``fastgd.kernels.layout.HEALTH`` records) and warns when a layer's gradient
 vanishes or explodes relative to the output layer's."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..kernels import layout
 
-# History attributes, one (n_layers,) float64 array per epoch each, in HEALTH_* order.
+# History attributes, one (n_layers,) float64 array per epoch each: the HEALTH records' fields.
 HEALTH_FIELDS = ("grad_norm", "weight_norm", "update_ratio", "saturation")
 
 
@@ -73,19 +73,18 @@ class HealthRecorder:
         self.warned = set()
 
     def record(self, rows, histories, first_epoch):
-        """``rows``: (epochs, n_layers, HEALTH_WIDTH) of the epochs just completed; epoch
+        """``rows``: HEALTH records (epochs, n_layers) of the epochs just completed; epoch
         numbers in warnings count from ``first_epoch`` + 1 within the fit. (Whole arrays at a
         time: a compiled call may hold thousands of one-step epochs.)"""
-        rows = np.asarray(rows, dtype=np.float64)
         if rows.shape[0] == 0:
             return
         for history in histories:
             # Called before the epochs' losses are appended: epoch numbers of that history.
             base = len(history.loss)
             history.health_epochs.extend(range(base + 1, base + rows.shape[0] + 1))
-            for field, column in zip(HEALTH_FIELDS, range(layout.HEALTH_WIDTH)):
-                getattr(history, field).extend(np.array(rows[:, :, column]))  # one (n_layers,) row per epoch
-        self._check(rows[:, :, layout.HEALTH_GRAD_NORM], first_epoch)
+            for field in HEALTH_FIELDS:
+                getattr(history, field).extend(np.array(rows[field], dtype=np.float64))  # one (n_layers,) row per epoch
+        self._check(np.array(rows["grad_norm"], dtype=np.float64), first_epoch)
 
     def _check(self, norms, first_epoch):
         tracking = self.tracking

@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from ..kernels.layout import CONTROL_STOP
+from ..kernels.layout import CONTROL
 
 # A compiled call estimated at more multiply-adds than this runs in a helper thread (start-up
 # ~0.1 ms, against at least ~5 ms of work); shorter ones finish soon enough to wait for.
@@ -38,7 +38,7 @@ class StopRequest:
 
     def request(self) -> None:
         self.requested = True
-        self.control[CONTROL_STOP] = 1
+        self.control[CONTROL.stop] = 1
 
     def _handler(self, signum, frame):
         self.request()

@@ -224,16 +224,16 @@ def _stopping(options, validation):
 
 
 # The validation score each EarlyStopping monitor needs measured (others: the loss's accuracy).
-_SCORE_KINDS = {"val_subset_accuracy": layout.ACCURACY_SUBSET, "val_r2": layout.ACCURACY_R2}
+_SCORE_KINDS = {"val_subset_accuracy": layout.SCORE_SUBSET, "val_r2": layout.SCORE_R2}
 
 
 def score_kind(stopping, loss_name: str) -> int:
-    """What the validation score of a fit measures (``layout.ACCURACY_*``): the monitored score
+    """What the validation score of a fit measures (``layout.SCORE_*``): the monitored score
     of ``stopping`` (an EarlyStopping or None) when it is R² or subset accuracy, else the
     accuracy of a classification loss (none for the others)."""
     if stopping is not None and stopping.monitor in _SCORE_KINDS:
         return _SCORE_KINDS[stopping.monitor]
-    return {"crossentropy": layout.ACCURACY_ARGMAX, "binary_crossentropy": layout.ACCURACY_THRESHOLD}.get(loss_name, layout.ACCURACY_NONE)
+    return {"crossentropy": layout.SCORE_ARGMAX, "binary_crossentropy": layout.SCORE_THRESHOLD}.get(loss_name, layout.SCORE_NONE)
 
 
 def score_field(stopping) -> str:
@@ -241,24 +241,20 @@ def score_field(stopping) -> str:
     return "val_score" if stopping is not None and stopping.monitor in _SCORE_KINDS else "val_accuracy"
 
 
-def stopping_rule(stopping, validation: bool, loss_name: str, lr: float) -> np.ndarray:
-    """The compiled rule's vector (``layout.RULE_*``) for an EarlyStopping (or None), the
-    optimizer's rate being ``lr``."""
-    rule = np.zeros(layout.RULE_WIDTH)
-    rule[layout.RULE_ACCURACY] = score_kind(stopping, loss_name)
+def stopping_rule(stopping, validation: bool, loss_name: str, lr: float) -> layout.Rule:
+    """The compiled rule (``layout.Rule``) for an EarlyStopping (or None), the optimizer's rate
+    being ``lr``."""
+    score = int(score_kind(stopping, loss_name))
     if stopping is None:
-        return rule
+        return layout.Rule(score=score)
     watched = stopping.watches(validation)
-    rule[layout.RULE_MODE] = layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT
-    rule[layout.RULE_MONITOR] = layout.MONITOR_VAL_SCORE if stopping.higher else {"loss": layout.MONITOR_LOSS,
-                                                                                   "val_loss": layout.MONITOR_VAL_LOSS}[watched]  # fmt: skip
-    rule[layout.RULE_PATIENCE] = stopping.patience
-    rule[layout.RULE_DELTA] = stopping.min_delta
-    rule[layout.RULE_RESTORE] = 1.0 if stopping.restore_best else 0.0
-    if stopping.lr_factor is not None:
-        rule[layout.RULE_LR_FACTOR] = stopping.lr_factor
-        rule[layout.RULE_MIN_LR_SCALE] = stopping.min_lr / lr
-    return rule
+    monitor = layout.MONITOR_VAL_SCORE if stopping.higher else {"loss": layout.MONITOR_LOSS, "val_loss": layout.MONITOR_VAL_LOSS}[watched]
+    return layout.Rule(
+        mode=layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT, monitor=int(monitor),
+        patience=float(stopping.patience), delta=float(stopping.min_delta), restore=bool(stopping.restore_best), score=score,
+        lr_factor=0.0 if stopping.lr_factor is None else float(stopping.lr_factor),
+        min_lr_scale=0.0 if stopping.lr_factor is None else float(stopping.min_lr / lr),
+    )  # fmt: skip
 
 
 def _validation_inputs(net, X, Y, weight, validation_data, validation_split):

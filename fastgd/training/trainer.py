@@ -13,6 +13,8 @@ import numpy as np
 from .. import streaming
 from .._threads import team_size
 from ..kernels import layout
+from ..kernels.exchange import call_channel
+from ..kernels.stages import PythonCall
 from . import interrupt
 
 
@@ -23,8 +25,8 @@ class Trainer:
     def __init__(self, net, plan, capacity, end=None):
         self.net = net
         n = plan.X.shape[0]
-        meta = net.meta
-        shards, solo = layout.shard_plan(meta, plan.batch, plan.grad_shards or 0)
+        architecture = net.architecture
+        shards, solo = layout.shard_plan(architecture, plan.batch, plan.grad_shards or 0)
         optimizer = plan.optimizer
         session = self.session = plan.session
         rank, ranks, channel, threads = 0, 1, 0, net.n_threads
@@ -60,26 +62,44 @@ class Trainer:
             self.data = layout.Data(plan.X, plan.Y, plan.weight)
             work_rows = n
         self.plan = plan
-        self.work = layout.make_work(meta, work_rows, plan.batch, max(len(optimizer.state_names), 1), capacity, net.dtype, shards,
+        self.work = layout.make_work(architecture, work_rows, plan.batch, max(len(optimizer.state_names), 1), capacity, net.dtype, shards,
                                      plan.partitioned)  # fmt: skip
-        self.settings = layout.make_settings(meta, net.loss_code, optimizer.code, plan.batch,
-                                             plan.shuffle is True and plan.batch < n and self.stream is None,
-                                             seed, 0, 0, float(optimizer.lr), optimizer.hyper_vector(),
-                                             plan.schedule.code, plan.schedule.parameters(), net.l1 * plan.penalty_scale,
-                                             net.l2 * plan.penalty_scale, shards, solo, rank, ranks, plan.partitioned, channel,
-                                             *plan.clip, plan.tracking is not None, net.penalty_per_sample)  # fmt: skip
+        clip_norm, clip_value = plan.clip
+        self.settings = layout.make_settings(
+            loss=net.loss_code, optimizer=optimizer.code, batch_size=plan.batch, lr=float(optimizer.lr), hyper=optimizer.hyper_vector(),
+            schedule_kind=plan.schedule.code, schedule=plan.schedule.parameters(),
+            shuffle=plan.shuffle is True and plan.batch < n and self.stream is None, seed=seed,
+            l1=net.l1 * plan.penalty_scale, l2=net.l2 * plan.penalty_scale, penalty_per_weight=net.penalty_per_sample,
+            shards=shards, solo=solo, rank=rank, ranks=ranks, partitioned=plan.partitioned, channel=channel,
+            clip_norm=clip_norm, clip_value=clip_value, track=plan.tracking is not None,
+        )  # fmt: skip
         self.end = end
+        self.channel = channel
+        # The fit's calls into Python from the compiled loop: visits (``visitor``, set by the
+        # run that has callbacks) and the exchange between ranks.
+        self.visitor = None
+        self.python = PythonCall(self._python_call)
         self.control = layout.make_control()
-        self.threads = layout.useful_threads(meta, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
-        self.macs_per_epoch = 3.0 * n * float(np.sum(meta[:, 0] * meta[:, 1])) / ranks
+        self.threads = layout.useful_threads(architecture, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
+        self.macs_per_epoch = 3.0 * n * float(sum(int(layer["n_in"]) * int(layer["n_out"]) for layer in architecture.layers)) / ranks
         # A helper thread may run the compiled call (Ctrl-C) unless MPI must be called from
         # the main thread only.
         self.inline = session is not None and not session.any_thread
-        if session is not None and net.backend == "numba":
-            from ..kernels.train import bound_loop
+        from ..compilation import prepare_fit
 
-            end = self.end if self.end is not None else layout.make_epoch_end(meta, net.dtype, 1)
-            session.in_turn(lambda: bound_loop(net.train_state(), self.data, self.work, self.settings, end))
+        if session is not None:
+            # Every rank compiles (or loads) what its fit needs, one rank at a time: ranks
+            # sharing a cache folder would otherwise compile the same code side by side.
+            session.in_turn(lambda: prepare_fit(net, self.settings, self.end))
+        else:
+            prepare_fit(net, self.settings, self.end)
+
+    def _python_call(self, kind, argument):
+        if kind in (layout.EXCHANGE_STEP, layout.EXCHANGE_WEIGHTS):
+            scalars = self.work.scalars if kind == layout.EXCHANGE_STEP else self.work.batch_weights
+            call_channel(self.channel, kind, self.work.grads[0], scalars)
+            return 0
+        return 0 if self.visitor is None else self.visitor(kind, argument)
 
     def close(self):
         if self.stream is not None:
@@ -90,10 +110,15 @@ class Trainer:
         state = net.train_state()
 
         def call():
-            return net.engine.train_epochs(state, data, self.work, settings, self.control, self.threads, self.end)
+            return net.engine.train_epochs(net.architecture, state, data, self.work, settings, self.control, self.threads, self.end,
+                                           self.python)  # fmt: skip
 
-        with net.compiled_call():
-            return int(interrupt.call(call, stop, 0.0 if self.inline or inline else macs))
+        with net.compiled_call(self.threads):
+            completed = int(interrupt.call(call, stop, 0.0 if self.inline or inline else macs))
+        # An exception a callback (or the exchange) raised inside the call, raised now that the
+        # network is back at the end of an epoch.
+        self.python.raise_error()
+        return completed
 
     def run(self, count, stop, first_epoch=None, inline=False, lr_scale=1.0):
         """Train up to ``count`` epochs in one compiled call (streamed: epoch by epoch, a call
@@ -108,7 +133,7 @@ class Trainer:
         first = int(net.epochs_trained if first_epoch is None else first_epoch)
         settings = self.settings._replace(first_epoch=first, epochs=int(count), lr=self.settings.lr * float(lr_scale))
         completed = self._call(self.data, settings, stop, count * self.macs_per_epoch, inline)
-        return self.work.epoch_losses[:completed].tolist(), int(self.control[layout.CONTROL_OUTCOME])
+        return self.work.epoch_losses[:completed].tolist(), int(self.control[layout.CONTROL.outcome])
 
     def _epoch_order(self, epoch):
         n, plan = self.order.size, self.plan
@@ -153,7 +178,7 @@ class Trainer:
                     chunk_settings = settings._replace(first_epoch=epoch, epochs=1)
                     macs = self.macs_per_epoch * (last - first) / order.size
                     if self._call(data, chunk_settings, stop, macs) != 1:
-                        outcome = int(self.control[layout.CONTROL_OUTCOME])
+                        outcome = int(self.control[layout.CONTROL.outcome])
                         break
                     if not self.loader.prefetching:
                         pending = load_next()
