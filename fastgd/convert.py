@@ -199,18 +199,62 @@ def _decomposition(steps, z, out, k, initializers, dtype, helper, numpy_helper):
     # become constants of the network's dtype (ONNX's own attributes are float32: LeakyRelu's
     # alpha is 2e-10 off 0.01 in float64), shared by every layer that uses them.
     nodes = []
+
+    def constant(value):
+        name = f"const_{np.dtype(dtype).name}_{value!r}"
+        if not any(tensor.name == name for tensor in initializers):
+            initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        return name
+
     for op, inputs, output in steps:
-        names = []
-        for value in inputs:
-            if isinstance(value, str):
-                names.append(z if value == "z" else f"{value}{k}")
-                continue
-            constant = f"const_{np.dtype(dtype).name}_{value!r}"
-            if not any(tensor.name == constant for tensor in initializers):
-                initializers.append(numpy_helper.from_array(np.array(value, dtype=dtype), constant))
-            names.append(constant)
+        names = [(z if value == "z" else f"{value}{k}") if isinstance(value, str) else constant(value) for value in inputs]
         target = out if output == "out" else f"{output}{k}"
-        nodes.append(helper.make_node(op, names, [target], name=f"{output}{k}"))
+        if op == "Erf" and np.dtype(dtype) == np.float64:
+            nodes += _erf_float64(names[0], target, f"{output}{k}", constant, helper)
+        else:
+            nodes.append(helper.make_node(op, names, [target], name=f"{output}{k}"))
+    return nodes
+
+
+# erf in float64 from operators onnxruntime has for doubles (its Erf is float32 only): Cephes'
+# rational approximations (S. L. Moshier's ndtr.c), within 5e-16 of libm's erf: x·T(x²)/U(x²)
+# for |x| <= 1, else sign(x)·(1 − erfc(|x|)) with erfc = e^(−x²)·P(|x|)/Q(|x|) below 8 and
+# e^(−x²)·R(|x|)/S(|x|) from 8 on. Coefficients highest degree first.
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3, 7.00332514112805075473e3, 5.55923013010394962768e4)
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3, 2.26290000613890934246e4,
+          4.92673942608635921086e4)  # fmt: skip
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0, 4.86371970985681366614e1,
+           1.96520832956077098242e2, 5.26445194995477358631e2, 9.34528527171957607540e2, 1.02755188689515710272e3,
+           5.57535335369399327526e2)  # fmt: skip
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2, 9.75708501743205489753e2,
+           1.82390916687909736289e3, 2.24633760818710981792e3, 1.65666309194161350182e3, 5.57535340817727675546e2)  # fmt: skip
+_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0, 6.16021097993053585195e0,
+           7.40974269950448939160e0, 2.97886665372100240670e0)  # fmt: skip
+_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1, 1.70814450747565897222e1,
+           9.60896809063285878198e0, 3.36907645100081516050e0)  # fmt: skip
+
+
+def _erf_float64(x, out, prefix, constant, helper):
+    nodes = []
+
+    def node(op, inputs, name):
+        nodes.append(helper.make_node(op, inputs, [f"{prefix}_{name}"], name=f"{prefix}_{name}"))
+        return f"{prefix}_{name}"
+
+    def polynomial(coefficients, at, name):
+        value = constant(coefficients[0])
+        for degree, coefficient in enumerate(coefficients[1:]):
+            value = node("Add", [node("Mul", [value, at], f"{name}m{degree}"), constant(coefficient)], f"{name}a{degree}")
+        return value
+
+    ax, square = node("Abs", [x], "abs"), node("Mul", [x, x], "square")
+    small = node("Mul", [x, node("Div", [polynomial(_ERF_T, square, "t"), polynomial(_ERF_U, square, "u")], "tu")], "small")
+    decay = node("Exp", [node("Neg", [square], "negsq")], "decay")
+    middle = node("Mul", [decay, node("Div", [polynomial(_ERFC_P, ax, "p"), polynomial(_ERFC_Q, ax, "q")], "pq")], "middle")
+    tail = node("Mul", [decay, node("Div", [polynomial(_ERFC_R, ax, "r"), polynomial(_ERFC_S, ax, "s")], "rs")], "tail")
+    erfc = node("Where", [node("Less", [ax, constant(8.0)], "below8"), middle, tail], "erfc")
+    large = node("Mul", [node("Sign", [x], "sign"), node("Sub", [constant(1.0), erfc], "one_minus")], "large")
+    nodes.append(helper.make_node("Where", [node("LessOrEqual", [ax, constant(1.0)], "below1"), small, large], [out], name=f"{prefix}_erf"))
     return nodes
 
 

@@ -159,11 +159,11 @@ def test_batch_pass_propagates_nan_through_relu(dtype):
     net = fastgd.Network([2, 3, 1], activation="relu", output_activation="identity", loss="mse", dtype=dtype, random_state=0)
     X = np.array([[np.nan, 1.0], [0.5, -1.0]], dtype=dtype)
     Y = np.zeros((2, 1), dtype=dtype)
-    evaluation = layout.make_evaluation(net.meta, 2, dtype)
+    buffers = layout.make_buffers(net.architecture, 2, dtype)
     row_scale = np.full(2, 0.5, dtype=dtype)
     grads = np.zeros_like(net.flat_parameters)
-    value = kernels.forward_backward(net.flat_parameters, grads, net.meta, X, Y, row_scale, evaluation, net.loss_code, 0.0, 0.0)
-    hidden = layout.block_of(evaluation.acts, net.meta, 0, 2)
+    value = kernels.forward_backward(net.flat_parameters, grads, net.architecture, X, Y, row_scale, buffers, net.loss_code, 0.0, 0.0)
+    hidden = layout.block_of(buffers.acts, net.architecture, 0, 2)
     assert np.isnan(hidden[0]).all()  # row 0 of the hidden layer
     assert np.isfinite(hidden[1]).all()
     assert np.isnan(value)
@@ -209,8 +209,8 @@ def test_activation_derivative(rng, dtype, activation, shape):
     z = (2 * rng.normal(size=shape)).astype(dtype)
     a = np.empty_like(z)
     reference.activate(z, a, activation.code)
-    fast, ref, _, _ = call_both("activation_derivative", a, np.empty_like(a), activation.code)
-    assert fast[1].dtype == dtype
+    fast, ref, _, _ = call_both("activation_derivative", z, a, np.empty_like(a), activation.code)
+    assert fast[2].dtype == dtype
     assert_same_arrays(fast, ref, dtype)
     # And it is the derivative: compare with a central difference of f in float64.
     h = 1e-6
@@ -220,7 +220,7 @@ def test_activation_derivative(rng, dtype, activation, shape):
     reference.activate(z64 - h, minus, activation.code)
     numeric = (plus - minus) / (2 * h)
     smooth = np.abs(z64) > 1e-3  # away from the relu kink
-    np.testing.assert_allclose(fast[1][smooth], numeric[smooth], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(fast[2][smooth], numeric[smooth], rtol=1e-3, atol=1e-3)
 
 
 def output_case(rng, dtype, activation, loss, rows, n_out):
@@ -253,8 +253,8 @@ def test_loss_value_and_output_delta(rng, dtype, activation, loss, rows, n_out):
     # Sums are float64 in both, but the kernel takes the exponentials of a float32 network in
     # float32 (vectorised), the reference in float64: float32 rounding, hence the dtype tolerance.
     assert fast_value == pytest.approx(ref_value, rel=RTOL[np.dtype(dtype)])
-    fast, ref, _, _ = call_both("output_delta", a, y, scale, np.empty_like(a), activation.code, loss.code)
-    assert fast[3].dtype == dtype
+    fast, ref, _, _ = call_both("output_delta", z, a, y, scale, np.empty_like(a), activation.code, loss.code)
+    assert fast[4].dtype == dtype
     assert_same_arrays(fast, ref, dtype)
 
 
@@ -267,8 +267,8 @@ def test_hidden_delta(rng, dtype, activation, rows, n, n_next):
     reference.activate(z, a, activation.code)
     delta_next = rng.normal(size=(rows, n_next)).astype(dtype)
     W_next = rng.normal(size=(n, n_next)).astype(dtype)
-    fast, ref, _, _ = call_both("hidden_delta", delta_next, W_next, a, np.empty_like(a), activation.code)
-    assert fast[3].dtype == dtype
+    fast, ref, _, _ = call_both("hidden_delta", delta_next, W_next, z, a, np.empty_like(a), activation.code)
+    assert fast[4].dtype == dtype
     assert_same_arrays(fast, ref, dtype)
 
 
@@ -342,11 +342,11 @@ def test_adam_step_by_hand(dtype):
 
 
 def network_case(rng, dtype, sizes, activation_codes, rows):
-    meta = layout.make_meta(sizes, activation_codes)
-    params = (0.5 * rng.normal(size=layout.parameter_count(meta))).astype(dtype)
+    architecture = layout.make_architecture(sizes, activation_codes)
+    params = (0.5 * rng.normal(size=architecture.n_params)).astype(dtype)
     capacity = rows + 3  # buffers larger than the batch, as in training
     x = rng.normal(size=(rows, sizes[0])).astype(dtype)
-    return meta, params, capacity, x
+    return architecture, params, capacity, x
 
 
 # (sizes, rows): tiny products (loops), the micro-kernel, and BLAS-sized ones split in blocks.
@@ -358,21 +358,21 @@ NETWORK_SHAPES = [((3, 1, 2), 1), ((5, 7, 3), 9), ((20, 64, 33, 4), 70), ((300, 
 @pytest.mark.parametrize("sizes, rows", NETWORK_SHAPES)
 def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
     hidden = acts_codes.TANH if activation.output_only else activation.code
-    meta, params, capacity, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
+    architecture, params, capacity, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
     _, a, y, scale = output_case(rng, dtype, activation, loss, rows, sizes[-1])
-    evaluation = layout.make_evaluation(meta, capacity, dtype)
-    for field in evaluation:
+    buffers = layout.make_buffers(architecture, capacity, dtype)
+    for field in buffers:
         field[...] = 0
     grads = np.zeros_like(params)
     for n_threads in (1, 2):
-        fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, meta, x, y, scale, evaluation, loss.code,
+        fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, architecture, x, y, scale, buffers, loss.code,
                                                    0.01, 0.02, n_threads)  # fmt: skip
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-        assert_same_arrays([fast[1], fast[6].acts, fast[6].deltas, fast[6].z_out], [ref[1], ref[6].acts, ref[6].deltas, ref[6].z_out], dtype)
-        fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, meta, x, y, scale, evaluation, loss.code, n_threads)
+        assert_same_arrays([fast[1], fast[6].acts, fast[6].deltas, fast[6].zs], [ref[1], ref[6].acts, ref[6].deltas, ref[6].zs], dtype)
+        fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, architecture, x, y, scale, buffers, loss.code, n_threads)
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-        fast, ref, _, _ = call_both("forward", params, meta, x, evaluation, loss.code, n_threads)
-        assert_same_arrays([fast[3].acts, fast[3].z_out], [ref[3].acts, ref[3].z_out], dtype)
+        fast, ref, _, _ = call_both("forward", params, architecture, x, buffers, loss.code, n_threads)
+        assert_same_arrays([fast[3].acts, fast[3].zs], [ref[3].acts, ref[3].zs], dtype)
 
 
 SCHEDULE_CASES = [
@@ -409,10 +409,10 @@ def test_scheduled_lr_matches_hand_computed_values(code, parameters, expected):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_weight_penalty(rng, dtype):
-    meta, params, _, _ = network_case(rng, dtype, (4, 5, 3), [acts_codes.TANH, acts_codes.SIGMOID], 2)
+    architecture, params, _, _ = network_case(rng, dtype, (4, 5, 3), [acts_codes.TANH, acts_codes.SIGMOID], 2)
     params[0] = 0  # sign(0) = 0
     grads = rng.normal(size=params.size).astype(dtype)
-    fast, ref, fast_value, ref_value = call_both("weight_penalty", params, grads, meta, 0.01, 0.1)
+    fast, ref, fast_value, ref_value = call_both("weight_penalty", params, grads, architecture, 0.01, 0.1)
     assert fast_value == pytest.approx(ref_value, rel=1e-12)
     assert_same_arrays(fast, ref, dtype)
     weights = np.concatenate([params[0:20], params[25:40]]).astype(np.float64)  # not the biases
@@ -432,21 +432,23 @@ def test_shuffle_order(n, epoch):
         assert not np.array_equal(other, fast[0]), "consecutive epochs must differ"
 
 
-def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, optimizer=opt_codes.OPT_ADAM, shards=1, sizes=(3, 6, 2)):
-    """The bundles of train_epochs for a small tanh/sigmoid network and 11 rows."""
+def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, optimizer=opt_codes.OPT_ADAM, shards=1, sizes=(3, 6, 2),
+                      hidden=acts_codes.TANH, output=acts_codes.SIGMOID, schedule=sched_codes.SCHEDULE_COSINE):  # fmt: skip
+    """The arguments of train_epochs (but the thread count) for a small network and 11 rows."""
     rows = 11
-    meta, params, _, X = network_case(rng, dtype, sizes, [acts_codes.TANH] * (len(sizes) - 2) + [acts_codes.SIGMOID], rows)
+    architecture, params, _, X = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [output], rows)
     Y = rng.uniform(size=(rows, sizes[-1])).astype(dtype)
     weight = rng.uniform(0.5, 2.0, size=rows).astype(dtype)
     hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0]) if optimizer == opt_codes.OPT_ADAM else np.array([lr, 0.9, 0.0, 0.0, 0.0])
     slots = len(opt_codes.SPECS[optimizer].state)
     state = layout.TrainState(params, np.zeros((slots, params.size), dtype), np.zeros(1, np.int64))
     data = layout.Data(X, Y, weight)
-    plan_shards, solo = layout.shard_plan(meta, batch_size, shards)
-    work = layout.make_work(meta, rows, batch_size, slots, epochs, dtype, plan_shards)
-    settings = layout.make_settings(meta, loss_codes.MSE, optimizer, batch_size, shuffle, 987654321, 3, epochs, lr, hyper,
-                                    sched_codes.SCHEDULE_COSINE, np.array([7.0, 0.01]), 0.001, 0.01, plan_shards, solo)  # fmt: skip
-    return state, data, work, settings, layout.make_control()
+    plan_shards, solo = layout.shard_plan(architecture, batch_size, shards)
+    work = layout.make_work(architecture, rows, batch_size, slots, epochs, dtype, plan_shards)
+    settings = layout.make_settings(loss=loss_codes.MSE, optimizer=optimizer, batch_size=batch_size, shuffle=shuffle, seed=987654321,
+                                    first_epoch=3, epochs=epochs, lr=lr, hyper=hyper, schedule_kind=schedule, schedule=np.array([7.0, 0.01]),
+                                    l1=0.001, l2=0.01, shards=plan_shards, solo=solo)  # fmt: skip
+    return architecture, state, data, work, settings, layout.make_control()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -457,14 +459,14 @@ def test_train_epochs(rng, dtype, batch_size, shuffle, shards, n_threads):
     args = train_epochs_args(rng, dtype, batch_size, shuffle, shards=shards)
     fast, ref, fast_done, ref_done = call_both("train_epochs", *args, n_threads)
     assert fast_done == ref_done == 4
-    (fast_state, _, fast_work, _, fast_control), (ref_state, _, ref_work, _, ref_control) = fast[:5], ref[:5]
-    assert fast_control[layout.CONTROL_OUTCOME] == ref_control[layout.CONTROL_OUTCOME] == layout.OUTCOME_FINISHED
+    (fast_state, _, fast_work, _, fast_control), (ref_state, _, ref_work, _, ref_control) = fast[1:6], ref[1:6]
+    assert fast_control[layout.CONTROL.outcome] == ref_control[layout.CONTROL.outcome] == layout.OUTCOME_FINISHED
     steps_per_epoch = -(-11 // batch_size)
     assert fast_state.step[0] == ref_state.step[0] == 4 * steps_per_epoch
     assert_same_arrays([fast_state.params, fast_state.opt_state, fast_work.epoch_losses],
                        [ref_state.params, ref_state.opt_state, ref_work.epoch_losses], dtype)  # fmt: skip
     assert fast_state.params.dtype == dtype
-    assert not np.array_equal(fast_state.params, args[0].params)
+    assert not np.array_equal(fast_state.params, args[1].params)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -477,7 +479,7 @@ def test_train_epochs_gives_the_same_bits_on_any_number_of_threads(rng, dtype):
         for n_threads in (1, 2, 3):
             copies = [_copy(a) for a in args]
             kernels.train_epochs(*copies, n_threads)
-            results.append(copies[0].params)
+            results.append(copies[1].params)
         np.testing.assert_array_equal(results[0], results[1])
         np.testing.assert_array_equal(results[0], results[2])
 
@@ -485,13 +487,13 @@ def test_train_epochs_gives_the_same_bits_on_any_number_of_threads(rng, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_train_epochs_stops_on_request_and_restores_the_start(rng, dtype):
     args = train_epochs_args(rng, dtype, 4, True)
-    args[4][layout.CONTROL_STOP] = 1
+    args[5][layout.CONTROL.stop] = 1
     fast, ref, fast_done, ref_done = call_both("train_epochs", *args, 1)
     assert fast_done == ref_done == 0
-    for state, control in ((fast[0], fast[4]), (ref[0], ref[4])):
-        assert control[layout.CONTROL_OUTCOME] == layout.OUTCOME_INTERRUPTED
-        np.testing.assert_array_equal(state.params, args[0].params)
-        np.testing.assert_array_equal(state.opt_state, args[0].opt_state)
+    for state, control in ((fast[1], fast[5]), (ref[1], ref[5])):
+        assert control[layout.CONTROL.outcome] == layout.OUTCOME_INTERRUPTED
+        np.testing.assert_array_equal(state.params, args[1].params)
+        np.testing.assert_array_equal(state.opt_state, args[1].opt_state)
         assert state.step[0] == 0
 
 
@@ -501,24 +503,22 @@ def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, optimize
     # An lr this large overflows the squared error within a few epochs; the call must end with
     # the state of the last epoch whose loss and parameters were all finite.
     huge = 1e30 if dtype == np.float32 else 1e200
-    state, data, work, settings, control = train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, optimizer=optimizer)
-    meta = settings.meta.copy()
-    meta[:, layout.META_ACTIVATION] = acts_codes.IDENTITY  # nothing saturates, so the loss can overflow
-    settings = settings._replace(meta=meta, schedule_kind=sched_codes.SCHEDULE_CONSTANT)
-    args = (state, data, work, settings, control)
+    # Identity activations: nothing saturates, so the loss can overflow.
+    args = train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, optimizer=optimizer, hidden=acts_codes.IDENTITY,
+                             output=acts_codes.IDENTITY, schedule=sched_codes.SCHEDULE_CONSTANT)  # fmt: skip
     fast, ref, fast_done, ref_done = call_both("train_epochs", *args, 1)
     assert fast_done == ref_done < 50
-    assert fast[4][layout.CONTROL_OUTCOME] == ref[4][layout.CONTROL_OUTCOME] == layout.OUTCOME_DIVERGED
+    assert fast[5][layout.CONTROL.outcome] == ref[5][layout.CONTROL.outcome] == layout.OUTCOME_DIVERGED
     for result, done in ((fast, fast_done), (ref, ref_done)):
-        assert np.isfinite(result[0].params).all() and np.isfinite(result[0].opt_state).all()
-        assert np.isfinite(result[2].epoch_losses[:done]).all()
-        assert result[0].step[0] == done * 3
+        assert np.isfinite(result[1].params).all() and np.isfinite(result[1].opt_state).all()
+        assert np.isfinite(result[3].epoch_losses[:done]).all()
+        assert result[1].step[0] == done * 3
     # Replaying only the completed epochs lands on exactly the restored state.
     replay = [_copy(a) for a in args]
-    replay[3] = settings._replace(epochs=fast_done)
+    replay[4] = args[4]._replace(epochs=fast_done)
     kernels.train_epochs(*replay, 1)
-    np.testing.assert_array_equal(replay[0].params, fast[0].params)
-    np.testing.assert_array_equal(replay[0].opt_state, fast[0].opt_state)
+    np.testing.assert_array_equal(replay[1].params, fast[1].params)
+    np.testing.assert_array_equal(replay[1].opt_state, fast[1].opt_state)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="only under NUMBA_BOUNDSCHECK=1 (a CI step)")
