@@ -1,4 +1,4 @@
-# stamp: be3ba1fe3e77b54527489d93b958af07
+# stamp: b8672f28cb26f5423fe642338cda3899
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,
@@ -118,7 +118,7 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
             for block in range(n_saturation):
                 count += health_counts[block, layer]
             sums[SUM_SATURATED, layer] += count
-            sums[SUM_UNITS, layer] += local * meta[layer].n_out
+            sums[SUM_UNITS, layer] += local * meta[layer]["n_out"]
         sums[SUM_STEPS, 0] += 1.0
     if clip_norm > 0.0:
         squares = 0.0
@@ -149,8 +149,8 @@ def add_shards(grads, shards, first, stop):
 def _layer_squares(grads, meta, first, stop, sums):
     """``sums[layer]`` = the squared weight gradients of ``layer`` within ``[first, stop)``."""
     for layer in range(meta.size):
-        low = meta[layer].weights
-        high = low + meta[layer].n_in * meta[layer].n_out
+        low = meta[layer]["weights"]
+        high = low + meta[layer]["n_in"] * meta[layer]["n_out"]
         low = first if first > low else low
         high = stop if stop < high else high
         total = 0.0
@@ -167,11 +167,11 @@ def _count_saturated(acts, architecture, first_row, stop_row, counts):
     meta = architecture.layers
     capacity = acts.size // architecture.units
     for layer in range(meta.size):
-        activation = meta[layer].activation
+        activation = meta[layer]["activation"]
         count = 0
         if activation == SIGMOID or activation == TANH:
-            n_out = meta[layer].n_out
-            base = capacity * meta[layer].acts
+            n_out = meta[layer]["n_out"]
+            base = capacity * meta[layer]["acts"]
             # Branch-free loops (each vectorises): a comparison added as 0 or 1.
             if activation == SIGMOID:
                 for i in range(base + first_row * n_out, base + stop_row * n_out):
@@ -189,8 +189,8 @@ def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen,
     """One epoch's ``health`` records (n_layers,) from its accumulated sums and its start and end
     parameters (see ``layout.HEALTH``)."""
     for layer in range(meta.size):
-        low = meta[layer].weights
-        high = low + meta[layer].n_in * meta[layer].n_out
+        low = meta[layer]["weights"]
+        high = low + meta[layer]["n_in"] * meta[layer]["n_out"]
         weights, moved, before = 0.0, 0.0, 0.0
         for i in range(low, high):
             now, then = np.float64(params[i]), np.float64(start_params[i])
@@ -198,12 +198,12 @@ def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen,
             moved += (now - then) * (now - then)
             before += then * then
         record = health[layer]
-        record.grad_norm = grad_norms[layer] / steps if steps > 0 else np.nan
-        record.weight_norm = np.sqrt(weights)
-        record.update_ratio = np.sqrt(moved) / np.sqrt(before) if before > 0.0 else np.nan
-        activation = meta[layer].activation
+        record["grad_norm"] = grad_norms[layer] / steps if steps > 0 else np.nan
+        record["weight_norm"] = np.sqrt(weights)
+        record["update_ratio"] = np.sqrt(moved) / np.sqrt(before) if before > 0.0 else np.nan
+        activation = meta[layer]["activation"]
         tracked = (activation == SIGMOID or activation == TANH) and units_seen[layer] > 0.0
-        record.saturation = saturated[layer] / units_seen[layer] if tracked else np.nan
+        record["saturation"] = saturated[layer] / units_seen[layer] if tracked else np.nan
 
 
 @helper

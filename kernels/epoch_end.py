@@ -1,4 +1,4 @@
-# stamp: c04f2580f3a6cb94b217ccc98f3798aa
+# stamp: 933c07effa3c13829ed527db2d42f869
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each
@@ -120,10 +120,10 @@ def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, 
         val_loss = batch_value(architecture, rows, end.buffers.partials, 0.0, 0.0)
         score = _score(end.buffers.acts, end.Y, architecture, rows, rule.score)
         if tid == 0:
-            end.records[epoch].val_loss = val_loss
-            end.records[epoch].val_score = score
+            end.records[epoch]["val_loss"] = val_loss
+            end.records[epoch]["val_score"] = score
         value = val_loss if rule.monitor == MONITOR_VAL_LOSS else (score if rule.monitor == MONITOR_VAL_SCORE else value)
-    stop, better, waited, lr_scale = stopping_rule(rule, state.best, state.waited, state.lr_scale, value)
+    stop, better, waited, lr_scale = stopping_rule(rule, state["best"], state["waited"], state["lr_scale"], value)
     if rule.mode != STOP_PATIENCE and rule.mode != STOP_NO_IMPROVEMENT:
         return np.int64(0)
     # Every thread has read the state above; it changes only after this barrier.
@@ -131,12 +131,12 @@ def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, 
     if better and rule.restore:
         _copy(tid, n_threads, end.best_params, params)
     if tid == 0:
-        state.waited = waited
-        state.lr_scale = lr_scale
+        state["waited"] = waited
+        state["lr_scale"] = lr_scale
         if better:
-            state.best = value
-            state.best_epoch = rule.offset + epoch + 1.0
-            state.snapshot = 1.0 if rule.restore else state.snapshot
+            state["best"] = value
+            state["best_epoch"] = rule.offset + epoch + 1.0
+            state["snapshot"] = 1.0 if rule.restore else state["snapshot"]
     barrier(control, n_threads)
     return np.int64(1) if stop else np.int64(0)
 
@@ -150,8 +150,8 @@ def _score(acts, Y, architecture, rows, kind):
     if kind != SCORE_ARGMAX and kind != SCORE_THRESHOLD and kind != SCORE_SUBSET and kind != SCORE_R2:
         return np.nan
     last = architecture.layers[architecture.layers.size - 1]
-    n_out = last.n_out
-    start = (acts.size // architecture.units) * last.acts
+    n_out = last["n_out"]
+    start = (acts.size // architecture.units) * last["acts"]
     if kind == SCORE_R2:
         return _r2(acts, start, Y, rows, n_out)
     hits = 0

@@ -1,4 +1,4 @@
-# stamp: e992783f82ac1d5b8a633dbae08a38af
+# stamp: 0de2e879606f96a49b218e72db0ae562
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

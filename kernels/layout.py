@@ -1,4 +1,4 @@
-# stamp: 837d1dc3b54ac919386616f222b7a660
+# stamp: be77fa972d7399c686ed623fd47f4435
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -202,7 +202,7 @@ def layer_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s forward product ``a_in @ W`` for ``rows`` rows (the
     gather cuts a batch as layer 0 does, so that a thread multiplies the rows it gathered)."""
     record = architecture.layers[layer]
-    n_in, n_out = record.n_in, record.n_out
+    n_in, n_out = record["n_in"], record["n_out"]
     return block_count(rows, n_in * n_out, uses_blas(architecture.blas, rows, n_out, n_in))
 
 
@@ -210,7 +210,7 @@ def layer_blocks(architecture, layer, rows):
 def weight_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s weight gradient (one penalty partial each)."""
     record = architecture.layers[layer]
-    n_in, n_out = record.n_in, record.n_out
+    n_in, n_out = record["n_in"], record["n_out"]
     return block_count(n_in, rows * n_out, uses_blas(architecture.blas, n_in, n_out, rows))
 
 
@@ -220,7 +220,7 @@ def delta_blocks(architecture, layer, rows):
     if layer == 0:
         return 0
     record = architecture.layers[layer]
-    n_in, n_out = record.n_in, record.n_out
+    n_in, n_out = record["n_in"], record["n_out"]
     return block_count(rows, n_out * n_in, uses_blas(architecture.blas, rows, n_in, n_out))
 
 

@@ -1,4 +1,4 @@
-# stamp: 1727f4257e236f97181520782f093c60
+# stamp: cb382c838645071f95e7315b1813e809
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as
@@ -52,9 +52,9 @@ def _z_block(architecture, buffers, layer, rows_capacity):
     # Where layer ``layer``'s pre-activations go: its block of zs when it keeps z, else its
     # block of acts (z computed in place).
     record = architecture.layers[layer]
-    if record.z >= 0:
-        return buffers.zs, _capacity(buffers.zs, architecture.z_units) * record.z
-    return buffers.acts, rows_capacity * record.acts
+    if record["z"] >= 0:
+        return buffers.zs, _capacity(buffers.zs, architecture.z_units) * record["z"]
+    return buffers.acts, rows_capacity * record["acts"]
 
 
 def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm):
@@ -79,12 +79,12 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
     acts = buffers.acts
     for layer in range(last + 1):
         record = layers[layer]
-        n_in, n_out, w, b, code = record.n_in, record.n_out, record.weights, record.bias, record.activation
-        out = capacity * record.acts
+        n_in, n_out, w, b, code = record["n_in"], record["n_out"], record["weights"], record["bias"], record["activation"]
+        out = capacity * record["acts"]
         if layer == 0:
             source, source_start = x, 0
         else:
-            source, source_start = acts, capacity * layers[layer - 1].acts
+            source, source_start = acts, capacity * layers[layer - 1]["acts"]
         target, target_start = _z_block(architecture, buffers, layer, capacity)
         n_blocks = layer_blocks(architecture, layer, rows)
         chosen = path(architecture.blas, NN, rows, n_out, n_in, lanes)
@@ -138,12 +138,12 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
     penalised = l1 != 0.0 or l2 != 0.0
     for layer in range(last, -1, -1):
         record = layers[layer]
-        n_in, n_out, w, b = record.n_in, record.n_out, record.weights, record.bias
-        delta = capacity * record.acts
+        n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
+        delta = capacity * record["acts"]
         if layer == 0:
             source, source_start, below = x, 0, 0
         else:
-            source, source_start = acts, capacity * layers[layer - 1].acts
+            source, source_start = acts, capacity * layers[layer - 1]["acts"]
             below = source_start
         weight_tasks = weight_blocks(architecture, layer, rows)
         tasks = weight_tasks + 1 + delta_blocks(architecture, layer, rows)
@@ -175,7 +175,7 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
 def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm):
     # Rows [first, stop) of the local gradient of layer ``layer - 1``: (δ Wᵀ) ⊙ f'(z).
     record, beneath = architecture.layers[layer], architecture.layers[layer - 1]
-    n_in, n_out, w = record.n_in, record.n_out, record.weights
+    n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
     deltas, count = buffers.deltas, stop - first
     target = pointer(deltas, below + first * n_in)
     source = pointer(deltas, delta + first * n_out)
@@ -184,7 +184,7 @@ def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capa
     else:
         _product_piece(pieces, delta_path)(NN, count, n_in, n_out, source, n_out, pointer(buffers.transposed, w), n_in, target, n_in, 0)
     z_buffer, z_start = _z_block(architecture, buffers, layer - 1, capacity)
-    pieces.activations[beneath.activation](BACKWARD, count, n_in, target, pointer(z_buffer, z_start + first * n_in),
+    pieces.activations[beneath["activation"]](BACKWARD, count, n_in, target, pointer(z_buffer, z_start + first * n_in),
                                            pointer(buffers.acts, below + first * n_in))  # fmt: skip
 
 
@@ -241,8 +241,8 @@ def weight_penalty(params, grads, layers, l1, l2):
     penalty's value."""
     total = 0.0
     for layer in range(layers.size):
-        start = layers[layer].weights
-        total += penalise(params, grads, start, start + layers[layer].n_in * layers[layer].n_out, l1, l2)
+        start = layers[layer]["weights"]
+        total += penalise(params, grads, start, start + layers[layer]["n_in"] * layers[layer]["n_out"], l1, l2)
     return total
 
 

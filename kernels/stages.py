@@ -1,4 +1,4 @@
-# stamp: 601a3884fdd427c8fa2c838b6cf49f64
+# stamp: 64b5cfc3fdf3b5b4db60fa420eb025ad
 """The training loop's optional stages, passed to the loop as first-class functions:
 ``condition`` (clipping and gradient health, ``kernels.condition``) and ``monitor``
 (validation and the stopping rule, ``kernels.epoch_end``), each compiled on its own as a C

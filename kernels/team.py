@@ -1,4 +1,4 @@
-# stamp: 04ce84d389ffec4891108c79d803426c
+# stamp: 2aaa2ab023fe473547d5001075bdb864
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with
@@ -142,8 +142,9 @@ class Team:
 
     @property
     def alive(self) -> bool:
-        """Whether every worker is up in this process (a forked child has none of them)."""
-        return self.pid == os.getpid() and all(thread.is_alive() for thread in self._threads)
+        """Whether every worker is up in this process (a forked child has none of them, and a
+        closed team none either)."""
+        return self.pid == os.getpid() and len(self._threads) == self.size - 1 and all(thread.is_alive() for thread in self._threads)
 
 
 # Idle teams by size. A call borrows one (or starts one) and gives it back; a team that is not

@@ -1,4 +1,4 @@
-# stamp: a1f4db1a146e6901b36557f819e16ffd
+# stamp: a128f4e958ddd0de308cd71b6cd20672
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -219,7 +219,7 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
             epoch_loss += value * batch_weight if mean else value
             current_step += 1
             # (the stopping rule's factor: scikit-learn's adaptive rate, 1 otherwise)
-            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + e, settings.schedule) * end.state[0].lr_scale
+            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + e, settings.schedule) * end.state[0]["lr_scale"]
             if conditioned:
                 # The summed, clipped gradient in grads[0] (its health recorded).
                 stages.condition(stage_condition.STEP, tid, n_threads, control, params, architecture, work, e, lo, local, settings)

@@ -38,7 +38,7 @@ def test_compiled_update_and_twin_read_only_declared_names(spec):
     # silently, so check the source. The twin takes the declared names as its arguments.
     index = spec.name.upper()
     assert getattr(optim, index) == spec.index
-    source = inspect.getsource(optim.UPDATES[spec.code].py_func)
+    source = inspect.getsource(optim.UPDATES[spec.code])
     used = re.findall(r"\[(\w+)\.(\w+)\]", source)
     assert used, "the hyper-parameters are read by name"
     for index_name, name in used:
@@ -105,7 +105,7 @@ def test_adding_an_optimizer_touches_the_files_the_readme_names():
 
     for spec in optim.SPECS.values():
         assert hasattr(optim, f"{spec.name}_update") and hasattr(reference, f"{spec.name}_step")
-        assert f"{spec.name}_step" in kernels.KERNEL_NAMES and f"update_{spec.name}" in pieces.PIECES
+        assert f"{spec.name}_step" in kernels.KERNEL_NAMES and pieces.label("update", spec.code) == f"update:{spec.name}"
         assert any(cls.name == spec.name for cls, _ in classes.OPTIMIZERS_UNDER_TEST)
     assert fastgd.optimizers is classes
 

@@ -34,13 +34,18 @@ def fit_big(n_threads=None, epochs=2, **options):
     return net, history
 
 
+def idle_teams():
+    return [member for group in team._IDLE.values() for member in group]
+
+
 @pytest.mark.skipif(not TWO, reason="needs two cores")
 def test_the_team_stays_up_parked_between_calls():
+    team.close_idle_teams()
     fit_big()
-    first = team._TEAM
-    assert first is not None and first.size == 2 and first.alive
+    (first,) = idle_teams()
+    assert first.size == 2 and first.alive
     fit_big()
-    assert team._TEAM is first  # the same threads served the second fit
+    assert idle_teams() == [first]  # the same threads served the second fit
     # Parked between calls: blocked, not spinning (the process uses no CPU while idle).
     start = time.process_time()
     time.sleep(0.5)
@@ -48,18 +53,49 @@ def test_the_team_stays_up_parked_between_calls():
 
 
 @pytest.mark.skipif(not TWO, reason="needs two cores")
-def test_n_threads_changed_between_fits_restarts_the_team_and_changes_no_result():
+def test_two_fits_in_two_threads_each_take_a_team_and_run_at_the_same_time():
+    # No process-wide lock: each fit borrows a team of its own (so two fits overlap in time), and
+    # each ends bitwise as it would alone.
+    alone, _ = fit_big(n_threads=2)
+    team.close_idle_teams()
+    results, spans = {}, {}
+
+    def run(name):
+        start = time.perf_counter()
+        results[name] = fit_big(n_threads=2, epochs=4)[0]
+        spans[name] = (start, time.perf_counter())
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    once = fit_big(n_threads=2, epochs=4)[0]
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(results[name].flat_parameters, once.flat_parameters)
+    (a0, a1), (b0, b1) = spans["a"], spans["b"]
+    assert a0 < b1 and b0 < a1, "the two fits ran one after the other"
+    assert len(idle_teams()) == 2, "each fit borrowed a team of its own"
+    assert alone.n_params == once.n_params
+
+
+@pytest.mark.skipif(not TWO, reason="needs two cores")
+def test_n_threads_changed_between_fits_changes_no_result_and_idle_teams_are_bounded():
+    team.close_idle_teams()
     one, _ = fit_big(n_threads=1)
+    assert idle_teams() == []  # one thread: no team
     two, _ = fit_big(n_threads=2)
-    assert team._TEAM.size == 2
+    assert [member.size for member in idle_teams()] == [2]
     again, _ = fit_big(n_threads=1)
     for net in (two, again):
         np.testing.assert_array_equal(net.flat_parameters, one.flat_parameters)
-    old = team._TEAM
-    team.current_team(3)  # another size: the old team ends, a new one starts
-    assert not old.alive and team._TEAM.size == 3
-    fit_big(n_threads=2)
-    assert team._TEAM.size == 2
+    borrowed = [team._borrow(2) for _ in range(team.MAX_IDLE + 2)]
+    for member in borrowed:
+        team._give_back(member)
+    assert len(idle_teams()) == team.MAX_IDLE  # the others were closed
+    assert sum(member.alive for member in borrowed) == team.MAX_IDLE
+    team.close_idle_teams()
+    assert idle_teams() == [] and not any(member.alive for member in borrowed)
 
 
 def test_an_exception_in_a_callback_propagates_with_the_network_at_that_epoch():
@@ -176,7 +212,7 @@ X, y = rng.normal(size=(400, 300)), rng.integers(0, 10, size=400)
 net = fastgd.Network([300, 256, 10], loss="crossentropy", random_state=3, n_threads=2)
 net.fit(X, y, optimizer=fastgd.Adam(1e-3), epochs=2, batch_size=200)
 from fastgd.kernels import team
-print("OK", team._TEAM is not None and team._TEAM.alive, flush=True)
+print("OK", any(member.alive for group in team._IDLE.values() for member in group), flush=True)
 """
 
 

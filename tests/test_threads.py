@@ -38,6 +38,9 @@ def test_weights_are_bitwise_identical_on_any_thread_count(dtype):
 
 
 def test_thread_settings_are_restored_and_only_the_parked_team_stays():
+    from fastgd.kernels import team
+
+    team.close_idle_teams()
     blas_before, threads_before = blas_threads(), threading.active_count()
     net = train(None, "float32")
     net.predict(np.zeros((3, 300)))
@@ -62,21 +65,24 @@ def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
     # multiply-adds a step, and no weight matrix of BLAS_MIN_WEIGHTS elements, so no product goes
     # to BLAS. Its products are split in blocks of MIN_BLOCK_ROWS (16) rows, the team's size: once
     # the 128-row blocks meant for BLAS made each of its big products one block, for one thread.
-    from fastgd.kernels import layout, passes, products
+    from fastgd.kernels import layout
 
-    meta = fastgd.Network([64, 100, 10], loss="crossentropy").meta
-    assert not products.paths(meta, np.float64)[1]
-    assert layout.useful_threads(meta, 200, 1, False, 2) == 2
-    assert passes.loss_blocks(meta, 200) == 200 // 16  # 200 x 100 x 10 multiply-adds: 12 blocks of rows
-    assert passes.weight_blocks(meta, 0, 200) == 64 // 16  # Aᵀδ: 64 rows of 200 x 100
+    def loss_blocks(architecture, rows):
+        return layout.layer_blocks(architecture, len(architecture.layers) - 1, rows)
+
+    small = fastgd.Network([64, 100, 10], loss="crossentropy").architecture
+    assert "blas" not in layout.paths(small, np.float64)
+    assert layout.useful_threads(small, 200, 1, False, 2) == 2
+    assert loss_blocks(small, 200) == 200 // 16  # 200 x 100 x 10 multiply-adds: 12 blocks of rows
+    assert layout.weight_blocks(small, 0, 200) == 64 // 16  # Aᵀδ: 64 rows of 200 x 100
     # A network with a BLAS-sized layer keeps BLAS's 128-row blocks for its BLAS products, and
     # 16-row blocks (at most MAX_BLOCKS) for its others.
-    big = fastgd.Network([300, 512, 10], loss="crossentropy").meta
-    assert products.paths(big, np.float64)[1]
-    assert passes.weight_blocks(big, 0, 300) == 300 // 128  # 300 x 512 x 300 multiply-adds
-    assert passes.loss_blocks(big, 300) == 300 // 128  # 300 x 512 x 10: 1.5 M, BLAS too
-    narrow = fastgd.Network([300, 512, 2], loss="crossentropy").meta
-    assert passes.loss_blocks(narrow, 300) == 16  # 300 x 512 x 2: 0.3 M, below BLAS_MIN_MACS
+    big = fastgd.Network([300, 512, 10], loss="crossentropy").architecture
+    assert "blas" in layout.paths(big, np.float64)
+    assert layout.weight_blocks(big, 0, 300) == 300 // 128  # 300 x 512 x 300 multiply-adds
+    assert loss_blocks(big, 300) == 300 // 128  # 300 x 512 x 10: 1.5 M, BLAS too
+    narrow = fastgd.Network([300, 512, 2], loss="crossentropy").architecture
+    assert loss_blocks(narrow, 300) == 16  # 300 x 512 x 2: 0.3 M, below BLAS_MIN_MACS
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
