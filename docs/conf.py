@@ -32,6 +32,7 @@ extensions = [
     "sphinx_gallery.gen_gallery",
     "bench_results",
     "api_coverage",
+    "tables",
 ]
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.py", "auto_examples/*.ipynb", "auto_examples/*.zip"]

@@ -6,6 +6,7 @@ initializers, dtypes. Tests, benchmarks, conversions and the command line walk t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -13,11 +14,36 @@ import numpy as np
 from .kernels import activations as _activations
 from .kernels import losses as _losses
 
+
+
+class ByName(Mapping):
+    """A table's entries by public name, read from the table at each access: the table (code ->
+    declaration) stays the one source, so an entry added to it is known here at once."""
+
+    def __init__(self, table: dict):
+        self._table = table
+
+    def __getitem__(self, name):
+        for spec in self._table.values():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def __iter__(self):
+        return (spec.name for spec in self._table.values())
+
+    def __len__(self):
+        return len(self._table)
+
+    def __repr__(self):
+        return f"ByName({list(self)})"
+
+
 # name -> the activation's declaration (ActivationSpec: code, output_only, sklearn/torch/onnx names...).
-ACTIVATIONS = {spec.name: spec for spec in _activations.SPECS.values()}
+ACTIVATIONS = ByName(_activations.SPECS)
 
 # name -> the loss's declaration (LossSpec: code, mean, required_output, default_output, formula...).
-LOSSES = {spec.name: spec for spec in _losses.SPECS.values()}
+LOSSES = ByName(_losses.SPECS)
 
 
 def _uniform(rng, n_in, n_out):

@@ -1,4 +1,4 @@
-# stamp: c4caf86c50480ecade04dd5739a6d2c1
+# stamp: ea25c8313897a7dd41438eaf90bae00d
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).
@@ -306,8 +306,6 @@ SPECS = {
                        needs_z=True),
     )
 }  # fmt: skip
-
-BY_NAME = {spec.name: spec for spec in SPECS.values()}
 
 # --------------------------------------------------------------------------- the pieces
 # One piece per activation: ``activation_piece(code)`` is its function, compiled as a C

@@ -1,4 +1,4 @@
-# stamp: b8672f28cb26f5423fe642338cda3899
+# stamp: cb5f456840520594a19a59988619c06e
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

@@ -1,4 +1,4 @@
-# stamp: 933c07effa3c13829ed527db2d42f869
+# stamp: 3894fdbb3da68e037056d8f021477de7
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

@@ -1,4 +1,4 @@
-# stamp: ee631069a5ea70f49fa8ca1b08e37395
+# stamp: 1ddea08134b853790a987250bb3306ea
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

@@ -1,4 +1,4 @@
-# stamp: 2aaa2ab023fe473547d5001075bdb864
+# stamp: 8a9aa9599ac6020db3b9e6a8de7ebdc9
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

@@ -1,4 +1,4 @@
-# stamp: a128f4e958ddd0de308cd71b6cd20672
+# stamp: 3d45c8f882c6847081d36d3d5eae87ad
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 

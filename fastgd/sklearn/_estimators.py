@@ -47,16 +47,17 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from .. import memory, schedules
 from ..network import Network
 from ..optimizers import OPTIMIZERS, SGD, Adam
+from ..registry import ACTIVATIONS
 from ..streaming import Streaming, chunk_rows
 from ..training import DivergenceWarning, EarlyStopping
 from ..training.callbacks import Callback, check_callbacks
 from . import _lbfgs
 from ._compat import Interval, Options, StrOptions, check_sample_weight, validate_parameters
 
-# scikit-learn's hidden activations -> fastgd's (every fastgd activation is also accepted by
-# its own name).
-HIDDEN_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-FASTGD_HIDDEN = ("leaky_relu", "softplus")
+# scikit-learn's hidden activations -> fastgd's, and fastgd's own hidden activations accepted as
+# extensions by their names (both read from the activation table).
+HIDDEN_ACTIVATIONS = {spec.sklearn: spec.name for spec in ACTIVATIONS.values() if spec.sklearn and not spec.output_only}
+FASTGD_HIDDEN = tuple(spec.name for spec in ACTIVATIONS.values() if spec.sklearn is None and not spec.output_only)
 # scikit-learn's out_activation_ -> (fastgd's output activation, loss).
 OUTPUTS = {"softmax": ("softmax", "crossentropy"), "logistic": ("sigmoid", "binary_crossentropy"),
            "identity": ("identity", "mse"), "exp": ("exp", "poisson")}  # fmt: skip
@@ -512,7 +513,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         scikit-learn's, with its meaning and default. ``solver`` also takes any fastgd
         optimizer name ("adamw", "rmsprop", "adagrad", "momentum"), built with
         ``lr=learning_rate_init`` and ``optimizer_options``; ``activation`` also fastgd's
-        "leaky_relu" and "softplus". With ``early_stopping=True``, ``validation_fraction`` must
+        hidden activations by their names ("leaky_relu", "softplus", "gelu", "gelu_tanh",
+        "silu": ``fastgd.registry.ACTIVATIONS``). With ``early_stopping=True``, ``validation_fraction`` must
         hold out at least one row and leave one (a ValueError naming it otherwise).
     class_weight : dict, list of dict, "balanced" or None, default None
         Weights of the classes, as scikit-learn's ``LogisticRegression`` and ``SGDClassifier``

@@ -1,0 +1,64 @@
+"""The table of activations, drawn from its one source at build time.
+
+``fastgd.registry.ACTIVATIONS`` (read from ``kernels/activations.py``) becomes
+``_generated/activations.rst``, which the user guide includes: a new table entry appears in the
+docs with no page edited.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+GENERATED = "_generated"
+
+
+def _list_table(headers, rows):
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [headers, *rows]:
+        lines.append(f"   * - {row[0]}")
+        lines.extend(f"     - {cell if cell != '' else ' '}" for cell in row[1:])
+    return lines + [""]
+
+
+def _torch(spec):
+    if spec.torch is None:
+        return "(none: identity)" if spec.name == "identity" else ""
+    module, arguments = spec.torch
+    shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    return f"``torch.nn.{module}({shown})``"
+
+
+def _onnx(spec):
+    if spec.onnx is None:
+        return "" if spec.exportable else "(not exportable)"
+    if isinstance(spec.onnx[0], str):
+        return f"``{spec.onnx[0]}``"
+    return " · ".join(f"``{step[0]}``" for step in spec.onnx)
+
+
+def activation_rows():
+    from fastgd.registry import ACTIVATIONS
+
+    rows = []
+    for spec in ACTIVATIONS.values():
+        where = "output layer only" if spec.output_only else "hidden or output"
+        derivative = "reads z (kept per layer)" if spec.needs_z else "reads the output a"
+        rows.append([f"``{spec.name}``", where, derivative, f"``{spec.sklearn}``" if spec.sklearn else "fastgd's own",
+                     _torch(spec), _onnx(spec)])  # fmt: skip
+    return rows
+
+
+def _generate(app):
+    folder = pathlib.Path(app.srcdir) / GENERATED
+    folder.mkdir(exist_ok=True)
+    activation_table = _list_table(["name", "layers", "derivative", "scikit-learn", "PyTorch", "ONNX"], activation_rows())
+    for name, lines in (("activations.rst", activation_table),):
+        text = "\n".join(lines)
+        path = folder / name
+        if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache
+            path.write_text(text)
+
+
+def setup(app):
+    app.connect("builder-inited", _generate)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
