@@ -111,12 +111,31 @@ def compile_kernels(dtypes, out=sys.stdout, quiet=False) -> int:
     return 0
 
 
+def _bench_context(kind):
+    """What a result file of the ``--serve`` and ``--widths`` runs records beside its rows: the
+    settings that are the same for every row."""
+    if kind == "serve":
+        from fastgd.bench import serve
+
+        return dict(layer_sizes=list(serve.LAYER_SIZES), activation="relu", output_activation="softmax", dtype="float32", n_threads=1,
+                    request_rows=serve.REQUEST_ROWS, numpy_blas_threads=1, target_vs_numpy=serve.TARGET_VS_NUMPY,
+                    target_scaling=serve.TARGET_SCALING)  # fmt: skip
+    if kind == "widths":
+        from fastgd.bench import widths
+
+        return dict(outputs=widths.OUTPUTS, activation="sigmoid", output_activation="sigmoid", loss="mse", optimizer="sgd", lr=widths.LR,
+                    n_threads=1, steps_per_epoch=widths.STEPS_PER_EPOCH, cliff_ratio=widths.CLIFF)  # fmt: skip
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastgd", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train XOR and a digits classifier, timed against the NumPy backend")
     bench = commands.add_parser("bench", help="time the benchmark workloads side by side, one process per run")
-    bench.add_argument("workloads", nargs="*", help="some of: xor small mid large digits (default: all)")
+    from fastgd.bench.workloads import WORKLOADS
+
+    bench.add_argument("workloads", nargs="*", help=f"some of: {' '.join(WORKLOADS)} (default: all)")
     bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
@@ -136,6 +155,15 @@ def main(argv=None) -> int:
     bench.add_argument("--epoch-work", action="store_true",
                        help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
     bench.add_argument("--float64", action="store_true", help="instead: float64 against float32 per step, per activation (digits)")
+    bench.add_argument("--serve", action="store_true",
+                       help="instead: predict as a threaded web service calls it (64-256-256-10 relu/softmax float32, 32 rows a "
+                            "request, n_threads=1), requests/s from 1 and 2 Python threads on one network, against NumPy with BLAS "
+                            "on one thread; targets: 1 thread >= 1.5x NumPy, 2 threads >= 1.7x 1 thread")  # fmt: skip
+    bench.add_argument("--serve-seconds", type=float, default=2.0, metavar="S", help="--serve: seconds of requests per run (default 2)")
+    bench.add_argument("--widths", action="store_true",
+                       help="instead: the width sweep, µs per step of one hidden layer 4 to 64 wide (8, 24, 64 inputs; batch 32, 200; "
+                            "float32, float64; n_threads=1), cliffs flagged; target: a layer never runs slower than one twice as "
+                            "wide, within 10 %%")  # fmt: skip
     bench.add_argument("--json", metavar="PATH", default=None,
                        help="also write the results to PATH as JSON: date, CPU and its features, versions, the command, every figure")
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
@@ -152,7 +180,17 @@ def main(argv=None) -> int:
         if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             parser.error(f"--json {args.json}: its folder does not exist")  # before a run of minutes, not after
 
-        if args.float64:
+        if args.serve:
+            from fastgd.bench.serve import serve
+
+            if args.serve_seconds <= 0:
+                parser.error(f"--serve-seconds must be > 0, got {args.serve_seconds}")
+            kind, rows = "serve", serve(seconds=args.serve_seconds, repeats=args.repeats)
+        elif args.widths:
+            from fastgd.bench.widths import widths
+
+            kind, rows = "widths", widths(repeats=args.repeats)
+        elif args.float64:
             from fastgd.bench.float64 import float64_cost
 
             kind, rows = "float64", float64_cost(repeats=args.repeats)
@@ -174,8 +212,11 @@ def main(argv=None) -> int:
         if args.json:
             from fastgd.bench.results import workload_definitions, write_results
 
-            write_results(args.json, kind, rows, command=argv, context={"workloads": workload_definitions(sorted({r["workload"] for r in rows}))}
-                          if kind in ("workloads", "ranks") else None)  # fmt: skip
+            if kind in ("workloads", "ranks"):
+                context = {"workloads": workload_definitions(sorted({r["workload"] for r in rows}))}
+            else:
+                context = _bench_context(kind)
+            write_results(args.json, kind, rows, command=argv, context=context)
             print(f"results written to {args.json}")
         return 0
     if args.command == "compile":

@@ -90,6 +90,8 @@ WORKLOADS = {
         Workload("mid", (784, 256, 128, 10), "float32", "adam", 1e-3, 256, 16_384, 4, description="MNIST-sized, batch 256, Adam"),
         Workload("large", (1024, 2048, 2048, 16), "float32", "momentum", 0.01, 4096, 16_384, 1,
                  description="GEMM-bound, batch 4096, SGD momentum 0.9"),
+        Workload("narrow", (16, 16, 16, 1), "float32", "adam", 1e-3, 256, 16_384, 16,
+                 description="narrow layers, batch 256, Adam: per-step overhead, not FLOPs"),
         Workload("digits", (64, 64, 10), "float32", "adam", 1e-3, 32, 1_344, 200, loss="crossentropy",
                  description="digits, softmax + cross-entropy, batch 32, Adam, 200 epochs"),
     )  # fmt: skip
