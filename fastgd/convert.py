@@ -91,13 +91,14 @@ def from_sklearn(mlp, loss=None, **options):
 
 
 def _torch_activations():
-    # torch.nn module class -> (fastgd activation name, the arguments it must have).
+    # torch.nn module class -> [(fastgd activation name, the arguments it must have)]: one
+    # module may stand for several activations told apart by an argument (GELU's approximate).
     import torch.nn as nn
 
-    found = {nn.Identity: ("identity", {})}
+    found = {nn.Identity: [("identity", {})]}
     for spec in ACTIVATIONS.values():
         if spec.torch is not None:
-            found[getattr(nn, spec.torch[0])] = (spec.name, spec.torch[1])
+            found.setdefault(getattr(nn, spec.torch[0]), []).append((spec.name, spec.torch[1]))
     return found
 
 
@@ -151,11 +152,13 @@ def from_torch(module, loss=None, **options):
             linears.append(layer)
             activations.append("identity")
             continue
-        found = names.get(type(layer))
-        if found is None:
+        candidates = names.get(type(layer))
+        if candidates is None:
             raise ValueError(f"module[{index}] is a {type(layer).__name__}: only Linear layers and the activations "
                              f"{sorted(t.__name__ for t in names)} can be converted")  # fmt: skip
-        name, arguments = found
+        # The activation whose arguments the module has (else the first, for the message below).
+        name, arguments = next((candidate for candidate in candidates
+                                if all(getattr(layer, key, value) == value for key, value in candidate[1].items())), candidates[0])  # fmt: skip
         if not linears:
             raise ValueError(f"module[{index}] ({type(layer).__name__}) comes before any Linear layer")
         if isinstance(layer, nn.Softmax):

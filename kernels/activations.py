@@ -1,4 +1,4 @@
-# stamp: ea25c8313897a7dd41438eaf90bae00d
+# stamp: 3936f5ca0f84a529600e87f0ab72b4c4
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).
@@ -298,7 +298,7 @@ SPECS = {
                        lambda z, a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), _ONNX_SOFTPLUS),
         ActivationSpec("exp", EXP, exp_value, exp_derivative, np.exp, lambda z, a: a.copy(), "exp", None, ("Exp", {}),
                        output_only=True, exportable=False),
-        ActivationSpec("gelu", GELU, gelu_value, gelu_derivative, _np_gelu, _np_gelu_derivative, None, ("GELU", {}), _ONNX_GELU,
+        ActivationSpec("gelu", GELU, gelu_value, gelu_derivative, _np_gelu, _np_gelu_derivative, None, ("GELU", {"approximate": "none"}), _ONNX_GELU,
                        needs_z=True),
         ActivationSpec("gelu_tanh", GELU_TANH, gelu_tanh_value, gelu_tanh_derivative, _np_gelu_tanh, _np_gelu_tanh_derivative,
                        None, ("GELU", {"approximate": "tanh"}), _ONNX_GELU_TANH, needs_z=True),

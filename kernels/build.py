@@ -149,6 +149,9 @@ class Placeholder(types.WrapperAddressProtocol):
 def _placeholders(dtype):
     from . import phases, pieces, stages
 
+    # Numba learns the type of a Wrapper Address Protocol object when its CPU target is first
+    # used (a first compile or cache load): a tiny stub the loop needs anyway comes first.
+    stages.compiled("python", dtype, stub=True)
     one = Placeholder
 
     dtype = np.dtype(dtype)
@@ -164,26 +167,22 @@ def _placeholders(dtype):
 def compile_loop(dtype) -> None:
     """Compile (or load) the training loop for ``dtype`` without any of the functions it calls:
     a call of zero epochs, given placeholders of their types."""
-    from . import layout, team
-    from .pieces import quiet
+    from . import train
     from .stages import readonly, sample_bundles
-    from .train import train_loop
 
     if config.DISABLE_JIT:
         return
     bundle, updates, passes, bound = _placeholders(dtype)
     architecture, state, data, work, settings, end = sample_bundles(dtype)
-    with quiet():
-        team.run_team(train_loop, (passes, bundle, updates, bound, architecture, state, readonly(data), work, settings._replace(epochs=0), end),
-                      1, layout.make_control())  # fmt: skip
+    arguments = (passes, bundle, updates, bound, architecture, state, readonly(data), work, settings._replace(epochs=0), end)
+    _first_call(train, "train_loop", arguments)
 
 
 def compile_entry(dtype) -> None:
     """Compile (or load) the entry points' call (``passes.run_passes``) for ``dtype``: a call
     over zero rows, given placeholders (it returns before calling any)."""
-    from . import layout, team
-    from .passes import run_passes
-    from .pieces import quiet
+    from . import layout
+    from . import passes as passes_module
 
     if config.DISABLE_JIT:
         return
@@ -191,9 +190,27 @@ def compile_entry(dtype) -> None:
     architecture = layout.make_architecture((1, 1), [0])
     vector = np.zeros(1, dtype)
     buffers = layout.make_buffers(architecture, 1, dtype)
+    _first_call(passes_module, "run_passes", (passes, bundle, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0,
+                                              0.0, 0))  # fmt: skip
+
+
+def _first_call(module, name, arguments):
+    # The first call of kernel ``module.name`` (with one thread), which compiles it or loads it
+    # from the cache; an unreadable cache entry is replaced, for this process, by a copy of the
+    # kernel that does not use the cache (every caller looks it up in its module).
+    from . import layout, team
+    from .jit import is_cache_read_error, unreadable_entry, without_cache
+    from .pieces import quiet
+
     with quiet():
-        team.run_team(run_passes, (passes, bundle, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0), 1,
-                      layout.make_control())  # fmt: skip
+        try:
+            team.run_team(getattr(module, name), arguments, 1, layout.make_control())
+        except Exception as error:
+            if not is_cache_read_error(error):
+                raise
+            unreadable_entry(getattr(module, name), error)
+            setattr(module, name, without_cache(getattr(module, name)))
+            team.run_team(getattr(module, name), arguments, 1, layout.make_control())
 
 
 # What this process has compiled or loaded through ``prepare``: (target label, seconds).

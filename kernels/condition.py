@@ -1,4 +1,4 @@
-# stamp: cb5f456840520594a19a59988619c06e
+# stamp: 8c92dfbbb84621290875d984e93d9633
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

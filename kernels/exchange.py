@@ -1,4 +1,4 @@
-# stamp: 2a53f5bb588ca49a447f150bab55694c
+# stamp: b9a55ba2fd66003b4fb2df8b4dd59e6c
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

@@ -9,6 +9,8 @@ time it is needed, and called from other compiled code as a first-class function
 
 from __future__ import annotations
 
+import pickle
+import traceback
 import warnings
 
 from numba import njit
@@ -34,16 +36,57 @@ def cached(compile_function, function, **settings):
     """``compile_function(**settings)(function)`` (``njit`` or ``cfunc`` with their arguments)
     with Numba's cache when this process may use it, and without when Numba finds nowhere to
     write it (a read-only installation whose user-wide cache folder is unwritable too: Numba
-    refuses ``cache=True`` there with a RuntimeError naming the missing locator)."""
+    refuses ``cache=True`` there with a RuntimeError naming the missing locator) or cannot read
+    what it finds there (``is_cache_read_error``)."""
     if settings.get("cache"):
         try:
-            return compile_function(**settings)(function)
+            compiled = compile_function(**settings)(function)
         except RuntimeError as error:
             if "locator" not in str(error):
                 raise
             _no_cache_here(str(error))
             settings = dict(settings, cache=False)
+        except Exception as error:
+            if not is_cache_read_error(error):
+                raise
+            unreadable_entry(function, error)
+            settings = dict(settings, cache=False)
+        else:
+            if compile_function is njit:
+                _SETTINGS[id(compiled)] = settings
+            return compiled
     return compile_function(**settings)(function)
+
+
+# The settings of each cached ``njit`` dispatcher (by id), for ``without_cache``.
+_SETTINGS = {}
+
+
+def is_cache_read_error(error) -> bool:
+    """Whether ``error`` was raised by Numba while it read an entry of its on-disk cache (a file
+    damaged on disk: Numba writes its entries atomically, so a crash leaves none half-written,
+    but a disk fault or a hand edit can), seen from where it was raised."""
+    if not isinstance(error, (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                              ImportError, OSError)):  # fmt: skip
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(frame.filename.replace("\\", "/").endswith("numba/core/caching.py") for frame in frames)
+
+
+def unreadable_entry(function, error) -> None:
+    """Warn that a cache entry of ``function`` could not be read (it is compiled without the
+    cache in this process)."""
+    name = getattr(function, "__qualname__", None) or getattr(getattr(function, "py_func", None), "__qualname__", str(function))
+    warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {name} ({type(error).__name__}: {error}); it is "
+                  "compiled without the cache in this process. Delete Numba's cache folder (`python -m fastgd config` "
+                  "shows it) to repair it.", RuntimeWarning, stacklevel=3)  # fmt: skip
+
+
+def without_cache(dispatcher):
+    """A copy of the ``kernel`` ``dispatcher`` that neither reads nor writes Numba's cache (its
+    cached entry could not be read: ``is_cache_read_error``)."""
+    settings = dict(_SETTINGS.get(id(dispatcher), JIT_OPTIONS), cache=False)
+    return njit(**settings)(dispatcher.py_func)
 
 
 _WARNED = []

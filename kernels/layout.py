@@ -1,4 +1,4 @@
-# stamp: 226316f4fa1ceef5fc6a1e275babd04f
+# stamp: 4a49a60547338f9d61144a92ccfe8a21
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

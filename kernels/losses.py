@@ -1,4 +1,4 @@
-# stamp: 0be7dedc1853356e28655d2a06c08da6
+# stamp: dab6daf7ada51bb99bdbfac2da23e23c
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

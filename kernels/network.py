@@ -21,7 +21,7 @@ import numpy as np
 
 from . import layout
 from .blas import gemm_address
-from .passes import run_passes
+from . import passes
 from .phases import bundle as phases_bundle
 from .pieces import bundle, quiet
 from .team import run_team
@@ -58,7 +58,7 @@ def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss,
     arguments = (phases_bundle(dtype), pieces, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
                  int(loss) if with_loss else -1, float(l1), float(l2), gemm)  # fmt: skip
     with quiet():
-        return float(run_team(run_passes, arguments, n_threads, layout.make_control()))
+        return float(run_team(passes.run_passes, arguments, n_threads, layout.make_control()))
 
 
 def forward(params, architecture, x, buffers, loss, n_threads=1):

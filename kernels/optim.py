@@ -1,4 +1,4 @@
-# stamp: f5984af6ac56dd84cbb56b89d36a8a35
+# stamp: 5d84bc13bf5ed2a45831f9abe797aa7e
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 

@@ -1,4 +1,4 @@
-# stamp: 9d007642b4404dabd9d3f8a15ecc5d05
+# stamp: 1dfd51a2b41fade02dd80e1c3801faad
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as

@@ -1,4 +1,4 @@
-# stamp: f38c2180db9c4e1cd4773dc1ea9a7cd4
+# stamp: 6a345c21d4d6df30294debcd9d49eb89
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them

@@ -1,4 +1,4 @@
-# stamp: 1ddea08134b853790a987250bb3306ea
+# stamp: 98dbda9575593a79073fc3587b93a054
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

@@ -1,4 +1,4 @@
-# stamp: fda457ce501204590fca829c44cc6111
+# stamp: d247a34ceef88ea005e074526e88d677
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 

@@ -1,4 +1,4 @@
-# stamp: 8a9aa9599ac6020db3b9e6a8de7ebdc9
+# stamp: 8590a59fcdc41b705ef3efb8238a7bce
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

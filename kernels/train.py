@@ -1,4 +1,4 @@
-# stamp: 3d45c8f882c6847081d36d3d5eae87ad
+# stamp: cdcd4883ac2d6beb47d5e89977a0bbe2
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -433,4 +433,5 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
     arguments = (phases_bundle(dtype), pieces, updates(dtype, settings.optimizer), bind(dtype, needed, python), architecture, state,
                  readonly(data), work, settings, end)  # fmt: skip
     with quiet():
-        return int(run_team(train_loop, arguments, n_threads, control))
+        # (looked up in this module: ``build`` may have replaced it by a copy without the cache)
+        return int(run_team(globals()["train_loop"], arguments, n_threads, control))

@@ -626,20 +626,17 @@ import numpy as np
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import fastgd
-    from fastgd import kernels
+    from fastgd.kernels import pieces, train
     from fastgd.datasets import xor
     X, y = xor()
     net = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
     net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10000)
-stats = kernels.train.train_loop.stats
-sigmoid = kernels.activations.PIECES[kernels.activations.SIGMOID].stats
+stats = train.train_loop.stats
 print(json.dumps({
     "fastgd": fastgd.__file__,
-    "cache": kernels.compat.cache_directory(),
     "hits": sum(stats.cache_hits.values()),
     "misses": sum(stats.cache_misses.values()),
-    "piece_hits": sum(sigmoid.cache_hits.values()),
-    "piece_misses": sum(sigmoid.cache_misses.values()),
+    "pieces": {pieces.label(kind, name): bool(f.cache_hits) for (kind, name, _), f in pieces._COMPILED.items()},
     "prediction": net.predict(X).ravel().tolist(),
     "warnings": [str(w.message) for w in caught],
 }))
@@ -674,14 +671,13 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / ".cache").write_text("not a folder")
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
     set_writable(site, False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "XDG_", "FASTGD_"))}
-    env.update(PYTHONPATH=str(site), HOME=str(home), TMPDIR=str(temporary))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "XDG_", "FASTGD_"))}
+    # (no helper process: each run's own cache hits and misses are counted)
+    env.update(PYTHONPATH=str(site), HOME=str(home), FASTGD_COMPILE_HELPER="0")
 
-    def run():
-        return json.loads(run_python(CACHE_CHILD, env=env, cwd=tmp_path).stdout)
+    def run(**extra):
+        return json.loads(run_python(CACHE_CHILD, env=dict(env, **extra), cwd=tmp_path).stdout)
 
     expected = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
     from fastgd.datasets import xor
@@ -689,42 +685,53 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
     X, y = xor()
     expected.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10000)
     try:
-        cold = run()
-        assert cold["fastgd"].startswith(str(site)), cold["fastgd"]
-        assert cold["cache"].startswith(str(temporary / "fastgd-numba-cache-")), cold["cache"]
-        assert cold["misses"] >= 1 and cold["hits"] == 0
-        np.testing.assert_allclose(cold["prediction"], expected.predict(X).ravel(), rtol=1e-12)
+        # Nowhere to write Numba's cache: compiled without it, with one warning saying so.
+        nowhere = run()
+        assert nowhere["fastgd"].startswith(str(site)), nowhere["fastgd"]
+        assert nowhere["hits"] == 0 and not any(nowhere["pieces"].values())
+        assert any("without Numba's on-disk cache" in w for w in nowhere["warnings"]), nowhere["warnings"]
+        np.testing.assert_allclose(nowhere["prediction"], expected.predict(X).ravel(), rtol=1e-12)
 
-        warm = run()  # the fallback folder works as a cache
-        assert warm["hits"] >= 1 and warm["misses"] == 0, warm
+        cache = tmp_path / "cache"
+        cold = run(NUMBA_CACHE_DIR=str(cache))
+        assert cold["misses"] == 1 and cold["hits"] == 0 and not cold["warnings"], cold
+        warm = run(NUMBA_CACHE_DIR=str(cache))  # Numba's cache, where the user points it
+        assert warm["hits"] == 1 and warm["misses"] == 0 and all(warm["pieces"].values()), warm
         assert not warm["warnings"], warm["warnings"]
+        assert warm["prediction"] == cold["prediction"] == nowhere["prediction"]
 
-        cache = cold["cache"]
-        for name in os.listdir(cache):  # corrupt every index and data file
-            with open(os.path.join(cache, name), "r+b") as file:
-                file.truncate(max(os.path.getsize(file.name) // 3, 1))
-        corrupt = run()
-        assert corrupt["misses"] >= 1, corrupt
-        assert any("discarded an unreadable compile-cache entry" in w for w in corrupt["warnings"]), corrupt["warnings"]
-        assert corrupt["prediction"] == cold["prediction"]
-
-        assert run()["hits"] >= 1  # and the recompiled entries were written back
+        for folder, _, names in os.walk(cache):  # damage every index and data file
+            for name in names:
+                with open(os.path.join(folder, name), "r+b") as file:
+                    file.truncate(max(os.path.getsize(file.name) // 3, 1))
+        damaged = run(NUMBA_CACHE_DIR=str(cache))
+        assert any("discarded an unreadable compile-cache entry" in w for w in damaged["warnings"]), damaged["warnings"]
+        assert damaged["prediction"] == cold["prediction"]
 
         set_writable(site, True)
-        # An edit to the activations recompiles the activation pieces, and nothing built without
-        # them: the training loop calls them by address, so it stays cached.
-        with open(kernels_folder / "activations.py", "a") as file:
+        shutil.rmtree(cache)
+        run(NUMBA_CACHE_DIR=str(cache))
+        # An edit to a kernel module without new stamps: the cache is off for the process (never
+        # code compiled from the old sources), with a warning saying how to restamp.
+        with open(kernels_folder / "optim.py", "a") as file:
             file.write("\n# edited\n")
-        stale = run()
-        assert stale["piece_misses"] >= 1 and stale["piece_hits"] == 0, stale
-        assert stale["hits"] >= 1 and stale["misses"] == 0, stale
-        assert stale["prediction"] == cold["prediction"]
+        stale = run(NUMBA_CACHE_DIR=str(cache))
+        assert any("changed since their stamps" in w for w in stale["warnings"]), stale["warnings"]
+        assert stale["hits"] == 0 and stale["prediction"] == cold["prediction"]
+        # Restamped: the optimizers' pieces are compiled again, the loop and the activations'
+        # pieces (built without optim.py) still come from the cache.
+        restamp = subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        assert restamp.returncode == 0, restamp.stderr
+        edited = run(NUMBA_CACHE_DIR=str(cache))
+        assert edited["hits"] == 1 and not edited["pieces"]["update:sgd"] and edited["pieces"]["activation:sigmoid"], edited
         # An edit to a module the loop is built from (the team's barrier is compiled into it)
         # recompiles the loop, although train.py itself did not change.
         with open(kernels_folder / "team.py", "a") as file:
             file.write("\n# edited\n")
-        stale = run()
-        assert stale["misses"] >= 1 and stale["hits"] == 0, stale
-        assert stale["prediction"] == cold["prediction"]
+        subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT, check=True)
+        edited = run(NUMBA_CACHE_DIR=str(cache))
+        assert edited["misses"] == 1 and edited["hits"] == 0, edited
+        assert edited["prediction"] == cold["prediction"]
     finally:
         set_writable(site, True)

@@ -28,10 +28,10 @@ for activation, optimizer, dtype in json.loads(sys.argv[1]):
     net = fastgd.Network([5, 6, 3], activation=activation, loss="crossentropy", dtype=dtype, random_state=0)
     net.fit(X, y, optimizer=optimizer, epochs=3, batch_size=8)
     results.append({"pieces": [name for name, _, _ in pieces.LOG[before:]], "prediction": net.predict(X).tolist()})
-functions = {**pieces._COMPILED, **phases._COMPILED, **stages._COMPILED}
+functions = {tuple(str(part) for part in key): f for key, f in {**pieces._COMPILED, **phases._COMPILED, **stages._COMPILED}.items()}
 helpers = []
 if os.path.isdir("/proc"):  # Linux: any process still running the compile helper
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in (pid for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != os.getpid()):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as file:
                 if b"fastgd.kernels.build" in file.read():
@@ -80,10 +80,13 @@ def test_a_helper_process_compiles_a_cold_fits_pieces_has_ended_and_the_results_
     setting = [["sigmoid", "adam", "float32"]]
     alone = run_fits(tmp_path / "alone", setting)
     helped = run_fits(tmp_path / "helped", setting, FASTGD_COMPILE_HELPER="1")
-    # This process compiled the loop; the pieces, passes and stages it then loaded were the
-    # helper's cache entries (the helper had ended: none is running after the fit).
+    # This process compiled the loop (and the two tiny stubs that probe the cache); the pieces,
+    # passes and stages it then loaded were the helper's cache entries (the helper had ended:
+    # none is running after the fit).
     assert helped["prepared"][0] == "loop:loop:float32", helped["prepared"]
-    assert helped["compiled"] == [] and helped["cache_hits"] == alone["compiled"]
+    probes = {str(("python", "float32", "True")), str(("condition", "float32", "True"))}
+    assert set(helped["compiled"]) <= probes, helped["compiled"]
+    assert sorted(helped["cache_hits"] + helped["compiled"]) == alone["compiled"]
     assert helped["loop"][1] == 1
     if sys.platform.startswith("linux"):
         assert helped["helpers"] == []

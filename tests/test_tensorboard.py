@@ -319,8 +319,6 @@ def test_a_log_dir_gone_bad_is_refused_before_training(tmp_path):
 
 
 @needs_extra
-@pytest.mark.xfail(strict=True, reason="FitInfo.learning_rate() reports the rate after the stopping rule's division at "
-                   "the end of an epoch, not the rate that epoch's steps took (fastgd/training/driver.py, _Run.learning_rate)")
 def test_learning_rate_follows_the_adaptive_division(tmp_path):
     X, y, X_val, y_val = classification()
     net = fastgd.Network([4, 8, 3], activation="tanh", loss="crossentropy", random_state=0)
