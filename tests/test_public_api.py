@@ -4,6 +4,8 @@ operations (kernels.lowlevel) written with Numba's documented extension API, eac
 compiled and as its plain-Python twin."""
 
 import ast
+import json
+import os
 import pathlib
 import re
 import subprocess
@@ -189,3 +191,99 @@ def test_blas_is_scipys_cython_blas():
 
     for dtype in (np.float32, np.float64):
         assert blas.gemm_address(dtype) > 0
+
+
+# --------------------------------------------------------------------------- stamps
+def test_every_kernel_stamp_is_current():
+    from fastgd.kernels import stamps
+
+    assert stamps.stale() == [], "run `python -m fastgd.kernels.stamps`"
+
+
+# --------------------------------------------------------------------------- debuggable
+DEBUG_FIT = """
+import json, sys
+import numpy as np
+import fastgd
+from fastgd.kernels import config
+rng = np.random.default_rng(0)
+X = rng.normal(size=(96, 4)); y = (X[:, 0] * X[:, 1] > 0).astype(int)
+X_val = rng.normal(size=(32, 4)); y_val = (X_val[:, 0] * X_val[:, 1] > 0).astype(int)
+results = {"disabled": config.DISABLE_JIT}
+for activation in ("tanh", "gelu"):
+    net = fastgd.Network([4, 6, 5, 2], activation=activation, loss="crossentropy", dtype="float64", random_state=1, n_threads=2)
+    history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.05), epochs=12, batch_size=16, validation_data=(X_val, y_val),
+                      early_stopping=fastgd.callbacks.EarlyStopping(patience=2, monitor="val_loss"))
+    results[activation] = {"params": net.flat_parameters.tolist(), "loss": history.loss, "val_loss": history.val_loss,
+                           "epochs": net.epochs_trained, "prediction": net.predict(X_val).tolist()}
+print(json.dumps(results))
+"""
+
+
+def _run_fit(extra_env, code=DEBUG_FIT):
+    environment = dict(os.environ, **extra_env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_fit_under_numba_disable_jit_is_plain_python_and_gives_the_compiled_result():
+    compiled = _run_fit({"NUMBA_DISABLE_JIT": "0"})
+    python = _run_fit({"NUMBA_DISABLE_JIT": "1"})
+    assert python["disabled"] and not compiled["disabled"]
+    for activation in ("tanh", "gelu"):
+        ours, theirs = python[activation], compiled[activation]
+        assert ours["epochs"] == theirs["epochs"] and len(ours["val_loss"]) == len(theirs["val_loss"])
+        # float64, the kernels' tolerance against their NumPy twins (fast-math may reorder sums
+        # in compiled code; plain Python runs the same code in source order).
+        np.testing.assert_allclose(ours["params"], theirs["params"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-12)
+        np.testing.assert_allclose(ours["val_loss"], theirs["val_loss"], rtol=1e-12)
+        np.testing.assert_allclose(ours["prediction"], theirs["prediction"], rtol=1e-12, atol=1e-14)
+
+
+def test_a_fit_under_numba_disable_jit_runs_the_python_loop_a_debugger_can_step_into():
+    code = """
+import sys, json, numpy as np, fastgd
+from fastgd.kernels import train
+seen = []
+def tracer(frame, event, arg):
+    if event == "call" and frame.f_code is train.train_loop.__code__:
+        seen.append(frame.f_code.co_name)
+    return None
+sys.settrace(tracer)
+net = fastgd.Network([2, 3, 1], random_state=0)
+net.fit(np.eye(2), np.ones((2, 1)), epochs=2)
+sys.settrace(None)
+print(json.dumps(seen))
+"""
+    assert _run_fit({"NUMBA_DISABLE_JIT": "1"}, code) == ["train_loop"]
+
+
+# --------------------------------------------------------------------------- any operating system
+WINDOWS_LIKE = """
+import os
+# fastgd's dependencies first (each handles its platforms itself: NumPy reads os.uname on
+# Linux only), then what Windows lacks is removed before fastgd is imported.
+import numpy, numba, scipy.linalg, threadpoolctl
+for name in ("uname", "register_at_fork", "sched_getaffinity", "sched_setaffinity", "fork", "getloadavg"):
+    if hasattr(os, name):
+        delattr(os, name)
+import json
+import numpy as np
+import fastgd
+rng = np.random.default_rng(0)
+X, y = rng.normal(size=(64, 3)), rng.integers(0, 2, size=64)
+net = fastgd.Network([3, 5, 2], activation="relu", loss="crossentropy", random_state=0, n_threads=2)
+history = net.fit(X, y, epochs=3, batch_size=16)
+import fastgd.diagnostics
+print(json.dumps({"loss": history.loss, "prediction": net.predict(X).tolist(), "missing": [hasattr(os, "uname")]}))
+"""
+
+
+def test_import_and_training_work_without_the_posix_only_calls():
+    found = _run_fit({}, WINDOWS_LIKE)
+    assert found["missing"] == [False]
+    assert len(found["loss"]) == 3 and np.all(np.isfinite(found["loss"]))
+    reference = _run_fit({}, WINDOWS_LIKE.replace("delattr(os, name)", "pass"))
+    assert found["prediction"] == reference["prediction"]
