@@ -11,36 +11,37 @@ from _helpers import RTOL, assert_close
 
 import fastgd
 from fastgd.bench import worker
-from fastgd.kernels import activations, compat, layout, passes, pieces, products, team
+from fastgd.kernels import activations, layout, network
 from fastgd.kernels.losses import MSE
 
 SUBPROCESS_TIMEOUT = 600
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_numpys_blas_is_called_and_agrees_with_the_fallback(dtype):
-    sgemm, dgemm, _ = compat.cblas_gemm_addresses()
-    if not (sgemm and dgemm):
-        pytest.skip("this NumPy bundles no OpenBLAS; the kernels use SciPy's BLAS through Numba")
+def test_the_blas_path_agrees_with_the_compiled_paths_and_numpy(dtype):
+    # 300-400-10: a network that calls SciPy's BLAS for its large products; the same network
+    # with BLAS ruled out (every product on the compiled paths) must give the same outputs and
+    # gradients, both equal to NumPy's float64 forward pass.
     rng = np.random.default_rng(0)
-    meta = layout.make_meta((300, 400, 10), [activations.TANH, activations.SIGMOID])
-    assert products.paths(meta, dtype)[1], "a network this size takes the BLAS path"
-    table = pieces.table(meta, MSE, -1, dtype)
-    params = (0.1 * rng.normal(size=layout.parameter_count(meta))).astype(dtype)
+    architecture = layout.make_architecture((300, 400, 10), [activations.TANH, activations.SIGMOID])
+    assert architecture.blas and "blas" in layout.paths(architecture, dtype), "a network this size takes the BLAS path"
+    compiled_only = architecture._replace(blas=False)
+    params = (0.1 * rng.normal(size=architecture.n_params)).astype(dtype)
     x = rng.normal(size=(260, 300)).astype(dtype)
-    outputs = []
-    controls = (layout.make_control(), np.zeros(layout.CONTROL_WIDTH, np.int64))  # NumPy's BLAS, then SciPy's
-    assert controls[0][layout.CONTROL_SGEMM] == sgemm and controls[0][layout.CONTROL_DGEMM] == dgemm
-    for control in controls:
-        evaluation = layout.make_evaluation(meta, 260, dtype)
-        args = (table, params, meta, x.reshape(-1), 260, evaluation.z_out, evaluation.z_out, evaluation.acts, evaluation.z_out,
-                evaluation.deltas, evaluation.partials, evaluation.transposed, False)  # fmt: skip
-        team.run_team(passes.forward_pass, args, 2, control)
-        outputs.append(layout.block_of(evaluation.acts, meta, 1, 260).copy())
+    y = rng.uniform(size=(260, 10)).astype(dtype)
+    row_scale = np.full(260, 1.0 / 260, dtype)
+    outputs, gradients = [], []
+    for chosen in (architecture, compiled_only):
+        buffers = layout.make_buffers(chosen, 260, dtype)
+        grads = np.zeros_like(params)
+        network.forward_backward(params, grads, chosen, x, y, row_scale, buffers, MSE, 0.0, 0.0, n_threads=2)
+        outputs.append(layout.block_of(buffers.acts, chosen, 1, 260).copy())
+        gradients.append(grads)
     assert_close(outputs[0], outputs[1], dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
+    assert_close(gradients[0], gradients[1], dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
     reference = fastgd.reference.ACTIVATIONS[activations.SIGMOID](
-        np.tanh(x.astype(np.float64) @ layout.layer_view(params, meta, 0) + layout.layer_view(params, meta, 0, False))
-        @ layout.layer_view(params, meta, 1) + layout.layer_view(params, meta, 1, False)
+        np.tanh(x.astype(np.float64) @ layout.layer_view(params, architecture, 0) + layout.layer_view(params, architecture, 0, False))
+        @ layout.layer_view(params, architecture, 1) + layout.layer_view(params, architecture, 1, False)
     )
     assert_close(outputs[0], reference, dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
 
