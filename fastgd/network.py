@@ -453,9 +453,18 @@ class Network:
 
     def team(self, rows) -> int:
         """Threads for a call over ``rows`` rows (one for small work: see ``layout.useful_threads``)."""
-        if self.backend != "numba":
+        if self.backend != "numba" or rows * self._macs_per_row < layout.TEAM_MIN_MACS:
             return 1
         return layout.useful_threads(self._architecture, rows, 1, False, team_size(self.n_threads))
+
+    @property
+    def _macs_per_row(self) -> int:
+        # Multiply-adds of one row's forward pass (the team decision's measure of work).
+        found = getattr(self, "_macs_cache", None)
+        if found is None or found[0] is not self._architecture:
+            layers = self._architecture.layers
+            found = self._macs_cache = (self._architecture, int(np.sum(layers["n_in"] * layers["n_out"])))
+        return found[1]
 
     def outputs(self, buffers, rows) -> np.ndarray:
         """The network's outputs for ``rows`` rows: the output layer's block of ``buffers.acts``."""

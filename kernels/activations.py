@@ -1,4 +1,4 @@
-# stamp: 3936f5ca0f84a529600e87f0ab72b4c4
+# stamp: a8b23df3d748b1d1be4ca4b950e2d55e
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).

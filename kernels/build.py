@@ -183,6 +183,7 @@ def compile_entry(dtype) -> None:
     over zero rows, given placeholders (it returns before calling any)."""
     from . import layout
     from . import passes as passes_module
+    from .pieces import quiet
 
     if config.DISABLE_JIT:
         return
@@ -190,8 +191,11 @@ def compile_entry(dtype) -> None:
     architecture = layout.make_architecture((1, 1), [0])
     vector = np.zeros(1, dtype)
     buffers = layout.make_buffers(architecture, 1, dtype)
-    _first_call(passes_module, "run_passes", (passes, bundle, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0,
-                                              0.0, 0))  # fmt: skip
+    from .kit import make_kit
+
+    with quiet():
+        kit = make_kit(passes, bundle)
+    _first_call(passes_module, "run_passes", (kit, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0))
 
 
 def _first_call(module, name, arguments):

@@ -61,6 +61,11 @@ EXACT_OPTIONS = dict(BASE_OPTIONS, fastmath=set(EXACT_FASTMATH_FLAGS))
 # Matrix products with fewer multiply-adds than this never go to BLAS (kernels.products): a BLAS
 # call costs ~1-3 µs of dispatch and packing, and the compiled paths run small products faster.
 BLAS_MIN_MACS = 1 << 20
+# ... nor products with a side shorter than this: measured on a 256-256-256 float32 network,
+# one thread (2-core Sapphire Rapids, BLAS held to one thread), µs per forward pass of m rows,
+# BLAS against the micro-kernel: m = 16: 139 / 65, 32: 159 / 110, 64: 238 / 204, 128: 450 /
+# 521, 256: 681 / 924. BLAS's packing does not pay for itself below ~100 rows.
+BLAS_MIN_SIDE = 128
 # A network calls BLAS at all only when a weight matrix has at least BLAS_MIN_WEIGHTS elements
 # (smaller ones stay in a core's cache, where the micro-kernel beats BLAS at any batch size).
 BLAS_MIN_WEIGHTS = 1 << 15

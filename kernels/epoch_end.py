@@ -1,4 +1,4 @@
-# stamp: 67ca37a491c1d9c696d1a153e7105820
+# stamp: f539338f334c36882752bc228e4a82d5
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

@@ -1,4 +1,4 @@
-# stamp: b9a55ba2fd66003b4fb2df8b4dd59e6c
+# stamp: 964a6fc8448431ff3aabc60588725263
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

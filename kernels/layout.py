@@ -1,4 +1,4 @@
-# stamp: 4a49a60547338f9d61144a92ccfe8a21
+# stamp: 9b05b829a2c79b8f647768f80938db34
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -28,6 +28,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba import types
+from numba.extending import typeof_impl
 
 from .activations import SPECS as ACTIVATION_SPECS
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS
@@ -283,6 +285,52 @@ class Buffers(NamedTuple):
     masks: np.ndarray
     partials: np.ndarray
     transposed: np.ndarray
+
+
+# --------------------------------------------------------------------------- argument types
+# The Numba types of an Architecture and of Buffers, known from a few flags instead of typing
+# each array (``numba.extending.typeof_impl``, the hook "Extending Numba" documents): these two
+# go into every compiled call, predictions included. Anything unexpected (another dtype, a
+# non-contiguous or read-only array) is typed element by element, as Numba types a tuple.
+_TYPES = {}
+
+
+def _plain_vector(array, dtype) -> bool:
+    # A 1-d, C-contiguous, aligned, writable ndarray of ``dtype``: what Numba types as
+    # ``array(dtype, 1d, C)``.
+    if type(array) is not np.ndarray or array.ndim != 1 or array.dtype != dtype:
+        return False
+    flags = array.flags
+    return flags.c_contiguous and flags.writeable and flags.aligned
+
+
+def _typeof_tuple(value, context):
+    found = [typeof_impl(item, context) for item in value]
+    return None if any(item is None for item in found) else types.BaseTuple.from_types(found, type(value))
+
+
+@typeof_impl.register(Architecture)
+def _typeof_architecture(value, context):
+    layers = value.layers
+    if (_plain_vector(layers, LAYER) and all(type(count) is int for count in value[1:5]) and type(value.blas) is bool):
+        key = Architecture
+        if key not in _TYPES:
+            _TYPES[key] = _typeof_tuple(value, context)
+        return _TYPES[key]
+    return _typeof_tuple(value, context)
+
+
+@typeof_impl.register(Buffers)
+def _typeof_buffers(value, context):
+    dtype = getattr(value.acts, "dtype", None)
+    if dtype in (np.float32, np.float64) and _plain_vector(value.partials, np.float64) and all(
+        _plain_vector(array, dtype) for array in (value.acts, value.zs, value.deltas, value.masks, value.transposed)
+    ):
+        key = (Buffers, dtype)
+        if key not in _TYPES:
+            _TYPES[key] = _typeof_tuple(value, context)
+        return _TYPES[key]
+    return _typeof_tuple(value, context)
 
 
 def make_buffers(architecture, rows, dtype) -> Buffers:

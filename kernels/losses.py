@@ -1,4 +1,4 @@
-# stamp: dab6daf7ada51bb99bdbfac2da23e23c
+# stamp: cf325a3c6270514562ba45ab0984ed56
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

@@ -1,4 +1,4 @@
-# stamp: 595a0805c024fa1dc612d7c6d16d1164
+# stamp: 831369c169834f67a78548aba2256eb5
 """A register-blocked matrix-product micro-kernel written in LLVM IR (vectors of the CPU's width).
 
 Products too small for BLAS (whose call and packing cost microseconds) but too large for plain

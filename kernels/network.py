@@ -17,11 +17,14 @@ the local gradients in ``buffers.deltas``); ``loss``: the loss code.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import layout
 from .blas import gemm_address
 from . import passes
+from .kit import kit_for
 from .phases import bundle as phases_bundle
 from .pieces import bundle, quiet
 from .team import run_team
@@ -44,6 +47,31 @@ def network_pieces(architecture, loss, dtype):
     return pieces, gemm_address(dtype) if architecture.blas else 0
 
 
+# (id of the layer records, loss, dtype) -> (the records, kit, gemm): what a network's entry
+# calls pass, found once (the records are kept so that their id stays theirs).
+_ENTRIES = {}
+_LOCAL = threading.local()
+
+
+def _entry(architecture, loss, dtype):
+    key = (id(architecture.layers), loss, dtype)
+    found = _ENTRIES.get(key)
+    if found is None or found[0] is not architecture.layers:
+        pieces, gemm = network_pieces(architecture, loss, dtype)
+        with quiet():
+            found = (architecture.layers, kit_for(phases_bundle(dtype), pieces), gemm)
+        _ENTRIES[key] = found
+    return found[1], found[2]
+
+
+def _control():
+    # A control array for a call on the calling thread alone (one per Python thread).
+    control = getattr(_LOCAL, "control", None)
+    if control is None:
+        control = _LOCAL.control = layout.make_control()
+    return control
+
+
 def _writable(array):
     # The passes are compiled for writable arrays (they are one compiled function for every
     # caller, the training loop's buffers included): a read-only input (a memory map, a
@@ -54,11 +82,21 @@ def _writable(array):
 def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss, l1, l2, n_threads):
     dtype = params.dtype
     params, x, y, row_scale = _writable(params), _writable(x), _writable(y), _writable(row_scale)
-    pieces, gemm = network_pieces(architecture, int(loss), dtype)
-    arguments = (phases_bundle(dtype), pieces, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
+    kit, gemm = _entry(architecture, int(loss), dtype)
+    arguments = (kit, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
                  int(loss) if with_loss else -1, float(l1), float(l2), gemm)  # fmt: skip
+    if n_threads <= 1 and _QUIET_DONE.get(dtype):
+        # The calling thread alone, the kernel already loaded: no team, no warning filter.
+        return float(run_team(passes.run_passes, arguments, 1, _control()))
     with quiet():
-        return float(run_team(passes.run_passes, arguments, n_threads, layout.make_control()))
+        value = float(run_team(passes.run_passes, arguments, n_threads, layout.make_control()))
+    _QUIET_DONE[dtype] = True
+    return value
+
+
+# dtypes whose entry kernel has run in this process (Numba's note on first-class functions is
+# given while it is typed and compiled, never after).
+_QUIET_DONE = {}
 
 
 def forward(params, architecture, x, buffers, loss, n_threads=1):

@@ -1,4 +1,4 @@
-# stamp: 5d84bc13bf5ed2a45831f9abe797aa7e
+# stamp: 975c1942987b68ba57bb789e022aeddd
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 

@@ -1,4 +1,4 @@
-# stamp: 1dfd51a2b41fade02dd80e1c3801faad
+# stamp: 55cae8f9852e98ddb2edc10b1fc4534e
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as
@@ -247,12 +247,14 @@ def weight_penalty(params, grads, layers, l1, l2):
 
 
 @kernel
-def run_passes(tid, n_threads, control, phases, pieces, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm):
+def run_passes(tid, n_threads, control, kit, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm):
     """The Python entry points' compiled call (``kernels.network``): the forward pass (with the
-    loss when ``loss`` >= 0), then with ``grads`` of more than one element the backward pass;
-    returns the batch loss with the penalty (``batch_value``), or 0 without a loss or rows."""
+    loss when ``loss`` >= 0), then with ``grads`` of more than one element the backward pass,
+    with the passes and pieces of ``kit`` (``kernels.kit``); returns the batch loss with the
+    penalty (``batch_value``), or 0 without a loss or rows."""
     if rows == 0:
         return 0.0
+    phases, pieces = kit.phases, kit.pieces
     phases.forward(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm)
     if loss < 0:
         return 0.0

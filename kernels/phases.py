@@ -1,4 +1,4 @@
-# stamp: 6a345c21d4d6df30294debcd9d49eb89
+# stamp: 2fbaf3f9288ea510bb1e81a1184e55a5
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them
@@ -17,7 +17,7 @@ from . import layout
 from .config import BASE_OPTIONS, DISABLE_JIT
 from .jit import CACHE, cached
 from .passes import backward_pass, forward_pass
-from .pieces import LOG, bundle_type, quiet
+from .pieces import LOG, bundle_type, quiet, register_bundle, seal
 
 
 class Phases(NamedTuple):
@@ -73,5 +73,16 @@ def compiled(kind: str, dtype):
 
 
 def bundle(dtype) -> Phases:
-    """Both passes of ``dtype``."""
-    return Phases(*(compiled(kind, dtype) for kind in Phases._fields))
+    """Both passes of ``dtype`` (one sealed bundle per dtype: ``pieces.seal``)."""
+    dtype = np.dtype(dtype)
+    found = _BUNDLES.get(dtype)
+    if found is None:
+        found = Phases(*(compiled(kind, dtype) for kind in Phases._fields))
+        if not DISABLE_JIT:
+            seal(found, phases_type(dtype))
+        _BUNDLES[dtype] = found
+    return found
+
+
+_BUNDLES = {}
+register_bundle(Phases)

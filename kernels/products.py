@@ -1,4 +1,4 @@
-# stamp: d247a34ceef88ea005e074526e88d677
+# stamp: b1375ab7375c20d8d7abd9579a041913
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blas import NO_TRANSPOSE, TRANSPOSE, call_gemm
-from .config import BLAS_MIN_MACS
+from .config import BLAS_MIN_MACS, BLAS_MIN_SIDE
 from .jit import helper
 from .lowlevel import advance, element_size, view2
 from .microkernel import TILE_ROWS, tile
@@ -39,8 +39,9 @@ BLAS = 2
 @helper
 def uses_blas(may_blas, m, n, k):
     """Whether an ``m × n`` product over ``k`` goes to BLAS in a network that may call BLAS at
-    all (``may_blas``: ``layout`` decides it from the weight sizes)."""
-    return may_blas and m * n * k >= BLAS_MIN_MACS
+    all (``may_blas``: ``layout`` decides it from the weight sizes): enough work, and no side
+    shorter than BLAS_MIN_SIDE (config: where the micro-kernel is faster)."""
+    return may_blas and m * n * k >= BLAS_MIN_MACS and m >= BLAS_MIN_SIDE and n >= BLAS_MIN_SIDE and k >= BLAS_MIN_SIDE
 
 
 @helper

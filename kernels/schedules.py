@@ -1,4 +1,4 @@
-# stamp: 91e554c2fbcd3b7183723e996e0c2ad9
+# stamp: 47885df3f64b1a080bc271875c6743be
 """Learning-rate schedules, applied per optimizer step inside the training loop.
 
 Each schedule is declared once in ``SPECS`` (code and parameter names: the layout of the float64

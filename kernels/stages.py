@@ -1,4 +1,4 @@
-# stamp: 572465bd7e4a7318c477881857f32559
+# stamp: f2932d4f83173976ceb4ac50acf32065
 """The training loop's optional stages, passed to the loop as first-class functions:
 ``condition`` (clipping and gradient health, ``kernels.condition``) and ``monitor``
 (validation and the stopping rule, ``kernels.epoch_end``), each compiled on its own as a C

@@ -1,4 +1,4 @@
-# stamp: 8590a59fcdc41b705ef3efb8238a7bce
+# stamp: 5c66e06c2e8957515f5a382ad41a5bba
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

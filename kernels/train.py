@@ -1,4 +1,4 @@
-# stamp: cdcd4883ac2d6beb47d5e89977a0bbe2
+# stamp: fe60498017807bc5079dbc73f9140fad
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 

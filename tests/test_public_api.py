@@ -25,11 +25,13 @@ SOURCES = sorted([*ROOT.joinpath("kernels").glob("*.py"), *ROOT.joinpath("fastgd
 # users: the user guide ("Compiling Python code with @jit", "Creating C callbacks with @cfunc",
 # "Supported Python features", "Deprecation notices"), the reference ("Just-in-Time compilation",
 # "Types and signatures": first-class function objects and the Wrapper Address Protocol,
-# "Environment variables") and "Extending Numba" (high- and low-level extension API, "Calling
-# Cython functions").
+# "Environment variables") and "Extending Numba" (high- and low-level extension API: typeof_impl
+# is the first example's "Typing of Python values"; "Calling Cython functions"; "A guide to
+# using StructRef": numba.experimental.structref).
 DOCUMENTED_NUMBA = {
     "numba": {"njit", "cfunc", "carray", "types", "typeof", "literal_unroll", "config", "__version__", "from_dtype"},
-    "numba.extending": {"intrinsic", "overload", "register_jitable", "get_cython_function_address"},
+    "numba.extending": {"intrinsic", "overload", "register_jitable", "get_cython_function_address", "typeof_impl"},
+    "numba.experimental": {"structref"},
     "numba.core.errors": {"NumbaExperimentalFeatureWarning"},
 }  # fmt: skip
 
