@@ -113,6 +113,30 @@ def check_layer_sizes(layer_sizes):
     return sizes
 
 
+def check_dropout(dropout, n_hidden):
+    """``dropout`` as a tuple of one rate per hidden layer, each a real in [0, 1): a single
+    number is every hidden layer's; a ValueError/TypeError naming ``dropout`` otherwise."""
+    if isinstance(dropout, (str, bytes)):
+        raise TypeError(f"dropout must be a number in [0, 1) or a sequence of one per hidden layer, got {dropout!r}")
+    if isinstance(dropout, (Sequence, np.ndarray)):
+        rates = list(dropout)
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout must give one rate per hidden layer ({n_hidden}), got {len(rates)}: {rates}")
+    else:
+        rates = [dropout] * n_hidden
+    checked = []
+    for rate in rates:
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"dropout rates must be numbers, got {rate!r}")
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:  # (NaN fails too)
+            raise ValueError(f"dropout rates must be in [0, 1), got {rate!r}")
+        checked.append(rate)
+    if n_hidden == 0 and not isinstance(dropout, (Sequence, np.ndarray)) and float(dropout) != 0.0:
+        raise ValueError("dropout needs a hidden layer: this network has none")
+    return tuple(checked)
+
+
 def count_parameters(sizes) -> int:
     return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
@@ -165,6 +189,13 @@ class Network:
         Divide the penalties by the total sample weight of what they are added to (a batch's
         rows when unweighted; in ``loss()`` and ``gradients()`` all the rows): scikit-learn's
         ``alpha``, ``(alpha/2n)·ΣW²`` for a batch of n rows.
+    dropout : float or sequence of float, default 0
+        Inverted dropout on the hidden layers' outputs while training, as PyTorch's
+        ``nn.Dropout``: each output is zeroed with this probability and the others are scaled
+        by 1/(1 − p). One rate for every hidden layer, or one per hidden layer; each in [0, 1).
+        The masks come from ``random_state`` and the step (the same on any number of threads
+        or processes, and in the NumPy backend); ``predict``, ``loss``, ``gradients``,
+        validation and ``gradient_check`` never drop, and exported networks carry no dropout.
 
     Attributes
     ----------
@@ -179,8 +210,9 @@ class Network:
 
     def __init__(self, layer_sizes, activation="sigmoid", output_activation=None, loss="mse", init="xavier_uniform",
                  dtype="float64", random_state=None, backend="numba", n_threads=None, l1=0.0, l2=0.0,
-                 penalty_per_sample=False):  # fmt: skip
+                 penalty_per_sample=False, dropout=0.0):  # fmt: skip
         sizes = check_layer_sizes(layer_sizes)
+        dropout = check_dropout(dropout, len(sizes) - 2)
         loss_info = lookup(LOSSES, loss, "loss")
         hidden = lookup(ACTIVATIONS, activation, "activation")
         if hidden.output_only:
@@ -215,6 +247,7 @@ class Network:
         self.n_threads = n_threads
         self.l1, self.l2 = l1, l2
         self.penalty_per_sample = penalty_per_sample
+        self.dropout = dropout
         self._loss = loss_info
         self._architecture = self._make_architecture()
         self._params = np.zeros(self._architecture.n_params, dtype=self.dtype)
@@ -233,7 +266,7 @@ class Network:
 
     def _make_architecture(self):
         codes = [ACTIVATIONS[self.activation].code] * (len(self.layer_sizes) - 2) + [ACTIVATIONS[self.output_activation].code]
-        return layout.make_architecture(self.layer_sizes, codes)
+        return layout.make_architecture(self.layer_sizes, codes, self.dropout if any(self.dropout) else None)
 
     def _bind_views(self):
         count = len(self._architecture.layers)
@@ -315,7 +348,8 @@ class Network:
         """The constructor arguments that describe this network (JSON-ready)."""
         return dict(layer_sizes=list(self.layer_sizes), activation=self.activation, output_activation=self.output_activation,
                     loss=self.loss_name, init=self.init, dtype=self.dtype.name, backend=self.backend,
-                    n_threads=self.n_threads, l1=self.l1, l2=self.l2, penalty_per_sample=self.penalty_per_sample)  # fmt: skip
+                    n_threads=self.n_threads, l1=self.l1, l2=self.l2, penalty_per_sample=self.penalty_per_sample,
+                    dropout=list(self.dropout))  # fmt: skip
 
     def state_dict(self, copy=True) -> dict:
         """Everything training changes, as copies: ``parameters``, ``initial_parameters``,
@@ -358,6 +392,7 @@ class Network:
 
     def __setstate__(self, state):
         state.setdefault("penalty_per_sample", False)  # pickled before the option existed
+        state.setdefault("dropout", (0.0,) * (len(state["layer_sizes"]) - 2))  # likewise
         state.pop("_meta", None)  # the layer table of fastgd 0.2
         for key in ("_params", "_opt_state", "_step", "_initial_params"):
             # Training writes these: arrays unpickled read-only (joblib's memory maps) are copied.
@@ -404,7 +439,8 @@ class Network:
     def __repr__(self) -> str:
         return (
             f"Network({list(self.layer_sizes)}, activation={self.activation!r}, l1={self.l1}, l2={self.l2}, "
-            f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, "
+            + (f"dropout={list(self.dropout)}, " if any(self.dropout) else "")
+            + f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, "
             f"dtype={self.dtype.name!r}, backend={self.backend!r})"
         )
 

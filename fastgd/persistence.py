@@ -34,7 +34,7 @@ ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step
 # is not a fastgd file.
 _MAX_DESCRIPTION_BYTES = 1 << 28
 _CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2",
-                "penalty_per_sample")  # fmt: skip
+                "penalty_per_sample", "dropout")  # fmt: skip
 
 
 def write(path, config: dict, state: dict, training: dict | None = None) -> None:
@@ -257,6 +257,11 @@ def _description(raw, path) -> dict:
     # (files written before penalty_per_sample existed have none: the penalty as it is)
     description.setdefault("penalty_per_sample", False)
     field("penalty_per_sample", bool, what="true or false")
+    # (files written before dropout existed have none: no dropout)
+    description.setdefault("dropout", [0.0] * (len(sizes) - 2))
+    field("dropout", list, lambda v: len(v) == len(sizes) - 2 and all(not isinstance(r, bool) and isinstance(r, (int, float))
+                                                                       and 0 <= r < 1 for r in v),
+          f"a list of {len(sizes) - 2} rates in [0, 1)")  # fmt: skip
     field("shuffle_seed", int, lambda v: integer(v) and 0 <= v < 2**63, "an int in [0, 2**63)")
     field("epochs_trained", int, lambda v: integer(v) and v >= 0, "an int >= 0")
     history = field("history", dict, what="an object of lists")

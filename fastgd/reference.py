@@ -17,6 +17,7 @@ import numpy as np
 from .kernels import layout
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
+from .kernels.dropout import NO_DROPOUT
 from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
 from .kernels.layout import (
     CONTROL,
@@ -204,34 +205,64 @@ def _z(buffers, architecture, layer, rows):
     return block_of(buffers.zs if field == "z" else buffers.acts, architecture, layer, rows, field)
 
 
-def forward(params, architecture, x, buffers, loss, n_threads=1):
-    """Forward pass of the whole network into ``buffers`` (see :func:`fastgd.kernels.forward`)."""
+def dropout_masks(key, layer, rate, row0, rows, width, dtype):
+    """Inverted dropout's multipliers (0 or 1/(1 − rate)) of ``rows × width`` outputs of layer
+    ``layer``, rows ``row0`` … of the batch (see :mod:`fastgd.kernels.dropout`)."""
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
+        base = _mix(np.array([key], dtype=np.int64).view(np.uint64) + np.uint64(layer + 1) * np.array([_GOLDEN]))
+        row_base = _mix(base + np.arange(row0 + 1, row0 + rows + 1, dtype=np.uint64) * _GOLDEN)
+        draws = _mix(row_base[:, None] + np.arange(1, width + 1, dtype=np.uint64)[None, :] * _GOLDEN)
+    keep = (draws >> np.uint64(11)) >= np.uint64(rate * 9007199254740992.0)
+    dtype = np.dtype(dtype)
+    return np.where(keep, dtype.type(1.0 / (1.0 - rate)), dtype.type(0.0))
+
+
+def dropout_key(seed, step):
+    """The dropout key of training step ``step`` (see :mod:`fastgd.kernels.dropout`)."""
+    with np.errstate(over="ignore"):
+        mixed = _mix(np.array([seed], dtype=np.int64).view(np.uint64) * _GOLDEN + np.uint64(step))
+    return int(mixed[0] >> np.uint64(1))
+
+
+def _mask(buffers, architecture, layer, rows):
+    return block_of(buffers.masks, architecture, layer, rows, "mask")
+
+
+def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
+    """Forward pass of the whole network into ``buffers`` (see :func:`fastgd.kernels.forward`);
+    with a dropout ``key`` >= 0 the hidden layers with dropout drop their outputs (rows ``row0``
+    … of the batch)."""
     rows = x.shape[0]
     a_in = x
+    last = len(architecture.layers) - 1
     for layer, record in enumerate(architecture.layers):
         W, b = _weights(params, architecture, layer)
         a_out = block_of(buffers.acts, architecture, layer, rows)
         z = _z(buffers, architecture, layer, rows)
         dense_linear(a_in, W, b, z)
         activate(z, a_out, int(record["activation"]))
+        if key >= 0 and record["mask"] >= 0 and layer < last:
+            mask = _mask(buffers, architecture, layer, rows)
+            mask[...] = dropout_masks(key, layer, float(record["dropout"]), row0, rows, int(record["n_out"]), a_out.dtype)
+            a_out *= mask
         a_in = a_out
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass and loss of a batch (no weight penalty)."""
-    forward(params, architecture, x, buffers, loss)
+    forward(params, architecture, x, buffers, loss, key=key, row0=row0)
     last = len(architecture.layers) - 1
     a = block_of(buffers.acts, architecture, last, x.shape[0])
     return loss_value(block_of(buffers.zs, architecture, last, x.shape[0], "z"), a, y, row_scale, loss)
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass, loss and backprop of one batch, the L1/L2 penalty included; returns the loss
     plus the penalty and writes ``grads``."""
     rows = x.shape[0]
     layers = architecture.layers
     last = len(layers) - 1
-    value = evaluate_loss(params, architecture, x, y, row_scale, buffers, loss)
+    value = evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, key=key, row0=row0)
     deltas = buffers.deltas
     output_delta(_z(buffers, architecture, last, rows), block_of(buffers.acts, architecture, last, rows), y, row_scale,
                  block_of(deltas, architecture, last, rows), int(layers[last]["activation"]), loss)  # fmt: skip
@@ -242,8 +273,16 @@ def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss
         dense_gradients(a_in, delta, grad_W, grad_b)
         if layer > 0:
             W, _ = _weights(params, architecture, layer)
-            hidden_delta(delta, W, _z(buffers, architecture, layer - 1, rows), a_in, block_of(deltas, architecture, layer - 1, rows),
-                         int(layers[layer - 1]["activation"]))  # fmt: skip
+            below = block_of(deltas, architecture, layer - 1, rows)
+            code = int(layers[layer - 1]["activation"])
+            if key >= 0 and layers[layer - 1]["mask"] >= 0:
+                # Through the mask, then the derivative from z (the kept outputs are dropped ones).
+                z = _z(buffers, architecture, layer - 1, rows)
+                np.matmul(delta, W.T, out=below)
+                below *= _mask(buffers, architecture, layer - 1, rows)
+                below *= _ACTIVATION_SPECS[code].numpy_derivative(z, ACTIVATIONS[code](z))
+            else:
+                hidden_delta(delta, W, _z(buffers, architecture, layer - 1, rows), a_in, below, code)
     return value + weight_penalty(params, grads, architecture, l1, l2)
 
 
@@ -486,8 +525,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
                 l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
                 if settings.penalty_per_weight:
                     l1, l2 = l1 / batch_weight, l2 / batch_weight
+                key = dropout_key(settings.dropout_seed, int(step[0]) + 1) if architecture.mask_units > 0 else NO_DROPOUT
                 value += forward_backward(params, grads[shard], architecture, xb[first:stop], yb[first:stop], scale[first:stop],
-                                          _buffers(work, shard), loss, l1, l2)  # fmt: skip
+                                          _buffers(work, shard), loss, l1, l2, key=key, row0=lo + first)  # fmt: skip
                 if settings.track:
                     for layer in range(n_layers):
                         if layers[layer]["activation"] in (SIGMOID, TANH):

@@ -1,4 +1,4 @@
-# stamp: a8b23df3d748b1d1be4ca4b950e2d55e
+# stamp: cb1456c7bb6f938506cdf3b82292f171
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).
@@ -315,6 +315,7 @@ SPECS = {
 
 FORWARD = 0  # what an activation piece does (its first argument)
 BACKWARD = 1
+BACKWARD_FROM_Z = 2  # the derivative from z alone (a layer whose kept outputs were dropped out)
 
 
 @helper
@@ -338,6 +339,14 @@ def apply_derivative(code, delta, z, a, n):
         delta[i] *= derivative(z[i], a[i], t)
 
 
+def apply_derivative_from_z(code, delta, z, n):
+    """``delta[i] *= f'(z[i], f(z[i]))`` for i < n: the output recomputed from z (a layer with
+    dropout keeps its dropped outputs, not f(z))."""
+    spec, t = SPECS[code], delta.dtype.type
+    for i in range(n):
+        delta[i] *= spec.derivative(z[i], spec.value(z[i], t), t)
+
+
 @overload(apply_value, prefer_literal=True)
 def _apply_value(code, z, a, n):
     if isinstance(code, types.IntegerLiteral):
@@ -345,8 +354,14 @@ def _apply_value(code, z, a, n):
 
         def impl(code, z, a, n):
             t = z.dtype.type
-            for i in range(n):
-                a[i] = value(z[i], t)
+            if z.ctypes.data == a.ctypes.data:
+                # In place (the layer keeps no z): one array, so that LLVM vectorises the loop
+                # (its runtime overlap check refuses two arrays that are the same one).
+                for i in range(n):
+                    z[i] = value(z[i], t)
+            else:
+                for i in range(n):
+                    a[i] = value(z[i], t)
 
         return impl
 
@@ -364,6 +379,19 @@ def _apply_derivative(code, delta, z, a, n):
         return impl
 
 
+@overload(apply_derivative_from_z, prefer_literal=True)
+def _apply_derivative_from_z(code, delta, z, n):
+    if isinstance(code, types.IntegerLiteral):
+        value, derivative = SPECS[code.literal_value].value, SPECS[code.literal_value].derivative
+
+        def impl(code, delta, z, n):
+            t = delta.dtype.type
+            for i in range(n):
+                delta[i] *= derivative(z[i], value(z[i], t), t)
+
+        return impl
+
+
 def activation_piece(code):
     """The piece of activation ``code``: ``piece(mode, rows, width, first, second, third)``.
 
@@ -375,6 +403,8 @@ def activation_piece(code):
 
     BACKWARD (``first``: local gradients; ``second``: z; ``third``: a): ``first *= f'(z, a)``;
     for softmax each row g becomes the Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``.
+    BACKWARD_FROM_Z (``first``, ``second`` as for BACKWARD): ``first *= f'(z, f(z))`` (hidden
+    layers with dropout, whose kept outputs are the dropped ones).
     """
     if code == SOFTMAX:
         return softmax_piece
@@ -384,8 +414,10 @@ def activation_piece(code):
         if mode == FORWARD:
             _add_bias(view2(first, rows, width), view(second, width), rows, width)
             apply_value(code, view(first, n), view(third, n), n)
-        else:
+        elif mode == BACKWARD:
             apply_derivative(code, view(first, n), view(second, n), view(third, n), n)
+        else:
+            apply_derivative_from_z(code, view(first, n), view(second, n), n)
 
     elementwise_piece.__qualname__ = elementwise_piece.__name__ = f"{SPECS[code].name}_piece"
     return elementwise_piece

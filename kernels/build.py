@@ -195,7 +195,7 @@ def compile_entry(dtype) -> None:
 
     with quiet():
         kit = make_kit(passes, bundle)
-    _first_call(passes_module, "run_passes", (kit, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0))
+    _first_call(passes_module, "run_passes", (kit, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0, -1, 0))
 
 
 def _first_call(module, name, arguments):

@@ -1,4 +1,4 @@
-# stamp: 1b19063a1b403d8d19bbad609a625ded
+# stamp: 6726fa38ed695f6b375ba6163d344353
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

@@ -1,4 +1,4 @@
-# stamp: f539338f334c36882752bc228e4a82d5
+# stamp: 35bbb60d8bf6f94141939cc36589ab93
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each
@@ -32,6 +32,7 @@ that are due, the progress bar and checkpoints, and returns 1 to stop after this
 
 import numpy as np
 
+from .dropout import NO_DROPOUT
 from .jit import helper, kernel
 from .layout import (
     MONITOR_VAL_LOSS,
@@ -116,7 +117,8 @@ def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, 
     value = train_loss
     if rule.validate:
         rows = end.row_scale.size
-        phases.forward(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm)
+        phases.forward(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm,
+                       NO_DROPOUT, 0)  # fmt: skip
         val_loss = batch_value(architecture, rows, end.buffers.partials, 0.0, 0.0)
         score = _score(end.buffers.acts, end.Y, architecture, rows, rule.score)
         if tid == 0:

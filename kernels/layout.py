@@ -1,4 +1,4 @@
-# stamp: 9b05b829a2c79b8f647768f80938db34
+# stamp: 86e32c22a4cfbb97150ce575e731770a
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -81,7 +81,9 @@ def make_architecture(layer_sizes, activation_codes, dropout=None) -> Architectu
     offset = units = z_units = mask_units = 0
     for index in range(n_layers):
         n_in, n_out, code = int(layer_sizes[index]), int(layer_sizes[index + 1]), int(activation_codes[index])
-        keeps_z = index == n_layers - 1 or ACTIVATION_SPECS[code].needs_z
+        # z is kept where the backward pass needs it: the output layer (the losses read it), an
+        # activation whose derivative reads z, a layer with dropout (its outputs are the dropped ones).
+        keeps_z = index == n_layers - 1 or ACTIVATION_SPECS[code].needs_z or rates[index] > 0.0
         layer = layers[index]
         layer["n_in"], layer["n_out"], layer["weights"], layer["bias"] = n_in, n_out, offset, offset + n_in * n_out
         layer["activation"], layer["acts"], layer["z"] = code, units, z_units if keeps_z else -1

@@ -24,6 +24,7 @@ import numpy as np
 from . import layout
 from .blas import gemm_address
 from . import passes
+from .dropout import NO_DROPOUT
 from .kit import kit_for
 from .phases import bundle as phases_bundle
 from .pieces import bundle, quiet
@@ -79,12 +80,12 @@ def _writable(array):
     return array if array.flags.writeable else array.copy()
 
 
-def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss, l1, l2, n_threads):
+def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss, l1, l2, n_threads, key=NO_DROPOUT, row0=0):
     dtype = params.dtype
     params, x, y, row_scale = _writable(params), _writable(x), _writable(y), _writable(row_scale)
     kit, gemm = _entry(architecture, int(loss), dtype)
     arguments = (kit, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
-                 int(loss) if with_loss else -1, float(l1), float(l2), gemm)  # fmt: skip
+                 int(loss) if with_loss else -1, float(l1), float(l2), gemm, int(key), int(row0))  # fmt: skip
     if n_threads <= 1 and _QUIET_DONE.get(dtype):
         # The calling thread alone, the kernel already loaded: no team, no warning filter.
         return float(run_team(passes.run_passes, arguments, 1, _control()))
@@ -99,20 +100,21 @@ def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss,
 _QUIET_DONE = {}
 
 
-def forward(params, architecture, x, buffers, loss, n_threads=1):
+def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass of the whole network over the rows of ``x`` (the prediction is the output
-    layer's block of ``buffers.acts``)."""
+    layer's block of ``buffers.acts``); with a dropout ``key`` >= 0 (``kernels.dropout``) the
+    hidden layers with dropout drop their outputs, ``row0`` being x's first row in its batch."""
     none = _none(params.dtype)
-    _run(params, none, architecture, x, none, none, buffers, loss, False, 0.0, 0.0, n_threads)
+    _run(params, none, architecture, x, none, none, buffers, loss, False, 0.0, 0.0, n_threads, key, row0)
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
-    return _run(params, _none(params.dtype), architecture, x, y, row_scale, buffers, loss, True, 0.0, 0.0, n_threads)
+    return _run(params, _none(params.dtype), architecture, x, y, row_scale, buffers, loss, True, 0.0, 0.0, n_threads, key, row0)
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
     penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
     plus the penalty at the parameters as they are."""
-    return _run(params, grads, architecture, x, y, row_scale, buffers, loss, True, l1, l2, n_threads)
+    return _run(params, grads, architecture, x, y, row_scale, buffers, loss, True, l1, l2, n_threads, key, row0)

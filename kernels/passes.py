@@ -1,4 +1,4 @@
-# stamp: 55cae8f9852e98ddb2edc10b1fc4534e
+# stamp: 5db39f9238063e65e5858432ee33fa0b
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as
@@ -23,7 +23,8 @@ gradient ``(δ Wᵀ) ⊙ f'(z)``.
 
 import numpy as np
 
-from .activations import BACKWARD, FORWARD, IDENTITY
+from .activations import BACKWARD, BACKWARD_FROM_Z, FORWARD, IDENTITY
+from .dropout import apply_mask, drop_rows
 from .jit import helper, kernel
 from .layout import MAX_BLOCKS, PENALTY_PARTIALS, delta_blocks, layer_blocks, weight_blocks
 from .losses import SPECS as LOSS_SPECS
@@ -57,8 +58,12 @@ def _z_block(architecture, buffers, layer, rows_capacity):
     return buffers.acts, rows_capacity * record["acts"]
 
 
-def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm):
+def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0):
     """Forward pass of ``rows`` rows of ``x`` (flat, ``rows × n_in``) through the network.
+
+    With a dropout ``key`` >= 0 (a training step's: ``kernels.dropout``), the hidden layers with
+    dropout drop their outputs, ``row0`` being the index of x's first row in the batch (so that
+    the masks do not depend on how the batch is cut); ``NO_DROPOUT`` (-1): none.
 
     With a ``loss`` code >= 0: the output rows' losses times ``row_scale`` summed per block into
     ``buffers.partials[block]`` (``layer_blocks(architecture, last, rows)`` blocks), the output
@@ -75,6 +80,7 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
     layers = architecture.layers
     last = layers.size - 1
     capacity = _capacity(buffers.acts, architecture.units)
+    mask_capacity = _capacity(buffers.masks, architecture.mask_units)
     lanes = 32 // params.itemsize
     acts = buffers.acts
     for layer in range(last + 1):
@@ -108,6 +114,9 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
                     address)  # fmt: skip
             a_at = pointer(acts, out + first * n_out)
             activation(FORWARD, count, n_out, z_at, pointer(params, b), a_at)
+            if key >= 0 and record["mask"] >= 0:
+                drop_rows(key, layer, record["dropout"], row0 + first, count, n_out, view(a_at, count * n_out),
+                          view(pointer(buffers.masks, mask_capacity * record["mask"] + first * n_out), count * n_out))  # fmt: skip
             if layer == last and loss >= 0:
                 delta_at = pointer(buffers.deltas, out + first * n_out)
                 buffers.partials[task] = pieces.losses[loss](count, n_out, z_at, a_at, pointer(y, first * n_out), pointer(row_scale, first),
@@ -119,11 +128,12 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
     return np.int64(0)
 
 
-def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm):
+def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm, key):
     """Backprop of a batch whose ``forward_pass`` (with the loss) has run: every gradient into
     ``grads``, plus the L1/L2 penalty (``l1·sign(W) + l2·W``) on the weights, whose value
     ``l1·Σ|W| + (l2/2)·ΣW²`` goes to the penalty partials (see ``batch_value``). Wᵀ comes from
-    ``buffers.transposed``, where the forward pass put it.
+    ``buffers.transposed``, where the forward pass put it. ``key``: the forward pass's (with
+    one >= 0 the local gradients of layers with dropout go through their masks).
 
     Returns
     -------
@@ -165,15 +175,16 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
                 block = task - weight_tasks - 1
                 n_blocks = tasks - weight_tasks - 1
                 first, stop = block * rows // n_blocks, (block + 1) * rows // n_blocks
-                _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm)
+                _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm, key)
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
 
 
 @helper
-def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm):
-    # Rows [first, stop) of the local gradient of layer ``layer - 1``: (δ Wᵀ) ⊙ f'(z).
+def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm, key):
+    # Rows [first, stop) of the local gradient of layer ``layer - 1``: (δ Wᵀ) ⊙ f'(z), and
+    # through its dropout mask first when the forward pass dropped its outputs.
     record, beneath = architecture.layers[layer], architecture.layers[layer - 1]
     n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
     deltas, count = buffers.deltas, stop - first
@@ -184,8 +195,13 @@ def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capa
     else:
         _product_piece(pieces, delta_path)(NN, count, n_in, n_out, source, n_out, pointer(buffers.transposed, w), n_in, target, n_in, 0)
     z_buffer, z_start = _z_block(architecture, buffers, layer - 1, capacity)
-    pieces.activations[beneath["activation"]](BACKWARD, count, n_in, target, pointer(z_buffer, z_start + first * n_in),
-                                           pointer(buffers.acts, below + first * n_in))  # fmt: skip
+    z_at = pointer(z_buffer, z_start + first * n_in)
+    if key >= 0 and beneath["mask"] >= 0:
+        at = _capacity(buffers.masks, architecture.mask_units) * beneath["mask"] + first * n_in
+        apply_mask(view(target, count * n_in), view(pointer(buffers.masks, at), count * n_in), count * n_in)
+        pieces.activations[beneath["activation"]](BACKWARD_FROM_Z, count, n_in, target, z_at, z_at)
+    else:
+        pieces.activations[beneath["activation"]](BACKWARD, count, n_in, target, z_at, pointer(buffers.acts, below + first * n_in))
 
 
 @helper
@@ -247,17 +263,18 @@ def weight_penalty(params, grads, layers, l1, l2):
 
 
 @kernel
-def run_passes(tid, n_threads, control, kit, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm):
+def run_passes(tid, n_threads, control, kit, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm, key, row0):
     """The Python entry points' compiled call (``kernels.network``): the forward pass (with the
     loss when ``loss`` >= 0), then with ``grads`` of more than one element the backward pass,
-    with the passes and pieces of ``kit`` (``kernels.kit``); returns the batch loss with the
+    with the passes and pieces of ``kit`` (``kernels.kit``) and the dropout ``key`` (``row0``:
+    x's first row in its batch; ``NO_DROPOUT`` for predictions); returns the batch loss with the
     penalty (``batch_value``), or 0 without a loss or rows."""
     if rows == 0:
         return 0.0
     phases, pieces = kit.phases, kit.pieces
-    phases.forward(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm)
+    phases.forward(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0)
     if loss < 0:
         return 0.0
     if grads.size > 1:
-        phases.backward(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm)
+        phases.backward(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm, key)
     return batch_value(architecture, rows, buffers.partials, l1, l2)

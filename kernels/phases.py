@@ -1,4 +1,4 @@
-# stamp: 2fbaf3f9288ea510bb1e81a1184e55a5
+# stamp: a6d16c77e5f3420de2c723bcd2538524
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them
@@ -39,10 +39,10 @@ def signature(kind: str, dtype):
     architecture = typeof(sample)
     buffers = typeof(layout.make_buffers(sample, 1, dtype))
     pieces, i64, f64 = bundle_type(dtype), types.int64, types.float64
-    if kind == "forward":  # tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm
-        return i64(i64, i64, control, pieces, architecture, vector, vector, i64, vector, vector, buffers, i64, i64)
-    if kind == "backward":  # tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm
-        return i64(i64, i64, control, pieces, architecture, vector, vector, vector, i64, buffers, f64, f64, i64)
+    if kind == "forward":  # tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0
+        return i64(i64, i64, control, pieces, architecture, vector, vector, i64, vector, vector, buffers, i64, i64, i64, i64)
+    if kind == "backward":  # tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm, key
+        return i64(i64, i64, control, pieces, architecture, vector, vector, vector, i64, buffers, f64, f64, i64, i64)
     raise ValueError(f"unknown pass {kind!r}")
 
 

@@ -1,4 +1,4 @@
-# stamp: c858bd0241feed905cc330960e7cb833
+# stamp: 31c3b15b9111e9e35596348f9f5fd3e8
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

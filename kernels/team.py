@@ -1,4 +1,4 @@
-# stamp: 5c66e06c2e8957515f5a382ad41a5bba
+# stamp: 0f068f105cd18b48891452b10e391be3
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

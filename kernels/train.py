@@ -1,4 +1,4 @@
-# stamp: fe60498017807bc5079dbc73f9140fad
+# stamp: 2300f4110d4fecc2e82dd01f19fc9ec0
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -20,6 +20,7 @@ the same decisions.
 import numpy as np
 
 from . import condition as stage_condition
+from .dropout import NO_DROPOUT, step_key
 from .exchange import exchange
 from .jit import helper, kernel
 from .layout import (
@@ -137,6 +138,7 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
     conditioned = settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0
     validating = end.rule.validate or end.rule.mode != 0
     loss, gemm, penalty_per_weight = settings.loss, settings.gemm, settings.penalty_per_weight
+    dropping = architecture.mask_units > 0
     # The penalty goes with shard 0 of rank 0 only, so that it is added once.
     l1, l2 = (settings.l1, settings.l2) if settings.rank == 0 else (0.0, 0.0)
     total_weight = 0.0
@@ -190,6 +192,8 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
                     task = next_task(n_threads, task)
                 barrier(control, n_threads)
             member, team = (np.int64(0), np.int64(1)) if solo else (tid, n_threads)
+            # This step's dropout masks (the step about to be taken, counted over all fits).
+            key = step_key(settings.dropout_seed, current_step + 1) if dropping else NO_DROPOUT
             for shard in range(tid if solo else 0, shards, n_threads if solo else 1):
                 first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
                 if solo:
@@ -197,9 +201,9 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
                 buffers = shard_buffers(work, shard)
                 x = x_batch[first * n_in : stop * n_in]
                 phases.forward(member, team, control, pieces, architecture, params, x, stop - first, y_batch[first * n_out : stop * n_out],
-                               row_scale[first:stop], buffers, loss, gemm)  # fmt: skip
+                               row_scale[first:stop], buffers, loss, gemm, key, first)  # fmt: skip
                 phases.backward(member, team, control, pieces, architecture, params, grads[shard], x, stop - first, buffers,
-                                l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm)  # fmt: skip
+                                l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm, key)  # fmt: skip
             if solo:
                 barrier(control, n_threads)
             value = 0.0

@@ -149,12 +149,14 @@ class _BaseMLP(BaseEstimator):
         "backend": [StrOptions({"numba", "numpy"})],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "callbacks": [callable, Callback, list, tuple, None],
+        "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
     }
 
     def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
                  loss, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
                  validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend,
-                 n_threads, callbacks):  # fmt: skip
+                 n_threads, callbacks, dropout):  # fmt: skip
+        self.dropout = dropout
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -242,6 +244,9 @@ class _BaseMLP(BaseEstimator):
         if callbacks and self.solver == "lbfgs":
             raise ValueError("callbacks run after each epoch of a stochastic solver (sgd, adam, ...); solver='lbfgs' has no "
                              "epochs: give callbacks=None with it")  # fmt: skip
+        if self.solver == "lbfgs" and any(float(rate) != 0.0 for rate in np.atleast_1d(np.asarray(self.dropout, dtype=object))):
+            raise ValueError("dropout trains with a stochastic solver (sgd, adam, ...); solver='lbfgs' minimises a fixed "
+                             "function: give dropout=0 with it")  # fmt: skip
         return callbacks
 
     def _class_weighted(self, Y, sample_weight, incremental):
@@ -307,7 +312,7 @@ class _BaseMLP(BaseEstimator):
         # fastgd shuffles with its own generator, seeded from scikit-learn's random state.
         net = Network(layers, activation=HIDDEN_ACTIVATIONS.get(self.activation, self.activation), output_activation=output,
                       loss=loss, dtype=dtype.name, random_state=int(random_state.randint(0, 2**31 - 1)), backend=self.backend,
-                      n_threads=self.n_threads, l2=float(self.alpha), penalty_per_sample=True)  # fmt: skip
+                      n_threads=self.n_threads, l2=float(self.alpha), penalty_per_sample=True, dropout=self.dropout)  # fmt: skip
         for k, (weights, biases) in enumerate(initial):
             net.weights[k][...] = weights
             net.biases[k][...] = biases
@@ -550,6 +555,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``fastgd.callbacks`` work with the drop-in. ``solver="lbfgs"`` has no epochs and refuses
         them. ``clone`` (and so ``GridSearchCV``) copies them as any parameter (deep copies):
         a callback should open what it writes to in ``on_fit_begin``.
+    dropout : float or list of float, default 0
+        Inverted dropout on the hidden layers while training (``fastgd.Network``'s
+        ``dropout``): one rate for every hidden layer or one per hidden layer, each in [0, 1);
+        off in ``predict``, ``score`` and the validation score. Stochastic solvers only.
 
     Attributes
     ----------
@@ -585,14 +594,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None):  # fmt: skip
+                 class_weight=None, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None,
+                 dropout=0.0):  # fmt: skip
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
                          batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, loss="log_loss", shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks)  # fmt: skip
+                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks, dropout=dropout)  # fmt: skip
         self.class_weight = class_weight
 
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "class_weight": [dict, list, StrOptions({"balanced"}), None]}
@@ -817,14 +827,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
                  early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None):  # fmt: skip
+                 max_fun=15000, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None,
+                 dropout=0.0):  # fmt: skip
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
                          batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
                          max_iter=max_iter, loss=loss, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
                          warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
                          early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks)  # fmt: skip
+                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks, dropout=dropout)  # fmt: skip
 
     _validation_monitor = "val_r2"
 

@@ -71,7 +71,7 @@ class Trainer:
             shuffle=plan.shuffle is True and plan.batch < n and self.stream is None, seed=seed,
             l1=net.l1 * plan.penalty_scale, l2=net.l2 * plan.penalty_scale, penalty_per_weight=net.penalty_per_sample,
             shards=shards, solo=solo, rank=rank, ranks=ranks, partitioned=plan.partitioned, channel=channel,
-            clip_norm=clip_norm, clip_value=clip_value, track=plan.tracking is not None,
+            clip_norm=clip_norm, clip_value=clip_value, track=plan.tracking is not None, dropout_seed=seed,
         )  # fmt: skip
         self.end = end
         self.channel = channel
