@@ -1,4 +1,4 @@
-# stamp: 6726fa38ed695f6b375ba6163d344353
+# stamp: 96d03db7842d3a3c4f49cb8159797c3d
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

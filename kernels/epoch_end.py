@@ -1,4 +1,4 @@
-# stamp: 35bbb60d8bf6f94141939cc36589ab93
+# stamp: 2a86f81abf2678e1a13a71d23cde786d
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

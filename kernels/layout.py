@@ -1,4 +1,4 @@
-# stamp: 86e32c22a4cfbb97150ce575e731770a
+# stamp: c810d87d11b539c25107617d4c24e880
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -34,6 +34,7 @@ from numba.extending import typeof_impl
 from .activations import SPECS as ACTIVATION_SPECS
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS
 from .jit import helper
+from .lowlevel import pointer, view
 from .products import uses_blas
 
 # --------------------------------------------------------------------------- the network
@@ -440,9 +441,18 @@ def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, 
 
 @helper
 def shard_buffers(work, shard):
-    """Shard ``shard``'s buffers of a ``Work``."""
-    return Buffers(work.acts[shard], work.zs[shard], work.deltas[shard], work.masks[shard], work.partials[shard],
-                   work.transposed[shard])  # fmt: skip
+    """Shard ``shard``'s buffers of a ``Work``, as views that carry no reference to the Work's
+    arrays (``lowlevel.view`` over a ``pointer``): the loop hands them to the passes at every
+    step, and Numba would count references to array slices atomically."""
+    return Buffers(_row(work.acts, shard), _row(work.zs, shard), _row(work.deltas, shard), _row(work.masks, shard),
+                   _row(work.partials, shard), _row(work.transposed, shard))  # fmt: skip
+
+
+@helper
+def _row(array, row):
+    # Row ``row`` of a C-contiguous 2-D array (see ``shard_buffers``).
+    width = array.shape[1]
+    return view(pointer(array, row * width), width)
 
 
 class Settings(NamedTuple):

@@ -1,4 +1,4 @@
-# stamp: 5db39f9238063e65e5858432ee33fa0b
+# stamp: c801d7b9c57a056e2c5fb49c6e3ab3a0
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as
@@ -28,7 +28,7 @@ from .dropout import apply_mask, drop_rows
 from .jit import helper, kernel
 from .layout import MAX_BLOCKS, PENALTY_PARTIALS, delta_blocks, layer_blocks, weight_blocks
 from .losses import SPECS as LOSS_SPECS
-from .lowlevel import pointer, view, view2
+from .lowlevel import advance, pointer, view, view2
 from .products import BLAS, NN, NT, TILES, TN, path, transpose, uses_blas
 from .team import barrier, next_task
 
@@ -44,18 +44,24 @@ def _product_piece(pieces, chosen):
 
 
 @helper
-def _capacity(buffer, width):
-    return buffer.size // (width if width > 0 else 1)
+def _capacity(size, width):
+    # Rows a buffer of ``size`` elements holds at ``width`` columns a row.
+    return size // (width if width > 0 else 1)
+
+
+# The passes address their buffers through pointers (``lowlevel.pointer`` / ``advance``), set
+# once at the top: an array that flows between branches and helpers is reference-counted by
+# Numba at each step (an atomic operation apiece), which costs a tiny network more than its
+# arithmetic.
 
 
 @helper
-def _z_block(architecture, buffers, layer, rows_capacity):
-    # Where layer ``layer``'s pre-activations go: its block of zs when it keeps z, else its
-    # block of acts (z computed in place).
-    record = architecture.layers[layer]
+def _z_at(record, zs, z_capacity, acts, capacity):
+    # Where a layer's pre-activations go: its block of zs when it keeps z, else its block of
+    # acts (z computed in place).
     if record["z"] >= 0:
-        return buffers.zs, _capacity(buffers.zs, architecture.z_units) * record["z"]
-    return buffers.acts, rows_capacity * record["acts"]
+        return advance(zs, z_capacity * record["z"])
+    return advance(acts, capacity * record["acts"])
 
 
 def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0):
@@ -79,19 +85,19 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
     """
     layers = architecture.layers
     last = layers.size - 1
-    capacity = _capacity(buffers.acts, architecture.units)
-    mask_capacity = _capacity(buffers.masks, architecture.mask_units)
+    capacity = _capacity(buffers.acts.size, architecture.units)
+    z_capacity = _capacity(buffers.zs.size, architecture.z_units)
+    mask_capacity = _capacity(buffers.masks.size, architecture.mask_units)
     lanes = 32 // params.itemsize
-    acts = buffers.acts
+    acts, zs, masks, deltas = pointer(buffers.acts, 0), pointer(buffers.zs, 0), pointer(buffers.masks, 0), pointer(buffers.deltas, 0)
+    weights, transposed, inputs = pointer(params, 0), pointer(buffers.transposed, 0), pointer(x, 0)
+    targets, scales, partials = pointer(y, 0), pointer(row_scale, 0), buffers.partials
     for layer in range(last + 1):
         record = layers[layer]
         n_in, n_out, w, b, code = record["n_in"], record["n_out"], record["weights"], record["bias"], record["activation"]
         out = capacity * record["acts"]
-        if layer == 0:
-            source, source_start = x, 0
-        else:
-            source, source_start = acts, capacity * layers[layer - 1]["acts"]
-        target, target_start = _z_block(architecture, buffers, layer, capacity)
+        source = inputs if layer == 0 else advance(acts, capacity * layers[layer - 1]["acts"])
+        z_base = _z_at(record, zs, z_capacity, acts, capacity)
         n_blocks = layer_blocks(architecture, layer, rows)
         chosen = path(architecture.blas, NN, rows, n_out, n_in, lanes)
         product = _product_piece(pieces, chosen)
@@ -104,23 +110,22 @@ def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows,
         task = tid
         while task < tasks:
             if task == n_blocks:
-                transpose(view2(pointer(params, w), n_in, n_out), n_in, n_out, view2(pointer(buffers.transposed, w), n_out, n_in))
+                transpose(view2(advance(weights, w), n_in, n_out), n_in, n_out, view2(advance(transposed, w), n_out, n_in))
                 task = next_task(n_threads, task)
                 continue
             first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
             count = stop - first
-            z_at = pointer(target, target_start + first * n_out)
-            product(NN, count, n_out, n_in, pointer(source, source_start + first * n_in), n_in, pointer(params, w), n_out, z_at, n_out,
-                    address)  # fmt: skip
-            a_at = pointer(acts, out + first * n_out)
-            activation(FORWARD, count, n_out, z_at, pointer(params, b), a_at)
+            z_at = advance(z_base, first * n_out)
+            product(NN, count, n_out, n_in, advance(source, first * n_in), n_in, advance(weights, w), n_out, z_at, n_out, address)
+            a_at = advance(acts, out + first * n_out)
+            activation(FORWARD, count, n_out, z_at, advance(weights, b), a_at)
             if key >= 0 and record["mask"] >= 0:
                 drop_rows(key, layer, record["dropout"], row0 + first, count, n_out, view(a_at, count * n_out),
-                          view(pointer(buffers.masks, mask_capacity * record["mask"] + first * n_out), count * n_out))  # fmt: skip
+                          view(advance(masks, mask_capacity * record["mask"] + first * n_out), count * n_out))  # fmt: skip
             if layer == last and loss >= 0:
-                delta_at = pointer(buffers.deltas, out + first * n_out)
-                buffers.partials[task] = pieces.losses[loss](count, n_out, z_at, a_at, pointer(y, first * n_out), pointer(row_scale, first),
-                                                             delta_at)  # fmt: skip
+                delta_at = advance(deltas, out + first * n_out)
+                partials[task] = pieces.losses[loss](count, n_out, z_at, a_at, advance(targets, first * n_out), advance(scales, first),
+                                                     delta_at)  # fmt: skip
                 if not FUSED[loss] and code != IDENTITY:
                     activation(BACKWARD, count, n_out, delta_at, z_at, a_at)
             task = next_task(n_threads, task)
@@ -142,19 +147,19 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
     """
     layers = architecture.layers
     last = layers.size - 1
-    capacity = _capacity(buffers.acts, architecture.units)
+    capacity = _capacity(buffers.acts.size, architecture.units)
+    z_capacity = _capacity(buffers.zs.size, architecture.z_units)
+    mask_capacity = _capacity(buffers.masks.size, architecture.mask_units)
     lanes = 32 // params.itemsize
-    acts, deltas = buffers.acts, buffers.deltas
+    acts, zs, masks, deltas = pointer(buffers.acts, 0), pointer(buffers.zs, 0), pointer(buffers.masks, 0), pointer(buffers.deltas, 0)
+    weights, gradients, transposed, inputs = pointer(params, 0), pointer(grads, 0), pointer(buffers.transposed, 0), pointer(x, 0)
+    partials = buffers.partials
     penalised = l1 != 0.0 or l2 != 0.0
     for layer in range(last, -1, -1):
         record = layers[layer]
         n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
-        delta = capacity * record["acts"]
-        if layer == 0:
-            source, source_start, below = x, 0, 0
-        else:
-            source, source_start = acts, capacity * layers[layer - 1]["acts"]
-            below = source_start
+        delta = advance(deltas, capacity * record["acts"])
+        source = inputs if layer == 0 else advance(acts, capacity * layers[layer - 1]["acts"])
         weight_tasks = weight_blocks(architecture, layer, rows)
         tasks = weight_tasks + 1 + delta_blocks(architecture, layer, rows)
         weight_path = path(architecture.blas, TN, n_in, n_out, rows, lanes)
@@ -163,45 +168,38 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
         while task < tasks:
             if task < weight_tasks:
                 first, stop = task * n_in // weight_tasks, (task + 1) * n_in // weight_tasks
-                _product_piece(pieces, weight_path)(TN, stop - first, n_out, rows, pointer(source, source_start + first), n_in,
-                                                    pointer(deltas, delta), n_out, pointer(grads, w + first * n_out), n_out,
-                                                    gemm if weight_path == BLAS else 0)  # fmt: skip
+                _product_piece(pieces, weight_path)(TN, stop - first, n_out, rows, advance(source, first), n_in, delta, n_out,
+                                                    advance(gradients, w + first * n_out), n_out, gemm if weight_path == BLAS else 0)  # fmt: skip
                 if penalised:
-                    buffers.partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out,
-                                                                                              w + stop * n_out, l1, l2)  # fmt: skip
+                    partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out,
+                                                                                      l1, l2)  # fmt: skip
             elif task == weight_tasks:
-                _bias_gradient(view2(pointer(deltas, delta), rows, n_out), rows, n_out, view(pointer(grads, b), n_out))
+                _bias_gradient(view2(delta, rows, n_out), rows, n_out, view(advance(gradients, b), n_out))
             else:
                 block = task - weight_tasks - 1
                 n_blocks = tasks - weight_tasks - 1
                 first, stop = block * rows // n_blocks, (block + 1) * rows // n_blocks
-                _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm, key)
+                count = stop - first
+                beneath = layers[layer - 1]
+                target = advance(deltas, capacity * beneath["acts"] + first * n_in)
+                product_source = advance(delta, first * n_out)
+                if delta_path == BLAS:
+                    pieces.blas(NT, count, n_in, n_out, product_source, n_out, advance(weights, w), n_out, target, n_in, gemm)
+                else:
+                    _product_piece(pieces, delta_path)(NN, count, n_in, n_out, product_source, n_out, advance(transposed, w), n_in, target,
+                                                       n_in, 0)  # fmt: skip
+                z_at = advance(_z_at(beneath, zs, z_capacity, acts, capacity), first * n_in)
+                below = pieces.activations[beneath["activation"]]
+                if key >= 0 and beneath["mask"] >= 0:
+                    # Through the dropout mask, then f' from z (the kept outputs are the dropped ones).
+                    mask_at = advance(masks, mask_capacity * beneath["mask"] + first * n_in)
+                    apply_mask(view(target, count * n_in), view(mask_at, count * n_in), count * n_in)
+                    below(BACKWARD_FROM_Z, count, n_in, target, z_at, z_at)
+                else:
+                    below(BACKWARD, count, n_in, target, z_at, advance(acts, capacity * beneath["acts"] + first * n_in))
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
-
-
-@helper
-def _delta_below(pieces, architecture, params, buffers, layer, first, stop, capacity, below, delta, delta_path, gemm, key):
-    # Rows [first, stop) of the local gradient of layer ``layer - 1``: (δ Wᵀ) ⊙ f'(z), and
-    # through its dropout mask first when the forward pass dropped its outputs.
-    record, beneath = architecture.layers[layer], architecture.layers[layer - 1]
-    n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
-    deltas, count = buffers.deltas, stop - first
-    target = pointer(deltas, below + first * n_in)
-    source = pointer(deltas, delta + first * n_out)
-    if delta_path == BLAS:
-        pieces.blas(NT, count, n_in, n_out, source, n_out, pointer(params, w), n_out, target, n_in, gemm)
-    else:
-        _product_piece(pieces, delta_path)(NN, count, n_in, n_out, source, n_out, pointer(buffers.transposed, w), n_in, target, n_in, 0)
-    z_buffer, z_start = _z_block(architecture, buffers, layer - 1, capacity)
-    z_at = pointer(z_buffer, z_start + first * n_in)
-    if key >= 0 and beneath["mask"] >= 0:
-        at = _capacity(buffers.masks, architecture.mask_units) * beneath["mask"] + first * n_in
-        apply_mask(view(target, count * n_in), view(pointer(buffers.masks, at), count * n_in), count * n_in)
-        pieces.activations[beneath["activation"]](BACKWARD_FROM_Z, count, n_in, target, z_at, z_at)
-    else:
-        pieces.activations[beneath["activation"]](BACKWARD, count, n_in, target, z_at, pointer(buffers.acts, below + first * n_in))
 
 
 @helper

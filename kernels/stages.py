@@ -1,4 +1,4 @@
-# stamp: 8a1f6d630db56bb6966dbceb1e7826ef
+# stamp: 2a9fe12847a690e44d2f3c0c14e9f45e
 """The training loop's optional stages, passed to the loop as first-class functions:
 ``condition`` (clipping and gradient health, ``kernels.condition``) and ``monitor``
 (validation and the stopping rule, ``kernels.epoch_end``), each compiled on its own as a C

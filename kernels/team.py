@@ -1,4 +1,4 @@
-# stamp: 0f068f105cd18b48891452b10e391be3
+# stamp: 1e5cd04615a50afe59d328c5de19d1f9
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

@@ -1,4 +1,4 @@
-# stamp: 2300f4110d4fecc2e82dd01f19fc9ec0
+# stamp: cbfaa8a856be2566cce6f4367e5abe33
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -39,7 +39,7 @@ from .layout import (
     make_epoch_end,
     shard_buffers,
 )
-from .lowlevel import monotonic_ns, pointer
+from .lowlevel import monotonic_ns, pointer, view
 from .passes import batch_value
 from .schedules import lr_at
 from .team import barrier, next_task, read_flag, run_team, write_flag
@@ -126,7 +126,7 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
     # on costs its every array at each call boundary, at compile time above all).
     params, opt_state, step = state
     X, Y, sample_weight = data
-    n, n_in, n_out = X.shape[0], X.shape[1], Y.shape[1]
+    n, n_in, n_out, n_params = X.shape[0], X.shape[1], Y.shape[1], params.size
     batch_size, shards, solo, ranks, mean = settings.batch_size, settings.shards, settings.solo, settings.ranks, settings.mean
     order, grads, saved_params = work.order, work.grads, work.saved_params
     x_batch, y_batch, row_scale = work.x_batch, work.y_batch, work.row_scale
@@ -198,12 +198,14 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
                 first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
                 if solo:
                     _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, mean)
+                # (views over pointers, as shard_buffers's: no reference counting at each step)
                 buffers = shard_buffers(work, shard)
-                x = x_batch[first * n_in : stop * n_in]
-                phases.forward(member, team, control, pieces, architecture, params, x, stop - first, y_batch[first * n_out : stop * n_out],
-                               row_scale[first:stop], buffers, loss, gemm, key, first)  # fmt: skip
-                phases.backward(member, team, control, pieces, architecture, params, grads[shard], x, stop - first, buffers,
-                                l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm, key)  # fmt: skip
+                count = stop - first
+                x = view(pointer(x_batch, first * n_in), count * n_in)
+                phases.forward(member, team, control, pieces, architecture, params, x, count, view(pointer(y_batch, first * n_out), count * n_out),
+                               view(pointer(row_scale, first), count), buffers, loss, gemm, key, first)  # fmt: skip
+                phases.backward(member, team, control, pieces, architecture, params, view(pointer(grads, shard * n_params), n_params), x, count,
+                                buffers, l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm, key)  # fmt: skip
             if solo:
                 barrier(control, n_threads)
             value = 0.0
