@@ -183,6 +183,7 @@ def test_a_new_activation_is_one_table_entry_and_its_two_functions(tmp_path):
     # In a process of its own (the table is extended there) with a cache of its own: the new
     # entry trains compiled, agrees with the NumPy twin, passes the gradient check and is
     # accepted by the estimators, with no other file touched.
+    pytest.importorskip("sklearn")
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FASTGD_COMPILE_HELPER="0")
     done = subprocess.run([sys.executable, "-c", NEW_ACTIVATION], capture_output=True, text=True, env=environment, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
