@@ -154,6 +154,8 @@ def main(argv=None) -> int:
                             "(warm, cold, n_jobs=2), search time and accuracy per setting")  # fmt: skip
     bench.add_argument("--epoch-work", action="store_true",
                        help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
+    bench.add_argument("--dropout", action="store_true",
+                       help="instead: dropout's cost per step (0.2 and 0.5 on every hidden layer against none)")
     bench.add_argument("--float64", action="store_true", help="instead: float64 against float32 per step, per activation (digits)")
     bench.add_argument("--serve", action="store_true",
                        help="instead: predict as a threaded web service calls it (64-256-256-10 relu/softmax float32, 32 rows a "
@@ -194,6 +196,10 @@ def main(argv=None) -> int:
             from fastgd.bench.float64 import float64_cost
 
             kind, rows = "float64", float64_cost(repeats=args.repeats)
+        elif args.dropout:
+            from fastgd.bench.userwork import dropout_cost
+
+            kind, rows = "dropout", dropout_cost(repeats=args.repeats)
         elif args.grid or args.epoch_work:
             from fastgd.bench.userwork import epoch_work, grid
 

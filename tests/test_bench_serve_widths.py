@@ -136,3 +136,16 @@ def test_narrow_runs_in_the_bench_table(tmp_path):
     record = read_results(path)
     assert record["context"]["workloads"]["narrow"]["layer_sizes"] == [16, 16, 16, 1]
     assert json.dumps(record)  # plain JSON
+
+
+def test_the_dropout_bench_gives_a_row_per_network_and_rate():
+    import io
+
+    from fastgd.bench.userwork import dropout_cost
+
+    printed = io.StringIO()
+    rows = dropout_cost(repeats=1, out=printed, rates=(0.0, 0.5))
+    assert [(row["network"].split()[0], row["dropout"]) for row in rows] == [("mid", 0.0), ("mid", 0.5), ("digits", 0.0), ("digits", 0.5)]
+    assert all(row["us_per_step"] > 0 for row in rows)
+    assert [row["vs_none"] for row in rows if row["dropout"] == 0.0] == [1.0, 1.0]
+    assert "µs/step" in printed.getvalue()

@@ -6,10 +6,15 @@
 digits (all 1 797 images, ``load_digits``), 3 folds, ``hidden_layer_sizes=(100,)``,
 ``max_iter=200``, ``random_state=0``, everything else scikit-learn's defaults (so ``tol`` stops
 most fits early). Each run is a fresh process: scikit-learn; fastgd with its compile cache warm;
-fastgd with an empty cache (a new temporary ``NUMBA_CACHE_DIR``, the background cache fill off,
-so every kernel it needs is compiled inside the timing); and fastgd warm with ``n_jobs=2``. The
+fastgd with an empty cache (a new temporary ``NUMBA_CACHE_DIR``, so every kernel it needs is
+compiled inside the timing); and fastgd warm with ``n_jobs=2``. The
 time is the search's (``search.fit``), not the import's. Rounds are interleaved, the best kept;
 the table gives each setting's mean CV accuracy for both libraries.
+
+``dropout_cost`` (``--dropout``): µs per step with dropout 0.2 and 0.5 on every hidden layer
+against none, for the MNIST-sized network (784-256-128-10 relu, float32, Adam, batch 256) and
+the digits network (64-100-10 relu, float32, Adam, batch 200), in one warm process, rounds
+interleaved, best kept.
 
 ``epoch_work``: the digits network (64-100-10, relu, softmax/cross-entropy, float32, Adam,
 batch 200, 200 epochs on 1 200 rows): a bare fit, with validation data (300 held-out rows, a
@@ -64,8 +69,7 @@ GRID_RUNS = (("scikit-learn", "sklearn", 1, False), ("fastgd warm", "fastgd", 1,
 
 
 def _grid_run(library, n_jobs, cold):
-    # Never a background cache fill: it would run on into the next measurement.
-    env = dict(os.environ, FASTGD_BACKGROUND_COMPILE="0")
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="fastgd-cold-") as empty:
         if cold:
             env.update(NUMBA_CACHE_DIR=empty)
@@ -191,3 +195,47 @@ def epoch_work(repeats=5, out=None):
     slope = (best[f"validation {last} rows"] - best[f"validation {first} rows"]) / 200 / (last - first) * 1e6
     print(f"validation's cost per epoch, µs: {costs}; per row from {first} to {last} rows: {slope:.3f}", file=out)
     return {**{name: best[name] / best["bare"] for name in variants}, "estimator": ratio}
+
+
+def dropout_cost(repeats=5, out=None, rates=(0.0, 0.2, 0.5)):
+    """Dropout's cost per step (module docstring); prints and returns a row per network and rate."""
+    import time
+
+    import numpy as np
+
+    from ..diagnostics import cpu_name
+    from ..network import Network
+    from ..optimizers import Adam
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "mid 784-256-128-10": ((784, 256, 128, 10), 256, rng.normal(size=(4096, 784)).astype(np.float32)),
+        "digits 64-100-10": ((64, 100, 10), 200, rng.normal(size=(1200, 64)).astype(np.float32)),
+    }
+    labels = {name: rng.integers(0, 10, size=X.shape[0]) for name, (_, _, X) in cases.items()}
+    nets = {}
+    for name, (sizes, batch, X) in cases.items():
+        for rate in rates:
+            net = Network(sizes, activation="relu", loss="crossentropy", dtype="float32", random_state=0, dropout=rate)
+            net.fit(X[:batch], labels[name][:batch], optimizer=Adam(lr=1e-3), epochs=1, batch_size=batch)  # compile / load
+            nets[name, rate] = net
+    best = {}
+    for _ in range(repeats):
+        for (name, rate), net in nets.items():
+            sizes, batch, X = cases[name]
+            epochs = 3
+            start = time.perf_counter()
+            net.fit(X, labels[name], optimizer=Adam(lr=1e-3), epochs=epochs, batch_size=batch)
+            per_step = (time.perf_counter() - start) / (epochs * -(-X.shape[0] // batch)) * 1e6
+            best[name, rate] = min(best.get((name, rate), np.inf), per_step)
+    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); dropout on every hidden layer, float32, "
+          f"Adam; best of {repeats} interleaved rounds, one warm process", file=out)  # fmt: skip
+    header = f"{'network':<22} {'dropout':>8} {'µs/step':>9} {'vs none':>8}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    rows = []
+    for (name, rate), seconds in best.items():
+        ratio = seconds / best[name, 0.0]
+        print(f"{name:<22} {rate:>8.1f} {seconds:>9.1f} {ratio:>7.2f}x", file=out)
+        rows.append({"network": name, "dropout": rate, "us_per_step": seconds, "vs_none": ratio})
+    return rows
