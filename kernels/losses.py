@@ -1,4 +1,4 @@
-# stamp: cf325a3c6270514562ba45ab0984ed56
+# stamp: 49ee28b69e565d19f7f76f12de4bc355
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).
@@ -153,7 +153,7 @@ class LossSpec(NamedTuple):
     ``fused``: the delta is already dC/dz (no output derivative applied after it); ``mean``:
     averaged over rows (else summed); ``required_output``: the output activation the loss is
     defined for, if any; ``default_output``: the one a network gets when it names none;
-    ``formula``: its definition, as the README states it."""
+    ``formula``: its definition, as the user guide states it (docs/user_guide/networks.rst)."""
 
     name: str
     code: int

@@ -1,4 +1,4 @@
-# stamp: 31c3b15b9111e9e35596348f9f5fd3e8
+# stamp: de12cad8c2ecef301a56d88655b31f24
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

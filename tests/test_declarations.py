@@ -96,8 +96,8 @@ def test_every_schedule_class_has_one_declaration():
             )
 
 
-def test_adding_an_optimizer_touches_the_files_the_readme_names():
-    # The README says: kernels/optim.py (declaration and update), fastgd/reference.py (the twin),
+def test_adding_an_optimizer_touches_the_files_the_contributor_guide_names():
+    # docs/contributing/extending.rst says: kernels/optim.py (declaration and update), fastgd/reference.py (the twin),
     # fastgd/optimizers.py (class and OPTIMIZERS_UNDER_TEST); the rest is derived: the named
     # step, the kernel list, the pieces, the tests.
     import fastgd.optimizers as classes

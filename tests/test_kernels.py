@@ -128,7 +128,7 @@ def float64_arguments(rng, low, high):
 
 def test_float64_exp_tanh_and_log1p_are_within_two_ulp_of_libm():
     # The vectorisable float64 versions (kernels/mathfn.py) against NumPy's (libm's), over the
-    # whole range: the README states these bounds.
+    # whole range: the user guide (docs/user_guide/networks.rst) states these bounds.
     rng = np.random.default_rng(0)
     x = np.concatenate([float64_arguments(rng, -746.0, 710.0), [0.0, -0.0, 709.78, 709.79, -745.13, -745.14, 1e-310, -1e-310]])
     exp_out, tanh_out = np.empty_like(x), np.empty_like(x)

@@ -364,7 +364,7 @@ def test_trained_weights_equal_scikit_learns_for_the_same_algorithm(kind, target
     if params["solver"] != "lbfgs" and not weighted:
         # Both report the epochs' losses alike (penalty included). With sample weights fastgd's
         # is the weighted mean over the epoch's rows, scikit-learn's the row-count average of
-        # its batches' weighted means: they differ (README).
+        # its batches' weighted means: they differ (docs/user_guide/sklearn.rst).
         np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=max(rtol, 1e-12))
     assert ours.n_iter_ == theirs.n_iter_
 

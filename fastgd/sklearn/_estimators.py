@@ -1,7 +1,7 @@
 """``MLPClassifier`` and ``MLPRegressor``: scikit-learn's estimators, trained by fastgd.
 
 Same parameters with scikit-learn's meaning, defaults and validation; same fitted attributes,
-warnings and errors (see the README's "Replacing scikit-learn's MLP" for where the numbers
+warnings and errors (see the user guide's drop-in page, docs/user_guide/sklearn.rst, for where the numbers
 differ and why). What each parameter becomes in fastgd:
 
 * the network: scikit-learn's layers and output (softmax for several classes, one logistic unit
