@@ -79,6 +79,39 @@ def test_two_fits_in_two_threads_each_take_a_team_and_run_at_the_same_time():
     assert alone.n_params == once.n_params
 
 
+def test_two_threads_predicting_with_one_network_each_get_what_they_would_alone():
+    # Small predictions run on the calling thread, with buffers of their own per call and no
+    # lock: two Python threads calling one network at once (both inside predict together) each
+    # get the prediction they would get alone. (How much faster two threads serve than one is
+    # measured by ``python -m fastgd bench --serve``.)
+    rng = np.random.default_rng(5)
+    net = fastgd.Network([64, 256, 256, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0, n_threads=1)
+    inputs = [rng.normal(size=(32, 64)).astype(np.float32) for _ in range(2)]
+    expected = [net.predict(X) for X in inputs]
+    inside = [0, 0]  # calls in progress at once, and the most seen
+    lock = threading.Lock()
+    wrong = []
+
+    def serve(k):
+        for _ in range(300):
+            with lock:
+                inside[0] += 1
+                inside[1] = max(inside[1], inside[0])
+            out = net.predict(inputs[k])
+            with lock:
+                inside[0] -= 1
+            if not np.array_equal(out, expected[k]):
+                wrong.append(k)
+
+    threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert not wrong
+    assert inside[1] == 2, "the two threads were never inside predict together"
+
+
 @pytest.mark.skipif(not TWO, reason="needs two cores")
 def test_n_threads_changed_between_fits_changes_no_result_and_idle_teams_are_bounded():
     team.close_idle_teams()
