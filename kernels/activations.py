@@ -1,4 +1,4 @@
-# stamp: cb1456c7bb6f938506cdf3b82292f171
+# stamp: a559e393f602f2323f86dd0d562a5f2a
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).

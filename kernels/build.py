@@ -13,14 +13,20 @@ every target is asked for, by ``python -m fastgd compile`` or ``fastgd.compile()
 
 ``python -m fastgd.kernels.build TARGET...`` is the helper (targets labelled as ``label``).
 
+Ctrl-C while this process compiles (``Interrupts``) is held until the target under way is
+compiled, then raised; while it only waits for the helper, at once; either way the helper is
+ended before the ``KeyboardInterrupt`` leaves (nothing is left compiling behind it).
+
 Environment: ``FASTGD_COMPILE_HELPER=0`` compiles everything in the fitting process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import NamedTuple
 
@@ -191,10 +197,10 @@ def compile_entry(dtype) -> None:
     architecture = layout.make_architecture((1, 1), [0])
     vector = np.zeros(1, dtype)
     buffers = layout.make_buffers(architecture, 1, dtype)
-    from .kit import make_kit
+    from . import kit as kit_module
 
     with quiet():
-        kit = make_kit(passes, bundle)
+        kit = _cached_call(kit_module, "make_kit", lambda make_kit: make_kit(passes, bundle))
     _first_call(passes_module, "run_passes", (kit, architecture, vector, vector, vector, 0, vector, vector, buffers, -2, 0.0, 0.0, 0, -1, 0))
 
 
@@ -203,18 +209,81 @@ def _first_call(module, name, arguments):
     # from the cache; an unreadable cache entry is replaced, for this process, by a copy of the
     # kernel that does not use the cache (every caller looks it up in its module).
     from . import layout, team
-    from .jit import is_cache_read_error, unreadable_entry, without_cache
     from .pieces import quiet
 
     with quiet():
-        try:
-            team.run_team(getattr(module, name), arguments, 1, layout.make_control())
-        except Exception as error:
-            if not is_cache_read_error(error):
-                raise
-            unreadable_entry(getattr(module, name), error)
-            setattr(module, name, without_cache(getattr(module, name)))
-            team.run_team(getattr(module, name), arguments, 1, layout.make_control())
+        _cached_call(module, name, lambda kernel: team.run_team(kernel, arguments, 1, layout.make_control()))
+
+
+def _cached_call(module, name, call):
+    # ``call(module.name)``: the first call of a cached kernel, which compiles it or loads it from
+    # the cache. An unreadable cache entry is replaced, for this process, by a copy of the kernel
+    # that does not use the cache (every caller looks it up in its module), and called again.
+    from .jit import is_cache_read_error, unreadable_entry, without_cache
+
+    try:
+        return call(getattr(module, name))
+    except Exception as error:
+        if not is_cache_read_error(error):
+            raise
+        unreadable_entry(getattr(module, name), error)
+        setattr(module, name, without_cache(getattr(module, name)))
+        return call(getattr(module, name))
+
+
+class Interrupts:
+    """Context manager: Ctrl-C (SIGINT) while this process compiles, raised between targets.
+
+    A ``KeyboardInterrupt`` raised inside a compile is not safe: LLVM hands the object code it
+    emits to Python through ctypes callbacks (llvmlite's object cache), and an exception raised
+    in one of those is printed ("Exception ignored on calling ctypes callback function") and
+    dropped: the Ctrl-C was lost and the fit trained on, or Numba, left without the object
+    code, failed the compile with ``RuntimeError: no compiled object yet``. So, in the main
+    thread with Python's default handler in place, the first SIGINT is held until the target
+    under way is compiled (``check``, called after each, raises it; leaving raises it too); a
+    second one raises at once (the way out of a long compile, at that risk); while ``waiting``
+    (for the helper process, no compile here) it raises at once.
+    """
+
+    def __init__(self):
+        self.pending = False
+        self.waiting = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.waiting or self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def check(self) -> None:
+        """Raise the Ctrl-C held since the last check, if any."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        if self._previous is not None:
+            # (signal.signal runs a pending handler first: a SIGINT that came just now is held)
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        if self.pending and exc_value is None:
+            self.pending = False
+            raise KeyboardInterrupt
+        return False
+
+
+def _end(process) -> None:
+    # End a helper process this one no longer waits for (a Ctrl-C, an error): nothing is left
+    # compiling behind a KeyboardInterrupt. (Numba writes each cache entry to a temporary file
+    # and renames it: a killed helper leaves no torn entry.)
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.communicate()
 
 
 # What this process has compiled or loaded through ``prepare``: (target label, seconds).
@@ -248,25 +317,36 @@ def prepare(targets, local=()) -> None:
         return
     helper = None
     dtype = (local or targets)[0].dtype
-    if _helper_allowed() and len(targets) > 2 and _probe_is_cold(dtype):
+    with Interrupts() as interrupts:
         try:
-            # (stderr is read to the end by communicate: a full pipe would stall the helper)
-            helper = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in targets)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      env=_child_environment())  # fmt: skip
-        except OSError:
-            helper = None
-    for target in local:
-        _ready(target)
-    if helper is not None:
-        try:
-            helper.communicate(timeout=HELPER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            helper.kill()
-            helper.communicate()
-        # Whatever the helper did not manage is compiled here as it is loaded.
-    for target in targets:
-        _ready(target)
+            if _helper_allowed() and len(targets) > 2 and _probe_is_cold(dtype):
+                interrupts.check()
+                try:
+                    # (stderr is read to the end by communicate: a full pipe would stall the helper)
+                    helper = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in targets)],
+                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                              env=_child_environment())  # fmt: skip
+                except OSError:
+                    helper = None
+            for target in local:
+                _ready(target)
+                interrupts.check()
+            if helper is not None:
+                interrupts.waiting = True
+                try:
+                    helper.communicate(timeout=HELPER_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    _end(helper)
+                interrupts.waiting = False
+                # Whatever the helper did not manage is compiled here as it is loaded.
+            for target in targets:
+                _ready(target)
+                interrupts.check()
+        except BaseException:
+            # A Ctrl-C (or an error) while the helper compiles: it ends too, rather than go on
+            # compiling behind the KeyboardInterrupt (and keep a core busy for a minute).
+            _end(helper)
+            raise
 
 
 def _ready(target):
@@ -289,30 +369,39 @@ def compile_all(dtypes=("float32", "float64"), out=None) -> list:
     everything = catalog(dtypes)
     remote = everything[1::2] if _helper_allowed() else []
     process = None
-    if remote:
-        try:
-            process = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in remote)],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                       env=_child_environment())  # fmt: skip
-        except OSError:
-            remote = []
     results = []
-    for target in everything:
-        if target in remote:
-            continue
-        results.append((target, make_ready(target)))
-        _report(results[-1], out)
-    if process is not None:
+    with Interrupts() as interrupts:  # (Ctrl-C: between targets, the helper ended; see prepare)
         try:
-            output, _ = process.communicate(timeout=HELPER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        seconds = dict(line.rsplit(" ", 1) for line in output.splitlines() if line.count(":") == 2)
-        for target in remote:
-            loaded = make_ready(target)  # the helper's entry, or compiled here if it failed
-            results.append((target, float(seconds.get(target.label(), loaded))))
-            _report(results[-1], out)
+            if remote:
+                try:
+                    process = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.build", *(t.label() for t in remote)],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                               env=_child_environment())  # fmt: skip
+                except OSError:
+                    remote = []
+            for target in everything:
+                if target in remote:
+                    continue
+                results.append((target, make_ready(target)))
+                _report(results[-1], out)
+                interrupts.check()
+            if process is not None:
+                interrupts.waiting = True
+                try:
+                    output, _ = process.communicate(timeout=HELPER_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    output, _ = process.communicate()
+                interrupts.waiting = False
+                seconds = dict(line.rsplit(" ", 1) for line in output.splitlines() if line.count(":") == 2)
+                for target in remote:
+                    loaded = make_ready(target)  # the helper's entry, or compiled here if it failed
+                    results.append((target, float(seconds.get(target.label(), loaded))))
+                    _report(results[-1], out)
+                    interrupts.check()
+        except BaseException:
+            _end(process)
+            raise
     return results
 
 

@@ -1,4 +1,4 @@
-# stamp: 96d03db7842d3a3c4f49cb8159797c3d
+# stamp: e08df06f5458ce34bced3a842030e8aa
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

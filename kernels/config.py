@@ -47,6 +47,16 @@ FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 # reduction): they get no ``reassoc``, which would let LLVM fold the two halves of ln 2.
 EXACT_FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract"})
 
+# Element-wise updates that threads and ranks split into shards whose bounds change with their
+# counts (the optimizer steps): every element must get the same operations whether it falls in
+# a vectorised loop body or in its scalar remainder, or where a shard boundary falls would change
+# the last bit of a parameter. ``contract`` breaks that (LLVM fused a * b + c into an FMA in one
+# path and not the other: float32 AdamW over [0, 7), [7, 50), [50, 101) against [0, 101) differed
+# by one ulp, and matched bit for bit without it); so can ``arcp`` and ``afn`` on x86, where LLVM
+# may turn a float32 *vector* division or square root into an estimate plus a Newton step and
+# the scalar one not. Only ``nsz`` is safe. (These loops are bound by memory, not arithmetic.)
+SHARDED_FASTMATH_FLAGS = frozenset({"nsz"})
+
 # FASTGD_NUMBA_CACHE=0 turns the on-disk compile cache off; so does a kernel source newer than
 # its stamp (``kernels.stamps``: a cached function would not see an edit to another module).
 CACHE_REQUESTED = env_flag("FASTGD_NUMBA_CACHE", True)

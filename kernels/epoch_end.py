@@ -1,4 +1,4 @@
-# stamp: f5bdee1f1427d56a093c8d2d9c3472a9
+# stamp: f588dd4a7a56ecdbc16e2b144288b668
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

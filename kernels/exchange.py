@@ -1,4 +1,4 @@
-# stamp: 9cdf4bb866af8df019e7e9b12b421202
+# stamp: 8cd515fddb716343c2aa106528f9bb6a
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

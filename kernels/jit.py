@@ -108,13 +108,15 @@ def kernel(function=None, *, exact=False, **options):
     return cached(njit, function, **settings)
 
 
-def helper(function=None, *, exact=False):
+def helper(function=None, *, exact=False, fastmath=None):
     """A function compiled code calls: ``numba.extending.register_jitable`` (the documented way
     to write a function usable from both Python and compiled code), compiled as a subroutine of
     its callers, which carry the cache. (Each function and signature is a compile pipeline of
     its own, ~0.05-0.2 s; Numba's ``inline="always"`` measured slower still, as it types the
     body again at every call site.)"""
     settings = dict(config.EXACT_OPTIONS if exact else config.BASE_OPTIONS)
+    if fastmath is not None:
+        settings["fastmath"] = set(fastmath)
     settings.pop("nogil")
     if function is None:
         return register_jitable(**settings)

@@ -1,4 +1,4 @@
-# stamp: c810d87d11b539c25107617d4c24e880
+# stamp: 3067103bf9a831c18ecb4a17e084f595
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

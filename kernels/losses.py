@@ -1,4 +1,4 @@
-# stamp: 49ee28b69e565d19f7f76f12de4bc355
+# stamp: 695146ea5fbc76327762dd47caf28b9b
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

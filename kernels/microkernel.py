@@ -1,4 +1,4 @@
-# stamp: 831369c169834f67a78548aba2256eb5
+# stamp: c41141f9c436f5fe74ae2bb6f35e8b6b
 """A register-blocked matrix-product micro-kernel written in LLVM IR (vectors of the CPU's width).
 
 Products too small for BLAS (whose call and packing cost microseconds) but too large for plain

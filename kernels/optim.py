@@ -1,4 +1,4 @@
-# stamp: 975c1942987b68ba57bb789e022aeddd
+# stamp: f4a15a2ba7f9aa49ba9b8a1c0fd9449e
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 
@@ -32,6 +32,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from .config import SHARDED_FASTMATH_FLAGS
 from .jit import helper
 from .lowlevel import advance, view
 
@@ -86,7 +87,7 @@ ADAMW = SPECS[OPT_ADAMW].index
 # Each over whole (chunk) arrays: p the parameters, g the gradient, then the state rows.
 
 
-@helper
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _sgd(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
     t = p.dtype.type
     lr_, mu, damp, wd = t(lr), t(momentum), t(1.0 - dampening), t(weight_decay)
@@ -102,7 +103,7 @@ def _sgd(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_
         p[i] -= lr_ * (grad + mu * buf if nesterov else buf)
 
 
-@helper
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _momentum(p, g, velocity, lr, beta):
     t = p.dtype.type
     lr_, b, one_minus_b = t(lr), t(beta), t(1.0 - beta)
@@ -112,7 +113,7 @@ def _momentum(p, g, velocity, lr, beta):
         p[i] -= lr_ * v
 
 
-@helper
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _adagrad(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
     t = p.dtype.type
     clr = t(lr / (1.0 + (step - 1) * lr_decay))
@@ -124,7 +125,7 @@ def _adagrad(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
         p[i] -= clr * (grad / (np.sqrt(s) + eps_))
 
 
-@helper
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum, centered):
     t = p.dtype.type
     lr_, a, one_minus_a, eps_, wd, mu = t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum)
@@ -147,7 +148,7 @@ def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight
             p[i] -= lr_ * (grad / denom)
 
 
-@helper
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
     # Adam, and with ``decoupled`` AdamW: p ← p·(1 − lr·wd) first and no weight decay in g.
     t = p.dtype.type

@@ -1,4 +1,4 @@
-# stamp: b1375ab7375c20d8d7abd9579a041913
+# stamp: 4b61440efca0b2a7b572fa8cc7b0487c
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 

@@ -1,4 +1,4 @@
-# stamp: 47885df3f64b1a080bc271875c6743be
+# stamp: f252bbc09d19a572aad42031c7cceab7
 """Learning-rate schedules, applied per optimizer step inside the training loop.
 
 Each schedule is declared once in ``SPECS`` (code and parameter names: the layout of the float64

@@ -1,4 +1,4 @@
-# stamp: 1e5cd04615a50afe59d328c5de19d1f9
+# stamp: b74d74f9ff78ba75fb20c754f0361826
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

@@ -1,4 +1,4 @@
-# stamp: 0cce2da925fc5886b7e6010867e5542b
+# stamp: 232f324193e38360f168129b2631b95b
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 

@@ -424,6 +424,33 @@ def test_sigint_handler_is_restored_after_fit():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+def test_a_ctrl_c_during_the_last_checkpoint_write_is_raised_not_lost(tmp_path, monkeypatch):
+    # The race the stress test (tests/stress_interrupt.py) found: a SIGINT whose handler runs
+    # after fit's last look at the request (here: while on_fit_end writes the last checkpoint)
+    # was dropped when the handler was put back, and fit returned as if nothing had happened.
+    import fastgd.persistence
+
+    X, y = regression_data()
+    net = fastgd.Network([3, 4, 2], random_state=0)
+    original, writes = fastgd.persistence.write, []
+
+    def write_with_a_ctrl_c(*args, **kwargs):
+        writes.append(net.epochs_trained)
+        if len(writes) == 2:  # on_fit_end's write (on_epoch_end wrote epoch 2)
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the write
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastgd.persistence, "write", write_with_a_ctrl_c)
+    checkpoint = tmp_path / "last.npz"
+    with pytest.raises(KeyboardInterrupt):
+        net.fit(X, y, epochs=3, callbacks=[fastgd.callbacks.Checkpoint(checkpoint, every=2)])
+    # The fit had finished its epochs; the checkpoint holds them whole, and the handler is back.
+    assert writes == [2, 3] and net.epochs_trained == 3 == len(net.history.loss)
+    assert fastgd.load(checkpoint).epochs_trained == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_callback_can_still_be_interrupted():
     # While user code runs, Ctrl-C raises at once (simulated: the callback raises it), and the
     # network is consistent: the epoch that ran is recorded.

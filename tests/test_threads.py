@@ -80,7 +80,9 @@ def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
     big = fastgd.Network([300, 512, 10], loss="crossentropy").architecture
     assert "blas" in layout.paths(big, np.float64)
     assert layout.weight_blocks(big, 0, 300) == 300 // 128  # 300 x 512 x 300 multiply-adds
-    assert loss_blocks(big, 300) == 300 // 128  # 300 x 512 x 10: 1.5 M, BLAS too
+    # 300 x 512 x 10: 1.5 M multiply-adds, but 10 outputs, a side under BLAS_MIN_SIDE (128):
+    # the micro-kernel, in 16-row blocks (300 // 16 = 18, capped at MAX_BLOCKS).
+    assert loss_blocks(big, 300) == layout.MAX_BLOCKS == 16
     narrow = fastgd.Network([300, 512, 2], loss="crossentropy").architecture
     assert loss_blocks(narrow, 300) == 16  # 300 x 512 x 2: 0.3 M, below BLAS_MIN_MACS
 

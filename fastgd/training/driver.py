@@ -371,9 +371,12 @@ class EpochRun(_Run):
                 except KeyboardInterrupt:
                     stop.requested = True
                 error = self.finish(outcome, stop)
+                # Still under the StopRequest: a Ctrl-C that comes while the best parameters are
+                # put back waits for them, then leaving it raises (a KeyboardInterrupt raised
+                # half-way would leave the rule's state half-copied).
+                self._restore_best(outcome)
         finally:
             self.trainer.close()
-        self._restore_best(outcome)
         if error is not None:
             warnings.warn(error, DivergenceWarning, stacklevel=3)
         return self.history
