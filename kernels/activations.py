@@ -1,4 +1,4 @@
-# stamp: a559e393f602f2323f86dd0d562a5f2a
+# stamp: a3a7b67abe1a19249132dca809f8c280
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).

@@ -1,4 +1,4 @@
-# stamp: 8cd515fddb716343c2aa106528f9bb6a
+# stamp: c9518c3fe45e668015df48b155931675
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

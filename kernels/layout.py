@@ -1,4 +1,4 @@
-# stamp: 3067103bf9a831c18ecb4a17e084f595
+# stamp: a759b4b2711822d448762fd58083aead
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

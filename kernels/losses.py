@@ -1,4 +1,4 @@
-# stamp: 695146ea5fbc76327762dd47caf28b9b
+# stamp: 2ce35394db58e1aa4842494d37eb4d61
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

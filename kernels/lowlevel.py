@@ -18,6 +18,13 @@ target context's methods the documentation's intrinsic examples call.
 Pointers: compiled code passes the pieces (``kernels.pieces``) typed pointers into flat buffers
 (``pointer``) and a piece sees them as arrays (``view``). In plain Python a "pointer" is the
 NumPy view that starts there, so the same code runs both ways.
+
+The overloads are not ``inline="always"``: Numba would then type each one's body again at every
+call site (the training loop has hundreds), where as ordinary functions they are typed once per
+signature and LLVM inlines them anyway. Measured on a cold xor fit, one process: the loop's
+compile 7.8 -> 6.3 s, the whole fit 8.3 -> 6.7 s with the helper process; a step 0.93 -> 0.86 µs.
+(A side effect: Numba refuses ``lowlevel.view(...)`` written as an attribute call, which it
+takes for ``ndarray.view``; compiled code imports ``view`` by name.)
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ def _address_as_pointer(typingctx, address, start, model):
     return result(address, start, model), codegen
 
 
-@overload(pointer, inline="always")
+@overload(pointer)
 def _pointer(array, start):
     if not isinstance(array, types.Array):
         return None
@@ -99,27 +106,27 @@ def _advance(typingctx, data, count):
     return data(data, count), codegen
 
 
-@overload(advance, inline="always")
+@overload(advance)
 def _ol_advance(data, count):
     if isinstance(data, types.CPointer):
         return lambda data, count: _advance(data, count)
 
 
-@overload(element_size, inline="always")
+@overload(element_size)
 def _element_size(data):
     if isinstance(data, types.CPointer):
         size = data.dtype.bitwidth // 8
         return lambda data: size
 
 
-@overload(view, inline="always")
+@overload(view)
 def _view(data, count):
     if not isinstance(data, types.CPointer):
         return None
     return lambda data, count: carray(data, count)
 
 
-@overload(view2, inline="always")
+@overload(view2)
 def _view2(data, rows, columns):
     if not isinstance(data, types.CPointer):
         return None
@@ -185,19 +192,19 @@ def _int64_array(array):
     return isinstance(array, types.Array) and array.dtype == types.int64
 
 
-@overload(atomic_load, inline="always")
+@overload(atomic_load)
 def _atomic_load(array, index):
     if _int64_array(array):
         return lambda array, index: _load_acquire(pointer(array, index))
 
 
-@overload(atomic_store, inline="always")
+@overload(atomic_store)
 def _atomic_store(array, index, value):
     if _int64_array(array):
         return lambda array, index, value: _store_release(pointer(array, index), value)
 
 
-@overload(atomic_add, inline="always")
+@overload(atomic_add)
 def _atomic_add(array, index, value):
     if _int64_array(array):
         return lambda array, index, value: _fetch_add(pointer(array, index), value)
@@ -225,7 +232,7 @@ def _pause(typingctx):
     return types.void(), codegen
 
 
-@overload(spin_pause, inline="always")
+@overload(spin_pause)
 def _spin_pause():
     return lambda: _pause()
 
@@ -248,7 +255,7 @@ def _call_int_void(typingctx, address):
     return types.void(address), codegen
 
 
-@overload(call_void, inline="always")
+@overload(call_void)
 def _call_void(address):
     def impl(address):
         if address != 0:
@@ -374,16 +381,16 @@ _float64_from_bits = _bitcast(types.int64, types.float64)
 _float64_bits = _bitcast(types.float64, types.int64)
 
 
-@overload(float32_from_bits, inline="always")
+@overload(float32_from_bits)
 def _ol_float32_from_bits(bits):
     return lambda bits: _float32_from_bits(bits)
 
 
-@overload(float64_from_bits, inline="always")
+@overload(float64_from_bits)
 def _ol_float64_from_bits(bits):
     return lambda bits: _float64_from_bits(bits)
 
 
-@overload(float64_bits, inline="always")
+@overload(float64_bits)
 def _ol_float64_bits(value):
     return lambda value: _float64_bits(value)

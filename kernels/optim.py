@@ -1,4 +1,4 @@
-# stamp: f4a15a2ba7f9aa49ba9b8a1c0fd9449e
+# stamp: a3a7a21ffc50d4bb4d9d50e711eccf0a
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 

@@ -1,4 +1,4 @@
-# stamp: 7057e06b8d1d185ac4f5530a12298b55
+# stamp: f2d4f4b2484e3f02a54edcb64810e498
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them

@@ -1,4 +1,4 @@
-# stamp: ac4c4056d6fe279f03506b5128671712
+# stamp: c836f90a4af539618c1787b72940765e
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

@@ -1,4 +1,4 @@
-# stamp: 4b61440efca0b2a7b572fa8cc7b0487c
+# stamp: 1137920797a7081e44f1e95bd313228a
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 

@@ -1,4 +1,4 @@
-# stamp: b74d74f9ff78ba75fb20c754f0361826
+# stamp: 8a880da6c41240f51676501c5c7c4a10
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

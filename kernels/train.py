@@ -1,4 +1,4 @@
-# stamp: aeba3f07fbfa2ad00e82f343354d8f7e
+# stamp: 1381b1d22cd27d3b87e5615baea081a9
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 

@@ -131,9 +131,14 @@ def test_atomics_and_pause_work_across_threads():
     assert _atomics(np.zeros(1, np.int64), 5) == 5  # the Python twin
 
 
+# (By its own name: Numba refuses ``something.view(...)`` on anything but a NumPy array or
+# dtype, so compiled code calls ``view`` imported, as the kernels do.)
+view_of = lowlevel.view
+
+
 def _pointers(values, index, out):
     data = lowlevel.pointer(values, index)
-    view = lowlevel.view(data, 2)
+    view = view_of(data, 2)
     square = lowlevel.view2(lowlevel.advance(data, 1), 2, 2)
     out[0], out[1], out[2] = view[0], view[1], square[1, 1]
     lowlevel.atomic_store(np.zeros(1, np.int64), 0, 3)
