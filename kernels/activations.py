@@ -1,4 +1,4 @@
-# stamp: a3a7b67abe1a19249132dca809f8c280
+# stamp: d3de986fe0d149158e07e2191ce6c965
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
 apply one of them to a block of rows (``activation_piece``).

@@ -1,4 +1,4 @@
-# stamp: edef486385bc36512c126d73bf8c017e
+# stamp: 6cc24769f2f33f753367be4b9098014f
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

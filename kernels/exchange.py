@@ -1,4 +1,4 @@
-# stamp: c9518c3fe45e668015df48b155931675
+# stamp: 48427df77c72adccd8fe72aea8d07a74
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

@@ -1,4 +1,4 @@
-# stamp: a759b4b2711822d448762fd58083aead
+# stamp: 7386a385bc956b3365f03c2eba99099f
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

@@ -1,4 +1,4 @@
-# stamp: 2ce35394db58e1aa4842494d37eb4d61
+# stamp: 00ad2935247e4e786e65c3c04439242c
 """Losses of the output layer: the one table of them (``SPECS``), each with its compiled row
 value and output local gradient and its NumPy twins; and the piece of each over a block of rows
 (``loss_piece``).

@@ -20,7 +20,7 @@ Pointers: compiled code passes the pieces (``kernels.pieces``) typed pointers in
 NumPy view that starts there, so the same code runs both ways.
 
 The overloads are not ``inline="always"``: Numba would then type each one's body again at every
-call site (the training loop has hundreds), where as ordinary functions they are typed once per
+call site (the training loop has hundreds), whereas as ordinary functions they are typed once per
 signature and LLVM inlines them anyway. Measured on a cold xor fit, one process: the loop's
 compile 7.8 -> 6.3 s, the whole fit 8.3 -> 6.7 s with the helper process; a step 0.93 -> 0.86 µs.
 (A side effect: Numba refuses ``lowlevel.view(...)`` written as an attribute call, which it

@@ -1,4 +1,4 @@
-# stamp: a3a7a21ffc50d4bb4d9d50e711eccf0a
+# stamp: 68f71500c2fdff32914b450cffc1442b
 """Optimizers, following the update rule of the PyTorch optimizer of the same name
 (``torch.optim``), so that the same hyper-parameters give the same trajectory.
 

@@ -1,4 +1,4 @@
-# stamp: f2d4f4b2484e3f02a54edcb64810e498
+# stamp: 340285c82a36049c7a23986057449811
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them

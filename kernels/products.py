@@ -1,4 +1,4 @@
-# stamp: 1137920797a7081e44f1e95bd313228a
+# stamp: aa1b6b8cd584faf39179a1a782f0f5ff
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 

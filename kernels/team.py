@@ -1,4 +1,4 @@
-# stamp: 8a880da6c41240f51676501c5c7c4a10
+# stamp: 678c2e476884d52a0d87988b86fa9113
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

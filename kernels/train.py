@@ -1,4 +1,4 @@
-# stamp: 1381b1d22cd27d3b87e5615baea081a9
+# stamp: cd0a13da8a0037822329e6f691ad7570
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
