@@ -1,4 +1,4 @@
-# stamp: 654c55008c7c864c27c8ad98641aed71
+# stamp: 99a7374455349896cd94821b031cb5f5
 """The training loop's optional condition stage: gradient clipping and gradient health
 (``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
 at the start and end of each epoch and after each step's gradient. It is compiled on its own,

@@ -1,4 +1,4 @@
-# stamp: 6cc24769f2f33f753367be4b9098014f
+# stamp: 572eea10fee47a5ab623137c0780d20a
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit
 with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each

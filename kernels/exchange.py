@@ -1,4 +1,4 @@
-# stamp: 48427df77c72adccd8fe72aea8d07a74
+# stamp: 0808a168ad84d70dc7501181955fe9fb
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

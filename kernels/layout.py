@@ -1,4 +1,4 @@
-# stamp: 7386a385bc956b3365f03c2eba99099f
+# stamp: 135f60c14f2f9bb01961a99786edeb83
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

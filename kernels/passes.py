@@ -1,4 +1,4 @@
-# stamp: 5115e8c3de979f1e3ff1cae69e36e015
+# stamp: 88f15385f3a0ce651aa9d3fd4a46d84b
 """The forward and backward pass of a whole network over one batch, as team phases, each
 compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
 to the training loop, the validation stage and the Python entry points (``run_passes``) as

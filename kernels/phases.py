@@ -1,4 +1,4 @@
-# stamp: 340285c82a36049c7a23986057449811
+# stamp: 1fb1ab09a96cb55e91df3309a90aaeef
 """The forward and backward passes (``kernels.passes``) as first-class functions: each compiled
 on its own, once per dtype, as a C callback over the passes' arguments, so that the training
 loop, the validation stage and the entry points call the same compiled code, and none of them

@@ -1,4 +1,4 @@
-# stamp: f54b8f151f224ebc49a211442ee273b5
+# stamp: 835971e90f0b327891490f871efaf4b0
 """The pieces: the small kernels a network's configuration chooses, each compiled on its own as a
 C callback (``numba.cfunc``) over pointers and sizes, once per dtype, and handed to the compiled
 passes and training loop as first-class function values (Numba's "First-class function

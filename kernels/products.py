@@ -1,4 +1,4 @@
-# stamp: aa1b6b8cd584faf39179a1a782f0f5ff
+# stamp: 5fe37144240bf673b1d15d2838f83450
 """Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
 one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
 
@@ -47,11 +47,11 @@ def uses_blas(may_blas, m, n, k):
 @helper
 def path(may_blas, shape, m, n, k, lanes):
     """The path of an ``m × n`` product over ``k`` (the whole product, not a block):
-    BLAS (``uses_blas``), the micro-kernel for NN and TN products of at least ``lanes``
-    columns, else loops."""
+    BLAS (``uses_blas``), the micro-kernel for NN and TN products of at least half ``lanes``
+    columns (its masked tiles), else loops."""
     if uses_blas(may_blas, m, n, k):
         return BLAS
-    return TILES if shape != NT and n >= lanes else LOOPS
+    return TILES if shape != NT and 2 * n >= lanes else LOOPS
 
 
 def product_blas(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):

@@ -1,4 +1,4 @@
-# stamp: fb7e2d9fcd2e7d25fc99d35ba0286d29
+# stamp: ee6d537bef4b826ecb3d32c06d9de0e1
 """The training loop's optional stages, passed to the loop as first-class functions:
 ``condition`` (clipping and gradient health, ``kernels.condition``) and ``monitor``
 (validation and the stopping rule, ``kernels.epoch_end``), each compiled on its own as a C

@@ -1,4 +1,4 @@
-# stamp: 678c2e476884d52a0d87988b86fa9113
+# stamp: 49a1a3f0a9f6f9843429757a3fe36ff0
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

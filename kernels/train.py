@@ -1,4 +1,4 @@
-# stamp: cd0a13da8a0037822329e6f691ad7570
+# stamp: a8bbec454ef6e91107bf405432e07f53
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
