@@ -1,4 +1,4 @@
-# stamp: a8bbec454ef6e91107bf405432e07f53
+# stamp: 2d51b149d2593cdaceeb1bd6e58211cf
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
 a team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -20,7 +20,7 @@ the same decisions.
 import numpy as np
 
 from . import condition as stage_condition
-from .dropout import NO_DROPOUT, step_key
+from .dropout import GOLDEN, NO_DROPOUT, mix, step_key
 from .exchange import exchange
 from .jit import helper, kernel
 from .layout import (
@@ -44,25 +44,13 @@ from .passes import batch_value
 from .schedules import lr_at
 from .team import barrier, next_task, read_flag, run_team, write_flag
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@helper
-def _mix(z):
-    # splitmix64's finaliser: a bijection on uint64 with good avalanche.
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
 
 @helper
 def _shuffle(order, keys, seed, epoch):
-    base = _mix(np.uint64(seed) + np.uint64(epoch + 1) * _GOLDEN)
+    base = mix(np.uint64(seed) + np.uint64(epoch + 1) * GOLDEN)
     n = order.size
     for i in range(n):
-        keys[i] = _mix(base + np.uint64(i + 1) * _GOLDEN)
+        keys[i] = mix(base + np.uint64(i + 1) * GOLDEN)
         order[i] = i
     for i in range(n - 1, 0, -1):
         j = np.int64(keys[i] % np.uint64(i + 1))
