@@ -142,6 +142,10 @@ def main(argv=None) -> int:
     bench.add_argument("--peer-python", action="append", default=[], metavar="LIBRARY=PYTHON",
                        help="also a peer installed in another environment, run by that Python (jax, torch or sklearn), "
                             "e.g. jax=/path/to/venv/bin/python; repeatable")  # fmt: skip
+    bench.add_argument("--baseline", metavar="PYTHON", default=None,
+                       help="also another installed fastgd (e.g. a release in its own virtual environment), run by that "
+                            "Python on the same workloads, data and initial weights: a row 'fastgd VERSION' of its own, "
+                            "e.g. --baseline /path/to/venv-0.2.0/bin/python")  # fmt: skip
     bench.add_argument("--track-gradients", action="store_true", help="also fastgd recording gradient health (its cost)")
     bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
     bench.add_argument("--ranks", type=int, default=None, metavar="N",
@@ -179,6 +183,10 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
+        baseline = None
+        if args.baseline is not None and (args.serve or args.widths or args.float64 or args.dropout or args.grid or args.epoch_work
+                                          or args.cold or args.out_of_core is not None or args.ranks is not None):  # fmt: skip
+            parser.error("--baseline goes with the workloads table only (not with --serve, --widths, --cold...)")
         if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             parser.error(f"--json {args.json}: its folder does not exist")  # before a run of minutes, not after
 
@@ -211,15 +219,22 @@ def main(argv=None) -> int:
         elif args.ranks is not None:
             kind, rows = "ranks", ranks(args.workloads, n_ranks=args.ranks, repeats=args.repeats)
         else:
-            from fastgd.bench import parse_peer_pythons
+            from fastgd.bench import parse_baseline, parse_peer_pythons
 
+            try:  # before a run of minutes, not after
+                baseline = parse_baseline(args.baseline)
+            except ValueError as error:
+                parser.error(str(error))
             kind, rows = "workloads", run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers,
-                                          track_gradients=args.track_gradients, peer_pythons=parse_peer_pythons(args.peer_python))  # fmt: skip
+                                          track_gradients=args.track_gradients, peer_pythons=parse_peer_pythons(args.peer_python),
+                                          baseline=baseline)  # fmt: skip
         if args.json:
             from fastgd.bench.results import workload_definitions, write_results
 
             if kind in ("workloads", "ranks"):
                 context = {"workloads": workload_definitions(sorted({r["workload"] for r in rows}))}
+                if kind == "workloads" and baseline:
+                    context["baseline"] = {key: baseline[key] for key in ("python", "version", "path")}
             else:
                 context = _bench_context(kind)
             write_results(args.json, kind, rows, command=argv, context=context)

@@ -48,31 +48,23 @@ def compile(dtypes=DTYPES, background=False):  # noqa: A001 (the public name use
 
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)  # fmt: skip
-    from .kernels import build
+    from .kernels import compile as compile_module
 
-    return [(target.label(), seconds) for target, seconds in build.compile_all(chosen)]
+    return compile_module.compile_all(chosen)
 
 
-def prepare_fit(net, settings, end=None) -> None:
-    """Make everything a fit of ``net`` with ``settings`` needs ready in this process (loaded
-    from the cache, or compiled, with a helper process when the cache is cold)."""
-    if net.backend != "numba":
-        return
-    from .kernels import build
+def prepare_fit(net) -> None:
+    """Make what a fit of ``net`` needs ready in this process (loaded from the cache, or compiled,
+    with a helper process compiling the passes when the cache is cold)."""
+    if net.backend == "numba":
+        from .kernels import compile as compile_module
 
-    stages = []
-    if settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0:
-        stages.append("condition")
-    if end is not None and (end.rule.validate or end.rule.mode != 0):
-        stages.append("monitor")
-    targets = build.fit_targets(net.architecture, settings.loss, settings.optimizer, net.dtype, stages)
-    build.prepare(targets, [build.Target("loop", "loop", net.dtype.name)])
+        compile_module.prepare(net.dtype, "train_loop")
 
 
 def prepare_entry(net) -> None:
     """Make what ``predict``, ``loss`` and ``gradients`` of ``net`` need ready in this process."""
-    if net.backend != "numba":
-        return
-    from .kernels import build
+    if net.backend == "numba":
+        from .kernels import compile as compile_module
 
-    build.prepare(build.entry_targets(net.architecture, net.loss_code, net.dtype), [build.Target("entry", "passes", net.dtype.name)])
+        compile_module.prepare(net.dtype, "run_passes")

@@ -479,12 +479,13 @@ class Network:
 
     def compiled_call(self, threads):
         """BLAS's setting around one call of this network's engine on ``threads`` threads: held
-        to one thread when a team of several calls BLAS itself, left alone otherwise (the calling
-        thread alone may use BLAS's own threads; small networks never call it, and do not import
-        SciPy's BLAS); given ``n_threads`` for the NumPy backend. No lock: calls from several
-        Python threads run at the same time."""
+        to one thread when a team of several calls BLAS itself, or when the network was given
+        ``n_threads`` (a network asked for one thread uses one core, BLAS included); left alone
+        otherwise (small networks never call it, and do not import SciPy's BLAS); given
+        ``n_threads`` for the NumPy backend. No lock: calls from several Python threads run at
+        the same time."""
         if self.backend == "numba":
-            return blas_limited(1 if threads > 1 and self._architecture.blas else None)
+            return blas_limited(1 if self._architecture.blas and (threads > 1 or self.n_threads is not None) else None)
         return blas_limited(self.n_threads)
 
     def team(self, rows) -> int:

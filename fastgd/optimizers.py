@@ -122,7 +122,7 @@ class SGD(Optimizer):
         L2 penalty coefficient added to the gradient, >= 0.
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_SGD][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_SGD].name, SPECS[OPT_SGD].code, SPECS[OPT_SGD].hyper_names, SPECS[OPT_SGD].state
 
     def __init__(self, lr=0.001, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         self.lr = _positive("lr", lr)
@@ -150,7 +150,7 @@ class Momentum(Optimizer):
         Averaging factor, in [0, 1).
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_MOMENTUM][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_MOMENTUM].name, SPECS[OPT_MOMENTUM].code, SPECS[OPT_MOMENTUM].hyper_names, SPECS[OPT_MOMENTUM].state
 
     def __init__(self, lr=0.01, beta=0.9):
         self.lr = _positive("lr", lr)
@@ -176,7 +176,7 @@ class Adagrad(Optimizer):
     eps : float, default 1e-10
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAGRAD][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAGRAD].name, SPECS[OPT_ADAGRAD].code, SPECS[OPT_ADAGRAD].hyper_names, SPECS[OPT_ADAGRAD].state
 
     def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
         self.lr = _positive("lr", lr)
@@ -214,7 +214,7 @@ class RMSprop(Optimizer):
     centered : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_RMSPROP][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_RMSPROP].name, SPECS[OPT_RMSPROP].code, SPECS[OPT_RMSPROP].hyper_names, SPECS[OPT_RMSPROP].state
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         self.lr = _positive("lr", lr)
@@ -247,7 +247,7 @@ class Adam(Optimizer):
     amsgrad : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAM][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAM].name, SPECS[OPT_ADAM].code, SPECS[OPT_ADAM].hyper_names, SPECS[OPT_ADAM].state
     _default_weight_decay = 0.0
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
@@ -285,7 +285,7 @@ class AdamW(Adam):
     amsgrad : bool, default False
     """
 
-    name, code, hyper_names, state_names = SPECS[OPT_ADAMW][:4]
+    name, code, hyper_names, state_names = SPECS[OPT_ADAMW].name, SPECS[OPT_ADAMW].code, SPECS[OPT_ADAMW].hyper_names, SPECS[OPT_ADAMW].state
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=False):
         super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

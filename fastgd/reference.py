@@ -17,7 +17,7 @@ import numpy as np
 from .kernels import layout
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
-from .kernels.dropout import NO_DROPOUT
+from .kernels.passes import NO_DROPOUT
 from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
 from .kernels.layout import (
     CONTROL,
@@ -41,20 +41,9 @@ from .kernels.layout import (
     layer_view,
 )
 from .kernels.losses import SPECS as _LOSS_SPECS
+from .kernels.optim import SCHEDULES as _SCHEDULE_SPECS
 from .kernels.optim import SPECS as _OPTIMIZER_SPECS
-from .kernels.schedules import (
-    COSINE,
-    EXPONENTIAL,
-    INVERSE_SCALING,
-    SAMPLE_INVERSE_SCALING,
-    SCHEDULE_CONSTANT,
-    SCHEDULE_COSINE,
-    SCHEDULE_EXPONENTIAL,
-    SCHEDULE_INVERSE_SCALING,
-    SCHEDULE_SAMPLE_INVERSE_SCALING,
-    SCHEDULE_STEP,
-    STEP,
-)
+from .kernels.optim import step as _optimizer_rule_step
 
 
 # f(z) for each activation code, and f'(z) from the pre-activation z and the output a = f(z) for
@@ -88,16 +77,24 @@ def activation_derivative(z, a, out, activation):
     out[...] = DERIVATIVES[activation](z, a)
 
 
-def loss_value(z, a, y, row_scale, loss):
+def _parameter(loss, parameter):
+    declared = _LOSS_SPECS[int(loss)].parameter
+    if parameter is None:
+        return float(declared[1]) if declared is not None else 0.0
+    return float(parameter)
+
+
+def loss_value(z, a, y, row_scale, loss, parameter=None):
     """``sum_i row_scale[i] * loss_i`` in float64."""
     f64 = np.float64
-    return float(row_scale.astype(f64) @ ROW_LOSSES[loss](z.astype(f64), a.astype(f64), y.astype(f64)))
+    rows = ROW_LOSSES[loss](z.astype(f64), a.astype(f64), y.astype(f64), _parameter(loss, parameter))
+    return float(row_scale.astype(f64) @ rows)
 
 
-def output_delta(z, a, y, row_scale, delta, activation, loss):
+def output_delta(z, a, y, row_scale, delta, activation, loss, parameter=None):
     """Output-layer local gradient ``dC/da ⊙ f'(z)``, fused for the cross-entropies."""
     spec = _LOSS_SPECS[loss]
-    delta[...] = spec.numpy_delta(a, y, row_scale)
+    delta[...] = spec.numpy_delta(a, y, row_scale, _parameter(loss, parameter))
     if spec.fused:
         return
     if activation == SOFTMAX:
@@ -117,97 +114,27 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     grad_b[...] = delta.sum(axis=0)
 
 
-def sgd_step(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
-    """SGD (PyTorch's rule; see :func:`fastgd.kernels.sgd_step`)."""
-    t = p.dtype.type
-    grad = g + t(weight_decay) * p
-    if momentum != 0:
-        if step == 1:
-            momentum_buffer[...] = grad
-        else:
-            momentum_buffer[...] = t(momentum) * momentum_buffer + t(1.0 - dampening) * grad
-        grad = grad + t(momentum) * momentum_buffer if nesterov else momentum_buffer
-    p -= t(lr) * grad
-
-
-def momentum_step(p, g, velocity, step, lr, beta):
-    """Exponential-average momentum: ``v ← βv + (1 − β)g``, ``p ← p − lr·v``."""
-    t = p.dtype.type
-    velocity[...] = t(beta) * velocity + t(1.0 - beta) * g
-    p -= t(lr) * velocity
-
-
-def adagrad_step(p, g, sum, step, lr, lr_decay, weight_decay, initial_accumulator_value, eps):  # noqa: A002 (PyTorch's name)
-    """Adagrad (PyTorch's rule); ``initial_accumulator_value`` is where ``sum`` started (the
-    optimizer's fresh state), not read by a step."""
-    t = p.dtype.type
-    clr = t(lr / (1.0 + (step - 1) * lr_decay))
-    grad = g + t(weight_decay) * p
-    sum += grad * grad
-    p -= clr * (grad / (np.sqrt(sum) + t(eps)))
-
-
-def rmsprop_step(p, g, square_avg, grad_avg, momentum_buffer, step, lr, alpha, eps, weight_decay, momentum, centered):
-    """RMSprop (PyTorch's rule)."""
-    t = p.dtype.type
-    grad = g + t(weight_decay) * p
-    square_avg[...] = t(alpha) * square_avg + t(1.0 - alpha) * grad * grad
-    if centered:
-        grad_avg[...] = t(alpha) * grad_avg + t(1.0 - alpha) * grad
-        denom = np.sqrt(square_avg - grad_avg * grad_avg) + t(eps)
-    else:
-        denom = np.sqrt(square_avg) + t(eps)
-    if momentum > 0:
-        momentum_buffer[...] = t(momentum) * momentum_buffer + grad / denom
-        p -= t(lr) * momentum_buffer
-    else:
-        p -= t(lr) * (grad / denom)
-
-
-def adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
-    """Adam (PyTorch's rule)."""
-    t = p.dtype.type
-    grad = g + t(weight_decay) * p
-    exp_avg[...] = t(beta1) * exp_avg + t(1.0 - beta1) * grad
-    exp_avg_sq[...] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * grad * grad
-    v = exp_avg_sq
-    if amsgrad:
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v = max_exp_avg_sq
-    step_size = t(lr / (1.0 - beta1**step))
-    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2**step))
-    p -= step_size * (exp_avg / (np.sqrt(v) / bias_correction2_sqrt + t(eps)))
-
-
-def adamw_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
-    """AdamW (PyTorch's rule): decoupled decay, then Adam without weight decay."""
-    p *= p.dtype.type(1.0 - lr * weight_decay)
-    adam_step(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, 0.0, amsgrad)
-
-
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
     """One optimizer step over the flat parameter buffer (see :func:`fastgd.kernels.optimizer_step`):
-    the twin ``<name>_step`` given the state rows and the hyper-parameters by the declaration's
-    names (kernels.optim.SPECS; its flags as booleans) and this step's ``lr``."""
-    spec = _OPTIMIZER_SPECS[kind]
-    scalars = [hyper[i] != 0 if name in spec.flags else hyper[i] for i, name in enumerate(spec.hyper) if i > 0]
-    globals()[f"{spec.name}_step"](params, grads, *state[: len(spec.state)], step, lr, *scalars)
+    the optimizer's declared rule (``kernels.optim.SPECS``) over the whole arrays, in NumPy."""
+    vector = np.zeros(max(len(spec.hyper) for spec in _OPTIMIZER_SPECS.values()))
+    vector[: len(hyper)] = hyper
+    _optimizer_rule_step(int(kind), params, grads, state, int(step), float(lr), vector)
 
 
 def _weights(params, architecture, layer):
     return layer_view(params, architecture, layer, weights=True), layer_view(params, architecture, layer, weights=False)
 
 
-def _z(buffers, architecture, layer, rows):
-    # Layer ``layer``'s pre-activations: its block of zs where it keeps z, else its outputs'
-    # block (written with z before the activation replaces it, as the kernels do).
-    field = "z" if architecture.layers[layer]["z"] >= 0 else "acts"
-    return block_of(buffers.zs if field == "z" else buffers.acts, architecture, layer, rows, field)
+def _zs(buffers, architecture, rows):
+    # The output layer's pre-activations (the block its loss reads).
+    n_out = int(architecture.layers[-1]["n_out"])
+    return buffers.zs[: rows * n_out].reshape(rows, n_out)
 
 
 def dropout_masks(key, layer, rate, row0, rows, width, dtype):
     """Inverted dropout's multipliers (0 or 1/(1 − rate)) of ``rows × width`` outputs of layer
-    ``layer``, rows ``row0`` … of the batch (see :mod:`fastgd.kernels.dropout`)."""
+    ``layer``, rows ``row0`` … of the batch (see :mod:`fastgd.kernels.passes`)."""
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose
         base = _mix(np.array([key], dtype=np.int64).view(np.uint64) + np.uint64(layer + 1) * np.array([_GOLDEN]))
         row_base = _mix(base + np.arange(row0 + 1, row0 + rows + 1, dtype=np.uint64) * _GOLDEN)
@@ -218,54 +145,62 @@ def dropout_masks(key, layer, rate, row0, rows, width, dtype):
 
 
 def dropout_key(seed, step):
-    """The dropout key of training step ``step`` (see :mod:`fastgd.kernels.dropout`)."""
+    """The dropout key of training step ``step`` (see :mod:`fastgd.kernels.passes`)."""
     with np.errstate(over="ignore"):
         mixed = _mix(np.array([seed], dtype=np.int64).view(np.uint64) * _GOLDEN + np.uint64(step))
     return int(mixed[0] >> np.uint64(1))
 
 
-def _mask(buffers, architecture, layer, rows):
-    return block_of(buffers.masks, architecture, layer, rows, "mask")
-
-
 def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass of the whole network into ``buffers`` (see :func:`fastgd.kernels.forward`);
     with a dropout ``key`` >= 0 the hidden layers with dropout drop their outputs (rows ``row0``
-    … of the batch)."""
+    … of the batch). The slopes f'(z) (times the dropout multipliers) go to ``buffers.slopes``."""
     rows = x.shape[0]
     a_in = x
     last = len(architecture.layers) - 1
     for layer, record in enumerate(architecture.layers):
         W, b = _weights(params, architecture, layer)
         a_out = block_of(buffers.acts, architecture, layer, rows)
-        z = _z(buffers, architecture, layer, rows)
+        z = _zs(buffers, architecture, rows) if layer == last else np.empty_like(a_out)
         dense_linear(a_in, W, b, z)
-        activate(z, a_out, int(record["activation"]))
-        if key >= 0 and record["mask"] >= 0 and layer < last:
-            mask = _mask(buffers, architecture, layer, rows)
-            mask[...] = dropout_masks(key, layer, float(record["dropout"]), row0, rows, int(record["n_out"]), a_out.dtype)
+        code = int(record["activation"])
+        activate(z, a_out, code)
+        if code != SOFTMAX:
+            block_of(buffers.slopes, architecture, layer, rows)[...] = DERIVATIVES[code](z, a_out)
+        if key >= 0 and record["dropout"] > 0 and layer < last:
+            mask = dropout_masks(key, layer, float(record["dropout"]), row0, rows, int(record["n_out"]), a_out.dtype)
             a_out *= mask
+            block_of(buffers.slopes, architecture, layer, rows)[...] *= mask
         a_in = a_out
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None):
     """Forward pass and loss of a batch (no weight penalty)."""
     forward(params, architecture, x, buffers, loss, key=key, row0=row0)
     last = len(architecture.layers) - 1
     a = block_of(buffers.acts, architecture, last, x.shape[0])
-    return loss_value(block_of(buffers.zs, architecture, last, x.shape[0], "z"), a, y, row_scale, loss)
+    return loss_value(_zs(buffers, architecture, x.shape[0]), a, y, row_scale, loss, parameter)
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0,
+                     parameter=None):  # fmt: skip
     """Forward pass, loss and backprop of one batch, the L1/L2 penalty included; returns the loss
     plus the penalty and writes ``grads``."""
     rows = x.shape[0]
     layers = architecture.layers
     last = len(layers) - 1
-    value = evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, key=key, row0=row0)
+    value = evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, key=key, row0=row0, parameter=parameter)
     deltas = buffers.deltas
-    output_delta(_z(buffers, architecture, last, rows), block_of(buffers.acts, architecture, last, rows), y, row_scale,
-                 block_of(deltas, architecture, last, rows), int(layers[last]["activation"]), loss)  # fmt: skip
+    out = block_of(deltas, architecture, last, rows)
+    spec = _LOSS_SPECS[loss]
+    a_last = block_of(buffers.acts, architecture, last, rows)
+    out[...] = spec.numpy_delta(a_last, y, row_scale, _parameter(loss, parameter))
+    code = int(layers[last]["activation"])
+    if not spec.fused:
+        if code == SOFTMAX:
+            out[...] = a_last * (out - (out * a_last).sum(axis=1, keepdims=True))
+        else:
+            out *= block_of(buffers.slopes, architecture, last, rows)
     for layer in range(last, -1, -1):
         delta = block_of(deltas, architecture, layer, rows)
         grad_W, grad_b = _weights(grads, architecture, layer)
@@ -274,41 +209,36 @@ def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss
         if layer > 0:
             W, _ = _weights(params, architecture, layer)
             below = block_of(deltas, architecture, layer - 1, rows)
-            code = int(layers[layer - 1]["activation"])
-            if key >= 0 and layers[layer - 1]["mask"] >= 0:
-                # Through the mask, then the derivative from z (the kept outputs are dropped ones).
-                z = _z(buffers, architecture, layer - 1, rows)
-                np.matmul(delta, W.T, out=below)
-                below *= _mask(buffers, architecture, layer - 1, rows)
-                below *= _ACTIVATION_SPECS[code].numpy_derivative(z, ACTIVATIONS[code](z))
-            else:
-                hidden_delta(delta, W, _z(buffers, architecture, layer - 1, rows), a_in, below, code)
+            below[...] = (delta @ W.T) * block_of(buffers.slopes, architecture, layer - 1, rows)
     return value + weight_penalty(params, grads, architecture, l1, l2)
 
 
-# Learning rate at 1-based step t for each schedule code, from (base lr, t, parameters) read by
-# name (kernels.schedules.SPECS).
+def _named(kind, schedule):
+    # A schedule's parameters by the names of its declaration (kernels.optim.SCHEDULES).
+    return dict(zip(_SCHEDULE_SPECS[kind].parameters, schedule))
+
+
+# Learning rate at 1-based step t for each schedule, from (base lr, t, parameters by name).
 SCHEDULES = {
-    SCHEDULE_CONSTANT: lambda lr, t, p: lr,
-    SCHEDULE_STEP: lambda lr, t, p: lr * p[STEP.gamma] ** ((t - 1) // int(p[STEP.step_size])),
-    SCHEDULE_EXPONENTIAL: lambda lr, t, p: lr * p[EXPONENTIAL.gamma] ** (t - 1),
-    SCHEDULE_INVERSE_SCALING: lambda lr, t, p: lr / float(t) ** p[INVERSE_SCALING.power],
-    SCHEDULE_COSINE: lambda lr, t, p: p[COSINE.eta_min]
-    + (lr - p[COSINE.eta_min]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p[COSINE.total_steps]) / p[COSINE.total_steps])),
+    "constant": lambda lr, t, p: lr,
+    "step": lambda lr, t, p: lr * p["gamma"] ** ((t - 1) // int(p["step_size"])),
+    "exponential": lambda lr, t, p: lr * p["gamma"] ** (t - 1),
+    "inverse_scaling": lambda lr, t, p: lr / float(t) ** p["power"],
+    "cosine": lambda lr, t, p: p["eta_min"] + (lr - p["eta_min"]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p["total_steps"]) / p["total_steps"])),
 }
 # Schedules of the epoch: lr, epoch, parameters -> lr.
 EPOCH_SCHEDULES = {
-    SCHEDULE_SAMPLE_INVERSE_SCALING: lambda lr, e, p: lr
-    / (1.0 + (p[SAMPLE_INVERSE_SCALING.offset] + p[SAMPLE_INVERSE_SCALING.rows] * float(e))) ** p[SAMPLE_INVERSE_SCALING.power],
+    "sample_inverse_scaling": lambda lr, e, p: lr / (1.0 + (p["offset"] + p["rows"] * float(e))) ** p["power"],
 }
 
 
 def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
     """Learning rate of the ``step``-th step in the network's ``epoch`` (see
     :func:`fastgd.kernels.scheduled_lr`)."""
-    if kind in EPOCH_SCHEDULES:
-        return float(EPOCH_SCHEDULES[kind](base_lr, epoch, schedule))
-    return float(SCHEDULES[kind](base_lr, step, schedule))
+    name = _SCHEDULE_SPECS[kind].name
+    if name in EPOCH_SCHEDULES:
+        return float(EPOCH_SCHEDULES[name](base_lr, epoch, _named(kind, schedule)))
+    return float(SCHEDULES[name](base_lr, step, _named(kind, schedule)))
 
 
 def weight_penalty(params, grads, architecture, l1, l2):
@@ -349,8 +279,8 @@ def shuffle_order(order, keys, seed, epoch):
 
 def _buffers(work, shard):
     # Shard ``shard``'s buffers of a Work bundle.
-    return layout.Buffers(work.acts[shard], work.zs[shard], work.deltas[shard], work.masks[shard], work.partials[shard],
-                          work.transposed[shard])  # fmt: skip
+    return layout.Buffers(work.acts[shard], work.slopes[shard], work.zs[shard], work.deltas[shard], work.losses[shard],
+                          work.penalties[shard], work.transposed[shard])  # fmt: skip
 
 
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
@@ -431,7 +361,7 @@ def stopping_rule(rule, best, waited, lr_scale, value):
     return bool(stop), bool(better), float(waited), float(lr_scale)
 
 
-def monitor(params, architecture, loss, end, epoch, train_loss):
+def monitor(params, architecture, loss, end, epoch, train_loss):  # loss: (code, parameter)
     """The epoch's validation and stopping rule (see :mod:`fastgd.kernels.epoch_end`): the
     validation loss and score into ``end.records[epoch]``, ``end.state`` updated, the parameters
     into ``end.best_params`` when the epoch is the best (with ``rule.restore``); returns True
@@ -442,7 +372,8 @@ def monitor(params, architecture, loss, end, epoch, train_loss):
         rows = end.row_scale.size
         n_in, n_out = int(architecture.layers[0]["n_in"]), int(architecture.layers[-1]["n_out"])
         Y = end.Y.reshape(rows, n_out)
-        val_loss = evaluate_loss(params, architecture, end.X.reshape(rows, n_in), Y, end.row_scale, end.buffers, loss)
+        val_loss = evaluate_loss(params, architecture, end.X.reshape(rows, n_in), Y, end.row_scale, end.buffers, loss[0],
+                                 parameter=loss[1])  # fmt: skip
         score = validation_score(block_of(end.buffers.acts, architecture, len(architecture.layers) - 1, rows), Y, rule.score)
         end.records[epoch] = (val_loss, score)
         value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: score}.get(rule.monitor, value)
@@ -525,9 +456,11 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
                 l1, l2 = (settings.l1, settings.l2) if shard == 0 and rank == 0 else (0.0, 0.0)
                 if settings.penalty_per_weight:
                     l1, l2 = l1 / batch_weight, l2 / batch_weight
-                key = dropout_key(settings.dropout_seed, int(step[0]) + 1) if architecture.mask_units > 0 else NO_DROPOUT
+                dropping = bool((architecture.layers["dropout"] > 0).any())
+                key = dropout_key(settings.dropout_seed, int(step[0]) + 1) if dropping else NO_DROPOUT
                 value += forward_backward(params, grads[shard], architecture, xb[first:stop], yb[first:stop], scale[first:stop],
-                                          _buffers(work, shard), loss, l1, l2, key=key, row0=lo + first)  # fmt: skip
+                                          _buffers(work, shard), loss, l1, l2, key=key, row0=lo + first,
+                                          parameter=settings.loss_parameter)  # fmt: skip
                 if settings.track:
                     for layer in range(n_layers):
                         if layers[layer]["activation"] in (SIGMOID, TANH):
@@ -571,7 +504,7 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         work.saved_state[...] = opt_state
         saved_step = int(step[0])
         if end is not None:
-            stop = monitor(params, architecture, loss, end, e, epoch_loss)
+            stop = monitor(params, architecture, (loss, settings.loss_parameter), end, e, epoch_loss)
             if end.visits.enabled and _visit_due(end.visits, completed, stop, visited):
                 stop = bool(python(VISIT_EPOCH, completed)) or stop
                 visited = time.monotonic_ns()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import as_int, as_real
-from .kernels.schedules import (
+from .kernels.optim import (
     SCHEDULE_CONSTANT,
     SCHEDULE_COSINE,
     SCHEDULE_EXPONENTIAL,
@@ -18,13 +18,13 @@ from .kernels.schedules import (
     SCHEDULE_SAMPLE_INVERSE_SCALING,
     SCHEDULE_STEP,
     SCHEDULE_WIDTH,
-    SPECS,
 )
+from .kernels.optim import SCHEDULES as SPECS
 
 
 class Schedule:
     """Base class: a code for the kernels and its parameters, laid out by the one declaration in
-    ``kernels.schedules.SPECS`` (read by name there and here)."""
+    ``kernels.optim.SCHEDULES`` (read by name there and here)."""
 
     name, code, parameter_names = SPECS[SCHEDULE_CONSTANT]
 

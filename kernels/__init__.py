@@ -1,16 +1,14 @@
 """Numba kernels of fastgd (installed as ``fastgd.kernels``), a self-contained package: it
 imports nothing from the rest of fastgd.
 
-Layers, from the bottom: ``config`` (numerics settings), ``jit`` (how everything is compiled:
-Numba's ``njit`` and ``cfunc`` with Numba's cache), ``stamps`` (the cache's source stamps),
-``lowlevel`` (pointers, atomics and clock calls through Numba's documented extension API),
-``mathfn``/``activations``/``losses``/``optim``/``schedules``/``products`` (the arithmetic and
-its tables), ``pieces`` (those kernels compiled one by one as first-class functions),
-``layout`` (records, buffers, bundles), ``team`` (threads), ``passes``/``phases`` (forward and
-backward over a batch), ``condition``/``epoch_end``/``exchange``/``stages`` (the loop's optional
-stages), ``build`` (what is compiled where), then the entry points: ``layers`` (one layer, whole
-arrays), ``network`` (whole network, one batch), ``optim``/``schedules`` (updates) and ``train``
-(whole epochs).
+A training step reads top-down: ``train`` (the loop and its stages) → ``passes`` (forward and
+backward over a batch) → ``products`` (matrix products: loops, a register tile, BLAS),
+``activations`` (→ ``mathfn``, vectorisable exp/tanh/log1p), ``losses``, ``optim`` (optimizers
+and learning-rate schedules) → ``team`` (threads), ``layout`` (records and buffers) and
+``lowlevel`` (pointers, atomics, calls to C). Beside the step: ``health`` (clipping, gradient
+health), ``epoch_end`` (validation, the stopping rule), ``exchange`` (MPI), ``network`` and
+``layers`` (the entry points on whole arrays), ``compile`` (everything ahead of time), ``config``,
+``jit`` and ``stamps`` (how everything is compiled and cached).
 
 Every name in ``KERNEL_NAMES`` has a NumPy twin with the same name and signature in
 :mod:`fastgd.reference`, and the equivalence tests walk that list. Nothing is compiled at import:
@@ -33,7 +31,7 @@ _NAMES = {
     "dense_gradients": "layers",
     "weight_penalty": "layers",
     "optimizer_step": "optim",
-    "scheduled_lr": "schedules",
+    "scheduled_lr": "optim",
     "forward": "network",
     "evaluate_loss": "network",
     "forward_backward": "network",
@@ -41,31 +39,10 @@ _NAMES = {
     "train_epochs": "train",
     "stopping_rule": "epoch_end",
 }
-_STEPS = ("sgd_step", "momentum_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step")
-_MODULES = ("activations", "build", "config", "layout", "losses", "optim", "pieces", "schedules", "stages", "phases", "passes", "team",
-            "train", "lowlevel", "products", "network", "layers", "stamps", "jit", "mathfn", "blas", "condition", "epoch_end", "exchange",
-            "microkernel")  # fmt: skip
+_MODULES = ("activations", "compile", "config", "epoch_end", "exchange", "health", "jit", "layers", "layout", "losses", "lowlevel",
+            "mathfn", "network", "optim", "passes", "products", "stamps", "team", "train")
 
-KERNEL_NAMES = (
-    "activate",
-    "activation_derivative",
-    "dense_linear",
-    "dense_forward",
-    "loss_value",
-    "output_delta",
-    "hidden_delta",
-    "dense_gradients",
-    *_STEPS,  # <name>_step of every optimizer (kernels.optim.STEPS)
-    "optimizer_step",
-    "scheduled_lr",
-    "weight_penalty",
-    "forward",
-    "evaluate_loss",
-    "forward_backward",
-    "shuffle_order",
-    "train_epochs",
-    "stopping_rule",
-)
+KERNEL_NAMES = tuple(_NAMES)
 
 __all__ = ["KERNEL_NAMES", *KERNEL_NAMES]
 
@@ -73,8 +50,8 @@ __all__ = ["KERNEL_NAMES", *KERNEL_NAMES]
 def __getattr__(name):
     if name in _MODULES:
         value = importlib.import_module(f"{__name__}.{name}")
-    elif name in _NAMES or name in _STEPS:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES.get(name, 'optim')}"), name)
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
@@ -82,4 +59,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_STEPS) | set(_MODULES))
+    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))

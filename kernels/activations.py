@@ -1,7 +1,7 @@
-# stamp: d3de986fe0d149158e07e2191ce6c965
+# stamp: 6da430b934023c9731062c080a06b8b0
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
-forms, its NumPy twins and its names in the tools fastgd converts to; and the two pieces that
-apply one of them to a block of rows (``activation_piece``).
+forms, its NumPy twins and its names in the tools fastgd converts to; and ``apply``, which runs
+one of them over a block of rows.
 
 Derivatives take both the pre-activation z and the output a = f(z): sigmoid a(1 − a), tanh
 1 − a², relu 1[a > 0] read the output, while gelu, gelu_tanh and silu need z. A network keeps
@@ -9,10 +9,11 @@ z only for layers whose activation says ``needs_z`` (``kernels.layout``), so sig
 relu networks use no more memory than before.
 
 Adding an activation is one ``SPECS`` entry and its two scalar functions: ``value(z, t)`` and
-``derivative(z, a, t)`` (``@helper`` functions; constants in the argument's dtype, ``t(0.5)``,
-never a bare Python float, which would promote float32 to float64), plus its NumPy twins and
-its names for scikit-learn, PyTorch and ONNX. Its piece is made from the table
-(``activation_piece``); the tests, conversions and docs walk the table.
+``derivative(z, a, t)`` (``@helper`` functions of straight-line code, ``lowlevel.select`` for a
+choice; constants in the argument's dtype, ``t(0.5)``, never a bare Python float, which would
+promote float32 to float64), plus its NumPy twins and
+its names for scikit-learn, PyTorch and ONNX. Its branch of ``apply`` is written out from the
+table; the tests, conversions and docs walk the table.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import math
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import types
 from numba.extending import overload
 
-from .jit import helper
-from .lowlevel import view, view2
+from .config import EXACT_OPTIONS
+from .jit import generated, helper, subroutine
+from .lowlevel import select
 from .mathfn import fast_exp, fast_log1p, fast_tanh
 
 # Activation codes (per layer, in the layer records of kernels.layout).
@@ -53,87 +54,86 @@ GELU_TANH_KAPPA = 0.044715
 # value(z, t) and derivative(z, a, t); t is the dtype's type (np.float32 or np.float64).
 
 
-@helper
+@subroutine
 def identity_value(z, t):
     return z
 
 
-@helper
+@subroutine
 def one(z, a, t):
     return t(1.0)
 
 
-@helper
+@subroutine
 def sigmoid_value(z, t):
     return t(1.0) / (t(1.0) + fast_exp(-z))
 
 
-@helper
+@subroutine
 def sigmoid_derivative(z, a, t):
     return a * (t(1.0) - a)
 
 
-@helper
+@subroutine
 def tanh_value(z, t):
     return fast_tanh(z)
 
 
-@helper
+@subroutine
 def tanh_derivative(z, a, t):
     return t(1.0) - a * a
 
 
-@helper
+@subroutine
 def relu_value(z, t):
     # `z <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
-    return t(0.0) if z <= t(0.0) else z  # noqa: FURB136 (max() would clip NaN)
+    return select(z <= t(0.0), t(0.0), z)
 
 
-@helper
+@subroutine
 def relu_derivative(z, a, t):
-    return t(1.0) if a > t(0.0) else t(0.0)
+    return select(a > t(0.0), t(1.0), t(0.0))
 
 
-@helper
+@subroutine
 def leaky_relu_value(z, t):
-    return z * t(LEAKY_SLOPE) if z <= t(0.0) else z
+    return select(z <= t(0.0), z * t(LEAKY_SLOPE), z)
 
 
-@helper
+@subroutine
 def leaky_relu_derivative(z, a, t):
-    return t(1.0) if a > t(0.0) else t(LEAKY_SLOPE)
+    return select(a > t(0.0), t(1.0), t(LEAKY_SLOPE))
 
 
-@helper
+@subroutine
 def softplus_value(z, t):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
-    positive = z if z > t(0.0) else t(0.0)
-    return positive + fast_log1p(fast_exp(-z if z > t(0.0) else z))
+    return select(z > t(0.0), z, t(0.0)) + fast_log1p(fast_exp(-abs(z)))
 
 
-@helper
+@subroutine
 def softplus_derivative(z, a, t):
     # f'(z) = sigmoid(z) = 1 − e^(−a) for a = softplus(z).
     return t(1.0) - fast_exp(-a)
 
 
-@helper
+@subroutine
 def exp_value(z, t):
     return fast_exp(z)
 
 
-@helper
+@subroutine
 def exp_derivative(z, a, t):
     return a
 
 
-@helper
+@subroutine
 def gelu_value(z, t):
     # 0.5·z·(1 + erf(z/√2)), as PyTorch's default (exact) GELU; erf in float64.
     return t(0.5 * np.float64(z) * (1.0 + math.erf(np.float64(z) * SQRT_HALF)))
 
 
-@helper
+@subroutine
 def gelu_derivative(z, a, t):
     # Φ(z) + z·φ(z), in PyTorch's form: cdf + z·pdf.
     x = np.float64(z)
@@ -142,14 +142,14 @@ def gelu_derivative(z, a, t):
     return t(cdf + x * pdf)
 
 
-@helper
+@subroutine
 def gelu_tanh_value(z, t):
     # PyTorch's approximate="tanh": 0.5·z·(1 + tanh(√(2/π)(z + 0.044715 z³))).
     inner = t(GELU_TANH_BETA) * (z + t(GELU_TANH_KAPPA) * z * z * z)
     return t(0.5) * z * (t(1.0) + fast_tanh(inner))
 
 
-@helper
+@subroutine
 def gelu_tanh_derivative(z, a, t):
     # PyTorch's backward for approximate="tanh", term by term.
     beta, kappa = t(GELU_TANH_BETA), t(GELU_TANH_KAPPA)
@@ -160,13 +160,13 @@ def gelu_tanh_derivative(z, a, t):
     return left_derivative + right_derivative
 
 
-@helper
+@subroutine
 def silu_value(z, t):
     # z·sigmoid(z), as PyTorch computes it: z / (1 + e^−z).
     return z / (t(1.0) + fast_exp(-z))
 
 
-@helper
+@subroutine
 def silu_derivative(z, a, t):
     # sigmoid(z)·(1 + z·(1 − sigmoid(z))), PyTorch's form.
     s = t(1.0) / (t(1.0) + fast_exp(-z))
@@ -307,156 +307,92 @@ SPECS = {
     )
 }  # fmt: skip
 
-# --------------------------------------------------------------------------- the pieces
-# One piece per activation: ``activation_piece(code)`` is its function, compiled as a C
-# callback for each dtype by ``kernels.pieces``. ``code`` is a constant of each piece (a closure
-# variable), and ``apply_value``/``apply_derivative`` take it as a literal: each piece holds its
-# own activation only.
-
-FORWARD = 0  # what an activation piece does (its first argument)
-BACKWARD = 1
-BACKWARD_FROM_Z = 2  # the derivative from z alone (a layer whose kept outputs were dropped out)
+# --------------------------------------------------------------------------- over a block
+# ``apply`` runs one activation over a block of rows, in place. Compiled code gets a dispatch
+# written out from the table when it is compiled (``jit.generated``): one branch per entry of
+# ``SPECS``, each a plain loop over its scalar functions, which LLVM vectorises.
 
 
-@helper
-def _add_bias(z, b, rows, width):
-    for r in range(rows):
-        for j in range(width):
-            z[r, j] += b[j]
+def apply(code, a, d, rows, width, slopes):
+    """Activation ``code`` over a block of ``rows × width`` values (flat, row-major), in place.
 
+    ``a`` holds the pre-activations z (bias added) and receives a = f(z); with ``slopes`` the
+    derivatives f'(z) go to ``d`` (same shape), which the backward pass multiplies the local
+    gradients by (so it needs neither z nor an activation of its own). Softmax (output layers
+    only) normalises each row, its maximum subtracted first; it writes no slopes (its Jacobian
+    couples a row: ``softmax_backward``).
 
-def apply_value(code, z, a, n):
-    """``a[i] = f(z[i])`` for i < n, f activation ``code`` (a constant in compiled code)."""
-    value, t = SPECS[code].value, z.dtype.type
-    for i in range(n):
-        a[i] = value(z[i], t)
-
-
-def apply_derivative(code, delta, z, a, n):
-    """``delta[i] *= f'(z[i], a[i])`` for i < n."""
-    derivative, t = SPECS[code].derivative, delta.dtype.type
-    for i in range(n):
-        delta[i] *= derivative(z[i], a[i], t)
-
-
-def apply_derivative_from_z(code, delta, z, n):
-    """``delta[i] *= f'(z[i], f(z[i]))`` for i < n: the output recomputed from z (a layer with
-    dropout keeps its dropped outputs, not f(z))."""
-    spec, t = SPECS[code], delta.dtype.type
-    for i in range(n):
-        delta[i] *= spec.derivative(z[i], spec.value(z[i], t), t)
-
-
-@overload(apply_value, prefer_literal=True)
-def _apply_value(code, z, a, n):
-    if isinstance(code, types.IntegerLiteral):
-        value = SPECS[code.literal_value].value
-
-        def impl(code, z, a, n):
-            t = z.dtype.type
-            if z.ctypes.data == a.ctypes.data:
-                # In place (the layer keeps no z): one array, so that LLVM vectorises the loop
-                # (its runtime overlap check refuses two arrays that are the same one).
-                for i in range(n):
-                    z[i] = value(z[i], t)
-            else:
-                for i in range(n):
-                    a[i] = value(z[i], t)
-
-        return impl
-
-
-@overload(apply_derivative, prefer_literal=True)
-def _apply_derivative(code, delta, z, a, n):
-    if isinstance(code, types.IntegerLiteral):
-        derivative = SPECS[code.literal_value].derivative
-
-        def impl(code, delta, z, a, n):
-            t = delta.dtype.type
-            for i in range(n):
-                delta[i] *= derivative(z[i], a[i], t)
-
-        return impl
-
-
-@overload(apply_derivative_from_z, prefer_literal=True)
-def _apply_derivative_from_z(code, delta, z, n):
-    if isinstance(code, types.IntegerLiteral):
-        value, derivative = SPECS[code.literal_value].value, SPECS[code.literal_value].derivative
-
-        def impl(code, delta, z, n):
-            t = delta.dtype.type
-            for i in range(n):
-                delta[i] *= derivative(z[i], value(z[i], t), t)
-
-        return impl
-
-
-def activation_piece(code):
-    """The piece of activation ``code``: ``piece(mode, rows, width, first, second, third)``.
-
-    FORWARD (``first``: rows × width pre-activations ``a_in @ W``; ``second``: the bias;
-    ``third``: the outputs): the bias is added to ``first`` in place (it then holds z, which the
-    backward pass reads when the activation ``needs_z``), and ``third`` receives a = f(z)
-    (``third`` may be ``first``: then z is not kept). Softmax normalises each row, its maximum
-    subtracted first so it cannot overflow.
-
-    BACKWARD (``first``: local gradients; ``second``: z; ``third``: a): ``first *= f'(z, a)``;
-    for softmax each row g becomes the Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``.
-    BACKWARD_FROM_Z (``first``, ``second`` as for BACKWARD): ``first *= f'(z, f(z))`` (hidden
-    layers with dropout, whose kept outputs are the dropped ones).
+    This is the plain-Python form (``NUMBA_DISABLE_JIT``); compiled code runs the same branches,
+    written out from ``SPECS`` (``_apply``).
     """
     if code == SOFTMAX:
-        return softmax_piece
+        _softmax(a, rows, width)
+        return
+    spec, t = SPECS[code], a.dtype.type
+    for i in range(rows * width):
+        z = a[i]
+        value = spec.value(z, t)
+        if slopes:
+            d[i] = spec.derivative(z, value, t)
+        a[i] = value
 
-    def elementwise_piece(mode, rows, width, first, second, third):
-        n = rows * width
-        if mode == FORWARD:
-            _add_bias(view2(first, rows, width), view(second, width), rows, width)
-            apply_value(code, view(first, n), view(third, n), n)
-        elif mode == BACKWARD:
-            apply_derivative(code, view(first, n), view(second, n), view(third, n), n)
+
+_BRANCH = """
+    elif code == {code}:
+        if slopes:
+            for i in range(n):
+                z = a[i]
+                value = value_{code}(z, t)
+                d[i] = derivative_{code}(z, value, t)
+                a[i] = value
         else:
-            apply_derivative_from_z(code, view(first, n), view(second, n), n)
-
-    elementwise_piece.__qualname__ = elementwise_piece.__name__ = f"{SPECS[code].name}_piece"
-    return elementwise_piece
-
-
-def softmax_piece(mode, rows, width, first, second, third):
-    """Softmax's piece (see ``activation_piece``)."""
-    if mode == FORWARD:
-        z = view2(first, rows, width)
-        _add_bias(z, view(second, width), rows, width)
-        _softmax_rows(z, view2(third, rows, width), rows, width)
-    else:
-        _softmax_jacobian(view2(first, rows, width), view2(third, rows, width), rows, width)
+            for i in range(n):
+                a[i] = value_{code}(a[i], t)
+"""
 
 
-@helper
-def _softmax_rows(z, a, rows, width):
-    t = z.dtype.type
+@overload(apply, jit_options=EXACT_OPTIONS)
+def _apply(code, a, d, rows, width, slopes):
+    elementwise = sorted(code for code, spec in SPECS.items() if spec.value is not None)
+    source = ("def apply(code, a, d, rows, width, slopes):\n"
+              "    t = a.dtype.type\n"
+              "    n = rows * width\n"
+              "    if code == SOFTMAX:\n"
+              "        _softmax(a, rows, width)\n"
+              + "".join(_BRANCH.format(code=code) for code in elementwise))  # fmt: skip
+    namespace = dict(SOFTMAX=SOFTMAX, _softmax=_softmax)
+    for code in elementwise:
+        namespace[f"value_{code}"], namespace[f"derivative_{code}"] = SPECS[code].value, SPECS[code].derivative
+    return generated("apply", source, namespace)
+
+
+@subroutine
+def _softmax(a, rows, width):
+    t = a.dtype.type
     for r in range(rows):
-        row_max = z[r, 0]
+        row = r * width
+        row_max = a[row]
         for j in range(1, width):
-            value = z[r, j]
+            value = a[row + j]
             row_max = value if value > row_max else row_max
         total = t(0.0)
         for j in range(width):
-            e = fast_exp(z[r, j] - row_max)
-            a[r, j] = e
+            e = fast_exp(a[row + j] - row_max)
+            a[row + j] = e
             total += e
         inv = t(1.0) / total
         for j in range(width):
-            a[r, j] *= inv
+            a[row + j] *= inv
 
 
-@helper
-def _softmax_jacobian(delta, a, rows, width):
+@subroutine
+def softmax_backward(delta, a, rows, width):
+    """Each row g of ``delta`` becomes softmax's Jacobian product ``a ⊙ (g − Σ_j g_j a_j)``."""
     t = delta.dtype.type
     for r in range(rows):
+        row = r * width
         dot = t(0.0)
         for j in range(width):
-            dot += delta[r, j] * a[r, j]
+            dot += delta[row + j] * a[row + j]
         for j in range(width):
-            delta[r, j] = a[r, j] * (delta[r, j] - dot)
+            delta[row + j] = a[row + j] * (delta[row + j] - dot)

@@ -1,8 +1,7 @@
-# stamp: 572eea10fee47a5ab623137c0780d20a
+# stamp: 9459bdf632eaf1bae45f4c614889da37
 """What the training loop does after each completed epoch, compiled: the validation pass and the
-stopping rule (the ``monitor`` stage), so that a fit
-with validation, early stopping or scikit-learn's ``tol`` runs all its epochs in one call. Each
-stage is compiled on its own (``kernels.stages``) and only for fits that need it.
+stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
+scikit-learn's ``tol`` runs all its epochs in one call.
 
 ``monitor`` (every thread of the team): with validation rows, the forward pass over them and their
 loss (``passes.forward_pass`` and ``batch_value``, as ``Network.loss`` computes it) and score
@@ -25,15 +24,14 @@ With ``lr_factor`` (scikit-learn's ``learning_rate="adaptive"``) a stop is first
 the rate's scale is divided by it and the count restarts, until the scale is at most
 ``min_lr_scale``; then the rule stops training.
 
-Visits to Python (thread 0, the others waiting) go through the fit's ``python`` stage
-(``kernels.stages.PythonCall``), which records the finished epochs, runs the Python callbacks
-that are due, the progress bar and checkpoints, and returns 1 to stop after this epoch.
+Visits to Python (thread 0, the others waiting) go through the fit's ``PythonCall``
+(``kernels.train``), which records the finished epochs, runs the Python callbacks that are due,
+the progress bar and checkpoints, and returns 1 to stop after this epoch.
 """
 
 import numpy as np
 
-from .dropout import NO_DROPOUT
-from .jit import helper, kernel
+from .jit import helper, kernel, subroutine
 from .layout import (
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
@@ -45,7 +43,8 @@ from .layout import (
     STOP_PATIENCE,
     chunk_count,
 )
-from .passes import batch_value
+from .lowlevel import address, call_piece
+from .passes import NO_DROPOUT, Batch, Pass, batch_value, fill
 from .team import barrier, next_task
 
 @kernel
@@ -84,17 +83,15 @@ def stopping_rule(rule, best, waited, lr_scale, value):
     return stop, better, waited, lr_scale
 
 
-def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, epoch, train_loss, loss, gemm):
+@subroutine
+def monitor(team, architecture, params, end, epoch, train_loss, loss, gemm, forward):
     """The epoch's validation and stopping rule (see the module's docstring); every thread of
     the team calls it and gets the same answer.
 
     Parameters
     ----------
-    tid, n_threads, control
+    team : (tid, n_threads, control)
         The team.
-    phases : phases.Phases
-        The forward pass runs the validation rows.
-    pieces : pieces.Pieces
     architecture : layout.Architecture
     params : ndarray, shape (n_params,)
         The parameters at the end of the epoch.
@@ -105,21 +102,29 @@ def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, 
         The epoch's index in this call (0-based).
     train_loss : float64
         Its training loss.
-    loss, gemm : int64
-        The loss code and BLAS's ``?gemm`` address (the forward pass's).
+    loss : (int64, float64)
+        The loss code and its parameter.
+    gemm : int64
+        BLAS's ``?gemm`` address (the forward pass's).
+    forward : int64
+        The forward pass's address (``passes.piece``).
 
     Returns
     -------
     int64
         1 when the rule stops training after this epoch, else 0.
     """
+    tid, n_threads, control = team
     rule, state = end.rule, end.state[0]
     value = train_loss
     if rule.validate:
         rows = end.row_scale.size
-        phases.forward(tid, n_threads, control, pieces, architecture, params, end.X, rows, end.Y, end.row_scale, end.buffers, loss, gemm,
-                       NO_DROPOUT, 0)  # fmt: skip
-        val_loss = batch_value(architecture, rows, end.buffers.partials, 0.0, 0.0)
+        if tid == 0:
+            fill(end.passes[0], control, architecture, params, params, Batch(end.X, end.Y, end.row_scale, rows, 0), end.buffers,
+                 Pass(loss[0], loss[1], False, NO_DROPOUT, gemm), (0.0, 0.0))  # fmt: skip
+        barrier(control, n_threads)
+        call_piece(forward, tid, n_threads, address(end.passes, 0))
+        val_loss = batch_value(architecture, rows, end.buffers, 0.0, 0.0)
         score = _score(end.buffers.acts, end.Y, architecture, rows, rule.score)
         if tid == 0:
             end.records[epoch]["val_loss"] = val_loss
@@ -143,7 +148,7 @@ def monitor(tid, n_threads, control, phases, pieces, architecture, params, end, 
     return np.int64(1) if stop else np.int64(0)
 
 
-@helper
+@subroutine
 def _score(acts, Y, architecture, rows, kind):
     # The validation score of the forward pass just run (NaN for SCORE_NONE): the share of rows
     # whose largest output is their target's (ties: the first), of outputs on the target's side
@@ -182,7 +187,7 @@ def _score(acts, Y, architecture, rows, kind):
     return hits / (rows * n_out)
 
 
-@helper
+@subroutine
 def _r2(acts, start, Y, rows, n_out):
     # scikit-learn's r2_score (multioutput="uniform_average", force_finite=True): per output
     # 1 − Σ(y − a)²/Σ(y − ȳ)², 1 when both sums are 0 and 0 when only the second is; their mean.
@@ -205,7 +210,7 @@ def _r2(acts, start, Y, rows, n_out):
     return total / n_out
 
 
-@helper
+@subroutine
 def _copy(tid, n_threads, destination, source):
     # destination = source, in chunks the team shares.
     n = source.size

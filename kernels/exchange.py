@@ -1,10 +1,10 @@
-# stamp: 0808a168ad84d70dc7501181955fe9fb
+# stamp: 56235d6c3a47b5462da63cea7ce5fb55
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.
 
-Every thread of the team calls ``exchange``; thread 0 calls Python (the fit's ``python`` stage,
-``kernels.stages.PythonCall``), which calls ``CHANNELS[channel](kind, values, scalars)`` with
+Every thread of the team calls ``exchange``; thread 0 calls Python (the fit's
+``kernels.train.PythonCall``), which calls ``CHANNELS[channel](kind, values, scalars)`` with
 the fit's arrays: it does the communication and writes the results back into them, while the
 others wait at a barrier:
 
@@ -17,8 +17,9 @@ others wait at a barrier:
     becomes its sum over the ranks, in rank order; ``values`` is not used.
 """
 
-from .jit import helper
+from .jit import subroutine
 from .layout import CONTROL, EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS  # noqa: F401 (fastgd.distributed reads them here)
+from .lowlevel import call_python
 from .team import barrier, read_flag, write_flag
 
 # ``scalars`` of an EXCHANGE_STEP.
@@ -34,16 +35,20 @@ def call_channel(channel, kind, values, scalars):
     CHANNELS[int(channel)](int(kind), values, scalars)
 
 
-@helper
-def exchange(mode, tid, n_threads, control, python, scalars, batch_weights, sample_weight, order, batch_size, value):
+@subroutine
+def exchange(mode, team, python, work, sample_weight, batch_size, value):
     """One exchange with the other ranks, by the whole team (see the module's docstring).
 
     EXCHANGE_STEP: the step's gradient, loss ``value`` and stop request (the team's
     ``CONTROL.stop_seen``) summed over the ranks; returns the summed loss, with the summed stop
     request in ``CONTROL.stop_seen``. EXCHANGE_WEIGHTS (partitioned data): each batch's weight
     over the epoch's row ``order`` (batches of ``batch_size``) into ``batch_weights``, summed
-    over the ranks; returns their total. ``python``: the fit's call into Python.
+    over the ranks; returns their total. ``python``: the address of the fit's call into Python
+    (``kernels.train.PythonCall``); ``work``: the fit's ``Work`` (its ``scalars``,
+    ``batch_weights`` and the epoch's row ``order``).
     """
+    tid, n_threads, control = team
+    scalars, batch_weights, order = work.scalars, work.batch_weights, work.order
     barrier(control, n_threads)
     if tid == 0:
         if mode == EXCHANGE_STEP:
@@ -57,7 +62,7 @@ def exchange(mode, tid, n_threads, control, python, scalars, batch_weights, samp
                 for r in range(start, stop):
                     weight += sample_weight[order[r]]
                 batch_weights[start // batch_size] = weight
-        python(mode, 0)
+        call_python(python, mode, 0)
         if mode == EXCHANGE_STEP:
             write_flag(control, CONTROL.stop_seen, 1 if scalars[SCALAR_STOP] != 0.0 else 0)
     barrier(control, n_threads)

@@ -1,16 +1,12 @@
-"""How fastgd compiles: the decorators of every kernel, with the options of ``config`` and
-Numba's own on-disk cache (``cache=True``), nothing else.
+"""How the kernels are compiled: ``kernel`` (``numba.njit`` with the options of ``config`` and
+Numba's own on-disk cache) for the entry points Python calls, ``helper`` (``register_jitable``)
+for the functions compiled code calls, and ``first_call`` for a kernel's first call in a process.
 
-``kernel`` is ``numba.njit`` with fastgd's options. A *piece* is a function compiled on its own
-as a C callback (``numba.cfunc``, over pointers and sizes) for one dtype at a time, the first
-time it is needed, and called from other compiled code as a first-class function value
-(``kernels.pieces``). Under ``NUMBA_DISABLE_JIT=1`` both stay plain Python functions.
+Under ``NUMBA_DISABLE_JIT=1`` both decorators return the plain Python functions.
 """
 
 from __future__ import annotations
 
-import pickle
-import traceback
 import warnings
 
 from numba import njit
@@ -28,65 +24,92 @@ if config.CACHE_REQUESTED and not config.DISABLE_JIT and not CACHE:
         stacklevel=2,
     )
 
-JIT_OPTIONS = dict(config.BASE_OPTIONS, cache=CACHE)
-EXACT_JIT_OPTIONS = dict(config.EXACT_OPTIONS, cache=CACHE)
 
+def kernel(function=None, *, exact=False, **options):
+    """``@njit`` with fastgd's options (``exact``: the exact fast-math flags, for code that
+    relies on the order of its floating-point operations) and Numba's cache."""
+    settings = dict(config.EXACT_OPTIONS if exact else config.BASE_OPTIONS, cache=CACHE, **options)
 
-def cached(compile_function, function, **settings):
-    """``compile_function(**settings)(function)`` (``njit`` or ``cfunc`` with their arguments)
-    with Numba's cache when this process may use it, and without when Numba finds nowhere to
-    write it (a read-only installation whose user-wide cache folder is unwritable too: Numba
-    refuses ``cache=True`` there with a RuntimeError naming the missing locator) or cannot read
-    what it finds there (``is_cache_read_error``)."""
-    if settings.get("cache"):
+    def decorate(function):
         try:
-            compiled = compile_function(**settings)(function)
+            compiled = njit(**settings)(function)
         except RuntimeError as error:
+            # Numba refuses cache=True where it finds nowhere to write (a read-only install
+            # whose user-wide cache folder is unwritable too), naming its cache "locator".
             if "locator" not in str(error):
                 raise
             _no_cache_here(str(error))
-            settings = dict(settings, cache=False)
-        except Exception as error:
-            if not is_cache_read_error(error):
-                raise
-            unreadable_entry(function, error)
-            settings = dict(settings, cache=False)
-        else:
-            if compile_function is njit:
-                _SETTINGS[id(compiled)] = settings
-            return compiled
-    return compile_function(**settings)(function)
+            return njit(**dict(settings, cache=False))(function)
+        if settings["cache"]:
+            _SETTINGS[compiled] = settings
+        return compiled
+
+    return decorate if function is None else decorate(function)
 
 
-# The settings of each cached ``njit`` dispatcher (by id), for ``without_cache``.
-_SETTINGS = {}
+def helper(function=None, *, exact=False, fastmath=None):
+    """A small function compiled code calls: ``njit(inline="always")``, typed and compiled inside
+    each caller (cheaper than a compile of its own for the few lines of a scalar formula or a
+    short loop). Numba's flags are per instruction, so fast-math options here are the caller's."""
+    settings = dict(config.EXACT_OPTIONS if exact else config.BASE_OPTIONS, inline="always")
+    if fastmath is not None:
+        settings["fastmath"] = set(fastmath)
+    if function is None:
+        return njit(**settings)
+    return njit(**settings)(function)
 
 
-def is_cache_read_error(error) -> bool:
-    """Whether ``error`` was raised by Numba while it read an entry of its on-disk cache (a file
-    damaged on disk: Numba writes its entries atomically, so a crash leaves none half-written,
-    but a disk fault or a hand edit can), seen from where it was raised."""
-    if not isinstance(error, (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-                              ImportError, OSError)):  # fmt: skip
-        return False
-    frames = traceback.extract_tb(error.__traceback__)
-    return any(frame.filename.replace("\\", "/").endswith("numba/core/caching.py") for frame in frames)
+def subroutine(function=None, *, exact=False, fastmath=None):
+    """A function compiled code calls from several places: ``numba.extending.register_jitable``
+    (the documented way to write a function usable from both Python and compiled code),
+    compiled once per signature and linked into its callers, which carry the cache."""
+    settings = dict(config.EXACT_OPTIONS if exact else config.BASE_OPTIONS)
+    if fastmath is not None:
+        settings["fastmath"] = set(fastmath)
+    settings.pop("nogil")
+    if function is None:
+        return register_jitable(**settings)
+    return register_jitable(**settings)(function)
 
 
-def unreadable_entry(function, error) -> None:
-    """Warn that a cache entry of ``function`` could not be read (it is compiled without the
-    cache in this process)."""
-    name = getattr(function, "__qualname__", None) or getattr(getattr(function, "py_func", None), "__qualname__", str(function))
-    warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {name} ({type(error).__name__}: {error}); it is "
-                  "compiled without the cache in this process. Delete Numba's cache folder (`python -m fastgd config` "
-                  "shows it) to repair it.", RuntimeWarning, stacklevel=3)  # fmt: skip
+def compile_piece(function):
+    """``function(tid, n_threads, args) -> int64`` compiled as a C function (``numba.cfunc``, with
+    fastgd's options and Numba's cache), called by address (``lowlevel.call_piece``); under
+    NUMBA_DISABLE_JIT the Python function itself, registered under a stand-in address."""
+    from numba import cfunc, types
+
+    from .lowlevel import PIECES
+
+    if config.DISABLE_JIT:
+        PIECES[id(function)] = function
+        return function
+    signature = types.int64(types.int64, types.int64, types.int64)
+    settings = dict(config.BASE_OPTIONS, cache=CACHE)
+    settings.pop("nogil")
+    try:
+        return cfunc(signature, **settings)(function)
+    except RuntimeError as error:
+        if "locator" not in str(error):
+            raise
+        _no_cache_here(str(error))
+        return cfunc(signature, **dict(settings, cache=False))(function)
 
 
-def without_cache(dispatcher):
-    """A copy of the ``kernel`` ``dispatcher`` that neither reads nor writes Numba's cache (its
-    cached entry could not be read: ``is_cache_read_error``)."""
-    settings = dict(_SETTINGS.get(id(dispatcher), JIT_OPTIONS), cache=False)
-    return njit(**settings)(dispatcher.py_func)
+def piece_address(piece) -> int:
+    """The address callers call ``piece`` (``compile_piece``) by."""
+    return id(piece) if config.DISABLE_JIT else int(piece.address)
+
+
+def generated(name, source, namespace):
+    """The function ``name`` defined by ``source`` (Python code) with the globals ``namespace``:
+    the dispatch over a table (activations, losses, optimizers) written out from the table's
+    entries when the code calling it is compiled, one branch per entry, so that adding an entry
+    adds its branch. ``source`` is kept as the function's ``__source__`` for debugging."""
+    scope = dict(namespace)
+    exec(compile(source, f"<fastgd generated {name}>", "exec"), scope)  # noqa: S102 (our own template)
+    function = scope[name]
+    function.__source__ = source
+    return function
 
 
 _WARNED = []
@@ -99,25 +122,35 @@ def _no_cache_here(reason):
                       "Set NUMBA_CACHE_DIR to a writable folder to keep them.", RuntimeWarning, stacklevel=3)  # fmt: skip
 
 
-def kernel(function=None, *, exact=False, **options):
-    """``@njit`` with fastgd's options (``exact``: the exact fast-math flags, for code that
-    relies on the order of its floating-point operations) and Numba's cache."""
-    settings = dict(EXACT_JIT_OPTIONS if exact else JIT_OPTIONS, **options)
-    if function is None:
-        return lambda function: cached(njit, function, **settings)
-    return cached(njit, function, **settings)
+# Each cached kernel's settings (for its cache-less copy).
+_SETTINGS = {}
+# Kernels whose first call succeeded in this process, and the cache-less copies that replaced
+# kernels whose cache entry could not be read.
+_CALLED = set()
+_REPLACED = {}
 
 
-def helper(function=None, *, exact=False, fastmath=None):
-    """A function compiled code calls: ``numba.extending.register_jitable`` (the documented way
-    to write a function usable from both Python and compiled code), compiled as a subroutine of
-    its callers, which carry the cache. (Each function and signature is a compile pipeline of
-    its own, ~0.05-0.2 s; Numba's ``inline="always"`` measured slower still, as it types the
-    body again at every call site.)"""
-    settings = dict(config.EXACT_OPTIONS if exact else config.BASE_OPTIONS)
-    if fastmath is not None:
-        settings["fastmath"] = set(fastmath)
-    settings.pop("nogil")
-    if function is None:
-        return register_jitable(**settings)
-    return register_jitable(**settings)(function)
+def first_call(dispatcher, *args):
+    """Call the ``kernel`` ``dispatcher``; the first time in a process, a failure while Numba
+    loads or compiles it with its cache on (a cache entry damaged on disk) is retried once with a
+    copy that neither reads nor writes the cache, with a warning; a second failure is raised."""
+    dispatcher = _REPLACED.get(dispatcher, dispatcher)
+    if dispatcher in _CALLED or dispatcher not in _SETTINGS:
+        return dispatcher(*args)
+    try:
+        result = dispatcher(*args)
+    except Exception as error:
+        copy = njit(**dict(_SETTINGS[dispatcher], cache=False))(dispatcher.py_func)
+        result = copy(*args)
+        warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {dispatcher.py_func.__qualname__} "
+                      f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
+                      "Numba's cache folder (`python -m fastgd config` shows it) to repair it.", RuntimeWarning, stacklevel=2)  # fmt: skip
+        _REPLACED[dispatcher] = copy
+        dispatcher = copy
+    _CALLED.add(dispatcher)
+    return result
+
+
+def current(dispatcher):
+    """The kernel that runs for ``dispatcher``: itself, or the cache-less copy that replaced it."""
+    return _REPLACED.get(dispatcher, dispatcher)

@@ -1,7 +1,8 @@
+# stamp: 5857e3f6f2f2f39af6d36c756610c612
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
-call both). They run the pieces the training loop runs (``kernels.pieces``: the activations,
-losses and product paths) over every row, on the calling thread.
+call both). They run what the training loop runs (the activations, losses and product paths)
+over every row, on the calling thread.
 
 Conventions: a batch is a C-contiguous ``(rows, features)`` array; weights are ``(n_in, n_out)``;
 outputs are written into arrays the caller owns; scalars are converted to the arrays' dtype, so a
@@ -13,30 +14,61 @@ from __future__ import annotations
 import numpy as np
 
 from . import activations as codes
-from . import losses
-from .activations import BACKWARD, FORWARD, SOFTMAX
-from .blas import gemm_address
+from .activations import SOFTMAX, apply
 from .config import BLAS_MIN_MACS
-from .pieces import call
-from .products import NN, NT, TN
+from .jit import kernel
+from .losses import SPECS as LOSS_SPECS
+from .losses import loss_rows
+from .lowlevel import gemm_address
+from .passes import _output_derivative, penalise
+from .products import BLAS, LOOPS, NN, NT, TILES, TN, product
 
 
-def _flat(array):
-    return np.ascontiguousarray(array).reshape(-1)
+def _flat(array, dtype=None):
+    return np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+
+
+@kernel
+def _product_kernel(chosen, shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
+    product(chosen, shape, m, n, k, (a, 0, lda), (b, 0, ldb), (c, 0, ldc), gemm)
 
 
 def _product(shape, m, n, k, a, lda, b, ldb, c, ldc):
     # C = op(A) @ op(B) on whole flat arrays, by the path the passes would take for it.
     dtype = c.dtype
     if m * n * k >= BLAS_MIN_MACS or shape == NT:
-        path, gemm = "blas", gemm_address(dtype)
+        chosen, gemm = BLAS, gemm_address(dtype)
     else:
-        path, gemm = ("tiles" if n >= 32 // dtype.itemsize else "loops"), 0
-    call("product", path, dtype, shape, m, n, k, (a, 0), lda, (b, 0), ldb, (c, 0), ldc, gemm)
+        chosen, gemm = (TILES if 2 * n >= 32 // dtype.itemsize else LOOPS), 0
+    _product_kernel(chosen, shape, m, n, k, a, lda, b, ldb, c, ldc, gemm)
 
 
-def _activation(code, mode, rows, width, first, second, third):
-    call("activation", int(code), first.dtype, mode, rows, width, (first, 0), (second, 0), (third, 0))
+@kernel
+def _activate_kernel(code, a, slopes, rows, width, with_slopes):
+    apply(code, a, slopes, rows, width, with_slopes)
+
+
+@kernel
+def _loss_kernel(code, z, a, y, scale, delta, rows, width, parameter):
+    return loss_rows(code, z, a, y, scale, delta, rows, width, parameter)
+
+
+@kernel
+def _output_derivative_kernel(activation, delta, a, slopes, rows, width):
+    _output_derivative(activation, delta, a, slopes, rows, width)
+
+
+@kernel
+def _penalty_kernel(params, grads, layers, l1, l2):
+    total = 0.0
+    for layer in range(layers.size):
+        start = layers[layer]["weights"]
+        total += penalise(params, grads, start, start + layers[layer]["n_in"] * layers[layer]["n_out"], l1, l2)
+    return total
+
+
+def _shape(array):
+    return array.shape if array.ndim == 2 else (1, array.size)
 
 
 def activate(z, a_out, activation):
@@ -51,16 +83,15 @@ def activate(z, a_out, activation):
     activation : int
         Activation code (``kernels.activations``); ``SOFTMAX`` normalises each row.
     """
-    rows, width = (a_out.shape if a_out.ndim == 2 else (1, a_out.size))
-    source = np.array(z, dtype=a_out.dtype, order="C").reshape(-1)
-    out = np.empty(a_out.size, dtype=a_out.dtype)
-    _activation(activation, FORWARD, rows, max(width, 1), source, np.zeros(max(width, 1), dtype=a_out.dtype), out)
+    rows, width = _shape(a_out)
+    out = np.array(z, dtype=a_out.dtype, order="C").reshape(-1)
+    _activate_kernel(int(activation), out, np.empty_like(out), rows, max(width, 1), False)
     a_out[...] = out.reshape(a_out.shape)
 
 
 def activation_derivative(z, a, out, activation):
     """Derivative of an elementwise activation: ``out = f'(z)``, from the pre-activation ``z``
-    and the output ``a = f(z)`` (an activation reads the one its formula needs).
+    (and the output ``a = f(z)``, which the kernels recompute from z).
 
     Parameters
     ----------
@@ -72,11 +103,11 @@ def activation_derivative(z, a, out, activation):
     """
     if int(activation) == SOFTMAX:
         raise ValueError("softmax has no elementwise derivative (its Jacobian couples a row)")
-    values = np.ones(out.size, dtype=out.dtype)
-    width = out.shape[-1] if out.ndim else 1
-    _activation(activation, BACKWARD, values.size // max(width, 1), max(width, 1), values, _flat(z).astype(out.dtype),
-                _flat(a).astype(out.dtype))  # fmt: skip
-    out[...] = values.reshape(out.shape)
+    rows, width = _shape(out)
+    values = _flat(z, out.dtype).copy()
+    slopes = np.empty_like(values)
+    _activate_kernel(int(activation), values, slopes, rows, max(width, 1), True)
+    out[...] = slopes.reshape(out.shape)
 
 
 def dense_linear(a_in, W, b, z_out):
@@ -108,14 +139,15 @@ def dense_forward(a_in, W, b, a_out, activation):
     """
     rows, n_in = a_in.shape
     n_out = W.shape[1]
-    z = np.empty(rows * n_out, dtype=a_out.dtype)
-    _product(NN, rows, n_out, n_in, _flat(a_in), n_in, _flat(W), n_out, z, n_out)
-    out = np.empty_like(z)
-    _activation(activation, FORWARD, rows, n_out, z, _flat(b), out)
-    a_out[...] = out.reshape(rows, n_out)
+    dtype = a_out.dtype
+    z = np.empty(rows * n_out, dtype=dtype)
+    _product(NN, rows, n_out, n_in, _flat(a_in, dtype), n_in, _flat(W, dtype), n_out, z, n_out)
+    z += np.tile(_flat(b, dtype), rows)
+    _activate_kernel(int(activation), z, np.empty_like(z), rows, n_out, False)
+    a_out[...] = z.reshape(rows, n_out)
 
 
-def loss_value(z, a, y, row_scale, loss):
+def loss_value(z, a, y, row_scale, loss, parameter=None):
     """Loss of a batch: ``Σ_i row_scale[i] · loss_i`` in float64 (see ``kernels.losses``).
 
     Parameters
@@ -130,18 +162,28 @@ def loss_value(z, a, y, row_scale, loss):
         1/n for mean losses, 1 for sse, times sample weights.
     loss : int
         Loss code.
+    parameter : float, optional
+        The loss's own parameter (Huber's δ); default: its declared default.
 
     Returns
     -------
     float
     """
     rows, n = a.shape
-    scratch = np.empty(a.size, dtype=a.dtype)
-    return float(call("loss", int(loss), a.dtype, rows, n, (_flat(z), 0), (_flat(a), 0), (_flat(y), 0), (_flat(row_scale), 0),
-                      (scratch, 0)))  # fmt: skip
+    dtype = a.dtype
+    scratch = np.empty(a.size, dtype=dtype)
+    return float(_loss_kernel(int(loss), _flat(z, dtype), _flat(a, dtype), _flat(y, dtype), _flat(row_scale, dtype), scratch, rows, n,
+                              _parameter(loss, parameter)))  # fmt: skip
 
 
-def output_delta(z, a, y, row_scale, delta, activation, loss):
+def _parameter(loss, parameter):
+    declared = LOSS_SPECS[int(loss)].parameter
+    if parameter is None:
+        return float(declared[1]) if declared is not None else 0.0
+    return float(parameter)
+
+
+def output_delta(z, a, y, row_scale, delta, activation, loss, parameter=None):
     """Local gradient of the output layer, ``delta = dC/da ⊙ f'(z)``, fused per loss.
 
     sigmoid + binary_crossentropy and softmax + crossentropy (and exp + poisson) simplify to
@@ -157,14 +199,19 @@ def output_delta(z, a, y, row_scale, delta, activation, loss):
         Written with the local gradients.
     activation, loss : int
         Output activation and loss codes.
+    parameter : float, optional
+        The loss's own parameter (Huber's δ).
     """
     rows, n = a.shape
-    spec = losses.SPECS[int(loss)]
-    flat = np.empty(a.size, dtype=a.dtype)
-    z, a = _flat(z), _flat(a)
-    call("loss", int(loss), a.dtype, rows, n, (z, 0), (a, 0), (_flat(y), 0), (_flat(row_scale), 0), (flat, 0))
-    if not spec.fused and int(activation) != codes.IDENTITY:
-        _activation(activation, BACKWARD, rows, n, flat, z, a)
+    dtype = delta.dtype
+    flat = np.empty(a.size, dtype=dtype)
+    z, a = _flat(z, dtype), _flat(a, dtype)
+    _loss_kernel(int(loss), z, a, _flat(y, dtype), _flat(row_scale, dtype), flat, rows, n, _parameter(loss, parameter))
+    if not LOSS_SPECS[int(loss)].fused:
+        slopes = np.empty_like(z)
+        if int(activation) != SOFTMAX:
+            _activate_kernel(int(activation), z.copy(), slopes, rows, n, True)
+        _output_derivative_kernel(int(activation), flat, a, slopes, rows, n)
     delta[...] = flat.reshape(delta.shape)
 
 
@@ -183,13 +230,15 @@ def hidden_delta(delta_next, W_next, z, a, delta, activation):
     """
     rows, n_next = delta_next.shape
     n = W_next.shape[0]
-    out = np.empty(rows * n, dtype=delta.dtype)
+    dtype = delta.dtype
+    out = np.empty(rows * n, dtype=dtype)
     if rows * n * n_next >= BLAS_MIN_MACS:
-        _product(NT, rows, n, n_next, _flat(delta_next), n_next, _flat(W_next), n_next, out, n)
+        _product(NT, rows, n, n_next, _flat(delta_next, dtype), n_next, _flat(W_next, dtype), n_next, out, n)
     else:
-        _product(NN, rows, n, n_next, _flat(delta_next), n_next, _flat(np.ascontiguousarray(W_next.T)), n, out, n)
-    _activation(activation, BACKWARD, rows, n, out, _flat(z), _flat(a))
-    delta[...] = out.reshape(rows, n)
+        _product(NN, rows, n, n_next, _flat(delta_next, dtype), n_next, _flat(np.ascontiguousarray(W_next.T), dtype), n, out, n)
+    slopes = np.empty_like(out)
+    _activate_kernel(int(activation), _flat(z, dtype).copy(), slopes, rows, n, True)
+    delta[...] = (out * slopes).reshape(rows, n)
 
 
 def dense_gradients(a_in, delta, grad_W, grad_b):
@@ -206,8 +255,9 @@ def dense_gradients(a_in, delta, grad_W, grad_b):
     """
     rows, n_in = a_in.shape
     n_out = delta.shape[1]
-    out = np.empty(n_in * n_out, dtype=grad_W.dtype)
-    _product(TN, n_in, n_out, rows, _flat(a_in), n_in, _flat(delta), n_out, out, n_out)
+    dtype = grad_W.dtype
+    out = np.empty(n_in * n_out, dtype=dtype)
+    _product(TN, n_in, n_out, rows, _flat(a_in, dtype), n_in, _flat(delta, dtype), n_out, out, n_out)
     grad_W[...] = out.reshape(n_in, n_out)
     np.sum(delta, axis=0, out=grad_b)
 
@@ -230,6 +280,4 @@ def weight_penalty(params, grads, architecture, l1, l2):
     """
     if l1 == 0.0 and l2 == 0.0:
         return 0.0
-    from .passes import weight_penalty as compiled
-
-    return float(compiled(params, grads, architecture.layers, float(l1), float(l2)))
+    return float(_penalty_kernel(params, grads, architecture.layers, float(l1), float(l2)))

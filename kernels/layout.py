@@ -1,4 +1,4 @@
-# stamp: 135f60c14f2f9bb01961a99786edeb83
+# stamp: 34f3a0d4c8bb337b0bc524931e72da44
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -9,12 +9,11 @@ the ``make_*`` functions here, so the layout is written down once.
 Flat buffers
 ------------
 ``params`` (and ``grads``, laid out alike) holds layer after layer the weights ``(n_in, n_out)``
-row-major and then the bias ``(n_out,)``. ``acts`` and ``deltas`` hold, layer after layer, a
-block of ``capacity`` rows by ``n_out`` columns (row-major); layer l's block starts at
-``capacity * layers[l].acts``. ``zs`` holds the pre-activations of the layers that keep them
-(the output layer, whose loss reads them, and layers whose activation ``needs_z``), at
-``capacity * layers[l].z``; ``masks`` the dropout masks of the layers with dropout, at
-``capacity * layers[l].mask``.
+row-major and then the bias ``(n_out,)``. ``acts``, ``slopes`` and ``deltas`` hold, layer after
+layer, a block of ``capacity`` rows by ``n_out`` columns (row-major); layer l's block starts at
+``capacity * layers[l].acts``: its outputs a = f(z), while training the slopes f'(z) (times the
+dropout multipliers of a layer with dropout), and its local gradients. ``zs`` holds the output
+layer's pre-activations, which its loss reads.
 
 Blocks
 ------
@@ -28,13 +27,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import types
-from numba.extending import typeof_impl
-
-from .activations import SPECS as ACTIVATION_SPECS
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS
-from .jit import helper
-from .lowlevel import pointer, view
+from .jit import subroutine
 from .products import uses_blas
 
 # --------------------------------------------------------------------------- the network
@@ -46,10 +40,8 @@ LAYER = np.dtype(
         ("weights", np.int64),  # where its weights start in params
         ("bias", np.int64),  # where its bias starts
         ("activation", np.int64),  # activation code (kernels.activations)
-        ("acts", np.int64),  # Σ n_out of the layers before it: its block in acts and deltas
-        ("z", np.int64),  # its block in zs, or -1 when it does not keep z
+        ("acts", np.int64),  # Σ n_out of the layers before it: its block in acts, slopes and deltas
         ("dropout", np.float64),  # the share of its outputs dropped while training (0: none)
-        ("mask", np.int64),  # its block in masks, or -1 without dropout
     ],
     align=True,
 )
@@ -59,17 +51,14 @@ class Architecture(NamedTuple):
     """A network as the kernels see it.
 
     layers : LAYER records, shape (n_layers,); n_params : parameters; units : Σ n_out, the
-    columns of a row of acts and deltas; z_units : columns of a row of zs; mask_units : columns
-    of a row of masks; blas : whether the network may call BLAS at all (a weight matrix of at
-    least BLAS_MIN_WEIGHTS elements: smaller ones stay in a core's cache, where the compiled
-    paths are faster at any batch size).
+    columns of a row of acts, slopes and deltas; blas : whether the network may call BLAS at
+    all (a weight matrix of at least BLAS_MIN_WEIGHTS elements: smaller ones stay in a core's
+    cache, where the compiled paths are faster at any batch size).
     """
 
     layers: np.ndarray
     n_params: int
     units: int
-    z_units: int
-    mask_units: int
     blas: bool
 
 
@@ -79,22 +68,16 @@ def make_architecture(layer_sizes, activation_codes, dropout=None) -> Architectu
     n_layers = len(layer_sizes) - 1
     rates = [0.0] * n_layers if dropout is None else [float(rate) for rate in dropout] + [0.0]
     layers = np.zeros(n_layers, dtype=LAYER)
-    offset = units = z_units = mask_units = 0
+    offset = units = 0
     for index in range(n_layers):
-        n_in, n_out, code = int(layer_sizes[index]), int(layer_sizes[index + 1]), int(activation_codes[index])
-        # z is kept where the backward pass needs it: the output layer (the losses read it), an
-        # activation whose derivative reads z, a layer with dropout (its outputs are the dropped ones).
-        keeps_z = index == n_layers - 1 or ACTIVATION_SPECS[code].needs_z or rates[index] > 0.0
+        n_in, n_out = int(layer_sizes[index]), int(layer_sizes[index + 1])
         layer = layers[index]
         layer["n_in"], layer["n_out"], layer["weights"], layer["bias"] = n_in, n_out, offset, offset + n_in * n_out
-        layer["activation"], layer["acts"], layer["z"] = code, units, z_units if keeps_z else -1
-        layer["dropout"], layer["mask"] = rates[index], mask_units if rates[index] > 0.0 else -1
+        layer["activation"], layer["acts"], layer["dropout"] = int(activation_codes[index]), units, rates[index]
         offset += n_in * n_out + n_out
         units += n_out
-        z_units += n_out if keeps_z else 0
-        mask_units += n_out if rates[index] > 0.0 else 0
     blas = any(int(n_in) * int(n_out) >= BLAS_MIN_WEIGHTS for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
-    return Architecture(layers, offset, units, z_units, mask_units, bool(blas))
+    return Architecture(layers, offset, units, bool(blas))
 
 
 def layer_view(flat, architecture, layer, weights=True):
@@ -108,28 +91,14 @@ def layer_view(flat, architecture, layer, weights=True):
     return flat[start : start + n_out]
 
 
-def block_of(buffer, architecture, layer, rows, field="acts"):
-    """Rows ``[0, rows)`` of a layer's block in ``acts``/``deltas`` (``field="acts"``), ``zs``
-    (``"z"``) or ``masks`` (``"mask"``) as a ``(rows, n_out)`` view."""
+def block_of(buffer, architecture, layer, rows):
+    """Rows ``[0, rows)`` of a layer's block in ``acts``, ``slopes`` or ``deltas`` as a
+    ``(rows, n_out)`` view."""
     record = architecture.layers[layer]
-    width = {"acts": architecture.units, "z": architecture.z_units, "mask": architecture.mask_units}[field]
-    capacity = buffer.size // max(width, 1)
-    start = capacity * int(record[field])
+    capacity = buffer.size // max(architecture.units, 1)
+    start = capacity * int(record["acts"])
     n_out = int(record["n_out"])
     return buffer[start : start + rows * n_out].reshape(rows, n_out)
-
-
-def paths(architecture, dtype) -> tuple:
-    """The product paths a network can take (``kernels.products``), from its sizes only: loops
-    always, the micro-kernel when a layer has at least a vector's width of columns, BLAS when
-    the network may call it."""
-    lanes = 32 // np.dtype(dtype).itemsize
-    found = ["loops"]
-    if any(max(int(layer["n_in"]), int(layer["n_out"])) >= lanes for layer in architecture.layers):
-        found.append("tiles")
-    if architecture.blas:
-        found.append("blas")
-    return tuple(found)
 
 
 # --------------------------------------------------------------------------- control
@@ -191,7 +160,7 @@ MIN_CHUNK = 1 << 14
 MAX_CHUNKS = 64
 
 
-@helper
+@subroutine
 def block_count(rows, macs_per_row, blas):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
     ``blas``: whether the product goes to BLAS."""
@@ -202,7 +171,7 @@ def block_count(rows, macs_per_row, blas):
     return 1 if blocks < 1 else blocks
 
 
-@helper
+@subroutine
 def layer_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s forward product ``a_in @ W`` for ``rows`` rows (the
     gather cuts a batch as layer 0 does, so that a thread multiplies the rows it gathered)."""
@@ -211,7 +180,7 @@ def layer_blocks(architecture, layer, rows):
     return block_count(rows, n_in * n_out, uses_blas(architecture.blas, rows, n_out, n_in))
 
 
-@helper
+@subroutine
 def weight_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s weight gradient (one penalty partial each)."""
     record = architecture.layers[layer]
@@ -219,7 +188,7 @@ def weight_blocks(architecture, layer, rows):
     return block_count(n_in, rows * n_out, uses_blas(architecture.blas, n_in, n_out, rows))
 
 
-@helper
+@subroutine
 def delta_blocks(architecture, layer, rows):
     """Blocks of rows of the local gradient below layer ``layer`` (δ @ Wᵀ; none for layer 0)."""
     if layer == 0:
@@ -229,31 +198,56 @@ def delta_blocks(architecture, layer, rows):
     return block_count(rows, n_out * n_in, uses_blas(architecture.blas, rows, n_in, n_out))
 
 
-@helper
+@subroutine
 def block_start(block, n_blocks, rows):
     return block * rows // n_blocks
 
 
-@helper
+@subroutine
 def chunk_count(n):
     chunks = n // MIN_CHUNK
     chunks = MAX_CHUNKS if chunks > MAX_CHUNKS else chunks
     return 1 if chunks < 1 else chunks
 
 
-# Slots of the float64 ``partials`` buffer (per shard): per-block row-loss partials, then the
-# penalty partials (per layer and block), then one flag per parameter chunk (FLAG_PARTIALS on).
-PENALTY_PARTIALS = MAX_BLOCKS
-
-
-@helper
-def flag_partials(n_layers):
-    """Where the per-chunk flags start in ``partials``."""
-    return MAX_BLOCKS + n_layers * MAX_BLOCKS
-
-
-def partial_slots(n_layers) -> int:
-    return MAX_BLOCKS + n_layers * MAX_BLOCKS + MAX_CHUNKS
+# --------------------------------------------------------------------------- a pass's arguments
+# The forward and backward passes are compiled apart, as C functions called by address
+# (``kernels.passes``: Numba optimises a function together with all it calls, so a pass linked
+# into each of its callers would be compiled again in each). A caller hands a pass one record
+# of its arguments: the arrays by address, the sizes and the scalars, by name.
+PASS = np.dtype(
+    [
+        ("control", np.int64),  # the team's control array (CONTROL.width int64)
+        ("layers", np.int64),  # the LAYER records
+        ("n_layers", np.int64),
+        ("n_params", np.int64),
+        ("units", np.int64),
+        ("blas", np.int64),  # Architecture.blas
+        ("params", np.int64),
+        ("grads", np.int64),  # (n_params,), backward only
+        ("x", np.int64),  # rows × n_in
+        ("y", np.int64),  # rows × n_out (with a loss)
+        ("row_scale", np.int64),  # (rows,) (with a loss)
+        ("rows", np.int64),
+        ("row0", np.int64),  # x's first row in its batch (dropout's masks)
+        ("capacity", np.int64),  # rows the buffers below hold
+        ("acts", np.int64),  # Buffers, by address
+        ("slopes", np.int64),
+        ("zs", np.int64),
+        ("deltas", np.int64),
+        ("losses", np.int64),
+        ("penalties", np.int64),
+        ("transposed", np.int64),
+        ("loss", np.int64),  # Pass
+        ("parameter", np.float64),
+        ("with_slopes", np.int64),
+        ("key", np.int64),
+        ("gemm", np.int64),
+        ("l1", np.float64),  # the weight penalties (backward)
+        ("l2", np.float64),
+    ],
+    align=True,
+)
 
 
 # --------------------------------------------------------------------------- bundles
@@ -278,70 +272,26 @@ class Data(NamedTuple):
 
 class Buffers(NamedTuple):
     """The buffers of a forward and backward pass over up to ``capacity`` rows (see the module's
-    docstring): acts, deltas (capacity * units,), zs (capacity * z_units,), masks
-    (capacity * mask_units,), partials float64 (partial_slots,), transposed (n_params,), the
-    weights transposed for the backward pass."""
+    docstring): acts, slopes, deltas (capacity * units,); zs (capacity * n_out of the output
+    layer,); losses float64 (MAX_BLOCKS,), the row losses summed per block of rows; penalties
+    float64 (n_layers * MAX_BLOCKS,), the weight penalty per layer and block; transposed
+    (n_params,), the weights transposed for the backward pass."""
 
     acts: np.ndarray
+    slopes: np.ndarray
     zs: np.ndarray
     deltas: np.ndarray
-    masks: np.ndarray
-    partials: np.ndarray
+    losses: np.ndarray
+    penalties: np.ndarray
     transposed: np.ndarray
-
-
-# --------------------------------------------------------------------------- argument types
-# The Numba types of an Architecture and of Buffers, known from a few flags instead of typing
-# each array (``numba.extending.typeof_impl``, the hook "Extending Numba" documents): these two
-# go into every compiled call, predictions included. Anything unexpected (another dtype, a
-# non-contiguous or read-only array) is typed element by element, as Numba types a tuple.
-_TYPES = {}
-
-
-def _plain_vector(array, dtype) -> bool:
-    # A 1-d, C-contiguous, aligned, writable ndarray of ``dtype``: what Numba types as
-    # ``array(dtype, 1d, C)``.
-    if type(array) is not np.ndarray or array.ndim != 1 or array.dtype != dtype:
-        return False
-    flags = array.flags
-    return flags.c_contiguous and flags.writeable and flags.aligned
-
-
-def _typeof_tuple(value, context):
-    found = [typeof_impl(item, context) for item in value]
-    return None if any(item is None for item in found) else types.BaseTuple.from_types(found, type(value))
-
-
-@typeof_impl.register(Architecture)
-def _typeof_architecture(value, context):
-    layers = value.layers
-    if (_plain_vector(layers, LAYER) and all(type(count) is int for count in value[1:5]) and type(value.blas) is bool):
-        key = Architecture
-        if key not in _TYPES:
-            _TYPES[key] = _typeof_tuple(value, context)
-        return _TYPES[key]
-    return _typeof_tuple(value, context)
-
-
-@typeof_impl.register(Buffers)
-def _typeof_buffers(value, context):
-    dtype = getattr(value.acts, "dtype", None)
-    if dtype in (np.float32, np.float64) and _plain_vector(value.partials, np.float64) and all(
-        _plain_vector(array, dtype) for array in (value.acts, value.zs, value.deltas, value.masks, value.transposed)
-    ):
-        key = (Buffers, dtype)
-        if key not in _TYPES:
-            _TYPES[key] = _typeof_tuple(value, context)
-        return _TYPES[key]
-    return _typeof_tuple(value, context)
 
 
 def make_buffers(architecture, rows, dtype) -> Buffers:
     """``Buffers`` for passes over up to ``rows`` rows."""
+    n_layers, n_out = len(architecture.layers), int(architecture.layers[-1]["n_out"])
     acts = np.empty(rows * architecture.units, dtype=dtype)
-    return Buffers(acts, np.empty(rows * max(architecture.z_units, 1), dtype=dtype), np.empty_like(acts),
-                   np.empty(rows * max(architecture.mask_units, 1), dtype=dtype), np.zeros(partial_slots(len(architecture.layers))),
-                   np.empty(architecture.n_params, dtype=dtype))  # fmt: skip
+    return Buffers(acts, np.empty_like(acts), np.empty(rows * n_out, dtype=dtype), np.empty_like(acts), np.zeros(MAX_BLOCKS),
+                   np.zeros(n_layers * MAX_BLOCKS), np.empty(architecture.n_params, dtype=dtype))  # fmt: skip
 
 
 # Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
@@ -364,16 +314,18 @@ class Work(NamedTuple):
     in shard order.
 
     grads : (shards, n_params); order : int64 (n,); keys : uint64 (n,); x_batch : (capacity *
-    n_in,); y_batch : (capacity * n_out,); row_scale : (capacity,); acts, zs, deltas, masks,
-    partials, transposed : per shard, as ``Buffers``; saved_params, saved_state : like params and
-    opt_state (the state at the end of the last completed epoch); epoch_losses : float64 (max
-    epochs per call,); scalars : float64 (STEP_SCALARS,), what a step exchanges besides the
-    gradient (data-parallel); batch_weights : float64 (steps per epoch,), each step's batch
-    weight summed over the ranks (partitioned data; else size 1); health : HEALTH records
-    (max epochs per call, n_layers); health_partials : float64 (MAX_CHUNKS, n_layers), a step's
-    squared weight-gradient sums per chunk and layer; health_counts : int64 (shards *
-    SATURATION_BLOCKS, n_layers), a step's saturated units per block of rows and layer;
-    health_sums : float64 (4, n_layers), an epoch's running sums (``kernels.condition``).
+    n_in,); y_batch : (capacity * n_out,); row_scale : (capacity,); acts, slopes, zs, deltas,
+    losses, penalties, transposed : per shard, as ``Buffers``; chunks : float64 (MAX_CHUNKS,),
+    per chunk of the parameters, a finiteness flag or a squared norm; saved_params, saved_state
+    : like params and opt_state (the state at the end of the last completed epoch);
+    epoch_losses : float64 (max epochs per call,); scalars : float64 (STEP_SCALARS,), what a
+    step exchanges besides the gradient (data-parallel); batch_weights : float64 (steps per
+    epoch,), each step's batch weight summed over the ranks (partitioned data; else size 1);
+    health : HEALTH records (max epochs per call, n_layers); health_partials : float64
+    (MAX_CHUNKS, n_layers), a step's squared weight-gradient sums per chunk and layer;
+    health_counts : int64 (shards * SATURATION_BLOCKS, n_layers), a step's saturated units per
+    block of rows and layer; health_sums : float64 (4, n_layers), an epoch's running sums
+    (``kernels.health``); passes : PASS records (shards,), each shard's passes' arguments.
     """
 
     grads: np.ndarray
@@ -383,11 +335,13 @@ class Work(NamedTuple):
     y_batch: np.ndarray
     row_scale: np.ndarray
     acts: np.ndarray
+    slopes: np.ndarray
     zs: np.ndarray
     deltas: np.ndarray
-    masks: np.ndarray
-    partials: np.ndarray
+    losses: np.ndarray
+    penalties: np.ndarray
     transposed: np.ndarray
+    chunks: np.ndarray
     saved_params: np.ndarray
     saved_state: np.ndarray
     epoch_losses: np.ndarray
@@ -397,6 +351,7 @@ class Work(NamedTuple):
     health_partials: np.ndarray
     health_counts: np.ndarray
     health_sums: np.ndarray
+    passes: np.ndarray
 
 
 STEP_SCALARS = 2  # kernels.exchange: the step's loss and stop request
@@ -410,10 +365,9 @@ def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, 
     shard_capacity = -(-capacity // shards)
     first, last = architecture.layers[0], architecture.layers[-1]
 
-    def per_shard(width):
-        return np.empty((shards, shard_capacity * max(width, 1)), dtype=dtype)
+    def per_shard(width, kind=dtype):
+        return np.zeros((shards, shard_capacity * max(width, 1)), dtype=kind)
 
-    acts = per_shard(architecture.units)
     return Work(
         grads=np.zeros((shards, n_params), dtype=dtype),
         order=np.empty(n_rows, dtype=np.int64),
@@ -421,12 +375,14 @@ def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, 
         x_batch=np.empty(capacity * int(first["n_in"]), dtype=dtype),
         y_batch=np.empty(capacity * int(last["n_out"]), dtype=dtype),
         row_scale=np.empty(capacity, dtype=dtype),
-        acts=acts,
-        zs=per_shard(architecture.z_units),
-        deltas=np.empty_like(acts),
-        masks=per_shard(architecture.mask_units),
-        partials=np.zeros((shards, partial_slots(n_layers))),
-        transposed=np.empty((shards, n_params), dtype=dtype),
+        acts=per_shard(architecture.units),
+        slopes=per_shard(architecture.units),
+        zs=per_shard(int(last["n_out"])),
+        deltas=per_shard(architecture.units),
+        losses=np.zeros((shards, MAX_BLOCKS)),
+        penalties=np.zeros((shards, n_layers * MAX_BLOCKS)),
+        transposed=np.zeros((shards, n_params), dtype=dtype),
+        chunks=np.zeros(MAX_CHUNKS),
         saved_params=np.empty(n_params, dtype=dtype),
         saved_state=np.empty((n_slots, n_params), dtype=dtype),
         epoch_losses=np.zeros(epochs, dtype=np.float64),
@@ -436,23 +392,15 @@ def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, 
         health_partials=np.zeros((MAX_CHUNKS, n_layers)),
         health_counts=np.zeros((shards * SATURATION_BLOCKS, n_layers), dtype=np.int64),
         health_sums=np.zeros((4, n_layers)),
+        passes=np.zeros(shards, dtype=PASS),
     )
 
 
-@helper
+@subroutine
 def shard_buffers(work, shard):
-    """Shard ``shard``'s buffers of a ``Work``, as views that carry no reference to the Work's
-    arrays (``lowlevel.view`` over a ``pointer``): the loop hands them to the passes at every
-    step, and Numba would count references to array slices atomically."""
-    return Buffers(_row(work.acts, shard), _row(work.zs, shard), _row(work.deltas, shard), _row(work.masks, shard),
-                   _row(work.partials, shard), _row(work.transposed, shard))  # fmt: skip
-
-
-@helper
-def _row(array, row):
-    # Row ``row`` of a C-contiguous 2-D array (see ``shard_buffers``).
-    width = array.shape[1]
-    return view(pointer(array, row * width), width)
+    """Shard ``shard``'s buffers of a ``Work``: rows of its 2-D arrays."""
+    return Buffers(work.acts[shard], work.slopes[shard], work.zs[shard], work.deltas[shard], work.losses[shard],
+                   work.penalties[shard], work.transposed[shard])  # fmt: skip
 
 
 class Settings(NamedTuple):
@@ -465,8 +413,11 @@ class Settings(NamedTuple):
     learning-rate schedule (kernels.schedules); l1, l2 : weight penalties; penalty_per_weight :
     each step's penalty divided by the batch's total sample weight (scikit-learn's ``alpha``);
     mean : the loss is averaged over the rows, not summed; shards, solo : how batches are cut
-    (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``blas.gemm_address``), 0 when
-    the network never calls BLAS; dropout_seed : the dropout masks' seed.
+    (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``lowlevel.gemm_address``), 0 when
+    the network never calls BLAS; dropout_seed : the dropout masks' seed; loss_parameter : the
+    loss's own parameter (Huber's δ); python : the address of the fit's way into Python (a
+    ``kernels.train.PythonCall``), 0 for none; forward, backward : the addresses of the compiled
+    passes (``kernels.passes.piece_addresses``; ``train_epochs`` sets them).
 
     Data-parallel training (``fastgd.distributed``): ``ranks`` processes, this one being
     ``rank``, each computing the gradient of its share of every batch and adding them up
@@ -508,16 +459,20 @@ class Settings(NamedTuple):
     track: bool
     gemm: int
     dropout_seed: int
+    loss_parameter: float
+    python: int
+    forward: int
+    backward: int
 
 
 def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, schedule=None, shuffle=False, seed=0, first_epoch=0,
                   epochs=1, l1=0.0, l2=0.0, penalty_per_weight=False, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, gemm=0, dropout_seed=0) -> Settings:  # fmt: skip
+                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, gemm=0, dropout_seed=0, loss_parameter=0.0,
+                  python=0) -> Settings:  # fmt: skip
     """``Settings`` by keyword, every scalar converted to the one type the compiled loop is
     compiled for (a Python int here and a NumPy int there would compile it twice)."""
     from .losses import SPECS
-    from .optim import HYPER_WIDTH
-    from .schedules import SCHEDULE_WIDTH
+    from .optim import HYPER_WIDTH, SCHEDULE_WIDTH
 
     vector = np.zeros(HYPER_WIDTH)
     vector[: len(hyper)] = np.asarray(hyper, dtype=np.float64)
@@ -530,6 +485,7 @@ def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, sc
         schedule=parameters, l1=float(l1), l2=float(l2), penalty_per_weight=bool(penalty_per_weight), mean=bool(SPECS[int(loss)].mean),
         shards=int(shards), solo=bool(solo), rank=int(rank), ranks=int(ranks), partitioned=bool(partitioned), channel=int(channel),
         clip_norm=float(clip_norm), clip_value=float(clip_value), track=bool(track), gemm=int(gemm), dropout_seed=_int64(dropout_seed),
+        loss_parameter=float(loss_parameter), python=int(python), forward=0, backward=0,
     )  # fmt: skip
 
 
@@ -626,8 +582,9 @@ class EpochEnd(NamedTuple):
 
     X, Y : validation rows, flat (n_val * n_in,), (n_val * n_out,); row_scale : (n_val,);
     buffers : ``Buffers`` for the validation rows; best_params : (n_params,); records : RECORD
-    (epochs,); state : RULE_STATE (1,); rule : ``Rule``; visits : ``Visits``. Unused arrays are
-    one element long (``make_epoch_end``).
+    (epochs,); state : RULE_STATE (1,); rule : ``Rule``; visits : ``Visits``; passes : a PASS
+    record (1,), the validation pass's arguments. Unused arrays are one element long
+    (``make_epoch_end``).
     """
 
     X: np.ndarray
@@ -639,6 +596,7 @@ class EpochEnd(NamedTuple):
     state: np.ndarray
     rule: Rule
     visits: Visits
+    passes: np.ndarray
 
 
 def make_epoch_end(architecture, dtype, epochs, validation=None, rule=None, visits=None, restore=False) -> EpochEnd:
@@ -654,10 +612,10 @@ def make_epoch_end(architecture, dtype, epochs, validation=None, rule=None, visi
         rule = rule._replace(validate=True)
     else:
         X, Y, row_scale = one, one.copy(), one.copy()
-        buffers = Buffers(one.copy(), one.copy(), one.copy(), one.copy(), np.zeros(1), one.copy())
+        buffers = Buffers(one.copy(), one.copy(), one.copy(), one.copy(), np.zeros(1), np.zeros(1), one.copy())
     best = np.empty(architecture.n_params, dtype=dtype) if restore else one.copy()
     return EpochEnd(X, Y, row_scale, buffers, best, np.full(max(int(epochs), 1), np.nan, dtype=RECORD), make_rule_state(rule), rule,
-                    Visits() if visits is None else visits)  # fmt: skip
+                    Visits() if visits is None else visits, np.zeros(1, dtype=PASS))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- shards and threads

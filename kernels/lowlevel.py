@@ -1,30 +1,23 @@
-"""Low-level operations that Numba has no function for, written with Numba's documented
-extension API, each with a plain-Python twin.
+"""Low-level operations Numba has no function for, written with its documented extension API,
+each with a plain-Python twin (what runs under ``NUMBA_DISABLE_JIT=1`` or from the interpreter).
 
-Every operation here is a Python function (what runs under ``NUMBA_DISABLE_JIT=1``, or when
-called from the interpreter) with an ``@overload`` for compiled code, which uses an
-``@intrinsic`` written as in Numba's documentation:
+Documentation pages the code below follows (Numba's user manual unless said otherwise):
 
-* "Extending Numba > Low-level extension API > Implementing intrinsics": the ``@intrinsic``
-  decorator, its ``codegen(context, builder, signature, args)`` with llvmlite's IR builder, and
-  the example that turns an integer into a pointer with ``builder.inttoptr``;
+* "Extending Numba > Low-level extension API > Implementing intrinsics": ``@intrinsic``, its
+  ``codegen(context, builder, signature, args)`` with llvmlite's IR builder, and the example
+  that turns an integer into a pointer (``builder.inttoptr`` with ``context.get_value_type``);
 * "Extending Numba > High-level extension API": ``@overload``;
 * "Supported NumPy features > ndarray attributes": ``arr.ctypes.data``, an array's address;
-* "Creating C callbacks with @cfunc": ``numba.carray``, an array over a pointer.
+* "Creating C callbacks with @cfunc": ``numba.carray``, an array over a pointer;
+* llvmlite's "IR builder" reference: ``load_atomic``, ``store_atomic``, ``atomic_rmw``, ``call``.
 
-No private name of Numba is used: ``context.get_value_type`` and ``context.cast`` are the
-target context's methods the documentation's intrinsic examples call.
+Every intrinsic takes exactly the integer types it declares (``int64``, ``uintp``), so no
+conversion between Numba's types is needed, and returns a value (``int64`` where C returns
+nothing useful), so none needs a "no value" of Numba's.
 
-Pointers: compiled code passes the pieces (``kernels.pieces``) typed pointers into flat buffers
-(``pointer``) and a piece sees them as arrays (``view``). In plain Python a "pointer" is the
-NumPy view that starts there, so the same code runs both ways.
-
-The overloads are not ``inline="always"``: Numba would then type each one's body again at every
-call site (the training loop has hundreds), whereas as ordinary functions they are typed once per
-signature and LLVM inlines them anyway. Measured on a cold xor fit, one process: the loop's
-compile 7.8 -> 6.3 s, the whole fit 8.3 -> 6.7 s with the helper process; a step 0.93 -> 0.86 µs.
-(A side effect: Numba refuses ``lowlevel.view(...)`` written as an attribute call, which it
-takes for ``ndarray.view``; compiled code imports ``view`` by name.)
+Pointers. The training loop turns each buffer into a view without a reference count
+(``unowned``: ``carray`` over the array's address), so that passing it to a helper or slicing it
+costs no atomic increment; the matrix-product tile and BLAS take typed pointers (``pointer``).
 """
 
 from __future__ import annotations
@@ -33,11 +26,14 @@ import ctypes
 import os
 import platform
 import time
+import weakref
 
 import numpy as np
 from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic, overload
+
+_I64 = ir.IntType(64)
 
 # --------------------------------------------------------------------------- pointers
 
@@ -48,89 +44,123 @@ def pointer(array, start):
     return array.reshape(-1)[start:]
 
 
-def advance(data, count):
-    """The pointer ``count`` elements after ``data``."""
-    return data[count:]
+def unowned(array):
+    """The same elements as a 1-D view that holds no reference to the array's memory (in compiled
+    code, ``carray`` over its address; in Python, the flat view). The caller keeps the array
+    alive for as long as the view is used."""
+    return array.reshape(-1)
 
 
-def element_size(data):
-    """Bytes per element of what a pointer points at."""
-    return data.itemsize
-
-
-def view(data, count):
-    """The ``count`` elements a pointer points at, as a 1-D array (``numba.carray``)."""
-    return data[:count]
-
-
-def view2(data, rows, columns):
-    """``rows × columns`` elements from a pointer, as a row-major 2-D array."""
-    return data[: rows * columns].reshape(rows, columns)
+def unowned2(array):
+    """``unowned`` of a C-contiguous 2-D array, as a 2-D view."""
+    return array
 
 
 @intrinsic
 def _address_as_pointer(typingctx, address, start, model):
-    # ``model``'s element type at ``address`` + ``start`` elements: inttoptr (the documented
-    # example), then a getelementptr by ``start``.
-    if not isinstance(address, types.Integer) or not isinstance(start, types.Integer) or not isinstance(model, types.Array):
+    # ``model``'s element type at ``address``, ``start`` elements on: inttoptr (the documented
+    # example), then getelementptr.
+    if address != types.uintp or start != types.int64 or not isinstance(model, types.Array):
         return None
     result = types.CPointer(model.dtype)
 
     def codegen(context, builder, signature, args):
         base = builder.inttoptr(args[0], context.get_value_type(result))
-        offset = context.cast(builder, args[1], signature.args[1], types.intp)
-        return builder.gep(base, [offset])
+        return builder.gep(base, [args[1]])
 
     return result(address, start, model), codegen
 
 
 @overload(pointer)
 def _pointer(array, start):
-    if not isinstance(array, types.Array):
-        return None
+    if isinstance(array, types.Array):
+        return lambda array, start: _address_as_pointer(array.ctypes.data, np.int64(start), array)
 
-    def impl(array, start):
-        return _address_as_pointer(array.ctypes.data, start, array)
 
-    return impl
+@overload(unowned)
+def _unowned(array):
+    if isinstance(array, types.Array):
+        return lambda array: carray(_address_as_pointer(array.ctypes.data, np.int64(0), array), array.size)
+
+
+@overload(unowned2)
+def _unowned2(array):
+    if isinstance(array, types.Array) and array.ndim == 2:
+        return lambda array: carray(_address_as_pointer(array.ctypes.data, np.int64(0), array), array.shape)
+
+
+# --------------------------------------------------------------------------- addresses
+# A compiled piece (``kernels.pieces``) receives its arguments as one record in memory, by the
+# record's address; it views the arrays the record names by their addresses.
+
+
+def address(array, index):
+    """The address (int64) of element ``index`` of a C-contiguous array."""
+    return int(array.ctypes.data) + int(index) * array.itemsize
+
+
+@overload(address)
+def _address(array, index):
+    if isinstance(array, types.Array):
+        size = array.dtype.bitwidth // 8 if isinstance(array.dtype, types.Number) else array.dtype.size
+        return lambda array, index: np.int64(array.ctypes.data) + np.int64(index) * size
+
+
+def as_array(address, count, like):
+    """The ``count`` elements at ``address`` as a 1-D array of ``like``'s dtype (``like``: any
+    array of that dtype), holding no reference to the memory (the caller keeps it alive)."""
+    dtype = like.dtype
+    if count <= 0:
+        return np.zeros(0, dtype=dtype)
+    buffer = (ctypes.c_char * (int(count) * dtype.itemsize)).from_address(int(address))
+    return np.frombuffer(buffer, dtype=dtype, count=int(count))
 
 
 @intrinsic
-def _advance(typingctx, data, count):
-    if not isinstance(data, types.CPointer) or not isinstance(count, types.Integer):
+def _typed_pointer(typingctx, address, like):
+    # ``like``'s element type at ``address`` (int64): inttoptr, as the documented example.
+    if address != types.int64 or not isinstance(like, types.Array):
+        return None
+    result = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(result))
+
+    return result(address, like), codegen
+
+
+@overload(as_array)
+def _as_array(address, count, like):
+    if isinstance(like, types.Array):
+        return lambda address, count, like: carray(_typed_pointer(np.int64(address), like), count)
+
+
+@intrinsic
+def _call_piece(typingctx, address, first, second, third):
+    # int64 f(int64, int64, int64) at ``address``.
+    if any(x != types.int64 for x in (address, first, second, third)):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.gep(args[0], [context.cast(builder, args[1], signature.args[1], types.intp)])
+        function_type = ir.FunctionType(_I64, [_I64, _I64, _I64])
+        return builder.call(builder.inttoptr(args[0], function_type.as_pointer()), list(args[1:]))
 
-    return data(data, count), codegen
-
-
-@overload(advance)
-def _ol_advance(data, count):
-    if isinstance(data, types.CPointer):
-        return lambda data, count: _advance(data, count)
+    return types.int64(address, first, second, third), codegen
 
 
-@overload(element_size)
-def _element_size(data):
-    if isinstance(data, types.CPointer):
-        size = data.dtype.bitwidth // 8
-        return lambda data: size
+# address -> the Python function behind it (a piece under NUMBA_DISABLE_JIT, which has no
+# compiled code: ``call_piece`` in plain Python calls it).
+PIECES = {}
 
 
-@overload(view)
-def _view(data, count):
-    if not isinstance(data, types.CPointer):
-        return None
-    return lambda data, count: carray(data, count)
+def call_piece(address, first, second, third):
+    """Call the compiled piece ``int64 f(int64, int64, int64)`` at ``address``."""
+    return int(PIECES[int(address)](first, second, third))
 
 
-@overload(view2)
-def _view2(data, rows, columns):
-    if not isinstance(data, types.CPointer):
-        return None
-    return lambda data, rows, columns: carray(data, (rows, columns))
+@overload(call_piece)
+def _ol_call_piece(address, first, second, third):
+    return lambda address, first, second, third: _call_piece(np.int64(address), np.int64(first), np.int64(second), np.int64(third))
 
 
 # --------------------------------------------------------------------------- atomics
@@ -154,9 +184,13 @@ def atomic_add(array, index, value):
     return before
 
 
+def _int64_pointer(data):
+    return isinstance(data, types.CPointer) and data.dtype == types.int64
+
+
 @intrinsic
 def _load_acquire(typingctx, data):
-    if not (isinstance(data, types.CPointer) and data.dtype == types.int64):
+    if not _int64_pointer(data):
         return None
 
     def codegen(context, builder, signature, args):
@@ -167,23 +201,23 @@ def _load_acquire(typingctx, data):
 
 @intrinsic
 def _store_release(typingctx, data, value):
-    if not (isinstance(data, types.CPointer) and data.dtype == types.int64):
+    if not _int64_pointer(data) or value != types.int64:
         return None
 
     def codegen(context, builder, signature, args):
-        builder.store_atomic(context.cast(builder, args[1], signature.args[1], types.int64), args[0], "release", 8)
-        return context.get_dummy_value()
+        builder.store_atomic(args[1], args[0], "release", 8)
+        return args[1]
 
-    return types.void(data, value), codegen
+    return types.int64(data, value), codegen
 
 
 @intrinsic
 def _fetch_add(typingctx, data, value):
-    if not (isinstance(data, types.CPointer) and data.dtype == types.int64):
+    if not _int64_pointer(data) or value != types.int64:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.atomic_rmw("add", args[0], context.cast(builder, args[1], signature.args[1], types.int64), "acq_rel")
+        return builder.atomic_rmw("add", args[0], args[1], "acq_rel")
 
     return types.int64(data, value), codegen
 
@@ -201,35 +235,36 @@ def _atomic_load(array, index):
 @overload(atomic_store)
 def _atomic_store(array, index, value):
     if _int64_array(array):
-        return lambda array, index, value: _store_release(pointer(array, index), value)
+        return lambda array, index, value: _store_release(pointer(array, index), np.int64(value))
 
 
 @overload(atomic_add)
 def _atomic_add(array, index, value):
     if _int64_array(array):
-        return lambda array, index, value: _fetch_add(pointer(array, index), value)
+        return lambda array, index, value: _fetch_add(pointer(array, index), np.int64(value))
 
 
 # --------------------------------------------------------------------------- waiting
 
-# The CPU's spin-wait hint on x86 (``pause``), an LLVM intrinsic; nothing elsewhere.
+# The CPU's spin-wait hint on x86, LLVM's ``llvm.x86.sse2.pause`` (named in LLVM's X86 intrinsics,
+# llvm/include/llvm/IR/IntrinsicsX86.td); nothing on other CPUs.
 _PAUSE = "llvm.x86.sse2.pause" if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86") else None
 
 
 def spin_pause():
     """The CPU's spin-wait hint (x86 ``pause``; nothing in Python or on other CPUs)."""
+    return 0
 
 
 @intrinsic
 def _pause(typingctx):
     def codegen(context, builder, signature, args):
         if _PAUSE is not None:
-            function_type = ir.FunctionType(ir.VoidType(), [])
-            function = builder.module.globals.get(_PAUSE) or ir.Function(builder.module, function_type, _PAUSE)
+            function = builder.module.globals.get(_PAUSE) or ir.Function(builder.module, ir.FunctionType(ir.VoidType(), []), _PAUSE)
             builder.call(function, [])
-        return context.get_dummy_value()
+        return ir.Constant(_I64, 0)
 
-    return types.void(), codegen
+    return types.int64(), codegen
 
 
 @overload(spin_pause)
@@ -237,29 +272,69 @@ def _spin_pause():
     return lambda: _pause()
 
 
-def call_void(address):
-    """Call the C function ``int f(void)`` at ``address`` (0: nothing); in Python, nothing."""
+# --------------------------------------------------------------------------- calls to C
 
 
 @intrinsic
-def _call_int_void(typingctx, address):
-    if not isinstance(address, types.Integer):
+def _call_int(typingctx, address):
+    # int f(void) at ``address``.
+    if address != types.int64:
         return None
 
     def codegen(context, builder, signature, args):
         function_type = ir.FunctionType(ir.IntType(32), [])
-        function = builder.inttoptr(context.cast(builder, args[0], signature.args[0], types.int64), function_type.as_pointer())
-        builder.call(function, [])
-        return context.get_dummy_value()
+        result = builder.call(builder.inttoptr(args[0], function_type.as_pointer()), [])
+        return builder.sext(result, _I64)
 
-    return types.void(address), codegen
+    return types.int64(address), codegen
+
+
+def call_void(address):
+    """Call the C function ``int f(void)`` at ``address`` (0: nothing); in Python, nothing."""
+    return 0
 
 
 @overload(call_void)
 def _call_void(address):
     def impl(address):
         if address != 0:
-            _call_int_void(address)
+            return _call_int(np.int64(address))
+        return np.int64(0)
+
+    return impl
+
+
+@intrinsic
+def _call_int64_int64(typingctx, address, first, second):
+    # int64 f(int64, int64) at ``address`` (a ctypes callback into Python: it takes the GIL).
+    if address != types.int64 or first != types.int64 or second != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        function_type = ir.FunctionType(_I64, [_I64, _I64])
+        return builder.call(builder.inttoptr(args[0], function_type.as_pointer()), [args[1], args[2]])
+
+    return types.int64(address, first, second), codegen
+
+
+# address -> the Python function behind a callback (``kernels.train.PythonCall`` registers its
+# own), so that ``call_python`` in plain Python (NUMBA_DISABLE_JIT) calls it too.
+CALLBACKS = weakref.WeakValueDictionary()
+
+
+def call_python(address, kind, argument):
+    """Call the ctypes callback ``int64 f(int64, int64)`` at ``address`` (0: none; answers 0):
+    the training loop's way into Python (``kernels.train.PythonCall``)."""
+    function = CALLBACKS.get(int(address))
+    return 0 if function is None else int(function(kind, argument))
+
+
+@overload(call_python)
+def _call_python(address, kind, argument):
+    def impl(address, kind, argument):
+        if address == 0:
+            return np.int64(0)
+        return _call_int64_int64(np.int64(address), np.int64(kind), np.int64(argument))
 
     return impl
 
@@ -312,38 +387,146 @@ def monotonic_ns(kind, address, parameter, scratch):
 @intrinsic
 def _call_clock(typingctx, address, argument, data):
     # int f(int, int64 *) when ``argument`` >= 0 (clock_gettime), else int f(int64 *).
-    if not (isinstance(address, types.Integer) and isinstance(argument, types.Integer) and isinstance(data, types.CPointer)):
+    if address != types.int64 or argument != types.int64 or not _int64_pointer(data):
         return None
 
     def codegen(context, builder, signature, args):
         i32 = ir.IntType(32)
-        target = context.cast(builder, args[0], signature.args[0], types.int64)
-        value = context.cast(builder, args[1], signature.args[1], types.int64)
-        with builder.if_else(builder.icmp_signed(">=", value, ir.Constant(ir.IntType(64), 0))) as (with_id, without):
+        target, value, scratch = args
+        with builder.if_else(builder.icmp_signed(">=", value, ir.Constant(_I64, 0))) as (with_id, without):
             with with_id:
-                function_type = ir.FunctionType(i32, [i32, args[2].type])
-                builder.call(builder.inttoptr(target, function_type.as_pointer()), [builder.trunc(value, i32), args[2]])
+                function_type = ir.FunctionType(i32, [i32, scratch.type])
+                builder.call(builder.inttoptr(target, function_type.as_pointer()), [builder.trunc(value, i32), scratch])
             with without:
-                function_type = ir.FunctionType(i32, [args[2].type])
-                builder.call(builder.inttoptr(target, function_type.as_pointer()), [args[2]])
-        return context.get_dummy_value()
+                function_type = ir.FunctionType(i32, [scratch.type])
+                builder.call(builder.inttoptr(target, function_type.as_pointer()), [scratch])
+        return ir.Constant(_I64, 0)
 
-    return types.void(address, argument, data), codegen
+    return types.int64(address, argument, data), codegen
 
 
 @overload(monotonic_ns)
 def _monotonic_ns(kind, address, parameter, scratch):
     def impl(kind, address, parameter, scratch):
         if kind == CLOCK_POSIX:
-            _call_clock(address, parameter, pointer(scratch, 0))
+            _call_clock(np.int64(address), np.int64(parameter), pointer(scratch, 0))
             return scratch[0] * 1_000_000_000 + scratch[1]
         if kind == CLOCK_WINDOWS:
-            _call_clock(address, np.int64(-1), pointer(scratch, 0))
+            _call_clock(np.int64(address), np.int64(-1), pointer(scratch, 0))
             ticks = scratch[0]
             return (ticks // parameter) * 1_000_000_000 + (ticks % parameter) * 1_000_000_000 // parameter
         return np.int64(0)
 
     return impl
+
+
+# --------------------------------------------------------------------------- BLAS
+
+
+NO_TRANSPOSE = ord("N")
+TRANSPOSE = ord("T")
+
+
+def _entry_alloca(builder, llvm_type):
+    # Stack room in the function's entry block (an alloca inside a loop would grow the stack
+    # on every iteration).
+    with builder.goto_entry_block():
+        return builder.alloca(llvm_type)
+
+
+@intrinsic
+def _call_gemm(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    # Column-major C = op(A) op(B) (alpha 1, beta 0) by the Fortran ?gemm at ``address``: every
+    # argument by pointer, sizes as 32-bit ``int`` (SciPy's LP64 BLAS).
+    integers = (address, transa, transb, m, n, k, lda, ldb, ldc)
+    if any(value != types.int64 for value in integers) or not isinstance(a, types.CPointer) or not a == b == c:
+        return None
+    if a.dtype not in (types.float32, types.float64):
+        return None
+    signature = types.int64(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
+
+    def codegen(context, builder, sig, args):
+        address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc = args
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        element = context.get_value_type(sig.args[6].dtype)
+        slots = []
+        for value, width in ((transa, i8), (transb, i8), (m, i32), (n, i32), (k, i32), (lda, i32), (ldb, i32), (ldc, i32)):
+            slot = _entry_alloca(builder, width)
+            builder.store(builder.trunc(value, width), slot)
+            slots.append(slot)
+        one, zero = _entry_alloca(builder, element), _entry_alloca(builder, element)
+        builder.store(ir.Constant(element, 1.0), one)
+        builder.store(ir.Constant(element, 0.0), zero)
+        ta, tb, pm, pn, pk, plda, pldb, pldc = slots
+        arguments = [ta, tb, pm, pn, pk, one, a, plda, b, pldb, zero, c, pldc]
+        function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
+        builder.call(builder.inttoptr(address, function_type.as_pointer()), arguments)
+        return ir.Constant(_I64, 0)
+
+    return signature, codegen
+
+
+def call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    """Column-major ``C = op(A) op(B)`` by the Fortran ``?gemm`` at ``address``
+    (``gemm_address``): ``transa``/``transb`` are ``NO_TRANSPOSE`` or ``TRANSPOSE``; ``a``,
+    ``b``, ``c`` typed pointers. Compiled code only."""
+    raise NotImplementedError("call_gemm runs in compiled code only")
+
+
+@overload(call_gemm)
+def _ol_call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    def impl(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+        return _call_gemm(np.int64(address), np.int64(transa), np.int64(transb), np.int64(m), np.int64(n), np.int64(k), a,
+                          np.int64(lda), b, np.int64(ldb), c, np.int64(ldc))  # fmt: skip
+
+    return impl
+
+
+_GEMM = {}
+
+
+def gemm_address(dtype) -> int:
+    """The address of SciPy's ``sgemm`` (float32) or ``dgemm`` (float64), through
+    ``numba.extending.get_cython_function_address`` on ``scipy.linalg.cython_blas`` (Numba's
+    "Calling Cython functions" page). Passed to compiled code at run time: a process's address is
+    not a constant a cached function may hold."""
+    dtype = np.dtype(dtype)
+    if dtype not in _GEMM:
+        from numba.extending import get_cython_function_address
+
+        name = {np.dtype(np.float32): "sgemm", np.dtype(np.float64): "dgemm"}[dtype]
+        _GEMM[dtype] = int(get_cython_function_address("scipy.linalg.cython_blas", name))
+    return _GEMM[dtype]
+
+
+# --------------------------------------------------------------------------- select
+
+
+def select(condition, if_true, if_false):
+    """``if_true if condition else if_false``, as one LLVM ``select`` in compiled code: no branch,
+    so straight-line code that uses it stays one basic block (Numba may inline it anywhere, and
+    LLVM vectorises loops over it). In Python, ``numpy.where`` when an argument is an array (the
+    NumPy twins run the same element rules on whole arrays)."""
+    if np.ndim(condition) == 0 and np.ndim(if_true) == 0 and np.ndim(if_false) == 0:
+        return if_true if condition else if_false
+    return np.where(condition, if_true, if_false)
+
+
+@intrinsic
+def _select(typingctx, condition, if_true, if_false):
+    if condition != types.boolean or if_true != if_false or not isinstance(if_true, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return if_true(condition, if_true, if_false), codegen
+
+
+@overload(select)
+def _ol_select(condition, if_true, if_false):
+    if isinstance(if_true, (types.Float, types.Integer)) and if_true == if_false:
+        return lambda condition, if_true, if_false: _select(condition, if_true, if_false)
 
 
 # --------------------------------------------------------------------------- bit casts
@@ -367,9 +550,11 @@ def float64_bits(value):
 def _bitcast(source, target):
     @intrinsic
     def cast(typingctx, value):
+        if value != source:
+            return None
+
         def codegen(context, builder, signature, args):
-            value = context.cast(builder, args[0], signature.args[0], source)
-            return builder.bitcast(value, context.get_value_type(target))
+            return builder.bitcast(args[0], context.get_value_type(target))
 
         return target(value), codegen
 
@@ -383,14 +568,14 @@ _float64_bits = _bitcast(types.float64, types.int64)
 
 @overload(float32_from_bits)
 def _ol_float32_from_bits(bits):
-    return lambda bits: _float32_from_bits(bits)
+    return lambda bits: _float32_from_bits(np.int32(bits))
 
 
 @overload(float64_from_bits)
 def _ol_float64_from_bits(bits):
-    return lambda bits: _float64_from_bits(bits)
+    return lambda bits: _float64_from_bits(np.int64(bits))
 
 
 @overload(float64_bits)
 def _ol_float64_bits(value):
-    return lambda value: _float64_bits(value)
+    return lambda value: _float64_bits(np.float64(value))

@@ -3,7 +3,7 @@
 Numba lowers ``np.exp``/``np.tanh``/``np.log1p`` to scalar libm calls, which LLVM cannot
 vectorise without a vector math library: 3.3 ns per float32 sigmoid and 19 ns per tanh on the
 benchmark machine, more than the matrix products of a small layer. These branch-free versions
-(ternaries LLVM turns into selects; a division is a vector instruction) vectorise:
+(``lowlevel.select`` rather than branches; a division is a vector instruction) vectorise:
 
 * float32 ``exp``/``tanh``: Cephes' expf/tanhf polynomials, within 2.5 ulp of the exact values;
 * float64 ``exp``/``tanh``: Cephes' exp (a Padé form on |r| <= ln 2 / 2) and tanh (a rational
@@ -27,10 +27,16 @@ from .config import EXACT_OPTIONS
 from .lowlevel import float32_from_bits as _float32_from_bits
 from .lowlevel import float64_bits as _float64_bits
 from .lowlevel import float64_from_bits as _float64_from_bits
+from .lowlevel import select
 
-# Compiled into every caller (which carries the cache); LLVM inlines them. error_model="numpy":
-# with Python's, every division checks for zero, and a loop with checks does not vectorise.
-_OPTIONS = dict(EXACT_OPTIONS)
+# Compiled code calls ``fast_exp``, ``fast_tanh`` and ``fast_log1p``, whose overloads hand Numba
+# the plain functions below (each compiled once per dtype, with the EXACT flags: no ``reassoc``,
+# which would fold the two halves of ln 2 in the range reduction). Each is straight-line code
+# (``select`` rather than branches) that calls no other compiled function, so it is small enough
+# for LLVM to inline into a caller's loop, which it then vectorises: a tanh that called a
+# separately compiled exp was not inlined, and a loop with a call in it stays scalar. The exp
+# cores are inlined into them by Numba (``inline="always"``).
+_CORE = dict(EXACT_OPTIONS)
 
 _F = np.float32
 _LOG2E = _F(1.4426950408889634)
@@ -41,14 +47,11 @@ _EXP_MAX = _F(88.72284)  # ln(largest float32): exp overflows above this
 _EXP_MIN = _F(-103.97)  # and is 0 below this
 
 
-@njit(**_OPTIONS)
-def exp32(x):
-    """exp of a float32, branch-free (Cephes expf: x = k ln 2 + r, |r| <= ln 2 / 2)."""
-    # Ternaries rather than min/max: NaN compares False and passes through.
-    xc = _EXP_MIN if x < _EXP_MIN else x
-    xc = _EXP_MAX if xc > _EXP_MAX else xc
-    k = np.floor(xc * _LOG2E + _F(0.5))
-    r = xc - k * _LN2_HI
+@njit(**_CORE)
+def _exp32_core(x):
+    # e^x for x in [_EXP_MIN, _EXP_MAX] (Cephes expf: x = k ln 2 + r, |r| <= ln 2 / 2).
+    k = np.floor(x * _LOG2E + _F(0.5))
+    r = x - k * _LN2_HI
     r = r - k * _LN2_LO
     p = _F(1.9875691500e-4)
     p = p * r + _F(1.3981999507e-3)
@@ -62,18 +65,25 @@ def exp32(x):
     half = ki >> np.int32(1)
     rest = ki - half
     result = p * _float32_from_bits((half + np.int32(127)) << np.int32(23))
-    result = result * _float32_from_bits((rest + np.int32(127)) << np.int32(23))
-    result = _F(np.inf) if x > _EXP_MAX else result  # NaN compares False and stays NaN
-    return _F(0.0) if x < _EXP_MIN else result
+    return result * _float32_from_bits((rest + np.int32(127)) << np.int32(23))
 
 
-@njit(**_OPTIONS)
+def exp32(x):
+    """exp of a float32, branch-free."""
+    # (NaN compares False throughout and passes through)
+    xc = select(x < _EXP_MIN, _EXP_MIN, x)
+    xc = select(xc > _EXP_MAX, _EXP_MAX, xc)
+    result = select(x > _EXP_MAX, _F(np.inf), _exp32_core(xc))
+    return select(x < _EXP_MIN, _F(0.0), result)
+
+
 def tanh32(x):
-    """tanh of a float32, branch-free (Cephes tanhf: odd polynomial below 0.625, exp above)."""
-    ax = -x if x < _F(0.0) else x
-    e = exp32(_F(2.0) * ax)
+    """tanh of a float32, branch-free (Cephes tanhf: odd polynomial below 0.625, 1 − 2/(e^2|x| + 1) above)."""
+    ax = abs(x)
+    twice = _F(2.0) * ax
+    e = _exp32_core(select(twice > _EXP_MAX, _EXP_MAX, twice))
     large = _F(1.0) - _F(2.0) / (e + _F(1.0))
-    large = -large if x < _F(0.0) else large
+    large = select(x < _F(0.0), -large, large)
     z = x * x
     p = _F(-5.70498872745e-3)
     p = p * z + _F(2.06390887954e-2)
@@ -81,7 +91,7 @@ def tanh32(x):
     p = p * z + _F(1.33314422036e-1)
     p = p * z + _F(-3.33332819422e-1)
     small = p * z * x + x
-    return small if ax < _F(0.625) else large
+    return select(ax < _F(0.625), small, large)
 
 
 _D = np.float64
@@ -94,13 +104,11 @@ _EXP_MIN_D = -7.45133219101941108420e2  # ln(smallest subnormal)
 _SQRT_HALF_D = 0.70710678118654752440
 
 
-@njit(**_OPTIONS)
-def exp64(x):
-    """exp of a float64, branch-free (Cephes exp: x = k ln 2 + r, exp(r) = 1 + 2r·P/(Q − r·P))."""
-    xc = _EXP_MIN_D if x < _EXP_MIN_D else x
-    xc = _EXP_MAX_D if xc > _EXP_MAX_D else xc
-    k = np.floor(xc * _LOG2E_D + 0.5)
-    r = xc - k * _LN2_HI_D
+@njit(**_CORE)
+def _exp64_core(x):
+    # e^x for x in [_EXP_MIN_D, _EXP_MAX_D] (Cephes exp: x = k ln 2 + r, exp(r) = 1 + 2r·P/(Q − r·P)).
+    k = np.floor(x * _LOG2E_D + 0.5)
+    r = x - k * _LN2_HI_D
     r = r - k * _LN2_LO_D
     rr = r * r
     p = (1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1
@@ -114,26 +122,31 @@ def exp64(x):
     half = ki >> np.int64(1)
     rest = ki - half
     result = e * _float64_from_bits((half + np.int64(1023)) << np.int64(52))
-    result = result * _float64_from_bits((rest + np.int64(1023)) << np.int64(52))
-    result = np.inf if x > _EXP_MAX_D else result  # NaN compares False and stays NaN
-    return 0.0 if x < _EXP_MIN_D else result
+    return result * _float64_from_bits((rest + np.int64(1023)) << np.int64(52))
 
 
-@njit(**_OPTIONS)
+def exp64(x):
+    """exp of a float64, branch-free."""
+    xc = select(x < _EXP_MIN_D, _EXP_MIN_D, x)
+    xc = select(xc > _EXP_MAX_D, _EXP_MAX_D, xc)
+    result = select(x > _EXP_MAX_D, np.inf, _exp64_core(xc))
+    return select(x < _EXP_MIN_D, 0.0, result)
+
+
 def tanh64(x):
     """tanh of a float64, branch-free (Cephes tanh: x + x³·P(x²)/Q(x²) below 0.625, 1 − 2/(e^2|x| + 1) above)."""
-    ax = -x if x < 0.0 else x
-    e = exp64(2.0 * ax)
+    ax = abs(x)
+    twice = 2.0 * ax
+    e = _exp64_core(select(twice > _EXP_MAX_D, _EXP_MAX_D, twice))
     large = 1.0 - 2.0 / (e + 1.0)
-    large = -large if x < 0.0 else large
+    large = select(x < 0.0, -large, large)
     z = x * x
     p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z - 1.61468768441708447952e3
     q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z + 4.84406305325125486048e3
     small = x + x * z * (p / q)
-    return small if ax < 0.625 else large
+    return select(ax < 0.625, small, large)
 
 
-@njit(**_OPTIONS)
 def log1p64(x):
     """log(1 + x) of a float64 x >= -1, branch-free: Cephes' log rational on the mantissa of
     u = 1 + x, plus (x − (u − 1))/u for the rounding of 1 + x."""
@@ -144,8 +157,8 @@ def log1p64(x):
     # u = m·2^exponent with m in [0.5, 1); then m in [√½, √2) by moving a factor 2.
     m = _float64_from_bits((bits & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FE0000000000000))
     low = m < _SQRT_HALF_D
-    exponent = exponent - np.int32(1) if low else exponent
-    f = (m + m - 1.0) if low else (m - 1.0)
+    exponent = select(low, np.int32(exponent - np.int32(1)), exponent)
+    f = select(low, m + m - 1.0, m - 1.0)
     e = np.float64(exponent)
     z = f * f
     p = ((((1.01875663804580931796e-4 * f + 4.97494994976747001425e-1) * f + 4.70579119878881725854e0) * f
@@ -157,10 +170,10 @@ def log1p64(x):
     # The rounding of 1 + x (exactly 0 where 1 + x is exact), and the edges: log1p(0) = 0,
     # log1p(-1) = -inf, log1p(inf) = inf, NaN and x < -1 give NaN.
     result = result + (x - (u - 1.0)) / u
-    result = x if x == 0.0 else result
-    result = -np.inf if x == -1.0 else result
-    result = np.inf if x == np.inf else result
-    return np.nan if (x < -1.0 or x != x) else result
+    result = select(x == 0.0, x, result)
+    result = select(x == -1.0, -np.inf, result)
+    result = select(x == np.inf, np.inf, result)
+    return select((x < -1.0) | (x != x), np.nan, result)
 
 
 def fast_exp(x):
@@ -178,28 +191,28 @@ def fast_log1p(x):
     return np.log1p(x)
 
 
-@overload(fast_exp)
+@overload(fast_exp, jit_options=EXACT_OPTIONS)
 def _fast_exp(x):
     if x == types.float32:
-        return lambda x: exp32(x)
+        return exp32
     if x == types.float64:
-        return lambda x: exp64(x)
+        return exp64
     return lambda x: np.exp(x)
 
 
-@overload(fast_tanh)
+@overload(fast_tanh, jit_options=EXACT_OPTIONS)
 def _fast_tanh(x):
     if x == types.float32:
-        return lambda x: tanh32(x)
+        return tanh32
     if x == types.float64:
-        return lambda x: tanh64(x)
+        return tanh64
     return lambda x: np.tanh(x)
 
 
-@overload(fast_log1p)
+@overload(fast_log1p, jit_options=EXACT_OPTIONS)
 def _fast_log1p(x):
     if x == types.float32:
-        return lambda x: np.float32(log1p64(np.float64(x)))
+        return lambda x: np.float32(fast_log1p(np.float64(x)))
     if x == types.float64:
-        return lambda x: log1p64(x)
+        return log1p64
     return lambda x: np.log1p(x)

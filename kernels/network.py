@@ -1,18 +1,18 @@
+# stamp: 61e706fc4173fe3703323067b1edfd05
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
-Each is a Python entry point that runs the passes the training loop runs (``passes``, as the
-first-class functions of ``phases``, with the network's pieces) on the calling thread, or as a
-team for large batches, through one compiled call (``passes.run_passes``), so prediction,
-``loss``/``gradients`` and training compute the same thing the same way, with the same compiled
-code. Nothing is locked: calls from several Python threads run at the same time, each on its own
+Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)
+through one compiled call (``run_passes``), on the calling thread or as a team for large
+batches, so prediction, ``loss``/``gradients`` and training compute the same thing the same
+way. Nothing is locked: calls from several Python threads run at the same time, each on its own
 buffers. The NumPy twins in :mod:`fastgd.reference` take the same arguments (and ignore
 ``n_threads``).
 
 Arguments: ``params`` (n_params,) and ``architecture`` (``layout.Architecture``); ``x`` (rows,
 n_in) and ``y`` (rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for
 sse, times sample weights; ``buffers``: a ``layout.Buffers`` for at least ``rows`` rows (the
-layer outputs land in ``buffers.acts``, the pre-activations the layers keep in ``buffers.zs``,
-the local gradients in ``buffers.deltas``); ``loss``: the loss code.
+layer outputs land in ``buffers.acts``, the local gradients in ``buffers.deltas``); ``loss``:
+the loss code; ``parameter``: the loss's own parameter (Huber's δ).
 """
 
 from __future__ import annotations
@@ -22,15 +22,37 @@ import threading
 import numpy as np
 
 from . import layout
-from .blas import gemm_address
+from .jit import current, first_call, kernel
+from .lowlevel import address, call_piece, gemm_address
 from . import passes
-from .dropout import NO_DROPOUT
-from .kit import kit_for
-from .phases import bundle as phases_bundle
-from .pieces import bundle, quiet
-from .team import run_team
+from .passes import NO_DROPOUT, NO_LOSS, Batch, Pass
+from .team import barrier, run_team
+
+
+@kernel
+def run_passes(tid, n_threads, control, architecture, params, grads, batch, buffers, options, penalties, pieces):
+    """The entry points' compiled call: the forward pass (with the loss when ``options.loss`` >=
+    0), then with ``options.slopes`` the backward pass into ``grads`` (with the L1/L2
+    ``penalties``); returns the batch loss with the penalty (``batch_value``), or 0 without a
+    loss or rows. ``pieces``: (a PASS record array of one, the forward pass's address, the
+    backward pass's), the passes being called by address (``passes.piece``)."""
+    if batch.rows == 0:
+        return 0.0
+    record, forward, backward = pieces
+    if tid == 0:
+        passes.fill(record[0], control, architecture, params, grads, batch, buffers, options, penalties)
+    barrier(control, n_threads)
+    args = address(record, 0)
+    call_piece(forward, tid, n_threads, args)
+    if options.loss < 0:
+        return 0.0
+    if options.slopes:
+        call_piece(backward, tid, n_threads, args)
+    return passes.batch_value(architecture, batch.rows, buffers, penalties[0], penalties[1])
+
 
 _EMPTY = {}
+_LOCAL = threading.local()
 
 
 def _none(dtype):
@@ -39,30 +61,6 @@ def _none(dtype):
     if dtype not in _EMPTY:
         _EMPTY[dtype] = np.zeros(1, dtype=dtype)
     return _EMPTY[dtype]
-
-
-def network_pieces(architecture, loss, dtype):
-    """The ``Pieces`` and the ``?gemm`` address (0: none) of a network's passes."""
-    dtype = np.dtype(dtype)
-    pieces = bundle(dtype, architecture.layers["activation"], loss, layout.paths(architecture, dtype))
-    return pieces, gemm_address(dtype) if architecture.blas else 0
-
-
-# (id of the layer records, loss, dtype) -> (the records, kit, gemm): what a network's entry
-# calls pass, found once (the records are kept so that their id stays theirs).
-_ENTRIES = {}
-_LOCAL = threading.local()
-
-
-def _entry(architecture, loss, dtype):
-    key = (id(architecture.layers), loss, dtype)
-    found = _ENTRIES.get(key)
-    if found is None or found[0] is not architecture.layers:
-        pieces, gemm = network_pieces(architecture, loss, dtype)
-        with quiet():
-            found = (architecture.layers, kit_for(phases_bundle(dtype), pieces), gemm)
-        _ENTRIES[key] = found
-    return found[1], found[2]
 
 
 def _control():
@@ -74,47 +72,52 @@ def _control():
 
 
 def _writable(array):
-    # The passes are compiled for writable arrays (they are one compiled function for every
-    # caller, the training loop's buffers included): a read-only input (a memory map, a
-    # broadcast) is copied.
+    # The passes are compiled for writable arrays (one compiled function for every caller, the
+    # training loop's buffers included): a read-only input (a memory map, a broadcast) is copied.
     return array if array.flags.writeable else array.copy()
 
 
-def _run(params, grads, architecture, x, y, row_scale, buffers, loss, with_loss, l1, l2, n_threads, key=NO_DROPOUT, row0=0):
-    dtype = params.dtype
-    params, x, y, row_scale = _writable(params), _writable(x), _writable(y), _writable(row_scale)
-    kit, gemm = _entry(architecture, int(loss), dtype)
-    arguments = (kit, architecture, params, grads, x.reshape(-1), x.shape[0], y.reshape(-1), row_scale, buffers,
-                 int(loss) if with_loss else -1, float(l1), float(l2), gemm, int(key), int(row0))  # fmt: skip
-    if n_threads <= 1 and _QUIET_DONE.get(dtype):
-        # The calling thread alone, the kernel already loaded: no team, no warning filter.
-        return float(run_team(passes.run_passes, arguments, 1, _control()))
-    with quiet():
-        value = float(run_team(passes.run_passes, arguments, n_threads, layout.make_control()))
-    _QUIET_DONE[dtype] = True
-    return value
+def _run(params, grads, architecture, batch, buffers, options, penalties, n_threads):
+    gemm = gemm_address(params.dtype) if architecture.blas else 0
+    options = options._replace(gemm=gemm)
+    pieces = (_record(), *passes.piece_addresses(params.dtype))
+    arguments = (architecture, _writable(params), grads, batch, buffers, options, penalties, pieces)
+    if n_threads <= 1:
+        return float(first_call(run_passes, 0, 1, _control(), *arguments))
+    first_call(run_passes, 0, 1, _control(), architecture, arguments[1], grads, batch._replace(rows=0), buffers, options, penalties, pieces)
+    return float(run_team(current(run_passes), arguments, n_threads, layout.make_control()))
 
 
-# dtypes whose entry kernel has run in this process (Numba's note on first-class functions is
-# given while it is typed and compiled, never after).
-_QUIET_DONE = {}
+def _record():
+    # A PASS record for a call from the calling thread (one per Python thread).
+    record = getattr(_LOCAL, "record", None)
+    if record is None:
+        record = _LOCAL.record = np.zeros(1, dtype=layout.PASS)
+    return record
+
+
+def _batch(x, y, row_scale, row0=0):
+    return Batch(_writable(x).reshape(-1), _writable(y).reshape(-1), _writable(row_scale), int(x.shape[0]), int(row0))
 
 
 def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
     """Forward pass of the whole network over the rows of ``x`` (the prediction is the output
-    layer's block of ``buffers.acts``); with a dropout ``key`` >= 0 (``kernels.dropout``) the
+    layer's block of ``buffers.acts``); with a dropout ``key`` >= 0 (``passes.step_key``) the
     hidden layers with dropout drop their outputs, ``row0`` being x's first row in its batch."""
     none = _none(params.dtype)
-    _run(params, none, architecture, x, none, none, buffers, loss, False, 0.0, 0.0, n_threads, key, row0)
+    _run(params, none, architecture, _batch(x, none, none, row0), buffers, Pass(NO_LOSS, 0.0, False, int(key), 0), (0.0, 0.0), n_threads)
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=0.0):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
-    return _run(params, _none(params.dtype), architecture, x, y, row_scale, buffers, loss, True, 0.0, 0.0, n_threads, key, row0)
+    return _run(params, _none(params.dtype), architecture, _batch(x, y, row_scale, row0), buffers,
+                Pass(int(loss), float(parameter), False, int(key), 0), (0.0, 0.0), n_threads)  # fmt: skip
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0):
+def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0,
+                     parameter=0.0):  # fmt: skip
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
     penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
     plus the penalty at the parameters as they are."""
-    return _run(params, grads, architecture, x, y, row_scale, buffers, loss, True, l1, l2, n_threads, key, row0)
+    return _run(params, grads, architecture, _batch(x, y, row_scale, row0), buffers, Pass(int(loss), float(parameter), True, int(key), 0),
+                (float(l1), float(l2)), n_threads)  # fmt: skip

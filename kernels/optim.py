@@ -1,42 +1,175 @@
-# stamp: 68f71500c2fdff32914b450cffc1442b
-"""Optimizers, following the update rule of the PyTorch optimizer of the same name
-(``torch.optim``), so that the same hyper-parameters give the same trajectory.
+# stamp: cb197b2bd122e0ee35c6e9b6cbf4edba
+"""Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
+name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
+declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
 
-Each optimizer is declared once in ``SPECS``: its code, the names of its hyper-parameters (the
-order of the float64 vector the kernels read, lr first; ``flags`` marks the booleans among them),
-of its state buffers (rows of the network's ``(n_slots, n_params)`` state), and its update
-``<name>_update(params, grads, state, step, lr, hyper)`` over a chunk of the flat buffers,
-reading its hyper-parameters by name (``hyper[ADAM.beta1]``, through an index built from the
-declaration, so it cannot read a name its declaration lacks). ``update_piece(code)`` is the piece
-applying it to a chunk (compiled per dtype by ``kernels.pieces``). Scalar coefficients are computed in float64, as PyTorch does with Python-float
-hyper-parameters, then converted to the buffers' dtype, so float32 buffers are updated in
-float32 arithmetic.
+An optimizer's declaration (``OptimizerSpec``) holds its hyper-parameters (name, default, the
+values allowed: ``Hyper``; ``lr`` first: the layout of the float64 vector the kernels read), its
+state buffers (rows of the network's ``(n_slots, n_params)`` state, as many as it needs), and its
+rule in two functions:
 
-Everything else is derived from the declaration and the update: ``<name>_step`` (whole arrays,
-named scalar arguments: the form the tests and the NumPy twins share), the list of kernels, the
-classes' layouts (``fastgd.optimizers``), the tests (``tests/test_declarations.py`` checks that
-the classes, the updates and the twins agree with it).
+* ``coefficients(t, step, lr, <hyper-parameters by name>)``: what the step computes once, from
+  the 1-based step count and this step's rate, in float64 as PyTorch computes Python floats,
+  returned as a tuple of values of the parameters' type ``t`` (booleans stay booleans);
+* ``rule(p, g, <state values>, c)``: the new parameter and state values of one element, given
+  ``c``, the coefficients. It is straight-line arithmetic, so the same function runs on one
+  element in compiled code (in a loop LLVM vectorises) and on whole arrays in NumPy (the twin,
+  ``step``), where ``lowlevel.select`` is ``numpy.where``.
 
-Adding an optimizer: a ``SPECS`` row and its ``<name>_update`` here, its twin ``<name>_step``
-in ``fastgd.reference``, its class and a row of ``OPTIMIZERS_UNDER_TEST`` in
-``fastgd.optimizers``: three files.
+From the declaration follow the compiled update (``update``: a branch per optimizer written out
+from ``SPECS``), the NumPy twin (``step``), the public classes (``fastgd.optimizers``: their
+arguments, defaults and checks), the docs' table and the tests (which walk ``SPECS``).
+
+Adding an optimizer: its two functions and one ``SPECS`` entry here, and its class (a docstring
+and the entry) in ``fastgd.optimizers``.
+
+Updates compile with ``SHARDED_FASTMATH_FLAGS`` (``config``): threads and ranks split the
+parameters into chunks whose bounds change with their counts, and an element must get the same
+operations wherever a bound falls.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections import namedtuple
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import types
 from numba.extending import overload
 
-from .config import SHARDED_FASTMATH_FLAGS
-from .jit import helper
-from .lowlevel import advance, view
+from .config import BASE_OPTIONS, SHARDED_FASTMATH_FLAGS
+from .jit import generated, helper, kernel, subroutine
+from .lowlevel import select
 
-# Optimizer codes.
+# --------------------------------------------------------------------------- declarations
+
+
+class Hyper(NamedTuple):
+    """One hyper-parameter: its name (the attribute of the public class), its default, what it
+    may be (``kind``: "positive", "non-negative", "unit" for [0, 1), "closed unit" for [0, 1],
+    "flag" for a bool), and the argument of the public class that carries it with others
+    (``group``: PyTorch's ``betas`` pair), if any."""
+
+    name: str
+    default: float
+    kind: str
+    group: str | None = None
+
+
+class OptimizerSpec(NamedTuple):
+    """An optimizer, everything about it in one place (see the module's docstring). ``torch``:
+    the ``torch.optim`` class whose rule it follows and how its arguments map (for the docs and
+    the PyTorch comparisons)."""
+
+    name: str
+    code: int
+    hyper: tuple
+    state: tuple
+    coefficients: Callable
+    rule: Callable
+    torch: str
+
+    @property
+    def hyper_names(self) -> tuple:
+        return tuple(h.name for h in self.hyper)
+
+    @property
+    def flags(self) -> tuple:
+        return tuple(h.name for h in self.hyper if h.kind == "flag")
+
+
+# --------------------------------------------------------------------------- the rules
+# coefficients(t, step, lr, ...) -> tuple; rule(p, g, *state, c) -> (p, *state).
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def sgd_coefficients(t, step, lr, momentum, dampening, nesterov, weight_decay):
+    return t(lr), t(momentum), t(1.0 - dampening), nesterov != 0.0, t(weight_decay), step == 1, momentum != 0.0
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def sgd_rule(p, g, momentum_buffer, c):
+    lr, mu, damp, nesterov, wd, first, with_momentum = c
+    grad = g + wd * p
+    buf = select(first, grad, mu * momentum_buffer + damp * grad)
+    direction = select(nesterov, grad + mu * buf, buf)
+    return select(with_momentum, p - lr * direction, p - lr * grad), select(with_momentum, buf, momentum_buffer)
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def momentum_coefficients(t, step, lr, beta):
+    return t(lr), t(beta), t(1.0 - beta)
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def momentum_rule(p, g, velocity, c):
+    lr, beta, one_minus_beta = c
+    v = beta * velocity + one_minus_beta * g
+    return p - lr * v, v
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adagrad_coefficients(t, step, lr, lr_decay, weight_decay, initial_accumulator_value, eps):
+    return t(lr / (1.0 + (step - 1) * lr_decay)), t(weight_decay), t(eps)
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adagrad_rule(p, g, state_sum, c):
+    clr, wd, eps = c
+    grad = g + wd * p
+    s = state_sum + grad * grad
+    return p - clr * (grad / (np.sqrt(s) + eps)), s
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def rmsprop_coefficients(t, step, lr, alpha, eps, weight_decay, momentum, centered):
+    return t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum), centered != 0.0, momentum > 0.0
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def rmsprop_rule(p, g, square_avg, grad_avg, momentum_buffer, c):
+    lr, alpha, one_minus_alpha, eps, wd, mu, centered, with_momentum = c
+    grad = g + wd * p
+    s = alpha * square_avg + one_minus_alpha * grad * grad
+    average = select(centered, alpha * grad_avg + one_minus_alpha * grad, grad_avg)
+    denom = select(centered, np.sqrt(s - average * average), np.sqrt(s)) + eps
+    buf = select(with_momentum, mu * momentum_buffer + grad / denom, momentum_buffer)
+    return select(with_momentum, p - lr * buf, p - lr * (grad / denom)), s, average, buf
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def _adam_coefficients(t, step, lr, beta1, beta2, eps, coupled_decay, decay, amsgrad):
+    step_size = t(lr / (1.0 - beta1 ** np.float64(step)))  # pow(), as Python computes float ** int
+    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
+    return (t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), step_size, bias_correction2_sqrt, t(eps), t(coupled_decay),
+            t(decay), amsgrad != 0.0)  # fmt: skip
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
+    return _adam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, 1.0, amsgrad)
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adamw_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
+    # Decoupled decay: p·(1 − lr·wd) first, and no weight decay in the gradient.
+    return _adam_coefficients(t, step, lr, beta1, beta2, eps, 0.0, 1.0 - lr * weight_decay, amsgrad)
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adam_rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
+    # Adam and AdamW (``decay``: AdamW's decoupled decay factor, 1 for Adam).
+    b1, one_minus_b1, b2, one_minus_b2, step_size, bias_correction2_sqrt, eps, wd, decay, amsgrad = c
+    p = p * decay
+    grad = g + wd * p
+    m = b1 * exp_avg + one_minus_b1 * grad
+    v = b2 * exp_avg_sq + one_minus_b2 * grad * grad
+    # amsgrad: the largest v so far (a NaN-propagating max) replaces v below.
+    largest = select((max_exp_avg_sq > v) | (max_exp_avg_sq != max_exp_avg_sq), max_exp_avg_sq, v)
+    used = select(amsgrad, largest, v)
+    return p - step_size * (m / (np.sqrt(used) / bias_correction2_sqrt + eps)), m, v, select(amsgrad, largest, max_exp_avg_sq)
+
+
+# --------------------------------------------------------------------------- the table
+
 OPT_SGD = 0
 OPT_MOMENTUM = 1
 OPT_ADAGRAD = 2
@@ -44,250 +177,108 @@ OPT_RMSPROP = 3
 OPT_ADAM = 4
 OPT_ADAMW = 5
 
-
-class OptimizerSpec(NamedTuple):
-    """An optimizer as the kernels see it."""
-
-    name: str
-    code: int
-    hyper: tuple  # hyper-parameter names: the layout of the float64 vector, lr first
-    state: tuple  # state buffer names: the rows of the state array
-    flags: tuple = ()  # the hyper-parameters that are booleans (1.0 or 0.0 in the vector)
-
-    @property
-    def index(self):
-        """name -> position in the hyper-parameter vector, as attributes (``index.beta1``)."""
-        return namedtuple(f"{self.name.capitalize()}Hyper", self.hyper)(*range(len(self.hyper)))
-
+_BETAS = (Hyper("beta1", 0.9, "unit", "betas"), Hyper("beta2", 0.999, "unit", "betas"))
 
 SPECS = {
     spec.code: spec
     for spec in (
-        OptimizerSpec("sgd", OPT_SGD, ("lr", "momentum", "dampening", "nesterov", "weight_decay"), ("momentum_buffer",), ("nesterov",)),
-        OptimizerSpec("momentum", OPT_MOMENTUM, ("lr", "beta"), ("velocity",)),
-        OptimizerSpec("adagrad", OPT_ADAGRAD, ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"), ("sum",)),
-        OptimizerSpec("rmsprop", OPT_RMSPROP, ("lr", "alpha", "eps", "weight_decay", "momentum", "centered"),
-                      ("square_avg", "grad_avg", "momentum_buffer"), ("centered",)),
-        OptimizerSpec("adam", OPT_ADAM, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("amsgrad",)),
-        OptimizerSpec("adamw", OPT_ADAMW, ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad"),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), ("amsgrad",)),
+        OptimizerSpec("sgd", OPT_SGD, (Hyper("lr", 0.001, "positive"), Hyper("momentum", 0.0, "non-negative"),
+                                       Hyper("dampening", 0.0, "closed unit"), Hyper("nesterov", False, "flag"),
+                                       Hyper("weight_decay", 0.0, "non-negative")),
+                      ("momentum_buffer",), sgd_coefficients, sgd_rule, "SGD"),
+        OptimizerSpec("momentum", OPT_MOMENTUM, (Hyper("lr", 0.01, "positive"), Hyper("beta", 0.9, "unit")), ("velocity",),
+                      momentum_coefficients, momentum_rule, "(none: exponential-average momentum)"),
+        OptimizerSpec("adagrad", OPT_ADAGRAD, (Hyper("lr", 0.01, "positive"), Hyper("lr_decay", 0.0, "non-negative"),
+                                               Hyper("weight_decay", 0.0, "non-negative"),
+                                               Hyper("initial_accumulator_value", 0.0, "non-negative"),
+                                               Hyper("eps", 1e-10, "non-negative")),
+                      ("sum",), adagrad_coefficients, adagrad_rule, "Adagrad"),
+        OptimizerSpec("rmsprop", OPT_RMSPROP, (Hyper("lr", 0.01, "positive"), Hyper("alpha", 0.99, "unit"),
+                                               Hyper("eps", 1e-8, "non-negative"), Hyper("weight_decay", 0.0, "non-negative"),
+                                               Hyper("momentum", 0.0, "non-negative"), Hyper("centered", False, "flag")),
+                      ("square_avg", "grad_avg", "momentum_buffer"), rmsprop_coefficients, rmsprop_rule, "RMSprop"),
+        OptimizerSpec("adam", OPT_ADAM, (Hyper("lr", 0.001, "positive"), *_BETAS, Hyper("eps", 1e-8, "non-negative"),
+                                         Hyper("weight_decay", 0.0, "non-negative"), Hyper("amsgrad", False, "flag")),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), adam_coefficients, adam_rule, "Adam"),
+        OptimizerSpec("adamw", OPT_ADAMW, (Hyper("lr", 0.001, "positive"), *_BETAS, Hyper("eps", 1e-8, "non-negative"),
+                                           Hyper("weight_decay", 0.01, "non-negative"), Hyper("amsgrad", False, "flag")),
+                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), adamw_coefficients, adam_rule, "AdamW"),
     )
 }  # fmt: skip
 
-SGD = SPECS[OPT_SGD].index
-MOMENTUM = SPECS[OPT_MOMENTUM].index
-ADAGRAD = SPECS[OPT_ADAGRAD].index
-RMSPROP = SPECS[OPT_RMSPROP].index
-ADAM = SPECS[OPT_ADAM].index
-ADAMW = SPECS[OPT_ADAMW].index
-
-
-# ----------------------------------------------------------------------------- the rules
-# Each over whole (chunk) arrays: p the parameters, g the gradient, then the state rows.
-
-
-@helper(fastmath=SHARDED_FASTMATH_FLAGS)
-def _sgd(p, g, momentum_buffer, step, lr, momentum, dampening, nesterov, weight_decay):
-    t = p.dtype.type
-    lr_, mu, damp, wd = t(lr), t(momentum), t(1.0 - dampening), t(weight_decay)
-    first = step == 1
-    if momentum == 0.0:
-        for i in range(p.size):
-            p[i] -= lr_ * (g[i] + wd * p[i])
-        return
-    for i in range(p.size):
-        grad = g[i] + wd * p[i]
-        buf = grad if first else mu * momentum_buffer[i] + damp * grad
-        momentum_buffer[i] = buf
-        p[i] -= lr_ * (grad + mu * buf if nesterov else buf)
-
-
-@helper(fastmath=SHARDED_FASTMATH_FLAGS)
-def _momentum(p, g, velocity, lr, beta):
-    t = p.dtype.type
-    lr_, b, one_minus_b = t(lr), t(beta), t(1.0 - beta)
-    for i in range(p.size):
-        v = b * velocity[i] + one_minus_b * g[i]
-        velocity[i] = v
-        p[i] -= lr_ * v
-
-
-@helper(fastmath=SHARDED_FASTMATH_FLAGS)
-def _adagrad(p, g, state_sum, step, lr, lr_decay, weight_decay, eps):
-    t = p.dtype.type
-    clr = t(lr / (1.0 + (step - 1) * lr_decay))
-    wd, eps_ = t(weight_decay), t(eps)
-    for i in range(p.size):
-        grad = g[i] + wd * p[i]
-        s = state_sum[i] + grad * grad
-        state_sum[i] = s
-        p[i] -= clr * (grad / (np.sqrt(s) + eps_))
-
-
-@helper(fastmath=SHARDED_FASTMATH_FLAGS)
-def _rmsprop(p, g, square_avg, grad_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum, centered):
-    t = p.dtype.type
-    lr_, a, one_minus_a, eps_, wd, mu = t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum)
-    use_momentum = momentum > 0.0
-    for i in range(p.size):
-        grad = g[i] + wd * p[i]
-        s = a * square_avg[i] + one_minus_a * grad * grad
-        square_avg[i] = s
-        if centered:
-            ga = a * grad_avg[i] + one_minus_a * grad
-            grad_avg[i] = ga
-            denom = np.sqrt(s - ga * ga) + eps_
-        else:
-            denom = np.sqrt(s) + eps_
-        if use_momentum:
-            buf = mu * momentum_buffer[i] + grad / denom
-            momentum_buffer[i] = buf
-            p[i] -= lr_ * buf
-        else:
-            p[i] -= lr_ * (grad / denom)
-
-
-@helper(fastmath=SHARDED_FASTMATH_FLAGS)
-def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, amsgrad, decoupled):
-    # Adam, and with ``decoupled`` AdamW: p ← p·(1 − lr·wd) first and no weight decay in g.
-    t = p.dtype.type
-    b1, one_minus_b1 = t(beta1), t(1.0 - beta1)
-    b2, one_minus_b2 = t(beta2), t(1.0 - beta2)
-    step_size = t(lr / (1.0 - beta1 ** np.float64(step)))  # pow(), as Python computes float ** int
-    bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
-    eps_ = t(eps)
-    wd = t(0.0) if decoupled else t(weight_decay)
-    decay = t(1.0 - lr * weight_decay) if decoupled else t(1.0)
-    for i in range(p.size):
-        if decoupled:
-            p[i] *= decay
-        grad = g[i] + wd * p[i]
-        m = b1 * exp_avg[i] + one_minus_b1 * grad
-        v = b2 * exp_avg_sq[i] + one_minus_b2 * grad * grad
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        if amsgrad:
-            largest = max_exp_avg_sq[i]
-            v = largest if (largest > v or largest != largest) else v  # NaN-propagating max
-            max_exp_avg_sq[i] = v
-        p[i] -= step_size * (m / (np.sqrt(v) / bias_correction2_sqrt + eps_))
-
-
-# ----------------------------------------------------------------------------- the updates
-# <name>_update(params, grads, first, second, third, step, lr, hyper): the state rows in order
-# (rows an optimizer does not have alias its first), ``hyper`` the float64 vector laid out as
-# the spec's ``hyper`` (hyper[0] is the base lr; ``lr`` is this step's, after any schedule).
-
-
-@helper
-def sgd_update(params, grads, first, second, third, step, lr, hyper):
-    _sgd(params, grads, first, step, lr, hyper[SGD.momentum], hyper[SGD.dampening], hyper[SGD.nesterov] != 0.0,
-         hyper[SGD.weight_decay])  # fmt: skip
-
-
-@helper
-def momentum_update(params, grads, first, second, third, step, lr, hyper):
-    _momentum(params, grads, first, lr, hyper[MOMENTUM.beta])
-
-
-@helper
-def adagrad_update(params, grads, first, second, third, step, lr, hyper):
-    _adagrad(params, grads, first, step, lr, hyper[ADAGRAD.lr_decay], hyper[ADAGRAD.weight_decay], hyper[ADAGRAD.eps])
-
-
-@helper
-def rmsprop_update(params, grads, first, second, third, step, lr, hyper):
-    _rmsprop(params, grads, first, second, third, lr, hyper[RMSPROP.alpha], hyper[RMSPROP.eps], hyper[RMSPROP.weight_decay],
-             hyper[RMSPROP.momentum], hyper[RMSPROP.centered] != 0.0)  # fmt: skip
-
-
-@helper
-def adam_update(params, grads, first, second, third, step, lr, hyper):
-    _adam(params, grads, first, second, third, step, lr, hyper[ADAM.beta1], hyper[ADAM.beta2], hyper[ADAM.eps],
-          hyper[ADAM.weight_decay], hyper[ADAM.amsgrad] != 0.0, False)  # fmt: skip
-
-
-@helper
-def adamw_update(params, grads, first, second, third, step, lr, hyper):
-    _adam(params, grads, first, second, third, step, lr, hyper[ADAMW.beta1], hyper[ADAMW.beta2], hyper[ADAMW.eps],
-          hyper[ADAMW.weight_decay], hyper[ADAMW.amsgrad] != 0.0, True)  # fmt: skip
-
-
-# Optimizer code -> its update (found by name: ``<name>_update``).
-UPDATES = {code: globals()[f"{spec.name}_update"] for code, spec in SPECS.items()}
 # Length of the hyper-parameter vector of every optimizer (the longest declaration).
 HYPER_WIDTH = max(len(spec.hyper) for spec in SPECS.values())
 
 
-def apply_update(code, params, grads, first, second, third, step, lr, hyper):
-    """Optimizer ``code``'s update (a constant in compiled code) over whole chunk arrays."""
-    UPDATES[code](params, grads, first, second, third, step, lr, hyper)
+def hyper_vector(code, values: dict) -> np.ndarray:
+    """The float64 vector the kernels read for optimizer ``code``: ``values`` by the declared
+    names (booleans as 1.0 or 0.0), laid out as its ``hyper``."""
+    vector = np.zeros(HYPER_WIDTH)
+    for index, hyper in enumerate(SPECS[code].hyper):
+        vector[index] = float(values[hyper.name])
+    return vector
 
 
-@overload(apply_update, prefer_literal=True)
-def _apply_update(code, params, grads, first, second, third, step, lr, hyper):
-    if isinstance(code, types.IntegerLiteral):
-        update = UPDATES[code.literal_value]
-        return lambda code, params, grads, first, second, third, step, lr, hyper: update(params, grads, first, second, third, step, lr,
-                                                                                         hyper)  # fmt: skip
+# --------------------------------------------------------------------------- the update
 
 
-@helper
-def _state_row(state, k, slots, width, first, stop):
-    # Row k of the state (row 0 where the state has fewer rows), elements [first, stop).
-    return view(advance(state, (k if k < slots else 0) * width), width)[first:stop]
+def update(code, params, grads, state, first, stop, step, lr, hyper):
+    """One step of optimizer ``code`` over elements ``[first, stop)`` of the flat buffers:
+    ``params`` and ``grads`` (n_params,), ``state`` (n_slots, n_params), ``step`` the 1-based
+    step count, ``lr`` this step's rate, ``hyper`` the float64 vector (``hyper_vector``).
+
+    The plain-Python form (``NUMBA_DISABLE_JIT``, and the NumPy twin ``step``): the rule over
+    the slice. Compiled code runs the rule element by element, in a branch per optimizer written
+    out from ``SPECS`` (``_update``)."""
+    spec = SPECS[code]
+    t = params.dtype.type
+    c = spec.coefficients(t, step, lr, *(float(hyper[index]) for index in range(1, len(spec.hyper))))
+    rule = getattr(spec.rule, "py_func", spec.rule)  # (the Python function: it runs on the arrays)
+    part = slice(first, stop)
+    rows = [state[row, part] for row in range(len(spec.state))]
+    results = rule(params[part], grads[part], *rows, c)
+    params[part] = results[0]
+    for row, value in zip(rows, results[1:]):
+        row[...] = value
 
 
-def update_piece(code):
-    """The piece of optimizer ``code`` (compiled per dtype by ``kernels.pieces``):
-    ``piece(first, stop, width, slots, params, grads, state, step, lr, hyper)``, one step over
-    elements ``[first, stop)`` of the flat buffers: ``params`` and ``grads`` point at ``width``
-    values (n_params), ``state`` at ``slots × width`` (its rows), ``hyper`` at HYPER_WIDTH
-    float64 (``SPECS[code].hyper``); ``step`` is 1-based, ``lr`` this step's rate.
-    """
-
-    def piece(first, stop, width, slots, params, grads, state, step, lr, hyper):
-        p, g = view(params, width)[first:stop], view(grads, width)[first:stop]
-        rows = _state_row(state, 0, slots, width, first, stop), _state_row(state, 1, slots, width, first, stop)
-        third = _state_row(state, 2, slots, width, first, stop)
-        apply_update(code, p, g, rows[0], rows[1], third, step, lr, view(hyper, HYPER_WIDTH))
-
-    piece.__qualname__ = piece.__name__ = f"{SPECS[code].name}_piece"
-    return piece
+_BRANCH = """
+    elif code == {code}:
+        c = coefficients_{code}(t, step, lr{hyper})
+        for i in range(first, stop):
+            params[i]{targets} = rule_{code}(params[i], grads[i]{values}, c)
+"""
 
 
-def _step_function(spec):
-    # <name>_step(p, g, *state buffers, step, *hyper-parameters): the update over whole arrays
-    # with named scalar arguments (the twins' form), running the compiled update.
-    names = ("p", "g", *spec.state, "step", *spec.hyper)
-
-    def step_function(*args):
-        if len(args) != len(names):
-            raise TypeError(f"{spec.name}_step takes {len(names)} arguments {names}, got {len(args)}")
-        values = dict(zip(names, args))
-        p = values["p"]
-        state = np.ascontiguousarray(np.stack([values[name] for name in spec.state]))
-        hyper = np.array([float(values[name]) for name in spec.hyper])
-        optimizer_step(spec.code, p, values["g"], state, int(values["step"]), hyper[0], hyper)
-        for row, name in enumerate(spec.state):
-            values[name][...] = state[row]
-
-    step_function.__name__ = step_function.__qualname__ = f"{spec.name}_step"
-    step_function.__doc__ = (f"{spec.name} ({', '.join(names)}): one step of the ``{spec.name}_update`` rule over "
-                             f"whole arrays, updating p and the state buffers in place.")  # fmt: skip
-    step_function.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names])
-    return step_function
+@overload(update, jit_options=dict(BASE_OPTIONS, fastmath=set(SHARDED_FASTMATH_FLAGS)))
+def _update(code, params, grads, state, first, stop, step, lr, hyper):
+    branches = []
+    namespace = {}
+    for code, spec in sorted(SPECS.items()):
+        rows = range(len(spec.state))
+        branches.append(_BRANCH.format(code=code, hyper="".join(f", hyper[{i}]" for i in range(1, len(spec.hyper))),
+                                       targets="".join(f", state[{r}, i]" for r in rows),
+                                       values="".join(f", state[{r}, i]" for r in rows)))  # fmt: skip
+        namespace[f"coefficients_{code}"], namespace[f"rule_{code}"] = spec.coefficients, spec.rule
+    source = ("def update(code, params, grads, state, first, stop, step, lr, hyper):\n"
+              "    t = params.dtype.type\n"
+              "    if code < 0:\n"
+              "        pass\n" + "".join(branches))  # fmt: skip
+    return generated("update", source, namespace)
 
 
-# ``<name>_step`` for every optimizer.
-STEPS = {code: _step_function(spec) for code, spec in SPECS.items()}
-globals().update({function.__name__: function for function in STEPS.values()})
+def step(code, params, grads, state, step_count, lr, hyper):
+    """One optimizer step over every element, in NumPy (the twin of ``optimizer_step``)."""
+    update(code, params, grads, state, 0, params.size, step_count, lr, hyper)
+
+
+@kernel
+def _optimizer_step(code, params, grads, state, step_count, lr, hyper):
+    update(code, params, grads, state, 0, params.size, step_count, lr, hyper)
 
 
 def optimizer_step(kind, params, grads, state, step, lr, hyper):
-    """One optimizer step over the whole flat parameter buffer (the ``optimizer_update`` piece
-    over every element), called from Python.
+    """One optimizer step over the whole flat parameter buffer, compiled.
 
     Parameters
     ----------
@@ -302,8 +293,88 @@ def optimizer_step(kind, params, grads, state, step, lr, hyper):
     hyper : ndarray of float64
         Hyper-parameters laid out as ``SPECS[kind].hyper``.
     """
-    if kind not in UPDATES:
-        raise ValueError(f"kind must be an optimizer code ({sorted(UPDATES)}), got {kind!r}")
-    from .pieces import call_update  # (pieces builds on this module)
+    if kind not in SPECS:
+        raise ValueError(f"kind must be an optimizer code ({sorted(SPECS)}), got {kind!r}")
+    vector = np.zeros(HYPER_WIDTH)
+    vector[: len(hyper)] = hyper
+    _optimizer_step(int(kind), params, grads, state, int(step), float(lr), vector)
 
-    call_update(int(kind), params, grads, state, int(step), float(lr), hyper)
+
+# --------------------------------------------------------------------------- schedules
+# Learning-rate schedules, applied per optimizer step. Each is declared once (code and parameter
+# names: the layout of the float64 ``schedule`` vector); t is the 1-based step count.
+#
+# constant: lr; step: lr·γ^⌊(t−1)/step_size⌋; exponential: lr·γ^(t−1); inverse scaling:
+# lr / t^power; cosine: η_min + (lr − η_min)(1 + cos(π·min(t−1, T)/T))/2; sample inverse scaling
+# (scikit-learn's ``invscaling``, constant within an epoch): lr / (1 + offset + rows·e)^power, e the
+# network's 0-based epoch, so that 1 + offset + rows·e counts the samples seen before the epoch.
+
+SCHEDULE_CONSTANT = 0
+SCHEDULE_STEP = 1
+SCHEDULE_EXPONENTIAL = 2
+SCHEDULE_INVERSE_SCALING = 3
+SCHEDULE_COSINE = 4
+SCHEDULE_SAMPLE_INVERSE_SCALING = 5
+
+
+class ScheduleSpec(NamedTuple):
+    name: str
+    code: int
+    parameters: tuple  # names, the layout of the float64 parameter vector
+
+
+SCHEDULES = {
+    spec.code: spec
+    for spec in (
+        ScheduleSpec("constant", SCHEDULE_CONSTANT, ()),
+        ScheduleSpec("step", SCHEDULE_STEP, ("step_size", "gamma")),
+        ScheduleSpec("exponential", SCHEDULE_EXPONENTIAL, ("gamma",)),
+        ScheduleSpec("inverse_scaling", SCHEDULE_INVERSE_SCALING, ("power",)),
+        ScheduleSpec("cosine", SCHEDULE_COSINE, ("total_steps", "eta_min")),
+        ScheduleSpec("sample_inverse_scaling", SCHEDULE_SAMPLE_INVERSE_SCALING, ("power", "rows", "offset")),
+    )
+}
+
+# Length of every schedule's parameter vector (the longest declaration).
+SCHEDULE_WIDTH = max(len(spec.parameters) for spec in SCHEDULES.values())
+
+
+@subroutine
+def lr_at(kind, base_lr, step, epoch, schedule):
+    """The learning rate of the ``step``-th optimizer step (1-based) in the network's ``epoch``
+    (0-based), for schedule ``kind`` with parameters ``schedule`` (laid out as its declaration:
+    ``schedule[0]``, ``schedule[1]``... in the order of ``SCHEDULES[kind].parameters``)."""
+    t = step - 1
+    if kind == SCHEDULE_STEP:  # step_size, gamma
+        # float exponents: pow(), as Python computes float ** int
+        return base_lr * schedule[1] ** np.floor(t / schedule[0])
+    if kind == SCHEDULE_EXPONENTIAL:  # gamma
+        return base_lr * schedule[0] ** float(t)
+    if kind == SCHEDULE_INVERSE_SCALING:  # power
+        return base_lr / float(step) ** schedule[0]
+    if kind == SCHEDULE_COSINE:  # total_steps, eta_min
+        total, eta_min = schedule[0], schedule[1]
+        progress = t if t < total else total
+        return eta_min + (base_lr - eta_min) * 0.5 * (1.0 + np.cos(np.pi * progress / total))
+    if kind == SCHEDULE_SAMPLE_INVERSE_SCALING:  # power, rows, offset
+        seen = schedule[2] + schedule[1] * float(epoch)
+        return base_lr / (1.0 + seen) ** schedule[0]
+    return base_lr
+
+
+@kernel
+def scheduled_lr(kind, base_lr, step, schedule, epoch=0):
+    """Learning rate of the ``step``-th optimizer step (1-based), in the network's ``epoch``
+    (0-based).
+
+    Parameters
+    ----------
+    kind : int
+        Schedule code.
+    base_lr : float
+    step : int
+    schedule : ndarray of float64, shape (SCHEDULE_WIDTH,)
+        The schedule's parameters, laid out as its declaration.
+    epoch : int
+    """
+    return lr_at(kind, base_lr, step, epoch, schedule)

@@ -1,165 +1,181 @@
-# stamp: 88f15385f3a0ce651aa9d3fd4a46d84b
-"""The forward and backward pass of a whole network over one batch, as team phases, each
-compiled once per dtype for every network, on its own, as a C callback (``phases``), and handed
-to the training loop, the validation stage and the Python entry points (``run_passes``) as
-first-class functions. The layers' activations, the loss and the product paths are pieces
-(``kernels.pieces``) the passes call as first-class functions in turn.
+# stamp: 5e63c32452ff047bd43ad8d6aff9d0c9
+"""The forward and backward pass of a whole network over one batch, as team phases, and the
+dropout masks; the training loop, the validation stage and the entry points (``predict``,
+``loss``, ``gradients``) all run these.
 
 Both run inside a team (``kernels.team``): each layer is one phase whose tasks are fixed blocks
-of rows (``layout.block_count``), separated from the next layer by a barrier. ``tid``,
-``n_threads`` and ``control`` describe the team (a team of one: ``0, 1, control``: no barrier
-waits, one block per small layer, nothing else).
+of rows (``layout.block_count``), separated from the next layer by a barrier. ``team`` is
+``(tid, n_threads, control)``; a team of one (``0, 1, control``) waits at no barrier.
 
-Forward, layer by layer: ``z = a_in @ W + b`` (kept in ``zs`` where the layer keeps z, else
-computed in place in ``acts``) and ``a = f(z)`` per block of batch rows; dropout's masks while
-training; the output layer computes, in the same task, its rows' losses (their weighted sum per
-block goes to ``partials[block]``) and output local gradients.
+Forward, layer by layer: ``a = f(a_in @ W + b)`` per block of batch rows, in place in the
+layer's block of ``acts`` (the output layer's z kept in ``zs``, which its loss reads); with
+``slopes`` the derivatives f'(z) go to the layer's block of ``slopes``, and a hidden layer with
+dropout multiplies its outputs and slopes by the same masks. The output layer computes, in the
+same task, its rows' losses (their weighted sum per block goes to ``losses[block]``) and output
+local gradients.
 
 Backward, from the output layer down, one phase per layer with three kinds of tasks: blocks of
 rows of the weight gradient ``Aᵀ δ`` (plus the L1/L2 penalty on those weights, whose value goes
-to ``partials``), the bias gradient ``Σ_rows δ``, and blocks of rows of the layer below's local
-gradient ``(δ Wᵀ) ⊙ f'(z)``.
+to ``penalties``), the bias gradient ``Σ_rows δ``, and blocks of rows of the layer below's local
+gradient ``(δ Wᵀ) ⊙ slopes``.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
-from .activations import BACKWARD, BACKWARD_FROM_Z, FORWARD, IDENTITY
-from .dropout import apply_mask, drop_rows
-from .jit import helper, kernel
-from .layout import MAX_BLOCKS, PENALTY_PARTIALS, delta_blocks, layer_blocks, weight_blocks
+from .activations import IDENTITY, SOFTMAX, apply, softmax_backward
+from .jit import compile_piece, piece_address, subroutine
+from .layout import CONTROL, LAYER, MAX_BLOCKS, PASS, Architecture, Buffers, delta_blocks, layer_blocks, weight_blocks
 from .losses import SPECS as LOSS_SPECS
-from .lowlevel import advance, pointer, view, view2
-from .products import BLAS, NN, NT, TILES, TN, path, transpose, uses_blas
+from .losses import loss_rows
+from .lowlevel import address, as_array
+from .products import BLAS, NN, NT, TN, path, product, transpose, uses_blas
 from .team import barrier, next_task
 
 # Whether each loss's local gradient is already dC/dz (no output derivative applied after it).
 FUSED = tuple(LOSS_SPECS[code].fused for code in range(len(LOSS_SPECS)))
 
-
-@helper
-def _product_piece(pieces, chosen):
-    if chosen == BLAS:
-        return pieces.blas
-    return pieces.tiles if chosen == TILES else pieces.loops
+NO_DROPOUT = -1  # the dropout key of a pass that drops nothing
+NO_LOSS = -1  # the loss code of a pass that computes none (a prediction)
 
 
-@helper
-def _capacity(size, width):
-    # Rows a buffer of ``size`` elements holds at ``width`` columns a row.
-    return size // (width if width > 0 else 1)
+class Batch(NamedTuple):
+    """The rows a pass runs: ``x`` (rows × n_in, flat), ``y`` (rows × n_out, flat) and
+    ``row_scale`` (rows,) for a pass with a loss (one element each otherwise), ``rows``, and
+    ``row0``, the index of x's first row in its batch (dropout's masks depend on it, not on how
+    a batch is cut)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    row_scale: np.ndarray
+    rows: int
+    row0: int
 
 
-# The passes address their buffers through pointers (``lowlevel.pointer`` / ``advance``), set
-# once at the top: an array that flows between branches and helpers is reference-counted by
-# Numba at each step (an atomic operation apiece), which costs a tiny network more than its
-# arithmetic.
+class Pass(NamedTuple):
+    """What a pass computes: ``loss`` (a code, or NO_LOSS) and its ``parameter``; ``slopes``: the
+    derivatives a backward pass needs; ``key``: the step's dropout key (NO_DROPOUT: none);
+    ``gemm``: BLAS's ``?gemm`` address (0: the network never calls BLAS)."""
+
+    loss: int
+    parameter: float
+    slopes: bool
+    key: int
+    gemm: int
 
 
-@helper
-def _z_at(record, zs, z_capacity, acts, capacity):
-    # Where a layer's pre-activations go: its block of zs when it keeps z, else its block of
-    # acts (z computed in place).
-    if record["z"] >= 0:
-        return advance(zs, z_capacity * record["z"])
-    return advance(acts, capacity * record["acts"])
+@subroutine
+def forward(team, architecture, params, batch, buffers, options):
+    """Forward pass of ``batch`` through the network (see the module's docstring).
 
-
-def forward_pass(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0):
-    """Forward pass of ``rows`` rows of ``x`` (flat, ``rows × n_in``) through the network.
-
-    With a dropout ``key`` >= 0 (a training step's: ``kernels.dropout``), the hidden layers with
-    dropout drop their outputs, ``row0`` being the index of x's first row in the batch (so that
-    the masks do not depend on how the batch is cut); ``NO_DROPOUT`` (-1): none.
-
-    With a ``loss`` code >= 0: the output rows' losses times ``row_scale`` summed per block into
-    ``buffers.partials[block]`` (``layer_blocks(architecture, last, rows)`` blocks), the output
-    local gradients into the output layer's block of ``buffers.deltas`` (``y`` is flat
-    ``rows × n_out``), and, for the backward pass, the weights Wᵀ of every layer but the first
-    whose local-gradient product does not go to BLAS, into ``buffers.transposed`` (at the
-    weights' offsets). ``gemm``: BLAS's ``?gemm`` address (0: the network never calls BLAS).
-
-    Returns
-    -------
-    int64
-        0.
+    With ``options.loss`` >= 0: the output rows' losses times ``row_scale`` summed per block into
+    ``buffers.losses`` (``layer_blocks(architecture, last, rows)`` blocks), the output local
+    gradients into the output layer's block of ``buffers.deltas``, and, with ``options.slopes``,
+    the weights Wᵀ of every layer but the first whose local-gradient product does not go to BLAS,
+    into ``buffers.transposed`` (at the weights' offsets), for the backward pass.
     """
+    tid, n_threads, control = team
     layers = architecture.layers
     last = layers.size - 1
-    capacity = _capacity(buffers.acts.size, architecture.units)
-    z_capacity = _capacity(buffers.zs.size, architecture.z_units)
-    mask_capacity = _capacity(buffers.masks.size, architecture.mask_units)
+    rows = batch.rows
+    capacity = buffers.acts.size // architecture.units
     lanes = 32 // params.itemsize
-    acts, zs, masks, deltas = pointer(buffers.acts, 0), pointer(buffers.zs, 0), pointer(buffers.masks, 0), pointer(buffers.deltas, 0)
-    weights, transposed, inputs = pointer(params, 0), pointer(buffers.transposed, 0), pointer(x, 0)
-    targets, scales, partials = pointer(y, 0), pointer(row_scale, 0), buffers.partials
+    acts, slopes, zs = buffers.acts, buffers.slopes, buffers.zs
+    with_loss = options.loss >= 0
     for layer in range(last + 1):
         record = layers[layer]
-        n_in, n_out, w, b, code = record["n_in"], record["n_out"], record["weights"], record["bias"], record["activation"]
+        n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
         out = capacity * record["acts"]
-        source = inputs if layer == 0 else advance(acts, capacity * layers[layer - 1]["acts"])
-        z_base = _z_at(record, zs, z_capacity, acts, capacity)
+        if layer == 0:
+            source, source_start = batch.x, 0
+        else:
+            source, source_start = acts, capacity * layers[layer - 1]["acts"]
         n_blocks = layer_blocks(architecture, layer, rows)
         chosen = path(architecture.blas, NN, rows, n_out, n_in, lanes)
-        product = _product_piece(pieces, chosen)
-        address = gemm if chosen == BLAS else 0
         # One more task: transpose W for the backward pass's product δ @ Wᵀ (same size, so the
         # same BLAS decision), when it will not go to BLAS.
-        transposes = loss >= 0 and layer > 0 and not uses_blas(architecture.blas, rows, n_in, n_out)
+        transposes = options.slopes and layer > 0 and not uses_blas(architecture.blas, rows, n_in, n_out)
         tasks = n_blocks + 1 if transposes else n_blocks
-        activation = pieces.activations[code]
         task = tid
         while task < tasks:
             if task == n_blocks:
-                transpose(view2(advance(weights, w), n_in, n_out), n_in, n_out, view2(advance(transposed, w), n_out, n_in))
-                task = next_task(n_threads, task)
-                continue
-            first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
-            count = stop - first
-            z_at = advance(z_base, first * n_out)
-            product(NN, count, n_out, n_in, advance(source, first * n_in), n_in, advance(weights, w), n_out, z_at, n_out, address)
-            a_at = advance(acts, out + first * n_out)
-            activation(FORWARD, count, n_out, z_at, advance(weights, b), a_at)
-            if key >= 0 and record["mask"] >= 0:
-                drop_rows(key, layer, record["dropout"], row0 + first, count, n_out, view(a_at, count * n_out),
-                          view(advance(masks, mask_capacity * record["mask"] + first * n_out), count * n_out))  # fmt: skip
-            if layer == last and loss >= 0:
-                delta_at = advance(deltas, out + first * n_out)
-                partials[task] = pieces.losses[loss](count, n_out, z_at, a_at, advance(targets, first * n_out), advance(scales, first),
-                                                     delta_at)  # fmt: skip
-                if not FUSED[loss] and code != IDENTITY:
-                    activation(BACKWARD, count, n_out, delta_at, z_at, a_at)
+                transpose(params, w, n_in, n_out, buffers.transposed, w)
+            else:
+                first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
+                _forward_block(layer, layer == last, record, params, (source, source_start + first * n_in, n_in), chosen,
+                               (first, stop - first, batch.row0 + first), out, buffers, options)  # fmt: skip
+                if layer == last and with_loss:
+                    count = stop - first
+                    at = out + first * n_out
+                    delta = buffers.deltas[at : at + count * n_out]
+                    buffers.losses[task] = loss_rows(options.loss, zs[first * n_out : stop * n_out], acts[at : at + count * n_out],
+                                                     batch.y[first * n_out : stop * n_out], batch.row_scale[first:stop], delta, count,
+                                                     n_out, options.parameter)  # fmt: skip
+                    if options.slopes and not FUSED[options.loss]:
+                        _output_derivative(record["activation"], delta, acts[at : at + count * n_out], slopes[at : at + count * n_out],
+                                           count, n_out)  # fmt: skip
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
 
 
-def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm, key):
-    """Backprop of a batch whose ``forward_pass`` (with the loss) has run: every gradient into
-    ``grads``, plus the L1/L2 penalty (``l1·sign(W) + l2·W``) on the weights, whose value
-    ``l1·Σ|W| + (l2/2)·ΣW²`` goes to the penalty partials (see ``batch_value``). Wᵀ comes from
-    ``buffers.transposed``, where the forward pass put it. ``key``: the forward pass's (with
-    one >= 0 the local gradients of layers with dropout go through their masks).
+@subroutine
+def _forward_block(layer, is_last, record, params, a, chosen, span, out, buffers, options):
+    # Rows [first, first + count) of one layer (``span``: first, count, and the first's row in its
+    # batch): the product, the bias, the activation (and its slopes), dropout. The output layer's
+    # z goes to zs first, then to its block of acts.
+    first, count, row0 = span
+    n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
+    at = out + first * n_out
+    n = count * n_out
+    a_out = buffers.acts[at : at + n]
+    z = buffers.zs[first * n_out : first * n_out + n] if is_last else a_out
+    product(chosen, NN, count, n_out, n_in, a, (params, w, n_out), (z, 0, n_out), options.gemm)
+    bias = params[b : b + n_out]
+    for r in range(count):
+        for j in range(n_out):
+            z[r * n_out + j] += bias[j]
+    if is_last:
+        for i in range(n):
+            a_out[i] = z[i]
+    slopes = buffers.slopes[at : at + n]
+    apply(record["activation"], a_out, slopes, count, n_out, options.slopes)
+    if options.key >= 0 and record["dropout"] > 0.0:
+        drop_rows(options.key, layer, record["dropout"], row0, count, n_out, a_out, slopes)
 
-    Returns
-    -------
-    int64
-        0.
-    """
+
+@subroutine
+def _output_derivative(activation, delta, a, slopes, rows, width):
+    # dC/da · scale → dC/dz · scale for a loss not fused with its output activation.
+    if activation == SOFTMAX:
+        softmax_backward(delta, a, rows, width)
+    elif activation != IDENTITY:
+        for i in range(rows * width):
+            delta[i] *= slopes[i]
+
+
+@subroutine
+def backward(team, architecture, params, grads, x, rows, buffers, l1, l2, gemm):
+    """Backprop of a batch of ``rows`` rows of ``x`` whose ``forward`` (with a loss and slopes)
+    has run: every gradient into ``grads``, plus the L1/L2 penalty (``l1·sign(W) + l2·W``) on the
+    weights, whose value ``l1·Σ|W| + (l2/2)·ΣW²`` goes to ``buffers.penalties`` (see
+    ``batch_value``). Wᵀ comes from ``buffers.transposed``, where the forward pass put it."""
+    tid, n_threads, control = team
     layers = architecture.layers
     last = layers.size - 1
-    capacity = _capacity(buffers.acts.size, architecture.units)
-    z_capacity = _capacity(buffers.zs.size, architecture.z_units)
-    mask_capacity = _capacity(buffers.masks.size, architecture.mask_units)
+    capacity = buffers.acts.size // architecture.units
     lanes = 32 // params.itemsize
-    acts, zs, masks, deltas = pointer(buffers.acts, 0), pointer(buffers.zs, 0), pointer(buffers.masks, 0), pointer(buffers.deltas, 0)
-    weights, gradients, transposed, inputs = pointer(params, 0), pointer(grads, 0), pointer(buffers.transposed, 0), pointer(x, 0)
-    partials = buffers.partials
+    acts, deltas = buffers.acts, buffers.deltas
     penalised = l1 != 0.0 or l2 != 0.0
     for layer in range(last, -1, -1):
         record = layers[layer]
         n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
-        delta = advance(deltas, capacity * record["acts"])
-        source = inputs if layer == 0 else advance(acts, capacity * layers[layer - 1]["acts"])
+        delta = capacity * record["acts"]
+        if layer == 0:
+            source, source_start = x, 0
+        else:
+            source, source_start = acts, capacity * layers[layer - 1]["acts"]
         weight_tasks = weight_blocks(architecture, layer, rows)
         tasks = weight_tasks + 1 + delta_blocks(architecture, layer, rows)
         weight_path = path(architecture.blas, TN, n_in, n_out, rows, lanes)
@@ -168,111 +184,223 @@ def backward_pass(tid, n_threads, control, pieces, architecture, params, grads, 
         while task < tasks:
             if task < weight_tasks:
                 first, stop = task * n_in // weight_tasks, (task + 1) * n_in // weight_tasks
-                _product_piece(pieces, weight_path)(TN, stop - first, n_out, rows, advance(source, first), n_in, delta, n_out,
-                                                    advance(gradients, w + first * n_out), n_out, gemm if weight_path == BLAS else 0)  # fmt: skip
+                product(weight_path, TN, stop - first, n_out, rows, (source, source_start + first, n_in), (deltas, delta, n_out),
+                        (grads, w + first * n_out, n_out), gemm)  # fmt: skip
                 if penalised:
-                    partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out,
-                                                                                      l1, l2)  # fmt: skip
+                    buffers.penalties[layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out, l1, l2)
             elif task == weight_tasks:
-                _bias_gradient(view2(delta, rows, n_out), rows, n_out, view(advance(gradients, b), n_out))
+                _bias_gradient(deltas, delta, rows, n_out, grads, b)
             else:
-                block = task - weight_tasks - 1
                 n_blocks = tasks - weight_tasks - 1
+                block = task - weight_tasks - 1
                 first, stop = block * rows // n_blocks, (block + 1) * rows // n_blocks
-                count = stop - first
-                beneath = layers[layer - 1]
-                target = advance(deltas, capacity * beneath["acts"] + first * n_in)
-                product_source = advance(delta, first * n_out)
-                if delta_path == BLAS:
-                    pieces.blas(NT, count, n_in, n_out, product_source, n_out, advance(weights, w), n_out, target, n_in, gemm)
-                else:
-                    _product_piece(pieces, delta_path)(NN, count, n_in, n_out, product_source, n_out, advance(transposed, w), n_in, target,
-                                                       n_in, 0)  # fmt: skip
-                z_at = advance(_z_at(beneath, zs, z_capacity, acts, capacity), first * n_in)
-                below = pieces.activations[beneath["activation"]]
-                if key >= 0 and beneath["mask"] >= 0:
-                    # Through the dropout mask, then f' from z (the kept outputs are the dropped ones).
-                    mask_at = advance(masks, mask_capacity * beneath["mask"] + first * n_in)
-                    apply_mask(view(target, count * n_in), view(mask_at, count * n_in), count * n_in)
-                    below(BACKWARD_FROM_Z, count, n_in, target, z_at, z_at)
-                else:
-                    below(BACKWARD, count, n_in, target, z_at, advance(acts, capacity * beneath["acts"] + first * n_in))
+                _delta_block(layers[layer - 1], capacity, record, params, buffers, (deltas, delta + first * n_out, n_out), first,
+                             stop - first, delta_path, gemm)  # fmt: skip
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
 
 
-@helper
-def _bias_gradient(delta, rows, n_out, grad):
-    zero = grad.dtype.type(0.0)
+@subroutine
+def _delta_block(beneath, capacity, record, params, buffers, delta, first, count, chosen, gemm):
+    # Rows [first, first + count) of the local gradient below a layer: (δ @ Wᵀ) ⊙ slopes.
+    n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
+    at = capacity * beneath["acts"] + first * n_in
+    target = (buffers.deltas, at, n_in)
+    if chosen == BLAS:
+        product(BLAS, NT, count, n_in, n_out, delta, (params, w, n_out), target, gemm)
+    else:
+        product(chosen, NN, count, n_in, n_out, delta, (buffers.transposed, w, n_in), target, gemm)
+    deltas, slopes = buffers.deltas, buffers.slopes
+    for i in range(at, at + count * n_in):
+        deltas[i] *= slopes[i]
+
+
+@subroutine
+def _bias_gradient(deltas, start, rows, n_out, grads, b):
+    zero = grads.dtype.type(0.0)
     for j in range(n_out):
-        grad[j] = zero
+        grads[b + j] = zero
     for r in range(rows):
         for j in range(n_out):
-            grad[j] += delta[r, j]
+            grads[b + j] += deltas[start + r * n_out + j]
 
 
-@helper
+@subroutine
 def penalise(params, grads, start, stop, l1, l2):
     """Add ``l1·sign(w) + l2·w`` to ``grads[start:stop]``; return ``l1·Σ|w| + (l2/2)·Σw²``
     (float64) over ``params[start:stop]``."""
-    p, g = view(pointer(params, start), stop - start), view(pointer(grads, start), stop - start)
     t = params.dtype.type
     l1_, l2_, zero, one = t(l1), t(l2), t(0.0), t(1.0)
     total = 0.0
-    for i in range(stop - start):
-        w = p[i]
+    for i in range(start, stop):
+        w = params[i]
         w64 = np.float64(w)
-        total += l1 * (w64 if w64 >= 0.0 else -w64) + 0.5 * l2 * w64 * w64
+        total += l1 * abs(w64) + 0.5 * l2 * w64 * w64
         sign = one if w > zero else (-one if w < zero else zero)
-        g[i] += l1_ * sign + l2_ * w
+        grads[i] += l1_ * sign + l2_ * w
     return total
 
 
-@helper
-def loss_blocks(architecture, rows):
-    """How many row-loss partials ``forward_pass`` writes for a batch of ``rows`` rows."""
-    return layer_blocks(architecture, architecture.layers.size - 1, rows)
-
-
-@helper
-def batch_value(architecture, rows, partials, l1, l2):
+@subroutine
+def batch_value(architecture, rows, buffers, l1, l2):
     """The batch loss: the row-loss partials and the penalty partials summed in block order."""
     value = 0.0
-    for block in range(loss_blocks(architecture, rows)):
-        value += partials[block]
+    for block in range(layer_blocks(architecture, architecture.layers.size - 1, rows)):
+        value += buffers.losses[block]
     if l1 != 0.0 or l2 != 0.0:
         for layer in range(architecture.layers.size):
             for block in range(weight_blocks(architecture, layer, rows)):
-                value += partials[PENALTY_PARTIALS + layer * MAX_BLOCKS + block]
+                value += buffers.penalties[layer * MAX_BLOCKS + block]
     return value
 
 
+# --------------------------------------------------------------------------- the pieces
+# The passes compiled apart, once per dtype, as C functions ``int64 piece(tid, n_threads, args)``
+# (``numba.cfunc``, Numba's "Creating C callbacks with @cfunc") that callers call by address
+# (``lowlevel.call_piece``), ``args`` the address of a ``layout.PASS`` record (``fill``). A
+# caller links none of a pass's code, so it is compiled (and cached) once, and a fit's first
+# compile can give the passes to a helper process while it compiles the loop.
 
-@kernel
-def weight_penalty(params, grads, layers, l1, l2):
-    """``penalise`` over every layer's weights (``layers``: the LAYER records); returns the
-    penalty's value."""
-    total = 0.0
-    for layer in range(layers.size):
-        start = layers[layer]["weights"]
-        total += penalise(params, grads, start, start + layers[layer]["n_in"] * layers[layer]["n_out"], l1, l2)
-    return total
+_PASS = np.zeros(0, dtype=PASS)
+_LAYERS = np.zeros(0, dtype=LAYER)
+_INT64 = np.zeros(0, dtype=np.int64)
+_FLOAT64 = np.zeros(0, dtype=np.float64)
 
 
-@kernel
-def run_passes(tid, n_threads, control, kit, architecture, params, grads, x, rows, y, row_scale, buffers, loss, l1, l2, gemm, key, row0):
-    """The Python entry points' compiled call (``kernels.network``): the forward pass (with the
-    loss when ``loss`` >= 0), then with ``grads`` of more than one element the backward pass,
-    with the passes and pieces of ``kit`` (``kernels.kit``) and the dropout ``key`` (``row0``:
-    x's first row in its batch; ``NO_DROPOUT`` for predictions); returns the batch loss with the
-    penalty (``batch_value``), or 0 without a loss or rows."""
-    if rows == 0:
-        return 0.0
-    phases, pieces = kit.phases, kit.pieces
-    phases.forward(tid, n_threads, control, pieces, architecture, params, x, rows, y, row_scale, buffers, loss, gemm, key, row0)
-    if loss < 0:
-        return 0.0
-    if grads.size > 1:
-        phases.backward(tid, n_threads, control, pieces, architecture, params, grads, x, rows, buffers, l1, l2, gemm, key)
-    return batch_value(architecture, rows, buffers.partials, l1, l2)
+@subroutine
+def fill(record, control, architecture, params, grads, batch, buffers, options, penalties):
+    """Write a pass's arguments into ``record`` (a ``layout.PASS`` record): the arrays by
+    address, the rest as they are (``batch``: ``Batch``; ``options``: ``Pass``; ``penalties``:
+    (l1, l2))."""
+    layers = architecture.layers
+    record["control"], record["layers"], record["n_layers"] = address(control, 0), address(layers, 0), layers.size
+    record["n_params"], record["units"], record["blas"] = architecture.n_params, architecture.units, 1 if architecture.blas else 0
+    record["params"], record["grads"] = address(params, 0), address(grads, 0)
+    record["x"], record["y"], record["row_scale"] = address(batch.x, 0), address(batch.y, 0), address(batch.row_scale, 0)
+    record["rows"], record["row0"] = batch.rows, batch.row0
+    record["capacity"] = buffers.acts.size // architecture.units
+    record["acts"], record["slopes"], record["zs"] = address(buffers.acts, 0), address(buffers.slopes, 0), address(buffers.zs, 0)
+    record["deltas"], record["losses"] = address(buffers.deltas, 0), address(buffers.losses, 0)
+    record["penalties"], record["transposed"] = address(buffers.penalties, 0), address(buffers.transposed, 0)
+    record["loss"], record["parameter"], record["with_slopes"] = options.loss, options.parameter, 1 if options.slopes else 0
+    record["key"], record["gemm"], record["l1"], record["l2"] = options.key, options.gemm, penalties[0], penalties[1]
+
+
+@subroutine
+def _unpack(args, like):
+    # The arguments of a pass from the PASS record at address ``args``, as the passes take them;
+    # ``like``: an array of the network's dtype.
+    record = as_array(args, 1, _PASS)[0]
+    layers = as_array(record["layers"], record["n_layers"], _LAYERS)
+    architecture = Architecture(layers, record["n_params"], record["units"], record["blas"] != 0)
+    capacity, rows = record["capacity"], record["rows"]
+    n_in, n_out = layers[0]["n_in"], layers[layers.size - 1]["n_out"]
+    size = capacity * record["units"]
+    buffers = Buffers(as_array(record["acts"], size, like), as_array(record["slopes"], size, like),
+                      as_array(record["zs"], capacity * n_out, like), as_array(record["deltas"], size, like),
+                      as_array(record["losses"], MAX_BLOCKS, _FLOAT64), as_array(record["penalties"], layers.size * MAX_BLOCKS, _FLOAT64),
+                      as_array(record["transposed"], record["n_params"], like))  # fmt: skip
+    y_size = rows * n_out if record["loss"] >= 0 else 1
+    batch = Batch(as_array(record["x"], rows * n_in, like), as_array(record["y"], y_size, like),
+                  as_array(record["row_scale"], rows if record["loss"] >= 0 else 1, like), rows, record["row0"])  # fmt: skip
+    options = Pass(record["loss"], record["parameter"], record["with_slopes"] != 0, record["key"], record["gemm"])
+    control = as_array(record["control"], CONTROL.width, _INT64)
+    params, grads = as_array(record["params"], record["n_params"], like), as_array(record["grads"], record["n_params"], like)
+    return control, architecture, params, grads, batch, buffers, options, (record["l1"], record["l2"])
+
+
+def _make_pieces(dtype):
+    # The two pieces of one dtype (closures over an array of it: a piece's types are fixed),
+    # named apart so that Numba's cache keeps each under its own name.
+    like = np.zeros(0, dtype=dtype)
+
+    def forward_pass(tid, n_threads, args):
+        control, architecture, params, grads, batch, buffers, options, penalties = _unpack(args, like)
+        return forward((tid, n_threads, control), architecture, params, batch, buffers, options)
+
+    def backward_pass(tid, n_threads, args):
+        control, architecture, params, grads, batch, buffers, options, penalties = _unpack(args, like)
+        return backward((tid, n_threads, control), architecture, params, grads, batch.x, batch.rows, buffers, penalties[0], penalties[1],
+                        options.gemm)  # fmt: skip
+
+    found = {}
+    for kind, function in (("forward", forward_pass), ("backward", backward_pass)):
+        function.__name__ = function.__qualname__ = f"{kind}_pass_{np.dtype(dtype).name}"
+        found[kind] = function
+    return found
+
+
+PIECE_KINDS = ("forward", "backward")
+_COMPILED = {}
+
+
+def piece(kind, dtype):
+    """Pass ``kind`` ("forward" or "backward") for ``dtype``, compiled (or loaded from Numba's
+    cache) the first time: a ``numba.cfunc`` (its ``address`` is what callers call), or under
+    NUMBA_DISABLE_JIT the Python function, registered by a stand-in address."""
+    key = (kind, np.dtype(dtype).name)
+    found = _COMPILED.get(key)
+    if found is None:
+        function = _make_pieces(dtype)[kind]
+        found = compile_piece(function)
+        _COMPILED[key] = found
+    return found
+
+
+def piece_addresses(dtype):
+    """(forward, backward): the addresses of the two passes of ``dtype`` (``piece``)."""
+    return tuple(piece_address(piece(kind, dtype)) for kind in PIECE_KINDS)
+
+
+# --------------------------------------------------------------------------- dropout
+# Inverted dropout's masks, drawn from counters: which units of a layer a training step drops
+# depends only on (the seed, the step, the layer, the row's index in the batch, the unit), never
+# on threads, shards, ranks or the order work is done in, so the masks are the same on any number
+# of threads or processes and in the NumPy twin (``fastgd.reference.dropout_masks``).
+#
+# While training, a hidden layer with rate p multiplies each output by 0 (probability p) or by
+# 1/(1 − p), as PyTorch's ``nn.Dropout`` does, and its slopes by the same multipliers (so the
+# backward pass needs no mask of its own). A pass with key ``NO_DROPOUT`` drops nothing.
+#
+# The draw for unit j of row r: ``h = mix(mix(mix(key + (layer + 1)·φ) + (row0 + r + 1)·φ) +
+# (j + 1)·φ)`` (splitmix64's finaliser ``mix``, φ the golden-ratio increment); the unit is kept
+# when the top 53 bits of h are at least p·2⁵³. ``key = mix(seed·φ + step)``, step counted from 1
+# over all fits of the network.
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+TWO_53 = 9007199254740992.0
+
+
+@subroutine
+def mix(z):
+    """splitmix64's finaliser: a bijection of uint64 with good avalanche."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@subroutine
+def step_key(seed, step):
+    """The dropout key of training step ``step`` (1-based, over all fits): a non-negative int64."""
+    return np.int64(mix(np.uint64(seed) * GOLDEN + np.uint64(step)) >> np.uint64(1))
+
+
+@subroutine
+def drop_rows(key, layer, rate, row0, rows, width, a, slopes):
+    """Inverted dropout over ``rows × width`` outputs ``a`` (flat) of layer ``layer``, rows
+    ``row0`` … of the batch: each output and its slope multiplied by 0 or 1/(1 − rate)."""
+    t = a.dtype.type
+    limit = np.uint64(rate * TWO_53)
+    scale = t(1.0 / (1.0 - rate))
+    zero = t(0.0)
+    base = mix(np.uint64(key) + np.uint64(layer + 1) * GOLDEN)
+    for r in range(rows):
+        row_base = mix(base + np.uint64(row0 + r + 1) * GOLDEN)
+        for j in range(width):
+            h = mix(row_base + np.uint64(j + 1) * GOLDEN)
+            m = scale if (h >> np.uint64(11)) >= limit else zero
+            a[r * width + j] *= m
+            slopes[r * width + j] *= m

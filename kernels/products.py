@@ -1,171 +1,311 @@
-# stamp: 5fe37144240bf673b1d15d2838f83450
-"""Matrix products on blocks of flat buffers, row-major, with leading dimensions: three pieces,
-one per path (``product_loops``, ``product_tiles``, ``product_blas``), with one signature.
+# stamp: 867bc0397dd552a93d5b30f16d346194
+"""Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
+written in LLVM IR, or one BLAS ``?gemm`` call.
 
-Shapes (``shape``):
+An operand is ``(array, start, ld)``: a flat array, the element where the block starts and the
+row stride (leading dimension). Shapes:
 
-* ``NN``: C = A @ B   (forward: activations times weights; and the local gradients of the
-  layer below, δ @ Wᵀ, with Wᵀ transposed beforehand: ``transpose``)
+* ``NN``: C = A @ B   (forward: activations times weights; the local gradients of the layer
+  below, δ @ Wᵀ, with Wᵀ transposed beforehand by ``transpose``)
 * ``TN``: C = Aᵀ @ B  (weight gradients: inputs transposed times local gradients)
 * ``NT``: C = A @ Bᵀ  (δ @ Wᵀ without the transposed copy: BLAS, which transposes for free)
 
-Paths: one BLAS ``gemm`` call (the caller decides once per whole product, from its size:
-``uses_blas``); the register-blocked ``microkernel.tile``; plain loops that vectorise along the
-contiguous dimension (``path`` chooses between the last two). Every element of C is computed by
-one call over the whole inner dimension in a fixed order, so a block's result does not depend on
-how rows were split among threads.
+Every element of C is computed by one path over the whole inner dimension in a fixed order, so a
+block's result does not depend on how rows were split among threads.
+
+The tile. Products too small for BLAS (whose call and packing cost microseconds) but too large
+for plain loops (which keep the running sums of C in memory) are computed tile by tile: a tile of
+``rows × 2L`` elements of C (L = 8 float32 or 4 float64 lanes: two 256-bit vectors a row) stays
+in registers while the inner dimension is walked once, each step loading two vectors of B and
+broadcasting one element of A per row. LLVM's loop vectoriser does not find this on its own, so
+the tile is written as vector IR with llvmlite's builder. Columns past a narrow tile's last are
+masked with LLVM's ``llvm.masked.load``/``llvm.masked.store`` intrinsics (LLVM Language
+Reference, "Masked Vector Load and Store Intrinsics").
 """
 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
-from .blas import NO_TRANSPOSE, TRANSPOSE, call_gemm
-from .config import BLAS_MIN_MACS, BLAS_MIN_SIDE
-from .jit import helper
-from .lowlevel import advance, element_size, view2
-from .microkernel import TILE_ROWS, tile
+from .config import BLAS_MIN_MACS, BLAS_MIN_SIDE, FASTMATH_FLAGS
+from .jit import subroutine
+from .lowlevel import NO_TRANSPOSE, TRANSPOSE, call_gemm, pointer
 
 NN = 0
 TN = 1
 NT = 2
 
-
 LOOPS = 0
 TILES = 1
 BLAS = 2
 
+# Rows of C per tile (the main tiles; the remaining rows use single-row tiles). Four rows of two
+# vectors are eight accumulators, plus two vectors of B and a broadcast: 11 of AVX2's 16 registers.
+TILE_ROWS = 4
+VECTORS_PER_ROW = 2
+_FLAGS = sorted(FASTMATH_FLAGS)
 
-@helper
+
+@subroutine
 def uses_blas(may_blas, m, n, k):
     """Whether an ``m × n`` product over ``k`` goes to BLAS in a network that may call BLAS at
-    all (``may_blas``: ``layout`` decides it from the weight sizes): enough work, and no side
-    shorter than BLAS_MIN_SIDE (config: where the micro-kernel is faster)."""
+    all (``may_blas``, from its weight sizes): enough work, and no side shorter than
+    BLAS_MIN_SIDE (config: where the tile is faster)."""
     return may_blas and m * n * k >= BLAS_MIN_MACS and m >= BLAS_MIN_SIDE and n >= BLAS_MIN_SIDE and k >= BLAS_MIN_SIDE
 
 
-@helper
+@subroutine
 def path(may_blas, shape, m, n, k, lanes):
-    """The path of an ``m × n`` product over ``k`` (the whole product, not a block):
-    BLAS (``uses_blas``), the micro-kernel for NN and TN products of at least half ``lanes``
-    columns (its masked tiles), else loops."""
+    """The path of an ``m × n`` product over ``k`` (the whole product, not a block): BLAS
+    (``uses_blas``), the tile for NN and TN products of at least half ``lanes`` columns (its
+    masked tiles), else loops."""
     if uses_blas(may_blas, m, n, k):
         return BLAS
     return TILES if shape != NT and 2 * n >= lanes else LOOPS
 
 
-def product_blas(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
-    """``C = op(A) @ op(B)`` for an ``m × n`` block of C over an inner dimension ``k``, by one
-    call of BLAS's ``?gemm`` at address ``gemm`` (``blas.gemm_address``).
+@subroutine
+def product(chosen, shape, m, n, k, a, b, c, gemm):
+    """``C = op(A) @ op(B)`` for an ``m × n`` block of C over an inner dimension ``k`` by path
+    ``chosen`` (``path``); ``a``, ``b``, ``c`` operands ``(array, start, ld)``: A is ``m × k``
+    (NN, NT) or ``k × m`` (TN), B ``k × n`` (NN, TN) or ``n × k`` (NT); C is overwritten.
+    ``gemm``: BLAS's ``?gemm`` address (``lowlevel.gemm_address``), read by the BLAS path."""
+    if chosen == BLAS:
+        _blas(shape, m, n, k, a, b, c, gemm)
+    elif chosen == TILES and shape == NN:
+        _tiles(m, n, k, a[0], a[1], a[2], 1, b, c)
+    elif chosen == TILES and shape == TN:
+        _tiles(m, n, k, a[0], a[1], 1, a[2], b, c)
+    elif shape == NN:
+        _loops_nn(m, n, k, a, b, c)
+    elif shape == TN:
+        _loops_tn(m, n, k, a, b, c)
+    else:
+        _loops_nt(m, n, k, a, b, c)
 
-    Parameters
-    ----------
-    shape : int64
-        NN, TN or NT.
-    m, n, k : intp
-    a : pointer
-        A: ``m × k`` rows of stride ``lda`` (NN, NT), or ``k × m`` (TN).
-    lda : intp
-    b : pointer
-        B: ``k × n`` rows of stride ``ldb`` (NN, TN), or ``n × k`` (NT).
-    ldb : intp
-    c : pointer
-        C: ``m × n`` rows of stride ``ldc``; overwritten.
-    ldc : intp
-    gemm : int64
-    """
-    # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ.
+
+@subroutine
+def _blas(shape, m, n, k, a, b, c, gemm):
+    # Column-major BLAS sees a row-major matrix as its transpose: Cᵀ = op(B)ᵀ op(A)ᵀ, so B goes
+    # first, with the transpose flags unchanged.
     transa = TRANSPOSE if shape == TN else NO_TRANSPOSE
     transb = TRANSPOSE if shape == NT else NO_TRANSPOSE
-    call_gemm(gemm, transb, transa, n, m, k, b, ldb, a, lda, c, ldc)
+    call_gemm(gemm, transb, transa, n, m, k, pointer(b[0], b[1]), b[2], pointer(a[0], a[1]), a[2], pointer(c[0], c[1]), c[2])
 
 
-def product_tiles(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
-    """``product_blas``'s product by the register-blocked micro-kernel (``microkernel.tile``),
-    for C of at least a vector's width of columns (NN and TN; NT by loops)."""
-    if shape == NN:
-        _tiles(m, n, k, a, lda, 1, b, ldb, c, ldc)
-    elif shape == TN:
-        _tiles(m, n, k, a, 1, lda, b, ldb, c, ldc)
-    else:
-        _loops_nt(m, n, k, view2(a, m, lda), view2(b, n, ldb), view2(c, m, ldc))
-
-
-def product_loops(shape, m, n, k, a, lda, b, ldb, c, ldc, gemm):
-    """``product_blas``'s product in plain loops that vectorise along the contiguous dimension."""
-    if shape == NN:
-        _loops_nn(m, n, k, view2(a, m, lda), view2(b, k, ldb), view2(c, m, ldc))
-    elif shape == TN:
-        _loops_tn(m, n, k, view2(a, k, lda), view2(b, k, ldb), view2(c, m, ldc))
-    else:
-        _loops_nt(m, n, k, view2(a, m, lda), view2(b, n, ldb), view2(c, m, ldc))
-
-
-@helper
-def _loops_nn(m, n, k, A, B, C):
+@subroutine
+def _loops_nn(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[i, p] B[p, j]: dot products along p (contiguous in A), for products with
     # fewer columns than a vector.
+    A, a0, lda = a
+    B, b0, ldb = b
+    C, c0, ldc = c
     zero = C.dtype.type(0.0)
     for i in range(m):
         for j in range(n):
             total = zero
             for p in range(k):
-                total += A[i, p] * B[p, j]
-            C[i, j] = total
+                total += A[a0 + i * lda + p] * B[b0 + p * ldb + j]
+            C[c0 + i * ldc + j] = total
 
 
-@helper
-def _loops_tn(m, n, k, A, B, C):
+@subroutine
+def _loops_tn(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[p, i] B[p, j]: rows of A (contiguous along i) scaled into C's columns.
+    A, a0, lda = a
+    B, b0, ldb = b
+    C, c0, ldc = c
     zero = C.dtype.type(0.0)
     for i in range(m):
         for j in range(n):
-            C[i, j] = zero
+            C[c0 + i * ldc + j] = zero
     for p in range(k):
         for j in range(n):
-            x = B[p, j]
+            x = B[b0 + p * ldb + j]
             for i in range(m):
-                C[i, j] += A[p, i] * x
+                C[c0 + i * ldc + j] += A[a0 + p * lda + i] * x
 
 
-@helper
-def _loops_nt(m, n, k, A, B, C):
+@subroutine
+def _loops_nt(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[i, p] B[j, p]: dot products of two contiguous rows.
+    A, a0, lda = a
+    B, b0, ldb = b
+    C, c0, ldc = c
     zero = C.dtype.type(0.0)
     for i in range(m):
         for j in range(n):
             total = zero
             for p in range(k):
-                total += A[i, p] * B[j, p]
-            C[i, j] = total
+                total += A[a0 + i * lda + p] * B[b0 + j * ldb + p]
+            C[c0 + i * ldc + j] = total
 
 
-@helper
-def _tiles(m, n, k, a, a_row_stride, a_col_stride, b, ldb, c, ldc):
-    # C (m × n) tile by tile: TILE_ROWS rows at a time, then single rows; each tile as wide as
-    # two vectors, the last one narrower.
-    width = 64 // element_size(c)
+@subroutine
+def _tiles(m, n, k, A, a0, a_row_stride, a_col_stride, b, c):
+    # C (m × n) tile by tile: TILE_ROWS rows at a time, then single rows; each tile two vectors
+    # wide, the last one narrower. A's element (i, p) is A[a0 + i·a_row_stride + p·a_col_stride].
+    B, b0, ldb = b
+    C, c0, ldc = c
+    width = VECTORS_PER_ROW * 32 // C.itemsize
     i = 0
-    while i + TILE_ROWS <= m:
-        j = 0
-        while j < n:
-            cols = width if j + width <= n else n - j
-            tile(advance(a, i * a_row_stride), a_row_stride, a_col_stride, advance(b, j), ldb, advance(c, i * ldc + j), ldc, k,
-                 TILE_ROWS, cols)  # fmt: skip
-            j += width
-        i += TILE_ROWS
     while i < m:
+        rows = TILE_ROWS if i + TILE_ROWS <= m else 1
         j = 0
         while j < n:
             cols = width if j + width <= n else n - j
-            tile(advance(a, i * a_row_stride), a_row_stride, a_col_stride, advance(b, j), ldb, advance(c, i * ldc + j), ldc, k, 1, cols)
+            a_at, b_at, c_at = pointer(A, a0 + i * a_row_stride), pointer(B, b0 + j), pointer(C, c0 + i * ldc + j)
+            if rows == TILE_ROWS:
+                tile(a_at, a_row_stride, a_col_stride, b_at, ldb, c_at, ldc, k, TILE_ROWS, cols)
+            else:
+                tile(a_at, a_row_stride, a_col_stride, b_at, ldb, c_at, ldc, k, 1, cols)
             j += width
-        i += 1
+        i += rows
 
 
-@helper
-def transpose(source, rows, cols, target):
-    """``target`` (cols × rows) = ``source`` (rows × cols)ᵀ, both 2-D views."""
+@subroutine
+def transpose(source, s0, rows, cols, target, t0):
+    """``target[t0:]`` (cols × rows) = ``source[s0:]`` (rows × cols)ᵀ, flat row-major blocks."""
     for i in range(rows):
         for j in range(cols):
-            target[j, i] = source[i, j]
+            target[t0 + j * rows + i] = source[s0 + i * cols + j]
+
+
+# --------------------------------------------------------------------------- the tile
+
+
+def tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+    """``C[i, j] = Σ_p A[i, p] · B[p, j]`` for ``i < rows`` (a literal: TILE_ROWS or 1) and
+    ``j < cols`` (at most two vectors), ``p < k``; C's tile is overwritten.
+
+    A's element (i, p) is ``a[i·a_row_stride + p·a_col_stride]``; B's (p, j) ``b[p·ldb + j]``;
+    C's (i, j) ``c[i·ldc + j]`` (typed pointers; in Python the flat views from there, so that
+    this twin runs under NUMBA_DISABLE_JIT).
+    """
+    for i in range(rows):
+        for j in range(cols):
+            total = c.dtype.type(0.0)
+            for p in range(k):
+                total += a[i * a_row_stride + p * a_col_stride] * b[p * ldb + j]
+            c[i * ldc + j] = total
+
+
+@overload(tile, prefer_literal=True)
+def _tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+    if isinstance(rows, types.IntegerLiteral):
+
+        def impl(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+            return _tile_ir(a, np.int64(a_row_stride), np.int64(a_col_stride), b, np.int64(ldb), c, np.int64(ldc), np.int64(k), rows,
+                            np.int64(cols))  # fmt: skip
+
+        return impl
+
+
+def _declare(builder, name, return_type, argument_types):
+    # An LLVM function declared once per module (an ``llvm.*`` intrinsic).
+    found = builder.module.globals.get(name)
+    return found if found is not None else ir.Function(builder.module, ir.FunctionType(return_type, list(argument_types)), name)
+
+
+@intrinsic(prefer_literal=True)
+def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols):
+    if not isinstance(rows, types.IntegerLiteral) or not all(isinstance(x, types.CPointer) for x in (a, b, c)):
+        return None
+    if not (a.dtype == b.dtype == c.dtype) or a.dtype not in (types.float32, types.float64):
+        return None
+    if any(x != types.int64 for x in (a_row_stride, a_col_stride, ldb, ldc, k, cols)):
+        return None
+    n_rows = rows.literal_value
+    signature = types.int64(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, rows, cols)
+
+    def codegen(context, builder, sig, args):
+        pa, a_rs, a_cs, pb, ldb, pc, ldc, k, _, cols = args
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        element = context.get_value_type(sig.args[0].dtype)
+        lanes = 8 if isinstance(element, ir.FloatType) else 4
+        vector = ir.VectorType(element, lanes)
+        mask_type = ir.VectorType(ir.IntType(1), lanes)
+        name = f"v{lanes}f{32 if lanes == 8 else 64}"
+        masked_load = _declare(builder, f"llvm.masked.load.{name}.p0", vector, (ir.PointerType(vector), i32, mask_type, vector))
+        masked_store = _declare(builder, f"llvm.masked.store.{name}.p0", ir.VoidType(), (vector, ir.PointerType(vector), i32, mask_type))
+        align = 4 if lanes == 8 else 8  # the element's size: rows of C need not be vector-aligned
+
+        # One mask per vector of a row: lane + v·L < cols.
+        lane_index = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        broadcast = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
+        def splat(value, vector_type):
+            first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(first, first, broadcast)
+
+        masks = [builder.icmp_signed("<", lane_index, splat(builder.sub(cols, ir.Constant(i64, v * lanes)), ir.VectorType(i64, lanes)))
+                 for v in range(VECTORS_PER_ROW)]  # fmt: skip
+        full = builder.icmp_signed("==", cols, ir.Constant(i64, VECTORS_PER_ROW * lanes))
+
+        def vector_pointer(base, offset):
+            return builder.bitcast(builder.gep(base, [offset]), ir.PointerType(vector))
+
+        entry = builder.basic_block
+        head = builder.append_basic_block("tile.head")
+        body = builder.append_basic_block("tile.body")
+        tail = builder.append_basic_block("tile.tail")
+        builder.branch(head)
+        builder.position_at_end(head)
+        p = builder.phi(i64)
+        p.add_incoming(ir.Constant(i64, 0), entry)
+        sums = []
+        for _ in range(n_rows * VECTORS_PER_ROW):
+            phi = builder.phi(vector)
+            phi.add_incoming(ir.Constant(vector, None), entry)
+            sums.append(phi)
+        builder.cbranch(builder.icmp_signed("<", p, k), body, tail)
+
+        builder.position_at_end(body)
+        b_row = builder.gep(pb, [builder.mul(p, ldb)])
+        b_vectors = []
+        for v in range(VECTORS_PER_ROW):
+            pointer_v = vector_pointer(b_row, ir.Constant(i64, v * lanes))
+            # Full tiles load plainly; a narrow one masks the lanes past its last column.
+            with builder.if_else(full) as (whole, part):
+                with whole:
+                    plain = builder.load(pointer_v, align=align)
+                    whole_block = builder.basic_block
+                with part:
+                    masked = builder.call(masked_load, [pointer_v, ir.Constant(i32, align), masks[v], ir.Constant(vector, None)])
+                    part_block = builder.basic_block
+            loaded = builder.phi(vector)
+            loaded.add_incoming(plain, whole_block)
+            loaded.add_incoming(masked, part_block)
+            b_vectors.append(loaded)
+        a_column = builder.mul(p, a_cs)
+        updated = []
+        for i in range(n_rows):
+            x = builder.load(builder.gep(pa, [builder.add(builder.mul(ir.Constant(i64, i), a_rs), a_column)]))
+            x_vector = splat(x, vector)
+            for v in range(VECTORS_PER_ROW):
+                product_v = builder.fmul(x_vector, b_vectors[v], flags=_FLAGS)
+                updated.append(builder.fadd(sums[i * VECTORS_PER_ROW + v], product_v, flags=_FLAGS))
+        next_p = builder.add(p, ir.Constant(i64, 1))
+        latch = builder.basic_block
+        p.add_incoming(next_p, latch)
+        for phi, value in zip(sums, updated):
+            phi.add_incoming(value, latch)
+        builder.branch(head)
+
+        builder.position_at_end(tail)
+        for i in range(n_rows):
+            c_row = builder.gep(pc, [builder.mul(ir.Constant(i64, i), ldc)])
+            for v in range(VECTORS_PER_ROW):
+                pointer_v = vector_pointer(c_row, ir.Constant(i64, v * lanes))
+                value = sums[i * VECTORS_PER_ROW + v]
+                with builder.if_else(full) as (whole, part):
+                    with whole:
+                        builder.store(value, pointer_v, align=align)
+                    with part:
+                        builder.call(masked_store, [value, pointer_v, ir.Constant(i32, align), masks[v]])
+        return ir.Constant(i64, 0)
+
+    return signature, codegen

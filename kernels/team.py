@@ -1,4 +1,4 @@
-# stamp: 49a1a3f0a9f6f9843429757a3fe36ff0
+# stamp: 010a6b1c3a09a8062d8bbb923b095a76
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with
@@ -24,7 +24,7 @@ import atexit
 import os
 import threading
 
-from .jit import helper
+from .jit import subroutine
 from .layout import CONTROL
 from .lowlevel import atomic_add, atomic_load, atomic_store, call_void, spin_pause
 
@@ -32,7 +32,7 @@ from .lowlevel import atomic_add, atomic_load, atomic_store, call_void, spin_pau
 SPINS_BEFORE_YIELD = 2000
 
 
-@helper
+@subroutine
 def barrier(control, n_threads):
     """Wait until all ``n_threads`` threads of the team have arrived. Raises if another thread
     of the team failed."""
@@ -58,7 +58,7 @@ def barrier(control, n_threads):
             call_void(control[CONTROL.yield_address])
 
 
-@helper
+@subroutine
 def next_task(n_threads, previous):
     """This thread's task after ``previous`` (its first is its ``tid``): tasks are dealt round
     robin, thread t taking tasks t, t + n, t + 2n... (handing them out through an atomic counter
@@ -66,14 +66,14 @@ def next_task(n_threads, previous):
     return previous + n_threads
 
 
-@helper
+@subroutine
 def read_flag(control, index):
     """``control[index]``, read so that a write from another thread is seen while a loop runs
     (an atomic load: LLVM cannot hoist it out of the loop)."""
     return atomic_load(control, index)
 
 
-@helper
+@subroutine
 def write_flag(control, index, value):
     atomic_store(control, index, value)
 

@@ -1,28 +1,32 @@
-# stamp: 2d51b149d2593cdaceeb1bd6e58211cf
-"""The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by
-a team of threads (``kernels.team``), and the row shuffle it uses.
+# stamp: 3622a6c9eb25f438d56b2d72caffcc10
+"""The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
+team of threads (``kernels.team``), and the row shuffle it uses.
 
-``train_epochs(state, data, work, settings, control, n_threads, end)`` is the entry point (its
-NumPy twin, ``fastgd.reference.train_epochs``, takes the same bundles). The loop is compiled once
-per dtype for every network and setting: the activations, the loss, the products and the
-optimizer's update are pieces (``kernels.pieces``) and the optional stages (clipping and
-gradient health, validation and the stopping rule, visits to Python, the exchange between
-ranks) first-class functions compiled apart (``kernels.stages``), all passed in as arguments.
+``train_epochs(architecture, state, data, work, settings, control, n_threads, end, python)`` is
+the entry point (its NumPy twin, ``fastgd.reference.train_epochs``, takes the same bundles). The
+loop is compiled once per dtype for every network and setting: activations, losses and
+optimizers are branches chosen by code, clipping, validation and the stopping rule run only when
+the settings ask, and Python is reached through one C callback (``PythonCall``).
 
-One step, as team phases separated by barriers: gather the batch's rows (blocks of rows), the
-forward pass (a phase per layer; the output layer's phase also takes the loss and the output
-local gradients), the backward pass (a phase per layer: weight and bias gradients and the local
-gradients of the layer below), then the optimizer update over fixed chunks of the flat buffers.
-Every thread then adds up the batch loss from the per-block partials in block order and takes
-the same decisions.
+The loop reads top-down as its stages:
+
+* ``_start`` (the epoch: its row order, its batch weights);
+* per batch: ``_gather`` (the batch's rows into the batch buffers), ``_gradient`` (forward and
+  backward pass of each shard, ``kernels.passes``; the batch loss, summed over ranks with MPI),
+  ``_step`` (the checks, the learning rate, clipping and health, the optimizer's update);
+* ``_finish`` (the epoch: finite, saved, validated, visited).
+
+Every thread runs every stage and takes the same decisions, from values read after a barrier.
 """
+
+import ctypes
 
 import numpy as np
 
-from . import condition as stage_condition
-from .dropout import GOLDEN, NO_DROPOUT, mix, step_key
+from . import health
+from .epoch_end import monitor
 from .exchange import exchange
-from .jit import helper, kernel
+from .jit import current, first_call, helper, kernel, subroutine
 from .layout import (
     CONTROL,
     EXCHANGE_STEP,
@@ -33,19 +37,23 @@ from .layout import (
     OUTCOME_STOPPED,
     VISIT_EPOCH,
     VISIT_HEARTBEAT,
+    Data,
+    TrainState,
+    Work,
     chunk_count,
-    flag_partials,
     layer_blocks,
     make_epoch_end,
     shard_buffers,
 )
-from .lowlevel import monotonic_ns, pointer, view, view2
-from .passes import batch_value
-from .schedules import lr_at
+from .lowlevel import CALLBACKS, address, call_piece, call_python, monotonic_ns, unowned, unowned2
+from .optim import lr_at, update
+from .passes import GOLDEN, NO_DROPOUT, Batch, Pass, batch_value, fill, mix, piece_addresses, step_key
 from .team import barrier, next_task, read_flag, run_team, write_flag
 
+# --------------------------------------------------------------------------- the shuffle
 
-@helper
+
+@subroutine
 def _shuffle(order, keys, seed, epoch):
     base = mix(np.uint64(seed) + np.uint64(epoch + 1) * GOLDEN)
     n = order.size
@@ -76,18 +84,11 @@ def shuffle_order(order, keys, seed, epoch):
     _shuffle(order, keys, seed, epoch)
 
 
-@helper
-def _epoch_order(order, keys, shuffle, seed, epoch):
-    # The epoch's row order (thread 0's).
-    if shuffle:
-        _shuffle(order, keys, seed, epoch)
-    else:
-        for i in range(order.size):
-            order[i] = i
+# --------------------------------------------------------------------------- the loop
 
 
 @kernel
-def train_loop(tid, n_threads, control, phases, pieces, updates, stages, architecture, state, data, work, settings, end):
+def train_loop(tid, n_threads, control, architecture, state, data, work, settings, end):
     """``train_epochs``'s body, run by every thread of the team (see the module's docstring).
 
     A batch is cut into ``settings.shards`` shards of consecutive rows (``layout.shard_plan``),
@@ -96,228 +97,255 @@ def train_loop(tid, n_threads, control, phases, pieces, updates, stages, archite
     through the shards one by one, splitting each layer's products.
 
     Data-parallel (``settings.ranks`` > 1): this process computes its share of the batch (see
-    ``layout.Settings``) as one shard; the exchange stage then sums the gradient, the loss and
-    the stop request over the ranks (once per step), and every rank takes the same step with the
-    same sums. Only rank 0's shard carries the weight penalty.
+    ``layout.Settings``) as one shard; the exchange then sums the gradient, the loss and the stop
+    request over the ranks (once per step), and every rank takes the same step with the same
+    sums. Only rank 0's shard carries the weight penalty.
 
-    After each completed epoch (checked, saved): the monitor stage (validation and the stopping
-    rule, ``end``), then a visit to Python when one is due (``end.visits``); either may end
-    training there (``OUTCOME_STOPPED``). Between batches, thread 0 visits Python for a heartbeat
-    when ``end.visits.beat`` asks (so that a main-thread fit's Ctrl-C handler runs).
+    The larger functions (the passes, the update, the condition and monitor stages, the
+    exchange) are called from here only: Numba optimises a compiled function together with
+    everything it calls, so a large function called from several small ones would be optimised
+    again in each.
 
     Returns
     -------
     int64
         The number of epochs completed.
     """
-    # The bundles are unpacked once, here: helpers take the arrays they use (passing a bundle
-    # on costs its every array at each call boundary, at compile time above all).
-    params, opt_state, step = state
-    X, Y, sample_weight = data
-    n, n_in, n_out, n_params = X.shape[0], X.shape[1], Y.shape[1], params.size
-    batch_size, shards, solo, ranks, mean = settings.batch_size, settings.shards, settings.solo, settings.ranks, settings.mean
-    order, grads, saved_params = work.order, work.grads, work.saved_params
-    x_batch, y_batch, row_scale = work.x_batch, work.y_batch, work.row_scale
-    state_flat, saved_state = opt_state.reshape(opt_state.size), work.saved_state.reshape(opt_state.size)
-    # The arrays handed to helpers at every step, as views without a meminfo (numba.carray over
-    # the same memory, which outlives the call): an array with one costs an atomic incref and
-    # decref at each call that takes it (measured on xor: a fifth of a step's time).
-    params, saved_params = view(pointer(params, 0), n_params), view(pointer(saved_params, 0), n_params)
-    grads = view2(pointer(grads, 0), grads.shape[0], grads.shape[1])
-    opt_state = view2(pointer(opt_state, 0), opt_state.shape[0], opt_state.shape[1])
-    state_flat, saved_state = view(pointer(state_flat, 0), state_flat.size), view(pointer(saved_state, 0), saved_state.size)
-    order, sample_weight = view(pointer(order, 0), order.size), view(pointer(sample_weight, 0), sample_weight.size)
-    x_batch, y_batch = view(pointer(x_batch, 0), x_batch.size), view(pointer(y_batch, 0), y_batch.size)
-    row_scale = view(pointer(row_scale, 0), row_scale.size)
-    partials = view2(pointer(work.partials, 0), work.partials.shape[0], work.partials.shape[1])
-    hyper, schedule = view(pointer(settings.hyper, 0), settings.hyper.size), view(pointer(settings.schedule, 0), settings.schedule.size)
-    epoch_losses, keys = view(pointer(work.epoch_losses, 0), work.epoch_losses.size), view(pointer(work.keys, 0), work.keys.size)
-    end_state = end.state  # (read at every step: the stopping rule changes its lr_scale)
-    update = updates[settings.optimizer]
-    visits = end.visits
-    visiting = visits.enabled
-    beat = visits.beat and visiting
+    team = (tid, n_threads, control)
+    # Views that hold no reference count: the stages pass these and slices of them at every
+    # step, and a counted array costs an atomic increment and decrement at each (measured on xor:
+    # a fifth of a step's time).
+    state, data, work = _unowned_state(state), _unowned_data(data), _unowned_work(work)
     conditioned = settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0
-    validating = end.rule.validate or end.rule.mode != 0
-    loss, gemm, penalty_per_weight = settings.loss, settings.gemm, settings.penalty_per_weight
-    dropping = architecture.mask_units > 0
-    # The penalty goes with shard 0 of rank 0 only, so that it is added once.
-    l1, l2 = (settings.l1, settings.l2) if settings.rank == 0 else (0.0, 0.0)
-    total_weight = 0.0
-    for i in range(n):
-        total_weight += sample_weight[i]
-    _save(tid, n_threads, control, saved_params, params, saved_state, state_flat)
-    saved_step = current_step = step[0]
+    _save(team, work.saved_params, state.params, work.saved_state, state.opt_state)
+    saved_step = current_step = state.step[0]
     outcome, completed = OUTCOME_FINISHED, 0
     if tid == 0:
         control[CONTROL.visited] = _clock(control)
-    for e in range(settings.epochs):
-        if tid == 0:
-            _epoch_order(order, keys, settings.shuffle, settings.seed, settings.first_epoch + e)
+    for epoch in range(settings.epochs):
+        total_weight = _start(team, epoch, data, work, settings)
         if settings.partitioned:
-            total_weight = exchange(EXCHANGE_WEIGHTS, tid, n_threads, control, stages.python, work.scalars, work.batch_weights,
-                                    sample_weight, order, batch_size, 0.0)  # fmt: skip
-        barrier(control, n_threads)
+            total_weight = exchange(EXCHANGE_WEIGHTS, team, settings.python, work, data.sample_weight, settings.batch_size, 0.0)
         if conditioned:
-            stages.condition(stage_condition.EPOCH_START, tid, n_threads, control, params, architecture, work, e, 0, 0, settings)
+            health.condition(health.EPOCH_START, team, state.params, architecture, work, epoch, (0, 0), settings)
         epoch_loss = 0.0
-        for start in range(0, n, batch_size):
-            rows = batch_size if batch_size < n - start else n - start
-            if tid == 0:
-                if beat and _clock(control) - control[CONTROL.visited] >= visits.interval:
-                    # (the others wait at the gather's barrier meanwhile; an answer other than 0
-                    # is a stop request, as a Ctrl-C is)
-                    if stages.python(VISIT_HEARTBEAT, completed) != 0:
-                        write_flag(control, CONTROL.stop, 1)
-                    control[CONTROL.visited] = _clock(control)
-                write_flag(control, CONTROL.stop_seen, read_flag(control, CONTROL.stop))
-            # This rank's rows [lo, lo + local) of the batch, and the batch's weight.
-            if settings.partitioned:
-                batch_weight, lo, local = work.batch_weights[start // batch_size], 0, rows
-            else:
-                batch_weight = _batch_weight(sample_weight, order, start, rows)
-                lo = settings.rank * rows // ranks
-                local = (settings.rank + 1) * rows // ranks - lo
-            inv = params.dtype.type(1.0 / batch_weight) if mean else params.dtype.type(1.0)
-            # scikit-learn's alpha: the penalty per unit of the batch's sample weight.
-            l1_step, l2_step = (l1 / batch_weight, l2 / batch_weight) if penalty_per_weight else (l1, l2)
-            # Gather the rows and compute their gradient, shard by shard. Solo: each thread
-            # takes whole shards (gathers and computes them alone, no barrier between layers);
-            # else the team gathers the rows in blocks (as layer 0's product cuts them, so that
-            # a thread multiplies the rows it gathered), then works through the shards in turn.
-            if not solo:
-                n_blocks = layer_blocks(architecture, 0, local)
-                task = tid
-                while task < n_blocks:
-                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, lo + task * local // n_blocks,
-                            lo + (task + 1) * local // n_blocks, inv, mean)  # fmt: skip
-                    task = next_task(n_threads, task)
-                barrier(control, n_threads)
-            member, team = (np.int64(0), np.int64(1)) if solo else (tid, n_threads)
-            # This step's dropout masks (the step about to be taken, counted over all fits).
-            key = step_key(settings.dropout_seed, current_step + 1) if dropping else NO_DROPOUT
-            for shard in range(tid if solo else 0, shards, n_threads if solo else 1):
-                first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
-                if solo:
-                    _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, mean)
-                # (views over pointers, as shard_buffers's: no reference counting at each step)
-                buffers = shard_buffers(work, shard)
-                count = stop - first
-                x = view(pointer(x_batch, first * n_in), count * n_in)
-                phases.forward(member, team, control, pieces, architecture, params, x, count, view(pointer(y_batch, first * n_out), count * n_out),
-                               view(pointer(row_scale, first), count), buffers, loss, gemm, key, first)  # fmt: skip
-                phases.backward(member, team, control, pieces, architecture, params, view(pointer(grads, shard * n_params), n_params), x, count,
-                                buffers, l1_step if shard == 0 else 0.0, l2_step if shard == 0 else 0.0, gemm, key)  # fmt: skip
-            if solo:
-                barrier(control, n_threads)
-            value = 0.0
-            for shard in range(shards):
-                shard_rows = (shard + 1) * local // shards - shard * local // shards
-                value += batch_value(architecture, shard_rows, partials[shard], l1_step if shard == 0 else 0.0,
-                                     l2_step if shard == 0 else 0.0)  # fmt: skip
-            if ranks > 1:
-                value = exchange(EXCHANGE_STEP, tid, n_threads, control, stages.python, work.scalars, work.batch_weights, sample_weight,
-                                 order, batch_size, value)  # fmt: skip
-            if read_flag(control, CONTROL.stop_seen) != 0:
-                outcome = OUTCOME_INTERRUPTED
+        for start in range(0, data.sample_weight.size, settings.batch_size):
+            batch = _gather(team, start, completed, architecture, data, work, settings, end)
+            value = _gradient(team, current_step, batch, architecture, state, data, work, settings)
+            if settings.ranks > 1:
+                value = exchange(EXCHANGE_STEP, team, settings.python, work, data.sample_weight, settings.batch_size, value)
+            outcome = _check(control, value)
+            if outcome != OUTCOME_FINISHED:
                 break
-            if not np.isfinite(value):
-                outcome = OUTCOME_DIVERGED
-                break
-            epoch_loss += value * batch_weight if mean else value
+            epoch_loss += value * batch[4] if settings.mean else value
             current_step += 1
-            # (the stopping rule's factor: scikit-learn's adaptive rate, 1 otherwise)
-            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + e, schedule) * end_state[0]["lr_scale"]
+            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + epoch, settings.schedule)
             if conditioned:
-                # The summed, clipped gradient in grads[0] (its health recorded).
-                stages.condition(stage_condition.STEP, tid, n_threads, control, params, architecture, work, e, lo, local, settings)
-            _update(tid, n_threads, control, update, params, grads, opt_state, current_step, lr, hyper, 1 if conditioned else shards)
+                health.condition(health.STEP, team, state.params, architecture, work, epoch, (batch[1], batch[2]), settings)
+            _update(team, state, work, settings, 1 if conditioned else settings.shards, current_step, lr * end.state[0]["lr_scale"])
         if outcome != OUTCOME_FINISHED:
             break
-        epoch_loss = epoch_loss / total_weight if mean else epoch_loss
-        if not (_finite(tid, n_threads, control, params, state_flat, partials[0], architecture.layers.size) and np.isfinite(epoch_loss)):
+        epoch_loss = epoch_loss / total_weight if settings.mean else epoch_loss
+        if not (_finite(team, state.params, state.opt_state, work.chunks) and np.isfinite(epoch_loss)):
             outcome = OUTCOME_DIVERGED
             break
         if tid == 0:
-            epoch_losses[e] = epoch_loss
-            step[0] = current_step
+            work.epoch_losses[epoch] = epoch_loss
+            state.step[0] = current_step
         # The epoch's gradient health reads saved_params (the epoch's start) before _save.
         if conditioned:
-            stages.condition(stage_condition.EPOCH_END, tid, n_threads, control, params, architecture, work, e, 0, 0, settings)
+            health.condition(health.EPOCH_END, team, state.params, architecture, work, epoch, (0, 0), settings)
+        _save(team, work.saved_params, state.params, work.saved_state, state.opt_state)
         completed += 1
-        _save(tid, n_threads, control, saved_params, params, saved_state, state_flat)
         saved_step = current_step
         stop = np.int64(0)
-        if validating:
-            stop = stages.monitor(tid, n_threads, control, phases, pieces, architecture, params, end, e, epoch_loss, loss, gemm)
-        if visiting:
-            stop = _visit(tid, n_threads, control, stages.python, visits.every, visits.interval, completed, stop)
+        if end.rule.validate or end.rule.mode != 0:
+            stop = monitor(team, architecture, state.params, end, epoch, epoch_loss, (settings.loss, settings.loss_parameter), settings.gemm,
+                           settings.forward)  # fmt: skip
+        if end.visits.enabled:
+            stop = _visit(team, settings.python, end.visits, completed, stop)
         if stop != 0:
             outcome = OUTCOME_STOPPED
             break
     if outcome != OUTCOME_FINISHED and outcome != OUTCOME_STOPPED:
+        # Back to the end of the last completed epoch.
         barrier(control, n_threads)
-        _save(tid, n_threads, control, params, saved_params, state_flat, saved_state)
+        _save(team, state.params, work.saved_params, state.opt_state, work.saved_state)
     if tid == 0:
-        step[0] = saved_step
+        state.step[0] = saved_step
         control[CONTROL.outcome] = outcome
     return np.int64(completed)
 
 
-@helper
+@subroutine
+def _start(team, epoch, data, work, settings):
+    # The epoch's row order (thread 0's); returns the epoch's total sample weight (the ranks'
+    # sum, partitioned data, comes from the exchange).
+    tid, n_threads, control = team
+    if tid == 0:
+        if settings.shuffle:
+            _shuffle(work.order, work.keys, settings.seed, settings.first_epoch + epoch)
+        else:
+            for i in range(work.order.size):
+                work.order[i] = i
+    total = 0.0
+    for i in range(data.sample_weight.size):
+        total += data.sample_weight[i]
+    barrier(control, n_threads)
+    return total
+
+
+@subroutine
+def _gather(team, start, completed, architecture, data, work, settings, end):
+    # The batch at ``start`` of the epoch's order: thread 0's heartbeat visit and its reading of
+    # the stop request, then this rank's rows of the batch into the batch buffers (by the team,
+    # in blocks as layer 0's product cuts them, unless threads take whole shards). Returns the
+    # batch: (start, lo, local, inv, weight), this rank's rows [lo, lo + local), the row scale's
+    # factor and the batch's weight.
+    tid, n_threads, control = team
+    n = data.sample_weight.size
+    rows = settings.batch_size if settings.batch_size < n - start else n - start
+    if tid == 0:
+        visits = end.visits
+        if visits.enabled and visits.beat and _clock(control) - control[CONTROL.visited] >= visits.interval:
+            # (the others wait at the next barrier meanwhile; an answer other than 0 is a stop
+            # request, as a Ctrl-C is)
+            if call_python(settings.python, VISIT_HEARTBEAT, completed) != 0:
+                write_flag(control, CONTROL.stop, 1)
+            control[CONTROL.visited] = _clock(control)
+        write_flag(control, CONTROL.stop_seen, read_flag(control, CONTROL.stop))
+    if settings.partitioned:
+        weight, lo, local = work.batch_weights[start // settings.batch_size], 0, rows
+    else:
+        weight = 0.0
+        for r in range(rows):
+            weight += data.sample_weight[work.order[start + r]]
+        lo = settings.rank * rows // settings.ranks
+        local = (settings.rank + 1) * rows // settings.ranks - lo
+    t = work.x_batch.dtype.type
+    inv = t(1.0 / weight) if settings.mean else t(1.0)
+    if not settings.solo:
+        n_blocks = layer_blocks(architecture, 0, local)
+        task = tid
+        while task < n_blocks:
+            _copy_rows(data, work, start, lo + task * local // n_blocks, lo + (task + 1) * local // n_blocks, inv, settings.mean)
+            task = next_task(n_threads, task)
+        barrier(control, n_threads)
+    return start, lo, local, inv, weight
+
+
+@subroutine
+def _copy_rows(data, work, start, first, stop, inv, mean):
+    # Rows [first, stop) of the batch starting at ``start`` of this epoch's order into the batch
+    # buffers: inputs, targets and row scales (the sample weight times ``inv``, one over the
+    # batch's weight, for mean losses).
+    X, Y, sample_weight = data
+    n_in, n_out = X.shape[1], Y.shape[1]
+    for r in range(first, stop):
+        i = work.order[start + r]
+        for k in range(n_in):
+            work.x_batch[r * n_in + k] = X[i, k]
+        for k in range(n_out):
+            work.y_batch[r * n_out + k] = Y[i, k]
+        work.row_scale[r] = sample_weight[i] * inv if mean else sample_weight[i]
+
+
+@subroutine
+def _gradient(team, current_step, batch, architecture, state, data, work, settings):
+    # The batch's gradient, shard by shard (solo: each thread takes whole shards and gathers
+    # their rows itself), and this rank's share of its loss with the weight penalty.
+    tid, n_threads, control = team
+    start, lo, local, inv, weight = batch
+    solo, shards = settings.solo, settings.shards
+    l1, l2 = _penalties(settings, weight)
+    key = step_key(settings.dropout_seed, current_step + 1) if _dropping(architecture) else NO_DROPOUT
+    options = Pass(settings.loss, settings.loss_parameter, True, key, settings.gemm)
+    member = (np.int64(0), np.int64(1), control) if solo else team
+    n_in, n_out = data.X.shape[1], data.Y.shape[1]
+    for shard in range(tid if solo else 0, shards, n_threads if solo else 1):
+        first, stop = lo + shard * local // shards, lo + (shard + 1) * local // shards
+        if solo:
+            _copy_rows(data, work, start, first, stop, inv, settings.mean)
+        if solo or tid == 0:
+            x = work.x_batch[first * n_in : stop * n_in]
+            rows = Batch(x, work.y_batch[first * n_out : stop * n_out], work.row_scale[first:stop], stop - first, first)
+            penalties = (l1, l2) if shard == 0 else (0.0, 0.0)
+            fill(work.passes[shard], control, architecture, state.params, work.grads[shard], rows, shard_buffers(work, shard), options,
+                 penalties)  # fmt: skip
+        if not solo:
+            barrier(control, n_threads)
+        args = address(work.passes, shard)
+        call_piece(settings.forward, member[0], member[1], args)
+        call_piece(settings.backward, member[0], member[1], args)
+    if solo:
+        barrier(control, n_threads)
+    value = 0.0
+    for shard in range(shards):
+        rows = (shard + 1) * local // shards - shard * local // shards
+        value += batch_value(architecture, rows, shard_buffers(work, shard), l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0)
+    return value
+
+
+@subroutine
+def _check(control, value):
+    # After a batch's gradient: a stop request (thread 0's reading, or any rank's), or a loss
+    # that is not finite, ends the call.
+    if read_flag(control, CONTROL.stop_seen) != 0:
+        return OUTCOME_INTERRUPTED
+    if not np.isfinite(value):
+        return OUTCOME_DIVERGED
+    return OUTCOME_FINISHED
+
+
+@subroutine
+def _update(team, state, work, settings, shards, current_step, lr):
+    # The optimizer's update over fixed chunks of the flat buffers, the shards' gradients added
+    # first, in shard order (``shards``: 1 when the condition stage added them).
+    tid, n_threads, control = team
+    params, grads = state.params, work.grads
+    n_params = params.size
+    n_chunks = chunk_count(n_params)
+    task = tid
+    while task < n_chunks:
+        first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
+        if shards > 1:
+            health.add_shards(grads, shards, first, stop)
+        update(settings.optimizer, params, grads[0], state.opt_state, first, stop, current_step, lr, settings.hyper)
+        task = next_task(n_threads, task)
+    barrier(control, n_threads)
+
+
+@subroutine
+def _penalties(settings, batch_weight):
+    # This rank's weight penalties for a batch: only rank 0 carries them (added once); scikit-
+    # learn's alpha is a penalty per unit of the batch's sample weight.
+    l1 = settings.l1 if settings.rank == 0 else 0.0
+    l2 = settings.l2 if settings.rank == 0 else 0.0
+    if settings.penalty_per_weight:
+        return l1 / batch_weight, l2 / batch_weight
+    return l1, l2
+
+
+@subroutine
+def _dropping(architecture):
+    layers = architecture.layers
+    for layer in range(layers.size):
+        if layers[layer]["dropout"] > 0.0:
+            return True
+    return False
+
+
+@subroutine
 def _clock(control):
     return monotonic_ns(control[CONTROL.clock_kind], control[CONTROL.clock_address], control[CONTROL.clock_parameter],
                         control[CONTROL.clock_scratch : CONTROL.clock_scratch + 2])  # fmt: skip
 
 
-@helper
-def _batch_weight(sample_weight, order, start, rows):
-    total = 0.0
-    for r in range(rows):
-        total += sample_weight[order[start + r]]
-    return total
-
-
-@helper
-def _gather(X, Y, sample_weight, order, x_batch, y_batch, row_scale, start, first, stop, inv, is_mean):
-    # Rows [first, stop) of the batch starting at ``start`` of this epoch's order into the batch
-    # buffers: inputs, targets and row scales (the sample weight times ``inv``, one over the
-    # batch's weight, for mean losses).
-    n_in, n_out = X.shape[1], Y.shape[1]
-    for r in range(first, stop):
-        i = order[start + r]
-        for k in range(n_in):
-            x_batch[r * n_in + k] = X[i, k]
-        for k in range(n_out):
-            y_batch[r * n_out + k] = Y[i, k]
-        row_scale[r] = sample_weight[i] * inv if is_mean else sample_weight[i]
-
-
-@helper
-def _update(tid, n_threads, control, update, params, grads, opt_state, current_step, lr, hyper, shards):
-    # The optimizer's update over the flat buffers in fixed chunks (the gradients of ``shards``
-    # shards added first, in shard order: 1 when the condition stage added them).
-    n_params = params.size
-    n_chunks = chunk_count(n_params)
-    gradient = grads[0]
-    task = tid
-    while task < n_chunks:
-        first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
-        if shards > 1:
-            for shard in range(1, shards):
-                part = grads[shard]
-                for i in range(first, stop):
-                    gradient[i] += part[i]
-        update(first, stop, n_params, opt_state.shape[0], pointer(params, 0), pointer(gradient, 0), pointer(opt_state, 0), current_step,
-               lr, pointer(hyper, 0))  # fmt: skip
-        task = next_task(n_threads, task)
-    barrier(control, n_threads)
-
-
-@helper
-def _save(tid, n_threads, control, params_to, params_from, state_to, state_from):
-    # params_to = params_from and state_to = state_from (the flat optimizer state, a row per
-    # slot), in the update's chunks, as a phase the whole team has left when this returns.
+@subroutine
+def _save(team, params_to, params_from, state_to, state_from):
+    # params_to = params_from and state_to = state_from (row by row), in the update's chunks,
+    # as a phase the whole team has left when this returns.
+    tid, n_threads, control = team
     n = params_from.size
     n_chunks = chunk_count(n)
     task = tid
@@ -325,21 +353,21 @@ def _save(tid, n_threads, control, params_to, params_from, state_to, state_from)
         first, stop = task * n // n_chunks, (task + 1) * n // n_chunks
         for i in range(first, stop):
             params_to[i] = params_from[i]
-        for row in range(0, state_from.size, n):
-            for i in range(row + first, row + stop):
-                state_to[i] = state_from[i]
+        for row in range(state_from.shape[0]):
+            for i in range(first, stop):
+                state_to[row, i] = state_from[row, i]
         task = next_task(n_threads, task)
     barrier(control, n_threads)
 
 
-@helper
-def _finite(tid, n_threads, control, params, state, partials, n_layers):
+@subroutine
+def _finite(team, params, state, chunks):
     # Are every parameter and state entry finite (the same answer on every thread)? Per chunk,
     # ``v * 0`` is 0 for finite v and NaN otherwise (the fast-math flags exclude nnan/ninf,
-    # without which LLVM would fold it to 0); the chunks' flags go to partials.
+    # without which LLVM would fold it to 0); the chunks' flags go to ``chunks``.
+    tid, n_threads, control = team
     n = params.size
     n_chunks = chunk_count(n)
-    flags = flag_partials(n_layers)
     zero = params.dtype.type(0.0)
     task = tid
     while task < n_chunks:
@@ -347,34 +375,103 @@ def _finite(tid, n_threads, control, params, state, partials, n_layers):
         total = zero
         for i in range(first, stop):
             total += params[i] * zero
-        for row in range(0, state.size, n):
-            for i in range(row + first, row + stop):
-                total += state[i] * zero
-        partials[flags + task] = 1.0 if total == 0 else 0.0
+        for row in range(state.shape[0]):
+            for i in range(first, stop):
+                total += state[row, i] * zero
+        chunks[task] = 1.0 if total == 0 else 0.0
         task = next_task(n_threads, task)
     barrier(control, n_threads)
     finite = True
     for chunk in range(n_chunks):
-        finite = finite and partials[flags + chunk] != 0.0
+        finite = finite and chunks[chunk] != 0.0
     return finite
 
 
-@helper
-def _visit(tid, n_threads, control, python, every, interval, completed, stop):
-    # After an epoch: thread 0 visits Python when one is due (every ``every`` epochs, when
-    # ``interval`` nanoseconds have passed, or when training stops here), the others waiting;
-    # every thread returns whether to stop (the rule's ``stop``, or the visit's answer).
+@subroutine
+def _visit(team, python, visits, completed, stop):
+    # After an epoch: thread 0 visits Python when one is due (every ``visits.every`` epochs, when
+    # ``visits.interval`` nanoseconds have passed, or when training stops here), the others
+    # waiting; every thread returns whether to stop (the rule's ``stop``, or the visit's answer).
+    tid, n_threads, control = team
     barrier(control, n_threads)
     if tid == 0:
-        due = stop != 0 or (every > 0 and completed % every == 0)
-        due = due or (interval > 0 and _clock(control) - control[CONTROL.visited] >= interval)
+        due = stop != 0 or (visits.every > 0 and completed % visits.every == 0)
+        due = due or (visits.interval > 0 and _clock(control) - control[CONTROL.visited] >= visits.interval)
         halt = np.int64(0)
         if due:
-            halt = python(VISIT_EPOCH, completed)
+            halt = call_python(python, VISIT_EPOCH, completed)
             control[CONTROL.visited] = _clock(control)
         control[CONTROL.halt] = halt
     barrier(control, n_threads)
     return np.int64(1) if stop != 0 or control[CONTROL.halt] != 0 else np.int64(0)
+
+
+# --------------------------------------------------------------------------- views
+
+
+@subroutine
+def _unowned_state(state):
+    return TrainState(unowned(state.params), unowned2(state.opt_state), state.step)
+
+
+@subroutine
+def _unowned_data(data):
+    return Data(unowned2(data.X), unowned2(data.Y), unowned(data.sample_weight))
+
+
+@subroutine
+def _unowned_work(work):
+    return Work(unowned2(work.grads), unowned(work.order), unowned(work.keys), unowned(work.x_batch), unowned(work.y_batch),
+                unowned(work.row_scale), unowned2(work.acts), unowned2(work.slopes), unowned2(work.zs), unowned2(work.deltas),
+                unowned2(work.losses), unowned2(work.penalties), unowned2(work.transposed), unowned(work.chunks),
+                unowned(work.saved_params), unowned2(work.saved_state), unowned(work.epoch_losses), unowned(work.scalars),
+                unowned(work.batch_weights), work.health, work.health_partials, work.health_counts, work.health_sums, work.passes)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- from Python
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)
+
+
+class PythonCall:
+    """A Python function ``function(kind, argument) -> int`` that compiled code calls: a ctypes
+    callback (which takes the GIL for the call), whose address the loop receives
+    (``Settings.python``) and calls through ``lowlevel.call_python``.
+
+    An exception the function raises cannot cross compiled code: it is kept in ``error`` (the
+    first one), the call answers ``failed`` (1: stop training after this epoch), and the caller
+    raises it once the compiled call has returned (``raise_error``).
+    """
+
+    def __init__(self, function, failed=1):
+        self.function, self.failed, self.error = function, int(failed), None
+
+        def trampoline(kind, argument):
+            if self.error is not None:
+                return self.failed
+            try:
+                return int(function(int(kind), int(argument)))
+            except BaseException as error:  # handed to the caller by raise_error
+                self.error = error
+                return self.failed
+
+        self._python = trampoline
+        self._callback = _CALLBACK(trampoline)
+        CALLBACKS[self.address] = self
+
+    @property
+    def address(self) -> int:
+        """The callback's address (what ``Settings.python`` carries)."""
+        return ctypes.cast(self._callback, ctypes.c_void_p).value
+
+    def __call__(self, kind, argument):
+        return self._python(kind, argument)
+
+    def raise_error(self):
+        """Raise the exception the function raised, if any (once)."""
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
 
 
 def train_epochs(architecture, state, data, work, settings, control, n_threads, end=None, python=None):
@@ -412,7 +509,7 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         Threads of the team.
     end : layout.EpochEnd, optional
         Validation, the stopping rule and visits to Python after each epoch; default: none.
-    python : stages.PythonCall, optional
+    python : PythonCall, optional
         The fit's calls into Python: visits (``end.visits``) and, for data-parallel fits, the
         exchange between ranks.
 
@@ -421,25 +518,27 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
     int
         The number of epochs completed (``settings.epochs`` unless the call ended early).
     """
-    from .network import network_pieces
-    from .phases import bundle as phases_bundle
-    from .pieces import quiet, updates
-    from .stages import bind, readonly
-
     dtype = state.params.dtype
     if end is None:
         end = make_epoch_end(architecture, dtype, max(int(settings.epochs), 1))
-    pieces, gemm = network_pieces(architecture, settings.loss, dtype)
-    if gemm != settings.gemm:
-        settings = settings._replace(gemm=gemm)
-    needed = []
-    if settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0:
-        needed.append("condition")
-    if end.rule.validate or end.rule.mode != 0:
-        needed.append("monitor")
-    python = None if python is None else python.for_loop()
-    arguments = (phases_bundle(dtype), pieces, updates(dtype, settings.optimizer), bind(dtype, needed, python), architecture, state,
-                 readonly(data), work, settings, end)  # fmt: skip
-    with quiet():
-        # (looked up in this module: ``build`` may have replaced it by a copy without the cache)
-        return int(run_team(globals()["train_loop"], arguments, n_threads, control))
+    if python is not None:
+        settings = settings._replace(python=python.address)
+    forward, backward = piece_addresses(dtype)
+    settings = settings._replace(forward=forward, backward=backward)
+    arguments = (architecture, state, _readonly(data), work, settings, end)
+    # The first call in a process compiles or loads the loop on this thread, running no epoch.
+    first_call(train_loop, 0, 1, control, *arguments[:4], settings._replace(epochs=0), end)
+    return int(run_team(current(train_loop), arguments, n_threads, control))
+
+
+def _readonly(data):
+    """``data`` with read-only views of its arrays: the loop is compiled for read-only inputs
+    (it never writes them), so that read-only arrays (memory maps, broadcasts) and writable ones
+    share one compiled loop."""
+    views = []
+    for array in data:
+        if array.flags.writeable:
+            array = array.view()
+            array.setflags(write=False)
+        views.append(array)
+    return type(data)(*views)

@@ -1,7 +1,9 @@
 """Stress test: no Ctrl-C is lost. SIGINT at random moments of many fits, in child processes.
 
 Not part of the default ``pytest`` run (the file name has no ``test_`` prefix);
-``tests/test_interrupt_stress.py`` runs a bounded version of it. The full run::
+``tests/test_interrupt_stress.py`` runs a bounded version of it, marked ``stress`` and so
+deselected from the default run too (``pytest -m stress tests/test_interrupt_stress.py`` runs it;
+``.ci/run`` does, in a step of its own). The full run::
 
     python tests/stress_interrupt.py                        # 200 interrupts, one CPU hog
     python tests/stress_interrupt.py -n 1000 --hogs 2 --cold 0.2 --jobs 2
@@ -14,7 +16,11 @@ child announces an episode. The first episode of a child includes loading Numba'
 compiling, for a child given an empty ``NUMBA_CACHE_DIR``: ``--cold``); later ones land in
 training, in Python visits and callbacks, in checkpoint writes, between fits and in the
 bookkeeping around them. A child runs its fits on one or two threads (``FASTGD_NUM_THREADS``);
-``--hogs`` processes keep the cores busy meanwhile.
+``--hogs`` processes keep the cores busy meanwhile. Before any of that, one process runs a short
+fit of every configuration on each thread count, with no deadline but a generous timeout, so
+that Numba's default cache is warm for the children that are not cold (in a fresh clone it is
+empty: those children would compile, and their interrupts wait for LLVM past ``--grace``);
+``--no-warm`` skips that step.
 
 An interrupt is *lost* when the child has not reported its ``KeyboardInterrupt`` ``--grace``
 seconds after the signal (a child whose first episode compiles gets longer: a compile in LLVM
@@ -138,9 +144,18 @@ def _data(rows, n_in, n_out, seed=0):
     return X, Y
 
 
-def _train(kind, box, rng, folder):
-    """Train fits of ``kind`` forever (until a KeyboardInterrupt)."""
+def _train(kind, box, rng, folder, once=False):
+    """Train fits of ``kind`` forever (until a KeyboardInterrupt). ``once``: one fit of one epoch
+    of each configuration the kind uses, and return (``--warm``: compiles what they need into
+    Numba's cache, or loads it from there)."""
+    import itertools
+
     import fastgd
+
+    rounds = range(1) if once else itertools.count()
+
+    def epochs(count):
+        return 1 if once else count
 
     def network(sizes):
         box.net = None
@@ -162,39 +177,44 @@ def _train(kind, box, rng, folder):
             options = dict(callbacks=callback)
         elif kind == "progress":
             options = dict(verbose=1)
-        while True:
-            net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3) if net.optimizer is None else None, epochs=10**6 if kind != "progress" else 40,
-                    batch_size=batch, **options)  # fmt: skip
+        for _ in rounds:
+            net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3) if net.optimizer is None else None,
+                    epochs=epochs(10**6 if kind != "progress" else 40), batch_size=batch, **options)  # fmt: skip
+        return
     if kind == "short":
         X, Y = _data(rows, big[0], big[-1])
         box.batches = -(-rows // batch)
         net = network(big)
-        while True:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=rng.randint(1, 3), batch_size=batch)
+        for _ in rounds:
+            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 3)), batch_size=batch)
+        return
     if kind == "tiny":
         X, Y = _data(256, 8, 1)
         box.batches = 256 // 16
-        while True:
+        for _ in rounds:
             net = network([8, 16, 1])
             for _ in range(rng.randint(1, 4)):
-                net.fit(X, Y, epochs=rng.randint(1, 20), batch_size=16)
+                net.fit(X, Y, epochs=epochs(rng.randint(1, 20)), batch_size=16)
+        return
     if kind == "checkpoint":
         X, Y = _data(1024, 16, 4)
         box.batches = 1024 // 32
         net = network([16, 64, 4])
-        while True:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=rng.randint(1, 30), batch_size=32,
-                    checkpoint=checkpoint, checkpoint_every=rng.choice([1, 1, 7, 10**6]))  # fmt: skip
+        for _ in rounds:
+            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 30)), batch_size=32,
+                    checkpoint=checkpoint, checkpoint_every=1 if once else rng.choice([1, 1, 7, 10**6]))  # fmt: skip
+        return
     if kind == "validation":
         from fastgd.callbacks import EarlyStopping
 
         X, Y = _data(1024, 16, 4)
         box.batches = 768 // 32
         net = network([16, 64, 4])
-        while True:
-            net.fit(X[:768], Y[:768], optimizer="adam" if net.optimizer is None else None, epochs=rng.randint(5, 60), batch_size=32,
-                    validation_data=(X[768:], Y[768:]), early_stopping=EarlyStopping(patience=10**6, restore_best=True),
+        for _ in rounds:
+            net.fit(X[:768], Y[:768], optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(5, 60)),
+                    batch_size=32, validation_data=(X[768:], Y[768:]), early_stopping=EarlyStopping(patience=10**6, restore_best=True),
                     checkpoint=checkpoint, checkpoint_every=10**6)  # fmt: skip
+        return
     if kind == "streamed":
         import numpy as np
 
@@ -207,9 +227,10 @@ def _train(kind, box, rng, folder):
         X, Y = np.load(path_x, mmap_mode="r"), np.load(path_y, mmap_mode="r")
         box.batches = 2048 // 32
         net = network([16, 64, 4])
-        while True:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=rng.randint(1, 5), batch_size=32,
+        for _ in rounds:
+            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 5)), batch_size=32,
                     streaming=Streaming(chunk_mb=0.05), validation_data=(X[:256], Y[:256]))  # fmt: skip
+        return
     raise ValueError(f"unknown kind {kind!r}")
 
 
@@ -257,6 +278,24 @@ def child(arguments) -> int:
                     return 1
                 print(f"INTERRUPTED {episode} {where}", flush=True)
         print("DONE", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+def warm_child(arguments) -> int:
+    """``--warm KINDS``: one short fit of each configuration of each kind, so that Numba's cache
+    holds everything the warm children's fits use (printing ``WARM kind seconds`` for each)."""
+    kinds = json.loads(arguments)
+    import fastgd  # noqa: F401
+
+    rng = random.Random(0)
+    folder = tempfile.mkdtemp(prefix="fastgd-stress-warm-")
+    try:
+        for kind in kinds:
+            start = time.perf_counter()
+            _train(kind, _Box(), rng, folder, once=True)
+            print(f"WARM {kind} {time.perf_counter() - start:.1f}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
@@ -435,6 +474,28 @@ def drive(spec, summary, options, log):
         shutil.rmtree(private, ignore_errors=True)
 
 
+def warm_cache(kinds, threads, timeout, log) -> str:
+    """Fill Numba's default cache with what the fits of ``kinds`` use, on each of ``threads``
+    thread counts, before any warm child starts (and before the hogs). A *warm* child loads the
+    cache in its first episode; without this, in a fresh clone (or after a kernel change) it
+    would compile instead, for longer than ``grace`` on a busy machine: its first interrupt
+    would wait for LLVM and count as lost, and the child's other episodes would never run.
+    This step has no deadline but ``timeout``. Returns '' or what went wrong."""
+    for count in threads:
+        environment = dict(os.environ, FASTGD_NUM_THREADS=str(count))
+        start = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, HERE, "--warm", json.dumps(list(kinds))], capture_output=True, text=True,
+                                  env=environment, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return f"warming Numba's cache ({count} thread(s)) took over {timeout:.0f} s"
+        if done.returncode != 0:
+            return f"warming Numba's cache ({count} thread(s)) failed, exit status {done.returncode}:\n{done.stderr[-6000:]}"
+        timings = ", ".join(" ".join(line.split()[1:]) + " s" for line in done.stdout.splitlines() if line.startswith("WARM "))
+        print(f"  Numba's cache warmed for {count} thread(s) in {time.perf_counter() - start:.1f} s ({timings})", file=log, flush=True)
+    return ""
+
+
 def plan(interrupts, episodes, cold, kinds, seed):
     """The children: (spec, ...) with ``interrupts`` episodes in all."""
     rng = random.Random(seed)
@@ -450,8 +511,9 @@ def plan(interrupts, episodes, cold, kinds, seed):
 
 
 def run(interrupts=200, episodes=8, jobs=1, hogs=1, cold=0.1, grace=20.0, cold_grace=60.0, cold_window=20.0, seed=None,
-        kinds=None, start_timeout=300.0, log=sys.stdout) -> Summary:  # fmt: skip
-    """Run the stress test; returns its ``Summary``."""
+        kinds=None, start_timeout=300.0, log=sys.stdout, warm=True, warm_timeout=1800.0) -> Summary:  # fmt: skip
+    """Run the stress test; returns its ``Summary``. ``warm``: fill Numba's cache first
+    (``warm_cache``), so that the children without ``cold`` find it warm."""
     options = argparse.Namespace(grace=grace, cold_grace=cold_grace, cold_window=cold_window, start_timeout=start_timeout)
     seed = random.randrange(1 << 20) if seed is None else seed
     kinds = list(kinds or KINDS)
@@ -459,6 +521,13 @@ def run(interrupts=200, episodes=8, jobs=1, hogs=1, cold=0.1, grace=20.0, cold_g
     print(f"stress_interrupt: {interrupts} interrupts over {len(specs)} child processes, {jobs} at a time, {hogs} CPU hog(s), "
           f"seed {seed}", file=log, flush=True)  # fmt: skip
     summary = Summary()
+    warm_specs = [spec for spec in specs if not spec["cold"]]
+    if warm and warm_specs:
+        used = sorted({kind for spec in warm_specs for kind in spec["kinds"]}, key=kinds.index)
+        problem = warm_cache(used, sorted({spec["threads"] for spec in warm_specs}), warm_timeout, log)
+        if problem:
+            summary.failed.append(problem)
+            return summary
     hog_processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(hogs)]
     try:
         pending = queue.Queue()
@@ -488,6 +557,7 @@ def run(interrupts=200, episodes=8, jobs=1, hogs=1, cold=0.1, grace=20.0, cold_g
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--warm", help=argparse.SUPPRESS)
     parser.add_argument("-n", "--interrupts", type=int, default=200, help="SIGINTs to send in all (default 200)")
     parser.add_argument("--episodes", type=int, default=8, help="interrupts per child process (default 8)")
     parser.add_argument("--jobs", type=int, default=1, help="child processes at a time (default 1)")
@@ -497,10 +567,14 @@ def main(argv=None) -> int:
     parser.add_argument("--grace", type=float, default=20.0, help="seconds after the signal before an interrupt counts as lost")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"fit kinds, comma-separated (default all: {','.join(KINDS)})")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-warm", action="store_true",
+                        help="do not fill Numba's cache first (warm children then compile whatever the cache lacks)")
     parser.add_argument("--verbose", action="store_true", help="a line per interrupt")
     args = parser.parse_args(argv)
     if args.child is not None:
         return child(args.child)
+    if args.warm is not None:
+        return warm_child(args.warm)
     if os.name != "posix":
         print("stress_interrupt: POSIX only (sends SIGINT to child processes); skipped")
         return 0
@@ -511,7 +585,7 @@ def main(argv=None) -> int:
     log = sys.stdout if args.verbose else open(os.devnull, "w")
     start = time.perf_counter()
     summary = run(args.interrupts, args.episodes, args.jobs, args.hogs, args.cold, args.grace, cold_window=args.cold_window,
-                  seed=args.seed, kinds=kinds, log=log)  # fmt: skip
+                  seed=args.seed, kinds=kinds, log=log, warm=not args.no_warm)  # fmt: skip
     summary.report()
     print(f"{time.perf_counter() - start:.0f} s")
     return 0 if summary.ok() else 1

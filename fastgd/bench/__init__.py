@@ -9,6 +9,9 @@ measured in the same run) its matrix-product FLOPs reach.
 Without ``peers`` the libraries are fastgd and its own NumPy backend; with ``peers`` also
 PyTorch, JAX and scikit-learn (those not installed are skipped with a note; ``pip install
 "fastgd[peers]"`` adds JAX and scikit-learn, PyTorch's CPU build is the user's to install).
+With ``baseline`` also another installed fastgd (a release in a virtual environment of its own,
+``bench --baseline PYTHON``), on the same workloads, data and initial weights, as a row of its
+own labelled with its version.
 """
 
 from __future__ import annotations
@@ -35,13 +38,15 @@ def available(library) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in REQUIRES.get(library, ()))
 
 
-def _worker(library, workload, threads, python=None):
+def _worker(library, workload, threads, python=None, isolated=False):
     if python is None:
         command = [sys.executable, "-m", "fastgd.bench.worker", library, workload, str(threads or 0)]
     else:  # another environment's peer: the worker file itself, the workload written to a file
         from . import worker
 
-        command = [python, worker.__file__, library, workload, str(threads or 0)]
+        # isolated (-I, the baseline): neither PYTHONPATH nor the script's folder on sys.path, so
+        # that Python imports its own fastgd, never this checkout's.
+        command = [python, *(["-I"] if isolated else []), worker.__file__, library, workload, str(threads or 0)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     if done.returncode != 0:
         raise RuntimeError(f"{library} on {workload} failed:\n{done.stderr[-3000:]}")
@@ -63,11 +68,47 @@ def parse_peer_pythons(values) -> dict:
     return peers
 
 
-def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False, peer_pythons=None):
+_BASELINE_PROBE = "import json, os, fastgd; print(json.dumps([fastgd.__version__, os.path.dirname(os.path.abspath(fastgd.__file__))]))"
+
+
+def parse_baseline(python) -> dict | None:
+    """``bench --baseline PYTHON``: another installed fastgd, run by ``python`` (a virtual
+    environment's ``bin/python``). Returns {"python", "version", "path", "label"} (the label is
+    ``fastgd VERSION``, the version that Python's fastgd reports), or None without one. Raises
+    ValueError, naming ``--baseline``, when ``python`` is not an executable file or cannot import
+    a fastgd."""
+    import shutil
+    import tempfile
+
+    if python is None:
+        return None
+    found = python if os.path.isfile(python) else shutil.which(python) if python and os.sep not in python else None
+    if not found or not os.access(found, os.X_OK):
+        raise ValueError(f"--baseline {python}: not an executable file (expected another environment's Python, "
+                         f"e.g. /path/to/venv/bin/python)")  # fmt: skip
+    python = os.path.abspath(found)  # the workers may run elsewhere
+    with tempfile.TemporaryDirectory(prefix="fastgd-baseline-") as folder:  # -I and a neutral folder: its own fastgd
+        try:
+            done = subprocess.run([python, "-I", "-c", _BASELINE_PROBE], capture_output=True, text=True, timeout=120, cwd=folder,
+                                  stdin=subprocess.DEVNULL)  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as error:
+            raise ValueError(f"--baseline {python}: could not run it ({error})") from None
+    if done.returncode != 0:
+        raise ValueError(f"--baseline {python}: that Python cannot import fastgd:\n{done.stderr.strip()[-2000:]}")
+    try:
+        version, path = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise ValueError(f"--baseline {python}: could not read its fastgd's version from {done.stdout[-500:]!r}") from None
+    return dict(python=python, version=version, path=path, label=f"fastgd {version}")
+
+
+def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False, peer_pythons=None, baseline=None):
     """Print the benchmark table; returns its rows as dicts. ``track_gradients``: also fastgd
     with gradient health recorded (``fastgd-track``), to time what it costs; ``peer_pythons``:
     {label: (library, python)} peers run by other environments' Pythons (``parse_peer_pythons``),
-    on the same workload, data and initial weights (written to a file they read)."""
+    on the same workload, data and initial weights (written to a file they read); ``baseline``:
+    another installed fastgd (``parse_baseline``, or the path of its Python), run the same way
+    by its own Python and printed as a row of its own, ``fastgd VERSION``, after fastgd's."""
     import tempfile
 
     from ..diagnostics import cpu_name
@@ -79,6 +120,8 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
         raise ValueError(f"unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(baseline, (str, os.PathLike)):
+        baseline = parse_baseline(os.fspath(baseline))  # before anything is measured
     libraries = ["fastgd", "fastgd-numpy"] + (["fastgd-track"] if track_gradients else []) + (["torch", "jax", "sklearn"] if peers else [])
     missing = [lib for lib in libraries if not available(lib)]
     libraries = [lib for lib in libraries if lib not in missing]
@@ -93,8 +136,14 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
     external = dict(peer_pythons or {})
     for label, (library, python) in external.items():
         print(f"({label}: {library} run by {python})", file=out)
-    header = (f"{'workload':<8} {'library':<13} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} {'final loss':>11}"
-              f"  version, runtime")  # fmt: skip
+    order = [*libraries, *external]  # the rounds' order and the table's
+    if baseline:
+        print(f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out)
+        external[baseline["label"]] = ("fastgd", baseline["python"])
+        order.insert(1, baseline["label"])
+    width = max(13, *(len(label) for label in order))
+    header = (f"{'workload':<8} {'library':<{width}} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} "
+              f"{'final loss':>11}  version, runtime")  # fmt: skip
     print(header, file=out)
     print("-" * len(header), file=out)
     rows = []
@@ -106,15 +155,16 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             write_standalone(workload, standalone)
         best = {}
         for _ in range(repeats):
-            for lib in [*libraries, *external]:
+            for lib in order:
                 if lib in external:
-                    result = _worker(external[lib][0], standalone, n_threads, python=external[lib][1])
+                    isolated = bool(baseline) and lib == baseline["label"]
+                    result = _worker(external[lib][0], standalone, n_threads, python=external[lib][1], isolated=isolated)
                 else:
                     result = _worker(lib, name, n_threads)
                 if lib not in best or result["seconds"] < best[lib]["seconds"]:
                     best[lib] = result
         fastgd_seconds = best["fastgd"]["seconds"]
-        for lib in [*libraries, *external]:
+        for lib in order:
             result = best[lib]
             speedup = result["seconds"] / fastgd_seconds
             roof = 100.0 * workload.flops_per_step() * workload.steps / result["seconds"] / 1e9 / roofline
@@ -123,9 +173,11 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             kind = runtime(external[lib][0] if lib in external else lib, result["version"])
             row = dict(result, label=lib, runtime=kind, python=external[lib][1] if lib in external else sys.executable, speedup=speedup,
                        roofline_percent=roof, threads=threads, roofline_gflops=roofline, repeats=repeats)  # fmt: skip
+            if baseline and lib == baseline["label"]:
+                row.update(baseline=True)
             rows.append(row)
             loss = "" if result.get("final_loss") is None else f"{result['final_loss']:.5g}"
-            print(f"{name:<8} {lib:<13} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
+            print(f"{name:<8} {lib:<{width}} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
                   f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, {kind}", file=out)  # fmt: skip
     folder.cleanup()
     if "digits" in names:

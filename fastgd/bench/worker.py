@@ -1,7 +1,11 @@
 """One library training one workload, in a process of its own: ``python -m fastgd.bench.worker
 LIBRARY WORKLOAD THREADS``, which prints one JSON line. A peer installed in another environment
 (``bench --peer-python jax=/path/to/python``) runs this file with that Python and a workload
-written to a file (``write_standalone``): it imports neither fastgd nor Numba.
+written to a file (``write_standalone``): it imports neither fastgd nor Numba. So does another
+installed fastgd (``bench --baseline /path/to/python``, library ``fastgd`` on a standalone
+workload): this file then imports that environment's fastgd, never this checkout's, and trains
+through the public API every release has. Nothing here may import from this checkout at the top
+of the file (the baseline's fastgd may lack it).
 
 Two libraries' thread pools in one process slow each other down (measured here: the NumPy
 backend ran 38 ms/step on ``mid`` in a process that had also run PyTorch and Numba, against
@@ -92,6 +96,23 @@ def runtime(library, version) -> str:
     return {"torch": "eager, torch.optim", "sklearn": "NumPy + BLAS", "fastgd-numpy": "NumPy + BLAS"}.get(library, "Numba")
 
 
+def _time_fastgd(fastgd, net, X, Y, workload, make_optimizer, **options):
+    """Time ``net`` (a fastgd ``Network`` of any release) on the workload: a warm-up fit on one
+    batch first (compiles, or loads the compile cache; its time is ``compile_seconds``), then the
+    whole run on fresh copies, best of a few when short."""
+    start = time.perf_counter()
+    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=make_optimizer(), epochs=1, batch_size=workload.batch_size,
+                   shuffle=False, **options)  # fmt: skip
+    compile_seconds = time.perf_counter() - start
+
+    def run(copy):
+        return copy.fit(X, Y, optimizer=make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size, shuffle=False,
+                        **options).loss[-1]  # fmt: skip
+
+    seconds, loss = _timed(run, net.copy)
+    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=float(loss), version=fastgd.__version__)
+
+
 def run_fastgd(workload, threads, backend="numba", track=False):
     import fastgd
 
@@ -99,17 +120,37 @@ def run_fastgd(workload, threads, backend="numba", track=False):
     net = workload.network(backend, n_threads=threads)
     # track: with gradient health recorded (fit(track_gradients=...), warnings off), to time its cost.
     options = dict(track_gradients=fastgd.GradientTracking(warn=False)) if track else {}
-    start = time.perf_counter()
-    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=workload.make_optimizer(), epochs=1,
-                   batch_size=workload.batch_size, shuffle=False, **options)  # fmt: skip
-    compile_seconds = time.perf_counter() - start
+    return _time_fastgd(fastgd, net, X, Y, workload, workload.make_optimizer, **options)
 
-    def run(copy):
-        return copy.fit(X, Y, optimizer=workload.make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size,
-                        shuffle=False, **options).loss[-1]  # fmt: skip
 
-    seconds, loss = _timed(run, net.copy)
-    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=fastgd.__version__)
+def run_fastgd_standalone(workload, threads):
+    """Another installed fastgd (``bench --baseline PYTHON``) on a standalone workload: the
+    environment's own ``fastgd``, through the public API that every release has (``Network``,
+    its ``weights`` and ``biases``, ``SGD``, ``Adam``, ``fit``), from the standalone initial
+    weights; timed as ``run_fastgd``."""
+    import os
+
+    import fastgd
+
+    X, Y = workload.data()
+    loss = "crossentropy" if workload.loss == "crossentropy" else "mse"
+    net = fastgd.Network(list(workload.layer_sizes), activation="sigmoid", loss=loss, dtype=workload.dtype, random_state=0,
+                         n_threads=threads)  # fmt: skip
+    weights, biases = workload.initial
+    for k, (W, b) in enumerate(zip(weights, biases)):
+        net.weights[k][...] = W  # views into the network's parameters
+        net.biases[k][...] = b
+    if not all(np.array_equal(net.weights[k], W) and np.array_equal(net.biases[k], b) for k, (W, b) in enumerate(zip(weights, biases))):
+        raise RuntimeError(f"fastgd {fastgd.__version__}: the initial weights could not be set through Network.weights and .biases")
+
+    def make_optimizer():
+        if workload.optimizer == "adam":
+            return fastgd.Adam(lr=workload.lr)
+        return fastgd.SGD(lr=workload.lr, momentum=0.9 if workload.optimizer == "momentum" else 0.0)
+
+    result = _time_fastgd(fastgd, net, X, Y, workload, make_optimizer)
+    result.update(fastgd_path=os.path.dirname(os.path.abspath(fastgd.__file__)))  # which fastgd ran: the baseline's, not this one
+    return result
 
 
 def run_torch(workload, threads):
@@ -360,9 +401,11 @@ def roofline(threads):
 def main(argv):
     library, workload_name, threads = argv[0], argv[1], int(argv[2])
     if workload_name.endswith(".npz"):
-        # A peer in another environment: ``python .../worker.py LIBRARY FILE.npz THREADS``.
+        # A peer or another fastgd (the baseline) in another environment:
+        # ``python .../worker.py LIBRARY FILE.npz THREADS``.
         workload = StandaloneWorkload(workload_name)
-        result = {"jax": run_jax, "torch": run_torch, "sklearn": run_sklearn}[library](workload, threads or None)
+        runs = {"jax": run_jax, "torch": run_torch, "sklearn": run_sklearn, "fastgd": run_fastgd_standalone}
+        result = runs[library](workload, threads or None)
         result.update(library=library, workload=workload.name, us_per_step=result["seconds"] / workload.steps * 1e6)
         print(json.dumps(result))
         return 0

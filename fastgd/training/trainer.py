@@ -14,7 +14,7 @@ from .. import streaming
 from .._threads import team_size
 from ..kernels import layout
 from ..kernels.exchange import call_channel
-from ..kernels.stages import PythonCall
+from ..kernels.train import PythonCall
 from . import interrupt
 
 
@@ -90,9 +90,9 @@ class Trainer:
         if session is not None:
             # Every rank compiles (or loads) what its fit needs, one rank at a time: ranks
             # sharing a cache folder would otherwise compile the same code side by side.
-            session.in_turn(lambda: prepare_fit(net, self.settings, self.end))
+            session.in_turn(lambda: prepare_fit(net))
         else:
-            prepare_fit(net, self.settings, self.end)
+            prepare_fit(net)
 
     def _python_call(self, kind, argument):
         if kind in (layout.EXCHANGE_STEP, layout.EXCHANGE_WEIGHTS):

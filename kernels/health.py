@@ -1,16 +1,14 @@
-# stamp: 99a7374455349896cd94821b031cb5f5
-"""The training loop's optional condition stage: gradient clipping and gradient health
-(``layout.Settings.clip_norm``, ``clip_value``, ``track``), called by every thread of the team
-at the start and end of each epoch and after each step's gradient. It is compiled on its own,
-as a C callback (``kernels.stages``), only for fits that ask for one of them, so a fit that uses
-neither compiles none of this.
+# stamp: 64345c59e1da4e8ccff6345ac94f5fad
+"""Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
+``track``): the training loop's ``condition`` stage, called by every thread of the team at the
+start and end of each epoch and after each step's gradient, for fits that ask for one of them.
 """
 
 import numpy as np
 
 from .activations import SIGMOID, TANH
-from .jit import helper
-from .layout import SATURATION_BLOCKS, SATURATION_THRESHOLD, chunk_count, flag_partials
+from .jit import helper, subroutine
+from .layout import SATURATION_BLOCKS, SATURATION_THRESHOLD, chunk_count
 from .team import barrier, next_task
 
 # The points of the loop the stage is called at (its first argument).
@@ -22,8 +20,9 @@ EPOCH_END = 2
 SUM_GRAD_NORMS, SUM_SATURATED, SUM_UNITS, SUM_STEPS = 0, 1, 2, 3
 
 
-def condition(mode, tid, n_threads, control, params, architecture, work, epoch, lo, local, settings):
-    """The loop's optional stage: gradient clipping and gradient health (``Settings``).
+@subroutine
+def condition(mode, team, params, architecture, work, epoch, rows, settings):
+    """Gradient clipping and gradient health (``Settings``).
 
     STEP: the shards' gradients added up into ``grads[0]`` (in shard order), its
     health recorded (``track``: per-layer squared norms per chunk, saturated units per block of
@@ -37,17 +36,17 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
     ----------
     mode : int64
         EPOCH_START, STEP or EPOCH_END.
-    tid, n_threads, control
+    team : (tid, n_threads, control)
         The team.
     params : ndarray, shape (n_params,)
     architecture : layout.Architecture
     work : layout.Work
         ``grads`` (summed and clipped in place), ``acts`` (the step's activations),
-        ``saved_params`` (the epoch's start), ``partials[0]``, the ``health*`` buffers.
+        ``saved_params`` (the epoch's start), ``chunks``, the ``health*`` buffers.
     epoch : int64
         The epoch of this call (its row of ``work.health``).
-    lo, local : int64
-        This rank's rows of the batch (``[lo, lo + local)``).
+    rows : (int64, int64)
+        This rank's rows of the batch, ``(lo, local)``: ``[lo, lo + local)``.
     settings : layout.Settings
         ``clip_norm``, ``clip_value``, ``track``.
 
@@ -56,6 +55,8 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
     int64
         0.
     """
+    tid, n_threads, control = team
+    lo, local = rows
     sums, track = work.health_sums, settings.track
     meta = architecture.layers
     if mode == EPOCH_START:
@@ -68,8 +69,7 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
                           np.int64(sums[SUM_STEPS, 0]), work.health[epoch])  # fmt: skip
         barrier(control, n_threads)
         return np.int64(0)
-    grads, acts, partials = work.grads, work.acts, work.partials[0]
-    flags = flag_partials(meta.size)
+    grads, acts, chunks = work.grads, work.acts, work.chunks
     health_partials, health_counts = work.health_partials, work.health_counts
     clip_norm, clip_value = settings.clip_norm, settings.clip_value
     t = grads.dtype.type
@@ -103,7 +103,7 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
             if clip_value > 0.0:
                 _clip_values(gradient, first, stop, t(clip_value))
             if clip_norm > 0.0:
-                partials[flags + task] = _squares(gradient, first, stop)
+                chunks[task] = _squares(gradient, first, stop)
         task = next_task(n_threads, task)
     barrier(control, n_threads)
     if track and tid == 0:
@@ -123,7 +123,7 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
     if clip_norm > 0.0:
         squares = 0.0
         for chunk in range(n_chunks):
-            squares += partials[flags + chunk]
+            squares += chunks[chunk]
         factor = clip_norm / (np.sqrt(squares) + 1e-6)
         if factor < 1.0:
             task = tid
@@ -135,7 +135,7 @@ def condition(mode, tid, n_threads, control, params, architecture, work, epoch, 
     return np.int64(0)
 
 
-@helper
+@subroutine
 def add_shards(grads, shards, first, stop):
     """``grads[0] += grads[1] + ...`` in shard order, over ``[first, stop)``."""
     total = grads[0]
@@ -145,7 +145,7 @@ def add_shards(grads, shards, first, stop):
             total[i] += part[i]
 
 
-@helper
+@subroutine
 def _layer_squares(grads, meta, first, stop, sums):
     """``sums[layer]`` = the squared weight gradients of ``layer`` within ``[first, stop)``."""
     for layer in range(meta.size):
@@ -160,7 +160,7 @@ def _layer_squares(grads, meta, first, stop, sums):
         sums[layer] = total
 
 
-@helper
+@subroutine
 def _count_saturated(acts, architecture, first_row, stop_row, counts):
     """``counts[layer]`` = units of rows ``[first_row, stop_row)`` of a sigmoid or tanh layer
     whose derivative (a(1 − a), 1 − a²) is below SATURATION_THRESHOLD; 0 for other layers."""
@@ -184,7 +184,7 @@ def _count_saturated(acts, architecture, first_row, stop_row, counts):
         counts[layer] = count
 
 
-@helper
+@subroutine
 def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen, steps, health):
     """One epoch's ``health`` records (n_layers,) from its accumulated sums and its start and end
     parameters (see ``layout.HEALTH``)."""
@@ -206,7 +206,7 @@ def _epoch_health(params, start_params, meta, grad_norms, saturated, units_seen,
         record["saturation"] = saturated[layer] / units_seen[layer] if tracked else np.nan
 
 
-@helper
+@subroutine
 def _clip_values(grads, first, stop, limit):
     # Clamp to [-limit, limit]; NaN stays NaN (compared, never replaced).
     for i in range(first, stop):
@@ -216,7 +216,7 @@ def _clip_values(grads, first, stop, limit):
             grads[i] = -limit
 
 
-@helper
+@subroutine
 def _squares(grads, first, stop):
     total = 0.0  # float64 whatever the dtype, as PyTorch accumulates norms on the CPU
     for i in range(first, stop):
@@ -225,7 +225,7 @@ def _squares(grads, first, stop):
     return total
 
 
-@helper
+@subroutine
 def _scale(grads, first, stop, factor):
     for i in range(first, stop):
         grads[i] *= factor
