@@ -1,4 +1,4 @@
-# stamp: 56235d6c3a47b5462da63cea7ce5fb55
+# stamp: c439d07558ebdfb81a80052881d416a9
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

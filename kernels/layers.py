@@ -1,4 +1,4 @@
-# stamp: 5857e3f6f2f2f39af6d36c756610c612
+# stamp: fe47857a257c423d2b56c9080daf9968
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)

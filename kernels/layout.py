@@ -1,4 +1,4 @@
-# stamp: 34f3a0d4c8bb337b0bc524931e72da44
+# stamp: 45498007243351e91bec796209184a30
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -409,8 +409,8 @@ class Settings(NamedTuple):
     loss, optimizer : codes; batch_size : rows per step; shuffle : bool; seed : shuffle seed;
     first_epoch : epochs trained before (selects the shuffle permutations and the dropout masks);
     epochs : epochs this call runs (<= Work.epoch_losses.size); lr : base learning rate; hyper :
-    float64 (optim.HYPER_WIDTH,), the optimizer's hyper-parameters; schedule_kind, schedule :
-    learning-rate schedule (kernels.schedules); l1, l2 : weight penalties; penalty_per_weight :
+    tuple of optim.HYPER_WIDTH floats, the optimizer's hyper-parameters; schedule_kind, schedule :
+    learning-rate schedule (``optim.lr_at``; a tuple of SCHEDULE_WIDTH floats); l1, l2 : weight penalties; penalty_per_weight :
     each step's penalty divided by the batch's total sample weight (scikit-learn's ``alpha``);
     mean : the loss is averaged over the rows, not summed; shards, solo : how batches are cut
     (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``lowlevel.gemm_address``), 0 when
@@ -441,9 +441,9 @@ class Settings(NamedTuple):
     first_epoch: int
     epochs: int
     lr: float
-    hyper: np.ndarray
+    hyper: tuple
     schedule_kind: int
-    schedule: np.ndarray
+    schedule: tuple
     l1: float
     l2: float
     penalty_per_weight: bool
@@ -479,10 +479,11 @@ def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, sc
     parameters = np.zeros(SCHEDULE_WIDTH)
     if schedule is not None:
         parameters[: len(schedule)] = np.asarray(schedule, dtype=np.float64)
+    # (tuples, not arrays: values the compiled loop copies, with no reference count to keep)
     return Settings(
         loss=int(loss), optimizer=int(optimizer), batch_size=int(batch_size), shuffle=bool(shuffle), seed=_int64(seed),
-        first_epoch=int(first_epoch), epochs=int(epochs), lr=float(lr), hyper=vector, schedule_kind=int(schedule_kind),
-        schedule=parameters, l1=float(l1), l2=float(l2), penalty_per_weight=bool(penalty_per_weight), mean=bool(SPECS[int(loss)].mean),
+        first_epoch=int(first_epoch), epochs=int(epochs), lr=float(lr), hyper=tuple(float(v) for v in vector),
+        schedule_kind=int(schedule_kind), schedule=tuple(float(v) for v in parameters), l1=float(l1), l2=float(l2), penalty_per_weight=bool(penalty_per_weight), mean=bool(SPECS[int(loss)].mean),
         shards=int(shards), solo=bool(solo), rank=int(rank), ranks=int(ranks), partitioned=bool(partitioned), channel=int(channel),
         clip_norm=float(clip_norm), clip_value=float(clip_value), track=bool(track), gemm=int(gemm), dropout_seed=_int64(dropout_seed),
         loss_parameter=float(loss_parameter), python=int(python), forward=0, backward=0,

@@ -1,4 +1,4 @@
-# stamp: 6e697ea14b41575b7361e1edc34b2140
+# stamp: e3391e4e83015c886f2ccb07ef5108d1
 """Losses of the output layer: the one table of them (``SPECS``), each declaring its compiled row
 value and output local gradient, its NumPy twins and its properties; and ``loss_rows``, which runs
 one of them over a block of rows.
@@ -58,8 +58,9 @@ COUNT_TARGETS = "non-negative"  # every target >= 0
 
 @subroutine
 def squared_error(z, a, y, row, n, parameter):
+    a, y = a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         diff = np.float64(a[j]) - np.float64(y[j])
         total += 0.5 * diff * diff
     return total
@@ -67,14 +68,16 @@ def squared_error(z, a, y, row, n, parameter):
 
 @subroutine
 def difference(a, y, scale, delta, row, n, parameter):
-    for j in range(row, row + n):
+    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
+    for j in range(n):
         delta[j] = (a[j] - y[j]) * scale
 
 
 @subroutine
 def binary_crossentropy(z, a, y, row, n, parameter):
+    z, y = z[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         zj = z[j]
         z64 = np.float64(zj)
         softplus_tail = np.log1p(np.float64(fast_exp(-abs(zj))))
@@ -84,16 +87,17 @@ def binary_crossentropy(z, a, y, row, n, parameter):
 
 @subroutine
 def crossentropy(z, a, y, row, n, parameter):
-    row_max = z[row]
-    for j in range(row + 1, row + n):
+    z, y = z[row : row + n], y[row : row + n]
+    row_max = z[0]
+    for j in range(1, n):
         value = z[j]
         row_max = select(value > row_max, value, row_max)
     sum_exp = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         sum_exp += np.float64(fast_exp(z[j] - row_max))
     log_sum_exp = np.float64(row_max) + np.log(sum_exp)
     total = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         total += np.float64(y[j]) * (log_sum_exp - np.float64(z[j]))
     return total
 
@@ -102,17 +106,19 @@ def crossentropy(z, a, y, row, n, parameter):
 def crossentropy_delta(a, y, scale, delta, row, n, parameter):
     # The gradient of Σ_j y_j (logsumexp(z) − z_j) for any non-negative targets: one-hot and
     # probability rows have Σ_j y_j = 1; PyTorch's soft targets behave the same.
+    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
     mass = delta.dtype.type(0.0)
-    for j in range(row, row + n):
+    for j in range(n):
         mass += y[j]
-    for j in range(row, row + n):
+    for j in range(n):
         delta[j] = (a[j] * mass - y[j]) * scale
 
 
 @subroutine
 def poisson(z, a, y, row, n, parameter):
+    z, a, y = z[row : row + n], a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         y64 = np.float64(y[j])
         # y log y − y: the constant that makes a perfect prediction's loss 0 (0 log 0 = 0).
         constant = select(y64 > 0.0, y64 * np.log(select(y64 > 0.0, y64, 1.0)) - y64, 0.0)
@@ -122,8 +128,9 @@ def poisson(z, a, y, row, n, parameter):
 
 @subroutine
 def huber(z, a, y, row, n, parameter):
+    a, y = a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(row, row + n):
+    for j in range(n):
         x = abs(np.float64(a[j]) - np.float64(y[j]))
         total += select(x < parameter, 0.5 * x * x, parameter * (x - 0.5 * parameter))
     return total / n
@@ -134,7 +141,8 @@ def huber_delta(a, y, scale, delta, row, n, parameter):
     # d/da of h(a − y)/n: (a − y)/n inside δ, ±δ/n outside (PyTorch's clamp of a − y to [−δ, δ]).
     t = delta.dtype.type
     limit, share = t(parameter), scale / t(n)
-    for j in range(row, row + n):
+    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
+    for j in range(n):
         x = a[j] - y[j]
         clamped = select(x > limit, limit, select(x < -limit, -limit, x))
         delta[j] = clamped * share

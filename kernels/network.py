@@ -1,4 +1,4 @@
-# stamp: 61e706fc4173fe3703323067b1edfd05
+# stamp: 624469c39482039f4ea82aabd922ba79
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)

@@ -1,4 +1,4 @@
-# stamp: cb197b2bd122e0ee35c6e9b6cbf4edba
+# stamp: 771e1165933a9981d7e414e71d2188cb
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -242,10 +242,12 @@ def update(code, params, grads, state, first, stop, step, lr, hyper):
         row[...] = value
 
 
+# (unsigned indices: Numba wraps a negative signed index around, a test per element that keeps
+# LLVM from vectorising the loop)
 _BRANCH = """
     elif code == {code}:
         c = coefficients_{code}(t, step, lr{hyper})
-        for i in range(first, stop):
+        for i in range(np.uint64(first), np.uint64(stop)):
             params[i]{targets} = rule_{code}(params[i], grads[i]{values}, c)
 """
 
@@ -253,16 +255,17 @@ _BRANCH = """
 @overload(update, jit_options=dict(BASE_OPTIONS, fastmath=set(SHARDED_FASTMATH_FLAGS)))
 def _update(code, params, grads, state, first, stop, step, lr, hyper):
     branches = []
-    namespace = {}
+    namespace = dict(np=np)
     for code, spec in sorted(SPECS.items()):
         rows = range(len(spec.state))
         branches.append(_BRANCH.format(code=code, hyper="".join(f", hyper[{i}]" for i in range(1, len(spec.hyper))),
-                                       targets="".join(f", state[{r}, i]" for r in rows),
-                                       values="".join(f", state[{r}, i]" for r in rows)))  # fmt: skip
+                                       targets="".join(f", row{r}[i]" for r in rows), values="".join(f", row{r}[i]" for r in rows)))
         namespace[f"coefficients_{code}"], namespace[f"rule_{code}"] = spec.coefficients, spec.rule
+    width = max(len(spec.state) for spec in SPECS.values())
     source = ("def update(code, params, grads, state, first, stop, step, lr, hyper):\n"
               "    t = params.dtype.type\n"
-              "    if code < 0:\n"
+              + "".join(f"    row{r} = state[{r} if {r} < state.shape[0] else 0]\n" for r in range(width))
+              + "    if code < 0:\n"
               "        pass\n" + "".join(branches))  # fmt: skip
     return generated("update", source, namespace)
 

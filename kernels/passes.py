@@ -1,4 +1,4 @@
-# stamp: 5e63c32452ff047bd43ad8d6aff9d0c9
+# stamp: 1bc0da5a393804b7aa99fabb32dee3fa
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.
@@ -211,19 +211,22 @@ def _delta_block(beneath, capacity, record, params, buffers, delta, first, count
         product(BLAS, NT, count, n_in, n_out, delta, (params, w, n_out), target, gemm)
     else:
         product(chosen, NN, count, n_in, n_out, delta, (buffers.transposed, w, n_in), target, gemm)
-    deltas, slopes = buffers.deltas, buffers.slopes
-    for i in range(at, at + count * n_in):
+    n = count * n_in
+    deltas, slopes = buffers.deltas[at : at + n], buffers.slopes[at : at + n]
+    for i in range(n):
         deltas[i] *= slopes[i]
 
 
 @subroutine
 def _bias_gradient(deltas, start, rows, n_out, grads, b):
     zero = grads.dtype.type(0.0)
+    gradient = grads[b : b + n_out]
     for j in range(n_out):
-        grads[b + j] = zero
+        gradient[j] = zero
     for r in range(rows):
+        row = deltas[start + r * n_out : start + (r + 1) * n_out]
         for j in range(n_out):
-            grads[b + j] += deltas[start + r * n_out + j]
+            gradient[j] += row[j]
 
 
 @subroutine
@@ -233,12 +236,13 @@ def penalise(params, grads, start, stop, l1, l2):
     t = params.dtype.type
     l1_, l2_, zero, one = t(l1), t(l2), t(0.0), t(1.0)
     total = 0.0
-    for i in range(start, stop):
-        w = params[i]
+    weights, gradients = params[start:stop], grads[start:stop]
+    for i in range(stop - start):
+        w = weights[i]
         w64 = np.float64(w)
         total += l1 * abs(w64) + 0.5 * l2 * w64 * w64
         sign = one if w > zero else (-one if w < zero else zero)
-        grads[i] += l1_ * sign + l2_ * w
+        gradients[i] += l1_ * sign + l2_ * w
     return total
 
 

@@ -1,4 +1,4 @@
-# stamp: 867bc0397dd552a93d5b30f16d346194
+# stamp: 1e12ffa911de0d529cf7544768a11584
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 
@@ -96,18 +96,27 @@ def _blas(shape, m, n, k, a, b, c, gemm):
     call_gemm(gemm, transb, transa, n, m, k, pointer(b[0], b[1]), b[2], pointer(a[0], a[1]), a[2], pointer(c[0], c[1]), c[2])
 
 
+# The loops index with unsigned integers: Numba wraps a negative signed index around the array's
+# end (a test and a select per element), which keeps LLVM from vectorising the loop (measured:
+# a 32 × 1 product over 64, 1.22 µs signed, 0.16 µs unsigned).
+
+
+@subroutine
+def _unsigned(operand):
+    array, start, ld = operand
+    return array, np.uint64(start), np.uint64(ld)
+
+
 @subroutine
 def _loops_nn(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[i, p] B[p, j]: dot products along p (contiguous in A), for products with
     # fewer columns than a vector.
-    A, a0, lda = a
-    B, b0, ldb = b
-    C, c0, ldc = c
+    (A, a0, lda), (B, b0, ldb), (C, c0, ldc) = _unsigned(a), _unsigned(b), _unsigned(c)
     zero = C.dtype.type(0.0)
-    for i in range(m):
-        for j in range(n):
+    for i in range(np.uint64(m)):
+        for j in range(np.uint64(n)):
             total = zero
-            for p in range(k):
+            for p in range(np.uint64(k)):
                 total += A[a0 + i * lda + p] * B[b0 + p * ldb + j]
             C[c0 + i * ldc + j] = total
 
@@ -115,31 +124,27 @@ def _loops_nn(m, n, k, a, b, c):
 @subroutine
 def _loops_tn(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[p, i] B[p, j]: rows of A (contiguous along i) scaled into C's columns.
-    A, a0, lda = a
-    B, b0, ldb = b
-    C, c0, ldc = c
+    (A, a0, lda), (B, b0, ldb), (C, c0, ldc) = _unsigned(a), _unsigned(b), _unsigned(c)
     zero = C.dtype.type(0.0)
-    for i in range(m):
-        for j in range(n):
+    for i in range(np.uint64(m)):
+        for j in range(np.uint64(n)):
             C[c0 + i * ldc + j] = zero
-    for p in range(k):
-        for j in range(n):
+    for p in range(np.uint64(k)):
+        for j in range(np.uint64(n)):
             x = B[b0 + p * ldb + j]
-            for i in range(m):
+            for i in range(np.uint64(m)):
                 C[c0 + i * ldc + j] += A[a0 + p * lda + i] * x
 
 
 @subroutine
 def _loops_nt(m, n, k, a, b, c):
     # C[i, j] = Σ_p A[i, p] B[j, p]: dot products of two contiguous rows.
-    A, a0, lda = a
-    B, b0, ldb = b
-    C, c0, ldc = c
+    (A, a0, lda), (B, b0, ldb), (C, c0, ldc) = _unsigned(a), _unsigned(b), _unsigned(c)
     zero = C.dtype.type(0.0)
-    for i in range(m):
-        for j in range(n):
+    for i in range(np.uint64(m)):
+        for j in range(np.uint64(n)):
             total = zero
-            for p in range(k):
+            for p in range(np.uint64(k)):
                 total += A[a0 + i * lda + p] * B[b0 + j * ldb + p]
             C[c0 + i * ldc + j] = total
 
@@ -169,9 +174,10 @@ def _tiles(m, n, k, A, a0, a_row_stride, a_col_stride, b, c):
 @subroutine
 def transpose(source, s0, rows, cols, target, t0):
     """``target[t0:]`` (cols × rows) = ``source[s0:]`` (rows × cols)ᵀ, flat row-major blocks."""
+    a, b = source[s0 : s0 + rows * cols], target[t0 : t0 + rows * cols]
     for i in range(rows):
         for j in range(cols):
-            target[t0 + j * rows + i] = source[s0 + i * cols + j]
+            b[j * rows + i] = a[i * cols + j]
 
 
 # --------------------------------------------------------------------------- the tile

@@ -1,4 +1,4 @@
-# stamp: 010a6b1c3a09a8062d8bbb923b095a76
+# stamp: b84d9050144eea45d4dc266b976033a9
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

@@ -1,4 +1,4 @@
-# stamp: 3622a6c9eb25f438d56b2d72caffcc10
+# stamp: aa914bee0ec3387d464fc336f40f4897
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -37,7 +37,10 @@ from .layout import (
     OUTCOME_STOPPED,
     VISIT_EPOCH,
     VISIT_HEARTBEAT,
+    Architecture,
+    Buffers,
     Data,
+    EpochEnd,
     TrainState,
     Work,
     chunk_count,
@@ -116,6 +119,7 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
     # step, and a counted array costs an atomic increment and decrement at each (measured on xor:
     # a fifth of a step's time).
     state, data, work = _unowned_state(state), _unowned_data(data), _unowned_work(work)
+    architecture, end = _unowned_architecture(architecture), _unowned_end(end)
     conditioned = settings.track or settings.clip_norm > 0.0 or settings.clip_value > 0.0
     _save(team, work.saved_params, state.params, work.saved_state, state.opt_state)
     saved_step = current_step = state.step[0]
@@ -241,13 +245,15 @@ def _copy_rows(data, work, start, first, stop, inv, mean):
     # batch's weight, for mean losses).
     X, Y, sample_weight = data
     n_in, n_out = X.shape[1], Y.shape[1]
-    for r in range(first, stop):
-        i = work.order[start + r]
+    order = work.order[start + first : start + stop]
+    for r in range(stop - first):
+        i = order[r]
+        x_row, y_row = work.x_batch[(first + r) * n_in : (first + r + 1) * n_in], work.y_batch[(first + r) * n_out : (first + r + 1) * n_out]
         for k in range(n_in):
-            work.x_batch[r * n_in + k] = X[i, k]
+            x_row[k] = X[i, k]
         for k in range(n_out):
-            work.y_batch[r * n_out + k] = Y[i, k]
-        work.row_scale[r] = sample_weight[i] * inv if mean else sample_weight[i]
+            y_row[k] = Y[i, k]
+        work.row_scale[first + r] = sample_weight[i] * inv if mean else sample_weight[i]
 
 
 @subroutine
@@ -351,11 +357,9 @@ def _save(team, params_to, params_from, state_to, state_from):
     task = tid
     while task < n_chunks:
         first, stop = task * n // n_chunks, (task + 1) * n // n_chunks
-        for i in range(first, stop):
-            params_to[i] = params_from[i]
+        _copy(params_to[first:stop], params_from[first:stop])
         for row in range(state_from.shape[0]):
-            for i in range(first, stop):
-                state_to[row, i] = state_from[row, i]
+            _copy(state_to[row, first:stop], state_from[row, first:stop])
         task = next_task(n_threads, task)
     barrier(control, n_threads)
 
@@ -372,12 +376,9 @@ def _finite(team, params, state, chunks):
     task = tid
     while task < n_chunks:
         first, stop = task * n // n_chunks, (task + 1) * n // n_chunks
-        total = zero
-        for i in range(first, stop):
-            total += params[i] * zero
+        total = _zeroed_sum(params[first:stop], zero)
         for row in range(state.shape[0]):
-            for i in range(first, stop):
-                total += state[row, i] * zero
+            total += _zeroed_sum(state[row, first:stop], zero)
         chunks[task] = 1.0 if total == 0 else 0.0
         task = next_task(n_threads, task)
     barrier(control, n_threads)
@@ -385,6 +386,21 @@ def _finite(team, params, state, chunks):
     for chunk in range(n_chunks):
         finite = finite and chunks[chunk] != 0.0
     return finite
+
+
+@subroutine
+def _copy(target, source):
+    for i in range(source.size):
+        target[i] = source[i]
+
+
+@subroutine
+def _zeroed_sum(values, zero):
+    # Σ v·0: 0 for finite values, NaN otherwise.
+    total = zero
+    for i in range(values.size):
+        total += values[i] * zero
+    return total
 
 
 @subroutine
@@ -411,7 +427,21 @@ def _visit(team, python, visits, completed, stop):
 
 @subroutine
 def _unowned_state(state):
-    return TrainState(unowned(state.params), unowned2(state.opt_state), state.step)
+    return TrainState(unowned(state.params), unowned2(state.opt_state), unowned(state.step))
+
+
+@subroutine
+def _unowned_architecture(architecture):
+    return Architecture(unowned(architecture.layers), architecture.n_params, architecture.units, architecture.blas)
+
+
+@subroutine
+def _unowned_end(end):
+    buffers = end.buffers
+    return EpochEnd(unowned(end.X), unowned(end.Y), unowned(end.row_scale),
+                    Buffers(unowned(buffers.acts), unowned(buffers.slopes), unowned(buffers.zs), unowned(buffers.deltas),
+                            unowned(buffers.losses), unowned(buffers.penalties), unowned(buffers.transposed)),
+                    unowned(end.best_params), unowned(end.records), unowned(end.state), end.rule, end.visits, unowned(end.passes))  # fmt: skip
 
 
 @subroutine
@@ -425,7 +455,8 @@ def _unowned_work(work):
                 unowned(work.row_scale), unowned2(work.acts), unowned2(work.slopes), unowned2(work.zs), unowned2(work.deltas),
                 unowned2(work.losses), unowned2(work.penalties), unowned2(work.transposed), unowned(work.chunks),
                 unowned(work.saved_params), unowned2(work.saved_state), unowned(work.epoch_losses), unowned(work.scalars),
-                unowned(work.batch_weights), work.health, work.health_partials, work.health_counts, work.health_sums, work.passes)  # fmt: skip
+                unowned(work.batch_weights), unowned2(work.health), unowned2(work.health_partials), unowned2(work.health_counts),
+                unowned2(work.health_sums), unowned(work.passes))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- from Python
