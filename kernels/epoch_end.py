@@ -1,4 +1,4 @@
-# stamp: 79bddb6e15ab8196b4f6b0a4e77c2e6d
+# stamp: 8556ee6abda1d6b035569c4b422d8a91
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.

@@ -1,4 +1,4 @@
-# stamp: 45498007243351e91bec796209184a30
+# stamp: 1188642d6a4049162405b97225439321
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

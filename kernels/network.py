@@ -1,4 +1,4 @@
-# stamp: 624469c39482039f4ea82aabd922ba79
+# stamp: 77267e869867b6269dad1e07cd326fc6
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)

@@ -1,4 +1,4 @@
-# stamp: 1bc0da5a393804b7aa99fabb32dee3fa
+# stamp: c5dc1c4ed302cbfe2133d3ee07f3077c
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import IDENTITY, SOFTMAX, apply, softmax_backward
-from .jit import compile_piece, piece_address, subroutine
+from .jit import compile_piece, helper, piece_address, subroutine
 from .layout import CONTROL, LAYER, MAX_BLOCKS, PASS, Architecture, Buffers, delta_blocks, layer_blocks, weight_blocks
 from .losses import SPECS as LOSS_SPECS
 from .losses import loss_rows
@@ -120,7 +120,7 @@ def forward(team, architecture, params, batch, buffers, options):
     return np.int64(0)
 
 
-@subroutine
+@helper
 def _forward_block(layer, is_last, record, params, a, chosen, span, out, buffers, options):
     # Rows [first, first + count) of one layer (``span``: first, count, and the first's row in its
     # batch): the product, the bias, the activation (and its slopes), dropout. The output layer's
@@ -145,7 +145,7 @@ def _forward_block(layer, is_last, record, params, a, chosen, span, out, buffers
         drop_rows(options.key, layer, record["dropout"], row0, count, n_out, a_out, slopes)
 
 
-@subroutine
+@helper
 def _output_derivative(activation, delta, a, slopes, rows, width):
     # dC/da · scale → dC/dz · scale for a loss not fused with its output activation.
     if activation == SOFTMAX:
@@ -201,7 +201,7 @@ def backward(team, architecture, params, grads, x, rows, buffers, l1, l2, gemm):
     return np.int64(0)
 
 
-@subroutine
+@helper
 def _delta_block(beneath, capacity, record, params, buffers, delta, first, count, chosen, gemm):
     # Rows [first, first + count) of the local gradient below a layer: (δ @ Wᵀ) ⊙ slopes.
     n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
@@ -217,7 +217,7 @@ def _delta_block(beneath, capacity, record, params, buffers, delta, first, count
         deltas[i] *= slopes[i]
 
 
-@subroutine
+@helper
 def _bias_gradient(deltas, start, rows, n_out, grads, b):
     zero = grads.dtype.type(0.0)
     gradient = grads[b : b + n_out]

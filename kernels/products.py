@@ -1,4 +1,4 @@
-# stamp: 1e12ffa911de0d529cf7544768a11584
+# stamp: d421de44dfa6ed401c52145feff4ac59
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 
@@ -31,7 +31,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from .config import BLAS_MIN_MACS, BLAS_MIN_SIDE, FASTMATH_FLAGS
-from .jit import subroutine
+from .jit import helper, subroutine
 from .lowlevel import NO_TRANSPOSE, TRANSPOSE, call_gemm, pointer
 
 NN = 0
@@ -67,7 +67,7 @@ def path(may_blas, shape, m, n, k, lanes):
     return TILES if shape != NT and 2 * n >= lanes else LOOPS
 
 
-@subroutine
+@helper
 def product(chosen, shape, m, n, k, a, b, c, gemm):
     """``C = op(A) @ op(B)`` for an ``m × n`` block of C over an inner dimension ``k`` by path
     ``chosen`` (``path``); ``a``, ``b``, ``c`` operands ``(array, start, ld)``: A is ``m × k``

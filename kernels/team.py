@@ -1,4 +1,4 @@
-# stamp: b84d9050144eea45d4dc266b976033a9
+# stamp: 24540b5256700eb072031a089f51dfb5
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

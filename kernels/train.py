@@ -1,4 +1,4 @@
-# stamp: aa914bee0ec3387d464fc336f40f4897
+# stamp: 54158cd076bc7a23b1bd60f5c0430099
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -48,7 +48,7 @@ from .layout import (
     make_epoch_end,
     shard_buffers,
 )
-from .lowlevel import CALLBACKS, address, call_piece, call_python, monotonic_ns, unowned, unowned2
+from .lowlevel import CALLBACKS, address, call_piece, call_python, gemm_address, monotonic_ns, unowned, unowned2
 from .optim import lr_at, update
 from .passes import GOLDEN, NO_DROPOUT, Batch, Pass, batch_value, fill, mix, piece_addresses, step_key
 from .team import barrier, next_task, read_flag, run_team, write_flag
@@ -181,7 +181,7 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
     return np.int64(completed)
 
 
-@subroutine
+@helper
 def _start(team, epoch, data, work, settings):
     # The epoch's row order (thread 0's); returns the epoch's total sample weight (the ranks'
     # sum, partitioned data, comes from the exchange).
@@ -199,7 +199,7 @@ def _start(team, epoch, data, work, settings):
     return total
 
 
-@subroutine
+@helper
 def _gather(team, start, completed, architecture, data, work, settings, end):
     # The batch at ``start`` of the epoch's order: thread 0's heartbeat visit and its reading of
     # the stop request, then this rank's rows of the batch into the batch buffers (by the team,
@@ -256,7 +256,7 @@ def _copy_rows(data, work, start, first, stop, inv, mean):
         work.row_scale[first + r] = sample_weight[i] * inv if mean else sample_weight[i]
 
 
-@subroutine
+@helper
 def _gradient(team, current_step, batch, architecture, state, data, work, settings):
     # The batch's gradient, shard by shard (solo: each thread takes whole shards and gathers
     # their rows itself), and this rank's share of its loss with the weight penalty.
@@ -292,7 +292,7 @@ def _gradient(team, current_step, batch, architecture, state, data, work, settin
     return value
 
 
-@subroutine
+@helper
 def _check(control, value):
     # After a batch's gradient: a stop request (thread 0's reading, or any rank's), or a loss
     # that is not finite, ends the call.
@@ -303,7 +303,7 @@ def _check(control, value):
     return OUTCOME_FINISHED
 
 
-@subroutine
+@helper
 def _update(team, state, work, settings, shards, current_step, lr):
     # The optimizer's update over fixed chunks of the flat buffers, the shards' gradients added
     # first, in shard order (``shards``: 1 when the condition stage added them).
@@ -321,7 +321,7 @@ def _update(team, state, work, settings, shards, current_step, lr):
     barrier(control, n_threads)
 
 
-@subroutine
+@helper
 def _penalties(settings, batch_weight):
     # This rank's weight penalties for a batch: only rank 0 carries them (added once); scikit-
     # learn's alpha is a penalty per unit of the batch's sample weight.
@@ -332,7 +332,7 @@ def _penalties(settings, batch_weight):
     return l1, l2
 
 
-@subroutine
+@helper
 def _dropping(architecture):
     layers = architecture.layers
     for layer in range(layers.size):
@@ -555,7 +555,7 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
     if python is not None:
         settings = settings._replace(python=python.address)
     forward, backward = piece_addresses(dtype)
-    settings = settings._replace(forward=forward, backward=backward)
+    settings = settings._replace(forward=forward, backward=backward, gemm=gemm_address(dtype) if architecture.blas else 0)
     arguments = (architecture, state, _readonly(data), work, settings, end)
     # The first call in a process compiles or loads the loop on this thread, running no epoch.
     first_call(train_loop, 0, 1, control, *arguments[:4], settings._replace(epochs=0), end)
