@@ -44,6 +44,9 @@ _EXPORTS = {
     "RMSprop": "fastgd.optimizers",
     "Adam": "fastgd.optimizers",
     "AdamW": "fastgd.optimizers",
+    "NAdam": "fastgd.optimizers",
+    "RAdam": "fastgd.optimizers",
+    "Adamax": "fastgd.optimizers",
     "optimizers": "fastgd.optimizers",
     "schedules": "fastgd.schedules",
     "callbacks": "fastgd.callbacks",
@@ -86,6 +89,9 @@ __all__ = [
     "RMSprop",
     "Adam",
     "AdamW",
+    "NAdam",
+    "RAdam",
+    "Adamax",
     "__version__",
 ]
 

@@ -1,4 +1,4 @@
-# stamp: 771e1165933a9981d7e414e71d2188cb
+# stamp: f4f364094b06a5f73eab1f335eaf3f12
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -55,17 +55,28 @@ class Hyper(NamedTuple):
 
 
 class OptimizerSpec(NamedTuple):
-    """An optimizer, everything about it in one place (see the module's docstring). ``torch``:
-    the ``torch.optim`` class whose rule it follows and how its arguments map (for the docs and
-    the PyTorch comparisons)."""
+    """An optimizer, everything about it in one place (see the module's docstring).
+
+    ``hyper``: its hyper-parameters (``Hyper``), lr first; ``state``: the names of its state
+    buffers, and ``initial``: each one's starting value (a number, or the name of the
+    hyper-parameter that sets it); ``coefficients``/``rule``: its update; ``title``: what the
+    public class's docstring says first; ``formula``: its update rule as the docs' table states
+    it; ``torch``: the ``torch.optim`` class whose rule it follows (None: no PyTorch twin);
+    ``check``: ``check(values) -> message or None``, a condition between its hyper-parameters
+    (by name) beyond each one's own kind.
+    """
 
     name: str
     code: int
     hyper: tuple
     state: tuple
+    initial: tuple
     coefficients: Callable
     rule: Callable
-    torch: str
+    title: str
+    formula: str
+    torch: str | None
+    check: Callable | None = None
 
     @property
     def hyper_names(self) -> tuple:
@@ -137,10 +148,9 @@ def rmsprop_rule(p, g, square_avg, grad_avg, momentum_buffer, c):
 
 @subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
 def _adam_coefficients(t, step, lr, beta1, beta2, eps, coupled_decay, decay, amsgrad):
-    step_size = t(lr / (1.0 - beta1 ** np.float64(step)))  # pow(), as Python computes float ** int
+    step_size = lr / (1.0 - beta1 ** np.float64(step))  # pow(), as Python computes float ** int
     bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
-    return (t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), step_size, bias_correction2_sqrt, t(eps), t(coupled_decay),
-            t(decay), amsgrad != 0.0)  # fmt: skip
+    return t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(-step_size), bias_correction2_sqrt, t(eps), t(coupled_decay), t(decay), amsgrad != 0.0
 
 
 @subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
@@ -156,16 +166,95 @@ def adamw_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
 
 @subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
 def adam_rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
-    # Adam and AdamW (``decay``: AdamW's decoupled decay factor, 1 for Adam).
-    b1, one_minus_b1, b2, one_minus_b2, step_size, bias_correction2_sqrt, eps, wd, decay, amsgrad = c
+    # Adam and AdamW (``decay``: AdamW's decoupled decay factor, 1 for Adam), in PyTorch's order
+    # of operations (see the three below).
+    one_minus_b1, b2, one_minus_b2, negative_step_size, bias_correction2_sqrt, eps, wd, decay, amsgrad = c
     p = p * decay
     grad = g + wd * p
-    m = b1 * exp_avg + one_minus_b1 * grad
-    v = b2 * exp_avg_sq + one_minus_b2 * grad * grad
+    m = exp_avg + one_minus_b1 * (grad - exp_avg)
+    v = exp_avg_sq * b2 + one_minus_b2 * grad * grad
     # amsgrad: the largest v so far (a NaN-propagating max) replaces v below.
     largest = select((max_exp_avg_sq > v) | (max_exp_avg_sq != max_exp_avg_sq), max_exp_avg_sq, v)
     used = select(amsgrad, largest, v)
-    return p - step_size * (m / (np.sqrt(used) / bias_correction2_sqrt + eps)), m, v, select(amsgrad, largest, max_exp_avg_sq)
+    return p + negative_step_size * m / (np.sqrt(used) / bias_correction2_sqrt + eps), m, v, select(amsgrad, largest, max_exp_avg_sq)
+
+
+# The three below follow PyTorch's single-tensor code line by line, its order of operations
+# included: ``lerp_`` (m + w·(g − m) for w < ½), ``addcmul_`` (v + value·g·g), ``addcdiv_``
+# (p + value·a / b).
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def nadam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay):
+    decoupled = decoupled_weight_decay != 0.0
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (np.float64(step) * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((np.float64(step) + 1.0) * momentum_decay))
+    coupled = 0.0 if decoupled else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    return (t(decay), t(coupled), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(1.0 - beta2 ** np.float64(step)), t(eps), t(mu), lr, mu,
+            mu_next, t)  # fmt: skip
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def nadam_rule(p, g, exp_avg, exp_avg_sq, mu_product, c):
+    # mu_product (the product of the step's μ over the steps so far) is a state buffer: PyTorch
+    # keeps it as a tensor in the parameters' dtype.
+    decay, wd, one_minus_b1, b2, one_minus_b2, bias_correction2, eps, mu_t, lr, mu, mu_next, t = c
+    p = p * decay
+    grad = g + wd * p
+    product = mu_product * mu_t
+    m = exp_avg + one_minus_b1 * (grad - exp_avg)
+    v = exp_avg_sq * b2 + one_minus_b2 * grad * grad
+    denom = np.sqrt(v / bias_correction2) + eps
+    product64 = np.float64(product)
+    first = t(-lr * (1.0 - mu) / (1.0 - product64))
+    second = t((-lr * mu_next) / (1.0 - product64 * mu_next))
+    p = p + first * grad / denom
+    return p + second * m / denom, m, v, product
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def radam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay):
+    decoupled = decoupled_weight_decay != 0.0
+    step64 = np.float64(step)
+    bias_correction1 = 1.0 - beta1**step64
+    bias_correction2 = 1.0 - beta2**step64
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * step64 * (beta2**step64) / bias_correction2
+    rectified = rho_t > 5.0
+    rect = np.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectified else 1.0
+    coupled = 0.0 if decoupled else weight_decay
+    decay = 1.0 - lr * weight_decay if decoupled else 1.0
+    return (t(decay), t(coupled), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(bias_correction1), t(np.sqrt(bias_correction2)),
+            t(eps), t(lr), t(rect), rectified)  # fmt: skip
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def radam_rule(p, g, exp_avg, exp_avg_sq, c):
+    decay, wd, one_minus_b1, b2, one_minus_b2, bias_correction1, bias_correction2_sqrt, eps, lr, rect, rectified = c
+    p = p * decay
+    grad = g + wd * p
+    m = exp_avg + one_minus_b1 * (grad - exp_avg)
+    v = exp_avg_sq * b2 + one_minus_b2 * grad * grad
+    corrected = m / bias_correction1
+    adaptive = bias_correction2_sqrt / (np.sqrt(v) + eps)
+    return select(rectified, p - corrected * lr * adaptive * rect, p - corrected * lr), m, v
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adamax_coefficients(t, step, lr, beta1, beta2, eps, weight_decay):
+    return t(weight_decay), t(1.0 - beta1), t(beta2), t(eps), t(-(lr / (1.0 - beta1 ** np.float64(step))))
+
+
+@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+def adamax_rule(p, g, exp_avg, exp_inf, c):
+    wd, one_minus_b1, b2, eps, negative_clr = c
+    grad = g + wd * p
+    m = exp_avg + one_minus_b1 * (grad - exp_avg)
+    scaled, floor = exp_inf * b2, abs(grad) + eps
+    u = select((scaled > floor) | (scaled != scaled), scaled, floor)  # torch.maximum: NaN propagates
+    u = select(floor != floor, floor, u)
+    return p + negative_clr * m / u, m, u
 
 
 # --------------------------------------------------------------------------- the table
@@ -176,33 +265,99 @@ OPT_ADAGRAD = 2
 OPT_RMSPROP = 3
 OPT_ADAM = 4
 OPT_ADAMW = 5
+OPT_NADAM = 6
+OPT_RADAM = 7
+OPT_ADAMAX = 8
 
-_BETAS = (Hyper("beta1", 0.9, "unit", "betas"), Hyper("beta2", 0.999, "unit", "betas"))
+
+def _hypers(*entries):
+    # (name, default, kind[, group]) -> Hyper
+    return tuple(Hyper(*entry) for entry in entries)
+
+
+_BETAS = (("beta1", 0.9, "unit", "betas"), ("beta2", 0.999, "unit", "betas"))
+
+
+def _nesterov_check(values):
+    if values["nesterov"] and (values["momentum"] <= 0.0 or values["dampening"] != 0.0):
+        return "nesterov=True requires momentum > 0 and dampening = 0"
+    return None
+
 
 SPECS = {
     spec.code: spec
     for spec in (
-        OptimizerSpec("sgd", OPT_SGD, (Hyper("lr", 0.001, "positive"), Hyper("momentum", 0.0, "non-negative"),
-                                       Hyper("dampening", 0.0, "closed unit"), Hyper("nesterov", False, "flag"),
-                                       Hyper("weight_decay", 0.0, "non-negative")),
-                      ("momentum_buffer",), sgd_coefficients, sgd_rule, "SGD"),
-        OptimizerSpec("momentum", OPT_MOMENTUM, (Hyper("lr", 0.01, "positive"), Hyper("beta", 0.9, "unit")), ("velocity",),
-                      momentum_coefficients, momentum_rule, "(none: exponential-average momentum)"),
-        OptimizerSpec("adagrad", OPT_ADAGRAD, (Hyper("lr", 0.01, "positive"), Hyper("lr_decay", 0.0, "non-negative"),
-                                               Hyper("weight_decay", 0.0, "non-negative"),
-                                               Hyper("initial_accumulator_value", 0.0, "non-negative"),
-                                               Hyper("eps", 1e-10, "non-negative")),
-                      ("sum",), adagrad_coefficients, adagrad_rule, "Adagrad"),
-        OptimizerSpec("rmsprop", OPT_RMSPROP, (Hyper("lr", 0.01, "positive"), Hyper("alpha", 0.99, "unit"),
-                                               Hyper("eps", 1e-8, "non-negative"), Hyper("weight_decay", 0.0, "non-negative"),
-                                               Hyper("momentum", 0.0, "non-negative"), Hyper("centered", False, "flag")),
-                      ("square_avg", "grad_avg", "momentum_buffer"), rmsprop_coefficients, rmsprop_rule, "RMSprop"),
-        OptimizerSpec("adam", OPT_ADAM, (Hyper("lr", 0.001, "positive"), *_BETAS, Hyper("eps", 1e-8, "non-negative"),
-                                         Hyper("weight_decay", 0.0, "non-negative"), Hyper("amsgrad", False, "flag")),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), adam_coefficients, adam_rule, "Adam"),
-        OptimizerSpec("adamw", OPT_ADAMW, (Hyper("lr", 0.001, "positive"), *_BETAS, Hyper("eps", 1e-8, "non-negative"),
-                                           Hyper("weight_decay", 0.01, "non-negative"), Hyper("amsgrad", False, "flag")),
-                      ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), adamw_coefficients, adam_rule, "AdamW"),
+        OptimizerSpec(
+            "sgd", OPT_SGD,
+            _hypers(("lr", 0.001, "positive"), ("momentum", 0.0, "non-negative"), ("dampening", 0.0, "closed unit"),
+                    ("nesterov", False, "flag"), ("weight_decay", 0.0, "non-negative")),
+            ("momentum_buffer",), (0.0,), sgd_coefficients, sgd_rule,
+            "Stochastic gradient descent, as ``torch.optim.SGD``.",
+            "g ← g + wd·p; with momentum μ: b ← g (t = 1), b ← μb + (1 − dampening)g (t > 1); g ← g + μb (nesterov) or b; "
+            "p ← p − lr·g",
+            "SGD", _nesterov_check),
+        OptimizerSpec(
+            "momentum", OPT_MOMENTUM, _hypers(("lr", 0.01, "positive"), ("beta", 0.9, "unit")), ("velocity",), (0.0,),
+            momentum_coefficients, momentum_rule, "Momentum in exponential-average form (no PyTorch twin).",
+            "v ← βv + (1 − β)g (v₀ = 0); p ← p − lr·v", None),
+        OptimizerSpec(
+            "adagrad", OPT_ADAGRAD,
+            _hypers(("lr", 0.01, "positive"), ("lr_decay", 0.0, "non-negative"), ("weight_decay", 0.0, "non-negative"),
+                    ("initial_accumulator_value", 0.0, "non-negative"), ("eps", 1e-10, "non-negative")),
+            ("sum",), ("initial_accumulator_value",), adagrad_coefficients, adagrad_rule, "Adagrad, as ``torch.optim.Adagrad``.",
+            "g ← g + wd·p; clr = lr / (1 + (t − 1)·lr_decay); s ← s + g² (s₀ = initial_accumulator_value); p ← p − clr·g / (√s + eps)",
+            "Adagrad"),
+        OptimizerSpec(
+            "rmsprop", OPT_RMSPROP,
+            _hypers(("lr", 0.01, "positive"), ("alpha", 0.99, "unit"), ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
+                    ("momentum", 0.0, "non-negative"), ("centered", False, "flag")),
+            ("square_avg", "grad_avg", "momentum_buffer"), (0.0, 0.0, 0.0), rmsprop_coefficients, rmsprop_rule,
+            "RMSprop, as ``torch.optim.RMSprop``.",
+            "g ← g + wd·p; s ← αs + (1 − α)g²; centered: ḡ ← αḡ + (1 − α)g, d = √(s − ḡ²) + eps, else d = √s + eps; "
+            "momentum μ > 0: b ← μb + g/d, p ← p − lr·b; else p ← p − lr·g/d",
+            "RMSprop"),
+        OptimizerSpec(
+            "adam", OPT_ADAM,
+            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
+                    ("amsgrad", False, "flag")),
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), (0.0, 0.0, 0.0), adam_coefficients, adam_rule, "Adam, as ``torch.optim.Adam``.",
+            "g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; amsgrad: v ← v_max ← max(v_max, v); "
+            "p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)",
+            "Adam"),
+        OptimizerSpec(
+            "adamw", OPT_ADAMW,
+            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.01, "non-negative"),
+                    ("amsgrad", False, "flag")),
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), (0.0, 0.0, 0.0), adamw_coefficients, adam_rule,
+            "AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.", "p ← p·(1 − lr·wd), then Adam with no weight decay in g",
+            "AdamW"),
+        OptimizerSpec(
+            "nadam", OPT_NADAM,
+            _hypers(("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
+                    ("momentum_decay", 0.004, "non-negative"), ("decoupled_weight_decay", False, "flag")),
+            ("exp_avg", "exp_avg_sq", "mu_product"), (0.0, 0.0, 1.0), nadam_coefficients, nadam_rule,
+            "NAdam (Adam with Nesterov momentum), as ``torch.optim.NAdam``.",
+            "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); μₜ = β₁(1 − ½·0.96^(tψ)); Πₜ = Πₜ₋₁μₜ; m ← β₁m + (1 − β₁)g; "
+            "v ← β₂v + (1 − β₂)g²; d = √(v/(1 − β₂ᵗ)) + eps; p ← p − lr(1 − μₜ)/(1 − Πₜ)·g/d − lr·μₜ₊₁/(1 − Πₜμₜ₊₁)·m/d "
+            "(ψ = momentum_decay)",
+            "NAdam"),
+        OptimizerSpec(
+            "radam", OPT_RADAM,
+            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
+                    ("decoupled_weight_decay", False, "flag")),
+            ("exp_avg", "exp_avg_sq"), (0.0, 0.0), radam_coefficients, radam_rule,
+            "RAdam (rectified Adam), as ``torch.optim.RAdam``.",
+            "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; "
+            "ρ∞ = 2/(1 − β₂) − 1, ρₜ = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); m̂ = m/(1 − β₁ᵗ); ρₜ > 5: "
+            "p ← p − lr·m̂·√(1 − β₂ᵗ)/(√v + eps)·√((ρₜ − 4)(ρₜ − 2)ρ∞/((ρ∞ − 4)(ρ∞ − 2)ρₜ)), else p ← p − lr·m̂",
+            "RAdam"),
+        OptimizerSpec(
+            "adamax", OPT_ADAMAX,
+            _hypers(("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative")),
+            ("exp_avg", "exp_inf"), (0.0, 0.0), adamax_coefficients, adamax_rule,
+            "Adamax (Adam with the infinity norm), as ``torch.optim.Adamax``.",
+            "g ← g + wd·p; m ← β₁m + (1 − β₁)g; u ← max(β₂u, |g| + eps); p ← p − lr/(1 − β₁ᵗ)·m/u",
+            "Adamax"),
     )
 }  # fmt: skip
 

@@ -1,4 +1,4 @@
-# stamp: 54158cd076bc7a23b1bd60f5c0430099
+# stamp: d937efbd17b00b03e9ef6e4c62e3256b
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
