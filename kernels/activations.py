@@ -1,4 +1,4 @@
-# stamp: 6da430b934023c9731062c080a06b8b0
+# stamp: f1ed2d9e441168b1ac1f5164e63a34aa
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and ``apply``, which runs
 one of them over a block of rows.
@@ -27,7 +27,7 @@ from numba.extending import overload
 from .config import EXACT_OPTIONS
 from .jit import generated, helper, subroutine
 from .lowlevel import select
-from .mathfn import fast_exp, fast_log1p, fast_tanh
+from .mathfn import fast_erf, fast_exp, fast_log1p, fast_tanh
 
 # Activation codes (per layer, in the layer records of kernels.layout).
 IDENTITY = 0
@@ -54,102 +54,102 @@ GELU_TANH_KAPPA = 0.044715
 # value(z, t) and derivative(z, a, t); t is the dtype's type (np.float32 or np.float64).
 
 
-@subroutine
+@helper
 def identity_value(z, t):
     return z
 
 
-@subroutine
+@helper
 def one(z, a, t):
     return t(1.0)
 
 
-@subroutine
+@helper
 def sigmoid_value(z, t):
     return t(1.0) / (t(1.0) + fast_exp(-z))
 
 
-@subroutine
+@helper
 def sigmoid_derivative(z, a, t):
     return a * (t(1.0) - a)
 
 
-@subroutine
+@helper
 def tanh_value(z, t):
     return fast_tanh(z)
 
 
-@subroutine
+@helper
 def tanh_derivative(z, a, t):
     return t(1.0) - a * a
 
 
-@subroutine
+@helper
 def relu_value(z, t):
     # `z <= 0` is False for NaN, so NaN propagates instead of being clipped to 0.
     return select(z <= t(0.0), t(0.0), z)
 
 
-@subroutine
+@helper
 def relu_derivative(z, a, t):
     return select(a > t(0.0), t(1.0), t(0.0))
 
 
-@subroutine
+@helper
 def leaky_relu_value(z, t):
     return select(z <= t(0.0), z * t(LEAKY_SLOPE), z)
 
 
-@subroutine
+@helper
 def leaky_relu_derivative(z, a, t):
     return select(a > t(0.0), t(1.0), t(LEAKY_SLOPE))
 
 
-@subroutine
+@helper
 def softplus_value(z, t):
     # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
     return select(z > t(0.0), z, t(0.0)) + fast_log1p(fast_exp(-abs(z)))
 
 
-@subroutine
+@helper
 def softplus_derivative(z, a, t):
     # f'(z) = sigmoid(z) = 1 − e^(−a) for a = softplus(z).
     return t(1.0) - fast_exp(-a)
 
 
-@subroutine
+@helper
 def exp_value(z, t):
     return fast_exp(z)
 
 
-@subroutine
+@helper
 def exp_derivative(z, a, t):
     return a
 
 
-@subroutine
+@helper
 def gelu_value(z, t):
     # 0.5·z·(1 + erf(z/√2)), as PyTorch's default (exact) GELU; erf in float64.
-    return t(0.5 * np.float64(z) * (1.0 + math.erf(np.float64(z) * SQRT_HALF)))
+    return t(0.5 * np.float64(z) * (1.0 + fast_erf(np.float64(z) * SQRT_HALF)))
 
 
-@subroutine
+@helper
 def gelu_derivative(z, a, t):
     # Φ(z) + z·φ(z), in PyTorch's form: cdf + z·pdf.
     x = np.float64(z)
-    cdf = 0.5 * (1.0 + math.erf(x * SQRT_HALF))
-    pdf = math.exp(-0.5 * x * x) * GELU_PDF
+    cdf = 0.5 * (1.0 + fast_erf(x * SQRT_HALF))
+    pdf = fast_exp(-0.5 * x * x) * GELU_PDF
     return t(cdf + x * pdf)
 
 
-@subroutine
+@helper
 def gelu_tanh_value(z, t):
     # PyTorch's approximate="tanh": 0.5·z·(1 + tanh(√(2/π)(z + 0.044715 z³))).
     inner = t(GELU_TANH_BETA) * (z + t(GELU_TANH_KAPPA) * z * z * z)
     return t(0.5) * z * (t(1.0) + fast_tanh(inner))
 
 
-@subroutine
+@helper
 def gelu_tanh_derivative(z, a, t):
     # PyTorch's backward for approximate="tanh", term by term.
     beta, kappa = t(GELU_TANH_BETA), t(GELU_TANH_KAPPA)
@@ -160,13 +160,13 @@ def gelu_tanh_derivative(z, a, t):
     return left_derivative + right_derivative
 
 
-@subroutine
+@helper
 def silu_value(z, t):
     # z·sigmoid(z), as PyTorch computes it: z / (1 + e^−z).
     return z / (t(1.0) + fast_exp(-z))
 
 
-@subroutine
+@helper
 def silu_derivative(z, a, t):
     # sigmoid(z)·(1 + z·(1 − sigmoid(z))), PyTorch's form.
     s = t(1.0) / (t(1.0) + fast_exp(-z))

@@ -1,4 +1,4 @@
-# stamp: 8556ee6abda1d6b035569c4b422d8a91
+# stamp: 21a3288bd789a265cc656cd2619ee008
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.

@@ -1,4 +1,4 @@
-# stamp: 35f7da57be0dea9b674d11b52236c55c
+# stamp: f5543acf4546f8e7177ae140f3ce6a33
 """Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
 ``track``): the training loop's ``condition`` stage, called by every thread of the team at the
 start and end of each epoch and after each step's gradient, for fits that ask for one of them.

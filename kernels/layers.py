@@ -1,4 +1,4 @@
-# stamp: 4c59a6f3ee50d0a12567d597744eaf7c
+# stamp: ca92dd149283c352d0df544ee48edd45
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)

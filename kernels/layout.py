@@ -1,4 +1,4 @@
-# stamp: 1188642d6a4049162405b97225439321
+# stamp: cb786a3b9fd733a5624bef089ca829fb
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -154,19 +154,20 @@ def make_control() -> np.ndarray:
 # MIN_CHUNK elements, at most MAX_CHUNKS.
 PARALLEL_MIN_MACS = 1 << 15
 MIN_BLOCK_ROWS = 16
-MIN_BLOCK_ROWS_BLAS = 128
+MIN_BLOCK_ROWS_BLAS = 1024
+MIN_BLOCK_ROWS_BLAS_WEIGHTS = 512
 MAX_BLOCKS = 16
 MIN_CHUNK = 1 << 14
 MAX_CHUNKS = 64
 
 
 @subroutine
-def block_count(rows, macs_per_row, blas):
+def block_count(rows, macs_per_row, blas, blas_rows=MIN_BLOCK_ROWS_BLAS):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
-    ``blas``: whether the product goes to BLAS."""
+    ``blas``: whether the product goes to BLAS (then blocks of at least ``blas_rows`` rows)."""
     if rows * macs_per_row < PARALLEL_MIN_MACS:
         return 1
-    blocks = rows // (MIN_BLOCK_ROWS_BLAS if blas else MIN_BLOCK_ROWS)
+    blocks = rows // (blas_rows if blas else MIN_BLOCK_ROWS)
     blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
     return 1 if blocks < 1 else blocks
 
@@ -185,7 +186,7 @@ def weight_blocks(architecture, layer, rows):
     """Blocks of rows of layer ``layer``'s weight gradient (one penalty partial each)."""
     record = architecture.layers[layer]
     n_in, n_out = record["n_in"], record["n_out"]
-    return block_count(n_in, rows * n_out, uses_blas(architecture.blas, n_in, n_out, rows))
+    return block_count(n_in, rows * n_out, uses_blas(architecture.blas, n_in, n_out, rows), MIN_BLOCK_ROWS_BLAS_WEIGHTS)
 
 
 @subroutine

@@ -1,4 +1,4 @@
-# stamp: e3391e4e83015c886f2ccb07ef5108d1
+# stamp: 259dad6e65949c342a7245c17a1a9a0f
 """Losses of the output layer: the one table of them (``SPECS``), each declaring its compiled row
 value and output local gradient, its NumPy twins and its properties; and ``loss_rows``, which runs
 one of them over a block of rows.
@@ -33,7 +33,7 @@ from numba.extending import overload
 
 from .config import EXACT_OPTIONS
 from .jit import generated, subroutine
-from .lowlevel import select
+from .lowlevel import select, span
 from .mathfn import fast_exp
 
 # Loss codes.
@@ -53,14 +53,13 @@ COUNT_TARGETS = "non-negative"  # every target >= 0
 # --------------------------------------------------------------------------- compiled rows
 # row_value(z, a, y, row, n, parameter) -> float64 and row_delta(a, y, scale, delta, row, n,
 # parameter): the row of n outputs starting at flat index ``row``; ``parameter`` the loss's own
-# (Huber's δ; 0 for the others).
+# (Huber's δ; 0 for the others). They index the flat arrays by ``span`` (``lowlevel.span``).
 
 
 @subroutine
 def squared_error(z, a, y, row, n, parameter):
-    a, y = a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(n):
+    for j in span(row, n):
         diff = np.float64(a[j]) - np.float64(y[j])
         total += 0.5 * diff * diff
     return total
@@ -68,16 +67,14 @@ def squared_error(z, a, y, row, n, parameter):
 
 @subroutine
 def difference(a, y, scale, delta, row, n, parameter):
-    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
-    for j in range(n):
+    for j in span(row, n):
         delta[j] = (a[j] - y[j]) * scale
 
 
 @subroutine
 def binary_crossentropy(z, a, y, row, n, parameter):
-    z, y = z[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(n):
+    for j in span(row, n):
         zj = z[j]
         z64 = np.float64(zj)
         softplus_tail = np.log1p(np.float64(fast_exp(-abs(zj))))
@@ -87,17 +84,16 @@ def binary_crossentropy(z, a, y, row, n, parameter):
 
 @subroutine
 def crossentropy(z, a, y, row, n, parameter):
-    z, y = z[row : row + n], y[row : row + n]
-    row_max = z[0]
-    for j in range(1, n):
+    row_max = z[row]
+    for j in span(row + 1, n - 1):
         value = z[j]
         row_max = select(value > row_max, value, row_max)
     sum_exp = 0.0
-    for j in range(n):
+    for j in span(row, n):
         sum_exp += np.float64(fast_exp(z[j] - row_max))
     log_sum_exp = np.float64(row_max) + np.log(sum_exp)
     total = 0.0
-    for j in range(n):
+    for j in span(row, n):
         total += np.float64(y[j]) * (log_sum_exp - np.float64(z[j]))
     return total
 
@@ -106,19 +102,17 @@ def crossentropy(z, a, y, row, n, parameter):
 def crossentropy_delta(a, y, scale, delta, row, n, parameter):
     # The gradient of Σ_j y_j (logsumexp(z) − z_j) for any non-negative targets: one-hot and
     # probability rows have Σ_j y_j = 1; PyTorch's soft targets behave the same.
-    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
     mass = delta.dtype.type(0.0)
-    for j in range(n):
+    for j in span(row, n):
         mass += y[j]
-    for j in range(n):
+    for j in span(row, n):
         delta[j] = (a[j] * mass - y[j]) * scale
 
 
 @subroutine
 def poisson(z, a, y, row, n, parameter):
-    z, a, y = z[row : row + n], a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(n):
+    for j in span(row, n):
         y64 = np.float64(y[j])
         # y log y − y: the constant that makes a perfect prediction's loss 0 (0 log 0 = 0).
         constant = select(y64 > 0.0, y64 * np.log(select(y64 > 0.0, y64, 1.0)) - y64, 0.0)
@@ -128,9 +122,8 @@ def poisson(z, a, y, row, n, parameter):
 
 @subroutine
 def huber(z, a, y, row, n, parameter):
-    a, y = a[row : row + n], y[row : row + n]
     total = 0.0
-    for j in range(n):
+    for j in span(row, n):
         x = abs(np.float64(a[j]) - np.float64(y[j]))
         total += select(x < parameter, 0.5 * x * x, parameter * (x - 0.5 * parameter))
     return total / n
@@ -141,8 +134,7 @@ def huber_delta(a, y, scale, delta, row, n, parameter):
     # d/da of h(a − y)/n: (a − y)/n inside δ, ±δ/n outside (PyTorch's clamp of a − y to [−δ, δ]).
     t = delta.dtype.type
     limit, share = t(parameter), scale / t(n)
-    a, y, delta = a[row : row + n], y[row : row + n], delta[row : row + n]
-    for j in range(n):
+    for j in span(row, n):
         x = a[j] - y[j]
         clamped = select(x > limit, limit, select(x < -limit, -limit, x))
         delta[j] = clamped * share
@@ -226,6 +218,13 @@ class LossSpec(NamedTuple):
     default_output: str | None
     formula: str
     parameter: tuple | None = None
+
+    def parameter_value(self, value=None) -> float:
+        """The loss's parameter as the kernels take it: ``value``, or where None the declared
+        default (0.0 for a loss without one)."""
+        if value is not None:
+            return float(value)
+        return float(self.parameter[1]) if self.parameter is not None else 0.0
 
 
 SPECS = {

@@ -33,9 +33,20 @@ from llvmlite import ir
 from numba import carray, types
 from numba.extending import intrinsic, overload
 
+from .jit import helper
+
 _I64 = ir.IntType(64)
 
 # --------------------------------------------------------------------------- pointers
+
+
+@helper
+def span(start, count):
+    """``range(start, start + count)`` over unsigned integers: a run of flat indices. Indexing
+    by it needs neither a slice (each view's creation and end call the runtime's reference
+    count) nor Numba's wraparound test for negative indices (which keeps LLVM from vectorising
+    a loop whose index is an offset plus the loop's counter)."""
+    return range(np.uint64(start), np.uint64(start + count))
 
 
 def pointer(array, start):

@@ -1,4 +1,4 @@
-# stamp: 77267e869867b6269dad1e07cd326fc6
+# stamp: b6ef4b046ca9cd0f8cb81fed1cad613c
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)
@@ -12,7 +12,7 @@ Arguments: ``params`` (n_params,) and ``architecture`` (``layout.Architecture``)
 n_in) and ``y`` (rows, n_out) C-contiguous; ``row_scale`` (rows,): 1/n for mean losses, 1 for
 sse, times sample weights; ``buffers``: a ``layout.Buffers`` for at least ``rows`` rows (the
 layer outputs land in ``buffers.acts``, the local gradients in ``buffers.deltas``); ``loss``:
-the loss code; ``parameter``: the loss's own parameter (Huber's δ).
+the loss code; ``parameter``: the loss's own parameter (Huber's δ; None: its declared default).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import threading
 
 import numpy as np
 
-from . import layout
+from . import layout, passes
 from .jit import current, first_call, kernel
+from .losses import SPECS as LOSS_SPECS
 from .lowlevel import address, call_piece, gemm_address
-from . import passes
 from .passes import NO_DROPOUT, NO_LOSS, Batch, Pass
 from .team import barrier, run_team
 
@@ -108,16 +108,16 @@ def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT,
     _run(params, none, architecture, _batch(x, none, none, row0), buffers, Pass(NO_LOSS, 0.0, False, int(key), 0), (0.0, 0.0), n_threads)
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=0.0):
+def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
     return _run(params, _none(params.dtype), architecture, _batch(x, y, row_scale, row0), buffers,
-                Pass(int(loss), float(parameter), False, int(key), 0), (0.0, 0.0), n_threads)  # fmt: skip
+                Pass(int(loss), LOSS_SPECS[int(loss)].parameter_value(parameter), False, int(key), 0), (0.0, 0.0), n_threads)  # fmt: skip
 
 
 def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0,
-                     parameter=0.0):  # fmt: skip
+                     parameter=None):  # fmt: skip
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
     penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
     plus the penalty at the parameters as they are."""
-    return _run(params, grads, architecture, _batch(x, y, row_scale, row0), buffers, Pass(int(loss), float(parameter), True, int(key), 0),
-                (float(l1), float(l2)), n_threads)  # fmt: skip
+    options = Pass(int(loss), LOSS_SPECS[int(loss)].parameter_value(parameter), True, int(key), 0)
+    return _run(params, grads, architecture, _batch(x, y, row_scale, row0), buffers, options, (float(l1), float(l2)), n_threads)

@@ -1,4 +1,4 @@
-# stamp: f4f364094b06a5f73eab1f335eaf3f12
+# stamp: f7577bd008a1f29ccfad0c9b4bd2a94c
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.

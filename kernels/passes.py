@@ -1,4 +1,4 @@
-# stamp: c5dc1c4ed302cbfe2133d3ee07f3077c
+# stamp: be4b7f519be989a3e0d4852ba6a1a5ed
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.
@@ -29,7 +29,7 @@ from .jit import compile_piece, helper, piece_address, subroutine
 from .layout import CONTROL, LAYER, MAX_BLOCKS, PASS, Architecture, Buffers, delta_blocks, layer_blocks, weight_blocks
 from .losses import SPECS as LOSS_SPECS
 from .losses import loss_rows
-from .lowlevel import address, as_array
+from .lowlevel import address, as_array, span
 from .products import BLAS, NN, NT, TN, path, product, transpose, uses_blas
 from .team import barrier, next_task
 
@@ -121,21 +121,21 @@ def forward(team, architecture, params, batch, buffers, options):
 
 
 @helper
-def _forward_block(layer, is_last, record, params, a, chosen, span, out, buffers, options):
-    # Rows [first, first + count) of one layer (``span``: first, count, and the first's row in its
+def _forward_block(layer, is_last, record, params, a, chosen, rows, out, buffers, options):
+    # Rows [first, first + count) of one layer (``rows``: first, count, and the first's row in its
     # batch): the product, the bias, the activation (and its slopes), dropout. The output layer's
     # z goes to zs first, then to its block of acts.
-    first, count, row0 = span
+    first, count, row0 = rows
     n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
     at = out + first * n_out
     n = count * n_out
     a_out = buffers.acts[at : at + n]
     z = buffers.zs[first * n_out : first * n_out + n] if is_last else a_out
     product(chosen, NN, count, n_out, n_in, a, (params, w, n_out), (z, 0, n_out), options.gemm)
-    bias = params[b : b + n_out]
-    for r in range(count):
-        for j in range(n_out):
-            z[r * n_out + j] += bias[j]
+    width, bias = np.uint64(n_out), np.uint64(b)
+    for r in span(0, count):
+        for j in span(0, width):
+            z[r * width + j] += params[bias + j]
     if is_last:
         for i in range(n):
             a_out[i] = z[i]
@@ -220,13 +220,13 @@ def _delta_block(beneath, capacity, record, params, buffers, delta, first, count
 @helper
 def _bias_gradient(deltas, start, rows, n_out, grads, b):
     zero = grads.dtype.type(0.0)
-    gradient = grads[b : b + n_out]
-    for j in range(n_out):
-        gradient[j] = zero
-    for r in range(rows):
-        row = deltas[start + r * n_out : start + (r + 1) * n_out]
-        for j in range(n_out):
-            gradient[j] += row[j]
+    width, bias = np.uint64(n_out), np.uint64(b)
+    for j in span(bias, width):
+        grads[j] = zero
+    for r in span(0, rows):
+        row = np.uint64(start) + r * width
+        for j in span(0, width):
+            grads[bias + j] += deltas[row + j]
 
 
 @subroutine

@@ -1,4 +1,4 @@
-# stamp: 24540b5256700eb072031a089f51dfb5
+# stamp: 74155c74b6b018a747134f76e196fa3a
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

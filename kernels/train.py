@@ -1,4 +1,4 @@
-# stamp: d937efbd17b00b03e9ef6e4c62e3256b
+# stamp: b9bb3d020add2309d4f32b6604aa1368
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -48,7 +48,7 @@ from .layout import (
     make_epoch_end,
     shard_buffers,
 )
-from .lowlevel import CALLBACKS, address, call_piece, call_python, gemm_address, monotonic_ns, unowned, unowned2
+from .lowlevel import CALLBACKS, address, call_piece, call_python, gemm_address, monotonic_ns, span, unowned, unowned2
 from .optim import lr_at, update
 from .passes import GOLDEN, NO_DROPOUT, Batch, Pass, batch_value, fill, mix, piece_addresses, step_key
 from .team import barrier, next_task, read_flag, run_team, write_flag
@@ -244,16 +244,14 @@ def _copy_rows(data, work, start, first, stop, inv, mean):
     # buffers: inputs, targets and row scales (the sample weight times ``inv``, one over the
     # batch's weight, for mean losses).
     X, Y, sample_weight = data
-    n_in, n_out = X.shape[1], Y.shape[1]
-    order = work.order[start + first : start + stop]
-    for r in range(stop - first):
-        i = order[r]
-        x_row, y_row = work.x_batch[(first + r) * n_in : (first + r + 1) * n_in], work.y_batch[(first + r) * n_out : (first + r + 1) * n_out]
-        for k in range(n_in):
-            x_row[k] = X[i, k]
-        for k in range(n_out):
-            y_row[k] = Y[i, k]
-        work.row_scale[first + r] = sample_weight[i] * inv if mean else sample_weight[i]
+    n_in, n_out = np.uint64(X.shape[1]), np.uint64(Y.shape[1])
+    for r in span(first, stop - first):
+        i = work.order[np.uint64(start) + r]
+        for k in span(0, n_in):
+            work.x_batch[r * n_in + k] = X[i, k]
+        for k in span(0, n_out):
+            work.y_batch[r * n_out + k] = Y[i, k]
+        work.row_scale[r] = sample_weight[i] * inv if mean else sample_weight[i]
 
 
 @helper
