@@ -47,16 +47,21 @@ KERNEL_NAMES = tuple(_NAMES)
 __all__ = ["KERNEL_NAMES", *KERNEL_NAMES]
 
 
+_LOADED = {}  # name -> what it names, once imported
+
+
 def __getattr__(name):
-    if name in _MODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    elif name in _NAMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
+    value = _LOADED.get(name)
+    if value is None:
+        if name in _MODULES:
+            value = importlib.import_module(f"{__name__}.{name}")
+        elif name in _NAMES:
+            value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        _LOADED[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_NAMES) | set(_MODULES))
+    return sorted({"KERNEL_NAMES", *_NAMES, *_MODULES})

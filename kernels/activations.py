@@ -1,4 +1,4 @@
-# stamp: f1ed2d9e441168b1ac1f5164e63a34aa
+# stamp: 6510922c6f91b5c7768e3c0cf6c878d3
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and ``apply``, which runs
 one of them over a block of rows.

@@ -2,8 +2,9 @@
 what a fit waits for when it compiles.
 
 Nothing depends on a network's configuration: per dtype there are two compiled entry points, the
-training loop (``train.train_loop``) and the passes of ``predict``/``loss``/``gradients``
-(``network.run_passes``), each holding everything it calls. Numba caches both on disk
+training loop (``train.train_loop``) and the entry of ``predict``/``loss``/``gradients``
+(``network.run_passes``), and the two passes they call by address (``passes.piece``: forward
+and backward), each holding everything it calls. Numba caches all four on disk
 (``cache=True``), so a machine compiles each once. ``compile_all`` makes them ready for the dtypes
 asked, one dtype in a helper process (``python -m fastgd.kernels.compile DTYPE``) while this one
 compiles the other: Numba compiles one function at a time per process, with the GIL held, so a
@@ -31,7 +32,7 @@ from .jit import CACHE, first_call, kernel
 
 HELPER_TIMEOUT = 600.0  # seconds compile_all waits for its helper before compiling the rest itself
 DTYPES = ("float32", "float64")
-ENTRIES = ("train_loop", "run_passes")
+ENTRIES = ("train_loop", "run_passes", "forward", "backward")
 
 
 def _samples(dtype):
@@ -52,12 +53,16 @@ def _samples(dtype):
 
 def make_ready(entry: str, dtype) -> float:
     """Compile (or load from the cache) ``entry`` (one of ``ENTRIES``) for ``dtype`` in this
-    process, by a call that runs nothing (zero epochs, zero rows); returns the seconds."""
+    process, the loop and the entry point by a call that runs nothing (zero epochs, zero rows);
+    returns the seconds."""
     from .network import Batch, Pass, run_passes
+    from .passes import PIECE_KINDS, piece
     from .train import train_loop
 
     start = time.perf_counter()
-    if not config.DISABLE_JIT:
+    if entry in PIECE_KINDS:
+        piece(entry, dtype)
+    elif not config.DISABLE_JIT:
         architecture, state, data, work, settings, end = _samples(dtype)
         control = layout.make_control()
         if entry == "train_loop":
@@ -119,18 +124,25 @@ class Interrupts:
 
 
 @kernel
-def _probe(x):
+def _first_probe(x):
     return x + 1
 
 
+@kernel
+def _probe(x):
+    return x + 2
+
+
 # A cache hit of a small kernel takes ~1-3 ms, its compile ~30-60 ms: a probe slower than this
-# means the cache does not hold this process's code (a first fit, or new sources).
+# means the cache does not hold this process's code (a first fit, or new sources). The first
+# kernel a process calls also pays for Numba's own start (its registries: ~0.4 s), so the probe
+# timed is the second.
 COLD_PROBE_SECONDS = 0.012
 _READY = set()
 
 
 def prepare(dtype, entry) -> None:
-    """Make ``entry`` (one of ``ENTRIES``) and the passes ready for ``dtype`` in this process.
+    """Make ``entry`` (``train_loop`` or ``run_passes``) and the passes ready for ``dtype`` in this process.
     When the cache is cold, a helper process compiles the passes into the cache while this one
     compiles ``entry`` (the passes are C functions of their own: the entry does not compile
     them), then this one loads them; the helper has ended when this returns."""
@@ -171,6 +183,7 @@ def prepare(dtype, entry) -> None:
 
 
 def _cold() -> bool:
+    _first_probe(1)
     start = time.perf_counter()
     _probe(1)
     return time.perf_counter() - start > COLD_PROBE_SECONDS
@@ -243,7 +256,8 @@ def _report(result, out):
 class CompileLog:
     """Context manager recording what Numba compiles inside it (Numba's event API): ``functions``
     maps a function's qualified name to its own seconds (its callees' compiles taken out), and
-    ``passes`` the seconds of type inference and of lowering by function."""
+    ``passes`` the seconds of Numba's type inference and of its lowering, which includes LLVM's
+    optimisation and code generation (each pass's own, summed over functions)."""
 
     def __init__(self):
         self.functions, self.passes = {}, {}
@@ -269,18 +283,24 @@ class CompileLog:
                     self.stack[-1] = (parent, parent_start, parent_inner + elapsed)
 
         class Passes(event.Listener):
+            # Each pass's own seconds: a pass that compiles another function (type inference
+            # meeting a call) holds that function's passes, which count as theirs.
             def __init__(self):
-                self.started = {}
+                self.stack = []
 
             def on_start(self, ev):
-                self.started[id(ev.data)] = time.perf_counter()
+                self.stack.append((time.perf_counter(), 0.0))
 
             def on_end(self, ev):
+                started, inner = self.stack.pop()
+                elapsed = time.perf_counter() - started
+                if self.stack:
+                    parent_start, parent_inner = self.stack[-1]
+                    self.stack[-1] = (parent_start, parent_inner + elapsed)
                 name = ev.data.get("name", "")
                 kind = "typing" if "type_inference" in name else ("lowering" if "lowering" in name else None)
-                started = self.started.pop(id(ev.data), None)
-                if kind is not None and started is not None:
-                    log.passes[kind] = log.passes.get(kind, 0.0) + time.perf_counter() - started
+                if kind is not None:
+                    log.passes[kind] = log.passes.get(kind, 0.0) + elapsed - inner
 
         self._listeners = [(Listener(), "numba:compile"), (Passes(), "numba:run_pass")]
         for listener, kind in self._listeners:

@@ -1,4 +1,4 @@
-# stamp: 21a3288bd789a265cc656cd2619ee008
+# stamp: 35e539f97d1f590d0728f23ef21a442b
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.

@@ -1,4 +1,4 @@
-# stamp: 0a39a58bc48eb115cf55c0f59726292f
+# stamp: 7027d7f6c2137ce686ee5e354bffbeff
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

@@ -1,4 +1,4 @@
-# stamp: ca92dd149283c352d0df544ee48edd45
+# stamp: 5004eeced224c778825b08c8f518e775
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)

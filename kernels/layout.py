@@ -1,4 +1,4 @@
-# stamp: cb786a3b9fd733a5624bef089ca829fb
+# stamp: 868b31e95f0733d1545ff4f143fc48d8
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.

@@ -558,6 +558,11 @@ def float64_bits(value):
     return np.array(value, dtype=np.float64).view(np.int64)[()]
 
 
+def float32_bits(value):
+    """The int32 bit pattern of a float32."""
+    return np.array(value, dtype=np.float32).view(np.int32)[()]
+
+
 def _bitcast(source, target):
     @intrinsic
     def cast(typingctx, value):
@@ -575,6 +580,7 @@ def _bitcast(source, target):
 _float32_from_bits = _bitcast(types.int32, types.float32)
 _float64_from_bits = _bitcast(types.int64, types.float64)
 _float64_bits = _bitcast(types.float64, types.int64)
+_float32_bits = _bitcast(types.float32, types.int32)
 
 
 @overload(float32_from_bits)
@@ -590,3 +596,8 @@ def _ol_float64_from_bits(bits):
 @overload(float64_bits)
 def _ol_float64_bits(value):
     return lambda value: _float64_bits(np.float64(value))
+
+
+@overload(float32_bits)
+def _ol_float32_bits(value):
+    return lambda value: _float32_bits(np.float32(value))

@@ -26,6 +26,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .config import EXACT_OPTIONS
+from .lowlevel import float32_bits as _float32_bits
 from .lowlevel import float32_from_bits as _float32_from_bits
 from .lowlevel import float64_bits as _float64_bits
 from .lowlevel import float64_from_bits as _float64_from_bits
@@ -208,6 +209,33 @@ def erf64(x):
     large = select(ax >= 6.0, 1.0, 1.0 - _exp64_core(-select(z > 36.0, 36.0, z)) * ratio)
     return select(ax <= 1.0, ratio, select(x < 0.0, -large, large))
 
+_SQRT_HALF_F = _F(0.70710678118654752440)
+
+
+def log1p32(x):
+    """log(1 + x) of a float32 x >= -1, branch-free, as ``log1p64`` with Cephes' logf
+    polynomial on the mantissa (no division but the rounding correction's)."""
+    u = _F(1.0) + x
+    bits = _float32_bits(u)
+    exponent = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    m = _float32_from_bits((bits & np.int32(0x007FFFFF)) | np.int32(0x3F000000))  # [0.5, 1)
+    low = m < _SQRT_HALF_F
+    exponent = select(low, exponent - np.int32(1), exponent)
+    f = select(low, m + m - _F(1.0), m - _F(1.0))
+    e = np.float32(exponent)
+    z = f * f
+    p = ((((((((_F(7.0376836292e-2) * f - _F(1.1514610310e-1)) * f + _F(1.1676998740e-1)) * f - _F(1.2420140846e-1)) * f
+              + _F(1.4249322787e-1)) * f - _F(1.6668057665e-1)) * f + _F(2.0000714765e-1)) * f - _F(2.4999993993e-1)) * f
+         + _F(3.3333331174e-1))  # fmt: skip
+    y = p * f * z - e * _F(2.12194440e-4) - _F(0.5) * z
+    result = f + y + e * _F(0.693359375)
+    result = result + (x - (u - _F(1.0))) / u
+    result = select(x == _F(0.0), x, result)
+    result = select(x == _F(-1.0), _F(-np.inf), result)
+    result = select(x == _F(np.inf), _F(np.inf), result)
+    return select((x < _F(-1.0)) | (x != x), _F(np.nan), result)
+
+
 def fast_exp(x):
     """exp: the vectorisable version of the argument's dtype (float32 or float64)."""
     return np.exp(x)
@@ -219,7 +247,7 @@ def fast_tanh(x):
 
 
 def fast_log1p(x):
-    """log1p: the vectorisable float64 version (float32 arguments computed in float64)."""
+    """log1p: the vectorisable version of the argument's dtype (float32 or float64)."""
     return np.log1p(x)
 
 
@@ -251,7 +279,7 @@ def _fast_tanh(x):
 @overload(fast_log1p, jit_options=EXACT_OPTIONS, inline="always")
 def _fast_log1p(x):
     if x == types.float32:
-        return lambda x: np.float32(fast_log1p(np.float64(x)))
+        return log1p32
     if x == types.float64:
         return log1p64
     return lambda x: np.log1p(x)

@@ -1,4 +1,4 @@
-# stamp: b6ef4b046ca9cd0f8cb81fed1cad613c
+# stamp: c87eff54e417e0cd158c624eb73c9c59
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)

@@ -1,4 +1,4 @@
-# stamp: f7577bd008a1f29ccfad0c9b4bd2a94c
+# stamp: 462df389af467ed5e6f1f8099ef6f6f0
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -91,12 +91,12 @@ class OptimizerSpec(NamedTuple):
 # coefficients(t, step, lr, ...) -> tuple; rule(p, g, *state, c) -> (p, *state).
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def sgd_coefficients(t, step, lr, momentum, dampening, nesterov, weight_decay):
     return t(lr), t(momentum), t(1.0 - dampening), nesterov != 0.0, t(weight_decay), step == 1, momentum != 0.0
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def sgd_rule(p, g, momentum_buffer, c):
     lr, mu, damp, nesterov, wd, first, with_momentum = c
     grad = g + wd * p
@@ -105,24 +105,24 @@ def sgd_rule(p, g, momentum_buffer, c):
     return select(with_momentum, p - lr * direction, p - lr * grad), select(with_momentum, buf, momentum_buffer)
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def momentum_coefficients(t, step, lr, beta):
     return t(lr), t(beta), t(1.0 - beta)
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def momentum_rule(p, g, velocity, c):
     lr, beta, one_minus_beta = c
     v = beta * velocity + one_minus_beta * g
     return p - lr * v, v
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adagrad_coefficients(t, step, lr, lr_decay, weight_decay, initial_accumulator_value, eps):
     return t(lr / (1.0 + (step - 1) * lr_decay)), t(weight_decay), t(eps)
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adagrad_rule(p, g, state_sum, c):
     clr, wd, eps = c
     grad = g + wd * p
@@ -130,12 +130,12 @@ def adagrad_rule(p, g, state_sum, c):
     return p - clr * (grad / (np.sqrt(s) + eps)), s
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def rmsprop_coefficients(t, step, lr, alpha, eps, weight_decay, momentum, centered):
     return t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum), centered != 0.0, momentum > 0.0
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def rmsprop_rule(p, g, square_avg, grad_avg, momentum_buffer, c):
     lr, alpha, one_minus_alpha, eps, wd, mu, centered, with_momentum = c
     grad = g + wd * p
@@ -146,25 +146,25 @@ def rmsprop_rule(p, g, square_avg, grad_avg, momentum_buffer, c):
     return select(with_momentum, p - lr * buf, p - lr * (grad / denom)), s, average, buf
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def _adam_coefficients(t, step, lr, beta1, beta2, eps, coupled_decay, decay, amsgrad):
     step_size = lr / (1.0 - beta1 ** np.float64(step))  # pow(), as Python computes float ** int
     bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
     return t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(-step_size), bias_correction2_sqrt, t(eps), t(coupled_decay), t(decay), amsgrad != 0.0
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
     return _adam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, 1.0, amsgrad)
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adamw_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, amsgrad):
     # Decoupled decay: p·(1 − lr·wd) first, and no weight decay in the gradient.
     return _adam_coefficients(t, step, lr, beta1, beta2, eps, 0.0, 1.0 - lr * weight_decay, amsgrad)
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adam_rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
     # Adam and AdamW (``decay``: AdamW's decoupled decay factor, 1 for Adam), in PyTorch's order
     # of operations (see the three below).
@@ -184,7 +184,7 @@ def adam_rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
 # (p + value·a / b).
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def nadam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay):
     decoupled = decoupled_weight_decay != 0.0
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (np.float64(step) * momentum_decay))
@@ -195,7 +195,7 @@ def nadam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, momentum_de
             mu_next, t)  # fmt: skip
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def nadam_rule(p, g, exp_avg, exp_avg_sq, mu_product, c):
     # mu_product (the product of the step's μ over the steps so far) is a state buffer: PyTorch
     # keeps it as a tensor in the parameters' dtype.
@@ -213,7 +213,7 @@ def nadam_rule(p, g, exp_avg, exp_avg_sq, mu_product, c):
     return p + second * m / denom, m, v, product
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def radam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay):
     decoupled = decoupled_weight_decay != 0.0
     step64 = np.float64(step)
@@ -229,7 +229,7 @@ def radam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, decoupled_w
             t(eps), t(lr), t(rect), rectified)  # fmt: skip
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def radam_rule(p, g, exp_avg, exp_avg_sq, c):
     decay, wd, one_minus_b1, b2, one_minus_b2, bias_correction1, bias_correction2_sqrt, eps, lr, rect, rectified = c
     p = p * decay
@@ -241,12 +241,12 @@ def radam_rule(p, g, exp_avg, exp_avg_sq, c):
     return select(rectified, p - corrected * lr * adaptive * rect, p - corrected * lr), m, v
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adamax_coefficients(t, step, lr, beta1, beta2, eps, weight_decay):
     return t(weight_decay), t(1.0 - beta1), t(beta2), t(eps), t(-(lr / (1.0 - beta1 ** np.float64(step))))
 
 
-@subroutine(fastmath=SHARDED_FASTMATH_FLAGS)
+@helper(fastmath=SHARDED_FASTMATH_FLAGS)
 def adamax_rule(p, g, exp_avg, exp_inf, c):
     wd, one_minus_b1, b2, eps, negative_clr = c
     grad = g + wd * p

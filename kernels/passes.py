@@ -1,4 +1,4 @@
-# stamp: be4b7f519be989a3e0d4852ba6a1a5ed
+# stamp: ebbea56fcced19b733724e83cfced773
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.

@@ -1,4 +1,4 @@
-# stamp: e985a3e55fad3243a6212ddb38e1c970
+# stamp: ad9930e8ce9f51be74509363b62b5328
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 

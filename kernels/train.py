@@ -1,4 +1,4 @@
-# stamp: b9bb3d020add2309d4f32b6604aa1368
+# stamp: 8132477dc044b56681248c0bc1b6e947
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
