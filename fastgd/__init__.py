@@ -96,15 +96,20 @@ __all__ = [
 ]
 
 
+_LOADED = {}  # name -> what it names, once imported
+
+
 def __getattr__(name):
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
-    globals()[name] = value  # the next access is a plain attribute
+    value = _LOADED.get(name)
+    if value is None:
+        module_name = _EXPORTS.get(name)
+        if module_name is None:
+            raise AttributeError(f"module 'fastgd' has no attribute {name!r}")
+        module = importlib.import_module(module_name)
+        value = module if module_name.rsplit(".", 1)[-1] == name else getattr(module, name)
+        _LOADED[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted({*_EXPORTS, "__version__"})

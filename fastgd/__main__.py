@@ -95,17 +95,19 @@ def demo(out=sys.stdout) -> int:
 
 def compile_kernels(dtypes, out=sys.stdout, quiet=False) -> int:
     """Compile every kernel of ``dtypes`` into Numba's on-disk cache (or load it from there),
-    printing each with its time, then the total (``fastgd.kernels.build.catalog``): the training
-    loop, the entry points, the passes, the stages and every piece. They serve every network and
-    setting, so after this no fit compiles anything."""
+    printing each with its time, then the total (``fastgd.kernels.compile.compile_all``): per
+    dtype the training loop, the entry point of ``predict``/``loss``/``gradients`` and the two
+    passes they call. They serve every network and setting, so after this no fit compiles
+    anything."""
     from fastgd.diagnostics import cache_status
-    from fastgd.kernels import build, jit
+    from fastgd.kernels import compile as compile_module
+    from fastgd.kernels import jit
 
     if not jit.CACHE:
         print(f"fastgd: the compile cache is {cache_status()}; nothing would be kept", file=out)
         return 1
     start = time.perf_counter()
-    results = build.compile_all(dtypes, out=None if quiet else out)
+    results = compile_module.compile_all(dtypes, out=None if quiet else out)
     if not quiet:
         print(f"{len(results)} kernels in {time.perf_counter() - start:.1f} s; cache {cache_status()}", file=out)
     return 0
@@ -133,6 +135,7 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="train XOR and a digits classifier, timed against the NumPy backend")
     bench = commands.add_parser("bench", help="time the benchmark workloads side by side, one process per run")
+    from fastgd.bench import TARGET_VS_RELU
     from fastgd.bench.workloads import WORKLOADS
 
     bench.add_argument("workloads", nargs="*", help=f"some of: {' '.join(WORKLOADS)} (default: all)")
@@ -160,7 +163,13 @@ def main(argv=None) -> int:
                        help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
     bench.add_argument("--dropout", action="store_true",
                        help="instead: dropout's cost per step (0.2 and 0.5 on every hidden layer against none)")
-    bench.add_argument("--float64", action="store_true", help="instead: float64 against float32 per step, per activation (digits)")
+    bench.add_argument("--float64", action="store_true",
+                       help="instead: float64 against float32 per step, per activation (digits); with --activations: that "
+                            "sweep in float64 only")  # fmt: skip
+    bench.add_argument("--activations", action="store_true",
+                       help="instead: the activation sweep, the workload (default: small) with each activation a hidden layer may "
+                            "have (on the output layer too), float32 and float64: µs/step, with --baseline the baseline's and "
+                            f"baseline/this, and over relu's step; targets: <= {TARGET_VS_RELU:g}x relu, >= 1x the baseline")  # fmt: skip
     bench.add_argument("--serve", action="store_true",
                        help="instead: predict as a threaded web service calls it (64-256-256-10 relu/softmax float32, 32 rows a "
                             "request, n_threads=1), requests/s from 1 and 2 Python threads on one network, against NumPy with BLAS "
@@ -184,13 +193,26 @@ def main(argv=None) -> int:
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
         baseline = None
-        if args.baseline is not None and (args.serve or args.widths or args.float64 or args.dropout or args.grid or args.epoch_work
-                                          or args.cold or args.out_of_core is not None or args.ranks is not None):  # fmt: skip
-            parser.error("--baseline goes with the workloads table only (not with --serve, --widths, --cold...)")
+        other_modes = (args.serve or args.widths or args.dropout or args.grid or args.epoch_work or args.cold
+                       or args.out_of_core is not None or args.ranks is not None)  # fmt: skip
+        if args.baseline is not None and (other_modes or (args.float64 and not args.activations)):
+            parser.error("--baseline goes with the workloads table and --activations only (not with --serve, --widths, --cold...)")
+        if args.activations and (other_modes or args.peers or args.peer_python or args.track_gradients):
+            parser.error("--activations goes with --float64, --baseline, --threads, --repeats and --json only")
         if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             parser.error(f"--json {args.json}: its folder does not exist")  # before a run of minutes, not after
 
-        if args.serve:
+        if args.activations:
+            from fastgd.bench import activations, parse_baseline
+
+            try:  # before a run of minutes, not after
+                baseline = parse_baseline(args.baseline)
+            except ValueError as error:
+                parser.error(str(error))
+            dtypes = ["float64"] if args.float64 else ["float32", "float64"]
+            kind, rows = "activations", activations(args.workloads, dtypes=dtypes, n_threads=args.threads, repeats=args.repeats,
+                                                    baseline=baseline)  # fmt: skip
+        elif args.serve:
             from fastgd.bench.serve import serve
 
             if args.serve_seconds <= 0:
@@ -231,9 +253,14 @@ def main(argv=None) -> int:
         if args.json:
             from fastgd.bench.results import workload_definitions, write_results
 
-            if kind in ("workloads", "ranks"):
+            if kind in ("workloads", "ranks", "activations"):
                 context = {"workloads": workload_definitions(sorted({r["workload"] for r in rows}))}
-                if kind == "workloads" and baseline:
+                if kind == "activations":
+                    from fastgd.bench import TARGET_VS_RELU
+
+                    context.update(activations=list(dict.fromkeys(r["activation"] for r in rows)),
+                                   dtypes=list(dict.fromkeys(r["dtype"] for r in rows)), target_vs_relu=TARGET_VS_RELU)  # fmt: skip
+                if kind in ("workloads", "activations") and baseline:
                     context["baseline"] = {key: baseline[key] for key in ("python", "version", "path")}
             else:
                 context = _bench_context(kind)

@@ -10,6 +10,8 @@ import numbers
 
 import numpy as np
 
+from .kernels.losses import ANY_TARGETS, CLASS_TARGETS, COUNT_TARGETS, UNIT_TARGETS
+
 # dtype kinds accepted as data: floats as they are; bools and integers are converted to the
 # network's float dtype. Everything else (complex, object, strings, dates) is refused.
 _CONVERTIBLE_KINDS = "fiub"
@@ -58,27 +60,29 @@ def as_matrix(value, name: str, dtype, n_cols: int | None = None, rows: int | No
     return array
 
 
-def as_targets(value, name: str, dtype, n_out: int, rows: int, labels: bool, unit_interval: bool, non_negative=False) -> np.ndarray:
-    """Targets as a (rows, n_out) array of ``dtype``.
+def as_targets(value, name: str, dtype, n_out: int, rows: int, loss=None) -> np.ndarray:
+    """Targets as a (rows, n_out) array of ``dtype``, checked against what ``loss`` (a loss's
+    declaration, ``kernels.losses.LossSpec``; None: any targets) takes (``LossSpec.targets``).
 
-    With ``labels`` (crossentropy), a 1-D array of integer class labels in [0, n_out) is turned
-    into one-hot rows; a 2-D array is taken as one-hot or class probabilities. Otherwise a 1-D
-    array is accepted when the network has a single output.
+    For class targets (crossentropy), a 1-D array of integer class labels in [0, n_out) is
+    turned into one-hot rows; a 2-D array is taken as one-hot or class probabilities. Otherwise
+    a 1-D array is accepted when the network has a single output.
     """
+    kind = ANY_TARGETS if loss is None else loss.targets
     array = as_array(value, name)
     if array.ndim == 1:
         if array.shape[0] != rows:
             raise ValueError(f"{name} has {array.shape[0]} rows but X has {rows}")
-        if labels:
+        if kind == CLASS_TARGETS:
             return _one_hot(array, name, dtype, n_out)
         if n_out != 1:
             raise ValueError(f"{name} must be 2-D (rows, {n_out}) for a network with {n_out} outputs, got shape {array.shape}")
         array = array.reshape(-1, 1)
     target = as_matrix(array, name, dtype, n_cols=n_out, rows=rows)
-    if (labels or unit_interval) and ((target < 0).any() or (target > 1).any()):
-        raise ValueError(f"{name} must lie in [0, 1] for this loss (one-hot rows or probabilities)")
-    if non_negative and (target < 0).any():
-        raise ValueError(f"{name} must be >= 0 for the poisson loss (counts or rates)")
+    if kind in (CLASS_TARGETS, UNIT_TARGETS) and ((target < 0).any() or (target > 1).any()):
+        raise ValueError(f"{name} must lie in [0, 1] for the {loss.name} loss (one-hot rows or probabilities)")
+    if kind == COUNT_TARGETS and (target < 0).any():
+        raise ValueError(f"{name} must be >= 0 for the {loss.name} loss (counts or rates)")
     return target
 
 

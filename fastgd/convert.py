@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import ACTIVATIONS
+from .registry import ACTIVATIONS, LOSSES
 
 __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
 
@@ -22,8 +22,9 @@ __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
 # ``sklearn``, ``torch`` and ``onnx`` entries), so a new activation converts as soon as it is
 # declared, and one a tool has no equivalent for is refused by name.
 _SKLEARN_ACTIVATIONS = {spec.sklearn: spec.name for spec in ACTIVATIONS.values() if spec.sklearn}
-# fastgd's output activation -> the loss a converted network trains with by default.
-_DEFAULT_LOSS = {"softmax": "crossentropy", "sigmoid": "binary_crossentropy", "exp": "poisson"}
+# fastgd's output activation -> the loss a converted network trains with by default: the loss
+# that requires it (crossentropy for softmax, binary_crossentropy for sigmoid, poisson for exp).
+_DEFAULT_LOSS = {spec.required_output: spec.name for spec in LOSSES.values() if spec.required_output}
 
 
 def _exportable(name, tool):

@@ -90,7 +90,7 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     threads = clone.team(X.shape[0])
 
     def loss():
-        value = engine.evaluate_loss(params, architecture, X, Y, row_scale, buffers, code, threads)
+        value = engine.evaluate_loss(params, architecture, X, Y, row_scale, buffers, code, threads, parameter=clone.loss_parameter)
         return value + engine.weight_penalty(params, scratch, architecture, *penalties)
 
     numeric = np.empty_like(backprop)

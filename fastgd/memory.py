@@ -16,11 +16,13 @@ and ``fastgd.sklearn``), for ``n_p`` parameters of ``s`` bytes each:
   construction), and at construction the largest weight matrix drawn in float64 by the initializer;
 * per fit (``make_work``): the gradients and the transposed weights (a row of ``n_p`` per shard of
   a batch), the end-of-epoch snapshot of the parameters and of the optimizer state (kept for
-  divergence and Ctrl-C); per batch the inputs and targets gathered, and each shard's activations
-  and local gradients (``rows × units`` each, units = every layer's outputs); per row of the data
+  divergence and Ctrl-C); per batch the inputs and targets gathered, and each shard's activations,
+  slopes (f'(z)) and local gradients (``rows × units`` each, units = every layer's outputs) and
+  the output layer's pre-activations (``rows × n_out``); per row of the data
   the epoch's order and shuffle keys (8 bytes each);
 * with validation (``make_epoch_end``): copies of the validation rows, an evaluation of them
-  (activations and local gradients, ``rows × units`` each, the transposed weights) and the best
+  (activations, slopes and local gradients, ``rows × units`` each, the output layer's
+  pre-activations, the transposed weights) and the best
   epoch's parameters (and the stopping rule's copy of them at the end);
 * a full-batch L-BFGS fit (``fastgd.sklearn``): an evaluation of every row (or block of rows)
   and SciPy's float64 vectors;
@@ -204,7 +206,7 @@ def fit_estimate(layer_sizes, dtype, *, rows, batch_size, state_slots, shards=1,
         parts["L-BFGS vectors"] = Part(vectors * n_params * 8, "layers")
         parts["gradients"] = Part(n_params * itemsize, "layers")
         parts["transposed weights"] = Part(n_params * itemsize, "layers")
-        row = (2 * units + n_out) * itemsize
+        row = (3 * units + n_out) * itemsize  # acts, slopes, deltas; the output layer's zs
         parts["activations and local gradients"] = Part(row * batch, "batch", row)
         parts["targets and row weights"] = Part(rows * (n_out + 1) * itemsize, "rows", (n_out + 1) * itemsize)
         return parts
@@ -212,7 +214,7 @@ def fit_estimate(layer_sizes, dtype, *, rows, batch_size, state_slots, shards=1,
     parts["gradients"] = Part(shards * n_params * itemsize, "layers")
     parts["transposed weights"] = Part(shards * n_params * itemsize, "layers")
     parts["end-of-epoch snapshot"] = Part((1 + slots) * n_params * itemsize, "layers")
-    row = (2 * units + n_out) * itemsize
+    row = (3 * units + n_out) * itemsize  # acts, slopes, deltas; the output layer's zs
     parts["activations and local gradients"] = Part(shards * shard_rows * row, "batch", row)
     parts["gathered batch"] = Part(batch * (n_in + n_out + 1) * itemsize, "batch", (n_in + n_out + 1) * itemsize)
     work_rows = rows if chunk_rows is None else min(rows, int(chunk_rows))
@@ -222,7 +224,7 @@ def fit_estimate(layer_sizes, dtype, *, rows, batch_size, state_slots, shards=1,
     if validation_rows:
         n_val = int(validation_rows)
         parts["validation rows"] = Part(n_val * (n_in + n_out + 1) * itemsize, "validation", (n_in + n_out + 1) * itemsize)
-        row = (2 * units + n_out) * itemsize
+        row = (3 * units + n_out) * itemsize  # acts, slopes, deltas; the output layer's zs
         parts["validation activations"] = Part(n_val * row, "validation", row)
         parts["validation transposed weights"] = Part(n_params * itemsize, "layers")
     if restore_best:

@@ -113,6 +113,26 @@ def check_layer_sizes(layer_sizes):
     return sizes
 
 
+def check_loss_options(options, loss) -> dict:
+    """``loss_options`` checked against ``loss``'s declared parameter (``LossSpec.parameter``):
+    a dict of at most that one name, its value a positive real; ``{}`` for None."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"loss_options must be a dict or None, got {type(options).__name__}")
+    allowed = () if loss.parameter is None else (loss.parameter[0],)
+    unknown = [key for key in options if key not in allowed]
+    if unknown:
+        takes = f"takes only {list(allowed)}" if allowed else "takes none"
+        raise ValueError(f"loss_options has {unknown}, but loss {loss.name!r} {takes}")
+    checked = {}
+    for key, value in options.items():
+        checked[key] = check.as_real(value, f"loss_options[{key!r}]", minimum=0.0)
+        if checked[key] == 0.0:
+            raise ValueError(f"loss_options[{key!r}] must be > 0, got 0.0")
+    return checked
+
+
 def check_dropout(dropout, n_hidden):
     """``dropout`` as a tuple of one rate per hidden layer, each a real in [0, 1): a single
     number is every hidden layer's; a ValueError/TypeError naming ``dropout`` otherwise."""
@@ -163,8 +183,13 @@ class Network:
         Output activation (the hidden ones, softmax or exp). Default: sigmoid for
         binary_crossentropy, softmax for crossentropy, exp for poisson, otherwise ``activation``.
     loss : str, default "mse"
-        sse, mse, binary_crossentropy (sigmoid outputs), crossentropy (softmax outputs) or
-        poisson (exp outputs, targets ≥ 0).
+        sse, mse, binary_crossentropy (sigmoid outputs), crossentropy (softmax outputs),
+        poisson (exp outputs, targets ≥ 0) or huber (PyTorch's ``HuberLoss``: quadratic within
+        ``delta`` of the target, linear beyond; averaged over every output of every row)
+        (``fastgd.registry.LOSSES``).
+    loss_options : dict, optional
+        The loss's own parameter by name, for a loss that declares one: huber's
+        ``{"delta": δ}`` (δ > 0, default 1.0, as ``torch.nn.HuberLoss``).
     init : str, default "xavier_uniform"
         Weight initializer: uniform (U[−1, 1)), xavier_uniform, xavier_normal, he_uniform,
         he_normal. Biases start at zero. Weight matrices are drawn layer by layer, input first.
@@ -210,10 +235,11 @@ class Network:
 
     def __init__(self, layer_sizes, activation="sigmoid", output_activation=None, loss="mse", init="xavier_uniform",
                  dtype="float64", random_state=None, backend="numba", n_threads=None, l1=0.0, l2=0.0,
-                 penalty_per_sample=False, dropout=0.0):  # fmt: skip
+                 penalty_per_sample=False, dropout=0.0, loss_options=None):  # fmt: skip
         sizes = check_layer_sizes(layer_sizes)
         dropout = check_dropout(dropout, len(sizes) - 2)
         loss_info = lookup(LOSSES, loss, "loss")
+        loss_options = check_loss_options(loss_options, loss_info)
         hidden = lookup(ACTIVATIONS, activation, "activation")
         if hidden.output_only:
             raise ValueError(f"activation {activation!r} can only be the output_activation")
@@ -241,6 +267,7 @@ class Network:
         self.activation = hidden.name
         self.output_activation = output.name
         self.loss_name = loss_info.name
+        self.loss_options = loss_options
         self.init = init
         self.dtype = dtype
         self.backend = backend
@@ -313,6 +340,21 @@ class Network:
         return self._loss.code
 
     @property
+    def loss_spec(self):
+        """The loss's declaration (``fastgd.kernels.losses.LossSpec``): whether it is a mean, what
+        targets it takes, its score, its parameter."""
+        return self._loss
+
+    @property
+    def loss_parameter(self) -> float:
+        """The loss's own parameter as the kernels take it (huber's δ; 0 for a loss without one):
+        ``loss_options``'s value, else the declared default. Everything that evaluates this
+        network's loss passes it: a fit, its validation, ``loss``, ``gradients``, L-BFGS and the
+        gradient check."""
+        declared = self._loss.parameter
+        return self._loss.parameter_value(None if declared is None else self.loss_options.get(declared[0]))
+
+    @property
     def engine(self):
         """The module whose kernels this network runs (``fastgd.kernels`` or ``fastgd.reference``)."""
         return ENGINES[self.backend]
@@ -349,7 +391,7 @@ class Network:
         return dict(layer_sizes=list(self.layer_sizes), activation=self.activation, output_activation=self.output_activation,
                     loss=self.loss_name, init=self.init, dtype=self.dtype.name, backend=self.backend,
                     n_threads=self.n_threads, l1=self.l1, l2=self.l2, penalty_per_sample=self.penalty_per_sample,
-                    dropout=list(self.dropout))  # fmt: skip
+                    dropout=list(self.dropout), loss_options=dict(self.loss_options))  # fmt: skip
 
     def state_dict(self, copy=True) -> dict:
         """Everything training changes, as copies: ``parameters``, ``initial_parameters``,
@@ -441,7 +483,8 @@ class Network:
             f"Network({list(self.layer_sizes)}, activation={self.activation!r}, l1={self.l1}, l2={self.l2}, "
             + (f"dropout={list(self.dropout)}, " if any(self.dropout) else "")
             + f"output_activation={self.output_activation!r}, loss={self.loss_name!r}, "
-            f"dtype={self.dtype.name!r}, backend={self.backend!r})"
+            + (f"loss_options={self.loss_options!r}, " if self.loss_options else "")
+            + f"dtype={self.dtype.name!r}, backend={self.backend!r})"
         )
 
     # ------------------------------------------------------------------ inputs
@@ -457,9 +500,7 @@ class Network:
             return X
         if y is None:
             raise TypeError(f"{names[1]} must be an array of targets, got None")
-        Y = check.as_targets(y, names[1], self.dtype, self.layer_sizes[-1], X.shape[0],
-                             labels=self.loss_name == "crossentropy", unit_interval=self.loss_name == "binary_crossentropy",
-                             non_negative=self.loss_name == "poisson")  # fmt: skip
+        Y = check.as_targets(y, names[1], self.dtype, self.layer_sizes[-1], X.shape[0], self._loss)
         weight = check.as_sample_weight(sample_weight, self.dtype, X.shape[0])
         if self._loss.mean and sample_weight is not None:
             weight = (weight.astype(np.float64) / float(weight.max())).astype(self.dtype)
@@ -544,7 +585,7 @@ class Network:
         threads = self.team(X.shape[0])
         with self.compiled_call(threads):
             value = self.engine.evaluate_loss(self._params, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
-                                              threads)  # fmt: skip
+                                              threads, parameter=self.loss_parameter)  # fmt: skip
             value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._architecture, l1, l2)
         return float(value)
 
@@ -578,7 +619,7 @@ class Network:
         threads = self.team(X.shape[0])
         with self.compiled_call(threads):
             self.engine.forward_backward(self._params, grads, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
-                                         *penalties, threads)  # fmt: skip
+                                         *penalties, threads, parameter=self.loss_parameter)  # fmt: skip
         return grads
 
     # ------------------------------------------------------------------ training

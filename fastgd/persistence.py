@@ -34,7 +34,7 @@ ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step
 # is not a fastgd file.
 _MAX_DESCRIPTION_BYTES = 1 << 28
 _CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2",
-                "penalty_per_sample", "dropout")  # fmt: skip
+                "penalty_per_sample", "dropout", "loss_options")  # fmt: skip
 
 
 def write(path, config: dict, state: dict, training: dict | None = None) -> None:
@@ -261,7 +261,12 @@ def _description(raw, path) -> dict:
     description.setdefault("dropout", [0.0] * (len(sizes) - 2))
     field("dropout", list, lambda v: len(v) == len(sizes) - 2 and all(not isinstance(r, bool) and isinstance(r, (int, float))
                                                                        and 0 <= r < 1 for r in v),
-          f"a list of {len(sizes) - 2} rates in [0, 1)")  # fmt: skip
+          f"a list of {len(sizes) - 2} rates in [0, 1) (one per hidden layer of layer_sizes {sizes})")  # fmt: skip
+    # (files written before loss_options existed have none: the loss's declared defaults; the
+    # Network checks the names and values against the loss)
+    description.setdefault("loss_options", {})
+    field("loss_options", dict, lambda v: all(isinstance(k, str) and not isinstance(x, bool) and isinstance(x, (int, float))
+                                              for k, x in v.items()), "an object of numbers")  # fmt: skip
     field("shuffle_seed", int, lambda v: integer(v) and 0 <= v < 2**63, "an int in [0, 2**63)")
     field("epochs_trained", int, lambda v: integer(v) and v >= 0, "an int >= 0")
     history = field("history", dict, what="an object of lists")

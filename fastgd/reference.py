@@ -78,10 +78,7 @@ def activation_derivative(z, a, out, activation):
 
 
 def _parameter(loss, parameter):
-    declared = _LOSS_SPECS[int(loss)].parameter
-    if parameter is None:
-        return float(declared[1]) if declared is not None else 0.0
-    return float(parameter)
+    return _LOSS_SPECS[int(loss)].parameter_value(parameter)
 
 
 def loss_value(z, a, y, row_scale, loss, parameter=None):

@@ -368,7 +368,6 @@ def check_streamed(net, X, y, sample_weight):
     from . import _validation as check
 
     dtype, n_in, n_out = net.dtype, net.layer_sizes[0], net.layer_sizes[-1]
-    labels, unit, counts = net.loss_name == "crossentropy", net.loss_name == "binary_crossentropy", net.loss_name == "poisson"
 
     def unchanged(block):
         return block
@@ -392,14 +391,14 @@ def check_streamed(net, X, y, sample_weight):
             raise ValueError(f"y has {shape[0]} rows but X has {n}")
 
         def convert_y(block):
-            return check.as_targets(block, "y", dtype, n_out, block.shape[0], labels=labels, unit_interval=unit, non_negative=counts)
+            return check.as_targets(block, "y", dtype, n_out, block.shape[0], net.loss_spec)
 
         for _, block in blocks_of(y):
             convert_y(block)
     else:
-        y, convert_y = check.as_targets(y, "y", dtype, n_out, n, labels=labels, unit_interval=unit, non_negative=counts), unchanged
+        y, convert_y = check.as_targets(y, "y", dtype, n_out, n, net.loss_spec), unchanged
     weight = check.as_sample_weight(None if sample_weight is None else np.asarray(sample_weight), dtype, n)
-    if net._loss.mean and sample_weight is not None:
+    if net.loss_spec.mean and sample_weight is not None:
         weight = (weight.astype(np.float64) / float(weight.max())).astype(dtype)
     return X, y, weight, convert_x, convert_y
 

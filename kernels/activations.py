@@ -1,12 +1,12 @@
-# stamp: 6510922c6f91b5c7768e3c0cf6c878d3
+# stamp: 1affa62f76670f6d3a9298486de860de
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and ``apply``, which runs
 one of them over a block of rows.
 
 Derivatives take both the pre-activation z and the output a = f(z): sigmoid a(1 − a), tanh
-1 − a², relu 1[a > 0] read the output, while gelu, gelu_tanh and silu need z. A network keeps
-z only for layers whose activation says ``needs_z`` (``kernels.layout``), so sigmoid, tanh and
-relu networks use no more memory than before.
+1 − a², relu 1[a > 0] read the output, while gelu, gelu_tanh and silu need z (``needs_z``).
+``apply`` computes them where z is at hand, in the forward pass, into the layer's slopes, so no
+layer keeps its z for the backward pass.
 
 Adding an activation is one ``SPECS`` entry and its two scalar functions: ``value(z, t)`` and
 ``derivative(z, a, t)`` (``@helper`` functions of straight-line code, ``lowlevel.select`` for a
@@ -258,8 +258,8 @@ class ActivationSpec(NamedTuple):
     ``torch``: the ``torch.nn`` module and its arguments (None: no module, identity);
     ``onnx``: an operator and its attributes, a decomposition (steps, see ``_ONNX_*``), or None
     (no node); ``saturates``: gradient health counts its saturated units; ``output_only``:
-    only the output layer may use it; ``needs_z``: its derivative needs the pre-activation z,
-    which the layer then keeps; ``exportable``: False when no other tool has it.
+    only the output layer may use it; ``needs_z``: its derivative reads the pre-activation z,
+    not only the output; ``exportable``: False when no other tool has it.
     """
 
     name: str

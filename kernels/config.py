@@ -1,7 +1,7 @@
 """Numerics and compilation settings of the kernels, in one place: constants only.
 
-Every compiled function takes its options from here: ``JIT_OPTIONS`` for ``@njit`` functions,
-``CFUNC_OPTIONS`` for the pieces (``kernels.pieces``). Nothing here changes Numba's or the
+Every compiled function takes its options from here (``kernels.jit`` applies them: kernels,
+helpers, subroutines and the passes compiled as C functions). Nothing here changes Numba's or the
 process's settings; it only reads the environment once, at import.
 
 Environment
@@ -11,7 +11,7 @@ Environment
     Numba's documentation).
 ``NUMBA_DISABLE_JIT=1``
     Numba's own switch: every kernel runs as plain Python, so a debugger can step through the
-    training loop (``DISABLE_JIT``). fastgd's pieces follow it too (``kernels.pieces``).
+    training loop (``DISABLE_JIT``). The passes, called by address, follow it too (``jit.compile_piece``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def env_flag(name: str, default: bool) -> bool:
 
 
 # Numba's documented switch (NUMBA_DISABLE_JIT, read into numba.config by Numba): when set,
-# ``@njit`` returns the Python function, and fastgd's pieces are plain Python functions too.
+# ``@njit`` returns the Python function, and the passes are plain Python functions too.
 DISABLE_JIT = bool(numba.config.DISABLE_JIT)
 
 # LLVM fast-math flags we allow. Deliberately not ``nnan``/``ninf`` (which the blanket boolean

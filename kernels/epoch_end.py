@@ -1,10 +1,10 @@
-# stamp: 35e539f97d1f590d0728f23ef21a442b
+# stamp: cc224f8850d87c4a7d9b4935d56f465b
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.
 
 ``monitor`` (every thread of the team): with validation rows, the forward pass over them and their
-loss (``passes.forward_pass`` and ``batch_value``, as ``Network.loss`` computes it) and score
+loss (``passes.forward`` and ``batch_value``, as ``Network.loss`` computes it) and score
 into the epoch's ``records``; then the stopping rule (``stopping_rule``) on the monitored value.
 
 ``stopping_rule`` is the one definition of the rule, compiled (the loop's monitor, and Python's
@@ -64,6 +64,14 @@ def stopping_rule(rule, best, waited, lr_scale, value):
         Whether training stops after this epoch, whether the epoch is the new best, and the
         new count and rate scale.
     """
+    return _rule(rule, best, waited, lr_scale, value)
+
+
+@subroutine
+def _rule(rule, best, waited, lr_scale, value):
+    # (the loop's monitor calls this, not the cached kernel above: a cached kernel inside the
+    # loop would load its own cache entry while jit.first_call retries the loop without the
+    # cache, and fail again where that entry is damaged too)
     delta = rule.delta
     higher = rule.monitor == MONITOR_VAL_SCORE
     if rule.mode == STOP_PATIENCE:
@@ -130,7 +138,7 @@ def monitor(team, architecture, params, end, epoch, train_loss, loss, gemm, forw
             end.records[epoch]["val_loss"] = val_loss
             end.records[epoch]["val_score"] = score
         value = val_loss if rule.monitor == MONITOR_VAL_LOSS else (score if rule.monitor == MONITOR_VAL_SCORE else value)
-    stop, better, waited, lr_scale = stopping_rule(rule, state["best"], state["waited"], state["lr_scale"], value)
+    stop, better, waited, lr_scale = _rule(rule, state["best"], state["waited"], state["lr_scale"], value)
     if rule.mode != STOP_PATIENCE and rule.mode != STOP_NO_IMPROVEMENT:
         return np.int64(0)
     # Every thread has read the state above; it changes only after this barrier.

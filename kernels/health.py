@@ -1,4 +1,4 @@
-# stamp: beff51bbb24028aceab6b8bfba9af00a
+# stamp: 210e878361501ee190cebc320d578baa
 """Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
 ``track``): the training loop's ``condition`` stage, called by every thread of the team at the
 start and end of each epoch and after each step's gradient, for fits that ask for one of them.

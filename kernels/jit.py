@@ -93,6 +93,14 @@ def compile_piece(function):
             raise
         _no_cache_here(str(error))
         return cfunc(signature, **dict(settings, cache=False))(function)
+    except Exception as error:
+        # A cache entry Numba cannot read (truncated, corrupt): compiled again without the cache.
+        if not settings["cache"]:
+            raise
+        warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {function.__qualname__} "
+                      f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
+                      "Numba's cache folder (`python -m fastgd config` shows it) to repair it.", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return cfunc(signature, **dict(settings, cache=False))(function)
 
 
 def piece_address(piece) -> int:

@@ -1,4 +1,4 @@
-# stamp: 868b31e95f0733d1545ff4f143fc48d8
+# stamp: 7076448dc74860d2180c71effc6235cb
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -572,7 +572,7 @@ class Visits(NamedTuple):
     beat: bool = False
 
 
-# What the loop asks of Python (the fit's ``python`` stage, ``kernels.stages.PythonCall``).
+# What the loop asks of Python (through ``kernels.train.PythonCall``).
 VISIT_EPOCH = 0  # a visit after an epoch (argument: the epochs completed in this call)
 VISIT_HEARTBEAT = 1  # a heartbeat between batches
 EXCHANGE_STEP = 2  # the sum of a step's gradient over the ranks (kernels.exchange)

@@ -1,4 +1,4 @@
-# stamp: 7d0bbfef78081a18c51e3ca49084f26b
+# stamp: f0e08049ba047304e17d719c5dae674f
 """Losses of the output layer: the one table of them (``SPECS``), each declaring its compiled row
 value and output local gradient, its NumPy twins and its properties; and ``loss_rows``, which runs
 one of them over a block of rows.

@@ -42,7 +42,8 @@ _I64 = ir.IntType(64)
 
 @helper
 def span(start, count):
-    """``range(start, start + count)`` over unsigned integers: a run of flat indices. Indexing
+    """``range(start, start + count)`` over unsigned integers, for compiled loops (Numba cannot
+    return a range to Python; under NUMBA_DISABLE_JIT this is the plain function). Indexing
     by it needs neither a slice (each view's creation and end call the runtime's reference
     count) nor Numba's wraparound test for negative indices (which keeps LLVM from vectorising
     a loop whose index is an offset plus the loop's counter)."""
@@ -101,7 +102,7 @@ def _unowned2(array):
 
 
 # --------------------------------------------------------------------------- addresses
-# A compiled piece (``kernels.pieces``) receives its arguments as one record in memory, by the
+# A compiled pass (``passes.piece``) receives its arguments as one record in memory, by the
 # record's address; it views the arrays the record names by their addresses.
 
 

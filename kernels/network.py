@@ -1,4 +1,4 @@
-# stamp: c87eff54e417e0cd158c624eb73c9c59
+# stamp: 89a19d45367c80caa7647b8b343ffb87
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)

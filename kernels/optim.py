@@ -1,4 +1,4 @@
-# stamp: 462df389af467ed5e6f1f8099ef6f6f0
+# stamp: b57757a2ecc89137d0b10cd85a3a27b0
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -387,8 +387,10 @@ def update(code, params, grads, state, first, stop, step, lr, hyper):
     out from ``SPECS`` (``_update``)."""
     spec = SPECS[code]
     t = params.dtype.type
-    c = spec.coefficients(t, step, lr, *(float(hyper[index]) for index in range(1, len(spec.hyper))))
-    rule = getattr(spec.rule, "py_func", spec.rule)  # (the Python function: it runs on the arrays)
+    # (the Python functions: the rule runs on the arrays, and the coefficients return ``t``)
+    coefficients = getattr(spec.coefficients, "py_func", spec.coefficients)
+    c = coefficients(t, step, lr, *(float(hyper[index]) for index in range(1, len(spec.hyper))))
+    rule = getattr(spec.rule, "py_func", spec.rule)
     part = slice(first, stop)
     rows = [state[row, part] for row in range(len(spec.state))]
     results = rule(params[part], grads[part], *rows, c)

@@ -1,4 +1,4 @@
-# stamp: ebbea56fcced19b733724e83cfced773
+# stamp: abd9c42f18f5f8b0509aeb627b92b258
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.

@@ -1,4 +1,4 @@
-# stamp: ad9930e8ce9f51be74509363b62b5328
+# stamp: 0474ea42549f9c3845f0aaa805040bfa
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 

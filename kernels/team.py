@@ -1,4 +1,4 @@
-# stamp: 3e4a2a3b0ca410f201584f018931a5f2
+# stamp: 2412971e42b50aa285b073794ed2fcaa
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

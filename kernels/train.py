@@ -1,4 +1,4 @@
-# stamp: 8132477dc044b56681248c0bc1b6e947
+# stamp: 49423780d9a4e9a608b4bc7f584bcbee
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 

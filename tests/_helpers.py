@@ -50,6 +50,24 @@ def train_parallel_sized(seed, backend):
     return net.flat_parameters.copy()
 
 
+def paths(architecture, dtype, rows):
+    """The matrix-product paths ("loops", "tiles", "blas") the passes of ``architecture`` take
+    for a batch of ``rows`` rows (``kernels.products.path``, as ``kernels.passes`` asks it):
+    each layer's forward product, weight gradient and local gradient below it."""
+    from fastgd.kernels import products
+
+    names = {products.LOOPS: "loops", products.TILES: "tiles", products.BLAS: "blas"}
+    lanes = 32 // np.dtype(dtype).itemsize
+    found = set()
+    for layer, record in enumerate(architecture.layers):
+        n_in, n_out = int(record["n_in"]), int(record["n_out"])
+        found.add(names[products.path(architecture.blas, products.NN, rows, n_out, n_in, lanes)])
+        found.add(names[products.path(architecture.blas, products.TN, n_in, n_out, rows, lanes)])
+        if layer > 0:
+            found.add(names[products.path(architecture.blas, products.NN, rows, n_in, n_out, lanes)])
+    return found
+
+
 def state_of(net):
     """Everything training changes, as plain copies."""
     return (

@@ -1,5 +1,5 @@
 """The activations that need the pre-activation (gelu, gelu_tanh, silu) against PyTorch: the
-compiled pieces and the NumPy twins against PyTorch's values and autograd derivatives stored in
+compiled activations (``activations.apply``, through the public kernels) and the NumPy twins against PyTorch's values and autograd derivatives stored in
 tests/data/torch_activations.npz (written by tests/data/make_torch_activations.py), and, where
 PyTorch is installed, the stored file against PyTorch itself and a whole network against its
 ``to_torch`` module. Also: the estimators take them by name, and a new activation is one table
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import fastgd
-from fastgd.kernels import activations, pieces
+from fastgd import kernels
+from fastgd.kernels import layout
 from fastgd.registry import ACTIVATIONS
 
 DATA = Path(__file__).parent / "data"
@@ -32,15 +33,14 @@ ATOL = {"float64": 1e-300, "float32": 1e-6}
 
 
 def compiled_value_and_derivative(name, z, dtype):
-    """The compiled piece of ``name`` over one row of ``z``: its FORWARD (bias 0) and its
-    BACKWARD applied to a row of ones."""
-    code, width = ACTIVATIONS[name].code, z.size
-    z_kept = np.ascontiguousarray(z, dtype=dtype)
-    bias, value = np.zeros(width, dtype), np.empty(width, dtype)
-    pieces.call("activation", code, dtype, activations.FORWARD, 1, width, (z_kept, 0), (bias, 0), (value, 0))
-    delta = np.ones(width, dtype)
-    pieces.call("activation", code, dtype, activations.BACKWARD, 1, width, (delta, 0), (z_kept, 0), (value, 0))
-    return value, delta
+    """The compiled activation ``name`` over one row of ``z`` (``activations.apply``, which the
+    passes run): its values, and the slopes f'(z) it writes for the backward pass."""
+    code = ACTIVATIONS[name].code
+    row = np.ascontiguousarray(z, dtype=dtype).reshape(1, -1)
+    value, derivative = np.empty_like(row), np.empty_like(row)
+    kernels.activate(row, value, code)
+    kernels.activation_derivative(row, value, derivative, code)
+    return value[0], derivative[0]
 
 
 def test_the_stored_file_covers_every_activation_that_needs_z():
@@ -49,7 +49,7 @@ def test_the_stored_file_covers_every_activation_that_needs_z():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", NEEDS_Z)
-def test_compiled_pieces_equal_torch(name, dtype):
+def test_compiled_activations_equal_torch(name, dtype):
     z = STORED["z"]
     near = np.abs(z) <= 3.0
     value, derivative = compiled_value_and_derivative(name, z, dtype)
@@ -128,13 +128,19 @@ def test_the_estimators_take_it_by_name(name):
     assert np.all(np.isfinite(regressor.predict(X)))
 
 
-def test_a_layer_keeps_z_only_where_its_activation_needs_it():
-    def units(activation):
-        return fastgd.Network([3, 8, 5, 2], activation=activation, output_activation="identity").architecture.z_units
+def test_a_network_keeps_no_z_of_its_hidden_layers_whatever_its_activation():
+    # The forward pass writes each layer's slopes f'(z) (from z, for gelu & co., while z is at
+    # hand), so the backward pass needs no z: a network keeps only the output layer's (its loss
+    # reads it), and a gelu network's buffers are a sigmoid network's.
+    def sizes(activation):
+        net = fastgd.Network([3, 8, 5, 2], activation=activation, output_activation="identity")
+        buffers = layout.make_buffers(net.architecture, 10, np.float64)
+        return {field: getattr(buffers, field).size for field in buffers._fields}
 
-    # The output layer always keeps z (the losses read it); a hidden layer only for gelu & co.
-    assert units("sigmoid") == units("tanh") == units("relu") == 2
-    assert units("gelu") == units("silu") == 8 + 5 + 2
+    assert sizes("sigmoid") == sizes("tanh") == sizes("relu") == sizes("gelu") == sizes("silu")
+    found = sizes("gelu")
+    assert found["zs"] == 10 * 2  # the output layer's z only
+    assert found["acts"] == found["slopes"] == found["deltas"] == 10 * (8 + 5 + 2)
 
 
 NEW_ACTIVATION = textwrap.dedent("""

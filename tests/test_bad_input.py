@@ -5,7 +5,7 @@ import pytest
 
 import fastgd
 from _helpers import assert_same_state, state_of
-from fastgd.optimizers import SGD, Adagrad, Adam, AdamW, Momentum, RMSprop
+from fastgd.optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Momentum, NAdam, RAdam, RMSprop
 
 X = np.random.default_rng(0).normal(size=(8, 3))
 Y = np.random.default_rng(1).uniform(size=(8, 2))
@@ -163,10 +163,17 @@ OPTIMIZER_CASES = [
     (RMSprop, dict(centered="no"), TypeError, "centered must be a bool"),
     (Adam, dict(betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be in"),
     (Adam, dict(betas=(-0.1, 0.99)), ValueError, r"betas\[0\] must be in"),
-    (Adam, dict(betas=0.9), TypeError, "betas must be a pair"),
+    (Adam, dict(betas=0.9), TypeError, r"betas must be a tuple of 2 \(beta1, beta2\)"),
+    (Adam, dict(betas=(0.9, 0.99, 0.5)), TypeError, r"betas must be a tuple of 2"),
     (Adam, dict(eps=-1), ValueError, "eps must be >= 0"),
     (AdamW, dict(weight_decay=-0.01), ValueError, "weight_decay must be >= 0"),
     (AdamW, dict(amsgrad=None), TypeError, "amsgrad must be a bool"),
+    (NAdam, dict(momentum_decay=-0.004), ValueError, "momentum_decay must be >= 0"),
+    (NAdam, dict(decoupled_weight_decay=1), TypeError, "decoupled_weight_decay must be a bool"),
+    (RAdam, dict(betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be in"),
+    (RAdam, dict(weight_decay=-1), ValueError, "weight_decay must be >= 0"),
+    (Adamax, dict(eps=-1), ValueError, "eps must be >= 0"),
+    (Adamax, dict(lr=0), ValueError, "lr must be > 0"),
 ]
 
 

@@ -74,17 +74,21 @@ def test_the_same_bits_on_one_and_two_threads():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_masks_are_inverted_dropout_and_the_twin_draws_the_same(dtype):
+    # The passes keep no masks: a dropped layer's outputs and its slopes f'(z) are multiplied by
+    # them. With an identity layer (f' = 1) the slopes a training pass writes are the masks.
     rng = np.random.default_rng(0)
     rate, rows, key = 0.3, 400, 12345
-    architecture = layout.make_architecture((20, 50, 3), [activations.TANH, activations.IDENTITY], dropout=[rate])
+    architecture = layout.make_architecture((20, 50, 3), [activations.IDENTITY, activations.IDENTITY], dropout=[rate])
     params = (0.3 * rng.normal(size=architecture.n_params)).astype(dtype)
     x = rng.normal(size=(rows, 20)).astype(dtype)
-    dropped, plain, twin = (layout.make_buffers(architecture, rows, dtype) for _ in range(3))
+    y, row_scale = rng.normal(size=(rows, 3)).astype(dtype), np.full(rows, 1.0 / rows, dtype)
+    training, dropped, plain, twin = (layout.make_buffers(architecture, rows, dtype) for _ in range(4))
+    network.forward_backward(params, np.zeros_like(params), architecture, x, y, row_scale, training, MSE, 0.0, 0.0, key=key, row0=7)
     network.forward(params, architecture, x, dropped, MSE, key=key, row0=7)
     network.forward(params, architecture, x, plain, MSE)
     reference.forward(params, architecture, x, twin, MSE, key=key, row0=7)
-    masks = layout.block_of(dropped.masks, architecture, 0, rows, "mask")
-    np.testing.assert_array_equal(masks, layout.block_of(twin.masks, architecture, 0, rows, "mask"))
+    masks = layout.block_of(training.slopes, architecture, 0, rows)
+    np.testing.assert_array_equal(masks, layout.block_of(twin.slopes, architecture, 0, rows))
     np.testing.assert_array_equal(masks, reference.dropout_masks(key, 0, rate, 7, rows, 50, dtype))
     scale = np.dtype(dtype).type(1.0 / (1.0 - rate))
     assert set(np.unique(masks)) == {0, scale}
@@ -93,6 +97,8 @@ def test_the_masks_are_inverted_dropout_and_the_twin_draws_the_same(dtype):
     a_dropped = layout.block_of(dropped.acts, architecture, 0, rows)
     a_plain = layout.block_of(plain.acts, architecture, 0, rows)
     np.testing.assert_array_equal(a_dropped, a_plain * masks)  # the kept outputs scaled by 1/(1 - p), exactly
+    # The output layer drops nothing: its slopes are f' = 1 everywhere.
+    assert np.all(layout.block_of(training.slopes, architecture, 1, rows) == 1)
     # Another row offset (another shard of the batch) and another key draw other masks.
     other = reference.dropout_masks(key, 0, rate, 8, rows, 50, dtype)
     assert not np.array_equal(other, masks) and np.array_equal(other[:-1], masks[1:])

@@ -11,7 +11,8 @@ from _helpers import DTYPES, RTOL, assert_close
 import fastgd
 from fastgd import kernels, reference
 from fastgd.kernels import activations as acts_codes
-from fastgd.kernels import layout, losses as loss_codes, optim as opt_codes, schedules as sched_codes
+from fastgd.kernels import layout, losses as loss_codes, optim as opt_codes
+from fastgd.kernels import optim as sched_codes  # the schedules' codes live beside the optimizers'
 from fastgd.kernels.mathfn import fast_exp, fast_log1p, fast_tanh
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
 from fastgd.registry import ACTIVATIONS, LOSSES
@@ -334,35 +335,51 @@ def test_optimizer_step_over_shards_equals_one_step_bit_for_bit(rng, dtype, cls,
         assert np.array_equal(p, results[0][0]) and np.array_equal(state, results[0][1], equal_nan=True)
 
 
+@njit
+def _update_chunk(code, params, grads, state, first, stop, step, lr, hyper):
+    # The compiled update the training loop runs over one chunk of the flat buffers.
+    opt_codes.update(code, params, grads, state, first, stop, step, lr, hyper)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls, options", list(optimizer_cases()))
-def test_named_optimizer_kernels(rng, dtype, cls, options):
-    # <name>_step with named scalars (the twins' form), every optimizer and option set from the
-    # declarations: p, g, each state buffer, step, each hyper-parameter (flags as booleans).
-    n = 37
+def test_the_compiled_update_of_a_chunk_is_the_declared_rule_on_it(rng, dtype, cls, options):
+    # kernels.optim.update (one branch per declaration, element by element) over elements
+    # [first, stop) of whole buffers: inside, the declared rule run by the NumPy twin on the
+    # slice (optim.step: the same rule on whole arrays); outside, nothing touched. Every state
+    # row the declaration names is the twin's too.
+    n, first, stop = 37, 5, 30
     opt = cls(**options)
     spec = opt_codes.SPECS[opt.code]
-    hyper = opt.hyper_vector()
-    scalars = [hyper[i] != 0 if name in spec.flags else hyper[i] for i, name in enumerate(spec.hyper)]
-    p, state = rng.normal(size=n).astype(dtype), list(opt.initial_state(n, dtype))
+    hyper = np.zeros(opt_codes.HYPER_WIDTH)
+    hyper[: len(spec.hyper)] = opt.hyper_vector()
+    p, state = rng.normal(size=n).astype(dtype), opt.initial_state(n, dtype)
+    assert state.shape == (len(spec.state), n)
+    fast_p, fast_state = p.copy(), state.copy()
+    twin_p, twin_state = p[first:stop].copy(), np.ascontiguousarray(state[:, first:stop])
     for step in (1, 2, 3):
         g = rng.normal(size=n).astype(dtype)
-        fast, ref, _, _ = call_both(f"{spec.name}_step", p, g, *state, step, *scalars)
-        assert_same_arrays(fast, ref, dtype)
-        assert not np.array_equal(fast[0], p), spec.name
-        p, state = ref[0], ref[2 : 2 + len(spec.state)]
+        _update_chunk(opt.code, fast_p, g, fast_state, first, stop, step, opt.lr, hyper)
+        opt_codes.step(opt.code, twin_p, g[first:stop].copy(), twin_state, step, opt.lr, hyper)
+    assert_close(fast_p[first:stop], twin_p, dtype=dtype)
+    assert_close(fast_state[:, first:stop], twin_state, dtype=dtype)
+    assert not np.array_equal(fast_p[first:stop], p[first:stop]), spec.name
+    outside = np.r_[0:first, stop:n]
+    np.testing.assert_array_equal(fast_p[outside], p[outside])
+    np.testing.assert_array_equal(fast_state[:, outside], state[:, outside])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_step_by_hand(dtype):
-    t = np.dtype(dtype).type
     # Hand-computed first Adam step: m = 0.1 g, v = 0.001 g², p -= lr * sign(g) (up to eps).
     p, g = np.ones(3, dtype), np.array([0.5, -2.0, 1e-3], dtype)
-    m, v, vmax = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
-    kernels.adam_step(p, g, m, v, vmax, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
-    assert p.dtype == dtype and t(0).dtype == dtype
+    adam = fastgd.Adam(lr=0.1, betas=(0.9, 0.999), eps=1e-8)
+    state = adam.initial_state(3, dtype)  # exp_avg, exp_avg_sq, max_exp_avg_sq
+    kernels.optimizer_step(adam.code, p, g, state, 1, 0.1, adam.hyper_vector())
+    assert p.dtype == dtype and state.dtype == dtype
     np.testing.assert_allclose(p, 1 - 0.1 * np.sign(g), rtol=1e-4)
-    np.testing.assert_allclose(m, 0.1 * g, rtol=1e-6)
+    np.testing.assert_allclose(state[0], 0.1 * g, rtol=1e-6)
+    np.testing.assert_allclose(state[1], 0.001 * g.astype(np.float64) ** 2, rtol=1e-5)
 
 
 def network_case(rng, dtype, sizes, activation_codes, rows):
@@ -392,7 +409,8 @@ def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
         fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, architecture, x, y, scale, buffers, loss.code,
                                                    0.01, 0.02, n_threads)  # fmt: skip
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-        assert_same_arrays([fast[1], fast[6].acts, fast[6].deltas, fast[6].zs], [ref[1], ref[6].acts, ref[6].deltas, ref[6].zs], dtype)
+        assert_same_arrays([fast[1], fast[6].acts, fast[6].slopes, fast[6].deltas, fast[6].zs],
+                           [ref[1], ref[6].acts, ref[6].slopes, ref[6].deltas, ref[6].zs], dtype)  # fmt: skip
         fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, architecture, x, y, scale, buffers, loss.code, n_threads)
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
         fast, ref, _, _ = call_both("forward", params, architecture, x, buffers, loss.code, n_threads)
@@ -415,8 +433,8 @@ EPOCH_CASES = [(0, 0.1), (1, 0.1 / np.sqrt(5)), (2, 0.1 / 3), (7, 0.1 / np.sqrt(
 @pytest.mark.parametrize("epoch, expected", EPOCH_CASES)
 def test_sample_inverse_scaling_changes_once_an_epoch(epoch, expected):
     parameters = np.zeros(sched_codes.SCHEDULE_WIDTH)
-    index = sched_codes.SAMPLE_INVERSE_SCALING
-    parameters[index.power], parameters[index.rows], parameters[index.offset] = 0.5, 4, 0
+    names = sched_codes.SCHEDULES[sched_codes.SCHEDULE_SAMPLE_INVERSE_SCALING].parameters  # the declared layout
+    parameters[names.index("power")], parameters[names.index("rows")], parameters[names.index("offset")] = 0.5, 4, 0
     for step in (1, 3, 50):
         fast = kernels.scheduled_lr(sched_codes.SCHEDULE_SAMPLE_INVERSE_SCALING, 0.1, step, parameters, epoch)
         ref = reference.scheduled_lr(sched_codes.SCHEDULE_SAMPLE_INVERSE_SCALING, 0.1, step, parameters, epoch)

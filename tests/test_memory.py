@@ -180,15 +180,15 @@ def test_check_fit_names_the_batch_or_the_layers():
         memory.check_fit(net, plan, available=20 << 20)
     # Adam's 3 state rows, gradients, transposed weights, the end-of-epoch snapshot (1 + 3), the
     # validation evaluation's transposed weights, the best parameters (2: early stopping restores
-    # them); per row of the batch (4000: the split took 1000) activations and local gradients of
-    # 1001 units and the output's pre-activation, the gathered batch (inputs, target, row
-    # weight), the row order and keys; the validation rows' copies and evaluation. (The
-    # network's parameters and initial copy exist already.)
+    # them); per row of the batch (4000: the split took 1000) activations, slopes and local
+    # gradients of 1001 units and the output's pre-activation, the gathered batch (inputs,
+    # target, row weight), the row order and keys; the validation rows' copies and evaluation.
+    # (The network's parameters and initial copy exist already.)
     n_params, units, itemsize = memory.parameter_count([20, 1000, 1]), 1001, 8
     layers = (3 + 1 + 1 + 4 + 1 + 2) * n_params * itemsize
-    batch = 4000 * (2 * units + 1) * itemsize + 4000 * (20 + 1 + 1) * itemsize
+    batch = 4000 * (3 * units + 1) * itemsize + 4000 * (20 + 1 + 1) * itemsize
     rows = 16 * 4000
-    validation = 1000 * (20 + 1 + 1) * itemsize + 1000 * (2 * units + 1) * itemsize
+    validation = 1000 * (20 + 1 + 1) * itemsize + 1000 * (3 * units + 1) * itemsize
     assert caught.value.needed == layers + batch + rows + validation
     # The layers named when they alone (with a row of everything else) exceed what is there.
     with pytest.raises(memory.InsufficientMemoryError, match=r"^layer_sizes=\[20, 1000, 1\]"):

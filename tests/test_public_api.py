@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import carray, njit
 
 from fastgd.kernels import lowlevel
 
@@ -32,6 +32,8 @@ DOCUMENTED_NUMBA = {
     "numba": {"njit", "cfunc", "carray", "types", "typeof", "literal_unroll", "config", "__version__", "from_dtype"},
     "numba.extending": {"intrinsic", "overload", "register_jitable", "get_cython_function_address", "typeof_impl"},
     "numba.experimental": {"structref"},
+    # "Notes on the Event API" (numba.core.event, in Numba's module index): kernels.compile.CompileLog
+    "numba.core": {"event"},
     "numba.core.errors": {"NumbaExperimentalFeatureWarning"},
 }  # fmt: skip
 
@@ -65,7 +67,9 @@ def test_only_documented_numba_names_are_imported():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("numba", "llvmlite"):
                 if node.module.startswith("llvmlite"):
-                    if node.module != "llvmlite" or any(alias.name != "ir" for alias in node.names):  # llvmlite.ir only
+                    # llvmlite.ir (the "IR builder" reference) and llvmlite.binding (its "Target
+                    # information" page: get_host_cpu_features) only
+                    if node.module != "llvmlite" or any(alias.name not in ("ir", "binding") for alias in node.names):
                         found.append(f"{path.name}: from {node.module} import ...")
                     continue
                 allowed = DOCUMENTED_NUMBA.get(node.module, set())
@@ -131,26 +135,112 @@ def test_atomics_and_pause_work_across_threads():
     assert _atomics(np.zeros(1, np.int64), 5) == 5  # the Python twin
 
 
-# (By its own name: Numba refuses ``something.view(...)`` on anything but a NumPy array or
-# dtype, so compiled code calls ``view`` imported, as the kernels do.)
-view_of = lowlevel.view
-
-
-def _pointers(values, index, out):
-    data = lowlevel.pointer(values, index)
-    view = view_of(data, 2)
-    square = lowlevel.view2(lowlevel.advance(data, 1), 2, 2)
-    out[0], out[1], out[2] = view[0], view[1], square[1, 1]
+def _views(values, matrix, index, out):
+    # unowned/unowned2: views without a reference count (writes go through); address and
+    # as_array: elements by address; select: a branch-free choice.
+    flat = lowlevel.unowned(values)
+    square = lowlevel.unowned2(matrix)
+    tail = lowlevel.as_array(lowlevel.address(values, index), 3, values)
+    out[0], out[1], out[2] = flat[index], tail[2], square[1, 1]
+    out[3] = lowlevel.select(index > 2, 1.5, -1.5)
+    flat[0] = 42.0
     lowlevel.atomic_store(np.zeros(1, np.int64), 0, 3)
-    return lowlevel.element_size(data)
+    return lowlevel.address(values, 1) - lowlevel.address(values, 0)
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-def test_pointers_and_views(compiled):
-    function = njit(_pointers) if compiled else _pointers
-    values, out = np.arange(10.0), np.zeros(3)
-    assert function(values, 3, out) == 8
-    np.testing.assert_array_equal(out, [3.0, 4.0, 7.0])  # view2 from element 4: [[4, 5], [6, 7]]
+def test_views_and_addresses(compiled):
+    function = njit(_views) if compiled else _views
+    values, matrix, out = np.arange(10.0), np.arange(6.0).reshape(3, 2), np.zeros(4)
+    assert function(values, matrix, 3, out) == 8  # the address of element 1 is 8 bytes on
+    np.testing.assert_array_equal(out, [3.0, 5.0, 3.0, 1.5])
+    assert values[0] == 42.0  # the unowned view wrote into the array itself
+    function(values, matrix, 1, out)
+    assert out[3] == -1.5
+    # as_array over nothing is empty, in Python as compiled code would never ask for it
+    assert lowlevel.as_array(lowlevel.address(values, 0), 0, values).size == 0
+
+
+@njit
+def _sum_of_span(values, start, count):
+    total = 0.0
+    for i in lowlevel.span(start, count):  # range(start, start + count) over unsigned indices
+        total += values[i]
+    return total
+
+
+def test_span_is_a_run_of_indices():
+    # (compiled code only: an inlined helper returning a range, which Python cannot receive)
+    assert _sum_of_span(np.arange(10.0), 3, 3) == 3.0 + 4.0 + 5.0
+    assert _sum_of_span(np.arange(10.0), 9, 0) == 0.0
+
+
+@njit
+def _second_after(values, index):
+    # pointer: a typed pointer into the flat storage, which numba.carray views (compiled)
+    return carray(lowlevel.pointer(values, index), 2)[1]
+
+
+def test_pointer():
+    values = np.arange(10.0).reshape(2, 5)
+    assert _second_after(values, 3) == 4.0
+    np.testing.assert_array_equal(lowlevel.pointer(values, 3), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # Python: the flat tail
+
+
+def test_select_on_arrays_is_numpy_where():
+    # The NumPy twins run the element rules on whole arrays: select there is numpy.where.
+    condition = np.array([True, False, True])
+    np.testing.assert_array_equal(lowlevel.select(condition, np.ones(3), np.zeros(3)), [1.0, 0.0, 1.0])
+    assert lowlevel.select(False, 2.0, 3.0) == 3.0
+
+
+def _add3(first, second, third):
+    return first + 2 * second + 3 * third
+
+
+@njit
+def _call_piece_compiled(address, first, second, third):
+    return lowlevel.call_piece(address, first, second, third)
+
+
+def test_a_piece_is_called_by_its_address():
+    from fastgd.kernels import jit
+
+    piece = jit.compile_piece(_add3)
+    address = jit.piece_address(piece)
+    assert _call_piece_compiled(address, 1, 2, 3) == 14
+    # In Python (NUMBA_DISABLE_JIT): the piece registered under its stand-in address.
+    lowlevel.PIECES[-1] = _add3
+    try:
+        assert lowlevel.call_piece(-1, 1, 2, 3) == 14
+    finally:
+        del lowlevel.PIECES[-1]
+
+
+@njit
+def _call_python_compiled(address, kind, argument):
+    return lowlevel.call_python(address, kind, argument) + lowlevel.call_python(0, kind, argument)
+
+
+def test_compiled_code_calls_python_through_a_callback():
+    from fastgd.kernels.train import PythonCall
+
+    calls = []
+
+    def function(kind, argument):
+        calls.append((kind, argument))
+        if argument < 0:
+            raise RuntimeError("raised inside the callback")
+        return kind + argument
+
+    call = PythonCall(function)
+    assert _call_python_compiled(call.address, 2, 5) == 7  # (address 0 calls nothing: 0)
+    assert lowlevel.call_python(call.address, 3, 4) == 7  # the Python twin, through CALLBACKS
+    assert calls == [(2, 5), (3, 4)]
+    # An exception cannot cross compiled code: the call answers ``failed``, the caller raises it.
+    assert _call_python_compiled(call.address, 1, -1) == 1
+    with pytest.raises(RuntimeError, match="inside the callback"):
+        call.raise_error()
 
 
 def _bits(bits32, bits64, value):
@@ -193,11 +283,24 @@ def test_a_yield_address_is_found_and_called():
     assert call(address) == 1
 
 
-def test_blas_is_scipys_cython_blas():
-    from fastgd.kernels import blas
+@njit
+def _gemm(address, a, b, c, m, n, k):
+    # Row-major C (m × n) = A (m × k) @ B (k × n) is column-major Cᵀ = Bᵀ Aᵀ.
+    return lowlevel.call_gemm(address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, n, m, k, lowlevel.pointer(b, 0), n,
+                              lowlevel.pointer(a, 0), k, lowlevel.pointer(c, 0), n)  # fmt: skip
 
-    for dtype in (np.float32, np.float64):
-        assert blas.gemm_address(dtype) > 0
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blas_is_scipys_cython_blas_called_by_address(dtype):
+    address = lowlevel.gemm_address(dtype)
+    assert address > 0
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)).astype(dtype), rng.normal(size=(3, 4)).astype(dtype)
+    c = np.zeros((5, 4), dtype)
+    _gemm(address, a, b, c, 5, 4, 3)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    with pytest.raises(NotImplementedError):
+        lowlevel.call_gemm(address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, 4, 5, 3, b, 4, a, 3, c, 4)  # compiled code only
 
 
 # --------------------------------------------------------------------------- stamps
@@ -256,7 +359,7 @@ from fastgd.kernels import train
 seen = []
 def tracer(frame, event, arg):
     if event == "call" and frame.f_code is train.train_loop.__code__:
-        seen.append(frame.f_code.co_name)
+        seen.append([frame.f_code.co_name, frame.f_locals["settings"].epochs])
     return None
 sys.settrace(tracer)
 net = fastgd.Network([2, 3, 1], random_state=0)
@@ -264,7 +367,10 @@ net.fit(np.eye(2), np.ones((2, 1)), epochs=2)
 sys.settrace(None)
 print(json.dumps(seen))
 """
-    assert _run_fit({"NUMBA_DISABLE_JIT": "1"}, code) == ["train_loop"]
+    seen = _run_fit({"NUMBA_DISABLE_JIT": "1"}, code)
+    # The two epochs run in one call of the plain-Python loop; train_epochs's first call in a
+    # process (which would compile or load the loop) runs it too, for zero epochs.
+    assert [epochs for name, epochs in seen if epochs > 0] == [2] and {name for name, _ in seen} == {"train_loop"}, seen
 
 
 # --------------------------------------------------------------------------- any operating system

@@ -653,7 +653,7 @@ import numpy as np
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import fastgd
-    from fastgd.kernels import pieces, train
+    from fastgd.kernels import passes, train
     from fastgd.datasets import xor
     X, y = xor()
     net = fastgd.Network([2, 4, 1], loss="sse", init="uniform", random_state=np.random.RandomState(42))
@@ -663,7 +663,7 @@ print(json.dumps({
     "fastgd": fastgd.__file__,
     "hits": sum(stats.cache_hits.values()),
     "misses": sum(stats.cache_misses.values()),
-    "pieces": {pieces.label(kind, name): bool(f.cache_hits) for (kind, name, _), f in pieces._COMPILED.items()},
+    "pieces": {f"{kind}:{dtype}": bool(f.cache_hits) for (kind, dtype), f in passes._COMPILED.items()},
     "prediction": net.predict(X).ravel().tolist(),
     "warnings": [str(w.message) for w in caught],
 }))
@@ -715,7 +715,7 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
         # Nowhere to write Numba's cache: compiled without it, with one warning saying so.
         nowhere = run()
         assert nowhere["fastgd"].startswith(str(site)), nowhere["fastgd"]
-        assert nowhere["hits"] == 0 and not any(nowhere["pieces"].values())
+        assert nowhere["hits"] == 0 and nowhere["pieces"] and not any(nowhere["pieces"].values())
         assert any("without Numba's on-disk cache" in w for w in nowhere["warnings"]), nowhere["warnings"]
         np.testing.assert_allclose(nowhere["prediction"], expected.predict(X).ravel(), rtol=1e-12)
 
@@ -745,20 +745,20 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
         stale = run(NUMBA_CACHE_DIR=str(cache))
         assert any("changed since their stamps" in w for w in stale["warnings"]), stale["warnings"]
         assert stale["hits"] == 0 and stale["prediction"] == cold["prediction"]
-        # Restamped: the optimizers' pieces are compiled again, the loop and the activations'
-        # pieces (built without optim.py) still come from the cache.
+        # Restamped: the loop (whose update the optimizers' declarations are written into) is
+        # compiled again, the passes (built without optim.py) still come from the cache.
         restamp = subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, capture_output=True,
                                  text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
         assert restamp.returncode == 0, restamp.stderr
         edited = run(NUMBA_CACHE_DIR=str(cache))
-        assert edited["hits"] == 1 and not edited["pieces"]["update:sgd"] and edited["pieces"]["activation:sigmoid"], edited
-        # An edit to a module the loop is built from (the team's barrier is compiled into it)
-        # recompiles the loop, although train.py itself did not change.
+        assert edited["misses"] == 1 and edited["hits"] == 0 and edited["pieces"] and all(edited["pieces"].values()), edited
+        # An edit to a module the loop and the passes are built from (the team's barrier is
+        # compiled into them) recompiles them, although train.py and passes.py did not change.
         with open(kernels_folder / "team.py", "a") as file:
             file.write("\n# edited\n")
         subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT, check=True)
         edited = run(NUMBA_CACHE_DIR=str(cache))
-        assert edited["misses"] == 1 and edited["hits"] == 0, edited
+        assert edited["misses"] == 1 and edited["hits"] == 0 and not any(edited["pieces"].values()), edited
         assert edited["prediction"] == cold["prediction"]
     finally:
         set_writable(site, True)

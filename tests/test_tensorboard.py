@@ -249,7 +249,7 @@ def test_the_configuration_and_optimizer_are_hparams_once(tmp_path):
     values = data["_hparams_/session_start_info"].session_start_info.hparams
     expected = {"layer_sizes": "[4, 7, 3]", "activation": "tanh", "output_activation": "softmax", "loss": "crossentropy",
                 "init": "xavier_uniform", "dtype": "float64", "backend": "numba", "n_threads": "None", "l1": 0.0, "l2": 1e-3,
-                "penalty_per_sample": False, "dropout": "[0.25]", "optimizer": "Adam", "optimizer/lr": 0.02, "optimizer/betas": "[0.8, 0.99]",
+                "penalty_per_sample": False, "dropout": "[0.25]", "loss_options": "{}", "optimizer": "Adam", "optimizer/lr": 0.02, "optimizer/betas": "[0.8, 0.99]",
                 "optimizer/eps": 1e-8, "optimizer/weight_decay": 0.0, "optimizer/amsgrad": True}  # fmt: skip
     read = {}
     for name, value in values.items():

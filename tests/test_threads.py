@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from _helpers import paths
 from threadpoolctl import threadpool_info
 
 import fastgd
@@ -71,15 +72,17 @@ def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
         return layout.layer_blocks(architecture, len(architecture.layers) - 1, rows)
 
     small = fastgd.Network([64, 100, 10], loss="crossentropy").architecture
-    assert "blas" not in layout.paths(small, np.float64)
+    assert "blas" not in paths(small, np.float64, 200)
     assert layout.useful_threads(small, 200, 1, False, 2) == 2
     assert loss_blocks(small, 200) == 200 // 16  # 200 x 100 x 10 multiply-adds: 12 blocks of rows
     assert layout.weight_blocks(small, 0, 200) == 64 // 16  # Aᵀδ: 64 rows of 200 x 100
-    # A network with a BLAS-sized layer keeps BLAS's 128-row blocks for its BLAS products, and
+    # A network with a BLAS-sized layer keeps BLAS's large blocks for its BLAS products
+    # (MIN_BLOCK_ROWS_BLAS_WEIGHTS rows of a weight gradient: its 300 rows, one per input, make
+    # one block), and
     # 16-row blocks (at most MAX_BLOCKS) for its others.
     big = fastgd.Network([300, 512, 10], loss="crossentropy").architecture
-    assert "blas" in layout.paths(big, np.float64)
-    assert layout.weight_blocks(big, 0, 300) == 300 // 128  # 300 x 512 x 300 multiply-adds
+    assert "blas" in paths(big, np.float64, 300)
+    assert layout.weight_blocks(big, 0, 300) == max(1, 300 // layout.MIN_BLOCK_ROWS_BLAS_WEIGHTS)  # 300 x 512 x 300 multiply-adds
     # 300 x 512 x 10: 1.5 M multiply-adds, but 10 outputs, a side under BLAS_MIN_SIDE (128):
     # the micro-kernel, in 16-row blocks (300 // 16 = 18, capped at MAX_BLOCKS).
     assert loss_blocks(big, 300) == layout.MAX_BLOCKS == 16

@@ -12,6 +12,10 @@ PyTorch, JAX and scikit-learn (those not installed are skipped with a note; ``pi
 With ``baseline`` also another installed fastgd (a release in a virtual environment of its own,
 ``bench --baseline PYTHON``), on the same workloads, data and initial weights, as a row of its
 own labelled with its version.
+
+``activations`` (``bench --activations``) is the activation sweep: one workload (``small``) with
+each activation fastgd's table lists that a hidden layer may have, in float32 and float64, against
+relu's step and against the baseline's.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 from .workloads import WORKLOADS, Workload
 from .worker import LIBRARIES, REQUIRES
 
-__all__ = ["WORKLOADS", "Workload", "run", "ranks", "out_of_core", "cold_start", "digits_accuracy"]
+__all__ = ["WORKLOADS", "Workload", "run", "activations", "ranks", "out_of_core", "cold_start", "digits_accuracy"]
 
 # A worker that takes longer than this is stopped (large with scikit-learn, three runs: ~15 s).
 WORKER_TIMEOUT = 900
@@ -161,6 +165,8 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
                     result = _worker(external[lib][0], standalone, n_threads, python=external[lib][1], isolated=isolated)
                 else:
                     result = _worker(lib, name, n_threads)
+                if "unsupported" in result:  # every fastgd has the workloads' sigmoid networks
+                    raise RuntimeError(f"{lib} on {name}: {result['unsupported']}")
                 if lib not in best or result["seconds"] < best[lib]["seconds"]:
                     best[lib] = result
         fastgd_seconds = best["fastgd"]["seconds"]
@@ -187,6 +193,133 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
                 row.update(test_accuracy=sum(accuracies) / len(accuracies), test_accuracy_splits=accuracies)
         print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "
               f"splits ({', '.join(f'{a:.4f}' for a in accuracies)})", file=out)  # fmt: skip
+    return rows
+
+
+# The activation sweep's targets: every activation's step at most this times relu's (the same
+# workload, dtype and fastgd), and at least as fast as the baseline's (a release, e.g. 0.2.0).
+TARGET_VS_RELU = 1.5
+ACTIVATION_DTYPES = ("float32", "float64")
+
+
+def hidden_activations() -> list:
+    """The activations ``Network(activation=...)`` takes, in the order of fastgd's table
+    (``fastgd.registry.ACTIVATIONS``): every entry but the output-only ones."""
+    from ..registry import ACTIVATIONS
+
+    return [name for name, spec in ACTIVATIONS.items() if not spec.output_only]
+
+
+def activations(names=None, dtypes=ACTIVATION_DTYPES, n_threads=None, repeats=3, baseline=None, out=None):
+    """The activation sweep: print its table and return its rows as dicts, one per workload,
+    dtype and activation.
+
+    Each workload (default ``small``) is trained with each of ``hidden_activations()`` as its
+    ``activation=`` (hidden layers and, for mse, the output layer), in each of ``dtypes``, by this
+    fastgd and, with ``baseline`` (``parse_baseline``, or the path of its Python), by another
+    installed fastgd from the same initial weights and data (the workload written to a file, as
+    ``run`` does). Every run is a process of its own, rounds interleaved, the best of ``repeats``
+    kept. A row's figures: ``us_per_step`` (this fastgd), ``vs_relu`` (its step over its relu
+    step, same workload and dtype), and with a baseline ``baseline_us_per_step`` and ``speedup``
+    (the baseline's time over this fastgd's), both None (``n/a`` in the table) where the baseline's
+    ``Network`` refuses the activation (its reason in ``baseline_unsupported``); ``target_met``:
+    ``vs_relu`` at most ``TARGET_VS_RELU`` and, where the baseline ran, ``speedup`` at least 1.
+    """
+    import tempfile
+
+    from .._threads import default_threads
+    from ..diagnostics import cpu_name
+    from .worker import write_standalone
+    from .workloads import resolve
+
+    names = list(names or ["small"])
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}")
+    dtypes = list(dtypes)
+    if not dtypes or any(dtype not in ACTIVATION_DTYPES for dtype in dtypes):
+        raise ValueError(f"dtypes must be some of {list(ACTIVATION_DTYPES)}, got {dtypes}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if isinstance(baseline, (str, os.PathLike)):
+        baseline = parse_baseline(os.fspath(baseline))  # before anything is measured
+    swept = hidden_activations()
+    threads = n_threads or default_threads()
+    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores), {threads} threads; activation sweep: "
+          f"{', '.join(swept)}; best of {repeats} interleaved rounds, one process per run", file=out)  # fmt: skip
+    for name in names:
+        workload = WORKLOADS[name]
+        layers = "-".join(map(str, workload.layer_sizes))
+        print(f"({name}: {layers}, {workload.loss}, {workload.optimizer} lr {workload.lr}, batch {workload.batch}, {workload.rows} rows, "
+              f"{workload.epochs} epochs, {workload.steps} steps; the activation on the hidden layers"
+              f"{'' if workload.loss == 'crossentropy' else ' and the output layer'})", file=out)  # fmt: skip
+    if baseline:
+        print(f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out)
+    cases = [(name, dtype, activation) for name in names for dtype in dtypes for activation in swept]
+    folder = tempfile.TemporaryDirectory(prefix="fastgd-bench-")
+    best, unsupported = {}, {}
+    try:
+        files = {}
+        for name, dtype, activation in cases if baseline else ():
+            files[name, dtype, activation] = os.path.join(folder.name, f"{name}-{dtype}-{activation}.npz")
+            write_standalone(resolve(f"{name},activation={activation},dtype={dtype}"), files[name, dtype, activation])
+        for _ in range(repeats):
+            for case in cases:
+                name, dtype, activation = case
+                runs = [("this", "fastgd", f"{name},activation={activation},dtype={dtype}", None)]
+                if baseline and case not in unsupported:
+                    runs.append(("baseline", "fastgd", files[case], baseline["python"]))
+                for who, library, workload, python in runs:
+                    result = _worker(library, workload, n_threads, python=python, isolated=python is not None)
+                    if "unsupported" in result:
+                        if who == "this":
+                            raise RuntimeError(f"fastgd on {name} {dtype} with {activation}: {result['unsupported']}")
+                        unsupported[case] = result["unsupported"]
+                    elif (who, case) not in best or result["seconds"] < best[who, case]["seconds"]:
+                        best[who, case] = result
+    finally:
+        folder.cleanup()
+
+    label = baseline["label"] if baseline else None
+    width = max(10, len(label or "") + 3)
+    header = f"{'workload':<8} {'activation':<11} {'dtype':<7} {'µs/step':>9}"
+    if baseline:
+        header += f" {label + ' µs':>{width}} {'baseline/this':>13}"
+    header += f" {'vs relu':>8}  target: <= {TARGET_VS_RELU:g}x relu{f', >= 1x {label}' if baseline else ''}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    rows = []
+    for case in cases:
+        name, dtype, activation = case
+        mine = best["this", case]
+        vs_relu = mine["seconds"] / best["this", (name, dtype, "relu")]["seconds"]
+        row = dict(mine, label="fastgd", vs_relu=vs_relu, threads=threads, repeats=repeats, python=sys.executable)
+        line = f"{name:<8} {activation:<11} {dtype:<7} {mine['us_per_step']:>9.4g}"
+        missed = []
+        if baseline:
+            theirs = best.get(("baseline", case))
+            speedup = None if theirs is None else theirs["seconds"] / mine["seconds"]
+            row.update(baseline_label=label, baseline_python=baseline["python"], baseline_version=baseline["version"],
+                       baseline_us_per_step=None if theirs is None else theirs["us_per_step"], speedup=speedup,
+                       baseline_final_loss=None if theirs is None else theirs["final_loss"],
+                       baseline_unsupported=unsupported.get(case))  # fmt: skip
+            if theirs is None:
+                line += f" {'n/a':>{width}} {'n/a':>13}"
+            else:
+                line += f" {theirs['us_per_step']:>{width}.4g} {speedup:>12.2f}x"
+                if speedup < 1.0:
+                    missed.append(f"slower than {label}")
+        line += f" {vs_relu:>7.2f}x"
+        if vs_relu > TARGET_VS_RELU:
+            missed.insert(0, f"{vs_relu:.2f}x relu")
+        row.update(target_met=not missed)
+        rows.append(row)
+        print(f"{line}  {'met' if not missed else 'missed: ' + ', '.join(missed)}", file=out)
+    reasons = {}
+    for (_, _, activation), reason in unsupported.items():
+        reasons.setdefault(activation, reason.splitlines()[0][:160])
+    for activation, reason in reasons.items():
+        print(f"n/a: {label}'s Network refuses activation {activation!r} ({reason})", file=out)
     return rows
 
 

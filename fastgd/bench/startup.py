@@ -25,17 +25,22 @@ from .workloads import WORKLOADS
 TIMEOUT = 600
 
 _COLD_CHILD = """
-import sys, time
+import json, sys, time
 start = time.perf_counter()
 import fastgd
 from fastgd.bench.workloads import WORKLOADS
+from fastgd.kernels.compile import CompileLog
 imported = time.perf_counter()
 w = WORKLOADS[sys.argv[1]]
 X, Y = w.data()
-w.network().fit(X, Y, optimizer=w.make_optimizer(), epochs=1, batch_size=w.batch_size, shuffle=False)
+with CompileLog() as log:
+    w.network().fit(X, Y, optimizer=w.make_optimizer(), epochs=1, batch_size=w.batch_size, shuffle=False)
 done = time.perf_counter()
-print(imported - start, done - start)
+print(json.dumps(dict(imported=imported - start, done=done - start, functions=log.functions, passes=log.passes)))
 """
+
+# Functions listed in the breakdown of a cold fit's compile time.
+BREAKDOWN_FUNCTIONS = 6
 
 # (label, Network arguments, fit arguments): the issue's seven tries, each new to the cache.
 NEW_SETTINGS = (
@@ -97,6 +102,21 @@ def _run(code, args, cache):
     return done.stdout
 
 
+def breakdown(run) -> str:
+    """Where a cold fit's compile time went in its own process (``kernels.compile.CompileLog``):
+    Numba's type inference and its lowering (which includes LLVM's optimisation and code
+    generation), summed over functions, the rest, and the functions that took longest, each its
+    own seconds (its callees' compiles taken out). The passes compile in a helper process meanwhile (see
+    ``kernels.compile.prepare``), outside these figures."""
+    passes, functions = run["passes"], run["functions"]
+    compiled = sum(functions.values())
+    typing, lowering = passes.get("typing", 0.0), passes.get("lowering", 0.0)
+    top = sorted(functions.items(), key=lambda item: -item[1])[:BREAKDOWN_FUNCTIONS]
+    return (f"         compiled here {compiled:.2f} s: type inference {typing:.2f} s, lowering with LLVM's "
+            f"optimisation {lowering:.2f} s, the rest (Numba's other passes, the cache) {compiled - typing - lowering:.2f} s; longest: "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in top))
+
+
 def cold_start(names=None, out=None, settings=True, compile_all=True):
     """Print and return the start-up figures (see the module's docstring)."""
     names = list(names or WORKLOADS)
@@ -104,9 +124,11 @@ def cold_start(names=None, out=None, settings=True, compile_all=True):
     print(f"{'workload':<8} {'import s':>9} {'cold: import + 1-epoch fit s':>29} {'warm s':>8}", file=out)
     for name in names:
         with tempfile.TemporaryDirectory(prefix="fastgd-cold-") as cache:
-            times = [[float(v) for v in _run(_COLD_CHILD, [name], cache).split()[-2:]] for _ in range(2)]
-        results["workloads"][name] = (times[0][1], times[1][1])
-        print(f"{name:<8} {times[0][0]:>9.2f} {times[0][1]:>29.2f} {times[1][1]:>8.2f}", file=out, flush=True)
+            cold, warm = (json.loads(_run(_COLD_CHILD, [name], cache).splitlines()[-1]) for _ in range(2))
+        results["workloads"][name] = (cold["done"], warm["done"])
+        results.setdefault("breakdown", {})[name] = dict(functions=cold["functions"], passes=cold["passes"])
+        print(f"{name:<8} {cold['imported']:>9.2f} {cold['done']:>29.2f} {warm['done']:>8.2f}", file=out, flush=True)
+        print(breakdown(cold), file=out, flush=True)
     if settings:
         with tempfile.TemporaryDirectory(prefix="fastgd-settings-") as cache:
             found = json.loads(_run(_SETTINGS_CHILD, [], cache).splitlines()[-1])

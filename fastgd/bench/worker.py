@@ -1,17 +1,20 @@
 """One library training one workload, in a process of its own: ``python -m fastgd.bench.worker
-LIBRARY WORKLOAD THREADS``, which prints one JSON line. A peer installed in another environment
-(``bench --peer-python jax=/path/to/python``) runs this file with that Python and a workload
-written to a file (``write_standalone``): it imports neither fastgd nor Numba. So does another
-installed fastgd (``bench --baseline /path/to/python``, library ``fastgd`` on a standalone
-workload): this file then imports that environment's fastgd, never this checkout's, and trains
-through the public API every release has. Nothing here may import from this checkout at the top
-of the file (the baseline's fastgd may lack it).
+LIBRARY WORKLOAD THREADS``, which prints one JSON line (WORKLOAD: a name, or one with another
+activation or dtype, ``small,activation=gelu,dtype=float64``: ``workloads.resolve``). A peer
+installed in another environment (``bench --peer-python jax=/path/to/python``) runs this file
+with that Python and a workload written to a file (``write_standalone``): it imports neither
+fastgd nor Numba. So does another installed fastgd (``bench --baseline /path/to/python``,
+library ``fastgd`` on a standalone workload): this file then imports that environment's
+fastgd, never this checkout's, and trains through the public API every release has. Nothing
+here may import from this checkout at the top of the file (the baseline's fastgd may lack it).
 
 Two libraries' thread pools in one process slow each other down (measured here: the NumPy
 backend ran 38 ms/step on ``mid`` in a process that had also run PyTorch and Numba, against
 4.2 ms alone), so ``fastgd.bench`` starts a worker per measurement.
 
-Each worker builds the workload's network with the same initial weights (fastgd's), warms up
+Each worker builds the workload's network with the same initial weights (fastgd's) and the
+workload's activation (PyTorch and JAX read it from fastgd's table; scikit-learn has only
+identity, logistic, tanh and relu, and refuses the others by name), warms up
 (compiles, or for eager libraries runs a step), then times the whole training run: best of a
 few runs when a run is short. The code for each peer is what its own users would write:
 PyTorch eager with ``torch.optim``; JAX with the whole run under ``jax.jit`` of ``lax.scan`` and
@@ -48,6 +51,41 @@ def _timed(run, prepare=lambda: None):
     return best, final
 
 
+def _peer_activation(workload):
+    """The workload's activation as the peers name it, from fastgd's table
+    (``fastgd.registry.ACTIVATIONS``): {"torch": (``torch.nn`` module, its arguments), or None
+    for the identity; "sklearn": scikit-learn's name, or None where it has none}. A standalone
+    workload carries them (its environment may have no fastgd)."""
+    names = getattr(workload, "peer_activation", None)
+    if names is None:
+        from fastgd.registry import ACTIVATIONS
+
+        spec = ACTIVATIONS[workload.activation]
+        names = {"torch": spec.torch, "sklearn": spec.sklearn}
+    return names
+
+
+def _torch_activation(torch, workload):
+    """A factory of the workload's activation as a ``torch.nn`` module."""
+    module, options = _peer_activation(workload)["torch"] or ("Identity", {})
+    return lambda: getattr(torch.nn, module)(**options)
+
+
+def _jax_activation(jax, workload):
+    """The workload's activation as a JAX function, from its PyTorch declaration (the same
+    arguments: leaky_relu's slope, GELU's exact or tanh form)."""
+    declaration = _peer_activation(workload)["torch"]
+    if declaration is None:
+        return lambda z: z
+    module, options = declaration
+    forms = {"Sigmoid": jax.nn.sigmoid, "Tanh": jax.numpy.tanh, "ReLU": jax.nn.relu, "Softplus": jax.nn.softplus, "SiLU": jax.nn.silu,
+             "LeakyReLU": lambda z: jax.nn.leaky_relu(z, negative_slope=options.get("negative_slope", 0.01)),
+             "GELU": lambda z: jax.nn.gelu(z, approximate=options.get("approximate", "none") == "tanh")}  # fmt: skip
+    if module not in forms:
+        raise ValueError(f"the JAX worker has no form of activation {workload.activation!r} (torch.nn.{module})")
+    return forms[module]
+
+
 def _initial(workload):
     if hasattr(workload, "initial"):  # a standalone workload (another environment's peer)
         return workload.initial
@@ -66,6 +104,8 @@ class StandaloneWorkload:
             self._X, self._Y = stored["X"], stored["Y"]
             count = settings["layers"]
             self.initial = ([stored[f"W{k}"] for k in range(count)], [stored[f"b{k}"] for k in range(count)])
+        self.activation = "sigmoid"  # a file without one (written before activations were carried)
+        self.peer_activation = {"torch": ("Sigmoid", {}), "sklearn": "logistic"}
         for name, value in settings.items():
             setattr(self, name, tuple(value) if name == "layer_sizes" else value)
         self.batch = self.rows if self.batch_size is None else self.batch_size
@@ -77,12 +117,13 @@ class StandaloneWorkload:
 
 
 def write_standalone(workload, path):
-    """Write ``workload`` for ``StandaloneWorkload`` (``bench --peer-python``)."""
+    """Write ``workload`` for ``StandaloneWorkload`` (``bench --peer-python``, ``--baseline``):
+    its settings, activation (with the peers' names of it), data and initial weights."""
     X, Y = workload.data()
     weights, biases = _initial(workload)
     settings = dict(name=workload.name, layer_sizes=list(workload.layer_sizes), dtype=workload.dtype, optimizer=workload.optimizer,
                     lr=workload.lr, batch_size=workload.batch_size, rows=workload.rows, epochs=workload.epochs, loss=workload.loss,
-                    layers=len(weights))  # fmt: skip
+                    activation=workload.activation, peer_activation=_peer_activation(workload), layers=len(weights))  # fmt: skip
     arrays = {f"W{k}": W for k, W in enumerate(weights)} | {f"b{k}": b for k, b in enumerate(biases)}
     np.savez(path, settings=json.dumps(settings), X=X, Y=Y, **arrays)
 
@@ -127,15 +168,21 @@ def run_fastgd_standalone(workload, threads):
     """Another installed fastgd (``bench --baseline PYTHON``) on a standalone workload: the
     environment's own ``fastgd``, through the public API that every release has (``Network``,
     its ``weights`` and ``biases``, ``SGD``, ``Adam``, ``fit``), from the standalone initial
-    weights; timed as ``run_fastgd``."""
+    weights, with the workload's ``activation=``; timed as ``run_fastgd``. A release whose
+    ``Network`` refuses the activation (one newer than it) trains nothing: the result is
+    ``{"unsupported": its error, "version", "fastgd_path"}``."""
     import os
 
     import fastgd
 
     X, Y = workload.data()
     loss = "crossentropy" if workload.loss == "crossentropy" else "mse"
-    net = fastgd.Network(list(workload.layer_sizes), activation="sigmoid", loss=loss, dtype=workload.dtype, random_state=0,
-                         n_threads=threads)  # fmt: skip
+    path = os.path.dirname(os.path.abspath(fastgd.__file__))
+    try:
+        net = fastgd.Network(list(workload.layer_sizes), activation=workload.activation, loss=loss, dtype=workload.dtype, random_state=0,
+                             n_threads=threads)  # fmt: skip
+    except ValueError as error:  # every release builds the workloads' sigmoid networks: the activation is what it lacks
+        return {"unsupported": f"{type(error).__name__}: {error}", "version": fastgd.__version__, "fastgd_path": path}
     weights, biases = workload.initial
     for k, (W, b) in enumerate(zip(weights, biases)):
         net.weights[k][...] = W  # views into the network's parameters
@@ -149,7 +196,7 @@ def run_fastgd_standalone(workload, threads):
         return fastgd.SGD(lr=workload.lr, momentum=0.9 if workload.optimizer == "momentum" else 0.0)
 
     result = _time_fastgd(fastgd, net, X, Y, workload, make_optimizer)
-    result.update(fastgd_path=os.path.dirname(os.path.abspath(fastgd.__file__)))  # which fastgd ran: the baseline's, not this one
+    result.update(fastgd_path=path)  # which fastgd ran: the baseline's, not this one
     return result
 
 
@@ -164,6 +211,7 @@ def run_torch(workload, threads):
     Xt, Yt = torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(Y))
     labels = Yt.argmax(dim=1) if workload.loss == "crossentropy" else None
     batch = workload.batch
+    activation = _torch_activation(torch, workload)
 
     def build():
         layers = []
@@ -174,7 +222,7 @@ def run_torch(workload, threads):
                 linear.bias.copy_(torch.from_numpy(b))
             layers.append(linear)
             if k < len(weights) - 1 or workload.loss != "crossentropy":
-                layers.append(torch.nn.Sigmoid())
+                layers.append(activation())
         model = torch.nn.Sequential(*layers)
         if workload.optimizer == "adam":
             optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr)
@@ -226,6 +274,7 @@ def run_jax(workload, threads):
 
     X, Y = workload.data()
     weights, biases = _initial(workload)
+    activation = _jax_activation(jax, workload)
     params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in zip(weights, biases)]
     steps = workload.steps_per_epoch
     Xb = jnp.asarray(X.reshape(steps, workload.batch, -1))
@@ -235,7 +284,7 @@ def run_jax(workload, threads):
         a = x
         for k, (W, b) in enumerate(p):
             z = a @ W + b
-            a = z if (k == len(p) - 1 and workload.loss == "crossentropy") else jax.nn.sigmoid(z)
+            a = z if (k == len(p) - 1 and workload.loss == "crossentropy") else activation(z)
         if workload.loss == "crossentropy":
             return optax.softmax_cross_entropy(a, y).mean()
         return 0.5 * jnp.mean(jnp.sum((a - y) ** 2, axis=1))
@@ -279,6 +328,9 @@ def run_sklearn(workload, threads):
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     from threadpoolctl import threadpool_limits
 
+    activation = _peer_activation(workload)["sklearn"]
+    if activation not in ("identity", "logistic", "tanh", "relu"):
+        raise ValueError(f"scikit-learn's MLP has no activation {workload.activation!r} (it has identity, logistic, tanh and relu)")
     X, Y = workload.data()
     weights, biases = _initial(workload)
     classifier = workload.loss == "crossentropy"
@@ -287,7 +339,7 @@ def run_sklearn(workload, threads):
 
     def build():
         cls = MLPClassifier if classifier else MLPRegressor
-        model = cls(hidden_layer_sizes=workload.layer_sizes[1:-1], activation="logistic", solver=solver, alpha=0.0,
+        model = cls(hidden_layer_sizes=workload.layer_sizes[1:-1], activation=activation, solver=solver, alpha=0.0,
                     batch_size=workload.batch, learning_rate_init=workload.lr, max_iter=workload.epochs, shuffle=False, tol=0.0,
                     n_iter_no_change=workload.epochs + 1, momentum=0.9 if workload.optimizer == "momentum" else 0.0,
                     nesterovs_momentum=False, random_state=0)  # fmt: skip
@@ -352,9 +404,9 @@ def run_fastgd_ranks(workload, threads):
 
 
 def measure(library, workload_name, threads):
-    from .workloads import WORKLOADS
+    from .workloads import resolve
 
-    workload = WORKLOADS[workload_name]
+    workload = resolve(workload_name)
     threads = threads or None
     if library == "fastgd":
         result = run_fastgd(workload, threads)
@@ -375,7 +427,8 @@ def measure(library, workload_name, threads):
         result = run_fastgd(workload, threads, track=True)
     else:
         raise ValueError(f"unknown library {library!r}; expected one of {LIBRARIES}")
-    result.update(library=library, workload=workload_name, us_per_step=result["seconds"] / workload.steps * 1e6)
+    result.update(library=library, workload=workload.name, activation=workload.activation, dtype=workload.dtype,
+                  us_per_step=result["seconds"] / workload.steps * 1e6)  # fmt: skip
     return result
 
 
@@ -406,7 +459,9 @@ def main(argv):
         workload = StandaloneWorkload(workload_name)
         runs = {"jax": run_jax, "torch": run_torch, "sklearn": run_sklearn, "fastgd": run_fastgd_standalone}
         result = runs[library](workload, threads or None)
-        result.update(library=library, workload=workload.name, us_per_step=result["seconds"] / workload.steps * 1e6)
+        result.update(library=library, workload=workload.name, activation=workload.activation, dtype=workload.dtype)
+        if "unsupported" not in result:
+            result.update(us_per_step=result["seconds"] / workload.steps * 1e6)
         print(json.dumps(result))
         return 0
     if library == "roofline":

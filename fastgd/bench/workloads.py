@@ -8,7 +8,7 @@ shuffling), the same loss (½‖a − y‖² averaged over rows, or cross-entrop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,6 +25,9 @@ class Workload:
     epochs: int
     loss: str = "mse"  # or "crossentropy" (softmax output)
     description: str = ""
+    # Network's activation= (the hidden layers', and the output layer's unless crossentropy's
+    # softmax): a name of fastgd.registry.ACTIVATIONS (bench --activations sweeps them).
+    activation: str = "sigmoid"
 
     @property
     def batch(self) -> int:
@@ -43,7 +46,8 @@ class Workload:
         if self.name == "xor":
             from ..datasets import xor
 
-            return xor()
+            X, Y = xor()
+            return X.astype(self.dtype), Y.astype(self.dtype)
         if self.name == "digits":
             from ..datasets import load_digits
 
@@ -60,7 +64,7 @@ class Workload:
         from ..network import Network
 
         loss = "crossentropy" if self.loss == "crossentropy" else "mse"
-        return Network(list(self.layer_sizes), activation="sigmoid", loss=loss, dtype=self.dtype, random_state=0, backend=backend,
+        return Network(list(self.layer_sizes), activation=self.activation, loss=loss, dtype=self.dtype, random_state=0, backend=backend,
                        n_threads=n_threads)  # fmt: skip
 
     def make_optimizer(self):
@@ -80,6 +84,21 @@ class Workload:
             if layer > 0:
                 macs += self.batch * n_in * n_out
         return 2.0 * macs
+
+
+def resolve(spec) -> Workload:
+    """A workload by name, or a variant of one: ``NAME[,activation=ACTIVATION][,dtype=DTYPE]``
+    (what ``bench --activations`` hands its workers, e.g. ``small,activation=gelu,dtype=float64``)."""
+    name, *changes = str(spec).split(",")
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; expected one of {list(WORKLOADS)}")
+    fields = {}
+    for change in changes:
+        field, separator, value = change.partition("=")
+        if not separator or field not in ("activation", "dtype") or field in fields:
+            raise ValueError(f"workload {spec!r}: expected NAME[,activation=ACTIVATION][,dtype=DTYPE]")
+        fields[field] = value
+    return replace(WORKLOADS[name], **fields) if fields else WORKLOADS[name]
 
 
 WORKLOADS = {

@@ -51,7 +51,7 @@ class FullBatch:
         with net.compiled_call(threads):
             if not self.sparse:
                 value = engine.forward_backward(params, self.grads, architecture, self.X_dense, self.Y, self.row_scale, self.buffers, code,
-                                                *self.penalties, threads)  # fmt: skip
+                                                *self.penalties, threads, parameter=net.loss_parameter)  # fmt: skip
                 return float(value), self.grads.astype(np.float64)
             value, total = 0.0, np.zeros(net.n_params)
             for start in range(0, self.X.shape[0], self.block):
@@ -61,7 +61,8 @@ class FullBatch:
                 # The penalty once, with the first block.
                 penalties = self.penalties if start == 0 else (0.0, 0.0)
                 value += engine.forward_backward(params, self.block_grads, architecture, rows, self.Y[start:stop],
-                                                 self.row_scale[start:stop], self.buffers, code, *penalties, net.team(stop - start))  # fmt: skip
+                                                 self.row_scale[start:stop], self.buffers, code, *penalties, net.team(stop - start),
+                                                 parameter=net.loss_parameter)  # fmt: skip
                 total += self.block_grads
             return float(value), total
 

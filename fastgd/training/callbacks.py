@@ -180,7 +180,7 @@ class EarlyStopping(Callback):
         validation = bool(history.val_loss)
         field = self.watches(validation)
         value = getattr(history, "val_score" if field in ("val_subset_accuracy", "val_r2") else field)[-1]
-        rule = stopping_rule(self, validation, network.loss_name, self.base_lr)
+        rule = stopping_rule(self, validation, network.loss_spec, self.base_lr)
         stop, better, waited, lr_scale = network.engine.stopping_rule(rule, float(self.best), float(self.waited), float(self.lr_scale),
                                                                       float(value))  # fmt: skip
         self.waited, self.lr_scale = waited, lr_scale

@@ -306,7 +306,7 @@ class EpochRun(_Run):
             visits = layout.Visits(enabled=True, every=int(math.gcd(*periods) if periods else 0),
                                    interval=int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0, beat=bool(heartbeat))  # fmt: skip
         stopping = plan.stopping
-        rule = stopping_rule(stopping, plan.validation is not None, net.loss_name, plan.optimizer.lr)
+        rule = stopping_rule(stopping, plan.validation is not None, net.loss_spec, plan.optimizer.lr)
         self.end = layout.make_epoch_end(net.architecture, net.dtype, self.capacity, plan.validation, rule, visits,
                                          restore=stopping is not None and stopping.restore_best)  # fmt: skip
         if stopping is not None and stopping.resume:
@@ -438,7 +438,7 @@ class ChunkRun(_Run):
                             stop.requested = True  # with several ranks, maybe another rank's Ctrl-C
                         # net.history follows the fit epoch by epoch, so it matches the parameters
                         # whenever fit stops, whatever stops it.
-                        records = (_validation_records(net, plan.validation, buffers, score_kind(plan.stopping, net.loss_name))
+                        records = (_validation_records(net, plan.validation, buffers, score_kind(plan.stopping, net.loss_spec))
                                    if plan.validation and losses else None)  # fmt: skip
                         self.record(losses, records, trainer.work.health[: len(losses)] if plan.tracking is not None else None)
                         if result == layout.OUTCOME_DIVERGED:
@@ -482,7 +482,8 @@ def _validation_records(net, validation, buffers, kind):
     X_val, Y_val, row_scale = validation
     threads = net.team(X_val.shape[0])
     with net.compiled_call(threads):
-        value = net.engine.evaluate_loss(net.flat_parameters, net.architecture, X_val, Y_val, row_scale, buffers, net.loss_code, threads)
+        value = net.engine.evaluate_loss(net.flat_parameters, net.architecture, X_val, Y_val, row_scale, buffers, net.loss_code, threads,
+                                         parameter=net.loss_parameter)  # fmt: skip
     records = np.zeros(1, dtype=layout.RECORD)
     records[0] = (float(value), validation_score(net.outputs(buffers, X_val.shape[0]), Y_val, kind))
     return records

@@ -20,7 +20,7 @@ Where Ctrl-C could be lost before (``tests/stress_interrupt.py`` finds each): th
 after ``fit``'s last look at ``requested`` (in the callbacks' ``on_fit_end``: the last
 checkpoint's write) and the handler was put back without anyone raising, so ``fit`` returned
 as if nothing had happened; and a SIGINT during a compile, whose ``KeyboardInterrupt`` LLVM's
-callbacks swallow (see ``kernels.build.Interrupts``).
+callbacks swallow (see ``kernels.compile.Interrupts``).
 """
 
 from __future__ import annotations

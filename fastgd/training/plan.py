@@ -146,13 +146,13 @@ class Plan:
         # With partitioned data each rank's weights are rescaled by the largest over all ranks
         # (``agreed``): a mean loss's weights were divided by this rank's largest.
         self.weighted = sample_weight is not None
-        rescale = self.weighted and net.loss_name != "sse" and self.partitioned
+        rescale = self.weighted and net.loss_spec.mean and self.partitioned
         self.raw_weight_max = float(np.max(np.asarray(sample_weight, dtype=np.float64))) if rescale else None
         # With penalty_per_sample the loop divides the penalties by each batch's total weight,
         # of weights a mean loss had divided by their largest (Network.check_inputs): the
         # penalties are divided by it too, so that they are per unit of the weights given.
         self.penalty_scale = 1.0
-        self.scaled_penalty = self.weighted and net._loss.mean and net.penalty_per_sample
+        self.scaled_penalty = self.weighted and net.loss_spec.mean and net.penalty_per_sample
         if self.scaled_penalty:
             self.penalty_scale = 1.0 / float(np.max(np.asarray(sample_weight, dtype=np.float64)))
 
@@ -227,13 +227,17 @@ def _stopping(options, validation):
 _SCORE_KINDS = {"val_subset_accuracy": layout.SCORE_SUBSET, "val_r2": layout.SCORE_R2}
 
 
-def score_kind(stopping, loss_name: str) -> int:
+# The accuracy a loss's declared score (``LossSpec.score``) measures.
+_LOSS_SCORES = {None: layout.SCORE_NONE, "argmax": layout.SCORE_ARGMAX, "threshold": layout.SCORE_THRESHOLD}
+
+
+def score_kind(stopping, loss) -> int:
     """What the validation score of a fit measures (``layout.SCORE_*``): the monitored score
     of ``stopping`` (an EarlyStopping or None) when it is R² or subset accuracy, else the
-    accuracy of a classification loss (none for the others)."""
+    accuracy ``loss`` (its declaration, ``LossSpec``) declares (none for a regression loss)."""
     if stopping is not None and stopping.monitor in _SCORE_KINDS:
         return _SCORE_KINDS[stopping.monitor]
-    return {"crossentropy": layout.SCORE_ARGMAX, "binary_crossentropy": layout.SCORE_THRESHOLD}.get(loss_name, layout.SCORE_NONE)
+    return _LOSS_SCORES[loss.score]
 
 
 def score_field(stopping) -> str:
@@ -241,10 +245,10 @@ def score_field(stopping) -> str:
     return "val_score" if stopping is not None and stopping.monitor in _SCORE_KINDS else "val_accuracy"
 
 
-def stopping_rule(stopping, validation: bool, loss_name: str, lr: float) -> layout.Rule:
-    """The compiled rule (``layout.Rule``) for an EarlyStopping (or None), the optimizer's rate
-    being ``lr``."""
-    score = int(score_kind(stopping, loss_name))
+def stopping_rule(stopping, validation: bool, loss, lr: float) -> layout.Rule:
+    """The compiled rule (``layout.Rule``) for an EarlyStopping (or None), the network's loss
+    being ``loss`` (its declaration) and the optimizer's rate ``lr``."""
+    score = int(score_kind(stopping, loss))
     if stopping is None:
         return layout.Rule(score=score)
     watched = stopping.watches(validation)

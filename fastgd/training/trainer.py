@@ -72,6 +72,7 @@ class Trainer:
             l1=net.l1 * plan.penalty_scale, l2=net.l2 * plan.penalty_scale, penalty_per_weight=net.penalty_per_sample,
             shards=shards, solo=solo, rank=rank, ranks=ranks, partitioned=plan.partitioned, channel=channel,
             clip_norm=clip_norm, clip_value=clip_value, track=plan.tracking is not None, dropout_seed=seed,
+            loss_parameter=net.loss_parameter,
         )  # fmt: skip
         self.end = end
         self.channel = channel
@@ -152,7 +153,7 @@ class Trainer:
     def _run_streamed(self, count, stop, lr_scale=1.0):
         net, work = self.net, self.work
         settings = self.settings._replace(lr=self.settings.lr * float(lr_scale))
-        mean = net.loss_name != "sse"
+        mean = net.loss_spec.mean
         losses = []
         for index in range(count):
             epoch = int(net.epochs_trained) + index

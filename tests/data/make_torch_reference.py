@@ -14,21 +14,37 @@ or a schedule to ``fastgd.schedules``).
 The problem is the one of tests/test_clipping.py: a [4, 6, 3] tanh network with mse and an l2
 penalty of 1e-3 on the weights, in float64, trained on 200 rows in batches of 20 without
 shuffling for 5 epochs (50 steps). PyTorch trains the module ``Network.to_torch`` gives, with
-``torch.optim``, ``torch.optim.lr_scheduler`` and ``torch.nn.utils.clip_grad_*_``.
+``torch.optim``, ``torch.optim.lr_scheduler`` and ``torch.nn.utils.clip_grad_*_``. The losses
+with a parameter (Huber's δ) train the same network with that loss on the targets times
+``target_scale`` (3: outputs in (−1, 1) against targets in about (−4, 4), so that both of
+Huber's pieces are taken), against ``torch.nn.functional.huber_loss`` (the mean over every
+element, as fastgd's huber with the mean over rows).
+
+Beside the trajectories, each optimizer's steps alone: every ``OPTIMIZERS_UNDER_TEST`` row
+steps a vector of parameters through a fixed sequence of gradients (no network, so no sum whose
+order could differ), which fastgd's optimizer step must follow to 1e-12.
+
+NAdam keeps its ``mu_product`` in PyTorch's default dtype and fastgd in the parameters': its
+cases run with ``torch.set_default_dtype(torch.float64)`` (the parameters are float64).
 
 The file (``numpy.load``, no pickles) holds:
 
 * ``meta``: a JSON string: the PyTorch, NumPy and fastgd versions, the command that wrote it,
   the problem (layer sizes, l2, epochs, batch size) and ``cases``: one entry per trajectory with
   its ``key``, the fastgd optimizer (class name and keyword arguments), the fastgd schedule
-  (class name and keyword arguments, or null), the clipping keywords of ``fit``, and how the
-  PyTorch side was built (``torch``: a readable description).
+  (class name and keyword arguments, or null), the clipping keywords of ``fit``, for the loss
+  cases the ``loss`` and the ``target_scale`` (the others train the problem's loss on ``y``),
+  and how the PyTorch side was built (``torch``: a readable description); ``steps``: the size of
+  the step cases (``count`` steps of ``size`` parameters).
 * ``X`` (200, 4), ``y`` (200, 3): the training data.
 * ``initial`` (n_params,): the parameters training starts from, in PyTorch's layout: for each
   ``Linear`` in order its weight (n_out, n_in) row by row, then its bias (n_out,).
 * ``parameters`` (n_cases, epochs, n_params): PyTorch's parameters after each epoch, same layout.
 * ``loss`` (n_cases, epochs): the mean over each epoch's batches of the loss each batch had
   before its step (penalty included), as fastgd's ``History.loss`` defines it.
+* ``step_initial`` (size,), ``step_grads`` (count, size): the step cases' starting parameters
+  and the gradient of each step; ``step_parameters`` (len(OPTIMIZERS_UNDER_TEST), count, size):
+  PyTorch's parameters after each step, one row per ``OPTIMIZERS_UNDER_TEST`` entry, in order.
 """
 
 from __future__ import annotations
@@ -71,6 +87,12 @@ SCHEDULES = [
 # The optimizers every schedule is run with: one whose step is proportional to the rate and one
 # whose state does not depend on it.
 SCHEDULED_OPTIMIZERS = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01))]
+# The losses with a parameter, each trained with the same two optimizers (at its default
+# parameter: a Network has no setting for it), on the targets times TARGET_SCALE.
+PARAMETER_LOSSES = ["huber"]
+TARGET_SCALE = 3.0
+# The step cases: STEP_COUNT steps of STEP_SIZE parameters.
+STEP_COUNT, STEP_SIZE = 20, 16
 
 
 def problem():
@@ -100,6 +122,10 @@ def cases():
     for rule, clip in CLIPS.items():
         for index, (cls, options) in enumerate(OPTIMIZERS_UNDER_TEST):
             found.append(dict(key=f"clip/{rule}/{index}", optimizer=cls.__name__, options=dict(options), schedule=None, clip=dict(clip)))
+    for loss in PARAMETER_LOSSES:
+        for optimizer, options in SCHEDULED_OPTIMIZERS:
+            found.append(dict(key=f"loss/{loss}/{optimizer}", optimizer=optimizer, options=dict(options), schedule=None, clip={},
+                              loss=loss, target_scale=TARGET_SCALE))  # fmt: skip
     for case in found:
         case["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in case["options"].items()}
     return found
@@ -165,14 +191,50 @@ def flat(torch, model):
         return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
 
 
+class default_dtype:
+    """``torch.set_default_dtype(dtype)`` inside, the previous default after: NAdam keeps its
+    ``mu_product`` in the default dtype (fastgd in the parameters', float64 here)."""
+
+    def __init__(self, torch, dtype):
+        self.torch, self.dtype = torch, dtype
+
+    def __enter__(self):
+        self.previous = self.torch.get_default_dtype()
+        self.torch.set_default_dtype(self.dtype)
+
+    def __exit__(self, *exc):
+        self.torch.set_default_dtype(self.previous)
+        return False
+
+
+def defaults_for(torch, optimizer):
+    """The default dtype an optimizer's PyTorch run takes (float64 for NAdam, else as it is)."""
+    return default_dtype(torch, torch.float64 if optimizer == "NAdam" else torch.get_default_dtype())
+
+
+def batch_loss(torch, case, out, target):
+    """The case's loss of a batch, as fastgd defines it (its mean over rows of the row losses)."""
+    loss = case.get("loss", "mse")
+    if loss == "mse":  # fastgd's mse, (1/2n)·Σ‖a − y‖²
+        return 0.5 * ((out - target) ** 2).sum() / out.shape[0]
+    if loss == "huber":  # fastgd's huber (δ = 1): PyTorch's HuberLoss, the mean over every element
+        return torch.nn.functional.huber_loss(out, target, reduction="mean", delta=1.0)
+    raise SystemExit(f"no PyTorch loss for fastgd loss {loss!r}: add it to batch_loss")
+
+
 def trajectory(torch, net, X, y, case):
     """Train ``net.to_torch()`` with PyTorch as ``case`` says; returns the parameters after each
     epoch (epochs, n_params), each epoch's mean batch loss (epochs,) and a description."""
+    with defaults_for(torch, case["optimizer"]):
+        return _trajectory(torch, net, X, y, case)
+
+
+def _trajectory(torch, net, X, y, case):
     model = net.to_torch()
     assert all(p.dtype == torch.float64 for p in model.parameters())
     optimizer, described = torch_optimizer(torch, model.parameters(), case["optimizer"], case["options"])
     scheduler, every, scheduled = torch_schedule(torch, optimizer, case["schedule"])
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y * case.get("target_scale", 1.0))
     weights = [layer.weight for layer in model if isinstance(layer, torch.nn.Linear)]
     clip = case["clip"]
     parameters, losses = [], []
@@ -182,8 +244,8 @@ def trajectory(torch, net, X, y, case):
             rows = slice(step * BATCH, (step + 1) * BATCH)
             optimizer.zero_grad()
             out = model(Xt[rows])
-            # fastgd's mse, (1/2n)·Σ‖a − y‖², plus its l2 penalty (l2/2)·ΣW² on the weights only.
-            loss = 0.5 * ((out - yt[rows]) ** 2).sum() / BATCH + 0.5 * L2 * sum((W**2).sum() for W in weights)
+            # the batch's loss plus fastgd's l2 penalty (l2/2)·ΣW² on the weights only.
+            loss = batch_loss(torch, case, out, yt[rows]) + 0.5 * L2 * sum((W**2).sum() for W in weights)
             loss.backward()
             total += loss.item()
             if "clip_grad_value" in clip:  # value first, then norm: fastgd's order
@@ -198,10 +260,32 @@ def trajectory(torch, net, X, y, case):
         parameters.append(flat(torch, model))
         losses.append(total / STEPS_PER_EPOCH)
     description = described + ("" if scheduled == "none" else f" with lr_scheduler.{scheduled}")
+    if "loss" in case:
+        description += f" on torch.nn.functional.huber_loss(delta=1.0) against y * {case['target_scale']}"
     if clip:
         description += " and " + ", ".join(f"torch.nn.utils.{k}_(max_{'norm' if k.endswith('norm') else 'value'}={v})"
                                            for k, v in sorted(clip.items(), key=lambda item: item[0] != "clip_grad_value"))  # fmt: skip
     return np.array(parameters), np.array(losses), description
+
+
+def steps(torch):
+    """The step cases: PyTorch's parameters after each of STEP_COUNT steps of every
+    ``OPTIMIZERS_UNDER_TEST`` row, from one starting vector through one sequence of gradients."""
+    rng = np.random.default_rng(11)
+    initial = rng.normal(size=STEP_SIZE)
+    grads = rng.normal(size=(STEP_COUNT, STEP_SIZE))
+    found = []
+    for cls, options in OPTIMIZERS_UNDER_TEST:
+        with defaults_for(torch, cls.__name__):
+            parameter = torch.nn.Parameter(torch.from_numpy(initial.copy()))
+            optimizer, _ = torch_optimizer(torch, [parameter], cls.__name__, dict(options))
+            after = []
+            for g in grads:
+                parameter.grad = torch.from_numpy(g.copy())
+                optimizer.step()
+                after.append(parameter.detach().numpy().copy())
+        found.append(after)
+    return initial, grads, np.array(found)
 
 
 def build():
@@ -218,11 +302,16 @@ def build():
             raise SystemExit(f"{case['key']}: PyTorch's trajectory is not finite")
         parameters.append(trained)
         losses.append(loss)
+    step_initial, step_grads, step_parameters = steps(torch)
+    if not np.isfinite(step_parameters).all():
+        raise SystemExit("PyTorch's steps are not finite")
     meta = dict(torch_version=torch.__version__, numpy_version=np.__version__, fastgd_version=fastgd.__version__,
                 python_version=platform.python_version(), command=COMMAND, layer_sizes=LAYER_SIZES, activation="tanh",
-                loss="mse", l2=L2, epochs=EPOCHS, batch_size=BATCH, rows=ROWS, shuffle=False, cases=all_cases)  # fmt: skip
+                loss="mse", l2=L2, epochs=EPOCHS, batch_size=BATCH, rows=ROWS, shuffle=False, cases=all_cases,
+                steps=dict(count=STEP_COUNT, size=STEP_SIZE))  # fmt: skip
     return dict(meta=np.array(json.dumps(meta, indent=1)), X=X, y=y, initial=flat(torch, net.to_torch()),
-                parameters=np.array(parameters), loss=np.array(losses))  # fmt: skip
+                parameters=np.array(parameters), loss=np.array(losses), step_initial=step_initial, step_grads=step_grads,
+                step_parameters=step_parameters)  # fmt: skip
 
 
 def main(argv=None):
