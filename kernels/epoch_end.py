@@ -1,4 +1,4 @@
-# stamp: cc224f8850d87c4a7d9b4935d56f465b
+# stamp: 688d4013614d24f8fe56514e8e2b773b
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.

@@ -1,4 +1,4 @@
-# stamp: 15aaecff0ceab0dd888121f47924ef1a
+# stamp: 9953d53335710e843e62c8e333bc572b
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.

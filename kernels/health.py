@@ -1,4 +1,4 @@
-# stamp: 210e878361501ee190cebc320d578baa
+# stamp: 7fc526631f0bbdcff8441822b67b4c76
 """Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
 ``track``): the training loop's ``condition`` stage, called by every thread of the team at the
 start and end of each epoch and after each step's gradient, for fits that ask for one of them.

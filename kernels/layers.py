@@ -1,4 +1,4 @@
-# stamp: 9fa84e551a5cf8d0518addaa330d0247
+# stamp: e04cc6a8a139d535b82c30bbf19db0f5
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)

@@ -1,4 +1,4 @@
-# stamp: 7076448dc74860d2180c71effc6235cb
+# stamp: 51761e267e12fdb142ce750d4863bf40
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -147,15 +147,21 @@ def make_control() -> np.ndarray:
 
 # --------------------------------------------------------------------------- blocks
 # A matrix product with fewer multiply-adds than PARALLEL_MIN_MACS is one block; a larger one is
-# split into blocks of output rows that threads take in turn, at most MAX_BLOCKS: blocks of at
-# least MIN_BLOCK_ROWS_BLAS rows when the product goes to BLAS (whose speed falls with fewer rows:
-# 32 rows ran at 51 GFLOP/s, 128 at 79, 256 at 86), else of at least MIN_BLOCK_ROWS (four tiles
-# of the micro-kernel). Elementwise work over the parameters is split into chunks of at least
-# MIN_CHUNK elements, at most MAX_CHUNKS.
+# split into blocks of output rows that threads take in turn, at most MAX_BLOCKS, of at least
+# MIN_BLOCK_ROWS rows (four tiles of the micro-kernel). A product that goes to BLAS is split less:
+# each BLAS call packs the whole of its other operand again, so BLAS is fastest on few, tall
+# blocks (the 'large' workload, 2 threads: 1.06 s a step with blocks of 128 rows, 0.53 s with
+# 1024), into blocks of MIN_BLOCK_ROWS_BLAS rows (MIN_BLOCK_ROWS_BLAS_WEIGHTS for the weight
+# gradient, whose rows are a layer's inputs), yet into at least BLAS_TEAM_BLOCKS blocks of at
+# least MIN_BLOCK_ROWS_BLAS_TEAM rows, so that a team of threads shares a mid-sized product (the 'mid'
+# workload, batch 256, 2 threads: 2.5 ms a step in one block, 1.9 in four, 1.7 in two). Elementwise work over the parameters is split into
+# chunks of at least MIN_CHUNK elements, at most MAX_CHUNKS.
 PARALLEL_MIN_MACS = 1 << 15
 MIN_BLOCK_ROWS = 16
 MIN_BLOCK_ROWS_BLAS = 1024
 MIN_BLOCK_ROWS_BLAS_WEIGHTS = 512
+BLAS_TEAM_BLOCKS = 2
+MIN_BLOCK_ROWS_BLAS_TEAM = 64
 MAX_BLOCKS = 16
 MIN_CHUNK = 1 << 14
 MAX_CHUNKS = 64
@@ -164,10 +170,17 @@ MAX_CHUNKS = 64
 @subroutine
 def block_count(rows, macs_per_row, blas, blas_rows=MIN_BLOCK_ROWS_BLAS):
     """Blocks of rows for a product producing ``rows`` rows of ``macs_per_row`` multiply-adds;
-    ``blas``: whether the product goes to BLAS (then blocks of at least ``blas_rows`` rows)."""
+    ``blas``: whether the product goes to BLAS (then blocks of ``blas_rows`` rows, but at least
+    BLAS_TEAM_BLOCKS blocks where they have MIN_BLOCK_ROWS_BLAS_TEAM rows)."""
     if rows * macs_per_row < PARALLEL_MIN_MACS:
         return 1
-    blocks = rows // (blas_rows if blas else MIN_BLOCK_ROWS)
+    if blas:
+        team = rows // MIN_BLOCK_ROWS_BLAS_TEAM
+        team = BLAS_TEAM_BLOCKS if team > BLAS_TEAM_BLOCKS else team
+        blocks = rows // blas_rows
+        blocks = team if team > blocks else blocks
+    else:
+        blocks = rows // MIN_BLOCK_ROWS
     blocks = MAX_BLOCKS if blocks > MAX_BLOCKS else blocks
     return 1 if blocks < 1 else blocks
 

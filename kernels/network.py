@@ -1,4 +1,4 @@
-# stamp: 89a19d45367c80caa7647b8b343ffb87
+# stamp: d58f8048fca13b27732243f5d7e5a0b3
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)

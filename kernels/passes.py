@@ -1,4 +1,4 @@
-# stamp: abd9c42f18f5f8b0509aeb627b92b258
+# stamp: be418f4245dd9bb38998a2e2cb82e300
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.

@@ -1,4 +1,4 @@
-# stamp: 2412971e42b50aa285b073794ed2fcaa
+# stamp: 64ef572ff43521300499b6874923c884
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

@@ -1,4 +1,4 @@
-# stamp: 49423780d9a4e9a608b4bc7f584bcbee
+# stamp: 1c5c409d08b2d97197a4427df27cf9d6
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 

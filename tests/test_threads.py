@@ -77,12 +77,15 @@ def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
     assert loss_blocks(small, 200) == 200 // 16  # 200 x 100 x 10 multiply-adds: 12 blocks of rows
     assert layout.weight_blocks(small, 0, 200) == 64 // 16  # Aᵀδ: 64 rows of 200 x 100
     # A network with a BLAS-sized layer keeps BLAS's large blocks for its BLAS products
-    # (MIN_BLOCK_ROWS_BLAS_WEIGHTS rows of a weight gradient: its 300 rows, one per input, make
-    # one block), and
+    # (MIN_BLOCK_ROWS_BLAS_WEIGHTS = 512 rows of a weight gradient, but at least BLAS_TEAM_BLOCKS
+    # = 2 blocks of 64 rows or more, for the team: its 300 rows, one per input, make two), and
     # 16-row blocks (at most MAX_BLOCKS) for its others.
     big = fastgd.Network([300, 512, 10], loss="crossentropy").architecture
     assert "blas" in paths(big, np.float64, 300)
-    assert layout.weight_blocks(big, 0, 300) == max(1, 300 // layout.MIN_BLOCK_ROWS_BLAS_WEIGHTS)  # 300 x 512 x 300 multiply-adds
+    assert (layout.MIN_BLOCK_ROWS_BLAS_WEIGHTS, layout.BLAS_TEAM_BLOCKS, layout.MIN_BLOCK_ROWS_BLAS_TEAM) == (512, 2, 64)
+    assert layout.weight_blocks(big, 0, 300) == 2  # 300 x 512 x 300 multiply-adds
+    assert layout.block_count(100, 1 << 20, True, 512) == 1  # (100 rows: one block, under two of 64)
+    assert layout.block_count(4096, 2048, True) == 4096 // layout.MIN_BLOCK_ROWS_BLAS == 4  # tall: blocks of 1024 rows
     # 300 x 512 x 10: 1.5 M multiply-adds, but 10 outputs, a side under BLAS_MIN_SIDE (128):
     # the micro-kernel, in 16-row blocks (300 // 16 = 18, capped at MAX_BLOCKS).
     assert loss_blocks(big, 300) == layout.MAX_BLOCKS == 16
