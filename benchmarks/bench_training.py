@@ -35,15 +35,40 @@ import fastgd
 
 # name -> (layer sizes, dtype, optimizer class and options, batch size, rows, epochs, loss)
 WORKLOADS = {
-    "xor": dict(sizes=[2, 4, 1], dtype="float64", optimizer=["SGD", {"lr": 0.1}], batch=None, rows=4, epochs=20000, loss="sse"),
-    "small": dict(sizes=[32, 64, 1], dtype="float32", optimizer=["SGD", {"lr": 0.1}], batch=32, rows=2048, epochs=32, loss="mse"),
-    "mid": dict(sizes=[784, 256, 128, 10], dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=256, rows=8192, epochs=1,
-                loss="mse"),
-    "large": dict(sizes=[1024, 2048, 2048, 16], dtype="float32", optimizer=["SGD", {"lr": 0.01, "momentum": 0.9}], batch=4096,
-                  rows=4096, epochs=1, loss="mse"),
-    "digits": dict(sizes=[64, 64, 10], dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=32, rows=1347, epochs=40,
-                   loss="crossentropy"),
-}  # fmt: skip
+    "xor": dict(
+        sizes=[2, 4, 1], dtype="float64", optimizer=["SGD", {"lr": 0.1}], batch=None, rows=4, epochs=20000, loss="sse"
+    ),
+    "small": dict(
+        sizes=[32, 64, 1], dtype="float32", optimizer=["SGD", {"lr": 0.1}], batch=32, rows=2048, epochs=32, loss="mse"
+    ),
+    "mid": dict(
+        sizes=[784, 256, 128, 10],
+        dtype="float32",
+        optimizer=["Adam", {"lr": 1e-3}],
+        batch=256,
+        rows=8192,
+        epochs=1,
+        loss="mse",
+    ),
+    "large": dict(
+        sizes=[1024, 2048, 2048, 16],
+        dtype="float32",
+        optimizer=["SGD", {"lr": 0.01, "momentum": 0.9}],
+        batch=4096,
+        rows=4096,
+        epochs=1,
+        loss="mse",
+    ),
+    "digits": dict(
+        sizes=[64, 64, 10],
+        dtype="float32",
+        optimizer=["Adam", {"lr": 1e-3}],
+        batch=32,
+        rows=1347,
+        epochs=40,
+        loss="crossentropy",
+    ),
+}
 
 
 def _version(*names):
@@ -68,8 +93,15 @@ def _data(name):
 
 def _network(name, backend="numba", n_threads=1):
     spec = WORKLOADS[name]
-    return fastgd.Network(spec["sizes"], activation="sigmoid", loss=spec["loss"], dtype=spec["dtype"], random_state=0,
-                          backend=backend, n_threads=n_threads)  # fmt: skip
+    return fastgd.Network(
+        spec["sizes"],
+        activation="sigmoid",
+        loss=spec["loss"],
+        dtype=spec["dtype"],
+        random_state=0,
+        backend=backend,
+        n_threads=n_threads,
+    )
 
 
 def _optimizer(name):
@@ -86,11 +118,19 @@ class _Fit:
         self.net = _network(name, backend, n_threads)
         rows = self.spec["batch"] or len(self.X)
         # Compile (or load the cache) outside the measurement.
-        self.net.copy().fit(self.X[:rows], self.y[:rows], optimizer=_optimizer(name), epochs=1, batch_size=self.spec["batch"])
+        self.net.copy().fit(
+            self.X[:rows], self.y[:rows], optimizer=_optimizer(name), epochs=1, batch_size=self.spec["batch"]
+        )
 
     def __call__(self):
-        self.net.copy().fit(self.X, self.y, optimizer=_optimizer(self.name), epochs=self.spec["epochs"],
-                            batch_size=self.spec["batch"], shuffle=False)  # fmt: skip
+        self.net.copy().fit(
+            self.X,
+            self.y,
+            optimizer=_optimizer(self.name),
+            epochs=self.spec["epochs"],
+            batch_size=self.spec["batch"],
+            shuffle=False,
+        )
 
 
 # Every timed fit lasts at least ~20 ms (shorter ones were at the mercy of the scheduler: a 2.7 ms
@@ -184,7 +224,9 @@ class Accuracy:
         errors = []
         for split in range(5):
             X_train, X_test, y_train, y_test = load_digits(random_state=split)
-            net = fastgd.Network([64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0)
+            net = fastgd.Network(
+                [64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0
+            )
             net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=200, batch_size=32)
             errors.append(float(np.mean(net.predict(X_test).argmax(axis=1) != y_test)))
         return float(np.mean(errors))
@@ -194,8 +236,17 @@ class Accuracy:
 
 # The per-epoch work users add to a fit (``python -m fastgd bench --epoch-work`` measures the same
 # against the bare fit, interleaved): the digits network, 200 epochs of 1 200 rows.
-EPOCH_WORK = dict(sizes=[64, 100, 10], activation="relu", dtype="float32", optimizer=["Adam", {"lr": 1e-3}], batch=200, rows=1200,
-                  epochs=200, validation_rows=300, patience=1000)  # fmt: skip
+EPOCH_WORK = dict(
+    sizes=[64, 100, 10],
+    activation="relu",
+    dtype="float32",
+    optimizer=["Adam", {"lr": 1e-3}],
+    batch=200,
+    rows=1200,
+    epochs=200,
+    validation_rows=300,
+    patience=1000,
+)
 
 
 def _no_op_callback(epoch, history, network):
@@ -225,14 +276,26 @@ class EpochWork(_TimedFit):
             "both": dict(validation_data=validation, early_stopping=True, patience=patience),
             "callback": dict(callbacks=[_no_op_callback]),
         }[variant]
-        self.net = fastgd.Network(spec["sizes"], activation=spec["activation"], loss="crossentropy", dtype=spec["dtype"],
-                                  random_state=0, n_threads=1)  # fmt: skip
+        self.net = fastgd.Network(
+            spec["sizes"],
+            activation=spec["activation"],
+            loss="crossentropy",
+            dtype=spec["dtype"],
+            random_state=0,
+            n_threads=1,
+        )
         self._fit(epochs=1)  # compile (or load the cache) outside the measurement
 
     def _fit(self, epochs):
         cls, options = EPOCH_WORK["optimizer"]
-        self.net.copy().fit(self.X, self.y, optimizer=getattr(fastgd, cls)(**options), epochs=epochs, batch_size=EPOCH_WORK["batch"],
-                            **self.options)  # fmt: skip
+        self.net.copy().fit(
+            self.X,
+            self.y,
+            optimizer=getattr(fastgd, cls)(**options),
+            epochs=epochs,
+            batch_size=EPOCH_WORK["batch"],
+            **self.options,
+        )
 
     def time_fit(self, variant):
         self._fit(EPOCH_WORK["epochs"])
@@ -240,8 +303,13 @@ class EpochWork(_TimedFit):
 
 # scikit-learn's GridSearchCV with fastgd's estimator, as ``python -m fastgd bench --grid`` runs
 # it (there against scikit-learn's own): activation x solver on the digits, 3 folds.
-GRID = dict(param_grid={"activation": ["relu", "tanh", "logistic"], "solver": ["sgd", "adam"]}, cv=3, hidden_layer_sizes=[100],
-            max_iter=200, random_state=0)  # fmt: skip
+GRID = dict(
+    param_grid={"activation": ["relu", "tanh", "logistic"], "solver": ["sgd", "adam"]},
+    cv=3,
+    hidden_layer_sizes=[100],
+    max_iter=200,
+    random_state=0,
+)
 
 
 class GridSearch:
@@ -268,8 +336,11 @@ class GridSearch:
 
         from fastgd.sklearn import MLPClassifier
 
-        model = MLPClassifier(hidden_layer_sizes=tuple(GRID["hidden_layer_sizes"]), max_iter=GRID["max_iter"],
-                              random_state=GRID["random_state"])  # fmt: skip
+        model = MLPClassifier(
+            hidden_layer_sizes=tuple(GRID["hidden_layer_sizes"]),
+            max_iter=GRID["max_iter"],
+            random_state=GRID["random_state"],
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             GridSearchCV(model, GRID["param_grid"], cv=GRID["cv"]).fit(self.X, self.y)

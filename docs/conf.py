@@ -35,7 +35,13 @@ extensions = [
     "tables",
 ]
 
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "auto_examples/*.py", "auto_examples/*.ipynb", "auto_examples/*.zip"]
+exclude_patterns = [
+    "_build",
+    "**.ipynb_checkpoints",
+    "auto_examples/*.py",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.zip",
+]
 templates_path = []
 
 # --------------------------------------------------------------------------- API reference

@@ -16,8 +16,16 @@ from fastgd.datasets import load_digits
 
 X_train, X_test, y_train, y_test = load_digits()
 net = fastgd.Network([64, 64, 10], activation="tanh", loss="crossentropy", random_state=0)
-history = net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=300, batch_size=32,
-                  validation_split=0.1, early_stopping=True, patience=15)
+history = net.fit(
+    X_train,
+    y_train,
+    optimizer=fastgd.Adam(lr=1e-3),
+    epochs=300,
+    batch_size=32,
+    validation_split=0.1,
+    early_stopping=True,
+    patience=15,
+)
 
 accuracy = np.mean(net.predict(X_test).argmax(axis=1) == y_test)
 print(f"stopped after epoch {history.stopped_epoch}, best epoch {history.best_epoch}; test accuracy {accuracy:.3f}")
@@ -36,8 +44,15 @@ figure = fastgd.plot_history(history, title=f"digits 64-64-10, test accuracy {ac
 
 net = fastgd.Network([64, 64, 10], activation="tanh", loss="crossentropy", random_state=0)
 rule = fastgd.callbacks.EarlyStopping(patience=10, min_delta=1e-4, monitor="val_accuracy", rule="no_improvement")
-by_accuracy = net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=300, batch_size=32,
-                      validation_split=0.1, early_stopping=rule)
+by_accuracy = net.fit(
+    X_train,
+    y_train,
+    optimizer=fastgd.Adam(lr=1e-3),
+    epochs=300,
+    batch_size=32,
+    validation_split=0.1,
+    early_stopping=rule,
+)
 figure, axis = plt.subplots(figsize=(6, 3.5))
 axis.plot(np.arange(1, len(by_accuracy.val_accuracy) + 1), by_accuracy.val_accuracy, label="validation accuracy")
 axis.axvline(by_accuracy.best_epoch, color="grey", linestyle=":", label=f"best epoch {by_accuracy.best_epoch}")
@@ -45,4 +60,7 @@ axis.set_xlabel("epoch")
 axis.set_ylabel("accuracy")
 axis.legend()
 figure.tight_layout()
-print(f"monitoring val_accuracy: stopped after epoch {by_accuracy.stopped_epoch}, best {max(by_accuracy.val_accuracy):.3f}")
+print(
+    f"monitoring val_accuracy: stopped after epoch {by_accuracy.stopped_epoch}, best "
+    f"{max(by_accuracy.val_accuracy):.3f}"
+)

@@ -23,16 +23,25 @@ from fastgd.datasets import load_digits
 X_train, X_test, y_train, y_test = load_digits()
 results = {}
 for activation, init in (("sigmoid", "xavier_uniform"), ("tanh", "xavier_uniform"), ("relu", "he_uniform")):
-    net = fastgd.Network([64] + [32] * 10 + [10], activation=activation, output_activation="softmax",
-                         loss="crossentropy", init=init, random_state=0)
+    net = fastgd.Network(
+        [64] + [32] * 10 + [10],
+        activation=activation,
+        output_activation="softmax",
+        loss="crossentropy",
+        init=init,
+        random_state=0,
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", fastgd.GradientWarning)
-        history = net.fit(X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=30, batch_size=32,
-                          track_gradients=True)
+        history = net.fit(
+            X_train, y_train, optimizer=fastgd.Adam(lr=1e-3), epochs=30, batch_size=32, track_gradients=True
+        )
     accuracy = np.mean(net.predict(X_test).argmax(axis=1) == y_test)
     results[activation] = history, accuracy
-    print(f"{activation:<8} loss after 30 epochs {history.loss[-1]:.3f}, test accuracy {accuracy:.3f}, "
-          f"{len(caught)} gradient warnings")
+    print(
+        f"{activation:<8} loss after 30 epochs {history.loss[-1]:.3f}, test accuracy {accuracy:.3f}, "
+        f"{len(caught)} gradient warnings"
+    )
     for warning in caught[:2]:
         print("   ", warning.message)
 
@@ -44,7 +53,9 @@ figure, (norms_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
 for activation, (history, accuracy) in results.items():
     first = history.grad_norm[0]
     norms_axis.plot(np.arange(len(first)), first / first[-1], marker="o", label=activation)
-    loss_axis.plot(np.arange(1, len(history.loss) + 1), history.loss, label=f"{activation} (test accuracy {accuracy:.2f})")
+    loss_axis.plot(
+        np.arange(1, len(history.loss) + 1), history.loss, label=f"{activation} (test accuracy {accuracy:.2f})"
+    )
 norms_axis.set_yscale("log")
 norms_axis.axhline(1e-4, color="grey", linestyle=":", label="vanishing threshold (1e-4)")
 norms_axis.set_xlabel("layer (0 = input layer)")

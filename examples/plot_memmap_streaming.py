@@ -33,7 +33,9 @@ direction = rng.standard_normal((n_in, 3))
 for start in range(0, rows, 8_192):
     block = rng.standard_normal((min(8_192, rows - start), n_in)).astype(np.float32)
     X_file[start : start + len(block)] = block
-    y_file[start : start + len(block)] = np.argmax(np.tanh(block @ direction) + 0.3 * rng.standard_normal((len(block), 3)), axis=1)
+    y_file[start : start + len(block)] = np.argmax(
+        np.tanh(block @ direction) + 0.3 * rng.standard_normal((len(block), 3)), axis=1
+    )
 X_file.flush(), y_file.flush()
 del X_file, y_file
 
@@ -45,10 +47,11 @@ y = np.load(y_path, mmap_mode="r")
 print(type(X).__name__, X.shape, X.dtype, f"{X.nbytes / 2**20:.1f} MB on disk")
 
 seconds, histories = {}, {}
-for label, data, extra in (("streamed from the memory map", (X, y), dict(streaming=fastgd.Streaming(chunk_mb=0.25))),
-                           ("block shuffle (runs of rows)", (X, y), dict(streaming=fastgd.Streaming(chunk_mb=0.25),
-                                                                           shuffle="blocks")),
-                           ("same data in memory", (np.array(X), np.array(y)), {})):
+for label, data, extra in (
+    ("streamed from the memory map", (X, y), dict(streaming=fastgd.Streaming(chunk_mb=0.25))),
+    ("block shuffle (runs of rows)", (X, y), dict(streaming=fastgd.Streaming(chunk_mb=0.25), shuffle="blocks")),
+    ("same data in memory", (np.array(X), np.array(y)), {}),
+):
     net = fastgd.Network([n_in, 64, 3], activation="relu", loss="crossentropy", dtype="float32", random_state=0)
     # One short fit first, so that the times below are training, not compiling or loading kernels.
     net.copy().fit(data[0][:2048], data[1][:2048], optimizer=fastgd.Adam(lr=1e-3), batch_size=256, **extra)

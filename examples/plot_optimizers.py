@@ -34,8 +34,9 @@ runs = {
 histories = {}
 for label, (optimizer, schedule) in runs.items():
     net = start.copy()  # the same initial weights for every optimizer
-    histories[label] = net.fit(X_train, y_train, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
-                               lr_schedule=schedule)
+    histories[label] = net.fit(
+        X_train, y_train, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr_schedule=schedule
+    )
     accuracy = np.mean(net.predict(X_test).argmax(axis=1) == y_test)
     print(f"{label:<44} final loss {histories[label].loss[-1]:.4f}  test accuracy {accuracy:.3f}")
 

@@ -15,8 +15,9 @@ import fastgd
 from fastgd.datasets import xor
 
 X, y = xor()
-net = fastgd.Network([2, 4, 1], activation="tanh", output_activation="sigmoid", loss="binary_crossentropy",
-                     random_state=0)
+net = fastgd.Network(
+    [2, 4, 1], activation="tanh", output_activation="sigmoid", loss="binary_crossentropy", random_state=0
+)
 
 # %%
 # A callback is a function ``f(epoch, history, network)``; ``f.every`` says how often it runs.

@@ -50,15 +50,23 @@ def demo(out=sys.stdout) -> int:
     compile_seconds = _warm_up(fast, X, y, fastgd.SGD(lr=0.1))
     optimizer = fastgd.SGD(lr=0.1)
     fast_seconds = _timed_fit(
-        fast, X, y, optimizer, 10_000, 10, report=lambda e, loss: say(f"  epoch {e:6d}   loss mean(½(y−a)²) = {loss / 4:.6f}")
+        fast,
+        X,
+        y,
+        optimizer,
+        10_000,
+        10,
+        report=lambda e, loss: say(f"  epoch {e:6d}   loss mean(½(y−a)²) = {loss / 4:.6f}"),
     )
     # The NumPy backend takes the same steps; 1 000 epochs of them are enough to time it.
     slow_seconds = _timed_fit(slow, X, y, fastgd.SGD(lr=0.1), 1_000, 1) * 10
     prediction = fast.predict(X).ravel()
     solved = int((np.round(prediction) == y.ravel()).sum())
     say(f"  outputs {np.array2string(prediction, precision=3)}  ->  {solved}/4 correct")
-    say(f"  time for 10 000 epochs: numba {fast_seconds:.3f} s, numpy backend {slow_seconds:.3f} s (timed on 1 000)"
-        f"  ->  {slow_seconds / fast_seconds:.0f}x faster")
+    say(
+        f"  time for 10 000 epochs: numba {fast_seconds:.3f} s, numpy backend {slow_seconds:.3f} s (timed on 1 000)"
+        f"  ->  {slow_seconds / fast_seconds:.0f}x faster"
+    )
     say(f"        (first call, compiling or loading the compile cache: {compile_seconds:.2f} s)\n")
 
     X_train, X_test, y_train, y_test = load_digits()
@@ -80,10 +88,16 @@ def demo(out=sys.stdout) -> int:
     slow_seconds = (time.perf_counter() - start) * len(history.loss) / 20
     accuracy = np.mean(fast.predict(X_test).argmax(axis=1) == y_test)
     stopped = f"stopped after epoch {history.stopped_epoch}" if history.stopped_epoch else "ran all epochs"
-    say(f"  {stopped}; best validation loss {min(history.val_loss):.4f} at epoch {history.best_epoch} (weights restored)")
+    say(
+        f"  {stopped}; best validation loss {min(history.val_loss):.4f} at epoch {history.best_epoch} (weights "
+        "restored)"
+    )
     say(f"  test accuracy {accuracy:.3f}")
-    say(f"  time for {len(history.loss)} epochs: numba {fast_seconds:.3f} s, numpy backend {slow_seconds:.3f} s (timed on 20)"
-        f"  ->  {slow_seconds / fast_seconds:.1f}x faster")
+    say(
+        f"  time for {len(history.loss)} epochs: numba {fast_seconds:.3f} s, numpy backend {slow_seconds:.3f} s "
+        "(timed on 20)"
+        f"  ->  {slow_seconds / fast_seconds:.1f}x faster"
+    )
     say(f"        (first call, compiling or loading the compile cache: {compile_seconds:.2f} s)")
     try:
         fastgd.plot_history(history, "fastgd-digits-loss.png", title="digits 64-64-10")
@@ -119,14 +133,31 @@ def _bench_context(kind):
     if kind == "serve":
         from fastgd.bench import serve
 
-        return dict(layer_sizes=list(serve.LAYER_SIZES), activation="relu", output_activation="softmax", dtype="float32", n_threads=1,
-                    request_rows=serve.REQUEST_ROWS, numpy_blas_threads=1, target_vs_numpy=serve.TARGET_VS_NUMPY,
-                    target_scaling=serve.TARGET_SCALING)  # fmt: skip
+        return dict(
+            layer_sizes=list(serve.LAYER_SIZES),
+            activation="relu",
+            output_activation="softmax",
+            dtype="float32",
+            n_threads=1,
+            request_rows=serve.REQUEST_ROWS,
+            numpy_blas_threads=1,
+            target_vs_numpy=serve.TARGET_VS_NUMPY,
+            target_scaling=serve.TARGET_SCALING,
+        )
     if kind == "widths":
         from fastgd.bench import widths
 
-        return dict(outputs=widths.OUTPUTS, activation="sigmoid", output_activation="sigmoid", loss="mse", optimizer="sgd", lr=widths.LR,
-                    n_threads=1, steps_per_epoch=widths.STEPS_PER_EPOCH, cliff_ratio=widths.CLIFF)  # fmt: skip
+        return dict(
+            outputs=widths.OUTPUTS,
+            activation="sigmoid",
+            output_activation="sigmoid",
+            loss="mse",
+            optimizer="sgd",
+            lr=widths.LR,
+            n_threads=1,
+            steps_per_epoch=widths.STEPS_PER_EPOCH,
+            cliff_ratio=widths.CLIFF,
+        )
     return None
 
 
@@ -139,48 +170,100 @@ def main(argv=None) -> int:
     from fastgd.bench.workloads import WORKLOADS
 
     bench.add_argument("workloads", nargs="*", help=f"some of: {' '.join(WORKLOADS)} (default: all)")
-    bench.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
+    bench.add_argument(
+        "--threads", type=int, default=None, help="threads for every library (default: all usable cores)"
+    )
     bench.add_argument("--repeats", type=int, default=3, help="rounds, interleaved across libraries; the best is kept")
     bench.add_argument("--peers", action="store_true", help="also PyTorch, JAX and scikit-learn, where installed")
-    bench.add_argument("--peer-python", action="append", default=[], metavar="LIBRARY=PYTHON",
-                       help="also a peer installed in another environment, run by that Python (jax, torch or sklearn), "
-                            "e.g. jax=/path/to/venv/bin/python; repeatable")  # fmt: skip
-    bench.add_argument("--baseline", metavar="PYTHON", default=None,
-                       help="also another installed fastgd (e.g. a release in its own virtual environment), run by that "
-                            "Python on the same workloads, data and initial weights: a row 'fastgd VERSION' of its own, "
-                            "e.g. --baseline /path/to/venv-0.2.0/bin/python")  # fmt: skip
-    bench.add_argument("--track-gradients", action="store_true", help="also fastgd recording gradient health (its cost)")
-    bench.add_argument("--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache")
-    bench.add_argument("--ranks", type=int, default=None, metavar="N",
-                       help="instead: data-parallel scaling on N ranks (mpiexec) against 1 rank on 1 and on N threads "
-                            "(default workloads: mid large)")  # fmt: skip
-    bench.add_argument("--out-of-core", type=int, default=None, metavar="MB",
-                       help="instead: one epoch of mid streamed from a memory map 4x this memory budget, against in memory")
-    bench.add_argument("--grid", action="store_true",
-                       help="instead: scikit-learn's GridSearchCV on the digits with scikit-learn's MLPClassifier and fastgd's "
-                            "(warm, cold, n_jobs=2), search time and accuracy per setting")  # fmt: skip
-    bench.add_argument("--epoch-work", action="store_true",
-                       help="instead: a digits fit with validation, early stopping or a callback against the bare fit")
-    bench.add_argument("--dropout", action="store_true",
-                       help="instead: dropout's cost per step (0.2 and 0.5 on every hidden layer against none)")
-    bench.add_argument("--float64", action="store_true",
-                       help="instead: float64 against float32 per step, per activation (digits); with --activations: that "
-                            "sweep in float64 only")  # fmt: skip
-    bench.add_argument("--activations", action="store_true",
-                       help="instead: the activation sweep, the workload (default: small) with each activation a hidden layer may "
-                            "have (on the output layer too), float32 and float64: µs/step, with --baseline the baseline's and "
-                            f"baseline/this, and over relu's step; targets: <= {TARGET_VS_RELU:g}x relu, >= 1x the baseline")  # fmt: skip
-    bench.add_argument("--serve", action="store_true",
-                       help="instead: predict as a threaded web service calls it (64-256-256-10 relu/softmax float32, 32 rows a "
-                            "request, n_threads=1), requests/s from 1 and 2 Python threads on one network, against NumPy with BLAS "
-                            "on one thread; targets: 1 thread >= 1.5x NumPy, 2 threads >= 1.7x 1 thread")  # fmt: skip
-    bench.add_argument("--serve-seconds", type=float, default=2.0, metavar="S", help="--serve: seconds of requests per run (default 2)")
-    bench.add_argument("--widths", action="store_true",
-                       help="instead: the width sweep, µs per step of one hidden layer 4 to 64 wide (8, 24, 64 inputs; batch 32, 200; "
-                            "float32, float64; n_threads=1), cliffs flagged; target: a layer never runs slower than one twice as "
-                            "wide, within 10 %%")  # fmt: skip
-    bench.add_argument("--json", metavar="PATH", default=None,
-                       help="also write the results to PATH as JSON: date, CPU and its features, versions, the command, every figure")
+    bench.add_argument(
+        "--peer-python",
+        action="append",
+        default=[],
+        metavar="LIBRARY=PYTHON",
+        help="also a peer installed in another environment, run by that Python (jax, torch or sklearn), "
+        "e.g. jax=/path/to/venv/bin/python; repeatable",
+    )
+    bench.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        default=None,
+        help="also another installed fastgd (e.g. a release in its own virtual environment), run by that "
+        "Python on the same workloads, data and initial weights: a row 'fastgd VERSION' of its own, "
+        "e.g. --baseline /path/to/venv-0.2.0/bin/python",
+    )
+    bench.add_argument(
+        "--track-gradients", action="store_true", help="also fastgd recording gradient health (its cost)"
+    )
+    bench.add_argument(
+        "--cold", action="store_true", help="instead: start-up, import + first one-epoch fit, cold and warm cache"
+    )
+    bench.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: data-parallel scaling on N ranks (mpiexec) against 1 rank on 1 and on N threads "
+        "(default workloads: mid large)",
+    )
+    bench.add_argument(
+        "--out-of-core",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="instead: one epoch of mid streamed from a memory map 4x this memory budget, against in memory",
+    )
+    bench.add_argument(
+        "--grid",
+        action="store_true",
+        help="instead: scikit-learn's GridSearchCV on the digits with scikit-learn's MLPClassifier and fastgd's "
+        "(warm, cold, n_jobs=2), search time and accuracy per setting",
+    )
+    bench.add_argument(
+        "--epoch-work",
+        action="store_true",
+        help="instead: a digits fit with validation, early stopping or a callback against the bare fit",
+    )
+    bench.add_argument(
+        "--dropout",
+        action="store_true",
+        help="instead: dropout's cost per step (0.2 and 0.5 on every hidden layer against none)",
+    )
+    bench.add_argument(
+        "--float64",
+        action="store_true",
+        help="instead: float64 against float32 per step, per activation (digits); with --activations: that "
+        "sweep in float64 only",
+    )
+    bench.add_argument(
+        "--activations",
+        action="store_true",
+        help="instead: the activation sweep, the workload (default: small) with each activation a hidden layer may "
+        "have (on the output layer too), float32 and float64: µs/step, with --baseline the baseline's and "
+        f"baseline/this, and over relu's step; targets: <= {TARGET_VS_RELU:g}x relu, >= 1x the baseline",
+    )
+    bench.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: predict as a threaded web service calls it (64-256-256-10 relu/softmax float32, 32 rows a "
+        "request, n_threads=1), requests/s from 1 and 2 Python threads on one network, against NumPy with BLAS "
+        "on one thread; targets: 1 thread >= 1.5x NumPy, 2 threads >= 1.7x 1 thread",
+    )
+    bench.add_argument(
+        "--serve-seconds", type=float, default=2.0, metavar="S", help="--serve: seconds of requests per run (default 2)"
+    )
+    bench.add_argument(
+        "--widths",
+        action="store_true",
+        help="instead: the width sweep, µs per step of one hidden layer 4 to 64 wide (8, 24, 64 inputs; batch 32, 200; "
+        "float32, float64; n_threads=1), cliffs flagged; target: a layer never runs slower than one twice as "
+        "wide, within 10 %%",
+    )
+    bench.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write the results to PATH as JSON: date, CPU and its features, versions, the command, every figure",
+    )
     compiler = commands.add_parser("compile", help="compile every kernel (both dtypes) into the on-disk cache")
     compiler.add_argument("--dtype", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
     compiler.add_argument("--quiet", action="store_true", help="print nothing")
@@ -193,10 +276,21 @@ def main(argv=None) -> int:
         from fastgd.bench import cold_start, out_of_core, ranks, run
 
         baseline = None
-        other_modes = (args.serve or args.widths or args.dropout or args.grid or args.epoch_work or args.cold
-                       or args.out_of_core is not None or args.ranks is not None)  # fmt: skip
+        other_modes = (
+            args.serve
+            or args.widths
+            or args.dropout
+            or args.grid
+            or args.epoch_work
+            or args.cold
+            or args.out_of_core is not None
+            or args.ranks is not None
+        )
         if args.baseline is not None and (other_modes or (args.float64 and not args.activations)):
-            parser.error("--baseline goes with the workloads table and --activations only (not with --serve, --widths, --cold...)")
+            parser.error(
+                "--baseline goes with the workloads table and --activations only (not with --serve, --widths, "
+                "--cold...)"
+            )
         if args.activations and (other_modes or args.peers or args.peer_python or args.track_gradients):
             parser.error("--activations goes with --float64, --baseline, --threads, --repeats and --json only")
         if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
@@ -210,8 +304,12 @@ def main(argv=None) -> int:
             except ValueError as error:
                 parser.error(str(error))
             dtypes = ["float64"] if args.float64 else ["float32", "float64"]
-            kind, rows = "activations", activations(args.workloads, dtypes=dtypes, n_threads=args.threads, repeats=args.repeats,
-                                                    baseline=baseline)  # fmt: skip
+            kind, rows = (
+                "activations",
+                activations(
+                    args.workloads, dtypes=dtypes, n_threads=args.threads, repeats=args.repeats, baseline=baseline
+                ),
+            )
         elif args.serve:
             from fastgd.bench.serve import serve
 
@@ -233,7 +331,11 @@ def main(argv=None) -> int:
         elif args.grid or args.epoch_work:
             from fastgd.bench.userwork import epoch_work, grid
 
-            kind, rows = ("grid", grid(repeats=min(args.repeats, 2))) if args.grid else ("epoch-work", epoch_work(repeats=args.repeats))
+            kind, rows = (
+                ("grid", grid(repeats=min(args.repeats, 2)))
+                if args.grid
+                else ("epoch-work", epoch_work(repeats=args.repeats))
+            )
         elif args.cold:
             kind, rows = "cold", cold_start(args.workloads)
         elif args.out_of_core is not None:
@@ -247,9 +349,18 @@ def main(argv=None) -> int:
                 baseline = parse_baseline(args.baseline)
             except ValueError as error:
                 parser.error(str(error))
-            kind, rows = "workloads", run(args.workloads, n_threads=args.threads, repeats=args.repeats, peers=args.peers,
-                                          track_gradients=args.track_gradients, peer_pythons=parse_peer_pythons(args.peer_python),
-                                          baseline=baseline)  # fmt: skip
+            kind, rows = (
+                "workloads",
+                run(
+                    args.workloads,
+                    n_threads=args.threads,
+                    repeats=args.repeats,
+                    peers=args.peers,
+                    track_gradients=args.track_gradients,
+                    peer_pythons=parse_peer_pythons(args.peer_python),
+                    baseline=baseline,
+                ),
+            )
         if args.json:
             from fastgd.bench.results import workload_definitions, write_results
 
@@ -258,8 +369,11 @@ def main(argv=None) -> int:
                 if kind == "activations":
                     from fastgd.bench import TARGET_VS_RELU
 
-                    context.update(activations=list(dict.fromkeys(r["activation"] for r in rows)),
-                                   dtypes=list(dict.fromkeys(r["dtype"] for r in rows)), target_vs_relu=TARGET_VS_RELU)  # fmt: skip
+                    context.update(
+                        activations=list(dict.fromkeys(r["activation"] for r in rows)),
+                        dtypes=list(dict.fromkeys(r["dtype"] for r in rows)),
+                        target_vs_relu=TARGET_VS_RELU,
+                    )
                 if kind in ("workloads", "activations") and baseline:
                     context["baseline"] = {key: baseline[key] for key in ("python", "version", "path")}
             else:

@@ -46,7 +46,11 @@ def as_matrix(value, name: str, dtype, n_cols: int | None = None, rows: int | No
     """A finite, non-empty, C-contiguous 2-D array of ``dtype`` (a copy only when needed)."""
     array = as_array(value, name)
     if array.ndim != 2:
-        hint = " (use x.reshape(-1, 1) for a single feature or x.reshape(1, -1) for a single row)" if array.ndim == 1 else ""
+        hint = (
+            " (use x.reshape(-1, 1) for a single feature or x.reshape(1, -1) for a single row)"
+            if array.ndim == 1
+            else ""
+        )
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {array.shape}{hint}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {array.shape}")
@@ -76,7 +80,9 @@ def as_targets(value, name: str, dtype, n_out: int, rows: int, loss=None) -> np.
         if kind == CLASS_TARGETS:
             return _one_hot(array, name, dtype, n_out)
         if n_out != 1:
-            raise ValueError(f"{name} must be 2-D (rows, {n_out}) for a network with {n_out} outputs, got shape {array.shape}")
+            raise ValueError(
+                f"{name} must be 2-D (rows, {n_out}) for a network with {n_out} outputs, got shape {array.shape}"
+            )
         array = array.reshape(-1, 1)
     target = as_matrix(array, name, dtype, n_cols=n_out, rows=rows)
     if kind in (CLASS_TARGETS, UNIT_TARGETS) and ((target < 0).any() or (target > 1).any()):

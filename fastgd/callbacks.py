@@ -16,9 +16,26 @@ import os
 import tempfile
 
 from . import _validation as check
-from .training.callbacks import Callback, Checkpoint, EarlyStopping, FitInfo, FunctionCallback, ProgressBar, StopTraining
+from .training.callbacks import (
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    FitInfo,
+    FunctionCallback,
+    ProgressBar,
+    StopTraining,
+)
 
-__all__ = ["Callback", "EarlyStopping", "Checkpoint", "ProgressBar", "FunctionCallback", "StopTraining", "FitInfo", "TensorBoard"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "Checkpoint",
+    "ProgressBar",
+    "FunctionCallback",
+    "StopTraining",
+    "FitInfo",
+    "TensorBoard",
+]
 
 INSTALL_TENSORBOARD = 'pip install "fastgd[tensorboard]"'
 _EVENT_FILES = itertools.count()
@@ -29,8 +46,10 @@ def _tensorboardX():
     try:
         import tensorboardX
     except ImportError as error:
-        raise ImportError(f"fastgd.callbacks.TensorBoard writes with tensorboardX, which is not installed: "
-                          f"{INSTALL_TENSORBOARD} ({error})") from None  # fmt: skip
+        raise ImportError(
+            f"fastgd.callbacks.TensorBoard writes with tensorboardX, which is not installed: "
+            f"{INSTALL_TENSORBOARD} ({error})"
+        ) from None
     return tensorboardX
 
 
@@ -75,7 +94,9 @@ def _check_writable(folder, log_dir):
     try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise ValueError(f"log_dir {log_dir!r}: cannot write to folder {folder!r} ({error.strerror or error})") from None
+        raise ValueError(
+            f"log_dir {log_dir!r}: cannot write to folder {folder!r} ({error.strerror or error})"
+        ) from None
 
 
 def _hparam(value):
@@ -215,7 +236,11 @@ class TensorBoard(Callback):
         if optimizer is not None:
             values["optimizer"] = type(optimizer).__name__
             values.update({f"optimizer/{name}": _hparam(value) for name, value in optimizer.get_config().items()})
-        metrics = ["loss/train"] + ["loss/validation"] * bool(history.val_loss) + ["accuracy/validation"] * bool(history.val_accuracy)
+        metrics = (
+            ["loss/train"]
+            + ["loss/validation"] * bool(history.val_loss)
+            + ["accuracy/validation"] * bool(history.val_accuracy)
+        )
         # The experiment (which hparams and metrics) and this run's values; the metrics' values
         # are the scalars of the same tags in this run, which TensorBoard's HParams tab reads.
         experiment, session_start, _ = hparams(values, {tag: 0.0 for tag in metrics})

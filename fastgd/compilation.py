@@ -42,12 +42,22 @@ def compile(dtypes=DTYPES, background=False):  # noqa: A001 (the public name use
     if background:
         command = [sys.executable, "-m", "fastgd", "compile", "--quiet", "--dtype", *chosen]
         if hasattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS"):  # pragma: no cover - Windows
-            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    creationflags=subprocess.BELOW_NORMAL_PRIORITY_CLASS)  # fmt: skip
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=subprocess.BELOW_NORMAL_PRIORITY_CLASS,
+            )
         import os
 
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None)  # fmt: skip
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.nice(19)) if hasattr(os, "nice") else None,
+        )
     from .kernels import compile as compile_module
 
     return compile_module.compile_all(chosen)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels.mathfn import ERF_T, ERF_U, ERFC_P, ERFC_Q, ERFC_R, ERFC_S
 from .registry import ACTIVATIONS, LOSSES
 
 __all__ = ["from_sklearn", "from_torch", "to_onnx", "to_torch"]
@@ -32,6 +33,8 @@ def _exportable(name, tool):
     if not spec.exportable or (spec.name != "identity" and getattr(spec, tool) is None):
         raise ValueError(f"activation {name!r} has no {tool} equivalent, so this network cannot be converted")
     return spec
+
+
 # ONNX opset of the exported graphs (Gemm, Sigmoid, Tanh, Relu, Mul, Max, Softmax on the last axis).
 ONNX_OPSET = 17
 
@@ -40,8 +43,14 @@ def _build(layer_sizes, activation, output_activation, weights, biases, dtype, l
     from .network import Network
 
     output_loss = loss or _DEFAULT_LOSS.get(output_activation, "mse")
-    net = Network(list(layer_sizes), activation=activation, output_activation=output_activation, loss=output_loss,
-                  dtype=dtype, **options)  # fmt: skip
+    net = Network(
+        list(layer_sizes),
+        activation=activation,
+        output_activation=output_activation,
+        loss=output_loss,
+        dtype=dtype,
+        **options,
+    )
     for k, (W, b) in enumerate(zip(weights, biases)):
         net.weights[k] = np.asarray(W, dtype=net.dtype)
         net.biases[k] = np.asarray(b, dtype=net.dtype)
@@ -87,8 +96,16 @@ def from_sklearn(mlp, loss=None, **options):
     dtype = np.result_type(*coefs)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"mlp's weights are {dtype}; fastgd networks are float32 or float64")
-    return _build(sizes, _SKLEARN_ACTIVATIONS[mlp.activation], _SKLEARN_ACTIVATIONS[mlp.out_activation_], coefs, intercepts,
-                  dtype.name, loss, **options)  # fmt: skip
+    return _build(
+        sizes,
+        _SKLEARN_ACTIVATIONS[mlp.activation],
+        _SKLEARN_ACTIVATIONS[mlp.out_activation_],
+        coefs,
+        intercepts,
+        dtype.name,
+        loss,
+        **options,
+    )
 
 
 def _torch_activations():
@@ -145,7 +162,9 @@ def from_torch(module, loss=None, **options):
     import torch.nn as nn
 
     if not isinstance(module, nn.Sequential):
-        raise TypeError(f"module must be a torch.nn.Sequential of Linear and activation modules, got {type(module).__name__}")
+        raise TypeError(
+            f"module must be a torch.nn.Sequential of Linear and activation modules, got {type(module).__name__}"
+        )
     names = _torch_activations()
     linears, activations = [], []
     for index, layer in enumerate(module):
@@ -155,21 +174,33 @@ def from_torch(module, loss=None, **options):
             continue
         candidates = names.get(type(layer))
         if candidates is None:
-            raise ValueError(f"module[{index}] is a {type(layer).__name__}: only Linear layers and the activations "
-                             f"{sorted(t.__name__ for t in names)} can be converted")  # fmt: skip
+            raise ValueError(
+                f"module[{index}] is a {type(layer).__name__}: only Linear layers and the activations "
+                f"{sorted(t.__name__ for t in names)} can be converted"
+            )
         # The activation whose arguments the module has (else the first, for the message below).
-        name, arguments = next((candidate for candidate in candidates
-                                if all(getattr(layer, key, value) == value for key, value in candidate[1].items())), candidates[0])  # fmt: skip
+        name, arguments = next(
+            (
+                candidate
+                for candidate in candidates
+                if all(getattr(layer, key, value) == value for key, value in candidate[1].items())
+            ),
+            candidates[0],
+        )
         if not linears:
             raise ValueError(f"module[{index}] ({type(layer).__name__}) comes before any Linear layer")
         if isinstance(layer, nn.Softmax):
             if layer.dim not in (-1, 1):
-                raise ValueError(f"module[{index}] is Softmax(dim={layer.dim}); only a softmax over each row (dim=-1) converts")
+                raise ValueError(
+                    f"module[{index}] is Softmax(dim={layer.dim}); only a softmax over each row (dim=-1) converts"
+                )
         else:
             for key, value in arguments.items():
                 if getattr(layer, key, value) != value:
-                    raise ValueError(f"module[{index}] is {type(layer).__name__}({key}={getattr(layer, key)}); fastgd's {name} "
-                                     f"has {key} {value}")  # fmt: skip
+                    raise ValueError(
+                        f"module[{index}] is {type(layer).__name__}({key}={getattr(layer, key)}); fastgd's {name} "
+                        f"has {key} {value}"
+                    )
         if name == "identity":
             continue
         if activations[-1] != "identity":
@@ -179,8 +210,10 @@ def from_torch(module, loss=None, **options):
         raise ValueError("module has no Linear layer")
     for k in range(1, len(linears)):
         if linears[k].in_features != linears[k - 1].out_features:
-            raise ValueError(f"Linear layer {k} takes {linears[k].in_features} inputs but layer {k - 1} gives "
-                             f"{linears[k - 1].out_features}")  # fmt: skip
+            raise ValueError(
+                f"Linear layer {k} takes {linears[k].in_features} inputs but layer {k - 1} gives "
+                f"{linears[k - 1].out_features}"
+            )
     hidden = set(activations[:-1])
     if "softmax" in hidden:
         raise ValueError("softmax is allowed only after the last Linear layer")
@@ -191,7 +224,10 @@ def from_torch(module, loss=None, **options):
         raise ValueError("the Linear layers must all be float32 or all float64")
     dtype = "float32" if linears[0].weight.dtype == torch.float32 else "float64"
     weights = [linear.weight.detach().cpu().numpy().T for linear in linears]
-    biases = [np.zeros(linear.out_features) if linear.bias is None else linear.bias.detach().cpu().numpy() for linear in linears]
+    biases = [
+        np.zeros(linear.out_features) if linear.bias is None else linear.bias.detach().cpu().numpy()
+        for linear in linears
+    ]
     sizes = [linears[0].in_features] + [linear.out_features for linear in linears]
     hidden_activation = hidden.pop() if hidden else "identity"
     return _build(sizes, hidden_activation, activations[-1], weights, biases, dtype, loss, **options)
@@ -211,7 +247,9 @@ def _decomposition(steps, z, out, k, initializers, dtype, helper, numpy_helper):
         return name
 
     for op, inputs, output in steps:
-        names = [(z if value == "z" else f"{value}{k}") if isinstance(value, str) else constant(value) for value in inputs]
+        names = [
+            (z if value == "z" else f"{value}{k}") if isinstance(value, str) else constant(value) for value in inputs
+        ]
         target = out if output == "out" else f"{output}{k}"
         if op == "Erf" and np.dtype(dtype) == np.float64:
             nodes += _erf_float64(names[0], target, f"{output}{k}", constant, helper)
@@ -220,22 +258,10 @@ def _decomposition(steps, z, out, k, initializers, dtype, helper, numpy_helper):
     return nodes
 
 
-# erf in float64 from operators onnxruntime has for doubles (its Erf is float32 only): Cephes'
-# rational approximations (S. L. Moshier's ndtr.c), within 5e-16 of libm's erf: x·T(x²)/U(x²)
-# for |x| <= 1, else sign(x)·(1 − erfc(|x|)) with erfc = e^(−x²)·P(|x|)/Q(|x|) below 8 and
-# e^(−x²)·R(|x|)/S(|x|) from 8 on. Coefficients highest degree first.
-_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3, 7.00332514112805075473e3, 5.55923013010394962768e4)
-_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3, 2.26290000613890934246e4,
-          4.92673942608635921086e4)  # fmt: skip
-_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0, 4.86371970985681366614e1,
-           1.96520832956077098242e2, 5.26445194995477358631e2, 9.34528527171957607540e2, 1.02755188689515710272e3,
-           5.57535335369399327526e2)  # fmt: skip
-_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2, 9.75708501743205489753e2,
-           1.82390916687909736289e3, 2.24633760818710981792e3, 1.65666309194161350182e3, 5.57535340817727675546e2)  # fmt: skip
-_ERFC_R = (5.64189583547755073984e-1, 1.27536670759978104416e0, 5.01905042251180477414e0, 6.16021097993053585195e0,
-           7.40974269950448939160e0, 2.97886665372100240670e0)  # fmt: skip
-_ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.20489539808096656605e1, 1.70814450747565897222e1,
-           9.60896809063285878198e0, 3.36907645100081516050e0)  # fmt: skip
+# erf in float64 from operators onnxruntime has for doubles (its Erf is float32 only), as the
+# kernels compute it (``fastgd.kernels.mathfn.erf64``: Cephes' rational approximations, within
+# 3 ulp of libm's erf): x·T(x²)/U(x²) for |x| <= 1, else sign(x)·(1 − erfc(|x|)) with
+# erfc = e^(−x²)·P(|x|)/Q(|x|) below 8 and e^(−x²)·R(|x|)/S(|x|) from 8 on.
 
 
 def _erf_float64(x, out, prefix, constant, helper):
@@ -248,17 +274,27 @@ def _erf_float64(x, out, prefix, constant, helper):
     def polynomial(coefficients, at, name):
         value = constant(coefficients[0])
         for degree, coefficient in enumerate(coefficients[1:]):
-            value = node("Add", [node("Mul", [value, at], f"{name}m{degree}"), constant(coefficient)], f"{name}a{degree}")
+            value = node(
+                "Add", [node("Mul", [value, at], f"{name}m{degree}"), constant(coefficient)], f"{name}a{degree}"
+            )
         return value
 
     ax, square = node("Abs", [x], "abs"), node("Mul", [x, x], "square")
-    small = node("Mul", [x, node("Div", [polynomial(_ERF_T, square, "t"), polynomial(_ERF_U, square, "u")], "tu")], "small")
+    small = node(
+        "Mul", [x, node("Div", [polynomial(ERF_T, square, "t"), polynomial(ERF_U, square, "u")], "tu")], "small"
+    )
     decay = node("Exp", [node("Neg", [square], "negsq")], "decay")
-    middle = node("Mul", [decay, node("Div", [polynomial(_ERFC_P, ax, "p"), polynomial(_ERFC_Q, ax, "q")], "pq")], "middle")
-    tail = node("Mul", [decay, node("Div", [polynomial(_ERFC_R, ax, "r"), polynomial(_ERFC_S, ax, "s")], "rs")], "tail")
+    middle = node(
+        "Mul", [decay, node("Div", [polynomial(ERFC_P, ax, "p"), polynomial(ERFC_Q, ax, "q")], "pq")], "middle"
+    )
+    tail = node("Mul", [decay, node("Div", [polynomial(ERFC_R, ax, "r"), polynomial(ERFC_S, ax, "s")], "rs")], "tail")
     erfc = node("Where", [node("Less", [ax, constant(8.0)], "below8"), middle, tail], "erfc")
     large = node("Mul", [node("Sign", [x], "sign"), node("Sub", [constant(1.0), erfc], "one_minus")], "large")
-    nodes.append(helper.make_node("Where", [node("LessOrEqual", [ax, constant(1.0)], "below1"), small, large], [out], name=f"{prefix}_erf"))
+    nodes.append(
+        helper.make_node(
+            "Where", [node("LessOrEqual", [ax, constant(1.0)], "below1"), small, large], [out], name=f"{prefix}_erf"
+        )
+    )
     return nodes
 
 
@@ -299,8 +335,13 @@ def to_onnx(net, path=None):
         else:
             nodes += _decomposition(spec.onnx, current, out, k, initializers, net.dtype, helper, numpy_helper)
         current = out
-    graph = helper.make_graph(nodes, "fastgd_mlp", [helper.make_tensor_value_info("X", element, ["batch", net.layer_sizes[0]])],
-                              [helper.make_tensor_value_info("Y", element, ["batch", net.layer_sizes[-1]])], initializers)  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "fastgd_mlp",
+        [helper.make_tensor_value_info("X", element, ["batch", net.layer_sizes[0]])],
+        [helper.make_tensor_value_info("Y", element, ["batch", net.layer_sizes[-1]])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="fastgd")
     model.ir_version = min(model.ir_version, 9)  # readable by runtimes of the last two years
     onnx.checker.check_model(model)

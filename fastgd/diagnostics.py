@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 
 import numba
 import numpy as np
@@ -29,18 +28,22 @@ def show_config(file=None) -> None:
         f"scipy           {scipy.__version__}",
         f"numba           {numba.__version__}",
         f"cpu             {cpu_name()} ({os.cpu_count()} logical cores, {usable_cores()} usable)",
-        f"threads         {default_threads()} by default (FASTGD_NUM_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS or the usable cores; threadpool_limits caps it)",
+        f"threads         {default_threads()} by default (FASTGD_NUM_THREADS, NUMBA_NUM_THREADS, OMP_NUM_THREADS or "
+        "the usable cores; threadpool_limits caps it)",
         f"threading       {THREADING}",
         f"fastmath flags  {', '.join(sorted(FASTMATH_FLAGS))}",
         f"compile cache   {cache_status()}",
     ]
-    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "FASTGD_", "OMP_", "OPENBLAS_", "MKL_")))
+    settings = sorted(
+        f"{k}={v}" for k, v in os.environ.items() if k.startswith(("NUMBA_", "FASTGD_", "OMP_", "OPENBLAS_", "MKL_"))
+    )
     lines.append(f"environment     {' '.join(settings) or '(no NUMBA_/FASTGD_/OMP_/OPENBLAS_/MKL_ variables)'}")
     import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call, so that it is listed)
 
     for pool in threadpool_info():
         lines.append(
-            f"threadpool      {pool.get('internal_api')} {pool.get('version')} threads={pool.get('num_threads')} {pool.get('filepath')}"
+            f"threadpool      {pool.get('internal_api')} {pool.get('version')} threads={pool.get('num_threads')} "
+            f"{pool.get('filepath')}"
         )
     print("\n".join(lines), file=file)
 
@@ -52,13 +55,22 @@ def cache_status() -> str:
     from .kernels import jit, stamps
 
     if not jit.CACHE:
-        why = "FASTGD_NUMBA_CACHE=0" if not jit.config.CACHE_REQUESTED else "NUMBA_DISABLE_JIT" if jit.config.DISABLE_JIT else (
-            f"sources newer than their stamps: {', '.join(stamps.stale())}")  # fmt: skip
+        why = (
+            "FASTGD_NUMBA_CACHE=0"
+            if not jit.config.CACHE_REQUESTED
+            else "NUMBA_DISABLE_JIT"
+            if jit.config.DISABLE_JIT
+            else (f"sources newer than their stamps: {', '.join(stamps.stale())}")
+        )
         return f"off ({why})"
     if os.environ.get("NUMBA_CACHE_DIR"):
         return f"on: {os.environ['NUMBA_CACHE_DIR']} (NUMBA_CACHE_DIR)"
     folder = os.path.join(stamps.FOLDER, "__pycache__")
-    return f"on: {folder}" if os.access(stamps.FOLDER, os.W_OK) else "on: Numba's user-wide cache folder (the package's is read-only)"
+    return (
+        f"on: {folder}"
+        if os.access(stamps.FOLDER, os.W_OK)
+        else "on: Numba's user-wide cache folder (the package's is read-only)"
+    )
 
 
 def cpu_name() -> str:

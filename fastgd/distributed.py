@@ -126,8 +126,10 @@ class FixedOrderSum:
         """``values`` and ``scalars[:STEP_SCALARS]`` become their sums over the ranks."""
         comm, kind = self.comm, self.mpi_type
         comm.Allgather(scalars[:STEP_SCALARS], self.scalars)  # a contiguous view (Work.scalars)
-        comm.Alltoallv([values, (self.send_counts, self.offsets), kind],
-                       [self.received, (self.received_counts, self.received_offsets), kind])  # fmt: skip
+        comm.Alltoallv(
+            [values, (self.send_counts, self.offsets), kind],
+            [self.received, (self.received_counts, self.received_offsets), kind],
+        )
         own = values[self.mine]
         if self.rank == 0:
             total = own  # (own + rank 1) + rank 2 ..., in place
@@ -159,7 +161,10 @@ class FixedOrderSum:
 
 _HINTS = {
     ("rows", False): "every rank must pass all the rows (or use partitioned=True)",
-    ("rows", True): "partitioned data needs the same number of rows on every rank (see fastgd.distributed.partition_rows)",
+    (
+        "rows",
+        True,
+    ): "partitioned data needs the same number of rows on every rank (see fastgd.distributed.partition_rows)",
 }
 
 
@@ -203,9 +208,13 @@ class Session:
                 if key.startswith("_"):
                     continue
                 if theirs.get(key) != reference[key]:
-                    hint = _HINTS.get((key, reference.get("partitioned")), "every rank must call fit with the same arguments")
-                    raise ValueError(f"ranks disagree on {key}: rank 0 has {reference[key]!r}, rank {rank} has "
-                                     f"{theirs.get(key)!r}; {hint}")  # fmt: skip
+                    hint = _HINTS.get(
+                        (key, reference.get("partitioned")), "every rank must call fit with the same arguments"
+                    )
+                    raise ValueError(
+                        f"ranks disagree on {key}: rank 0 has {reference[key]!r}, rank {rank} has "
+                        f"{theirs.get(key)!r}; {hint}"
+                    )
         return [facts for facts, _ in everyone]
 
     def broadcast(self, value):
@@ -258,8 +267,10 @@ class Session:
         import sys
         import traceback
 
-        print(f"fastgd: rank {self.rank} of {self.size} failed during data-parallel training; ending the job",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"fastgd: rank {self.rank} of {self.size} failed during data-parallel training; ending the job",
+            file=sys.stderr,
+        )
         traceback.print_exception(error, file=sys.stderr)
         sys.stderr.flush()
         self.comm.Abort(1)

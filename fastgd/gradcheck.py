@@ -40,8 +40,9 @@ class GradientCheck:
         return self.max_relative_error
 
 
-def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_point", tiny: float = 1e-5,
-                   sample_weight=None) -> GradientCheck:
+def gradient_check(
+    net: Network, X, y, eps: float = 1e-3, method: str = "five_point", tiny: float = 1e-5, sample_weight=None
+) -> GradientCheck:
     """Compare backprop gradients with central finite differences of the loss.
 
     The check runs on a float64 copy of ``net`` with the same backend, so float32 networks are
@@ -90,7 +91,9 @@ def gradient_check(net: Network, X, y, eps: float = 1e-3, method: str = "five_po
     threads = clone.team(X.shape[0])
 
     def loss():
-        value = engine.evaluate_loss(params, architecture, X, Y, row_scale, buffers, code, threads, parameter=clone.loss_parameter)
+        value = engine.evaluate_loss(
+            params, architecture, X, Y, row_scale, buffers, code, threads, parameter=clone.loss_parameter
+        )
         return value + engine.weight_penalty(params, scratch, architecture, *penalties)
 
     numeric = np.empty_like(backprop)

@@ -114,7 +114,9 @@ class Estimate(dict):
         """Bytes per kind of argument (``Part.sized_by``) above their floor."""
         sizes: dict = {}
         for part in self.values():
-            sizes[part.sized_by] = sizes.get(part.sized_by, 0) + part.bytes - (0 if part.sized_by == "layers" else part.floor)
+            sizes[part.sized_by] = (
+                sizes.get(part.sized_by, 0) + part.bytes - (0 if part.sized_by == "layers" else part.floor)
+            )
         return sizes
 
     def describe(self) -> str:
@@ -142,16 +144,32 @@ def network_estimate(layer_sizes, dtype) -> Estimate:
     sizes = [int(size) for size in layer_sizes]
     n_params, itemsize = parameter_count(sizes), np.dtype(dtype).itemsize
     largest = max(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
-    return Estimate({
-        "parameters": Part(n_params * itemsize, "layers"),
-        "initial parameters": Part(n_params * itemsize, "layers"),
-        "optimizer state": Part(n_params * itemsize, "layers"),
-        "initializer's draw": Part(largest * 8, "layers"),
-    })  # fmt: skip
+    return Estimate(
+        {
+            "parameters": Part(n_params * itemsize, "layers"),
+            "initial parameters": Part(n_params * itemsize, "layers"),
+            "optimizer state": Part(n_params * itemsize, "layers"),
+            "initializer's draw": Part(largest * 8, "layers"),
+        }
+    )
 
 
-def fit_estimate(layer_sizes, dtype, *, rows, batch_size, state_slots, shards=1, validation_rows=0, restore_best=False,
-                 chunk_rows=None, lbfgs=False, network=True, per_thread_bytes=0, threads=1) -> Estimate:  # fmt: skip
+def fit_estimate(
+    layer_sizes,
+    dtype,
+    *,
+    rows,
+    batch_size,
+    state_slots,
+    shards=1,
+    validation_rows=0,
+    restore_best=False,
+    chunk_rows=None,
+    lbfgs=False,
+    network=True,
+    per_thread_bytes=0,
+    threads=1,
+) -> Estimate:
     """What a fit allocates while it trains, the network's own buffers included.
 
     Parameters
@@ -220,10 +238,14 @@ def fit_estimate(layer_sizes, dtype, *, rows, batch_size, state_slots, shards=1,
     work_rows = rows if chunk_rows is None else min(rows, int(chunk_rows))
     parts["row order"] = Part(16 * (work_rows + (rows if chunk_rows is not None else 0)), "rows", 16)
     if chunk_rows is not None:
-        parts["streamed chunks"] = Part(2 * work_rows * (n_in + n_out + 1) * itemsize, "rows", (n_in + n_out + 1) * itemsize)
+        parts["streamed chunks"] = Part(
+            2 * work_rows * (n_in + n_out + 1) * itemsize, "rows", (n_in + n_out + 1) * itemsize
+        )
     if validation_rows:
         n_val = int(validation_rows)
-        parts["validation rows"] = Part(n_val * (n_in + n_out + 1) * itemsize, "validation", (n_in + n_out + 1) * itemsize)
+        parts["validation rows"] = Part(
+            n_val * (n_in + n_out + 1) * itemsize, "validation", (n_in + n_out + 1) * itemsize
+        )
         row = (3 * units + n_out) * itemsize  # acts, slopes, deltas; the output layer's zs
         parts["validation activations"] = Part(n_val * row, "validation", row)
         parts["validation transposed weights"] = Part(n_params * itemsize, "layers")
@@ -272,8 +294,11 @@ def check(estimate, arguments, available=None) -> None:
         f"{subject}: this needs about {needed / GIB:.1f} GiB ({needed} bytes: {estimate.describe()}), more than this "
         f"machine's {available / GIB:.1f} GiB ({available} bytes) of available memory; nothing was allocated. "
         f"Use a smaller {name}.",
-        name, needed, available, {key: part.bytes for key, part in estimate.items()},
-    )  # fmt: skip
+        name,
+        needed,
+        available,
+        {key: part.bytes for key, part in estimate.items()},
+    )
 
 
 def check_network(layer_sizes, dtype, argument="layer_sizes", available=None) -> None:
@@ -304,16 +329,32 @@ def check_fit(net, plan, available=None) -> None:
 
         chunk = chunk_rows(plan.stream[0], plan.batch, net.layer_sizes[0], net.layer_sizes[-1], net.dtype)
     stopping = plan.stopping
-    estimate = fit_estimate(net.layer_sizes, net.dtype, rows=rows, batch_size=plan.batch, state_slots=len(plan.optimizer.state_names),
-                            shards=shards, validation_rows=0 if plan.validation is None else plan.validation[0].shape[0],
-                            restore_best=stopping is not None and stopping.restore_best, chunk_rows=chunk)  # fmt: skip
+    estimate = fit_estimate(
+        net.layer_sizes,
+        net.dtype,
+        rows=rows,
+        batch_size=plan.batch,
+        state_slots=len(plan.optimizer.state_names),
+        shards=shards,
+        validation_rows=0 if plan.validation is None else plan.validation[0].shape[0],
+        restore_best=stopping is not None and stopping.restore_best,
+        chunk_rows=chunk,
+    )
     # The network's parameters and initial copy exist already; a new optimizer's state is new.
     estimate.pop("parameters")
     estimate.pop("initial parameters")
     if plan.optimizer is net.optimizer:
         estimate.pop("optimizer state")
-    check(estimate, {"layers": ("layer_sizes", list(net.layer_sizes)), "batch": ("batch_size", plan.batch_size),
-                     "validation": ("the validation data", None), "rows": ("X", None)}, available)  # fmt: skip
+    check(
+        estimate,
+        {
+            "layers": ("layer_sizes", list(net.layer_sizes)),
+            "batch": ("batch_size", plan.batch_size),
+            "validation": ("the validation data", None),
+            "rows": ("X", None),
+        },
+        available,
+    )
 
 
 # --------------------------------------------------------------------------- available memory
@@ -381,10 +422,17 @@ def _windows_available():
     import ctypes
 
     class MemoryStatus(ctypes.Structure):  # MEMORYSTATUSEX
-        _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong), ("ullTotalPhys", ctypes.c_ulonglong),
-                    ("ullAvailPhys", ctypes.c_ulonglong), ("ullTotalPageFile", ctypes.c_ulonglong),
-                    ("ullAvailPageFile", ctypes.c_ulonglong), ("ullTotalVirtual", ctypes.c_ulonglong),
-                    ("ullAvailVirtual", ctypes.c_ulonglong), ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]  # fmt: skip
+        _fields_ = [
+            ("dwLength", ctypes.c_ulong),
+            ("dwMemoryLoad", ctypes.c_ulong),
+            ("ullTotalPhys", ctypes.c_ulonglong),
+            ("ullAvailPhys", ctypes.c_ulonglong),
+            ("ullTotalPageFile", ctypes.c_ulonglong),
+            ("ullAvailPageFile", ctypes.c_ulonglong),
+            ("ullTotalVirtual", ctypes.c_ulonglong),
+            ("ullAvailVirtual", ctypes.c_ulonglong),
+            ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+        ]
 
     status = MemoryStatus()
     status.dwLength = ctypes.sizeof(MemoryStatus)
@@ -400,10 +448,16 @@ def _cgroup_available(root="/sys/fs/cgroup", self_cgroup="/proc/self/cgroup"):
     left = []
     for folder, version in _cgroup_folders(root, self_cgroup):
         if version == 2:
-            limit, used = _read_number(os.path.join(folder, "memory.max")), _read_number(os.path.join(folder, "memory.current"))
+            limit, used = (
+                _read_number(os.path.join(folder, "memory.max")),
+                _read_number(os.path.join(folder, "memory.current")),
+            )
             inactive = _inactive_file(os.path.join(folder, "memory.stat"), b"inactive_file")
         else:
-            limit, used = _read_number(os.path.join(folder, "memory.limit_in_bytes")), _read_number(os.path.join(folder, "memory.usage_in_bytes"))
+            limit, used = (
+                _read_number(os.path.join(folder, "memory.limit_in_bytes")),
+                _read_number(os.path.join(folder, "memory.usage_in_bytes")),
+            )
             inactive = _inactive_file(os.path.join(folder, "memory.stat"), b"total_inactive_file")
         if limit is not None and limit < _V1_UNLIMITED:
             left.append(limit - (used or 0) + inactive)
@@ -457,4 +511,3 @@ def _inactive_file(path, key) -> int:
     except (OSError, ValueError):
         pass
     return 0
-

@@ -233,9 +233,23 @@ class Network:
         Every epoch the network has trained, across fits.
     """
 
-    def __init__(self, layer_sizes, activation="sigmoid", output_activation=None, loss="mse", init="xavier_uniform",
-                 dtype="float64", random_state=None, backend="numba", n_threads=None, l1=0.0, l2=0.0,
-                 penalty_per_sample=False, dropout=0.0, loss_options=None):  # fmt: skip
+    def __init__(
+        self,
+        layer_sizes,
+        activation="sigmoid",
+        output_activation=None,
+        loss="mse",
+        init="xavier_uniform",
+        dtype="float64",
+        random_state=None,
+        backend="numba",
+        n_threads=None,
+        l1=0.0,
+        l2=0.0,
+        penalty_per_sample=False,
+        dropout=0.0,
+        loss_options=None,
+    ):
         sizes = check_layer_sizes(layer_sizes)
         dropout = check_dropout(dropout, len(sizes) - 2)
         loss_info = lookup(LOSSES, loss, "loss")
@@ -247,7 +261,9 @@ class Network:
             output_activation = loss_info.default_output or activation
         output = lookup(ACTIVATIONS, output_activation, "output_activation")
         if loss_info.required_output and output.name != loss_info.required_output:
-            raise ValueError(f"loss {loss!r} needs output_activation={loss_info.required_output!r}, got {output.name!r}")
+            raise ValueError(
+                f"loss {loss!r} needs output_activation={loss_info.required_output!r}, got {output.name!r}"
+            )
         if output.name == "softmax" and sizes[-1] < 2:
             raise ValueError("output_activation 'softmax' needs at least 2 outputs")
         initializer = lookup(INITIALIZERS, init, "init")
@@ -292,20 +308,28 @@ class Network:
     # ------------------------------------------------------------------ layout
 
     def _make_architecture(self):
-        codes = [ACTIVATIONS[self.activation].code] * (len(self.layer_sizes) - 2) + [ACTIVATIONS[self.output_activation].code]
+        codes = [ACTIVATIONS[self.activation].code] * (len(self.layer_sizes) - 2) + [
+            ACTIVATIONS[self.output_activation].code
+        ]
         return layout.make_architecture(self.layer_sizes, codes, self.dropout if any(self.dropout) else None)
 
     def _bind_views(self):
         count = len(self._architecture.layers)
-        self.weights = LayerArrays([layout.layer_view(self._params, self._architecture, k) for k in range(count)], "weights")
-        self.biases = LayerArrays([layout.layer_view(self._params, self._architecture, k, weights=False) for k in range(count)], "biases")
+        self.weights = LayerArrays(
+            [layout.layer_view(self._params, self._architecture, k) for k in range(count)], "weights"
+        )
+        self.biases = LayerArrays(
+            [layout.layer_view(self._params, self._architecture, k, weights=False) for k in range(count)], "biases"
+        )
 
     def layer_views(self, flat) -> Gradients:
         """A flat parameter-shaped buffer as per-layer views (weights, biases)."""
         architecture = self._architecture
         count = len(architecture.layers)
-        return Gradients([layout.layer_view(flat, architecture, k) for k in range(count)],
-                         [layout.layer_view(flat, architecture, k, weights=False) for k in range(count)])  # fmt: skip
+        return Gradients(
+            [layout.layer_view(flat, architecture, k) for k in range(count)],
+            [layout.layer_view(flat, architecture, k, weights=False) for k in range(count)],
+        )
 
     @property
     def architecture(self) -> layout.Architecture:
@@ -388,10 +412,21 @@ class Network:
 
     def get_config(self) -> dict:
         """The constructor arguments that describe this network (JSON-ready)."""
-        return dict(layer_sizes=list(self.layer_sizes), activation=self.activation, output_activation=self.output_activation,
-                    loss=self.loss_name, init=self.init, dtype=self.dtype.name, backend=self.backend,
-                    n_threads=self.n_threads, l1=self.l1, l2=self.l2, penalty_per_sample=self.penalty_per_sample,
-                    dropout=list(self.dropout), loss_options=dict(self.loss_options))  # fmt: skip
+        return dict(
+            layer_sizes=list(self.layer_sizes),
+            activation=self.activation,
+            output_activation=self.output_activation,
+            loss=self.loss_name,
+            init=self.init,
+            dtype=self.dtype.name,
+            backend=self.backend,
+            n_threads=self.n_threads,
+            l1=self.l1,
+            l2=self.l2,
+            penalty_per_sample=self.penalty_per_sample,
+            dropout=list(self.dropout),
+            loss_options=dict(self.loss_options),
+        )
 
     def state_dict(self, copy=True) -> dict:
         """Everything training changes, as copies: ``parameters``, ``initial_parameters``,
@@ -571,7 +606,9 @@ class Network:
         with self.compiled_call(threads):
             for start in range(0, n, block):
                 rows = min(block, n - start)
-                self.engine.forward(self._params, self._architecture, X[start : start + rows], buffers, self._loss.code, threads)
+                self.engine.forward(
+                    self._params, self._architecture, X[start : start + rows], buffers, self._loss.code, threads
+                )
                 out[start : start + rows] = self.outputs(buffers, rows)
         return out
 
@@ -584,8 +621,17 @@ class Network:
         self._prepare_entry()
         threads = self.team(X.shape[0])
         with self.compiled_call(threads):
-            value = self.engine.evaluate_loss(self._params, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
-                                              threads, parameter=self.loss_parameter)  # fmt: skip
+            value = self.engine.evaluate_loss(
+                self._params,
+                self._architecture,
+                X,
+                Y,
+                self.row_scale(weight),
+                buffers,
+                self._loss.code,
+                threads,
+                parameter=self.loss_parameter,
+            )
             value += self.engine.weight_penalty(self._params, np.zeros_like(self._params), self._architecture, l1, l2)
         return float(value)
 
@@ -618,24 +664,48 @@ class Network:
         self._prepare_entry()
         threads = self.team(X.shape[0])
         with self.compiled_call(threads):
-            self.engine.forward_backward(self._params, grads, self._architecture, X, Y, self.row_scale(weight), buffers, self._loss.code,
-                                         *penalties, threads, parameter=self.loss_parameter)  # fmt: skip
+            self.engine.forward_backward(
+                self._params,
+                grads,
+                self._architecture,
+                X,
+                Y,
+                self.row_scale(weight),
+                buffers,
+                self._loss.code,
+                *penalties,
+                threads,
+                parameter=self.loss_parameter,
+            )
         return grads
 
     # ------------------------------------------------------------------ training
 
-    def fit(self, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None, **options) -> History:
+    def fit(
+        self, X, y, optimizer=None, epochs=1, batch_size=None, shuffle=True, sample_weight=None, **options
+    ) -> History:
         """Train by gradient descent: ``fastgd.training.fit(self, X, y, ...)``, which documents
         every option (validation, early stopping, callbacks, progress bar, schedules,
         checkpoints, divergence, gradient shards)."""
         from .training import fit
 
-        return fit(self, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                   sample_weight=sample_weight, **options)  # fmt: skip
+        return fit(
+            self,
+            X,
+            y,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sample_weight=sample_weight,
+            **options,
+        )
 
     def partial_fit(self, X, y, optimizer=None, batch_size=None, shuffle=True, sample_weight=None) -> History:
         """One epoch of training, continuing from the current parameters and optimizer state."""
-        return self.fit(X, y, optimizer=optimizer, epochs=1, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight)
+        return self.fit(
+            X, y, optimizer=optimizer, epochs=1, batch_size=batch_size, shuffle=shuffle, sample_weight=sample_weight
+        )
 
     def save(self, path) -> None:
         """Write the network to a ``.npz`` file, atomically (see :func:`fastgd.load`)."""
@@ -650,8 +720,20 @@ def check_state(state, n_params, dtype) -> dict:
     (arrays copied, the optimizer built, the history as a ``History``)."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from Network.state_dict(), got {type(state).__name__}")
-    missing = [key for key in ("parameters", "initial_parameters", "optimizer", "optimizer_state", "optimizer_step",
-                               "shuffle_seed", "epochs_trained", "history") if key not in state]  # fmt: skip
+    missing = [
+        key
+        for key in (
+            "parameters",
+            "initial_parameters",
+            "optimizer",
+            "optimizer_state",
+            "optimizer_step",
+            "shuffle_seed",
+            "epochs_trained",
+            "history",
+        )
+        if key not in state
+    ]
     if missing:
         raise ValueError(f"state is missing {missing}")
     out = {}
@@ -659,8 +741,10 @@ def check_state(state, n_params, dtype) -> dict:
         array = state[key]
         if not isinstance(array, np.ndarray) or array.shape != (n_params,) or array.dtype != dtype:
             shape = getattr(array, "shape", None)
-            raise ValueError(f"state['{key}'] must be a ({n_params},) {dtype} array, got {type(array).__name__} {shape} "
-                             f"{getattr(array, 'dtype', '')}")  # fmt: skip
+            raise ValueError(
+                f"state['{key}'] must be a ({n_params},) {dtype} array, got {type(array).__name__} {shape} "
+                f"{getattr(array, 'dtype', '')}"
+            )
         if not np.isfinite(array).all():
             raise ValueError(f"state['{key}'] contains NaN or infinity")
         out[key] = array.copy()
@@ -668,10 +752,16 @@ def check_state(state, n_params, dtype) -> dict:
     if spec is None:
         optimizer = None
     else:
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("config"), dict):
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("name"), str)
+            or not isinstance(spec.get("config"), dict)
+        ):
             raise ValueError("state['optimizer'] must be None or {'name': str, 'config': dict}")
         if spec["name"] not in OPTIMIZERS:
-            raise ValueError(f"state['optimizer'] names an unknown optimizer {spec['name']!r}; expected one of {sorted(OPTIMIZERS)}")
+            raise ValueError(
+                f"state['optimizer'] names an unknown optimizer {spec['name']!r}; expected one of {sorted(OPTIMIZERS)}"
+            )
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["config"].items()}
         try:
             optimizer = OPTIMIZERS[spec["name"]](**config)
@@ -680,8 +770,10 @@ def check_state(state, n_params, dtype) -> dict:
     slots = 1 if optimizer is None else optimizer.initial_state(1, dtype).shape[0]
     array = state["optimizer_state"]
     if not isinstance(array, np.ndarray) or array.shape != (slots, n_params) or array.dtype != dtype:
-        raise ValueError(f"state['optimizer_state'] must be a ({slots}, {n_params}) {dtype} array for "
-                         f"{optimizer!r}, got {getattr(array, 'shape', type(array).__name__)} {getattr(array, 'dtype', '')}")  # fmt: skip
+        raise ValueError(
+            f"state['optimizer_state'] must be a ({slots}, {n_params}) {dtype} array for "
+            f"{optimizer!r}, got {getattr(array, 'shape', type(array).__name__)} {getattr(array, 'dtype', '')}"
+        )
     if not np.isfinite(array).all():
         raise ValueError("state['optimizer_state'] contains NaN or infinity")
     out["optimizer_state"] = array.copy()
@@ -699,7 +791,9 @@ def check_state(state, n_params, dtype) -> dict:
         raise ValueError("state['history'] must be a dict of lists")
     for field in History.FIELDS:
         values = fields.get(field, [])
-        if not isinstance(values, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+        if not isinstance(values, (list, tuple)) or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values
+        ):
             raise ValueError(f"state['history']['{field}'] must be a list of numbers")
     out["history"] = History.from_dict(fields)
     return out

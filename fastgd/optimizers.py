@@ -86,7 +86,9 @@ class Optimizer:
         for group, members in groups.items():
             given = bound.arguments[group]
             if not isinstance(given, (tuple, list)) or len(given) != len(members):
-                raise TypeError(f"{group} must be a tuple of {len(members)} ({', '.join(h.name for h in members)}), got {given!r}")
+                raise TypeError(
+                    f"{group} must be a tuple of {len(members)} ({', '.join(h.name for h in members)}), got {given!r}"
+                )
             for position, hyper in enumerate(members):
                 values[hyper.name] = _checked(f"{group}[{position}]", given[position], hyper.kind)
         if self.spec.check is not None:
@@ -103,11 +105,15 @@ class Optimizer:
         parameters, seen = [], set()
         for hyper in spec.hyper:
             if hyper.group is None:
-                parameters.append(inspect.Parameter(hyper.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=hyper.default))
+                parameters.append(
+                    inspect.Parameter(hyper.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=hyper.default)
+                )
             elif hyper.group not in seen:
                 seen.add(hyper.group)
                 default = tuple(h.default for h in spec.hyper if h.group == hyper.group)
-                parameters.append(inspect.Parameter(hyper.group, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+                parameters.append(
+                    inspect.Parameter(hyper.group, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+                )
         cls.__signature__ = inspect.Signature(parameters)
         for group in seen:  # e.g. Adam's betas, read as the pair it was given
             members = tuple(h.name for h in spec.hyper if h.group == group)
@@ -115,7 +121,9 @@ class Optimizer:
 
     def hyper_vector(self) -> np.ndarray:
         """The hyper-parameters as the float64 vector the kernels read (booleans as 0/1)."""
-        return hyper_vector(self.code, {name: getattr(self, name) for name in self.hyper_names})[: len(self.hyper_names)]
+        return hyper_vector(self.code, {name: getattr(self, name) for name in self.hyper_names})[
+            : len(self.hyper_names)
+        ]
 
     def initial_state(self, n_params: int, dtype) -> np.ndarray:
         """A fresh ``(len(state_names), n_params)`` state buffer, each row at its declared start."""
@@ -142,19 +150,31 @@ def optimizer_class(code, class_name) -> type:
     """The public class of optimizer ``code``, built from its declaration: its arguments (with
     their defaults), checks, attributes, state and a docstring stating its update rule."""
     spec = SPECS[code]
-    lines = [spec.title, "", "Update rule, g the gradient, p the parameters, t the 1-based step count::", "",
-             f"    {spec.formula}", "", "Parameters", "----------"]  # fmt: skip
+    lines = [
+        spec.title,
+        "",
+        "Update rule, g the gradient, p the parameters, t the 1-based step count::",
+        "",
+        f"    {spec.formula}",
+        "",
+        "Parameters",
+        "----------",
+    ]
     seen = set()
     for hyper in spec.hyper:
         if hyper.group is None:
-            lines += [f"{hyper.name} : {'bool' if hyper.kind == 'flag' else 'float'}, default {hyper.default!r}",
-                      f"    {_describe(hyper.kind)}"]  # fmt: skip
+            lines += [
+                f"{hyper.name} : {'bool' if hyper.kind == 'flag' else 'float'}, default {hyper.default!r}",
+                f"    {_describe(hyper.kind)}",
+            ]
         elif hyper.group not in seen:
             seen.add(hyper.group)
             members = [h for h in spec.hyper if h.group == hyper.group]
             default = tuple(h.default for h in members)
-            lines += [f"{hyper.group} : tuple of {len(members)} floats, default {default!r}",
-                      f"    ({', '.join(h.name for h in members)}), each {_describe(hyper.kind)}"]  # fmt: skip
+            lines += [
+                f"{hyper.group} : tuple of {len(members)} floats, default {default!r}",
+                f"    ({', '.join(h.name for h in members)}), each {_describe(hyper.kind)}",
+            ]
     return type(class_name, (Optimizer,), {"spec": spec, "__doc__": "\n".join(lines), "__module__": __name__})
 
 

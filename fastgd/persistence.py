@@ -33,8 +33,21 @@ ARRAYS = ("parameters", "initial_parameters", "optimizer_state", "optimizer_step
 # A description is a few kilobytes plus the history (three floats an epoch); anything far larger
 # is not a fastgd file.
 _MAX_DESCRIPTION_BYTES = 1 << 28
-_CONFIG_KEYS = ("layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2",
-                "penalty_per_sample", "dropout", "loss_options")  # fmt: skip
+_CONFIG_KEYS = (
+    "layer_sizes",
+    "activation",
+    "output_activation",
+    "loss",
+    "init",
+    "dtype",
+    "backend",
+    "n_threads",
+    "l1",
+    "l2",
+    "penalty_per_sample",
+    "dropout",
+    "loss_options",
+)
 
 
 def write(path, config: dict, state: dict, training: dict | None = None) -> None:
@@ -47,8 +60,10 @@ def write(path, config: dict, state: dict, training: dict | None = None) -> None
     """
     path = os.fspath(path)
     if not isinstance(config, dict) or not isinstance(state, dict):
-        raise TypeError(f"config and state must be dicts (Network.get_config(), Network.state_dict()), got "
-                        f"{type(config).__name__} and {type(state).__name__}")  # fmt: skip
+        raise TypeError(
+            f"config and state must be dicts (Network.get_config(), Network.state_dict()), got "
+            f"{type(config).__name__} and {type(state).__name__}"
+        )
     optimizer = state["optimizer"]
     description = {
         "format": FORMAT,
@@ -56,7 +71,9 @@ def write(path, config: dict, state: dict, training: dict | None = None) -> None
         **{key: config[key] for key in _CONFIG_KEYS},
         "shuffle_seed": state["shuffle_seed"],
         "epochs_trained": state["epochs_trained"],
-        "optimizer": None if optimizer is None else {"name": optimizer["name"], "config": _jsonable(optimizer["config"])},
+        "optimizer": None
+        if optimizer is None
+        else {"name": optimizer["name"], "config": _jsonable(optimizer["config"])},
         "history": state["history"],
     }
     if training is not None:
@@ -135,16 +152,24 @@ def read(path):
             missing = [key for key in ARRAYS if key not in members]
             if missing:
                 _fail(path, f"not a fastgd network file: missing {missing}")
-            raw = _read_array(archive, members["description"], path, "description", np.uint8, None, _MAX_DESCRIPTION_BYTES)
+            raw = _read_array(
+                archive, members["description"], path, "description", np.uint8, None, _MAX_DESCRIPTION_BYTES
+            )
             description = _description(raw, path)
             n_params = _parameter_count(description["layer_sizes"])
             dtype = np.dtype(description["dtype"])
             slots = description["_slots"]
             arrays = {
                 "parameters": _read_array(archive, members["parameters"], path, "parameters", dtype, (n_params,)),
-                "initial_parameters": _read_array(archive, members["initial_parameters"], path, "initial_parameters", dtype, (n_params,)),
-                "optimizer_state": _read_array(archive, members["optimizer_state"], path, "optimizer_state", dtype, (slots, n_params)),
-                "optimizer_step": _read_array(archive, members["optimizer_step"], path, "optimizer_step", np.int64, (1,)),
+                "initial_parameters": _read_array(
+                    archive, members["initial_parameters"], path, "initial_parameters", dtype, (n_params,)
+                ),
+                "optimizer_state": _read_array(
+                    archive, members["optimizer_state"], path, "optimizer_state", dtype, (slots, n_params)
+                ),
+                "optimizer_step": _read_array(
+                    archive, members["optimizer_step"], path, "optimizer_step", np.int64, (1,)
+                ),
             }
     except _Damaged:
         raise
@@ -184,7 +209,9 @@ def _read_checked_array(archive, member, path, field, dtype, shape, max_bytes):
     with archive.open(member) as file:
         try:
             version = np.lib.format.read_magic(file)
-            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+                version
+            )
             if reader is None:
                 raise ValueError(f"unknown .npy format version {version}")
             header = reader(file, max_header_size=10_000)
@@ -198,8 +225,11 @@ def _read_checked_array(archive, member, path, field, dtype, shape, max_bytes):
         if fortran:
             _fail(path, f"array '{field}' is stored in Fortran order; fastgd writes C order")
         if shape is not None and tuple(array_shape) != tuple(shape):
-            _fail(path, f"{field} has shape {tuple(array_shape)}, expected {tuple(shape)} from the description "
-                        f"(layer_sizes, optimizer)")
+            _fail(
+                path,
+                f"{field} has shape {tuple(array_shape)}, expected {tuple(shape)} from the description "
+                f"(layer_sizes, optimizer)",
+            )
         count = int(np.prod(array_shape, dtype=np.float64)) if array_shape else 1
         needed = count * array_dtype.itemsize
         if (max_bytes is not None and needed > max_bytes) or needed > info.file_size:
@@ -230,7 +260,9 @@ def _description(raw, path) -> dict:
         if name not in description:
             _fail(path, f"the description has no '{name}'")
         value = description[name]
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))):
+        if not isinstance(value, kind) or (
+            isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
+        ):
             _fail(path, f"field '{name}' must be {what or kind}, got {value!r}")
         if check is not None and not check(value):
             _fail(path, f"field '{name}' must be {what}, got {value!r}")
@@ -239,8 +271,12 @@ def _description(raw, path) -> dict:
     def integer(value):
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
-    sizes = field("layer_sizes", list, lambda v: len(v) >= 2 and all(integer(s) and 1 <= s <= 2**31 for s in v),
-                  "a list of at least two ints in [1, 2**31]")  # fmt: skip
+    sizes = field(
+        "layer_sizes",
+        list,
+        lambda v: len(v) >= 2 and all(integer(s) and 1 <= s <= 2**31 for s in v),
+        "a list of at least two ints in [1, 2**31]",
+    )
     if _parameter_count(sizes) > 2**31:
         _fail(path, f"field 'layer_sizes' {sizes} needs more than 2**31 parameters")
     for name in ("activation", "output_activation", "loss", "init", "backend"):
@@ -252,21 +288,35 @@ def _description(raw, path) -> dict:
     if threads is not None and not (integer(threads) and threads >= 1):
         _fail(path, f"field 'n_threads' must be null or an int >= 1, got {threads!r}")
     for name in ("l1", "l2"):
-        value = field(name, (int, float), lambda v: not isinstance(v, bool) and _finite(v) and v >= 0, "a finite number >= 0")
+        value = field(
+            name, (int, float), lambda v: not isinstance(v, bool) and _finite(v) and v >= 0, "a finite number >= 0"
+        )
         description[name] = float(value)
     # (files written before penalty_per_sample existed have none: the penalty as it is)
     description.setdefault("penalty_per_sample", False)
     field("penalty_per_sample", bool, what="true or false")
     # (files written before dropout existed have none: no dropout)
     description.setdefault("dropout", [0.0] * (len(sizes) - 2))
-    field("dropout", list, lambda v: len(v) == len(sizes) - 2 and all(not isinstance(r, bool) and isinstance(r, (int, float))
-                                                                       and 0 <= r < 1 for r in v),
-          f"a list of {len(sizes) - 2} rates in [0, 1) (one per hidden layer of layer_sizes {sizes})")  # fmt: skip
+    field(
+        "dropout",
+        list,
+        lambda v: (
+            len(v) == len(sizes) - 2
+            and all(not isinstance(r, bool) and isinstance(r, (int, float)) and 0 <= r < 1 for r in v)
+        ),
+        f"a list of {len(sizes) - 2} rates in [0, 1) (one per hidden layer of layer_sizes {sizes})",
+    )
     # (files written before loss_options existed have none: the loss's declared defaults; the
     # Network checks the names and values against the loss)
     description.setdefault("loss_options", {})
-    field("loss_options", dict, lambda v: all(isinstance(k, str) and not isinstance(x, bool) and isinstance(x, (int, float))
-                                              for k, x in v.items()), "an object of numbers")  # fmt: skip
+    field(
+        "loss_options",
+        dict,
+        lambda v: all(
+            isinstance(k, str) and not isinstance(x, bool) and isinstance(x, (int, float)) for k, x in v.items()
+        ),
+        "an object of numbers",
+    )
     field("shuffle_seed", int, lambda v: integer(v) and 0 <= v < 2**63, "an int in [0, 2**63)")
     field("epochs_trained", int, lambda v: integer(v) and v >= 0, "an int >= 0")
     history = field("history", dict, what="an object of lists")
@@ -279,13 +329,19 @@ def _description(raw, path) -> dict:
     if optimizer is None:
         slots = 1
     else:
-        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("name"), str) or not isinstance(optimizer.get("config"), dict):
+        if (
+            not isinstance(optimizer, dict)
+            or not isinstance(optimizer.get("name"), str)
+            or not isinstance(optimizer.get("config"), dict)
+        ):
             _fail(path, f"field 'optimizer' must be null or {{'name': str, 'config': object}}, got {optimizer!r}")
         if optimizer["name"] not in OPTIMIZERS:
             _fail(path, f"field 'optimizer.name' {optimizer['name']!r} is not one of {sorted(OPTIMIZERS)}")
         slots = max(len(OPTIMIZERS[optimizer["name"]].state_names), 1)
     training = description.get("training")
-    if training is not None and not (isinstance(training, dict) and integer(training.get("ranks")) and training["ranks"] >= 1):
+    if training is not None and not (
+        isinstance(training, dict) and integer(training.get("ranks")) and training["ranks"] >= 1
+    ):
         _fail(path, f"field 'training' must be {{'ranks': int >= 1}}, got {training!r}")
     description["_slots"] = slots
     return description

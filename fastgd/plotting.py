@@ -62,8 +62,12 @@ def plot_history(history: History, path=None, title=None):
         health_axes = axes[0, panels - 1]
         norms = np.array(history.grad_norm)  # (epochs, layers)
         for layer in range(norms.shape[1]):
-            health_axes.plot(history.health_epochs, norms[:, layer], label=f"layer {layer}",
-                             color=plt.cm.viridis(layer / max(norms.shape[1] - 1, 1)))  # fmt: skip
+            health_axes.plot(
+                history.health_epochs,
+                norms[:, layer],
+                label=f"layer {layer}",
+                color=plt.cm.viridis(layer / max(norms.shape[1] - 1, 1)),
+            )
         health_axes.set_xlabel("epoch")
         health_axes.set_ylabel("gradient norm (mean over steps)")
         if np.all(norms[np.isfinite(norms)] > 0):

@@ -17,7 +17,6 @@ import numpy as np
 from .kernels import layout
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
-from .kernels.passes import NO_DROPOUT
 from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
 from .kernels.layout import (
     CONTROL,
@@ -44,12 +43,14 @@ from .kernels.losses import SPECS as _LOSS_SPECS
 from .kernels.optim import SCHEDULES as _SCHEDULE_SPECS
 from .kernels.optim import SPECS as _OPTIMIZER_SPECS
 from .kernels.optim import step as _optimizer_rule_step
-
+from .kernels.passes import NO_DROPOUT
 
 # f(z) for each activation code, and f'(z) from the pre-activation z and the output a = f(z) for
 # each elementwise one: the twins declared with each activation (kernels.activations.SPECS).
 ACTIVATIONS = {code: spec.numpy_value for code, spec in _ACTIVATION_SPECS.items()}
-DERIVATIVES = {code: spec.numpy_derivative for code, spec in _ACTIVATION_SPECS.items() if spec.numpy_derivative is not None}
+DERIVATIVES = {
+    code: spec.numpy_derivative for code, spec in _ACTIVATION_SPECS.items() if spec.numpy_derivative is not None
+}
 
 # Per-row loss for each loss code (computed in float64), and the output delta before any output
 # derivative (kernels.losses.SPECS).
@@ -171,7 +172,9 @@ def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT,
         a_in = a_out
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None):
+def evaluate_loss(
+    params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None
+):
     """Forward pass and loss of a batch (no weight penalty)."""
     forward(params, architecture, x, buffers, loss, key=key, row0=row0)
     last = len(architecture.layers) - 1
@@ -179,8 +182,22 @@ def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_thread
     return loss_value(_zs(buffers, architecture, x.shape[0]), a, y, row_scale, loss, parameter)
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0,
-                     parameter=None):  # fmt: skip
+def forward_backward(
+    params,
+    grads,
+    architecture,
+    x,
+    y,
+    row_scale,
+    buffers,
+    loss,
+    l1,
+    l2,
+    n_threads=1,
+    key=NO_DROPOUT,
+    row0=0,
+    parameter=None,
+):
     """Forward pass, loss and backprop of one batch, the L1/L2 penalty included; returns the loss
     plus the penalty and writes ``grads``."""
     rows = x.shape[0]
@@ -221,7 +238,10 @@ SCHEDULES = {
     "step": lambda lr, t, p: lr * p["gamma"] ** ((t - 1) // int(p["step_size"])),
     "exponential": lambda lr, t, p: lr * p["gamma"] ** (t - 1),
     "inverse_scaling": lambda lr, t, p: lr / float(t) ** p["power"],
-    "cosine": lambda lr, t, p: p["eta_min"] + (lr - p["eta_min"]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p["total_steps"]) / p["total_steps"])),
+    "cosine": lambda lr, t, p: (
+        p["eta_min"]
+        + (lr - p["eta_min"]) * 0.5 * (1.0 + np.cos(np.pi * min(t - 1, p["total_steps"]) / p["total_steps"]))
+    ),
 }
 # Schedules of the epoch: lr, epoch, parameters -> lr.
 EPOCH_SCHEDULES = {
@@ -276,8 +296,15 @@ def shuffle_order(order, keys, seed, epoch):
 
 def _buffers(work, shard):
     # Shard ``shard``'s buffers of a Work bundle.
-    return layout.Buffers(work.acts[shard], work.slopes[shard], work.zs[shard], work.deltas[shard], work.losses[shard],
-                          work.penalties[shard], work.transposed[shard])  # fmt: skip
+    return layout.Buffers(
+        work.acts[shard],
+        work.slopes[shard],
+        work.zs[shard],
+        work.deltas[shard],
+        work.losses[shard],
+        work.penalties[shard],
+        work.transposed[shard],
+    )
 
 
 # Divergence is detected and reported by the loop itself, not warned about step by step (one
@@ -333,7 +360,9 @@ def validation_score(out, Y, kind) -> float:
         residual = ((Y64 - out.astype(np.float64)) ** 2).sum(axis=0)
         spread = ((Y64 - Y64.mean(axis=0)) ** 2).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            scores = np.where(spread != 0, 1.0 - residual / np.where(spread != 0, spread, 1.0), np.where(residual == 0, 1.0, 0.0))
+            scores = np.where(
+                spread != 0, 1.0 - residual / np.where(spread != 0, spread, 1.0), np.where(residual == 0, 1.0, 0.0)
+            )
         return float(np.mean(scores))
     return np.nan
 
@@ -369,14 +398,19 @@ def monitor(params, architecture, loss, end, epoch, train_loss):  # loss: (code,
         rows = end.row_scale.size
         n_in, n_out = int(architecture.layers[0]["n_in"]), int(architecture.layers[-1]["n_out"])
         Y = end.Y.reshape(rows, n_out)
-        val_loss = evaluate_loss(params, architecture, end.X.reshape(rows, n_in), Y, end.row_scale, end.buffers, loss[0],
-                                 parameter=loss[1])  # fmt: skip
-        score = validation_score(block_of(end.buffers.acts, architecture, len(architecture.layers) - 1, rows), Y, rule.score)
+        val_loss = evaluate_loss(
+            params, architecture, end.X.reshape(rows, n_in), Y, end.row_scale, end.buffers, loss[0], parameter=loss[1]
+        )
+        score = validation_score(
+            block_of(end.buffers.acts, architecture, len(architecture.layers) - 1, rows), Y, rule.score
+        )
         end.records[epoch] = (val_loss, score)
         value = {MONITOR_VAL_LOSS: val_loss, MONITOR_VAL_SCORE: score}.get(rule.monitor, value)
     if rule.mode not in (STOP_PATIENCE, STOP_NO_IMPROVEMENT):
         return False
-    stop, better, waited, lr_scale = stopping_rule(rule, float(state["best"]), float(state["waited"]), float(state["lr_scale"]), value)
+    stop, better, waited, lr_scale = stopping_rule(
+        rule, float(state["best"]), float(state["waited"]), float(state["lr_scale"]), value
+    )
     state["waited"], state["lr_scale"] = waited, lr_scale
     if better:
         state["best"], state["best_epoch"] = value, rule.offset + epoch + 1.0
@@ -388,7 +422,11 @@ def monitor(params, architecture, loss, end, epoch, train_loss):  # loss: (code,
 
 def _visit_due(visits, completed, stop, last):
     # As the kernel's: every ``every`` epochs, when ``interval`` has passed, or at a stop.
-    return stop or (visits.every > 0 and completed % visits.every == 0) or (visits.interval > 0 and time.monotonic_ns() - last >= visits.interval)
+    return (
+        stop
+        or (visits.every > 0 and completed % visits.every == 0)
+        or (visits.interval > 0 and time.monotonic_ns() - last >= visits.interval)
+    )
 
 
 def train_epochs(architecture, state, data, work, settings, control, n_threads, end=None, python=None):
@@ -422,7 +460,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
             order[...] = np.arange(n)
         if partitioned:
             for k, start in enumerate(range(0, n, batch_size)):
-                work.batch_weights[k] = float(np.sum(sample_weight[order[start : start + batch_size]], dtype=np.float64))
+                work.batch_weights[k] = float(
+                    np.sum(sample_weight[order[start : start + batch_size]], dtype=np.float64)
+                )
             python(EXCHANGE_WEIGHTS, 0)
             total_weight = float(np.sum(work.batch_weights[: -(-n // batch_size)]))
         epoch_loss = 0.0
@@ -455,14 +495,28 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
                     l1, l2 = l1 / batch_weight, l2 / batch_weight
                 dropping = bool((architecture.layers["dropout"] > 0).any())
                 key = dropout_key(settings.dropout_seed, int(step[0]) + 1) if dropping else NO_DROPOUT
-                value += forward_backward(params, grads[shard], architecture, xb[first:stop], yb[first:stop], scale[first:stop],
-                                          _buffers(work, shard), loss, l1, l2, key=key, row0=lo + first,
-                                          parameter=settings.loss_parameter)  # fmt: skip
+                value += forward_backward(
+                    params,
+                    grads[shard],
+                    architecture,
+                    xb[first:stop],
+                    yb[first:stop],
+                    scale[first:stop],
+                    _buffers(work, shard),
+                    loss,
+                    l1,
+                    l2,
+                    key=key,
+                    row0=lo + first,
+                    parameter=settings.loss_parameter,
+                )
                 if settings.track:
                     for layer in range(n_layers):
                         if layers[layer]["activation"] in (SIGMOID, TANH):
-                            saturated[layer] += count_saturated(block_of(work.acts[shard], architecture, layer, stop - first),
-                                                                layers[layer]["activation"])  # fmt: skip
+                            saturated[layer] += count_saturated(
+                                block_of(work.acts[shard], architecture, layer, stop - first),
+                                layers[layer]["activation"],
+                            )
             if ranks > 1:
                 work.scalars[SCALAR_LOSS], work.scalars[SCALAR_STOP] = value, float(stop_requested)
                 python(EXCHANGE_STEP, 0)
@@ -484,7 +538,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
             clip_gradients(grads[0], settings.clip_norm, settings.clip_value)
             epoch_loss += value * batch_weight if is_mean else value
             step[0] += 1
-            lr = scheduled_lr(settings.schedule_kind, settings.lr, int(step[0]), settings.schedule, settings.first_epoch + e)
+            lr = scheduled_lr(
+                settings.schedule_kind, settings.lr, int(step[0]), settings.schedule, settings.first_epoch + e
+            )
             lr_scale = 1.0 if end is None else float(end.state[0]["lr_scale"])
             optimizer_step(settings.optimizer, params, grads[0], opt_state, int(step[0]), lr * lr_scale, settings.hyper)
         if outcome != OUTCOME_FINISHED:
@@ -495,7 +551,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
             break
         work.epoch_losses[e] = epoch_loss
         if settings.track:
-            epoch_health(params, work.saved_params, architecture, grad_norms, saturated, units_seen, steps_seen, work.health[e])
+            epoch_health(
+                params, work.saved_params, architecture, grad_norms, saturated, units_seen, steps_seen, work.health[e]
+            )
         completed += 1
         work.saved_params[...] = params
         work.saved_state[...] = opt_state

@@ -15,7 +15,6 @@ from .kernels import activations as _activations
 from .kernels import losses as _losses
 
 
-
 class ByName(Mapping):
     """A table's entries by public name, read from the table at each access: the table (code ->
     declaration) stays the one source, so an entry added to it is known here at once."""

@@ -82,7 +82,6 @@ class Cosine(Schedule):
         self.eta_min = as_real(eta_min, "eta_min", minimum=0.0)
 
 
-
 class SampleInverseScaling(Schedule):
     """``lr / (1 + offset + rows·e)^power`` through the network's epoch e (0-based), constant
     within it: scikit-learn's ``learning_rate="invscaling"``, whose rate divides ``lr`` by

@@ -183,7 +183,9 @@ class _FileRows:
         if not isinstance(array, np.memmap) or not hasattr(os, "preadv") or array.ndim not in (1, 2) or array.size == 0:
             return None
         # A private ('c') mapping may hold changes that are not in the file.
-        if getattr(array, "mode", None) not in ("r", "r+", "w+") or not isinstance(getattr(array, "filename", None), (str, os.PathLike)):
+        if getattr(array, "mode", None) not in ("r", "r+", "w+") or not isinstance(
+            getattr(array, "filename", None), (str, os.PathLike)
+        ):
             return None
         if array.ndim == 2 and array.strides[1] != array.dtype.itemsize:
             return None  # rows not contiguous
@@ -262,7 +264,12 @@ def block_shuffle_order(order, keys, n, block_rows, window_blocks, seed, epoch, 
     position = 0
     golden = 0x9E3779B97F4A7C15
     for window, first in enumerate(range(0, n_blocks, window_blocks)):
-        rows = np.concatenate([np.arange(b * block_rows, min((b + 1) * block_rows, n)) for b in block_order[first : first + window_blocks]])
+        rows = np.concatenate(
+            [
+                np.arange(b * block_rows, min((b + 1) * block_rows, n))
+                for b in block_order[first : first + window_blocks]
+            ]
+        )
         local, local_keys = order[position : position + rows.size], keys[position : position + rows.size]
         shuffle_order(local, local_keys, int((seed + (window + 1) * golden) % (1 << 63)), epoch)
         local[...] = rows[local]
@@ -289,7 +296,9 @@ class ChunkPlan:
         parts = []
         for start in range(0, rows, self.batch):
             size = min(self.batch, rows - start)
-            parts.append(np.arange(start + self.rank * size // self.ranks, start + (self.rank + 1) * size // self.ranks))
+            parts.append(
+                np.arange(start + self.rank * size // self.ranks, start + (self.rank + 1) * size // self.ranks)
+            )
         return np.concatenate(parts)
 
 
@@ -300,8 +309,14 @@ class ChunkLoader:
         self.readers = (x_reader, y_reader)
         self.converts = (convert_x, convert_y)
         self.weight = weight
-        self.buffers = [(np.zeros((chunk_rows, n_in), dtype=dtype), np.zeros((chunk_rows, n_out), dtype=dtype),
-                         np.zeros(chunk_rows, dtype=dtype)) for _ in range(2 if prefetch else 1)]  # fmt: skip
+        self.buffers = [
+            (
+                np.zeros((chunk_rows, n_in), dtype=dtype),
+                np.zeros((chunk_rows, n_out), dtype=dtype),
+                np.zeros(chunk_rows, dtype=dtype),
+            )
+            for _ in range(2 if prefetch else 1)
+        ]
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fastgd-read") if prefetch else None
         self.turn = 0
         self.prefetching = prefetch

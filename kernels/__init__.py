@@ -39,8 +39,27 @@ _NAMES = {
     "train_epochs": "train",
     "stopping_rule": "epoch_end",
 }
-_MODULES = ("activations", "compile", "config", "epoch_end", "exchange", "health", "jit", "layers", "layout", "losses", "lowlevel",
-            "mathfn", "network", "optim", "passes", "products", "stamps", "team", "train")
+_MODULES = (
+    "activations",
+    "compile",
+    "config",
+    "epoch_end",
+    "exchange",
+    "health",
+    "jit",
+    "layers",
+    "layout",
+    "losses",
+    "lowlevel",
+    "mathfn",
+    "network",
+    "optim",
+    "passes",
+    "products",
+    "stamps",
+    "team",
+    "train",
+)
 
 KERNEL_NAMES = tuple(_NAMES)
 

@@ -1,4 +1,4 @@
-# stamp: 1affa62f76670f6d3a9298486de860de
+# stamp: f5ff71bd419b92505414c045ae4948d3
 """The activation functions: the one table of them (``SPECS``), each with its compiled scalar
 forms, its NumPy twins and its names in the tools fastgd converts to; and ``apply``, which runs
 one of them over a block of rows.
@@ -219,7 +219,9 @@ def _np_gelu_tanh_derivative(z, a):
     t = z.dtype.type
     beta, kappa = t(GELU_TANH_BETA), t(GELU_TANH_KAPPA)
     tanh_inner = np.tanh(beta * (z + kappa * z * z * z))
-    return t(0.5) * (t(1) + tanh_inner) + t(0.5) * z * (t(1) - tanh_inner * tanh_inner) * beta * (t(1) + t(3) * kappa * z * z)
+    return t(0.5) * (t(1) + tanh_inner) + t(0.5) * z * (t(1) - tanh_inner * tanh_inner) * beta * (
+        t(1) + t(3) * kappa * z * z
+    )
 
 
 def _np_silu(z):
@@ -236,13 +238,33 @@ def _np_silu_derivative(z, a):
 # pre-activation "z" to "out", numbers being constants of the network's dtype; operators every
 # runtime has in both dtypes.
 _ONNX_LEAKY = (("Mul", ("z", LEAKY_SLOPE), "leak"), ("Max", ("z", "leak"), "out"))
-_ONNX_SOFTPLUS = (("Relu", ("z",), "pos"), ("Abs", ("z",), "abs"), ("Neg", ("abs",), "neg"), ("Exp", ("neg",), "exp"),
-                  ("Add", ("exp", 1.0), "onep"), ("Log", ("onep",), "log"), ("Add", ("pos", "log"), "out"))  # fmt: skip
-_ONNX_GELU = (("Mul", ("z", SQRT_HALF), "scaled"), ("Erf", ("scaled",), "erf"), ("Add", ("erf", 1.0), "onep"),
-              ("Mul", ("z", "onep"), "zp"), ("Mul", ("zp", 0.5), "out"))  # fmt: skip
-_ONNX_GELU_TANH = (("Mul", ("z", "z"), "square"), ("Mul", ("square", "z"), "cube"), ("Mul", ("cube", GELU_TANH_KAPPA), "kc"),
-                   ("Add", ("z", "kc"), "sum"), ("Mul", ("sum", GELU_TANH_BETA), "inner"), ("Tanh", ("inner",), "tanh"),
-                   ("Add", ("tanh", 1.0), "onep"), ("Mul", ("z", "onep"), "zp"), ("Mul", ("zp", 0.5), "out"))  # fmt: skip
+_ONNX_SOFTPLUS = (
+    ("Relu", ("z",), "pos"),
+    ("Abs", ("z",), "abs"),
+    ("Neg", ("abs",), "neg"),
+    ("Exp", ("neg",), "exp"),
+    ("Add", ("exp", 1.0), "onep"),
+    ("Log", ("onep",), "log"),
+    ("Add", ("pos", "log"), "out"),
+)
+_ONNX_GELU = (
+    ("Mul", ("z", SQRT_HALF), "scaled"),
+    ("Erf", ("scaled",), "erf"),
+    ("Add", ("erf", 1.0), "onep"),
+    ("Mul", ("z", "onep"), "zp"),
+    ("Mul", ("zp", 0.5), "out"),
+)
+_ONNX_GELU_TANH = (
+    ("Mul", ("z", "z"), "square"),
+    ("Mul", ("square", "z"), "cube"),
+    ("Mul", ("cube", GELU_TANH_KAPPA), "kc"),
+    ("Add", ("z", "kc"), "sum"),
+    ("Mul", ("sum", GELU_TANH_BETA), "inner"),
+    ("Tanh", ("inner",), "tanh"),
+    ("Add", ("tanh", 1.0), "onep"),
+    ("Mul", ("z", "onep"), "zp"),
+    ("Mul", ("zp", 0.5), "out"),
+)
 _ONNX_SILU = (("Sigmoid", ("z",), "sig"), ("Mul", ("z", "sig"), "out"))
 
 
@@ -280,32 +302,137 @@ class ActivationSpec(NamedTuple):
 SPECS = {
     spec.code: spec
     for spec in (
-        ActivationSpec("identity", IDENTITY, identity_value, one, lambda z: z.copy(), lambda z, a: np.ones_like(a),
-                       "identity", None, None),
-        ActivationSpec("sigmoid", SIGMOID, sigmoid_value, sigmoid_derivative, _np_sigmoid,
-                       lambda z, a: a * (a.dtype.type(1) - a), "logistic", ("Sigmoid", {}), ("Sigmoid", {}), saturates=True),
-        ActivationSpec("tanh", TANH, tanh_value, tanh_derivative, np.tanh, lambda z, a: a.dtype.type(1) - a * a,
-                       "tanh", ("Tanh", {}), ("Tanh", {}), saturates=True),
-        ActivationSpec("relu", RELU, relu_value, relu_derivative, _np_relu, lambda z, a: (a > 0).astype(a.dtype),
-                       "relu", ("ReLU", {}), ("Relu", {})),
-        ActivationSpec("leaky_relu", LEAKY_RELU, leaky_relu_value, leaky_relu_derivative,
-                       lambda z: np.where(z <= 0, z * z.dtype.type(LEAKY_SLOPE), z),
-                       lambda z, a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
-                       None, ("LeakyReLU", {"negative_slope": LEAKY_SLOPE}), _ONNX_LEAKY),
-        ActivationSpec("softmax", SOFTMAX, None, None, _np_softmax, None, "softmax", ("Softmax", {"dim": -1}),
-                       ("Softmax", {"axis": -1}), output_only=True),
-        ActivationSpec("softplus", SOFTPLUS, softplus_value, softplus_derivative, _np_softplus,
-                       lambda z, a: a.dtype.type(1) - np.exp(-a), None, ("Softplus", {}), _ONNX_SOFTPLUS),
-        ActivationSpec("exp", EXP, exp_value, exp_derivative, np.exp, lambda z, a: a.copy(), "exp", None, ("Exp", {}),
-                       output_only=True, exportable=False),
-        ActivationSpec("gelu", GELU, gelu_value, gelu_derivative, _np_gelu, _np_gelu_derivative, None, ("GELU", {"approximate": "none"}), _ONNX_GELU,
-                       needs_z=True),
-        ActivationSpec("gelu_tanh", GELU_TANH, gelu_tanh_value, gelu_tanh_derivative, _np_gelu_tanh, _np_gelu_tanh_derivative,
-                       None, ("GELU", {"approximate": "tanh"}), _ONNX_GELU_TANH, needs_z=True),
-        ActivationSpec("silu", SILU, silu_value, silu_derivative, _np_silu, _np_silu_derivative, None, ("SiLU", {}), _ONNX_SILU,
-                       needs_z=True),
+        ActivationSpec(
+            "identity",
+            IDENTITY,
+            identity_value,
+            one,
+            lambda z: z.copy(),
+            lambda z, a: np.ones_like(a),
+            "identity",
+            None,
+            None,
+        ),
+        ActivationSpec(
+            "sigmoid",
+            SIGMOID,
+            sigmoid_value,
+            sigmoid_derivative,
+            _np_sigmoid,
+            lambda z, a: a * (a.dtype.type(1) - a),
+            "logistic",
+            ("Sigmoid", {}),
+            ("Sigmoid", {}),
+            saturates=True,
+        ),
+        ActivationSpec(
+            "tanh",
+            TANH,
+            tanh_value,
+            tanh_derivative,
+            np.tanh,
+            lambda z, a: a.dtype.type(1) - a * a,
+            "tanh",
+            ("Tanh", {}),
+            ("Tanh", {}),
+            saturates=True,
+        ),
+        ActivationSpec(
+            "relu",
+            RELU,
+            relu_value,
+            relu_derivative,
+            _np_relu,
+            lambda z, a: (a > 0).astype(a.dtype),
+            "relu",
+            ("ReLU", {}),
+            ("Relu", {}),
+        ),
+        ActivationSpec(
+            "leaky_relu",
+            LEAKY_RELU,
+            leaky_relu_value,
+            leaky_relu_derivative,
+            lambda z: np.where(z <= 0, z * z.dtype.type(LEAKY_SLOPE), z),
+            lambda z, a: np.where(a > 0, a.dtype.type(1), a.dtype.type(LEAKY_SLOPE)),
+            None,
+            ("LeakyReLU", {"negative_slope": LEAKY_SLOPE}),
+            _ONNX_LEAKY,
+        ),
+        ActivationSpec(
+            "softmax",
+            SOFTMAX,
+            None,
+            None,
+            _np_softmax,
+            None,
+            "softmax",
+            ("Softmax", {"dim": -1}),
+            ("Softmax", {"axis": -1}),
+            output_only=True,
+        ),
+        ActivationSpec(
+            "softplus",
+            SOFTPLUS,
+            softplus_value,
+            softplus_derivative,
+            _np_softplus,
+            lambda z, a: a.dtype.type(1) - np.exp(-a),
+            None,
+            ("Softplus", {}),
+            _ONNX_SOFTPLUS,
+        ),
+        ActivationSpec(
+            "exp",
+            EXP,
+            exp_value,
+            exp_derivative,
+            np.exp,
+            lambda z, a: a.copy(),
+            "exp",
+            None,
+            ("Exp", {}),
+            output_only=True,
+            exportable=False,
+        ),
+        ActivationSpec(
+            "gelu",
+            GELU,
+            gelu_value,
+            gelu_derivative,
+            _np_gelu,
+            _np_gelu_derivative,
+            None,
+            ("GELU", {"approximate": "none"}),
+            _ONNX_GELU,
+            needs_z=True,
+        ),
+        ActivationSpec(
+            "gelu_tanh",
+            GELU_TANH,
+            gelu_tanh_value,
+            gelu_tanh_derivative,
+            _np_gelu_tanh,
+            _np_gelu_tanh_derivative,
+            None,
+            ("GELU", {"approximate": "tanh"}),
+            _ONNX_GELU_TANH,
+            needs_z=True,
+        ),
+        ActivationSpec(
+            "silu",
+            SILU,
+            silu_value,
+            silu_derivative,
+            _np_silu,
+            _np_silu_derivative,
+            None,
+            ("SiLU", {}),
+            _ONNX_SILU,
+            needs_z=True,
+        ),
     )
-}  # fmt: skip
+}
 
 # --------------------------------------------------------------------------- over a block
 # ``apply`` runs one activation over a block of rows, in place. Compiled code gets a dispatch
@@ -354,12 +481,13 @@ _BRANCH = """
 @overload(apply, jit_options=EXACT_OPTIONS)
 def _apply(code, a, d, rows, width, slopes):
     elementwise = sorted(code for code, spec in SPECS.items() if spec.value is not None)
-    source = ("def apply(code, a, d, rows, width, slopes):\n"
-              "    t = a.dtype.type\n"
-              "    n = rows * width\n"
-              "    if code == SOFTMAX:\n"
-              "        _softmax(a, rows, width)\n"
-              + "".join(_BRANCH.format(code=code) for code in elementwise))  # fmt: skip
+    source = (
+        "def apply(code, a, d, rows, width, slopes):\n"
+        "    t = a.dtype.type\n"
+        "    n = rows * width\n"
+        "    if code == SOFTMAX:\n"
+        "        _softmax(a, rows, width)\n" + "".join(_BRANCH.format(code=code) for code in elementwise)
+    )
     namespace = dict(SOFTMAX=SOFTMAX, _softmax=_softmax)
     for code in elementwise:
         namespace[f"value_{code}"], namespace[f"derivative_{code}"] = SPECS[code].value, SPECS[code].derivative

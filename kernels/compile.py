@@ -46,8 +46,14 @@ def _samples(dtype):
     state = layout.TrainState(np.zeros(n_params, dtype), np.zeros((1, n_params), dtype), np.zeros(1, np.int64))
     data = _readonly(layout.Data(np.zeros((1, 1), dtype), np.zeros((1, 1), dtype), np.ones(1, dtype)))
     work = layout.make_work(architecture, 1, 1, 1, 1, dtype)
-    settings = layout.make_settings(loss=0, optimizer=0, batch_size=1, lr=0.1, hyper=hyper_vector(0, {"lr": 0.1, "momentum": 0.0,
-                                    "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}), epochs=0)  # fmt: skip
+    settings = layout.make_settings(
+        loss=0,
+        optimizer=0,
+        batch_size=1,
+        lr=0.1,
+        hyper=hyper_vector(0, {"lr": 0.1, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}),
+        epochs=0,
+    )
     return architecture, state, data, work, settings, layout.make_epoch_end(architecture, dtype, 1)
 
 
@@ -70,8 +76,20 @@ def make_ready(entry: str, dtype) -> float:
         elif entry == "run_passes":
             one = np.zeros(1, dtype=np.dtype(dtype))
             buffers = layout.make_buffers(architecture, 1, dtype)
-            first_call(run_passes, 0, 1, control, architecture, state.params, one, Batch(one, one, one, 0, 0), buffers,
-                       Pass(-1, 0.0, False, -1, 0), (0.0, 0.0), (np.zeros(1, dtype=layout.PASS), 0, 0))  # fmt: skip
+            first_call(
+                run_passes,
+                0,
+                1,
+                control,
+                architecture,
+                state.params,
+                one,
+                Batch(one, one, one, 0, 0),
+                buffers,
+                Pass(-1, 0.0, False, -1, 0),
+                (0.0, 0.0),
+                (np.zeros(1, dtype=layout.PASS), 0, 0),
+            )
         else:
             raise ValueError(f"unknown entry {entry!r}; expected one of {ENTRIES}")
     return time.perf_counter() - start
@@ -102,7 +120,10 @@ class Interrupts:
         self.pending = True
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
@@ -157,8 +178,12 @@ def prepare(dtype, entry) -> None:
             if _helper_allowed() and not all((kind, dtype) in _READY for kind in PIECE_KINDS) and _cold():
                 try:
                     # (stderr is read to the end by communicate: a full pipe would stall the helper)
-                    helper = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.compile", "--passes", dtype], stdin=subprocess.DEVNULL,
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                    helper = subprocess.Popen(
+                        [sys.executable, "-m", "fastgd.kernels.compile", "--passes", dtype],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
                 except OSError:
                     helper = None
             make_ready(entry, dtype)
@@ -213,8 +238,13 @@ def compile_all(dtypes=DTYPES, out=None) -> list:
         try:
             if remote:
                 try:
-                    process = subprocess.Popen([sys.executable, "-m", "fastgd.kernels.compile", *remote], stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "fastgd.kernels.compile", *remote],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        text=True,
+                    )
                 except OSError:
                     remote = []
             for dtype in dtypes:

@@ -1,4 +1,4 @@
-# stamp: 688d4013614d24f8fe56514e8e2b773b
+# stamp: 4006c24828557ff954d940b15451ed7b
 """What the training loop does after each completed epoch, compiled: the validation pass and the
 stopping rule (the ``monitor`` stage), so that a fit with validation, early stopping or
 scikit-learn's ``tol`` runs all its epochs in one call.
@@ -31,7 +31,7 @@ the progress bar and checkpoints, and returns 1 to stop after this epoch.
 
 import numpy as np
 
-from .jit import helper, kernel, subroutine
+from .jit import kernel, subroutine
 from .layout import (
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
@@ -46,6 +46,7 @@ from .layout import (
 from .lowlevel import address, call_piece
 from .passes import NO_DROPOUT, Batch, Pass, batch_value, fill
 from .team import barrier, next_task
+
 
 @kernel
 def stopping_rule(rule, best, waited, lr_scale, value):
@@ -128,8 +129,17 @@ def monitor(team, architecture, params, end, epoch, train_loss, loss, gemm, forw
     if rule.validate:
         rows = end.row_scale.size
         if tid == 0:
-            fill(end.passes[0], control, architecture, params, params, Batch(end.X, end.Y, end.row_scale, rows, 0), end.buffers,
-                 Pass(loss[0], loss[1], False, NO_DROPOUT, gemm), (0.0, 0.0))  # fmt: skip
+            fill(
+                end.passes[0],
+                control,
+                architecture,
+                params,
+                params,
+                Batch(end.X, end.Y, end.row_scale, rows, 0),
+                end.buffers,
+                Pass(loss[0], loss[1], False, NO_DROPOUT, gemm),
+                (0.0, 0.0),
+            )
         barrier(control, n_threads)
         call_piece(forward, tid, n_threads, address(end.passes, 0))
         val_loss = batch_value(architecture, rows, end.buffers, 0.0, 0.0)
@@ -137,7 +147,9 @@ def monitor(team, architecture, params, end, epoch, train_loss, loss, gemm, forw
         if tid == 0:
             end.records[epoch]["val_loss"] = val_loss
             end.records[epoch]["val_score"] = score
-        value = val_loss if rule.monitor == MONITOR_VAL_LOSS else (score if rule.monitor == MONITOR_VAL_SCORE else value)
+        value = (
+            val_loss if rule.monitor == MONITOR_VAL_LOSS else (score if rule.monitor == MONITOR_VAL_SCORE else value)
+        )
     stop, better, waited, lr_scale = _rule(rule, state["best"], state["waited"], state["lr_scale"], value)
     if rule.mode != STOP_PATIENCE and rule.mode != STOP_NO_IMPROVEMENT:
         return np.int64(0)

@@ -1,4 +1,4 @@
-# stamp: 9953d53335710e843e62c8e333bc572b
+# stamp: cd07e0d56a182c49ccd4f9ccc3d1cce3
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.
@@ -18,7 +18,9 @@ others wait at a barrier:
 """
 
 from .jit import subroutine
-from .layout import CONTROL, EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS  # noqa: F401 (fastgd.distributed reads them here)
+
+# (EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS: fastgd.distributed reads them here)
+from .layout import CONTROL, EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS  # noqa: F401
 from .lowlevel import call_python
 from .team import barrier, read_flag, write_flag
 

@@ -1,4 +1,4 @@
-# stamp: 7fc526631f0bbdcff8441822b67b4c76
+# stamp: 7c22ce445f22da1f2017fe2786048b60
 """Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
 ``track``): the training loop's ``condition`` stage, called by every thread of the team at the
 start and end of each epoch and after each step's gradient, for fits that ask for one of them.
@@ -7,7 +7,7 @@ start and end of each epoch and after each step's gradient, for fits that ask fo
 import numpy as np
 
 from .activations import SIGMOID, TANH
-from .jit import helper, subroutine
+from .jit import subroutine
 from .layout import SATURATION_BLOCKS, SATURATION_THRESHOLD, chunk_count
 from .team import barrier, next_task
 
@@ -65,8 +65,16 @@ def condition(mode, team, params, architecture, work, epoch, rows, settings):
         return np.int64(0)
     if mode == EPOCH_END:
         if tid == 0 and track:
-            _epoch_health(params, work.saved_params, meta, sums[SUM_GRAD_NORMS], sums[SUM_SATURATED], sums[SUM_UNITS],
-                          np.int64(sums[SUM_STEPS, 0]), work.health[epoch])  # fmt: skip
+            _epoch_health(
+                params,
+                work.saved_params,
+                meta,
+                sums[SUM_GRAD_NORMS],
+                sums[SUM_SATURATED],
+                sums[SUM_UNITS],
+                np.int64(sums[SUM_STEPS, 0]),
+                work.health[epoch],
+            )
         barrier(control, n_threads)
         return np.int64(0)
     grads, acts, chunks = work.grads, work.acts, work.chunks
@@ -92,8 +100,13 @@ def condition(mode, team, params, architecture, work, epoch, rows, settings):
             shard = block // blocks
             shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
             part = block % blocks
-            _count_saturated(acts[shard], architecture, part * shard_rows // blocks, (part + 1) * shard_rows // blocks,
-                             health_counts[block])  # fmt: skip
+            _count_saturated(
+                acts[shard],
+                architecture,
+                part * shard_rows // blocks,
+                (part + 1) * shard_rows // blocks,
+                health_counts[block],
+            )
         else:
             first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
             if shards > 1:
@@ -229,5 +242,3 @@ def _squares(grads, first, stop):
 def _scale(grads, first, stop, factor):
     for i in range(first, stop):
         grads[i] *= factor
-
-

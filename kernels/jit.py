@@ -18,7 +18,8 @@ from . import config, stamps
 CACHE = config.CACHE_REQUESTED and not config.DISABLE_JIT and stamps.fresh()
 if config.CACHE_REQUESTED and not config.DISABLE_JIT and not CACHE:
     warnings.warn(
-        f"fastgd's kernel sources changed since their stamps ({', '.join(stamps.stale())}): compiled code is not cached "
+        f"fastgd's kernel sources changed since their stamps ({', '.join(stamps.stale())}): compiled code is not "
+        "cached "
         "in this process. Run `python -m fastgd.kernels.stamps` after editing a kernel module.",
         RuntimeWarning,
         stacklevel=2,
@@ -97,9 +98,13 @@ def compile_piece(function):
         # A cache entry Numba cannot read (truncated, corrupt): compiled again without the cache.
         if not settings["cache"]:
             raise
-        warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {function.__qualname__} "
-                      f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
-                      "Numba's cache folder (`python -m fastgd config` shows it) to repair it.", RuntimeWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"fastgd discarded an unreadable compile-cache entry of {function.__qualname__} "
+            f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
+            "Numba's cache folder (`python -m fastgd config` shows it) to repair it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return cfunc(signature, **dict(settings, cache=False))(function)
 
 
@@ -126,8 +131,12 @@ _WARNED = []
 def _no_cache_here(reason):
     if not _WARNED:
         _WARNED.append(reason)
-        warnings.warn(f"fastgd's kernels are compiled without Numba's on-disk cache in this process: {reason}. "
-                      "Set NUMBA_CACHE_DIR to a writable folder to keep them.", RuntimeWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"fastgd's kernels are compiled without Numba's on-disk cache in this process: {reason}. "
+            "Set NUMBA_CACHE_DIR to a writable folder to keep them.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # Each cached kernel's settings (for its cache-less copy).
@@ -150,9 +159,13 @@ def first_call(dispatcher, *args):
     except Exception as error:
         copy = njit(**dict(_SETTINGS[dispatcher], cache=False))(dispatcher.py_func)
         result = copy(*args)
-        warnings.warn(f"fastgd discarded an unreadable compile-cache entry of {dispatcher.py_func.__qualname__} "
-                      f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
-                      "Numba's cache folder (`python -m fastgd config` shows it) to repair it.", RuntimeWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"fastgd discarded an unreadable compile-cache entry of {dispatcher.py_func.__qualname__} "
+            f"({type(error).__name__}: {error}); it is compiled without the cache in this process. Delete "
+            "Numba's cache folder (`python -m fastgd config` shows it) to repair it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         _REPLACED[dispatcher] = copy
         dispatcher = copy
     _CALLED.add(dispatcher)

@@ -1,4 +1,4 @@
-# stamp: e04cc6a8a139d535b82c30bbf19db0f5
+# stamp: faf85982eb93b0c63d6bfcb78771d3dd
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)
@@ -172,8 +172,19 @@ def loss_value(z, a, y, row_scale, loss, parameter=None):
     rows, n = a.shape
     dtype = a.dtype
     scratch = np.empty(a.size, dtype=dtype)
-    return float(_loss_kernel(int(loss), _flat(z, dtype), _flat(a, dtype), _flat(y, dtype), _flat(row_scale, dtype), scratch, rows, n,
-                              _parameter(loss, parameter)))  # fmt: skip
+    return float(
+        _loss_kernel(
+            int(loss),
+            _flat(z, dtype),
+            _flat(a, dtype),
+            _flat(y, dtype),
+            _flat(row_scale, dtype),
+            scratch,
+            rows,
+            n,
+            _parameter(loss, parameter),
+        )
+    )
 
 
 def _parameter(loss, parameter):
@@ -235,7 +246,18 @@ def hidden_delta(delta_next, W_next, z, a, delta, activation):
     if rows * n * n_next >= BLAS_MIN_MACS:
         _product(NT, rows, n, n_next, _flat(delta_next, dtype), n_next, _flat(W_next, dtype), n_next, out, n)
     else:
-        _product(NN, rows, n, n_next, _flat(delta_next, dtype), n_next, _flat(np.ascontiguousarray(W_next.T), dtype), n, out, n)
+        _product(
+            NN,
+            rows,
+            n,
+            n_next,
+            _flat(delta_next, dtype),
+            n_next,
+            _flat(np.ascontiguousarray(W_next.T), dtype),
+            n,
+            out,
+            n,
+        )
     slopes = np.empty_like(out)
     _activate_kernel(int(activation), _flat(z, dtype).copy(), slopes, rows, n, True)
     delta[...] = (out * slopes).reshape(rows, n)

@@ -1,4 +1,4 @@
-# stamp: 51761e267e12fdb142ce750d4863bf40
+# stamp: 158f5fb707d15f5835d05123eca3097b
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
 from .config import BLAS_MIN_MACS, BLAS_MIN_WEIGHTS
 from .jit import subroutine
 from .products import uses_blas
@@ -139,7 +140,9 @@ def make_control() -> np.ndarray:
         from .lowlevel import clock_source, yield_address
 
         template = np.zeros(CONTROL.width, dtype=np.int64)
-        template[CONTROL.clock_kind], template[CONTROL.clock_address], template[CONTROL.clock_parameter] = clock_source()
+        template[CONTROL.clock_kind], template[CONTROL.clock_address], template[CONTROL.clock_parameter] = (
+            clock_source()
+        )
         template[CONTROL.yield_address] = yield_address()
         _CONTROL.append(template)
     return _CONTROL[0].copy()
@@ -154,7 +157,8 @@ def make_control() -> np.ndarray:
 # 1024), into blocks of MIN_BLOCK_ROWS_BLAS rows (MIN_BLOCK_ROWS_BLAS_WEIGHTS for the weight
 # gradient, whose rows are a layer's inputs), yet into at least BLAS_TEAM_BLOCKS blocks of at
 # least MIN_BLOCK_ROWS_BLAS_TEAM rows, so that a team of threads shares a mid-sized product (the 'mid'
-# workload, batch 256, 2 threads: 2.5 ms a step in one block, 1.9 in four, 1.7 in two). Elementwise work over the parameters is split into
+# workload, batch 256, 2 threads: 2.5 ms a step in one block, 1.9 in four, 1.7 in two). Elementwise work over the
+# parameters is split into
 # chunks of at least MIN_CHUNK elements, at most MAX_CHUNKS.
 PARALLEL_MIN_MACS = 1 << 15
 MIN_BLOCK_ROWS = 16
@@ -304,8 +308,15 @@ def make_buffers(architecture, rows, dtype) -> Buffers:
     """``Buffers`` for passes over up to ``rows`` rows."""
     n_layers, n_out = len(architecture.layers), int(architecture.layers[-1]["n_out"])
     acts = np.empty(rows * architecture.units, dtype=dtype)
-    return Buffers(acts, np.empty_like(acts), np.empty(rows * n_out, dtype=dtype), np.empty_like(acts), np.zeros(MAX_BLOCKS),
-                   np.zeros(n_layers * MAX_BLOCKS), np.empty(architecture.n_params, dtype=dtype))  # fmt: skip
+    return Buffers(
+        acts,
+        np.empty_like(acts),
+        np.empty(rows * n_out, dtype=dtype),
+        np.empty_like(acts),
+        np.zeros(MAX_BLOCKS),
+        np.zeros(n_layers * MAX_BLOCKS),
+        np.empty(architecture.n_params, dtype=dtype),
+    )
 
 
 # Gradient health (``Settings.track``), per epoch and layer, in ``Work.health``: the weight
@@ -313,8 +324,10 @@ def make_buffers(architecture, rows, dtype) -> Buffers:
 # end of the epoch, the epoch's update over the weights (‖W_end − W_start‖ / ‖W_start‖), and for
 # sigmoid and tanh layers the share of units (over the epoch's rows) whose derivative is below
 # SATURATION_THRESHOLD (NaN for other layers).
-HEALTH = np.dtype([("grad_norm", np.float64), ("weight_norm", np.float64), ("update_ratio", np.float64), ("saturation", np.float64)],
-                  align=True)
+HEALTH = np.dtype(
+    [("grad_norm", np.float64), ("weight_norm", np.float64), ("update_ratio", np.float64), ("saturation", np.float64)],
+    align=True,
+)
 SATURATION_THRESHOLD = 1e-3
 # Blocks of rows per shard whose saturated units are counted as separate tasks.
 SATURATION_BLOCKS = 8
@@ -413,8 +426,15 @@ def make_work(architecture, n_rows, capacity, n_slots, epochs, dtype, shards=1, 
 @subroutine
 def shard_buffers(work, shard):
     """Shard ``shard``'s buffers of a ``Work``: rows of its 2-D arrays."""
-    return Buffers(work.acts[shard], work.slopes[shard], work.zs[shard], work.deltas[shard], work.losses[shard],
-                   work.penalties[shard], work.transposed[shard])  # fmt: skip
+    return Buffers(
+        work.acts[shard],
+        work.slopes[shard],
+        work.zs[shard],
+        work.deltas[shard],
+        work.losses[shard],
+        work.penalties[shard],
+        work.transposed[shard],
+    )
 
 
 class Settings(NamedTuple):
@@ -424,7 +444,8 @@ class Settings(NamedTuple):
     first_epoch : epochs trained before (selects the shuffle permutations and the dropout masks);
     epochs : epochs this call runs (<= Work.epoch_losses.size); lr : base learning rate; hyper :
     tuple of optim.HYPER_WIDTH floats, the optimizer's hyper-parameters; schedule_kind, schedule :
-    learning-rate schedule (``optim.lr_at``; a tuple of SCHEDULE_WIDTH floats); l1, l2 : weight penalties; penalty_per_weight :
+    learning-rate schedule (``optim.lr_at``; a tuple of SCHEDULE_WIDTH floats); l1, l2 : weight penalties;
+    penalty_per_weight :
     each step's penalty divided by the batch's total sample weight (scikit-learn's ``alpha``);
     mean : the loss is averaged over the rows, not summed; shards, solo : how batches are cut
     (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``lowlevel.gemm_address``), 0 when
@@ -479,10 +500,36 @@ class Settings(NamedTuple):
     backward: int
 
 
-def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, schedule=None, shuffle=False, seed=0, first_epoch=0,
-                  epochs=1, l1=0.0, l2=0.0, penalty_per_weight=False, shards=1, solo=False, rank=0, ranks=1, partitioned=False,
-                  channel=0, clip_norm=0.0, clip_value=0.0, track=False, gemm=0, dropout_seed=0, loss_parameter=0.0,
-                  python=0) -> Settings:  # fmt: skip
+def make_settings(
+    *,
+    loss,
+    optimizer,
+    batch_size,
+    lr,
+    hyper,
+    schedule_kind=0,
+    schedule=None,
+    shuffle=False,
+    seed=0,
+    first_epoch=0,
+    epochs=1,
+    l1=0.0,
+    l2=0.0,
+    penalty_per_weight=False,
+    shards=1,
+    solo=False,
+    rank=0,
+    ranks=1,
+    partitioned=False,
+    channel=0,
+    clip_norm=0.0,
+    clip_value=0.0,
+    track=False,
+    gemm=0,
+    dropout_seed=0,
+    loss_parameter=0.0,
+    python=0,
+) -> Settings:
     """``Settings`` by keyword, every scalar converted to the one type the compiled loop is
     compiled for (a Python int here and a NumPy int there would compile it twice)."""
     from .losses import SPECS
@@ -495,13 +542,37 @@ def make_settings(*, loss, optimizer, batch_size, lr, hyper, schedule_kind=0, sc
         parameters[: len(schedule)] = np.asarray(schedule, dtype=np.float64)
     # (tuples, not arrays: values the compiled loop copies, with no reference count to keep)
     return Settings(
-        loss=int(loss), optimizer=int(optimizer), batch_size=int(batch_size), shuffle=bool(shuffle), seed=_int64(seed),
-        first_epoch=int(first_epoch), epochs=int(epochs), lr=float(lr), hyper=tuple(float(v) for v in vector),
-        schedule_kind=int(schedule_kind), schedule=tuple(float(v) for v in parameters), l1=float(l1), l2=float(l2), penalty_per_weight=bool(penalty_per_weight), mean=bool(SPECS[int(loss)].mean),
-        shards=int(shards), solo=bool(solo), rank=int(rank), ranks=int(ranks), partitioned=bool(partitioned), channel=int(channel),
-        clip_norm=float(clip_norm), clip_value=float(clip_value), track=bool(track), gemm=int(gemm), dropout_seed=_int64(dropout_seed),
-        loss_parameter=float(loss_parameter), python=int(python), forward=0, backward=0,
-    )  # fmt: skip
+        loss=int(loss),
+        optimizer=int(optimizer),
+        batch_size=int(batch_size),
+        shuffle=bool(shuffle),
+        seed=_int64(seed),
+        first_epoch=int(first_epoch),
+        epochs=int(epochs),
+        lr=float(lr),
+        hyper=tuple(float(v) for v in vector),
+        schedule_kind=int(schedule_kind),
+        schedule=tuple(float(v) for v in parameters),
+        l1=float(l1),
+        l2=float(l2),
+        penalty_per_weight=bool(penalty_per_weight),
+        mean=bool(SPECS[int(loss)].mean),
+        shards=int(shards),
+        solo=bool(solo),
+        rank=int(rank),
+        ranks=int(ranks),
+        partitioned=bool(partitioned),
+        channel=int(channel),
+        clip_norm=float(clip_norm),
+        clip_value=float(clip_value),
+        track=bool(track),
+        gemm=int(gemm),
+        dropout_seed=_int64(dropout_seed),
+        loss_parameter=float(loss_parameter),
+        python=int(python),
+        forward=0,
+        backward=0,
+    )
 
 
 def _int64(seed) -> int:
@@ -629,8 +700,18 @@ def make_epoch_end(architecture, dtype, epochs, validation=None, rule=None, visi
         X, Y, row_scale = one, one.copy(), one.copy()
         buffers = Buffers(one.copy(), one.copy(), one.copy(), one.copy(), np.zeros(1), np.zeros(1), one.copy())
     best = np.empty(architecture.n_params, dtype=dtype) if restore else one.copy()
-    return EpochEnd(X, Y, row_scale, buffers, best, np.full(max(int(epochs), 1), np.nan, dtype=RECORD), make_rule_state(rule), rule,
-                    Visits() if visits is None else visits, np.zeros(1, dtype=PASS))  # fmt: skip
+    return EpochEnd(
+        X,
+        Y,
+        row_scale,
+        buffers,
+        best,
+        np.full(max(int(epochs), 1), np.nan, dtype=RECORD),
+        make_rule_state(rule),
+        rule,
+        Visits() if visits is None else visits,
+        np.zeros(1, dtype=PASS),
+    )
 
 
 # --------------------------------------------------------------------------- shards and threads
@@ -647,7 +728,9 @@ def shard_plan(architecture, batch_size, shards=0):
     if shards == 1:
         return 1, False
     shard_rows = -(-int(batch_size) // shards)
-    return shards, all(shard_rows * int(layer["n_in"]) * int(layer["n_out"]) < BLAS_MIN_MACS for layer in architecture.layers)
+    return shards, all(
+        shard_rows * int(layer["n_in"]) * int(layer["n_out"]) < BLAS_MIN_MACS for layer in architecture.layers
+    )
 
 
 # A step with fewer multiply-adds than this runs on one thread: below it, barriers and data

@@ -1,4 +1,4 @@
-# stamp: f0e08049ba047304e17d719c5dae674f
+# stamp: e0b97cb26557302c13aba2cd337d5206
 """Losses of the output layer: the one table of them (``SPECS``), each declaring its compiled row
 value and output local gradient, its NumPy twins and its properties; and ``loss_rows``, which runs
 one of them over a block of rows.
@@ -230,25 +230,99 @@ class LossSpec(NamedTuple):
 SPECS = {
     spec.code: spec
     for spec in (
-        LossSpec("sse", SSE, squared_error, difference, _np_squared_error, _np_difference, fused=False, mean=False,
-                 targets=ANY_TARGETS, score=None, required_output=None, default_output=None, formula="½ Σ_rows ‖a − y‖²"),
-        LossSpec("mse", MSE, squared_error, difference, _np_squared_error, _np_difference, fused=False, mean=True,
-                 targets=ANY_TARGETS, score=None, required_output=None, default_output=None, formula="(1/2n) Σ_rows ‖a − y‖²"),
-        LossSpec("binary_crossentropy", BINARY_CROSSENTROPY, binary_crossentropy, difference, _np_binary_crossentropy,
-                 _np_difference, fused=True, mean=True, targets=UNIT_TARGETS, score="threshold", required_output="sigmoid",
-                 default_output="sigmoid", formula="−(1/n) Σ_rows Σ_j [y log a + (1 − y) log(1 − a)]"),
-        LossSpec("crossentropy", CROSSENTROPY, crossentropy, crossentropy_delta, _np_crossentropy, _np_crossentropy_delta,
-                 fused=True, mean=True, targets=CLASS_TARGETS, score="argmax", required_output="softmax", default_output="softmax",
-                 formula="−(1/n) Σ_rows Σ_j y_j log a_j"),
-        LossSpec("poisson", POISSON, poisson, difference, _np_poisson, _np_difference, fused=True, mean=True,
-                 targets=COUNT_TARGETS, score=None, required_output="exp", default_output="exp",
-                 formula="(1/n) Σ_rows Σ_j [a − y log a + y log y − y]"),
-        LossSpec("huber", HUBER, huber, huber_delta, _np_huber, _np_huber_delta, fused=False, mean=True, targets=ANY_TARGETS,
-                 score=None, required_output=None, default_output=None,
-                 formula="(1/(n·m)) Σ_rows Σ_j h(a_j − y_j), h(x) = ½x² for |x| < δ, else δ(|x| − ½δ)",
-                 parameter=("delta", 1.0)),
+        LossSpec(
+            "sse",
+            SSE,
+            squared_error,
+            difference,
+            _np_squared_error,
+            _np_difference,
+            fused=False,
+            mean=False,
+            targets=ANY_TARGETS,
+            score=None,
+            required_output=None,
+            default_output=None,
+            formula="½ Σ_rows ‖a − y‖²",
+        ),
+        LossSpec(
+            "mse",
+            MSE,
+            squared_error,
+            difference,
+            _np_squared_error,
+            _np_difference,
+            fused=False,
+            mean=True,
+            targets=ANY_TARGETS,
+            score=None,
+            required_output=None,
+            default_output=None,
+            formula="(1/2n) Σ_rows ‖a − y‖²",
+        ),
+        LossSpec(
+            "binary_crossentropy",
+            BINARY_CROSSENTROPY,
+            binary_crossentropy,
+            difference,
+            _np_binary_crossentropy,
+            _np_difference,
+            fused=True,
+            mean=True,
+            targets=UNIT_TARGETS,
+            score="threshold",
+            required_output="sigmoid",
+            default_output="sigmoid",
+            formula="−(1/n) Σ_rows Σ_j [y log a + (1 − y) log(1 − a)]",
+        ),
+        LossSpec(
+            "crossentropy",
+            CROSSENTROPY,
+            crossentropy,
+            crossentropy_delta,
+            _np_crossentropy,
+            _np_crossentropy_delta,
+            fused=True,
+            mean=True,
+            targets=CLASS_TARGETS,
+            score="argmax",
+            required_output="softmax",
+            default_output="softmax",
+            formula="−(1/n) Σ_rows Σ_j y_j log a_j",
+        ),
+        LossSpec(
+            "poisson",
+            POISSON,
+            poisson,
+            difference,
+            _np_poisson,
+            _np_difference,
+            fused=True,
+            mean=True,
+            targets=COUNT_TARGETS,
+            score=None,
+            required_output="exp",
+            default_output="exp",
+            formula="(1/n) Σ_rows Σ_j [a − y log a + y log y − y]",
+        ),
+        LossSpec(
+            "huber",
+            HUBER,
+            huber,
+            huber_delta,
+            _np_huber,
+            _np_huber_delta,
+            fused=False,
+            mean=True,
+            targets=ANY_TARGETS,
+            score=None,
+            required_output=None,
+            default_output=None,
+            formula="(1/(n·m)) Σ_rows Σ_j h(a_j − y_j), h(x) = ½x² for |x| < δ, else δ(|x| − ½δ)",
+            parameter=("delta", 1.0),
+        ),
     )
-}  # fmt: skip
+}
 
 
 # --------------------------------------------------------------------------- over a block
@@ -281,12 +355,12 @@ _BRANCH = """
 @overload(loss_rows, jit_options=EXACT_OPTIONS)
 def _loss_rows(code, z, a, y, scale, delta, rows, width, parameter):
     codes = sorted(SPECS)
-    source = ("def loss_rows(code, z, a, y, scale, delta, rows, width, parameter):\n"
-              "    total = 0.0\n"
-              "    if code < 0:\n"
-              "        pass\n"
-              + "".join(_BRANCH.format(code=code) for code in codes)
-              + "    return total\n")  # fmt: skip
+    source = (
+        "def loss_rows(code, z, a, y, scale, delta, rows, width, parameter):\n"
+        "    total = 0.0\n"
+        "    if code < 0:\n"
+        "        pass\n" + "".join(_BRANCH.format(code=code) for code in codes) + "    return total\n"
+    )
     namespace = dict(np=np)
     for code in codes:
         namespace[f"value_{code}"], namespace[f"delta_{code}"] = SPECS[code].row_value, SPECS[code].row_delta

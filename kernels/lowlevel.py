@@ -172,7 +172,9 @@ def call_piece(address, first, second, third):
 
 @overload(call_piece)
 def _ol_call_piece(address, first, second, third):
-    return lambda address, first, second, third: _call_piece(np.int64(address), np.int64(first), np.int64(second), np.int64(third))
+    return lambda address, first, second, third: _call_piece(
+        np.int64(address), np.int64(first), np.int64(second), np.int64(third)
+    )
 
 
 # --------------------------------------------------------------------------- atomics
@@ -272,7 +274,9 @@ def spin_pause():
 def _pause(typingctx):
     def codegen(context, builder, signature, args):
         if _PAUSE is not None:
-            function = builder.module.globals.get(_PAUSE) or ir.Function(builder.module, ir.FunctionType(ir.VoidType(), []), _PAUSE)
+            function = builder.module.globals.get(_PAUSE) or ir.Function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), _PAUSE
+            )
             builder.call(function, [])
         return ir.Constant(_I64, 0)
 
@@ -381,7 +385,11 @@ def clock_source():
             kernel32 = ctypes.WinDLL("kernel32")
             frequency = ctypes.c_int64()
             kernel32.QueryPerformanceFrequency(ctypes.byref(frequency))
-            return CLOCK_WINDOWS, ctypes.cast(kernel32.QueryPerformanceCounter, ctypes.c_void_p).value, int(frequency.value)
+            return (
+                CLOCK_WINDOWS,
+                ctypes.cast(kernel32.QueryPerformanceCounter, ctypes.c_void_p).value,
+                int(frequency.value),
+            )
         if hasattr(time, "CLOCK_MONOTONIC") and ctypes.sizeof(ctypes.c_long) == 8:
             function = ctypes.CDLL(None).clock_gettime
             return CLOCK_POSIX, ctypes.cast(function, ctypes.c_void_p).value, int(time.CLOCK_MONOTONIC)
@@ -462,7 +470,16 @@ def _call_gemm(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, c, l
         i8, i32 = ir.IntType(8), ir.IntType(32)
         element = context.get_value_type(sig.args[6].dtype)
         slots = []
-        for value, width in ((transa, i8), (transb, i8), (m, i32), (n, i32), (k, i32), (lda, i32), (ldb, i32), (ldc, i32)):
+        for value, width in (
+            (transa, i8),
+            (transb, i8),
+            (m, i32),
+            (n, i32),
+            (k, i32),
+            (lda, i32),
+            (ldb, i32),
+            (ldc, i32),
+        ):
             slot = _entry_alloca(builder, width)
             builder.store(builder.trunc(value, width), slot)
             slots.append(slot)
@@ -488,8 +505,20 @@ def call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
 @overload(call_gemm)
 def _ol_call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
     def impl(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
-        return _call_gemm(np.int64(address), np.int64(transa), np.int64(transb), np.int64(m), np.int64(n), np.int64(k), a,
-                          np.int64(lda), b, np.int64(ldb), c, np.int64(ldc))  # fmt: skip
+        return _call_gemm(
+            np.int64(address),
+            np.int64(transa),
+            np.int64(transb),
+            np.int64(m),
+            np.int64(n),
+            np.int64(k),
+            a,
+            np.int64(lda),
+            b,
+            np.int64(ldb),
+            c,
+            np.int64(ldc),
+        )
 
     return impl
 

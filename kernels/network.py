@@ -1,4 +1,4 @@
-# stamp: d58f8048fca13b27732243f5d7e5a0b3
+# stamp: b9284d5e52eb2e93952628905f667a99
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)
@@ -84,7 +84,20 @@ def _run(params, grads, architecture, batch, buffers, options, penalties, n_thre
     arguments = (architecture, _writable(params), grads, batch, buffers, options, penalties, pieces)
     if n_threads <= 1:
         return float(first_call(run_passes, 0, 1, _control(), *arguments))
-    first_call(run_passes, 0, 1, _control(), architecture, arguments[1], grads, batch._replace(rows=0), buffers, options, penalties, pieces)
+    first_call(
+        run_passes,
+        0,
+        1,
+        _control(),
+        architecture,
+        arguments[1],
+        grads,
+        batch._replace(rows=0),
+        buffers,
+        options,
+        penalties,
+        pieces,
+    )
     return float(run_team(current(run_passes), arguments, n_threads, layout.make_control()))
 
 
@@ -105,19 +118,54 @@ def forward(params, architecture, x, buffers, loss, n_threads=1, key=NO_DROPOUT,
     layer's block of ``buffers.acts``); with a dropout ``key`` >= 0 (``passes.step_key``) the
     hidden layers with dropout drop their outputs, ``row0`` being x's first row in its batch."""
     none = _none(params.dtype)
-    _run(params, none, architecture, _batch(x, none, none, row0), buffers, Pass(NO_LOSS, 0.0, False, int(key), 0), (0.0, 0.0), n_threads)
+    _run(
+        params,
+        none,
+        architecture,
+        _batch(x, none, none, row0),
+        buffers,
+        Pass(NO_LOSS, 0.0, False, int(key), 0),
+        (0.0, 0.0),
+        n_threads,
+    )
 
 
-def evaluate_loss(params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None):
+def evaluate_loss(
+    params, architecture, x, y, row_scale, buffers, loss, n_threads=1, key=NO_DROPOUT, row0=0, parameter=None
+):
     """Forward pass and loss of a batch (``kernels.losses``; no weight penalty); returns the loss."""
-    return _run(params, _none(params.dtype), architecture, _batch(x, y, row_scale, row0), buffers,
-                Pass(int(loss), LOSS_SPECS[int(loss)].parameter_value(parameter), False, int(key), 0), (0.0, 0.0), n_threads)  # fmt: skip
+    return _run(
+        params,
+        _none(params.dtype),
+        architecture,
+        _batch(x, y, row_scale, row0),
+        buffers,
+        Pass(int(loss), LOSS_SPECS[int(loss)].parameter_value(parameter), False, int(key), 0),
+        (0.0, 0.0),
+        n_threads,
+    )
 
 
-def forward_backward(params, grads, architecture, x, y, row_scale, buffers, loss, l1, l2, n_threads=1, key=NO_DROPOUT, row0=0,
-                     parameter=None):  # fmt: skip
+def forward_backward(
+    params,
+    grads,
+    architecture,
+    x,
+    y,
+    row_scale,
+    buffers,
+    loss,
+    l1,
+    l2,
+    n_threads=1,
+    key=NO_DROPOUT,
+    row0=0,
+    parameter=None,
+):
     """Forward pass, loss and backprop of one batch: every gradient into ``grads`` (the L1/L2
     penalty on the weights included), local gradients into ``buffers.deltas``; returns the loss
     plus the penalty at the parameters as they are."""
     options = Pass(int(loss), LOSS_SPECS[int(loss)].parameter_value(parameter), True, int(key), 0)
-    return _run(params, grads, architecture, _batch(x, y, row_scale, row0), buffers, options, (float(l1), float(l2)), n_threads)
+    return _run(
+        params, grads, architecture, _batch(x, y, row_scale, row0), buffers, options, (float(l1), float(l2)), n_threads
+    )

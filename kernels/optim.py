@@ -1,4 +1,4 @@
-# stamp: b57757a2ecc89137d0b10cd85a3a27b0
+# stamp: 8bcf4303e837d877513720f4299b78f7
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -150,7 +150,17 @@ def rmsprop_rule(p, g, square_avg, grad_avg, momentum_buffer, c):
 def _adam_coefficients(t, step, lr, beta1, beta2, eps, coupled_decay, decay, amsgrad):
     step_size = lr / (1.0 - beta1 ** np.float64(step))  # pow(), as Python computes float ** int
     bias_correction2_sqrt = t(np.sqrt(1.0 - beta2 ** np.float64(step)))
-    return t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(-step_size), bias_correction2_sqrt, t(eps), t(coupled_decay), t(decay), amsgrad != 0.0
+    return (
+        t(1.0 - beta1),
+        t(beta2),
+        t(1.0 - beta2),
+        t(-step_size),
+        bias_correction2_sqrt,
+        t(eps),
+        t(coupled_decay),
+        t(decay),
+        amsgrad != 0.0,
+    )
 
 
 @helper(fastmath=SHARDED_FASTMATH_FLAGS)
@@ -176,7 +186,12 @@ def adam_rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, c):
     # amsgrad: the largest v so far (a NaN-propagating max) replaces v below.
     largest = select((max_exp_avg_sq > v) | (max_exp_avg_sq != max_exp_avg_sq), max_exp_avg_sq, v)
     used = select(amsgrad, largest, v)
-    return p + negative_step_size * m / (np.sqrt(used) / bias_correction2_sqrt + eps), m, v, select(amsgrad, largest, max_exp_avg_sq)
+    return (
+        p + negative_step_size * m / (np.sqrt(used) / bias_correction2_sqrt + eps),
+        m,
+        v,
+        select(amsgrad, largest, max_exp_avg_sq),
+    )
 
 
 # The three below follow PyTorch's single-tensor code line by line, its order of operations
@@ -191,8 +206,20 @@ def nadam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, momentum_de
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((np.float64(step) + 1.0) * momentum_decay))
     coupled = 0.0 if decoupled else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    return (t(decay), t(coupled), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(1.0 - beta2 ** np.float64(step)), t(eps), t(mu), lr, mu,
-            mu_next, t)  # fmt: skip
+    return (
+        t(decay),
+        t(coupled),
+        t(1.0 - beta1),
+        t(beta2),
+        t(1.0 - beta2),
+        t(1.0 - beta2 ** np.float64(step)),
+        t(eps),
+        t(mu),
+        lr,
+        mu,
+        mu_next,
+        t,
+    )
 
 
 @helper(fastmath=SHARDED_FASTMATH_FLAGS)
@@ -222,11 +249,26 @@ def radam_coefficients(t, step, lr, beta1, beta2, eps, weight_decay, decoupled_w
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
     rho_t = rho_inf - 2.0 * step64 * (beta2**step64) / bias_correction2
     rectified = rho_t > 5.0
-    rect = np.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) if rectified else 1.0
+    rect = (
+        np.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+        if rectified
+        else 1.0
+    )
     coupled = 0.0 if decoupled else weight_decay
     decay = 1.0 - lr * weight_decay if decoupled else 1.0
-    return (t(decay), t(coupled), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(bias_correction1), t(np.sqrt(bias_correction2)),
-            t(eps), t(lr), t(rect), rectified)  # fmt: skip
+    return (
+        t(decay),
+        t(coupled),
+        t(1.0 - beta1),
+        t(beta2),
+        t(1.0 - beta2),
+        t(bias_correction1),
+        t(np.sqrt(bias_correction2)),
+        t(eps),
+        t(lr),
+        t(rect),
+        rectified,
+    )
 
 
 @helper(fastmath=SHARDED_FASTMATH_FLAGS)
@@ -288,78 +330,172 @@ SPECS = {
     spec.code: spec
     for spec in (
         OptimizerSpec(
-            "sgd", OPT_SGD,
-            _hypers(("lr", 0.001, "positive"), ("momentum", 0.0, "non-negative"), ("dampening", 0.0, "closed unit"),
-                    ("nesterov", False, "flag"), ("weight_decay", 0.0, "non-negative")),
-            ("momentum_buffer",), (0.0,), sgd_coefficients, sgd_rule,
+            "sgd",
+            OPT_SGD,
+            _hypers(
+                ("lr", 0.001, "positive"),
+                ("momentum", 0.0, "non-negative"),
+                ("dampening", 0.0, "closed unit"),
+                ("nesterov", False, "flag"),
+                ("weight_decay", 0.0, "non-negative"),
+            ),
+            ("momentum_buffer",),
+            (0.0,),
+            sgd_coefficients,
+            sgd_rule,
             "Stochastic gradient descent, as ``torch.optim.SGD``.",
-            "g ← g + wd·p; with momentum μ: b ← g (t = 1), b ← μb + (1 − dampening)g (t > 1); g ← g + μb (nesterov) or b; "
+            "g ← g + wd·p; with momentum μ: b ← g (t = 1), b ← μb + (1 − dampening)g (t > 1); g ← g + μb (nesterov) "
+            "or b; "
             "p ← p − lr·g",
-            "SGD", _nesterov_check),
+            "SGD",
+            _nesterov_check,
+        ),
         OptimizerSpec(
-            "momentum", OPT_MOMENTUM, _hypers(("lr", 0.01, "positive"), ("beta", 0.9, "unit")), ("velocity",), (0.0,),
-            momentum_coefficients, momentum_rule, "Momentum in exponential-average form (no PyTorch twin).",
-            "v ← βv + (1 − β)g (v₀ = 0); p ← p − lr·v", None),
+            "momentum",
+            OPT_MOMENTUM,
+            _hypers(("lr", 0.01, "positive"), ("beta", 0.9, "unit")),
+            ("velocity",),
+            (0.0,),
+            momentum_coefficients,
+            momentum_rule,
+            "Momentum in exponential-average form (no PyTorch twin).",
+            "v ← βv + (1 − β)g (v₀ = 0); p ← p − lr·v",
+            None,
+        ),
         OptimizerSpec(
-            "adagrad", OPT_ADAGRAD,
-            _hypers(("lr", 0.01, "positive"), ("lr_decay", 0.0, "non-negative"), ("weight_decay", 0.0, "non-negative"),
-                    ("initial_accumulator_value", 0.0, "non-negative"), ("eps", 1e-10, "non-negative")),
-            ("sum",), ("initial_accumulator_value",), adagrad_coefficients, adagrad_rule, "Adagrad, as ``torch.optim.Adagrad``.",
-            "g ← g + wd·p; clr = lr / (1 + (t − 1)·lr_decay); s ← s + g² (s₀ = initial_accumulator_value); p ← p − clr·g / (√s + eps)",
-            "Adagrad"),
+            "adagrad",
+            OPT_ADAGRAD,
+            _hypers(
+                ("lr", 0.01, "positive"),
+                ("lr_decay", 0.0, "non-negative"),
+                ("weight_decay", 0.0, "non-negative"),
+                ("initial_accumulator_value", 0.0, "non-negative"),
+                ("eps", 1e-10, "non-negative"),
+            ),
+            ("sum",),
+            ("initial_accumulator_value",),
+            adagrad_coefficients,
+            adagrad_rule,
+            "Adagrad, as ``torch.optim.Adagrad``.",
+            "g ← g + wd·p; clr = lr / (1 + (t − 1)·lr_decay); s ← s + g² (s₀ = initial_accumulator_value); p ← p − "
+            "clr·g / (√s + eps)",
+            "Adagrad",
+        ),
         OptimizerSpec(
-            "rmsprop", OPT_RMSPROP,
-            _hypers(("lr", 0.01, "positive"), ("alpha", 0.99, "unit"), ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
-                    ("momentum", 0.0, "non-negative"), ("centered", False, "flag")),
-            ("square_avg", "grad_avg", "momentum_buffer"), (0.0, 0.0, 0.0), rmsprop_coefficients, rmsprop_rule,
+            "rmsprop",
+            OPT_RMSPROP,
+            _hypers(
+                ("lr", 0.01, "positive"),
+                ("alpha", 0.99, "unit"),
+                ("eps", 1e-8, "non-negative"),
+                ("weight_decay", 0.0, "non-negative"),
+                ("momentum", 0.0, "non-negative"),
+                ("centered", False, "flag"),
+            ),
+            ("square_avg", "grad_avg", "momentum_buffer"),
+            (0.0, 0.0, 0.0),
+            rmsprop_coefficients,
+            rmsprop_rule,
             "RMSprop, as ``torch.optim.RMSprop``.",
             "g ← g + wd·p; s ← αs + (1 − α)g²; centered: ḡ ← αḡ + (1 − α)g, d = √(s − ḡ²) + eps, else d = √s + eps; "
             "momentum μ > 0: b ← μb + g/d, p ← p − lr·b; else p ← p − lr·g/d",
-            "RMSprop"),
+            "RMSprop",
+        ),
         OptimizerSpec(
-            "adam", OPT_ADAM,
-            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
-                    ("amsgrad", False, "flag")),
-            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), (0.0, 0.0, 0.0), adam_coefficients, adam_rule, "Adam, as ``torch.optim.Adam``.",
+            "adam",
+            OPT_ADAM,
+            _hypers(
+                ("lr", 0.001, "positive"),
+                *_BETAS,
+                ("eps", 1e-8, "non-negative"),
+                ("weight_decay", 0.0, "non-negative"),
+                ("amsgrad", False, "flag"),
+            ),
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            (0.0, 0.0, 0.0),
+            adam_coefficients,
+            adam_rule,
+            "Adam, as ``torch.optim.Adam``.",
             "g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; amsgrad: v ← v_max ← max(v_max, v); "
             "p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)",
-            "Adam"),
+            "Adam",
+        ),
         OptimizerSpec(
-            "adamw", OPT_ADAMW,
-            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.01, "non-negative"),
-                    ("amsgrad", False, "flag")),
-            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), (0.0, 0.0, 0.0), adamw_coefficients, adam_rule,
-            "AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.", "p ← p·(1 − lr·wd), then Adam with no weight decay in g",
-            "AdamW"),
+            "adamw",
+            OPT_ADAMW,
+            _hypers(
+                ("lr", 0.001, "positive"),
+                *_BETAS,
+                ("eps", 1e-8, "non-negative"),
+                ("weight_decay", 0.01, "non-negative"),
+                ("amsgrad", False, "flag"),
+            ),
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            (0.0, 0.0, 0.0),
+            adamw_coefficients,
+            adam_rule,
+            "AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.",
+            "p ← p·(1 − lr·wd), then Adam with no weight decay in g",
+            "AdamW",
+        ),
         OptimizerSpec(
-            "nadam", OPT_NADAM,
-            _hypers(("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
-                    ("momentum_decay", 0.004, "non-negative"), ("decoupled_weight_decay", False, "flag")),
-            ("exp_avg", "exp_avg_sq", "mu_product"), (0.0, 0.0, 1.0), nadam_coefficients, nadam_rule,
+            "nadam",
+            OPT_NADAM,
+            _hypers(
+                ("lr", 0.002, "positive"),
+                *_BETAS,
+                ("eps", 1e-8, "non-negative"),
+                ("weight_decay", 0.0, "non-negative"),
+                ("momentum_decay", 0.004, "non-negative"),
+                ("decoupled_weight_decay", False, "flag"),
+            ),
+            ("exp_avg", "exp_avg_sq", "mu_product"),
+            (0.0, 0.0, 1.0),
+            nadam_coefficients,
+            nadam_rule,
             "NAdam (Adam with Nesterov momentum), as ``torch.optim.NAdam``.",
             "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); μₜ = β₁(1 − ½·0.96^(tψ)); Πₜ = Πₜ₋₁μₜ; m ← β₁m + (1 − β₁)g; "
-            "v ← β₂v + (1 − β₂)g²; d = √(v/(1 − β₂ᵗ)) + eps; p ← p − lr(1 − μₜ)/(1 − Πₜ)·g/d − lr·μₜ₊₁/(1 − Πₜμₜ₊₁)·m/d "
+            "v ← β₂v + (1 − β₂)g²; d = √(v/(1 − β₂ᵗ)) + eps; p ← p − lr(1 − μₜ)/(1 − Πₜ)·g/d − lr·μₜ₊₁/(1 − "
+            "Πₜμₜ₊₁)·m/d "
             "(ψ = momentum_decay)",
-            "NAdam"),
+            "NAdam",
+        ),
         OptimizerSpec(
-            "radam", OPT_RADAM,
-            _hypers(("lr", 0.001, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative"),
-                    ("decoupled_weight_decay", False, "flag")),
-            ("exp_avg", "exp_avg_sq"), (0.0, 0.0), radam_coefficients, radam_rule,
+            "radam",
+            OPT_RADAM,
+            _hypers(
+                ("lr", 0.001, "positive"),
+                *_BETAS,
+                ("eps", 1e-8, "non-negative"),
+                ("weight_decay", 0.0, "non-negative"),
+                ("decoupled_weight_decay", False, "flag"),
+            ),
+            ("exp_avg", "exp_avg_sq"),
+            (0.0, 0.0),
+            radam_coefficients,
+            radam_rule,
             "RAdam (rectified Adam), as ``torch.optim.RAdam``.",
             "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; "
             "ρ∞ = 2/(1 − β₂) − 1, ρₜ = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); m̂ = m/(1 − β₁ᵗ); ρₜ > 5: "
             "p ← p − lr·m̂·√(1 − β₂ᵗ)/(√v + eps)·√((ρₜ − 4)(ρₜ − 2)ρ∞/((ρ∞ − 4)(ρ∞ − 2)ρₜ)), else p ← p − lr·m̂",
-            "RAdam"),
+            "RAdam",
+        ),
         OptimizerSpec(
-            "adamax", OPT_ADAMAX,
-            _hypers(("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative")),
-            ("exp_avg", "exp_inf"), (0.0, 0.0), adamax_coefficients, adamax_rule,
+            "adamax",
+            OPT_ADAMAX,
+            _hypers(
+                ("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative")
+            ),
+            ("exp_avg", "exp_inf"),
+            (0.0, 0.0),
+            adamax_coefficients,
+            adamax_rule,
             "Adamax (Adam with the infinity norm), as ``torch.optim.Adamax``.",
             "g ← g + wd·p; m ← β₁m + (1 − β₁)g; u ← max(β₂u, |g| + eps); p ← p − lr/(1 − β₁ᵗ)·m/u",
-            "Adamax"),
+            "Adamax",
+        ),
     )
-}  # fmt: skip
+}
 
 # Length of the hyper-parameter vector of every optimizer (the longest declaration).
 HYPER_WIDTH = max(len(spec.hyper) for spec in SPECS.values())
@@ -415,15 +551,23 @@ def _update(code, params, grads, state, first, stop, step, lr, hyper):
     namespace = dict(np=np)
     for code, spec in sorted(SPECS.items()):
         rows = range(len(spec.state))
-        branches.append(_BRANCH.format(code=code, hyper="".join(f", hyper[{i}]" for i in range(1, len(spec.hyper))),
-                                       targets="".join(f", row{r}[i]" for r in rows), values="".join(f", row{r}[i]" for r in rows)))
+        branches.append(
+            _BRANCH.format(
+                code=code,
+                hyper="".join(f", hyper[{i}]" for i in range(1, len(spec.hyper))),
+                targets="".join(f", row{r}[i]" for r in rows),
+                values="".join(f", row{r}[i]" for r in rows),
+            )
+        )
         namespace[f"coefficients_{code}"], namespace[f"rule_{code}"] = spec.coefficients, spec.rule
     width = max(len(spec.state) for spec in SPECS.values())
-    source = ("def update(code, params, grads, state, first, stop, step, lr, hyper):\n"
-              "    t = params.dtype.type\n"
-              + "".join(f"    row{r} = state[{r} if {r} < state.shape[0] else 0]\n" for r in range(width))
-              + "    if code < 0:\n"
-              "        pass\n" + "".join(branches))  # fmt: skip
+    source = (
+        "def update(code, params, grads, state, first, stop, step, lr, hyper):\n"
+        "    t = params.dtype.type\n"
+        + "".join(f"    row{r} = state[{r} if {r} < state.shape[0] else 0]\n" for r in range(width))
+        + "    if code < 0:\n"
+        "        pass\n" + "".join(branches)
+    )
     return generated("update", source, namespace)
 
 

@@ -1,4 +1,4 @@
-# stamp: be418f4245dd9bb38998a2e2cb82e300
+# stamp: efc6b4084e6af8f334afb9a5235dcb27
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.
@@ -85,7 +85,7 @@ def forward(team, architecture, params, batch, buffers, options):
     with_loss = options.loss >= 0
     for layer in range(last + 1):
         record = layers[layer]
-        n_in, n_out, w, b = record["n_in"], record["n_out"], record["weights"], record["bias"]
+        n_in, n_out, w = record["n_in"], record["n_out"], record["weights"]
         out = capacity * record["acts"]
         if layer == 0:
             source, source_start = batch.x, 0
@@ -103,18 +103,42 @@ def forward(team, architecture, params, batch, buffers, options):
                 transpose(params, w, n_in, n_out, buffers.transposed, w)
             else:
                 first, stop = task * rows // n_blocks, (task + 1) * rows // n_blocks
-                _forward_block(layer, layer == last, record, params, (source, source_start + first * n_in, n_in), chosen,
-                               (first, stop - first, batch.row0 + first), out, buffers, options)  # fmt: skip
+                _forward_block(
+                    layer,
+                    layer == last,
+                    record,
+                    params,
+                    (source, source_start + first * n_in, n_in),
+                    chosen,
+                    (first, stop - first, batch.row0 + first),
+                    out,
+                    buffers,
+                    options,
+                )
                 if layer == last and with_loss:
                     count = stop - first
                     at = out + first * n_out
                     delta = buffers.deltas[at : at + count * n_out]
-                    buffers.losses[task] = loss_rows(options.loss, zs[first * n_out : stop * n_out], acts[at : at + count * n_out],
-                                                     batch.y[first * n_out : stop * n_out], batch.row_scale[first:stop], delta, count,
-                                                     n_out, options.parameter)  # fmt: skip
+                    buffers.losses[task] = loss_rows(
+                        options.loss,
+                        zs[first * n_out : stop * n_out],
+                        acts[at : at + count * n_out],
+                        batch.y[first * n_out : stop * n_out],
+                        batch.row_scale[first:stop],
+                        delta,
+                        count,
+                        n_out,
+                        options.parameter,
+                    )
                     if options.slopes and not FUSED[options.loss]:
-                        _output_derivative(record["activation"], delta, acts[at : at + count * n_out], slopes[at : at + count * n_out],
-                                           count, n_out)  # fmt: skip
+                        _output_derivative(
+                            record["activation"],
+                            delta,
+                            acts[at : at + count * n_out],
+                            slopes[at : at + count * n_out],
+                            count,
+                            n_out,
+                        )
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
@@ -184,18 +208,39 @@ def backward(team, architecture, params, grads, x, rows, buffers, l1, l2, gemm):
         while task < tasks:
             if task < weight_tasks:
                 first, stop = task * n_in // weight_tasks, (task + 1) * n_in // weight_tasks
-                product(weight_path, TN, stop - first, n_out, rows, (source, source_start + first, n_in), (deltas, delta, n_out),
-                        (grads, w + first * n_out, n_out), gemm)  # fmt: skip
+                product(
+                    weight_path,
+                    TN,
+                    stop - first,
+                    n_out,
+                    rows,
+                    (source, source_start + first, n_in),
+                    (deltas, delta, n_out),
+                    (grads, w + first * n_out, n_out),
+                    gemm,
+                )
                 if penalised:
-                    buffers.penalties[layer * MAX_BLOCKS + task] = penalise(params, grads, w + first * n_out, w + stop * n_out, l1, l2)
+                    buffers.penalties[layer * MAX_BLOCKS + task] = penalise(
+                        params, grads, w + first * n_out, w + stop * n_out, l1, l2
+                    )
             elif task == weight_tasks:
                 _bias_gradient(deltas, delta, rows, n_out, grads, b)
             else:
                 n_blocks = tasks - weight_tasks - 1
                 block = task - weight_tasks - 1
                 first, stop = block * rows // n_blocks, (block + 1) * rows // n_blocks
-                _delta_block(layers[layer - 1], capacity, record, params, buffers, (deltas, delta + first * n_out, n_out), first,
-                             stop - first, delta_path, gemm)  # fmt: skip
+                _delta_block(
+                    layers[layer - 1],
+                    capacity,
+                    record,
+                    params,
+                    buffers,
+                    (deltas, delta + first * n_out, n_out),
+                    first,
+                    stop - first,
+                    delta_path,
+                    gemm,
+                )
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return np.int64(0)
@@ -279,15 +324,31 @@ def fill(record, control, architecture, params, grads, batch, buffers, options, 
     (l1, l2))."""
     layers = architecture.layers
     record["control"], record["layers"], record["n_layers"] = address(control, 0), address(layers, 0), layers.size
-    record["n_params"], record["units"], record["blas"] = architecture.n_params, architecture.units, 1 if architecture.blas else 0
+    record["n_params"], record["units"], record["blas"] = (
+        architecture.n_params,
+        architecture.units,
+        1 if architecture.blas else 0,
+    )
     record["params"], record["grads"] = address(params, 0), address(grads, 0)
-    record["x"], record["y"], record["row_scale"] = address(batch.x, 0), address(batch.y, 0), address(batch.row_scale, 0)
+    record["x"], record["y"], record["row_scale"] = (
+        address(batch.x, 0),
+        address(batch.y, 0),
+        address(batch.row_scale, 0),
+    )
     record["rows"], record["row0"] = batch.rows, batch.row0
     record["capacity"] = buffers.acts.size // architecture.units
-    record["acts"], record["slopes"], record["zs"] = address(buffers.acts, 0), address(buffers.slopes, 0), address(buffers.zs, 0)
+    record["acts"], record["slopes"], record["zs"] = (
+        address(buffers.acts, 0),
+        address(buffers.slopes, 0),
+        address(buffers.zs, 0),
+    )
     record["deltas"], record["losses"] = address(buffers.deltas, 0), address(buffers.losses, 0)
     record["penalties"], record["transposed"] = address(buffers.penalties, 0), address(buffers.transposed, 0)
-    record["loss"], record["parameter"], record["with_slopes"] = options.loss, options.parameter, 1 if options.slopes else 0
+    record["loss"], record["parameter"], record["with_slopes"] = (
+        options.loss,
+        options.parameter,
+        1 if options.slopes else 0,
+    )
     record["key"], record["gemm"], record["l1"], record["l2"] = options.key, options.gemm, penalties[0], penalties[1]
 
 
@@ -301,16 +362,29 @@ def _unpack(args, like):
     capacity, rows = record["capacity"], record["rows"]
     n_in, n_out = layers[0]["n_in"], layers[layers.size - 1]["n_out"]
     size = capacity * record["units"]
-    buffers = Buffers(as_array(record["acts"], size, like), as_array(record["slopes"], size, like),
-                      as_array(record["zs"], capacity * n_out, like), as_array(record["deltas"], size, like),
-                      as_array(record["losses"], MAX_BLOCKS, _FLOAT64), as_array(record["penalties"], layers.size * MAX_BLOCKS, _FLOAT64),
-                      as_array(record["transposed"], record["n_params"], like))  # fmt: skip
+    buffers = Buffers(
+        as_array(record["acts"], size, like),
+        as_array(record["slopes"], size, like),
+        as_array(record["zs"], capacity * n_out, like),
+        as_array(record["deltas"], size, like),
+        as_array(record["losses"], MAX_BLOCKS, _FLOAT64),
+        as_array(record["penalties"], layers.size * MAX_BLOCKS, _FLOAT64),
+        as_array(record["transposed"], record["n_params"], like),
+    )
     y_size = rows * n_out if record["loss"] >= 0 else 1
-    batch = Batch(as_array(record["x"], rows * n_in, like), as_array(record["y"], y_size, like),
-                  as_array(record["row_scale"], rows if record["loss"] >= 0 else 1, like), rows, record["row0"])  # fmt: skip
+    batch = Batch(
+        as_array(record["x"], rows * n_in, like),
+        as_array(record["y"], y_size, like),
+        as_array(record["row_scale"], rows if record["loss"] >= 0 else 1, like),
+        rows,
+        record["row0"],
+    )
     options = Pass(record["loss"], record["parameter"], record["with_slopes"] != 0, record["key"], record["gemm"])
     control = as_array(record["control"], CONTROL.width, _INT64)
-    params, grads = as_array(record["params"], record["n_params"], like), as_array(record["grads"], record["n_params"], like)
+    params, grads = (
+        as_array(record["params"], record["n_params"], like),
+        as_array(record["grads"], record["n_params"], like),
+    )
     return control, architecture, params, grads, batch, buffers, options, (record["l1"], record["l2"])
 
 
@@ -325,8 +399,18 @@ def _make_pieces(dtype):
 
     def backward_pass(tid, n_threads, args):
         control, architecture, params, grads, batch, buffers, options, penalties = _unpack(args, like)
-        return backward((tid, n_threads, control), architecture, params, grads, batch.x, batch.rows, buffers, penalties[0], penalties[1],
-                        options.gemm)  # fmt: skip
+        return backward(
+            (tid, n_threads, control),
+            architecture,
+            params,
+            grads,
+            batch.x,
+            batch.rows,
+            buffers,
+            penalties[0],
+            penalties[1],
+            options.gemm,
+        )
 
     found = {}
     for kind, function in (("forward", forward_pass), ("backward", backward_pass)):

@@ -1,4 +1,4 @@
-# stamp: 0474ea42549f9c3845f0aaa805040bfa
+# stamp: 3942536ab35aff28869f6ae807b98e82
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 
@@ -113,7 +113,9 @@ def _blas(shape, m, n, k, a, b, c, gemm):
     # first, with the transpose flags unchanged.
     transa = TRANSPOSE if shape == TN else NO_TRANSPOSE
     transb = TRANSPOSE if shape == NT else NO_TRANSPOSE
-    call_gemm(gemm, transb, transa, n, m, k, pointer(b[0], b[1]), b[2], pointer(a[0], a[1]), a[2], pointer(c[0], c[1]), c[2])
+    call_gemm(
+        gemm, transb, transa, n, m, k, pointer(b[0], b[1]), b[2], pointer(a[0], a[1]), a[2], pointer(c[0], c[1]), c[2]
+    )
 
 
 # The loops index with unsigned integers: Numba wraps a negative signed index around the array's
@@ -239,8 +241,18 @@ def _tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape, cols):
     if isinstance(shape, types.IntegerLiteral):
 
         def impl(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape, cols):
-            return _tile_ir(a, np.int64(a_row_stride), np.int64(a_col_stride), b, np.int64(ldb), c, np.int64(ldc), np.int64(k), shape,
-                            np.int64(cols))  # fmt: skip
+            return _tile_ir(
+                a,
+                np.int64(a_row_stride),
+                np.int64(a_col_stride),
+                b,
+                np.int64(ldb),
+                c,
+                np.int64(ldc),
+                np.int64(k),
+                shape,
+                np.int64(cols),
+            )
 
         return impl
 
@@ -248,7 +260,11 @@ def _tile(a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape, cols):
 def _declare(builder, name, return_type, argument_types):
     # An LLVM function declared once per module (an ``llvm.*`` intrinsic).
     found = builder.module.globals.get(name)
-    return found if found is not None else ir.Function(builder.module, ir.FunctionType(return_type, list(argument_types)), name)
+    return (
+        found
+        if found is not None
+        else ir.Function(builder.module, ir.FunctionType(return_type, list(argument_types)), name)
+    )
 
 
 @intrinsic(prefer_literal=True)
@@ -271,8 +287,12 @@ def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape,
         vector = ir.VectorType(element, lanes)
         mask_type = ir.VectorType(ir.IntType(1), lanes)
         name = f"v{lanes}f{bits}"
-        masked_load = _declare(builder, f"llvm.masked.load.{name}.p0", vector, (ir.PointerType(vector), i32, mask_type, vector))
-        masked_store = _declare(builder, f"llvm.masked.store.{name}.p0", ir.VoidType(), (vector, ir.PointerType(vector), i32, mask_type))
+        masked_load = _declare(
+            builder, f"llvm.masked.load.{name}.p0", vector, (ir.PointerType(vector), i32, mask_type, vector)
+        )
+        masked_store = _declare(
+            builder, f"llvm.masked.store.{name}.p0", ir.VoidType(), (vector, ir.PointerType(vector), i32, mask_type)
+        )
         align = bits // 8  # the element's size: rows of C need not be vector-aligned
 
         # One mask per vector of a row: lane + v·L < cols.
@@ -283,8 +303,12 @@ def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape,
             first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(i32, 0))
             return builder.shuffle_vector(first, first, broadcast)
 
-        masks = [builder.icmp_signed("<", lane_index, splat(builder.sub(cols, ir.Constant(i64, v * lanes)), ir.VectorType(i64, lanes)))
-                 for v in range(vectors)]  # fmt: skip
+        masks = [
+            builder.icmp_signed(
+                "<", lane_index, splat(builder.sub(cols, ir.Constant(i64, v * lanes)), ir.VectorType(i64, lanes))
+            )
+            for v in range(vectors)
+        ]
         full = builder.icmp_signed("==", cols, ir.Constant(i64, vectors * lanes))
 
         def vector_pointer(base, offset):
@@ -316,7 +340,9 @@ def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape,
                     plain = builder.load(pointer_v, align=align)
                     whole_block = builder.basic_block
                 with part:
-                    masked = builder.call(masked_load, [pointer_v, ir.Constant(i32, align), masks[v], ir.Constant(vector, None)])
+                    masked = builder.call(
+                        masked_load, [pointer_v, ir.Constant(i32, align), masks[v], ir.Constant(vector, None)]
+                    )
                     part_block = builder.basic_block
             loaded = builder.phi(vector)
             loaded.add_incoming(plain, whole_block)

@@ -46,7 +46,9 @@ def dependencies(name: str) -> list:
         seen.add(module)
         for source, listed, names in _IMPORTS.findall(_source(module)):
             names = (listed or names).replace("\n", ",")
-            todo.extend([source] if source else [part.split(" as ")[0].strip() for part in names.split(",") if part.strip()])
+            todo.extend(
+                [source] if source else [part.split(" as ")[0].strip() for part in names.split(",") if part.strip()]
+            )
     return sorted(seen)
 
 

@@ -1,4 +1,4 @@
-# stamp: 64ef572ff43521300499b6874923c884
+# stamp: cebe8bb073d737e2a9e992a1a86dd8db
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with
@@ -92,7 +92,10 @@ class Team:
         self._finished = threading.Semaphore(0)
         self._job = None
         self._errors = []
-        self._threads = [threading.Thread(target=self._member, args=(tid,), name=f"fastgd-{tid}", daemon=True) for tid in range(1, self.size)]
+        self._threads = [
+            threading.Thread(target=self._member, args=(tid,), name=f"fastgd-{tid}", daemon=True)
+            for tid in range(1, self.size)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -144,7 +147,11 @@ class Team:
     def alive(self) -> bool:
         """Whether every worker is up in this process (a forked child has none of them, and a
         closed team none either)."""
-        return self.pid == os.getpid() and len(self._threads) == self.size - 1 and all(thread.is_alive() for thread in self._threads)
+        return (
+            self.pid == os.getpid()
+            and len(self._threads) == self.size - 1
+            and all(thread.is_alive() for thread in self._threads)
+        )
 
 
 # Idle teams by size. A call borrows one (or starts one) and gives it back; a team that is not

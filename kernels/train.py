@@ -1,4 +1,4 @@
-# stamp: 1c5c409d08b2d97197a4427df27cf9d6
+# stamp: 57070b40c98181af8162e94aa75450b9
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -129,7 +129,9 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
     for epoch in range(settings.epochs):
         total_weight = _start(team, epoch, data, work, settings)
         if settings.partitioned:
-            total_weight = exchange(EXCHANGE_WEIGHTS, team, settings.python, work, data.sample_weight, settings.batch_size, 0.0)
+            total_weight = exchange(
+                EXCHANGE_WEIGHTS, team, settings.python, work, data.sample_weight, settings.batch_size, 0.0
+            )
         if conditioned:
             health.condition(health.EPOCH_START, team, state.params, architecture, work, epoch, (0, 0), settings)
         epoch_loss = 0.0
@@ -137,16 +139,30 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
             batch = _gather(team, start, completed, architecture, data, work, settings, end)
             value = _gradient(team, current_step, batch, architecture, state, data, work, settings)
             if settings.ranks > 1:
-                value = exchange(EXCHANGE_STEP, team, settings.python, work, data.sample_weight, settings.batch_size, value)
+                value = exchange(
+                    EXCHANGE_STEP, team, settings.python, work, data.sample_weight, settings.batch_size, value
+                )
             outcome = _check(control, value)
             if outcome != OUTCOME_FINISHED:
                 break
             epoch_loss += value * batch[4] if settings.mean else value
             current_step += 1
-            lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + epoch, settings.schedule)
+            lr = lr_at(
+                settings.schedule_kind, settings.lr, current_step, settings.first_epoch + epoch, settings.schedule
+            )
             if conditioned:
-                health.condition(health.STEP, team, state.params, architecture, work, epoch, (batch[1], batch[2]), settings)
-            _update(team, state, work, settings, 1 if conditioned else settings.shards, current_step, lr * end.state[0]["lr_scale"])
+                health.condition(
+                    health.STEP, team, state.params, architecture, work, epoch, (batch[1], batch[2]), settings
+                )
+            _update(
+                team,
+                state,
+                work,
+                settings,
+                1 if conditioned else settings.shards,
+                current_step,
+                lr * end.state[0]["lr_scale"],
+            )
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if settings.mean else epoch_loss
@@ -164,8 +180,17 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
         saved_step = current_step
         stop = np.int64(0)
         if end.rule.validate or end.rule.mode != 0:
-            stop = monitor(team, architecture, state.params, end, epoch, epoch_loss, (settings.loss, settings.loss_parameter), settings.gemm,
-                           settings.forward)  # fmt: skip
+            stop = monitor(
+                team,
+                architecture,
+                state.params,
+                end,
+                epoch,
+                epoch_loss,
+                (settings.loss, settings.loss_parameter),
+                settings.gemm,
+                settings.forward,
+            )
         if end.visits.enabled:
             stop = _visit(team, settings.python, end.visits, completed, stop)
         if stop != 0:
@@ -232,7 +257,15 @@ def _gather(team, start, completed, architecture, data, work, settings, end):
         n_blocks = layer_blocks(architecture, 0, local)
         task = tid
         while task < n_blocks:
-            _copy_rows(data, work, start, lo + task * local // n_blocks, lo + (task + 1) * local // n_blocks, inv, settings.mean)
+            _copy_rows(
+                data,
+                work,
+                start,
+                lo + task * local // n_blocks,
+                lo + (task + 1) * local // n_blocks,
+                inv,
+                settings.mean,
+            )
             task = next_task(n_threads, task)
         barrier(control, n_threads)
     return start, lo, local, inv, weight
@@ -274,8 +307,17 @@ def _gradient(team, current_step, batch, architecture, state, data, work, settin
             x = work.x_batch[first * n_in : stop * n_in]
             rows = Batch(x, work.y_batch[first * n_out : stop * n_out], work.row_scale[first:stop], stop - first, first)
             penalties = (l1, l2) if shard == 0 else (0.0, 0.0)
-            fill(work.passes[shard], control, architecture, state.params, work.grads[shard], rows, shard_buffers(work, shard), options,
-                 penalties)  # fmt: skip
+            fill(
+                work.passes[shard],
+                control,
+                architecture,
+                state.params,
+                work.grads[shard],
+                rows,
+                shard_buffers(work, shard),
+                options,
+                penalties,
+            )
         if not solo:
             barrier(control, n_threads)
         args = address(work.passes, shard)
@@ -286,7 +328,9 @@ def _gradient(team, current_step, batch, architecture, state, data, work, settin
     value = 0.0
     for shard in range(shards):
         rows = (shard + 1) * local // shards - shard * local // shards
-        value += batch_value(architecture, rows, shard_buffers(work, shard), l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0)
+        value += batch_value(
+            architecture, rows, shard_buffers(work, shard), l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0
+        )
     return value
 
 
@@ -341,8 +385,12 @@ def _dropping(architecture):
 
 @subroutine
 def _clock(control):
-    return monotonic_ns(control[CONTROL.clock_kind], control[CONTROL.clock_address], control[CONTROL.clock_parameter],
-                        control[CONTROL.clock_scratch : CONTROL.clock_scratch + 2])  # fmt: skip
+    return monotonic_ns(
+        control[CONTROL.clock_kind],
+        control[CONTROL.clock_address],
+        control[CONTROL.clock_parameter],
+        control[CONTROL.clock_scratch : CONTROL.clock_scratch + 2],
+    )
 
 
 @subroutine
@@ -436,10 +484,26 @@ def _unowned_architecture(architecture):
 @subroutine
 def _unowned_end(end):
     buffers = end.buffers
-    return EpochEnd(unowned(end.X), unowned(end.Y), unowned(end.row_scale),
-                    Buffers(unowned(buffers.acts), unowned(buffers.slopes), unowned(buffers.zs), unowned(buffers.deltas),
-                            unowned(buffers.losses), unowned(buffers.penalties), unowned(buffers.transposed)),
-                    unowned(end.best_params), unowned(end.records), unowned(end.state), end.rule, end.visits, unowned(end.passes))  # fmt: skip
+    return EpochEnd(
+        unowned(end.X),
+        unowned(end.Y),
+        unowned(end.row_scale),
+        Buffers(
+            unowned(buffers.acts),
+            unowned(buffers.slopes),
+            unowned(buffers.zs),
+            unowned(buffers.deltas),
+            unowned(buffers.losses),
+            unowned(buffers.penalties),
+            unowned(buffers.transposed),
+        ),
+        unowned(end.best_params),
+        unowned(end.records),
+        unowned(end.state),
+        end.rule,
+        end.visits,
+        unowned(end.passes),
+    )
 
 
 @subroutine
@@ -449,12 +513,32 @@ def _unowned_data(data):
 
 @subroutine
 def _unowned_work(work):
-    return Work(unowned2(work.grads), unowned(work.order), unowned(work.keys), unowned(work.x_batch), unowned(work.y_batch),
-                unowned(work.row_scale), unowned2(work.acts), unowned2(work.slopes), unowned2(work.zs), unowned2(work.deltas),
-                unowned2(work.losses), unowned2(work.penalties), unowned2(work.transposed), unowned(work.chunks),
-                unowned(work.saved_params), unowned2(work.saved_state), unowned(work.epoch_losses), unowned(work.scalars),
-                unowned(work.batch_weights), unowned2(work.health), unowned2(work.health_partials), unowned2(work.health_counts),
-                unowned2(work.health_sums), unowned(work.passes))  # fmt: skip
+    return Work(
+        unowned2(work.grads),
+        unowned(work.order),
+        unowned(work.keys),
+        unowned(work.x_batch),
+        unowned(work.y_batch),
+        unowned(work.row_scale),
+        unowned2(work.acts),
+        unowned2(work.slopes),
+        unowned2(work.zs),
+        unowned2(work.deltas),
+        unowned2(work.losses),
+        unowned2(work.penalties),
+        unowned2(work.transposed),
+        unowned(work.chunks),
+        unowned(work.saved_params),
+        unowned2(work.saved_state),
+        unowned(work.epoch_losses),
+        unowned(work.scalars),
+        unowned(work.batch_weights),
+        unowned2(work.health),
+        unowned2(work.health_partials),
+        unowned2(work.health_counts),
+        unowned2(work.health_sums),
+        unowned(work.passes),
+    )
 
 
 # --------------------------------------------------------------------------- from Python
@@ -553,7 +637,9 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
     if python is not None:
         settings = settings._replace(python=python.address)
     forward, backward = piece_addresses(dtype)
-    settings = settings._replace(forward=forward, backward=backward, gemm=gemm_address(dtype) if architecture.blas else 0)
+    settings = settings._replace(
+        forward=forward, backward=backward, gemm=gemm_address(dtype) if architecture.blas else 0
+    )
     arguments = (architecture, state, _readonly(data), work, settings, end)
     # The first call in a process compiles or loads the loop on this thread, running no epoch.
     first_call(train_loop, 0, 1, control, *arguments[:4], settings._replace(epochs=0), end)

@@ -24,7 +24,9 @@ CASES["float64-adam-clipped"] = _case("float64", "adam", clip_grad_norm=0.05, cl
 CASES["float32-sgd-clipped-numpy"] = dict(_case("float32", "sgd", clip_grad_norm=0.05), backend="numpy")
 # Streamed in chunks of 3 batches (fastgd.streaming): each rank reads only its rows of a batch.
 CASES["float32-adam-streamed"] = _case("float32", "adam", streaming=Streaming(chunk_mb=0.005))
-CASES["float64-sgd-partitioned-streamed"] = _case("float64", "sgd", partitioned=True, streaming=Streaming(chunk_mb=0.005))
+CASES["float64-sgd-partitioned-streamed"] = _case(
+    "float64", "sgd", partitioned=True, streaming=Streaming(chunk_mb=0.005)
+)
 CHECKPOINT_CASE = {"dtype": "float32", "partitioned": False, "fit": {"optimizer": "adam", "batch_size": 32}}
 # Three ranks: chunks of the gradient of unequal sizes, shards of 16 and 17 rows.
 THREE_RANK_CASES = ("float32-adam", "float64-sgd")
@@ -42,8 +44,16 @@ def case_data(case):
 
 
 def case_network(case):
-    return fastgd.Network([6, 9, 2], activation="tanh", loss="mse", dtype=case["dtype"], random_state=7, n_threads=1, l2=1e-3,
-                          backend=case.get("backend", "numba"))  # fmt: skip
+    return fastgd.Network(
+        [6, 9, 2],
+        activation="tanh",
+        loss="mse",
+        dtype=case["dtype"],
+        random_state=7,
+        n_threads=1,
+        l2=1e-3,
+        backend=case.get("backend", "numba"),
+    )
 
 
 def partitioned_part(case, X, y, weight, rank, ranks):

@@ -15,7 +15,14 @@ import fastgd
 from fastgd.training.driver import DivergenceError
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _distributed_cases import CASES, CHECKPOINT_CASE, THREE_RANK_CASES, case_data, case_network, partitioned_part  # noqa: E402
+from _distributed_cases import (  # noqa: E402
+    CASES,
+    CHECKPOINT_CASE,
+    THREE_RANK_CASES,
+    case_data,
+    case_network,
+    partitioned_part,
+)
 
 comm = MPI.COMM_WORLD
 
@@ -88,8 +95,14 @@ def checkpoint(out):
     # optimizer=None: continue with the checkpoint's optimizer and its state.
     resumed.fit(X, y, sample_weight=weight, comm=comm, epochs=2, **dict(case["fit"], optimizer=None))
     if comm.rank == 0:
-        np.savez(out, whole=whole.flat_parameters, resumed=resumed.flat_parameters, whole_loss=whole.history.loss,
-                 resumed_loss=resumed.history.loss, ranks=fastgd.distributed.checkpoint_ranks(path))  # fmt: skip
+        np.savez(
+            out,
+            whole=whole.flat_parameters,
+            resumed=resumed.flat_parameters,
+            whole_loss=whole.history.loss,
+            resumed_loss=resumed.history.loss,
+            ranks=fastgd.distributed.checkpoint_ranks(path),
+        )
 
 
 def sizes(out):
@@ -114,4 +127,6 @@ def sizes(out):
 
 if __name__ == "__main__":
     scenario, out = sys.argv[1], sys.argv[2]
-    {"identity": identity, "raises": raises, "diverges": diverges, "checkpoint": checkpoint, "sizes": sizes}[scenario](out)
+    {"identity": identity, "raises": raises, "diverges": diverges, "checkpoint": checkpoint, "sizes": sizes}[scenario](
+        out
+    )

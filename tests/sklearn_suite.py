@@ -21,10 +21,16 @@ import sys
 
 IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 REPLACEMENT = "from fastgd.sklearn import MLPClassifier, MLPRegressor"
-PRIVATE = ("test_fit", "test_gradient", "test_learning_rate_warmstart", "test_adaptive_learning_rate", "test_n_iter_no_change",
-           "test_n_iter_no_change_inf")  # fmt: skip
+PRIVATE = (
+    "test_fit",
+    "test_gradient",
+    "test_learning_rate_warmstart",
+    "test_adaptive_learning_rate",
+    "test_n_iter_no_change",
+    "test_n_iter_no_change_inf",
+)
 # scikit-learn's conftest draws the seed from SKLEARN_TESTS_GLOBAL_RANDOM_SEED (42 by default).
-CONFTEST = '''
+CONFTEST = """
 import os
 import pytest
 
@@ -36,7 +42,7 @@ SEEDS = list(range(100)) if _SEEDS == "all" else [int(s) for s in _SEEDS.split("
 @pytest.fixture(params=SEEDS)
 def global_random_seed(request):
     return request.param
-'''
+"""
 
 
 def source() -> pathlib.Path:
@@ -63,8 +69,21 @@ def run(folder, extra=(), timeout=1500) -> subprocess.CompletedProcess:
     """Build the suite in ``folder`` and run it (every public-API test) in a pytest process."""
     target = build(folder)
     deselect = [f"--deselect={target.name}::{name}" for name in PRIVATE]
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir", str(folder),
-               target.name, *deselect, *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "--rootdir",
+        str(folder),
+        target.name,
+        *deselect,
+        *extra,
+    ]
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 

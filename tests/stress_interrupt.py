@@ -81,8 +81,17 @@ def _frame_where(frames) -> str:
     # worth naming, as ``package/module:function``.
     for frame in reversed(frames):
         path = frame.f_code.co_filename.replace("\\", "/")
-        for marker in ("/fastgd/", "/kernels/", "/numba/", "/llvmlite/", "/subprocess.py", "/threading.py", "/zipfile.py",
-                       "/tqdm/", "/numpy/"):  # fmt: skip
+        for marker in (
+            "/fastgd/",
+            "/kernels/",
+            "/numba/",
+            "/llvmlite/",
+            "/subprocess.py",
+            "/threading.py",
+            "/zipfile.py",
+            "/tqdm/",
+            "/numpy/",
+        ):
             if marker in path:
                 module = path.rsplit("/", 1)[-1].removesuffix(".py")
                 return f"{marker.strip('/').removesuffix('.py')}/{module}:{frame.f_code.co_name}"
@@ -171,6 +180,7 @@ def _train(kind, box, rng, folder, once=False):
         net = network(big)
         options = {}
         if kind == "callback":
+
             def callback(epoch, history, network):
                 return sum(range(2000)) < 0  # some Python, never a stop
 
@@ -178,15 +188,27 @@ def _train(kind, box, rng, folder, once=False):
         elif kind == "progress":
             options = dict(verbose=1)
         for _ in rounds:
-            net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3) if net.optimizer is None else None,
-                    epochs=epochs(10**6 if kind != "progress" else 40), batch_size=batch, **options)  # fmt: skip
+            net.fit(
+                X,
+                Y,
+                optimizer=fastgd.Adam(lr=1e-3) if net.optimizer is None else None,
+                epochs=epochs(10**6 if kind != "progress" else 40),
+                batch_size=batch,
+                **options,
+            )
         return
     if kind == "short":
         X, Y = _data(rows, big[0], big[-1])
         box.batches = -(-rows // batch)
         net = network(big)
         for _ in rounds:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 3)), batch_size=batch)
+            net.fit(
+                X,
+                Y,
+                optimizer="adam" if net.optimizer is None else None,
+                epochs=epochs(rng.randint(1, 3)),
+                batch_size=batch,
+            )
         return
     if kind == "tiny":
         X, Y = _data(256, 8, 1)
@@ -201,8 +223,15 @@ def _train(kind, box, rng, folder, once=False):
         box.batches = 1024 // 32
         net = network([16, 64, 4])
         for _ in rounds:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 30)), batch_size=32,
-                    checkpoint=checkpoint, checkpoint_every=1 if once else rng.choice([1, 1, 7, 10**6]))  # fmt: skip
+            net.fit(
+                X,
+                Y,
+                optimizer="adam" if net.optimizer is None else None,
+                epochs=epochs(rng.randint(1, 30)),
+                batch_size=32,
+                checkpoint=checkpoint,
+                checkpoint_every=1 if once else rng.choice([1, 1, 7, 10**6]),
+            )
         return
     if kind == "validation":
         from fastgd.callbacks import EarlyStopping
@@ -211,9 +240,17 @@ def _train(kind, box, rng, folder, once=False):
         box.batches = 768 // 32
         net = network([16, 64, 4])
         for _ in rounds:
-            net.fit(X[:768], Y[:768], optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(5, 60)),
-                    batch_size=32, validation_data=(X[768:], Y[768:]), early_stopping=EarlyStopping(patience=10**6, restore_best=True),
-                    checkpoint=checkpoint, checkpoint_every=10**6)  # fmt: skip
+            net.fit(
+                X[:768],
+                Y[:768],
+                optimizer="adam" if net.optimizer is None else None,
+                epochs=epochs(rng.randint(5, 60)),
+                batch_size=32,
+                validation_data=(X[768:], Y[768:]),
+                early_stopping=EarlyStopping(patience=10**6, restore_best=True),
+                checkpoint=checkpoint,
+                checkpoint_every=10**6,
+            )
         return
     if kind == "streamed":
         import numpy as np
@@ -228,8 +265,15 @@ def _train(kind, box, rng, folder, once=False):
         box.batches = 2048 // 32
         net = network([16, 64, 4])
         for _ in rounds:
-            net.fit(X, Y, optimizer="adam" if net.optimizer is None else None, epochs=epochs(rng.randint(1, 5)), batch_size=32,
-                    streaming=Streaming(chunk_mb=0.05), validation_data=(X[:256], Y[:256]))  # fmt: skip
+            net.fit(
+                X,
+                Y,
+                optimizer="adam" if net.optimizer is None else None,
+                epochs=epochs(rng.randint(1, 5)),
+                batch_size=32,
+                streaming=Streaming(chunk_mb=0.05),
+                validation_data=(X[:256], Y[:256]),
+            )
         return
     raise ValueError(f"unknown kind {kind!r}")
 
@@ -324,10 +368,16 @@ class Summary:
         def pct(p):
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
 
-        print(f"interrupts sent: {self.sent}, received as KeyboardInterrupt: {self.received}, lost: {len(self.lost)}, "
-              f"other failures: {len(self.failed)}", file=out)  # fmt: skip
-        print(f"latency signal -> KeyboardInterrupt reported: median {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, "
-              f"max {latencies[-1] if latencies else float('nan'):.3f} s", file=out)  # fmt: skip
+        print(
+            f"interrupts sent: {self.sent}, received as KeyboardInterrupt: {self.received}, lost: {len(self.lost)}, "
+            f"other failures: {len(self.failed)}",
+            file=out,
+        )
+        print(
+            f"latency signal -> KeyboardInterrupt reported: median {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, "
+            f"max {latencies[-1] if latencies else float('nan'):.3f} s",
+            file=out,
+        )
         print("by kind (threads, cache):", file=out)
         for key, count in sorted(self.by_kind.items()):
             print(f"  {key:<40} {count}", file=out)
@@ -375,8 +425,14 @@ def drive(spec, summary, options, log):
     rng = random.Random(spec["seed"] + 1)
     label = f"child seed={spec['seed']} threads={spec['threads']} {'cold' if spec['cold'] else 'warm'} cache"
     errors = open(os.path.join(private, "stderr"), "w+")
-    process = subprocess.Popen([sys.executable, HERE, "--child", json.dumps(spec)], stdout=subprocess.PIPE, stderr=errors, text=True,
-                               env=environment, stdin=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, HERE, "--child", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+    )
     lines = queue.Queue()
     threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
 
@@ -416,7 +472,10 @@ def drive(spec, summary, options, log):
                 delay = rng.choice([rng.uniform(0.0, 0.3), rng.uniform(0.0, 2.5)])
             time.sleep(delay)
             if process.poll() is not None:
-                fail(summary.failed, f"episode {episode} ({kind}): the child ended before the signal (exit {process.returncode})")
+                fail(
+                    summary.failed,
+                    f"episode {episode} ({kind}): the child ended before the signal (exit {process.returncode})",
+                )
                 return
             process.send_signal(signal.SIGINT)
             sent = time.perf_counter()
@@ -427,7 +486,9 @@ def drive(spec, summary, options, log):
             line = next_line(grace)
             latency = time.perf_counter() - sent
             if line is None:
-                fail(summary.failed, f"episode {episode} ({kind}): SIGINT sent {delay:.3f} s after ARMED; the child died")
+                fail(
+                    summary.failed, f"episode {episode} ({kind}): SIGINT sent {delay:.3f} s after ARMED; the child died"
+                )
                 return
             if line.startswith(f"INTERRUPTED {episode} "):
                 where = line.split(" ", 2)[2]
@@ -435,12 +496,19 @@ def drive(spec, summary, options, log):
                     summary.received += 1
                     summary.where[where] += 1
                     summary.latencies.append(latency)
-                print(f"  {label} episode {episode} {kind:<10} delay {delay:6.3f} s -> KeyboardInterrupt after {latency:.3f} s in {where}",
-                      file=log, flush=True)  # fmt: skip
+                print(
+                    f"  {label} episode {episode} {kind:<10} delay {delay:6.3f} s -> KeyboardInterrupt after "
+                    f"{latency:.3f} s in {where}",
+                    file=log,
+                    flush=True,
+                )
                 continue
             if line == "":
-                fail(summary.lost, f"episode {episode} ({kind}): SIGINT sent {delay:.3f} s after ARMED; no KeyboardInterrupt "
-                                   f"{grace:.0f} s later")  # fmt: skip
+                fail(
+                    summary.lost,
+                    f"episode {episode} ({kind}): SIGINT sent {delay:.3f} s after ARMED; no KeyboardInterrupt "
+                    f"{grace:.0f} s later",
+                )
             else:
                 fail(summary.failed, f"episode {episode} ({kind}): SIGINT sent {delay:.3f} s after ARMED; got {line!r}")
             return
@@ -485,14 +553,27 @@ def warm_cache(kinds, threads, timeout, log) -> str:
         environment = dict(os.environ, FASTGD_NUM_THREADS=str(count))
         start = time.perf_counter()
         try:
-            done = subprocess.run([sys.executable, HERE, "--warm", json.dumps(list(kinds))], capture_output=True, text=True,
-                                  env=environment, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, HERE, "--warm", json.dumps(list(kinds))],
+                capture_output=True,
+                text=True,
+                env=environment,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return f"warming Numba's cache ({count} thread(s)) took over {timeout:.0f} s"
         if done.returncode != 0:
-            return f"warming Numba's cache ({count} thread(s)) failed, exit status {done.returncode}:\n{done.stderr[-6000:]}"
-        timings = ", ".join(" ".join(line.split()[1:]) + " s" for line in done.stdout.splitlines() if line.startswith("WARM "))
-        print(f"  Numba's cache warmed for {count} thread(s) in {time.perf_counter() - start:.1f} s ({timings})", file=log, flush=True)
+            status = done.returncode
+            return f"warming Numba's cache ({count} thread(s)) failed, exit status {status}:\n{done.stderr[-6000:]}"
+        timings = ", ".join(
+            " ".join(line.split()[1:]) + " s" for line in done.stdout.splitlines() if line.startswith("WARM ")
+        )
+        print(
+            f"  Numba's cache warmed for {count} thread(s) in {time.perf_counter() - start:.1f} s ({timings})",
+            file=log,
+            flush=True,
+        )
     return ""
 
 
@@ -510,16 +591,37 @@ def plan(interrupts, episodes, cold, kinds, seed):
     return specs
 
 
-def run(interrupts=200, episodes=8, jobs=1, hogs=1, cold=0.1, grace=20.0, cold_grace=60.0, cold_window=20.0, seed=None,
-        kinds=None, start_timeout=300.0, log=sys.stdout, warm=True, warm_timeout=1800.0) -> Summary:  # fmt: skip
+def run(
+    interrupts=200,
+    episodes=8,
+    jobs=1,
+    hogs=1,
+    cold=0.1,
+    grace=20.0,
+    cold_grace=60.0,
+    cold_window=20.0,
+    seed=None,
+    kinds=None,
+    start_timeout=300.0,
+    log=sys.stdout,
+    warm=True,
+    warm_timeout=1800.0,
+) -> Summary:
     """Run the stress test; returns its ``Summary``. ``warm``: fill Numba's cache first
     (``warm_cache``), so that the children without ``cold`` find it warm."""
-    options = argparse.Namespace(grace=grace, cold_grace=cold_grace, cold_window=cold_window, start_timeout=start_timeout)
+    options = argparse.Namespace(
+        grace=grace, cold_grace=cold_grace, cold_window=cold_window, start_timeout=start_timeout
+    )
     seed = random.randrange(1 << 20) if seed is None else seed
     kinds = list(kinds or KINDS)
     specs = plan(interrupts, episodes, cold, kinds, seed)
-    print(f"stress_interrupt: {interrupts} interrupts over {len(specs)} child processes, {jobs} at a time, {hogs} CPU hog(s), "
-          f"seed {seed}", file=log, flush=True)  # fmt: skip
+    print(
+        f"stress_interrupt: {interrupts} interrupts over {len(specs)} child processes, {jobs} at a time, {hogs} CPU "
+        "hog(s), "
+        f"seed {seed}",
+        file=log,
+        flush=True,
+    )
     summary = Summary()
     warm_specs = [spec for spec in specs if not spec["cold"]]
     if warm and warm_specs:
@@ -528,7 +630,9 @@ def run(interrupts=200, episodes=8, jobs=1, hogs=1, cold=0.1, grace=20.0, cold_g
         if problem:
             summary.failed.append(problem)
             return summary
-    hog_processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(hogs)]
+    hog_processes = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL) for _ in range(hogs)
+    ]
     try:
         pending = queue.Queue()
         for spec in specs:
@@ -562,13 +666,24 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=8, help="interrupts per child process (default 8)")
     parser.add_argument("--jobs", type=int, default=1, help="child processes at a time (default 1)")
     parser.add_argument("--hogs", type=int, default=1, help="CPU-hog processes running meanwhile (default 1)")
-    parser.add_argument("--cold", type=float, default=0.1, help="share of children with an empty Numba cache (default 0.1)")
-    parser.add_argument("--cold-window", type=float, default=20.0, help="a cold child's signal comes within this many seconds")
-    parser.add_argument("--grace", type=float, default=20.0, help="seconds after the signal before an interrupt counts as lost")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"fit kinds, comma-separated (default all: {','.join(KINDS)})")
+    parser.add_argument(
+        "--cold", type=float, default=0.1, help="share of children with an empty Numba cache (default 0.1)"
+    )
+    parser.add_argument(
+        "--cold-window", type=float, default=20.0, help="a cold child's signal comes within this many seconds"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=20.0, help="seconds after the signal before an interrupt counts as lost"
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"fit kinds, comma-separated (default all: {','.join(KINDS)})"
+    )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--no-warm", action="store_true",
-                        help="do not fill Numba's cache first (warm children then compile whatever the cache lacks)")
+    parser.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="do not fill Numba's cache first (warm children then compile whatever the cache lacks)",
+    )
     parser.add_argument("--verbose", action="store_true", help="a line per interrupt")
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -584,8 +699,19 @@ def main(argv=None) -> int:
         parser.error(f"unknown kinds {unknown}; known: {sorted(KINDS)}")
     log = sys.stdout if args.verbose else open(os.devnull, "w")
     start = time.perf_counter()
-    summary = run(args.interrupts, args.episodes, args.jobs, args.hogs, args.cold, args.grace, cold_window=args.cold_window,
-                  seed=args.seed, kinds=kinds, log=log, warm=not args.no_warm)  # fmt: skip
+    summary = run(
+        args.interrupts,
+        args.episodes,
+        args.jobs,
+        args.hogs,
+        args.cold,
+        args.grace,
+        cold_window=args.cold_window,
+        seed=args.seed,
+        kinds=kinds,
+        log=log,
+        warm=not args.no_warm,
+    )
     summary.report()
     print(f"{time.perf_counter() - start:.0f} s")
     return 0 if summary.ok() else 1

@@ -1,5 +1,6 @@
 """The activations that need the pre-activation (gelu, gelu_tanh, silu) against PyTorch: the
-compiled activations (``activations.apply``, through the public kernels) and the NumPy twins against PyTorch's values and autograd derivatives stored in
+compiled activations (``activations.apply``, through the public kernels) and the NumPy twins against PyTorch's values
+and autograd derivatives stored in
 tests/data/torch_activations.npz (written by tests/data/make_torch_activations.py), and, where
 PyTorch is installed, the stored file against PyTorch itself and a whole network against its
 ``to_torch`` module. Also: the estimators take them by name, and a new activation is one table
@@ -95,8 +96,15 @@ def test_a_network_with_it_equals_its_torch_module(name):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     X, y = rng.uniform(-2, 2, size=(30, 4)), rng.normal(size=(30, 2))
-    net = fastgd.Network([4, 7, 5, 2], activation=name, output_activation="identity", loss="mse", dtype="float64",
-                         init="xavier_normal", random_state=1)  # fmt: skip
+    net = fastgd.Network(
+        [4, 7, 5, 2],
+        activation=name,
+        output_activation="identity",
+        loss="mse",
+        dtype="float64",
+        init="xavier_normal",
+        random_state=1,
+    )
     module = net.to_torch()
     inputs = torch.tensor(X)
     outputs = module(inputs)
@@ -172,7 +180,8 @@ NEW_ACTIVATION = textwrap.dedent("""
     X, y = rng.normal(size=(64, 3)), rng.normal(size=(64, 2))
     results = {}
     for backend in ("numba", "numpy"):
-        net = fastgd.Network([3, 6, 2], activation="softsign", output_activation="identity", loss="mse", dtype="float64",
+        net = fastgd.Network([3, 6, 2], activation="softsign", output_activation="identity", loss="mse",
+        dtype="float64",
                              backend=backend, random_state=0)
         net.fit(X, y, epochs=4, batch_size=16, optimizer="adam")
         results[backend] = net.predict(X)
@@ -191,7 +200,9 @@ def test_a_new_activation_is_one_table_entry_and_its_two_functions(tmp_path):
     # accepted by the estimators, with no other file touched.
     pytest.importorskip("sklearn")
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FASTGD_COMPILE_HELPER="0")
-    done = subprocess.run([sys.executable, "-c", NEW_ACTIVATION], capture_output=True, text=True, env=environment, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", NEW_ACTIVATION], capture_output=True, text=True, env=environment, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.splitlines()[-1])
     assert found["difference"] <= 1e-12 * found["scale"], found

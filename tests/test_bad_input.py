@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from _helpers import assert_same_state, state_of
 
 import fastgd
-from _helpers import assert_same_state, state_of
 from fastgd.optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Momentum, NAdam, RAdam, RMSprop
 
 X = np.random.default_rng(0).normal(size=(8, 3))
@@ -217,12 +217,21 @@ def _cases():
             yield f"{cls.__name__}:{name}", name, lambda cls=cls, name=name: cls(**{name: _ARRAY})
     for name in inspect.signature(fastgd.callbacks.EarlyStopping).parameters:
         yield f"EarlyStopping:{name}", name, lambda name=name: fastgd.callbacks.EarlyStopping(**{name: _ARRAY})
-    for cls in (_schedules.StepDecay, _schedules.Exponential, _schedules.InverseScaling, _schedules.Cosine,
-                _schedules.SampleInverseScaling):  # fmt: skip
+    for cls in (
+        _schedules.StepDecay,
+        _schedules.Exponential,
+        _schedules.InverseScaling,
+        _schedules.Cosine,
+        _schedules.SampleInverseScaling,
+    ):
         parameters = inspect.signature(cls).parameters
         required = {n: 2 for n, p in parameters.items() if p.default is inspect.Parameter.empty}
         for name in parameters:
-            yield f"{cls.__name__}:{name}", name, lambda cls=cls, name=name, required=required: cls(**{**required, name: _ARRAY})
+            yield (
+                f"{cls.__name__}:{name}",
+                name,
+                lambda cls=cls, name=name, required=required: cls(**{**required, name: _ARRAY}),
+            )
     for name in ("dtype", "backend"):
         yield f"copy:{name}", name, lambda name=name: net.copy(**{name: _ARRAY})
 
@@ -239,9 +248,14 @@ def test_an_array_where_a_scalar_belongs_is_refused_naming_the_argument(label, n
     assert "ambiguous" not in message and name in message, message
 
 
-@pytest.mark.parametrize("make, name", [(lambda: fastgd.Network([2, 3, 1], l1=10**400), "l1"),
-                                        (lambda: fastgd.Network([2, 3, 1], l2=-(10**400)), "l2"),
-                                        (lambda: fastgd.SGD(lr=10**400), "lr")])  # fmt: skip
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: fastgd.Network([2, 3, 1], l1=10**400), "l1"),
+        (lambda: fastgd.Network([2, 3, 1], l2=-(10**400)), "l2"),
+        (lambda: fastgd.SGD(lr=10**400), "lr"),
+    ],
+)
 def test_an_integer_beyond_any_float_is_refused_naming_the_argument(make, name):
     # float() of such an int raises OverflowError; the argument checks turn it into their ValueError.
     with pytest.raises(ValueError, match=name):

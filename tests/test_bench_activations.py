@@ -23,12 +23,13 @@ TIMEOUT = 240
 # others as a release does (ValueError naming it). Its fit trains nothing: it reports the loss of
 # the weights it holds under the activation it was given (every layer, as mse's output layer),
 # so that the test sees which activation, weights and data reached it.
-FAKE_FASTGD = '''
+FAKE_FASTGD = """
 import numpy as np
 
 __version__ = "0.0.1"
 
-FORMS = {"identity": lambda z: z, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0.0)}
+FORMS = {"identity": lambda z: z, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z:
+np.maximum(z, 0.0)}
 
 
 class SGD:
@@ -46,7 +47,8 @@ class History:
 
 
 class Network:
-    def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None, n_threads=None):
+    def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None,
+    n_threads=None):
         if activation not in FORMS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(FORMS)}")
         self.activation = activation
@@ -65,7 +67,7 @@ class Network:
         for W, b in zip(self.weights, self.biases):
             a = FORMS[self.activation](a @ W + b)
         return History(float(0.5 * np.mean(np.sum((a - Y) ** 2, axis=1))))
-'''
+"""
 FAKE_KNOWS = ("identity", "sigmoid", "tanh", "relu")
 
 
@@ -75,8 +77,13 @@ def old_release(tmp_path):
     venv = tmp_path / "old-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=TIMEOUT)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
-                          text=True, check=True, timeout=TIMEOUT).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    ).stdout.strip()
     os.makedirs(os.path.join(site, "fastgd"))
     with open(os.path.join(site, "fastgd", "__init__.py"), "w") as handle:
         handle.write(textwrap.dedent(FAKE_FASTGD))
@@ -117,14 +124,37 @@ def test_a_variant_of_a_workload_carries_its_activation_and_dtype(tmp_path):
     write_standalone(workload, path)
     standalone = StandaloneWorkload(path)
     assert standalone.activation == "gelu" and standalone.dtype == "float64"
-    assert list(standalone.peer_activation["torch"]) == ["GELU", {"approximate": "none"}] and standalone.peer_activation["sklearn"] is None
+    assert (
+        list(standalone.peer_activation["torch"]) == ["GELU", {"approximate": "none"}]
+        and standalone.peer_activation["sklearn"] is None
+    )
 
 
 def test_the_sweep_prints_a_row_per_activation_and_n_a_where_the_baseline_lacks_one(old_release, tmp_path):
     path = tmp_path / "sweep.json"
-    done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "xor", "--activations", "--float64", "--repeats", "1", "--baseline",
-                           old_release, "--json", str(path)], check=False, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
-                          cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastgd",
+            "bench",
+            "xor",
+            "--activations",
+            "--float64",
+            "--repeats",
+            "1",
+            "--baseline",
+            old_release,
+            "--json",
+            str(path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     swept = _hidden_activations()
     assert {"relu", "gelu", "silu"} <= set(swept) and "softmax" not in swept
@@ -137,18 +167,26 @@ def test_the_sweep_prints_a_row_per_activation_and_n_a_where_the_baseline_lacks_
         if match:
             rows[match[1]] = match.groups()[1:5]
     assert list(rows) == swept  # a row per activation, in the table's order
-    for activation, (mine, theirs, ratio, vs_relu) in rows.items():
+    for activation, (mine, theirs, ratio, _vs_relu) in rows.items():
         assert float(mine) > 0
         if activation in FAKE_KNOWS:
-            assert float(theirs) > 0 and re.fullmatch(r"\d+\.\d\dx", ratio)  # the fake trains nothing: its ratio may print 0.00x
+            assert float(theirs) > 0 and re.fullmatch(
+                r"\d+\.\d\dx", ratio
+            )  # the fake trains nothing: its ratio may print 0.00x
         else:
             assert (theirs, ratio) == ("n/a", "n/a"), activation
             assert f"n/a: fastgd 0.0.1's Network refuses activation {activation!r}" in done.stdout
     assert rows["relu"][3] == "1.00"
     record = read_results(path)
-    assert record["kind"] == "activations" and record["context"]["activations"] == swept and record["context"]["dtypes"] == ["float64"]
+    assert (
+        record["kind"] == "activations"
+        and record["context"]["activations"] == swept
+        and record["context"]["dtypes"] == ["float64"]
+    )
     assert record["context"]["baseline"]["version"] == "0.0.1"
-    assert [(row["activation"], row["dtype"], row["workload"]) for row in record["rows"]] == [(a, "float64", "xor") for a in swept]
+    assert [(row["activation"], row["dtype"], row["workload"]) for row in record["rows"]] == [
+        (a, "float64", "xor") for a in swept
+    ]
     for row in record["rows"]:
         assert row["version"] != "0.0.1" and row["us_per_step"] > 0 and row["vs_relu"] > 0
         if row["activation"] in FAKE_KNOWS:
@@ -163,6 +201,13 @@ def test_the_sweep_prints_a_row_per_activation_and_n_a_where_the_baseline_lacks_
 
 def test_the_sweep_refuses_the_other_modes(tmp_path):
     for extra in (["--widths"], ["--peers"], ["--serve"]):
-        done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "--activations", *extra], check=False, capture_output=True, text=True,
-                              timeout=TIMEOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "fastgd", "bench", "--activations", *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
         assert done.returncode == 2 and "--activations" in done.stderr, extra

@@ -27,7 +27,7 @@ TIMEOUT = 240
 # uses (``Network`` with ``weights``/``biases`` views, ``copy``, ``fit``; ``SGD``; ``Adam``). Its
 # fit trains nothing: it reports the loss of the weights it holds (½‖a − y‖² averaged over rows,
 # sigmoid layers), so that the test sees which weights and data reached it.
-FAKE_FASTGD = '''
+FAKE_FASTGD = """
 import numpy as np
 
 __version__ = "9.9.9"
@@ -48,9 +48,11 @@ class History:
 
 
 class Network:
-    def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None, n_threads=None):
+    def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None,
+    n_threads=None):
         self.dtype = np.dtype(dtype)
-        self._params = [(np.zeros((a, b), self.dtype), np.zeros(b, self.dtype)) for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
+        self._params = [(np.zeros((a, b), self.dtype), np.zeros(b, self.dtype)) for a, b in zip(layer_sizes[:-1],
+        layer_sizes[1:])]
         self.weights = [W for W, _ in self._params]
         self.biases = [b for _, b in self._params]
 
@@ -67,12 +69,18 @@ class Network:
         for W, b in self._params:
             a = 1.0 / (1.0 + np.exp(-(a @ W + b)))
         return History(float(0.5 * np.mean(np.sum((a - Y) ** 2, axis=1))))
-'''
+"""
 
 
 def _bench(args, cwd):
-    return subprocess.run([sys.executable, "-m", "fastgd", "bench", *args], capture_output=True, text=True, timeout=TIMEOUT,
-                          stdin=subprocess.DEVNULL, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "fastgd", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )
 
 
 def _table(text):
@@ -95,12 +103,19 @@ def fake_release(tmp_path):
     venv = tmp_path / "fake-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=TIMEOUT)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
-                          text=True, check=True, timeout=TIMEOUT).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    ).stdout.strip()
     os.makedirs(os.path.join(site, "fastgd"))
     with open(os.path.join(site, "fastgd", "__init__.py"), "w") as handle:
         handle.write(textwrap.dedent(FAKE_FASTGD))
-    with open(os.path.join(site, "numpy-from-the-test.pth"), "w") as handle:  # NumPy only: no .pth of this environment runs
+    with open(
+        os.path.join(site, "numpy-from-the-test.pth"), "w"
+    ) as handle:  # NumPy only: no .pth of this environment runs
         handle.write(os.path.dirname(os.path.dirname(np.__file__)) + "\n")
     return str(python), os.path.join(site, "fastgd")
 
@@ -151,7 +166,9 @@ def test_the_baseline_is_labelled_with_the_version_its_own_python_imports(fake_r
     assert mine["path"] == os.path.dirname(os.path.abspath(fastgd.__file__))
 
 
-def test_the_baseline_worker_trains_with_its_own_fastgd_from_the_standalone_weights(fake_release, tmp_path, monkeypatch):
+def test_the_baseline_worker_trains_with_its_own_fastgd_from_the_standalone_weights(
+    fake_release, tmp_path, monkeypatch
+):
     # The worker file is this checkout's, run by the other Python: it must import that
     # environment's fastgd (the fake), and hand it the standalone workload's data and weights.
     python, package = fake_release
@@ -185,14 +202,22 @@ def test_a_baseline_run_prints_and_records_its_row_beside_fastgds(tmp_path):
     table = done.stdout[done.stdout.index("(baseline:") :]
     assert table.index("(baseline:") < table.index("µs/step")  # the line is above the table
     rows = _table(done.stdout)
-    assert [(workload, library) for workload, library, _, _ in rows] == [("xor", "fastgd"), ("xor", label), ("xor", "fastgd-numpy")]
+    assert [(workload, library) for workload, library, _, _ in rows] == [
+        ("xor", "fastgd"),
+        ("xor", label),
+        ("xor", "fastgd-numpy"),
+    ]
     assert rows[0][3] == 1.0
     assert all(us > 0 and ratio > 0 for _, _, us, ratio in rows)
     record = read_results(path)
     assert [row["label"] for row in record["rows"]] == ["fastgd", label, "fastgd-numpy"]
     mine, baseline, _ = record["rows"]
     assert baseline["baseline"] is True and "baseline" not in mine
-    assert baseline["python"] == sys.executable and baseline["version"] == fastgd.__version__ and baseline["fastgd_path"] == package
+    assert (
+        baseline["python"] == sys.executable
+        and baseline["version"] == fastgd.__version__
+        and baseline["fastgd_path"] == package
+    )
     assert baseline["runtime"] == "Numba" and baseline["library"] == "fastgd"
     # "fastgd is": the baseline's time over this fastgd's, printed as in the table.
     assert baseline["speedup"] == pytest.approx(baseline["seconds"] / mine["seconds"])

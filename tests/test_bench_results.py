@@ -16,8 +16,14 @@ BENCH_TIMEOUT = 300
 
 def test_the_bench_command_writes_every_figure_of_every_row_with_its_context(tmp_path):
     path = tmp_path / "xor.json"
-    done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "xor", "--repeats", "1", "--json", str(path)], capture_output=True,
-                          text=True, timeout=BENCH_TIMEOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd", "bench", "xor", "--repeats", "1", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     record = read_results(path)
     assert record["kind"] == "workloads"
@@ -31,7 +37,16 @@ def test_the_bench_command_writes_every_figure_of_every_row_with_its_context(tmp
     labels = [row["label"] for row in record["rows"]]
     assert labels == ["fastgd", "fastgd-numpy"]
     for row in record["rows"]:
-        for field in ("us_per_step", "seconds", "compile_seconds", "speedup", "roofline_percent", "final_loss", "version", "runtime"):
+        for field in (
+            "us_per_step",
+            "seconds",
+            "compile_seconds",
+            "speedup",
+            "roofline_percent",
+            "final_loss",
+            "version",
+            "runtime",
+        ):
             assert row[field] is not None, field
         assert f"{row['us_per_step']:.4g}" in done.stdout
     fastgd_row = record["rows"][0]
@@ -42,8 +57,13 @@ def test_the_bench_command_writes_every_figure_of_every_row_with_its_context(tmp
 
 def test_a_missing_folder_is_refused_before_the_run(tmp_path):
     missing = tmp_path / "absent" / "result.json"
-    done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "xor", "--json", str(missing)], capture_output=True, text=True,
-                          timeout=BENCH_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd", "bench", "xor", "--json", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2
     assert "--json" in done.stderr and "does not exist" in done.stderr
     assert "µs/step" not in done.stdout  # nothing was measured
@@ -55,8 +75,13 @@ def test_any_kind_of_rows_is_written_as_plain_json(tmp_path):
     # The modes return lists of dicts or {label: figures}; NumPy numbers, tuples and
     # non-finite values must come out as plain JSON (null for NaN and infinities).
     path = tmp_path / "float64.json"
-    written = write_results(path, "float64", {"sigmoid": (np.float64(210.9), 409.0, 1.94), "tanh": {"ratio": math.inf}},
-                            command=["bench", "--float64"], context={"threads": np.int64(1)})  # fmt: skip
+    written = write_results(
+        path,
+        "float64",
+        {"sigmoid": (np.float64(210.9), 409.0, 1.94), "tanh": {"ratio": math.inf}},
+        command=["bench", "--float64"],
+        context={"threads": np.int64(1)},
+    )
     text = path.read_text()
     assert "NaN" not in text and "Infinity" not in text
     record = json.loads(text)

@@ -57,7 +57,12 @@ def test_serve_prints_requests_per_second_per_variant_and_thread_count(tmp_path)
     record = read_results(path)
     assert record["kind"] == "serve"
     assert record["context"]["layer_sizes"] == [64, 256, 256, 10] and record["context"]["request_rows"] == 32
-    assert [(r["variant"], r["threads"]) for r in record["rows"]] == [("fastgd", 1), ("fastgd", 2), ("numpy", 1), ("numpy", 2)]
+    assert [(r["variant"], r["threads"]) for r in record["rows"]] == [
+        ("fastgd", 1),
+        ("fastgd", 2),
+        ("numpy", 1),
+        ("numpy", 2),
+    ]
     for row in record["rows"]:
         assert row["requests"] > 0 and row["requests_per_second"] > 0
         assert f"{row['requests_per_second']:.0f}" in text
@@ -118,7 +123,12 @@ def test_a_cliff_is_a_width_slower_than_twice_its_width_by_more_than_ten_percent
 
 def test_narrow_is_a_workload_every_library_trains_the_same():
     workload = WORKLOADS["narrow"]
-    assert (workload.layer_sizes, workload.dtype, workload.optimizer, workload.batch_size) == ((16, 16, 16, 1), "float32", "adam", 256)
+    assert (workload.layer_sizes, workload.dtype, workload.optimizer, workload.batch_size) == (
+        (16, 16, 16, 1),
+        "float32",
+        "adam",
+        256,
+    )
     from fastgd.bench import worker
 
     fast = worker.measure("fastgd", "narrow", 1)
@@ -145,7 +155,12 @@ def test_the_dropout_bench_gives_a_row_per_network_and_rate():
 
     printed = io.StringIO()
     rows = dropout_cost(repeats=1, out=printed, rates=(0.0, 0.5))
-    assert [(row["network"].split()[0], row["dropout"]) for row in rows] == [("mid", 0.0), ("mid", 0.5), ("digits", 0.0), ("digits", 0.5)]
+    assert [(row["network"].split()[0], row["dropout"]) for row in rows] == [
+        ("mid", 0.0),
+        ("mid", 0.5),
+        ("digits", 0.0),
+        ("digits", 0.5),
+    ]
     assert all(row["us_per_step"] > 0 for row in rows)
     assert [row["vs_none"] for row in rows if row["dropout"] == 0.0] == [1.0, 1.0]
     assert "µs/step" in printed.getvalue()

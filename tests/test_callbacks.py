@@ -36,11 +36,14 @@ def test_a_callback_object_gets_every_hook_in_order():
     net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=6, callbacks=recorder)
     assert recorder.events == [
         ("begin", 6, 30),
-        ("epoch", 2, 2, 2), ("chunk", 2),
-        ("epoch", 4, 4, 4), ("chunk", 2),
-        ("epoch", 6, 6, 6), ("chunk", 2),
+        ("epoch", 2, 2, 2),
+        ("chunk", 2),
+        ("epoch", 4, 4, 4),
+        ("chunk", 2),
+        ("epoch", 6, 6, 6),
+        ("chunk", 2),
         ("end", "finished"),
-    ]  # fmt: skip
+    ]
 
 
 def test_built_in_callbacks_passed_as_objects_behave_like_the_keywords(tmp_path):
@@ -48,13 +51,31 @@ def test_built_in_callbacks_passed_as_objects_behave_like_the_keywords(tmp_path)
     X_val, y_val = X.copy(), 1 - y
     by_keyword = fastgd.Network([3, 8, 2], random_state=0)
     by_object = by_keyword.copy()
-    h1 = by_keyword.fit(X, y, optimizer=fastgd.Adam(0.05), epochs=100, validation_data=(X_val, y_val), early_stopping=True,
-                        patience=3, shuffle=False, checkpoint=tmp_path / "a.npz")  # fmt: skip
-    h2 = by_object.fit(X, y, optimizer=fastgd.Adam(0.05), epochs=100, validation_data=(X_val, y_val), shuffle=False,
-                       callbacks=[EarlyStopping(patience=3), Checkpoint(tmp_path / "b.npz")])  # fmt: skip
+    h1 = by_keyword.fit(
+        X,
+        y,
+        optimizer=fastgd.Adam(0.05),
+        epochs=100,
+        validation_data=(X_val, y_val),
+        early_stopping=True,
+        patience=3,
+        shuffle=False,
+        checkpoint=tmp_path / "a.npz",
+    )
+    h2 = by_object.fit(
+        X,
+        y,
+        optimizer=fastgd.Adam(0.05),
+        epochs=100,
+        validation_data=(X_val, y_val),
+        shuffle=False,
+        callbacks=[EarlyStopping(patience=3), Checkpoint(tmp_path / "b.npz")],
+    )
     assert h1.stopped_epoch == h2.stopped_epoch < 100 and h1.best_epoch == h2.best_epoch
     np.testing.assert_array_equal(by_keyword.flat_parameters, by_object.flat_parameters)
-    np.testing.assert_array_equal(fastgd.load(tmp_path / "a.npz").flat_parameters, fastgd.load(tmp_path / "b.npz").flat_parameters)
+    np.testing.assert_array_equal(
+        fastgd.load(tmp_path / "a.npz").flat_parameters, fastgd.load(tmp_path / "b.npz").flat_parameters
+    )
 
 
 def test_callback_arguments_are_checked_before_training():

@@ -10,7 +10,11 @@ import fastgd
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
 
 STEPS, BATCH = 50, 20  # 5 epochs of 200 rows
-CLIPS = {"norm": dict(clip_grad_norm=1.2), "value": dict(clip_grad_value=0.3), "both": dict(clip_grad_value=0.3, clip_grad_norm=1.0)}
+CLIPS = {
+    "norm": dict(clip_grad_norm=1.2),
+    "value": dict(clip_grad_value=0.3),
+    "both": dict(clip_grad_value=0.3, clip_grad_norm=1.0),
+}
 # float64 over 50 steps: the compiled loop sums in other orders (blocks, fast-math) than NumPy.
 RTOL = 1e-10
 
@@ -19,7 +23,9 @@ def problem():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(STEPS // 5 * BATCH, 4))
     y = np.tanh(X @ rng.normal(size=(4, 3))) + 0.1 * rng.normal(size=(X.shape[0], 3))
-    net = fastgd.Network([4, 6, 3], activation="tanh", loss="mse", dtype="float64", random_state=5, l2=1e-3, n_threads=2)
+    net = fastgd.Network(
+        [4, 6, 3], activation="tanh", loss="mse", dtype="float64", random_state=5, l2=1e-3, n_threads=2
+    )
     return X, y, net
 
 
@@ -43,9 +49,13 @@ def transcribed(net, X, y, optimizer, clips):
     for step in range(1, STEPS + 1):
         start = (step - 1) % (X.shape[0] // BATCH) * BATCH
         g = flat_gradient(ref, ref.gradients(X[start : start + BATCH], y[start : start + BATCH]))
-        norms.append(np.linalg.norm(np.clip(g, -clips.get("clip_grad_value", np.inf), clips.get("clip_grad_value", np.inf))))
+        norms.append(
+            np.linalg.norm(np.clip(g, -clips.get("clip_grad_value", np.inf), clips.get("clip_grad_value", np.inf)))
+        )
         g = clip(g, **clips)
-        fastgd.reference.optimizer_step(optimizer.code, state.params, g, state.opt_state, step, optimizer.lr, optimizer.hyper_vector())
+        fastgd.reference.optimizer_step(
+            optimizer.code, state.params, g, state.opt_state, step, optimizer.lr, optimizer.hyper_vector()
+        )
     return ref.flat_parameters.copy(), np.array(norms)
 
 
@@ -82,7 +92,9 @@ TORCH_OPTIMIZERS = {"SGD": "SGD", "Adagrad": "Adagrad", "RMSprop": "RMSprop", "A
 
 
 @pytest.mark.parametrize("clips", list(CLIPS), ids=list(CLIPS))
-@pytest.mark.parametrize("index", [i for i, (cls, _) in enumerate(OPTIMIZERS_UNDER_TEST) if cls.__name__ in TORCH_OPTIMIZERS])
+@pytest.mark.parametrize(
+    "index", [i for i, (cls, _) in enumerate(OPTIMIZERS_UNDER_TEST) if cls.__name__ in TORCH_OPTIMIZERS]
+)
 def test_clipping_matches_pytorch(index, clips):
     torch = pytest.importorskip("torch")
     cls, options = OPTIMIZERS_UNDER_TEST[index]
@@ -96,7 +108,9 @@ def test_clipping_matches_pytorch(index, clips):
         out = model(Xt[start : start + BATCH])
         weights = [layer.weight for layer in model if isinstance(layer, torch.nn.Linear)]
         # fastgd's mse, (1/2n)·Σ‖a − y‖², plus its l2 penalty (l2/2)·ΣW² on the weights only.
-        loss = 0.5 * ((out - yt[start : start + BATCH]) ** 2).sum() / BATCH + 0.5e-3 * sum((W**2).sum() for W in weights)
+        loss = 0.5 * ((out - yt[start : start + BATCH]) ** 2).sum() / BATCH + 0.5e-3 * sum(
+            (W**2).sum() for W in weights
+        )
         loss.backward()
         if "clip_grad_value" in CLIPS[clips]:
             torch.nn.utils.clip_grad_value_(model.parameters(), CLIPS[clips]["clip_grad_value"])
@@ -113,8 +127,15 @@ def test_clipping_matches_pytorch(index, clips):
 def test_bad_clipping_values_are_refused_before_anything_changes(name):
     X, y, net = problem()
     before = net.flat_parameters.copy()
-    for bad, error in ((0, ValueError), (-1.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
-                       (True, TypeError), ("1", TypeError), (np.ones(2), TypeError)):  # fmt: skip
+    for bad, error in (
+        (0, ValueError),
+        (-1.0, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (True, TypeError),
+        ("1", TypeError),
+        (np.ones(2), TypeError),
+    ):
         with pytest.raises(error, match=name):
             net.fit(X, y, epochs=1, batch_size=BATCH, **{name: bad})
     assert np.array_equal(net.flat_parameters, before) and net.epochs_trained == 0

@@ -30,8 +30,15 @@ def inputs(dtype, n=64, n_in=5):
 
 def trained(activation, output_activation, dtype):
     loss = {"softmax": "crossentropy"}.get(output_activation, "mse")
-    net = fastgd.Network([5, 8, 6, 3], activation=activation, output_activation=output_activation, loss=loss, dtype=dtype,
-                         random_state=4, backend=BACKEND)  # fmt: skip
+    net = fastgd.Network(
+        [5, 8, 6, 3],
+        activation=activation,
+        output_activation=output_activation,
+        loss=loss,
+        dtype=dtype,
+        random_state=4,
+        backend=BACKEND,
+    )
     X = inputs(dtype)
     y = np.random.default_rng(2).integers(0, 3, size=X.shape[0]) if loss == "crossentropy" else np.tanh(X[:, :3])
     net.fit(X, y, optimizer="adam", epochs=3, batch_size=16)
@@ -80,15 +87,23 @@ def test_from_sklearn_predicts_as_the_scikit_learn_model(activation, task):
     neural_network = pytest.importorskip("sklearn.neural_network")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(80, 4))
-    targets = {"multiclass": rng.integers(0, 3, size=80), "binary": rng.integers(0, 2, size=80),
-               "multilabel": rng.integers(0, 2, size=(80, 2)), "regression": X @ rng.normal(size=(4, 2))}  # fmt: skip
+    targets = {
+        "multiclass": rng.integers(0, 3, size=80),
+        "binary": rng.integers(0, 2, size=80),
+        "multilabel": rng.integers(0, 2, size=(80, 2)),
+        "regression": X @ rng.normal(size=(4, 2)),
+    }
     Model = neural_network.MLPRegressor if task == "regression" else neural_network.MLPClassifier
     mlp = Model(hidden_layer_sizes=(7, 5), activation=activation, max_iter=30, random_state=0)
     with pytest.warns(Warning):  # not converged in 30 iterations, on purpose (fast)
         mlp.fit(X, targets[task])
     net = fastgd.from_sklearn(mlp, backend=BACKEND)
-    theirs = {"multiclass": lambda x: mlp.predict_proba(x), "binary": lambda x: mlp.predict_proba(x)[:, 1:],
-              "multilabel": lambda x: mlp.predict_proba(x), "regression": lambda x: mlp.predict(x)}[task](X)  # fmt: skip
+    theirs = {
+        "multiclass": lambda x: mlp.predict_proba(x),
+        "binary": lambda x: mlp.predict_proba(x)[:, 1:],
+        "multilabel": lambda x: mlp.predict_proba(x),
+        "regression": lambda x: mlp.predict(x),
+    }[task](X)
     assert_same_outputs(theirs, net.predict(X), "float64")
     expected_loss = {"multiclass": "crossentropy", "binary": "binary_crossentropy", "multilabel": "binary_crossentropy"}
     assert net.loss_name == expected_loss.get(task, "mse")
@@ -146,8 +161,16 @@ def test_from_torch_refuses_what_a_network_cannot_be():
     refusals = [
         (nn.Linear(3, 2), TypeError, "module must be a torch.nn.Sequential"),
         (nn.Sequential(nn.Conv1d(1, 1, 3)), ValueError, "module\\[0\\] is a Conv1d"),
-        (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)), ValueError, "different activations"),
-        (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1), nn.Linear(4, 1)), ValueError, "softmax is allowed only after the last"),
+        (
+            nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)),
+            ValueError,
+            "different activations",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=-1), nn.Linear(4, 1)),
+            ValueError,
+            "softmax is allowed only after the last",
+        ),
         (nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(0.2), nn.Linear(4, 1)), ValueError, "slope 0.01"),
         (nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=0)), ValueError, "dim=0"),
         (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 1)), ValueError, "takes 5 inputs but layer 0 gives 4"),
@@ -180,7 +203,9 @@ def test_import_fastgd_imports_none_of_the_converters_libraries():
 
 @pytest.mark.parametrize("output_activation", UNEXPORTABLE)
 def test_activations_without_an_equivalent_are_refused_by_name(output_activation):
-    net = fastgd.Network([3, 4, 2], activation="tanh", output_activation=output_activation, random_state=0, backend=BACKEND)
+    net = fastgd.Network(
+        [3, 4, 2], activation="tanh", output_activation=output_activation, random_state=0, backend=BACKEND
+    )
     pytest.importorskip("onnx")
     with pytest.raises(ValueError, match=f"activation '{output_activation}' has no onnx equivalent"):
         net.to_onnx()

@@ -29,7 +29,10 @@ def test_every_optimizer_class_has_one_declaration_and_its_attributes():
         vector = instance.hyper_vector()
         assert vector.shape == (len(spec.hyper),)
         for position, hyper in enumerate(spec.hyper):
-            assert vector[position] == float(getattr(instance, hyper.name)) == float(hyper.default), (spec.name, hyper.name)
+            assert vector[position] == float(getattr(instance, hyper.name)) == float(hyper.default), (
+                spec.name,
+                hyper.name,
+            )
         # Every constructor argument is declared: a hyper-parameter of its own, or a group of
         # them (PyTorch's betas, the pair (beta1, beta2)), with the declared defaults.
         groups = {hyper.group for hyper in spec.hyper if hyper.group is not None}
@@ -43,7 +46,10 @@ def test_every_optimizer_class_has_one_declaration_and_its_attributes():
         state = instance.initial_state(4, np.float64)
         assert state.shape == (max(len(spec.state), 1), 4)
         for row, start in enumerate(spec.initial):
-            assert np.all(state[row] == (getattr(instance, start) if isinstance(start, str) else start)), (spec.name, row)
+            assert np.all(state[row] == (getattr(instance, start) if isinstance(start, str) else start)), (
+                spec.name,
+                row,
+            )
         assert set(spec.flags) <= set(spec.hyper_names)
 
 
@@ -99,11 +105,18 @@ def test_a_declared_hyper_parameter_moves_the_update(cls, options):
 
 
 def test_every_schedule_class_has_one_declaration():
-    classes = {cls.name: cls for cls in vars(schedules).values() if isinstance(cls, type) and issubclass(cls, schedules.Schedule)}
+    classes = {
+        cls.name: cls
+        for cls in vars(schedules).values()
+        if isinstance(cls, type) and issubclass(cls, schedules.Schedule)
+    }
     assert sorted(classes) == sorted(spec.name for spec in optim.SCHEDULES.values())
+    # (a table, one entry a line: the formatter would break its entries apart)
+    # fmt: off
     examples = {"constant": {}, "step": dict(step_size=3, gamma=0.5), "exponential": dict(gamma=0.9),
                 "inverse_scaling": dict(power=0.7), "cosine": dict(total_steps=9, eta_min=0.01),
-                "sample_inverse_scaling": dict(rows=10, power=0.25, offset=3)}  # fmt: skip
+                "sample_inverse_scaling": dict(rows=10, power=0.25, offset=3)}
+    # fmt: on
     for spec in optim.SCHEDULES.values():
         cls = classes[spec.name]
         assert (cls.code, cls.parameter_names) == (spec.code, spec.parameters)
@@ -154,7 +167,8 @@ NEW_OPTIMIZER = textwrap.dedent("""
 
     code = max(optim.SPECS) + 1
     optim.SPECS[code] = optim.OptimizerSpec(
-        "signum", code, (optim.Hyper("lr", 0.01, "positive"), optim.Hyper("beta", 0.9, "unit")), ("momentum_buffer",), (0.0,),
+        "signum", code, (optim.Hyper("lr", 0.01, "positive"), optim.Hyper("beta", 0.9, "unit")), ("momentum_buffer",),
+        (0.0,),
         signum_coefficients, signum_rule, "Signum.", "b <- beta b + (1 - beta) g; p <- p - lr sign(b)", None)
 
     import fastgd
@@ -173,13 +187,15 @@ NEW_OPTIMIZER = textwrap.dedent("""
     moved = float(np.max(np.abs(net.flat_parameters - before)))
     p, g = rng.normal(size=50), rng.normal(size=50)
     optimizer = Signum(lr=0.1)
-    fast_p, fast_state, twin_p, twin_state = p.copy(), optimizer.initial_state(50, np.float64), p.copy(), optimizer.initial_state(50, np.float64)
+    fast_p, fast_state, twin_p, twin_state = p.copy(), optimizer.initial_state(50, np.float64), p.copy(),
+    optimizer.initial_state(50, np.float64)
     for step in (1, 2, 3):
         kernels.optimizer_step(code, fast_p, g, fast_state, step, 0.1, optimizer.hyper_vector())
         reference.optimizer_step(code, twin_p, g, twin_state, step, 0.1, optimizer.hyper_vector())
     print(json.dumps({"difference": float(np.max(np.abs(results["numba"] - results["numpy"]))),
                       "scale": float(np.max(np.abs(results["numpy"]))), "moved": moved,
-                      "step": float(np.max(np.abs(fast_p - twin_p))), "by_hand": float(np.max(np.abs(twin_p - (p - 3 * 0.1 * np.sign(g))))),
+                      "step": float(np.max(np.abs(fast_p - twin_p))), "by_hand": float(np.max(np.abs(twin_p - (p - 3 *
+                      0.1 * np.sign(g))))),
                       "arguments": list(Signum().get_config())}))
 """)
 
@@ -190,7 +206,9 @@ def test_a_new_optimizer_is_one_table_entry_and_its_two_functions(tmp_path):
     # trains compiled, agrees with the NumPy twin and gets its public class, with no other file
     # touched.
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), FASTGD_COMPILE_HELPER="0")
-    done = subprocess.run([sys.executable, "-c", NEW_OPTIMIZER], capture_output=True, text=True, env=environment, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", NEW_OPTIMIZER], capture_output=True, text=True, env=environment, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.splitlines()[-1])
     assert found["difference"] <= 1e-12 * found["scale"], found
@@ -208,7 +226,11 @@ def test_every_file_and_module_the_readme_names_exists():
 
     root = pathlib.Path(__file__).resolve().parent.parent
     text = (root / "README.md").read_text()
-    paths = set(re.findall(r"(?<![\w/.])((?:benchmarks|tests|kernels|fastgd|\.ci)/[\w/.-]+\.(?:py|json|toml|md)|\.ci/run)\b", text))
+    paths = set(
+        re.findall(
+            r"(?<![\w/.])((?:benchmarks|tests|kernels|fastgd|\.ci)/[\w/.-]+\.(?:py|json|toml|md)|\.ci/run)\b", text
+        )
+    )
     missing = sorted(path for path in paths if not (root / path).exists())
     assert not missing, f"the README names files that do not exist: {missing}"
     modules = set(re.findall(r"-m (fastgd(?:\.\w+)*)", text))

@@ -17,8 +17,16 @@ import pytest
 
 pytest.importorskip("mpi4py")
 
+from _distributed_cases import (  # noqa: E402
+    CASES,
+    CHECKPOINT_CASE,
+    THREE_RANK_CASES,
+    case_data,
+    case_network,
+    interleaved,
+)
+
 import fastgd  # noqa: E402
-from _distributed_cases import CASES, CHECKPOINT_CASE, THREE_RANK_CASES, case_data, case_network, interleaved  # noqa: E402
 from fastgd.training.driver import DivergenceError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,11 +42,23 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install
 
 
 def run_job(scenario, out, ranks=2, env=None, runner=True, launcher=(), timeout=JOB_TIMEOUT, prefix=()):
-    command = [*prefix, MPIEXEC, *launcher, "-n", str(ranks), sys.executable, *(["-m", "mpi4py"] if runner else []), WORKER,
-               scenario, str(out)]  # fmt: skip
+    command = [
+        *prefix,
+        MPIEXEC,
+        *launcher,
+        "-n",
+        str(ranks),
+        sys.executable,
+        *(["-m", "mpi4py"] if runner else []),
+        WORKER,
+        scenario,
+        str(out),
+    ]
     environment = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=environment, stdin=subprocess.DEVNULL
+    )
     return result, time.monotonic() - started
 
 
@@ -90,7 +110,9 @@ def test_three_ranks_equal_grad_shards_bitwise(tmp_path):
     # Uneven cuts: the gradient's chunks, a batch's shards (50 rows: 16, 17, 17; last batch 3: 1 each).
     result, _ = run_job("identity", tmp_path / "out.npz", ranks=3)
     assert result.returncode == 0, result.stderr
-    check_identity(np.load(tmp_path / "out.npz"), {name: expected(name, 3) for name in THREE_RANK_CASES}, THREE_RANK_CASES)
+    check_identity(
+        np.load(tmp_path / "out.npz"), {name: expected(name, 3) for name in THREE_RANK_CASES}, THREE_RANK_CASES
+    )
 
 
 @pytest.mark.parametrize("runner", [True, False], ids=["python-m-mpi4py", "plain-python"])
@@ -173,12 +195,15 @@ def two_hosts(tmp_path):
     if _sh("ip", "netns", "add", ns_a).returncode != 0:
         pytest.skip("this machine does not let the tests create network namespaces (needs root or CAP_SYS_ADMIN)")
     try:
+        # (a table, one entry a line: the formatter would break its entries apart)
+        # fmt: off
         steps = [("ip", "netns", "add", ns_b), ("ip", "link", "add", veth_a, "type", "veth", "peer", "name", veth_b),
                  ("ip", "link", "set", veth_a, "netns", ns_a), ("ip", "link", "set", veth_b, "netns", ns_b),
                  ("ip", "-n", ns_a, "addr", "add", f"{ip_a}/24", "dev", veth_a),
                  ("ip", "-n", ns_b, "addr", "add", f"{ip_b}/24", "dev", veth_b),
                  ("ip", "-n", ns_a, "link", "set", "lo", "up"), ("ip", "-n", ns_b, "link", "set", "lo", "up"),
-                 ("ip", "-n", ns_a, "link", "set", veth_a, "up"), ("ip", "-n", ns_b, "link", "set", veth_b, "up")]  # fmt: skip
+                 ("ip", "-n", ns_a, "link", "set", veth_a, "up"), ("ip", "-n", ns_b, "link", "set", veth_b, "up")]
+        # fmt: on
         for step in steps:
             done = _sh(*step)
             if done.returncode != 0:
@@ -200,10 +225,26 @@ def _received_bytes(ns, veth):
 def test_two_hosts_over_tcp(tmp_path, two_hosts, single_process):
     # One rank in each namespace, MPI over TCP across the veth pair: the multi-machine test.
     before = _received_bytes(two_hosts["ns_b"], two_hosts["veth_b"])
-    launcher = ("-launcher", "ssh", "-launcher-exec", two_hosts["launcher"], "-localhost", two_hosts["ip_a"],
-                "-hosts", f"{two_hosts['ip_a']},{two_hosts['ip_b']}", "-ppn", "1", "-genvall")  # fmt: skip
-    result, _ = run_job("identity", tmp_path / "out.npz", env={"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"},
-                        launcher=launcher, prefix=("ip", "netns", "exec", two_hosts["ns_a"]))  # fmt: skip
+    launcher = (
+        "-launcher",
+        "ssh",
+        "-launcher-exec",
+        two_hosts["launcher"],
+        "-localhost",
+        two_hosts["ip_a"],
+        "-hosts",
+        f"{two_hosts['ip_a']},{two_hosts['ip_b']}",
+        "-ppn",
+        "1",
+        "-genvall",
+    )
+    result, _ = run_job(
+        "identity",
+        tmp_path / "out.npz",
+        env={"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"},
+        launcher=launcher,
+        prefix=("ip", "netns", "exec", two_hosts["ns_a"]),
+    )
     assert result.returncode == 0, result.stderr
     check_identity(np.load(tmp_path / "out.npz"), single_process, CASES)
     # The gradients really crossed the link: 15 fits of ~60 steps, a ~0.5 kB exchange each way.

@@ -39,7 +39,7 @@ def test_the_readme_is_at_most_200_lines():
 
 def test_the_readme_has_the_set_up_commands_and_the_docs_build():
     text = README.read_text(encoding="utf-8")
-    assert 'pip install -e . && python -m fastgd demo' in text
+    assert "pip install -e . && python -m fastgd demo" in text
     assert 'pip install -e ".[test]" && pytest' in text
     assert DOCS_BUILD in text
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
@@ -49,8 +49,14 @@ def test_the_readme_has_the_set_up_commands_and_the_docs_build():
 @pytest.mark.parametrize("index", range(len(_python_blocks(README.read_text(encoding="utf-8")))))
 def test_every_python_block_of_the_readme_runs_as_written(index, tmp_path):
     block = _python_blocks(README.read_text(encoding="utf-8"))[index]
-    done = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=BLOCK_TIMEOUT, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", block],
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f"README block {index} failed:\n{block}\n{done.stderr[-3000:]}"
 
 
@@ -83,10 +89,19 @@ def test_the_api_check_finds_a_name_that_goes_undocumented():
 def test_every_file_and_module_the_docs_name_exists():
     # A path or `python -m` module in the docs that does not exist is a stale instruction.
     pages = [*DOCS.rglob("*.rst"), *(ROOT / "examples").glob("*.py")]
-    pages = [page for page in pages if "_build" not in page.parts and "_generated" not in page.parts and "auto_examples" not in page.parts]
+    pages = [
+        page
+        for page in pages
+        if "_build" not in page.parts and "_generated" not in page.parts and "auto_examples" not in page.parts
+    ]
     text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
-    paths = set(re.findall(r"(?<![\w/.])((?:benchmarks|tests|kernels|fastgd|docs|examples|\.ci)/[\w/.-]+\.(?:py|json|toml|md|rst)|\.ci/run)\b",
-                           text))  # fmt: skip
+    paths = set(
+        re.findall(
+            r"(?<![\w/.])((?:benchmarks|tests|kernels|fastgd|docs|examples|\.ci)/[\w/.-]+\.(?:py|json|toml|md|rst)"
+            r"|\.ci/run)\b",
+            text,
+        )
+    )
     assert paths, "the pattern found no paths in the docs"
     missing = sorted(path for path in paths if not (ROOT / path).exists())
     assert not missing, f"the docs name files that do not exist: {missing}"

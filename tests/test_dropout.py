@@ -20,10 +20,20 @@ def data(rows=160, n_in=6, seed=0):
     return X, (X[:, 0] * X[:, 1] > 0).astype(int)
 
 
-def trained(backend="numba", dtype="float64", activation="relu", optimizer="adam", dropout=0.3, n_threads=1, epochs=4, **options):
+def trained(
+    backend="numba", dtype="float64", activation="relu", optimizer="adam", dropout=0.3, n_threads=1, epochs=4, **options
+):
     X, y = data()
-    net = fastgd.Network([6, 16, 12, 2], activation=activation, loss="crossentropy", dtype=dtype, random_state=3, backend=backend,
-                         dropout=dropout, n_threads=n_threads)  # fmt: skip
+    net = fastgd.Network(
+        [6, 16, 12, 2],
+        activation=activation,
+        loss="crossentropy",
+        dtype=dtype,
+        random_state=3,
+        backend=backend,
+        dropout=dropout,
+        n_threads=n_threads,
+    )
     history = net.fit(X, y, optimizer=optimizer, epochs=epochs, batch_size=32, **options)
     return net, history
 
@@ -35,8 +45,12 @@ def test_the_compiled_loop_and_the_numpy_twin_take_the_same_steps(dtype, activat
     compiled, compiled_history = trained("numba", dtype, activation, optimizer)
     twin, twin_history = trained("numpy", dtype, activation, optimizer)
     # The twins' tolerance (sums in another order); the masks themselves are the same bits.
-    np.testing.assert_allclose(compiled.flat_parameters, twin.flat_parameters, rtol=RTOL[np.dtype(dtype)] * 10, atol=1e-12 if
-                               dtype == "float64" else 1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        compiled.flat_parameters,
+        twin.flat_parameters,
+        rtol=RTOL[np.dtype(dtype)] * 10,
+        atol=1e-12 if dtype == "float64" else 1e-5,
+    )
     np.testing.assert_allclose(compiled_history.loss, twin_history.loss, rtol=RTOL[np.dtype(dtype)] * 10)
 
 
@@ -52,7 +66,9 @@ def test_dropout_changes_training_and_is_deterministic_from_random_state():
     fits = {}
     for rate in (0.0, 0.3):
         for seed in (3, 4):
-            net = fastgd.Network([6, 16, 12, 2], activation="relu", loss="crossentropy", random_state=seed, dropout=rate)
+            net = fastgd.Network(
+                [6, 16, 12, 2], activation="relu", loss="crossentropy", random_state=seed, dropout=rate
+            )
             net.flat_parameters[...] = with_dropout.state_dict()["initial_parameters"]
             net.fit(X, y, optimizer="adam", epochs=3, batch_size=32, shuffle=False)
             fits[rate, seed] = net.flat_parameters.copy()
@@ -65,8 +81,16 @@ def test_the_same_bits_on_one_and_two_threads():
     X, y = rng.normal(size=(1024, 64)), rng.normal(size=(1024, 8))
     results = []
     for threads in (1, 2):
-        net = fastgd.Network([64, 256, 256, 8], activation="relu", output_activation="identity", loss="mse", dtype="float32",
-                             random_state=0, n_threads=threads, dropout=[0.2, 0.5])  # fmt: skip
+        net = fastgd.Network(
+            [64, 256, 256, 8],
+            activation="relu",
+            output_activation="identity",
+            loss="mse",
+            dtype="float32",
+            random_state=0,
+            n_threads=threads,
+            dropout=[0.2, 0.5],
+        )
         net.fit(X, y, optimizer="adam", epochs=2, batch_size=512)
         results.append(net.flat_parameters.copy())
     assert np.array_equal(results[0], results[1])
@@ -83,7 +107,9 @@ def test_the_masks_are_inverted_dropout_and_the_twin_draws_the_same(dtype):
     x = rng.normal(size=(rows, 20)).astype(dtype)
     y, row_scale = rng.normal(size=(rows, 3)).astype(dtype), np.full(rows, 1.0 / rows, dtype)
     training, dropped, plain, twin = (layout.make_buffers(architecture, rows, dtype) for _ in range(4))
-    network.forward_backward(params, np.zeros_like(params), architecture, x, y, row_scale, training, MSE, 0.0, 0.0, key=key, row0=7)
+    network.forward_backward(
+        params, np.zeros_like(params), architecture, x, y, row_scale, training, MSE, 0.0, 0.0, key=key, row0=7
+    )
     network.forward(params, architecture, x, dropped, MSE, key=key, row0=7)
     network.forward(params, architecture, x, plain, MSE)
     reference.forward(params, architecture, x, twin, MSE, key=key, row0=7)
@@ -107,16 +133,41 @@ def test_the_masks_are_inverted_dropout_and_the_twin_draws_the_same(dtype):
 
 def test_the_backward_pass_goes_through_the_masks_as_the_twin_does():
     rng = np.random.default_rng(2)
-    architecture = layout.make_architecture((5, 9, 7, 2), [activations.SIGMOID, activations.SIGMOID, activations.IDENTITY],
-                                            dropout=[0.25, 0.5])  # fmt: skip
+    architecture = layout.make_architecture(
+        (5, 9, 7, 2), [activations.SIGMOID, activations.SIGMOID, activations.IDENTITY], dropout=[0.25, 0.5]
+    )
     params = rng.normal(size=architecture.n_params)
     x, y = rng.normal(size=(33, 5)), rng.normal(size=(33, 2))
     scale = np.full(33, 1 / 33)
     grads, twin_grads = np.zeros_like(params), np.zeros_like(params)
-    value = network.forward_backward(params, grads, architecture, x, y, scale, layout.make_buffers(architecture, 33, "float64"), MSE,
-                                     0.0, 0.0, key=99, row0=3)  # fmt: skip
-    twin = reference.forward_backward(params, twin_grads, architecture, x, y, scale, layout.make_buffers(architecture, 33, "float64"),
-                                      MSE, 0.0, 0.0, key=99, row0=3)  # fmt: skip
+    value = network.forward_backward(
+        params,
+        grads,
+        architecture,
+        x,
+        y,
+        scale,
+        layout.make_buffers(architecture, 33, "float64"),
+        MSE,
+        0.0,
+        0.0,
+        key=99,
+        row0=3,
+    )
+    twin = reference.forward_backward(
+        params,
+        twin_grads,
+        architecture,
+        x,
+        y,
+        scale,
+        layout.make_buffers(architecture, 33, "float64"),
+        MSE,
+        0.0,
+        0.0,
+        key=99,
+        row0=3,
+    )
     np.testing.assert_allclose(value, twin, rtol=1e-12)
     np.testing.assert_allclose(grads, twin_grads, rtol=1e-12, atol=1e-15)
     # Finite differences of the loss with these masks fixed (the key fixes them) agree with backprop.
@@ -125,8 +176,21 @@ def test_the_backward_pass_goes_through_the_masks_as_the_twin_does():
         for sign in (1, -1):
             shifted = params.copy()
             shifted[i] += sign * eps
-            numeric[i] += sign * network.evaluate_loss(shifted, architecture, x, y, scale, layout.make_buffers(architecture, 33, "float64"),
-                                                       MSE, key=99, row0=3) / (2 * eps)  # fmt: skip
+            numeric[i] += (
+                sign
+                * network.evaluate_loss(
+                    shifted,
+                    architecture,
+                    x,
+                    y,
+                    scale,
+                    layout.make_buffers(architecture, 33, "float64"),
+                    MSE,
+                    key=99,
+                    row0=3,
+                )
+                / (2 * eps)
+            )
     np.testing.assert_allclose(grads, numeric, rtol=1e-5, atol=1e-8)
 
 
@@ -167,10 +231,17 @@ def test_exported_networks_carry_no_dropout():
     np.testing.assert_allclose(module(torch.from_numpy(X)).detach().numpy(), net.predict(X), rtol=1e-12)
 
 
-@pytest.mark.parametrize(("dropout", "error", "match"), [
-    (-0.1, ValueError, r"\[0, 1\)"), (1.0, ValueError, r"\[0, 1\)"), (float("nan"), ValueError, r"\[0, 1\)"),
-    ("0.1", TypeError, "dropout"), ([0.1], ValueError, "one rate per hidden layer"), ([0.1, True], TypeError, "numbers"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("dropout", "error", "match"),
+    [
+        (-0.1, ValueError, r"\[0, 1\)"),
+        (1.0, ValueError, r"\[0, 1\)"),
+        (float("nan"), ValueError, r"\[0, 1\)"),
+        ("0.1", TypeError, "dropout"),
+        ([0.1], ValueError, "one rate per hidden layer"),
+        ([0.1, True], TypeError, "numbers"),
+    ],
+)
 def test_bad_dropout_is_refused_naming_it(dropout, error, match):
     with pytest.raises(error, match=match):
         fastgd.Network([3, 4, 5, 1], dropout=dropout)
@@ -189,7 +260,9 @@ def test_the_estimators_take_dropout():
     np.testing.assert_array_equal(classifier.predict_proba(X), again.predict_proba(X))
     plain = MLPClassifier((8, 8), max_iter=5, random_state=0).fit(X, y)
     assert not np.array_equal(classifier.predict_proba(X), plain.predict_proba(X))
-    assert MLPRegressor(hidden_layer_sizes=(8,), dropout=0.2, max_iter=3, random_state=0).fit(X, X[:, 0]).network_.dropout == (0.2,)
+    assert MLPRegressor(hidden_layer_sizes=(8,), dropout=0.2, max_iter=3, random_state=0).fit(
+        X, X[:, 0]
+    ).network_.dropout == (0.2,)
     with pytest.raises(ValueError, match="lbfgs"):
         MLPClassifier((8,), solver="lbfgs", dropout=0.2).fit(X, y)
     with pytest.raises(InvalidParameterError, match="dropout"):

@@ -49,7 +49,14 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     net = fastgd.Network([3, 8, 2], random_state=0)
     start = net.copy()
     history = net.fit(
-        X, y, optimizer=fastgd.Adam(0.05), epochs=200, validation_data=(X_val, y_val), early_stopping=True, patience=3, shuffle=False
+        X,
+        y,
+        optimizer=fastgd.Adam(0.05),
+        epochs=200,
+        validation_data=(X_val, y_val),
+        early_stopping=True,
+        patience=3,
+        shuffle=False,
     )
     best = int(np.argmin(history.val_loss)) + 1
     assert history.best_epoch == best
@@ -180,7 +187,9 @@ def test_weight_penalties_are_part_of_the_loss_and_its_gradient():
     expected = plain.loss(X, y) + 0.01 * np.abs(weights).sum() + 0.05 * (weights**2).sum()
     assert penalised.loss(X, y) == pytest.approx(expected, rel=1e-12)
     g_plain, g_pen = plain.gradients(X, y), penalised.gradients(X, y)
-    np.testing.assert_allclose(g_pen.weights[0], g_plain.weights[0] + 0.01 * np.sign(plain.weights[0]) + 0.1 * plain.weights[0])
+    np.testing.assert_allclose(
+        g_pen.weights[0], g_plain.weights[0] + 0.01 * np.sign(plain.weights[0]) + 0.1 * plain.weights[0]
+    )
     np.testing.assert_array_equal(g_pen.biases[0], g_plain.biases[0])  # biases are not penalised
     assert fastgd.gradient_check(penalised, X, y).max_relative_error < 1e-7
 

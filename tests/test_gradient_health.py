@@ -14,12 +14,28 @@ from fastgd.training.health import HEALTH_FIELDS
 BATCH, EPOCHS = 16, 3
 
 
-def problem(activation="sigmoid", output_activation="sigmoid", hidden=(9, 7), dtype="float64", init="uniform", l2=1e-3, **options):
+def problem(
+    activation="sigmoid",
+    output_activation="sigmoid",
+    hidden=(9, 7),
+    dtype="float64",
+    init="uniform",
+    l2=1e-3,
+    **options,
+):
     rng = np.random.default_rng(8)
     X = 2.5 * rng.normal(size=(96, 5))
     y = 1 / (1 + np.exp(-X[:, :2] @ rng.normal(size=(2, 2))))
-    net = fastgd.Network([5, *hidden, 2], activation=activation, output_activation=output_activation, init=init,
-                         dtype=dtype, random_state=2, l2=l2, **options)  # fmt: skip
+    net = fastgd.Network(
+        [5, *hidden, 2],
+        activation=activation,
+        output_activation=output_activation,
+        init=init,
+        dtype=dtype,
+        random_state=2,
+        l2=l2,
+        **options,
+    )
     return X, y, net
 
 
@@ -53,8 +69,9 @@ def expected_health(net, X, y, optimizer, clip_grad_norm=None):
             gradient = flat_gradient(ref, g)
             if clip_grad_norm is not None:
                 gradient *= min(1.0, clip_grad_norm / (np.linalg.norm(gradient) + 1e-6))
-            fastgd.reference.optimizer_step(optimizer.code, state.params, gradient, state.opt_state, step, optimizer.lr,
-                                            optimizer.hyper_vector())  # fmt: skip
+            fastgd.reference.optimizer_step(
+                optimizer.code, state.params, gradient, state.opt_state, step, optimizer.lr, optimizer.hyper_vector()
+            )
         steps = X.shape[0] // BATCH
         row = np.full((len(names), 4), np.nan)
         for k, name in enumerate(names):
@@ -72,16 +89,34 @@ def recorded(history):
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-@pytest.mark.parametrize("activation, output_activation", [("sigmoid", "sigmoid"), ("tanh", "identity"), ("relu", "softmax")])
+@pytest.mark.parametrize(
+    "activation, output_activation", [("sigmoid", "sigmoid"), ("tanh", "identity"), ("relu", "softmax")]
+)
 def test_health_is_what_its_definitions_say(backend, activation, output_activation):
     X, y, net = problem(activation, output_activation, backend=backend)
     if output_activation == "softmax":
-        net = fastgd.Network([5, 9, 7, 2], activation=activation, output_activation="softmax", loss="crossentropy",
-                             init="uniform", random_state=2, l2=1e-3, backend=backend)  # fmt: skip
+        net = fastgd.Network(
+            [5, 9, 7, 2],
+            activation=activation,
+            output_activation="softmax",
+            loss="crossentropy",
+            init="uniform",
+            random_state=2,
+            l2=1e-3,
+            backend=backend,
+        )
         y = np.eye(2)[(X[:, 0] > 0).astype(int)]
     expected = expected_health(net, X, y, fastgd.Adam(lr=0.05), clip_grad_norm=0.5)
-    history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.05), epochs=EPOCHS, batch_size=BATCH, shuffle=False,
-                      track_gradients=True, clip_grad_norm=0.5)  # fmt: skip
+    history = net.fit(
+        X,
+        y,
+        optimizer=fastgd.Adam(lr=0.05),
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        shuffle=False,
+        track_gradients=True,
+        clip_grad_norm=0.5,
+    )
     got = recorded(history)
     assert got.shape == (EPOCHS, 3, 4)
     assert history.health_epochs == [1, 2, 3] and net.history.health_epochs == [1, 2, 3]
@@ -99,7 +134,9 @@ def test_health_depends_on_no_thread_count_and_changes_no_training():
     for threads, track in ((1, True), (2, True), (2, False)):
         trained = net.copy()
         trained.n_threads = threads
-        history = trained.fit(X, y, optimizer="adam", epochs=EPOCHS, batch_size=BATCH, track_gradients=track, grad_shards=2)
+        history = trained.fit(
+            X, y, optimizer="adam", epochs=EPOCHS, batch_size=BATCH, track_gradients=track, grad_shards=2
+        )
         results.append((trained.flat_parameters.copy(), recorded(history) if track else None))
     assert np.array_equal(results[0][0], results[1][0]) and np.array_equal(results[0][0], results[2][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
@@ -122,8 +159,12 @@ def test_vanishing_gradients_warn_once_per_layer_naming_it_and_the_epoch():
     # Thresholds are the user's; warn=False records without warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error", fastgd.GradientWarning)
-        net.copy().fit(X, y, optimizer="sgd", epochs=1, batch_size=BATCH, track_gradients=fastgd.GradientTracking(vanishing=1e-12))
-        quiet = net.copy().fit(X, y, optimizer="sgd", epochs=1, batch_size=BATCH, track_gradients=fastgd.GradientTracking(warn=False))
+        net.copy().fit(
+            X, y, optimizer="sgd", epochs=1, batch_size=BATCH, track_gradients=fastgd.GradientTracking(vanishing=1e-12)
+        )
+        quiet = net.copy().fit(
+            X, y, optimizer="sgd", epochs=1, batch_size=BATCH, track_gradients=fastgd.GradientTracking(warn=False)
+        )
     assert len(quiet.grad_norm) == 1
 
 
@@ -133,8 +174,14 @@ def test_exploding_gradients_warn():
     # (its inputs times δ), while the first layer's gradient (x times δ carried back) is not.
     net.weights[0][...] *= 1e-4
     with pytest.warns(fastgd.GradientWarning, match="layer 0 .* gradient exploding at epoch 1"):
-        net.fit(X, y, optimizer=fastgd.SGD(lr=1e-6), epochs=1, batch_size=BATCH,
-                track_gradients=fastgd.GradientTracking(vanishing=1e-9, exploding=10.0))  # fmt: skip
+        net.fit(
+            X,
+            y,
+            optimizer=fastgd.SGD(lr=1e-6),
+            epochs=1,
+            batch_size=BATCH,
+            track_gradients=fastgd.GradientTracking(vanishing=1e-9, exploding=10.0),
+        )
 
 
 def test_bad_tracking_arguments_change_nothing(tmp_path):
@@ -144,9 +191,11 @@ def test_bad_tracking_arguments_change_nothing(tmp_path):
         net.fit(X, y, track_gradients="yes")
     with pytest.raises(TypeError, match="track_gradients must be"):
         net.fit(X, y, track_gradients=np.ones(2))
-    for options, words in ((dict(vanishing=-1.0), "vanishing must be a finite number > 0"),
-                           (dict(exploding=float("inf")), "exploding must be a finite number > 0"),
-                           (dict(vanishing=10.0, exploding=1.0), "must be below exploding")):  # fmt: skip
+    for options, words in (
+        (dict(vanishing=-1.0), "vanishing must be a finite number > 0"),
+        (dict(exploding=float("inf")), "exploding must be a finite number > 0"),
+        (dict(vanishing=10.0, exploding=1.0), "must be below exploding"),
+    ):
         with pytest.raises(ValueError, match=words):
             fastgd.GradientTracking(**options)
     path = tmp_path / "X.npy"

@@ -21,6 +21,8 @@ from fastgd.registry import ACTIVATIONS, LOSSES
 EXPECTED_ERRORS = (ValueError, TypeError)
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 JUNK = junk(st.just(np.zeros(3)))
+
+
 @pytest.fixture(scope="module")
 def net():
     X, y = regression_data(n=20, n_in=3, n_out=2)
@@ -42,18 +44,26 @@ def test_fit_arguments_beyond_the_old_ones(net, data, tmp_path_factory):
     X, y = regression_data(n=12, n_in=3, n_out=2)
     folder = tmp_path_factory.mktemp("ckpt")
     unwritable = folder / "missing" / "net.npz"
-    name, value = data.draw(st.one_of(
-        # (No junk text: a short string is a valid relative path, and a checkpoint would be
-        # written into the working folder.)
-        st.tuples(st.just("checkpoint"), st.one_of(JUNK.filter(lambda value: not isinstance(value, str)),
-                                                   st.sampled_from(["", str(folder), str(unwritable), str(folder / "n.npz")]))),  # fmt: skip
-        st.tuples(st.just("grad_shards"), st.one_of(JUNK, st.integers(-2, 20))),
-        st.tuples(st.just("restore_best"), JUNK),
-        st.tuples(st.just("lr_schedule"), JUNK),
-        st.tuples(st.just("checkpoint_every"), st.one_of(JUNK, st.integers(-2, 3))),
-        st.tuples(st.sampled_from(["clip_grad_norm", "clip_grad_value"]), st.one_of(JUNK, st.floats(-1, 10))),
-        st.tuples(st.just("track_gradients"), JUNK),
-    ), label="argument")  # fmt: skip
+    name, value = data.draw(
+        st.one_of(
+            # (No junk text: a short string is a valid relative path, and a checkpoint would be
+            # written into the working folder.)
+            st.tuples(
+                st.just("checkpoint"),
+                st.one_of(
+                    JUNK.filter(lambda value: not isinstance(value, str)),
+                    st.sampled_from(["", str(folder), str(unwritable), str(folder / "n.npz")]),
+                ),
+            ),
+            st.tuples(st.just("grad_shards"), st.one_of(JUNK, st.integers(-2, 20))),
+            st.tuples(st.just("restore_best"), JUNK),
+            st.tuples(st.just("lr_schedule"), JUNK),
+            st.tuples(st.just("checkpoint_every"), st.one_of(JUNK, st.integers(-2, 3))),
+            st.tuples(st.sampled_from(["clip_grad_norm", "clip_grad_value"]), st.one_of(JUNK, st.floats(-1, 10))),
+            st.tuples(st.just("track_gradients"), JUNK),
+        ),
+        label="argument",
+    )
     before = state_of(network)
     try:
         with warnings.catch_warnings():
@@ -68,7 +78,11 @@ def test_checkpoint_paths_are_refused_before_any_epoch(net, tmp_path):
     X, y = regression_data(n=12, n_in=3, n_out=2)
     network = net.copy()
     before = state_of(network)
-    for bad, words in (("", "checkpoint must be a file path"), (tmp_path, "folder"), (tmp_path / "no" / "x.npz", "does not exist")):
+    for bad, words in (
+        ("", "checkpoint must be a file path"),
+        (tmp_path, "folder"),
+        (tmp_path / "no" / "x.npz", "does not exist"),
+    ):
         with pytest.raises(ValueError, match=words):
             network.fit(X, y, epochs=3, checkpoint=bad)
         assert_same_state(network, before)
@@ -83,7 +97,11 @@ def test_checkpoint_paths_are_refused_before_any_epoch(net, tmp_path):
 @given(X=st.one_of(JUNK, st.just(np.ones((3, 3)))), y=JUNK, weight=JUNK)
 def test_evaluation_and_partial_fit_take_any_value(net, X, y, weight):
     before = state_of(net)
-    for call in (lambda: net.loss(X, y, weight), lambda: net.gradients(X, y, weight), lambda: net.copy().partial_fit(X, y, sample_weight=weight)):
+    for call in (
+        lambda: net.loss(X, y, weight),
+        lambda: net.gradients(X, y, weight),
+        lambda: net.copy().partial_fit(X, y, sample_weight=weight),
+    ):
         try:
             call()
         except EXPECTED_ERRORS as error:
@@ -101,8 +119,16 @@ def test_missing_targets_are_named(net):
 @SETTINGS
 @given(data=st.data())
 def test_schedules_take_any_value_or_name_the_bad_argument(data):
-    cls, names = data.draw(st.sampled_from([(schedules.StepDecay, ("step_size", "gamma")), (schedules.Exponential, ("gamma",)),
-                                            (schedules.InverseScaling, ("power",)), (schedules.Cosine, ("total_steps", "eta_min"))]))  # fmt: skip
+    cls, names = data.draw(
+        st.sampled_from(
+            [
+                (schedules.StepDecay, ("step_size", "gamma")),
+                (schedules.Exponential, ("gamma",)),
+                (schedules.InverseScaling, ("power",)),
+                (schedules.Cosine, ("total_steps", "eta_min")),
+            ]
+        )
+    )
     name = data.draw(st.sampled_from(names))
     good = {"step_size": 2, "gamma": 0.5, "power": 0.5, "total_steps": 5, "eta_min": 0.0}
     arguments = {n: good[n] for n in names}
@@ -125,7 +151,9 @@ def _targets(draw, loss, rows, n_out):
             return np.arange(rows) % n_out
         if kind == "one-hot":
             return np.eye(n_out)[np.arange(rows) % n_out]
-        values = np.array(draw(st.lists(st.floats(0, 1), min_size=rows * n_out, max_size=rows * n_out))).reshape(rows, n_out)
+        values = np.array(draw(st.lists(st.floats(0, 1), min_size=rows * n_out, max_size=rows * n_out))).reshape(
+            rows, n_out
+        )
         if kind == "probabilities":
             values = values + 1e-3
             return values / values.sum(axis=1, keepdims=True)
@@ -151,7 +179,9 @@ def test_backprop_agrees_with_finite_differences_for_every_accepted_input(data):
     # Weights within [1e-3, 10]: sse is a weighted sum, so larger weights scale the loss up and
     # with it the finite differences' rounding error (~1e-16·|C|/eps), not the backprop's.
     # Extreme weights are the subject of test_scaling_every_weight_changes_no_mean_loss.
-    weights = data.draw(st.one_of(st.none(), st.lists(st.floats(1e-3, 10), min_size=rows, max_size=rows)), label="weights")
+    weights = data.draw(
+        st.one_of(st.none(), st.lists(st.floats(1e-3, 10), min_size=rows, max_size=rows)), label="weights"
+    )
     y = _targets(data.draw, loss, rows, n_out)
     if hidden in ("relu", "leaky_relu") or output in ("relu", "leaky_relu"):
         seeds = range(200)  # a point with no pre-activation near the kink (finite differences fail there)
@@ -160,7 +190,9 @@ def test_backprop_agrees_with_finite_differences_for_every_accepted_input(data):
     for seed in seeds:
         rng = np.random.default_rng(seed)
         X = rng.normal(size=(rows, 4))
-        net = fastgd.Network([4, 6, n_out], activation=hidden, output_activation=output, loss=loss, random_state=seed, l1=0.001, l2=0.01)
+        net = fastgd.Network(
+            [4, 6, n_out], activation=hidden, output_activation=output, loss=loss, random_state=seed, l1=0.001, l2=0.01
+        )
         z = X @ net.weights[0] + net.biases[0]
         if np.abs(z).min() > 0.02 or seeds == range(1):
             break
@@ -169,7 +201,10 @@ def test_backprop_agrees_with_finite_differences_for_every_accepted_input(data):
 
 
 @settings(max_examples=40, deadline=None)
-@given(scale=st.sampled_from([1e-300, 1e-30, 1.0, 1e30, 1e300]), loss=st.sampled_from(["mse", "binary_crossentropy", "crossentropy"]))
+@given(
+    scale=st.sampled_from([1e-300, 1e-30, 1.0, 1e30, 1e300]),
+    loss=st.sampled_from(["mse", "binary_crossentropy", "crossentropy"]),
+)
 def test_scaling_every_weight_changes_no_mean_loss(scale, loss):
     # Equal weights of 1e308 used to make loss() 0, subnormal ones made it inf: a mean loss is
     # now normalised by the largest weight first.
@@ -198,8 +233,24 @@ def _saved(tmp_path):
     return net, path, arrays
 
 
-FIELDS = ["layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "backend", "n_threads", "l1", "l2",
-          "shuffle_seed", "epochs_trained", "optimizer", "history", "format", "format_version"]  # fmt: skip
+FIELDS = [
+    "layer_sizes",
+    "activation",
+    "output_activation",
+    "loss",
+    "init",
+    "dtype",
+    "backend",
+    "n_threads",
+    "l1",
+    "l2",
+    "shuffle_seed",
+    "epochs_trained",
+    "optimizer",
+    "history",
+    "format",
+    "format_version",
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -209,10 +260,20 @@ def test_a_mutated_description_loads_or_names_the_field_and_the_file(tmp_path_fa
     net, path, arrays = _saved(tmp_path)
     description = json.loads(arrays["description"].tobytes())
     field = data.draw(st.sampled_from(FIELDS), label="field")
-    value = data.draw(st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=4),
-                                st.lists(st.integers(-3, 5), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-                                st.just({"name": "adam", "config": {"lr": -1}}), st.just({"name": "nadam", "config": {}})),
-                      label="value")  # fmt: skip
+    value = data.draw(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**70), 2**70),
+            st.floats(),
+            st.text(max_size=4),
+            st.lists(st.integers(-3, 5), max_size=4),
+            st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+            st.just({"name": "adam", "config": {"lr": -1}}),
+            st.just({"name": "nadam", "config": {}}),
+        ),
+        label="value",
+    )
     if data.draw(st.booleans(), label="delete"):
         description.pop(field)
     else:
@@ -233,7 +294,9 @@ def test_a_mutated_description_loads_or_names_the_field_and_the_file(tmp_path_fa
 def test_a_mutated_array_loads_or_names_the_array_and_the_file(tmp_path_factory, data):
     tmp_path = tmp_path_factory.mktemp("arrays")
     net, path, arrays = _saved(tmp_path)
-    name = data.draw(st.sampled_from(["parameters", "initial_parameters", "optimizer_state", "optimizer_step"]), label="array")
+    name = data.draw(
+        st.sampled_from(["parameters", "initial_parameters", "optimizer_state", "optimizer_step"]), label="array"
+    )
     edit = data.draw(st.sampled_from(["shorter", "dtype", "2-D", "NaN", "negative", "huge header"]), label="edit")
     array = arrays[name]
     if edit == "shorter":

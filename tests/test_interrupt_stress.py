@@ -11,7 +11,6 @@ import io
 import os
 
 import pytest
-
 import stress_interrupt
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT to child processes (POSIX)")
@@ -31,8 +30,19 @@ def test_no_ctrl_c_is_lost_in_seventeen_random_interrupts():
     # compile; then each child is bounded: start_timeout to announce itself, grace (and
     # cold_grace for the compiling child) for each KeyboardInterrupt, then killed; the hog is
     # killed at the end.
-    summary = stress_interrupt.run(interrupts=17, episodes=8, jobs=1, hogs=1, cold=0.2, seed=0, grace=30.0, cold_grace=90.0,
-                                   start_timeout=240.0, warm_timeout=1200.0, log=log)  # fmt: skip
+    summary = stress_interrupt.run(
+        interrupts=17,
+        episodes=8,
+        jobs=1,
+        hogs=1,
+        cold=0.2,
+        seed=0,
+        grace=30.0,
+        cold_grace=90.0,
+        start_timeout=240.0,
+        warm_timeout=1200.0,
+        log=log,
+    )
     summary.report(out=log)  # every lost or failed interrupt, with the child's stderr
     report = log.getvalue()
     assert summary.lost == [] and summary.failed == [], report

@@ -1,17 +1,19 @@
 """Every Numba kernel against its NumPy twin of the same name and signature."""
 
-import os
 import inspect
+import os
 
 import numpy as np
 import pytest
-from numba import njit
 from _helpers import DTYPES, RTOL, assert_close
+from numba import njit
 
 import fastgd
 from fastgd import kernels, reference
 from fastgd.kernels import activations as acts_codes
-from fastgd.kernels import layout, losses as loss_codes, optim as opt_codes
+from fastgd.kernels import layout
+from fastgd.kernels import losses as loss_codes
+from fastgd.kernels import optim as opt_codes
 from fastgd.kernels import optim as sched_codes  # the schedules' codes live beside the optimizers'
 from fastgd.kernels.mathfn import fast_exp, fast_log1p, fast_tanh
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
@@ -21,10 +23,13 @@ ELEMENTWISE = [a for a in ACTIVATIONS.values() if a.value is not None]  # (softm
 # Shapes include a single row, single columns, odd sizes that are not multiples of the thread
 # count, and sizes for each matrix-product path (fastgd._config): loops, one BLAS call, and
 # parallel blocks (rows * n_in * n_out >= PARALLEL_MIN_MACS), with odd block counts and rows.
+# (a table, one entry a line: the formatter would break its entries apart)
+# fmt: off
 LAYER_SHAPES = [
     (1, 1, 1), (1, 3, 5), (4, 2, 4), (7, 5, 3), (33, 17, 9), (65, 70, 33), (128, 64, 40),
     (301, 131, 67), (515, 390, 7), (130, 257, 129),
-]  # fmt: skip
+]
+# fmt: on
 
 
 def _copy(value):
@@ -131,7 +136,9 @@ def test_float64_exp_tanh_and_log1p_are_within_two_ulp_of_libm():
     # The vectorisable float64 versions (kernels/mathfn.py) against NumPy's (libm's), over the
     # whole range: the user guide (docs/user_guide/networks.rst) states these bounds.
     rng = np.random.default_rng(0)
-    x = np.concatenate([float64_arguments(rng, -746.0, 710.0), [0.0, -0.0, 709.78, 709.79, -745.13, -745.14, 1e-310, -1e-310]])
+    x = np.concatenate(
+        [float64_arguments(rng, -746.0, 710.0), [0.0, -0.0, 709.78, 709.79, -745.13, -745.14, 1e-310, -1e-310]]
+    )
     exp_out, tanh_out = np.empty_like(x), np.empty_like(x)
     exp_and_tanh(x, exp_out, tanh_out)
     with np.errstate(over="ignore"):
@@ -139,31 +146,41 @@ def test_float64_exp_tanh_and_log1p_are_within_two_ulp_of_libm():
     assert ulps(exp_out, exp_true).max() <= 2 and np.array_equal(np.isinf(exp_out), np.isinf(exp_true))
     assert np.array_equal(exp_out == 0, exp_true == 0)
     assert ulps(tanh_out, np.tanh(x)).max() <= 2 and np.abs(tanh_out).max() <= 1
-    u = np.concatenate([float64_arguments(rng, -1.0, np.finfo(np.float64).max), rng.uniform(0, 1, 1_000_000), [0.0, -0.0, -1.0, 5e-324]])
+    u = np.concatenate(
+        [
+            float64_arguments(rng, -1.0, np.finfo(np.float64).max),
+            rng.uniform(0, 1, 1_000_000),
+            [0.0, -0.0, -1.0, 5e-324],
+        ]
+    )
     log_out = np.empty_like(u)
     apply_log1p(u, log_out)
     with np.errstate(divide="ignore"):
         log_true = np.log1p(u)
     assert ulps(log_out, log_true).max() <= 2 and log_out[u == -1.0].tolist() == [-np.inf]
     special = np.array([np.nan, np.inf, -np.inf])
-    e, t, l = np.empty(3), np.empty(3), np.empty(3)
+    e, t, lg = np.empty(3), np.empty(3), np.empty(3)
     exp_and_tanh(special, e, t)
-    apply_log1p(special, l)
-    assert np.isnan(e[0]) and np.isnan(t[0]) and np.isnan(l[0]) and np.isnan(l[2])
-    assert e[1] == np.inf and e[2] == 0 and t[1] == 1 and t[2] == -1 and l[1] == np.inf
+    apply_log1p(special, lg)
+    assert np.isnan(e[0]) and np.isnan(t[0]) and np.isnan(lg[0]) and np.isnan(lg[2])
+    assert e[1] == np.inf and e[2] == 0 and t[1] == 1 and t[2] == -1 and lg[1] == np.inf
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_pass_propagates_nan_through_relu(dtype):
     # The passes have their own relu; a NaN input must reach the loss (divergence has to stay
     # visible), not be clipped to 0 as Numba's max(0, NaN) would.
-    net = fastgd.Network([2, 3, 1], activation="relu", output_activation="identity", loss="mse", dtype=dtype, random_state=0)
+    net = fastgd.Network(
+        [2, 3, 1], activation="relu", output_activation="identity", loss="mse", dtype=dtype, random_state=0
+    )
     X = np.array([[np.nan, 1.0], [0.5, -1.0]], dtype=dtype)
     Y = np.zeros((2, 1), dtype=dtype)
     buffers = layout.make_buffers(net.architecture, 2, dtype)
     row_scale = np.full(2, 0.5, dtype=dtype)
     grads = np.zeros_like(net.flat_parameters)
-    value = kernels.forward_backward(net.flat_parameters, grads, net.architecture, X, Y, row_scale, buffers, net.loss_code, 0.0, 0.0)
+    value = kernels.forward_backward(
+        net.flat_parameters, grads, net.architecture, X, Y, row_scale, buffers, net.loss_code, 0.0, 0.0
+    )
     hidden = layout.block_of(buffers.acts, net.architecture, 0, 2)
     assert np.isnan(hidden[0]).all()  # row 0 of the hidden layer
     assert np.isfinite(hidden[1]).all()
@@ -327,7 +344,9 @@ def test_optimizer_step_over_shards_equals_one_step_bit_for_bit(rng, dtype, cls,
         for step, g in enumerate(grads, start=1):
             for first, stop in zip(bounds[:-1], bounds[1:]):
                 shard_p, shard_state = p[first:stop].copy(), np.ascontiguousarray(state[:, first:stop])
-                kernels.optimizer_step(opt.code, shard_p, g[first:stop].copy(), shard_state, step, opt.lr, opt.hyper_vector())
+                kernels.optimizer_step(
+                    opt.code, shard_p, g[first:stop].copy(), shard_state, step, opt.lr, opt.hyper_vector()
+                )
                 p[first:stop], state[:, first:stop] = shard_p, shard_state
         results.append((p, state))
     assert not np.array_equal(results[0][0], p0)
@@ -399,19 +418,27 @@ NETWORK_SHAPES = [((3, 1, 2), 1), ((5, 7, 3), 9), ((20, 64, 33, 4), 70), ((300, 
 @pytest.mark.parametrize("sizes, rows", NETWORK_SHAPES)
 def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
     hidden = acts_codes.TANH if activation.output_only else activation.code
-    architecture, params, capacity, x = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows)
+    architecture, params, capacity, x = network_case(
+        rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [activation.code], rows
+    )
     _, a, y, scale = output_case(rng, dtype, activation, loss, rows, sizes[-1])
     buffers = layout.make_buffers(architecture, capacity, dtype)
     for field in buffers:
         field[...] = 0
     grads = np.zeros_like(params)
     for n_threads in (1, 2):
-        fast, ref, fast_loss, ref_loss = call_both("forward_backward", params, grads, architecture, x, y, scale, buffers, loss.code,
-                                                   0.01, 0.02, n_threads)  # fmt: skip
+        fast, ref, fast_loss, ref_loss = call_both(
+            "forward_backward", params, grads, architecture, x, y, scale, buffers, loss.code, 0.01, 0.02, n_threads
+        )
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
-        assert_same_arrays([fast[1], fast[6].acts, fast[6].slopes, fast[6].deltas, fast[6].zs],
-                           [ref[1], ref[6].acts, ref[6].slopes, ref[6].deltas, ref[6].zs], dtype)  # fmt: skip
-        fast, ref, fast_loss, ref_loss = call_both("evaluate_loss", params, architecture, x, y, scale, buffers, loss.code, n_threads)
+        assert_same_arrays(
+            [fast[1], fast[6].acts, fast[6].slopes, fast[6].deltas, fast[6].zs],
+            [ref[1], ref[6].acts, ref[6].slopes, ref[6].deltas, ref[6].zs],
+            dtype,
+        )
+        fast, ref, fast_loss, ref_loss = call_both(
+            "evaluate_loss", params, architecture, x, y, scale, buffers, loss.code, n_threads
+        )
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
         fast, ref, _, _ = call_both("forward", params, architecture, x, buffers, loss.code, n_threads)
         assert_same_arrays([fast[3].acts, fast[3].zs], [ref[3].acts, ref[3].zs], dtype)
@@ -474,28 +501,60 @@ def test_shuffle_order(n, epoch):
         assert not np.array_equal(other, fast[0]), "consecutive epochs must differ"
 
 
-def train_epochs_args(rng, dtype, batch_size, shuffle, lr=0.05, epochs=4, optimizer=opt_codes.OPT_ADAM, shards=1, sizes=(3, 6, 2),
-                      hidden=acts_codes.TANH, output=acts_codes.SIGMOID, schedule=sched_codes.SCHEDULE_COSINE):  # fmt: skip
+def train_epochs_args(
+    rng,
+    dtype,
+    batch_size,
+    shuffle,
+    lr=0.05,
+    epochs=4,
+    optimizer=opt_codes.OPT_ADAM,
+    shards=1,
+    sizes=(3, 6, 2),
+    hidden=acts_codes.TANH,
+    output=acts_codes.SIGMOID,
+    schedule=sched_codes.SCHEDULE_COSINE,
+):
     """The arguments of train_epochs (but the thread count) for a small network and 11 rows."""
     rows = 11
     architecture, params, _, X = network_case(rng, dtype, sizes, [hidden] * (len(sizes) - 2) + [output], rows)
     Y = rng.uniform(size=(rows, sizes[-1])).astype(dtype)
     weight = rng.uniform(0.5, 2.0, size=rows).astype(dtype)
-    hyper = np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0]) if optimizer == opt_codes.OPT_ADAM else np.array([lr, 0.9, 0.0, 0.0, 0.0])
+    hyper = (
+        np.array([0.05, 0.9, 0.999, 1e-8, 0.0, 0.0])
+        if optimizer == opt_codes.OPT_ADAM
+        else np.array([lr, 0.9, 0.0, 0.0, 0.0])
+    )
     slots = len(opt_codes.SPECS[optimizer].state)
     state = layout.TrainState(params, np.zeros((slots, params.size), dtype), np.zeros(1, np.int64))
     data = layout.Data(X, Y, weight)
     plan_shards, solo = layout.shard_plan(architecture, batch_size, shards)
     work = layout.make_work(architecture, rows, batch_size, slots, epochs, dtype, plan_shards)
-    settings = layout.make_settings(loss=loss_codes.MSE, optimizer=optimizer, batch_size=batch_size, shuffle=shuffle, seed=987654321,
-                                    first_epoch=3, epochs=epochs, lr=lr, hyper=hyper, schedule_kind=schedule, schedule=np.array([7.0, 0.01]),
-                                    l1=0.001, l2=0.01, shards=plan_shards, solo=solo)  # fmt: skip
+    settings = layout.make_settings(
+        loss=loss_codes.MSE,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=987654321,
+        first_epoch=3,
+        epochs=epochs,
+        lr=lr,
+        hyper=hyper,
+        schedule_kind=schedule,
+        schedule=np.array([7.0, 0.01]),
+        l1=0.001,
+        l2=0.01,
+        shards=plan_shards,
+        solo=solo,
+    )
     return architecture, state, data, work, settings, layout.make_control()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch_size, shuffle, shards", [(1, True, 1), (4, False, 1), (4, True, 1), (11, True, 1), (11, False, 1),
-                                                         (11, True, 3), (4, True, 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "batch_size, shuffle, shards",
+    [(1, True, 1), (4, False, 1), (4, True, 1), (11, True, 1), (11, False, 1), (11, True, 3), (4, True, 2)],
+)
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_train_epochs(rng, dtype, batch_size, shuffle, shards, n_threads):
     args = train_epochs_args(rng, dtype, batch_size, shuffle, shards=shards)
@@ -505,8 +564,11 @@ def test_train_epochs(rng, dtype, batch_size, shuffle, shards, n_threads):
     assert fast_control[layout.CONTROL.outcome] == ref_control[layout.CONTROL.outcome] == layout.OUTCOME_FINISHED
     steps_per_epoch = -(-11 // batch_size)
     assert fast_state.step[0] == ref_state.step[0] == 4 * steps_per_epoch
-    assert_same_arrays([fast_state.params, fast_state.opt_state, fast_work.epoch_losses],
-                       [ref_state.params, ref_state.opt_state, ref_work.epoch_losses], dtype)  # fmt: skip
+    assert_same_arrays(
+        [fast_state.params, fast_state.opt_state, fast_work.epoch_losses],
+        [ref_state.params, ref_state.opt_state, ref_work.epoch_losses],
+        dtype,
+    )
     assert fast_state.params.dtype == dtype
     assert not np.array_equal(fast_state.params, args[1].params)
 
@@ -546,8 +608,18 @@ def test_train_epochs_diverging_keeps_the_last_finite_epoch(rng, dtype, optimize
     # the state of the last epoch whose loss and parameters were all finite.
     huge = 1e30 if dtype == np.float32 else 1e200
     # Identity activations: nothing saturates, so the loss can overflow.
-    args = train_epochs_args(rng, dtype, 4, True, lr=huge, epochs=50, optimizer=optimizer, hidden=acts_codes.IDENTITY,
-                             output=acts_codes.IDENTITY, schedule=sched_codes.SCHEDULE_CONSTANT)  # fmt: skip
+    args = train_epochs_args(
+        rng,
+        dtype,
+        4,
+        True,
+        lr=huge,
+        epochs=50,
+        optimizer=optimizer,
+        hidden=acts_codes.IDENTITY,
+        output=acts_codes.IDENTITY,
+        schedule=sched_codes.SCHEDULE_CONSTANT,
+    )
     fast, ref, fast_done, ref_done = call_both("train_epochs", *args, 1)
     assert fast_done == ref_done < 50
     assert fast[5][layout.CONTROL.outcome] == ref[5][layout.CONTROL.outcome] == layout.OUTCOME_DIVERGED

@@ -23,8 +23,15 @@ def data():
 @pytest.mark.parametrize("delta", [0.25, 1.0, 4.0])
 def test_the_loss_is_torchs_huber_with_that_delta(data, backend, delta):
     X, Y = data
-    net = fastgd.Network([3, 5, 2], activation="tanh", output_activation="identity", loss="huber",
-                         loss_options={"delta": delta}, random_state=0, backend=backend)  # fmt: skip
+    net = fastgd.Network(
+        [3, 5, 2],
+        activation="tanh",
+        output_activation="identity",
+        loss="huber",
+        loss_options={"delta": delta},
+        random_state=0,
+        backend=backend,
+    )
     assert net.loss_parameter == delta
     assert net.loss(X, Y) == pytest.approx(huber_by_hand(net.predict(X), Y, delta), rel=1e-12)
 
@@ -38,15 +45,21 @@ def test_the_default_delta_is_torchs(data):
 
 def test_gradients_and_training_use_the_delta(data):
     X, Y = data
-    small = fastgd.Network([3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.1}, random_state=0)
-    large = fastgd.Network([3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 10.0}, random_state=0)
+    small = fastgd.Network(
+        [3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.1}, random_state=0
+    )
+    large = fastgd.Network(
+        [3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 10.0}, random_state=0
+    )
     # With δ = 10 every error here is inside δ (the squared error's gradient); with δ = 0.1 the
     # gradient is clipped: they differ.
     assert not np.allclose(small.gradients(X, Y).weights[-1], large.gradients(X, Y).weights[-1])
     assert fastgd.gradient_check(small, X[:5], Y[:5]).max_relative_error < 1e-5
     history = small.fit(X, Y, optimizer=fastgd.SGD(lr=0.05), epochs=3, shuffle=False)
     # The epoch's loss is measured before each step: the first is the loss at the start.
-    start = fastgd.Network([3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.1}, random_state=0)
+    start = fastgd.Network(
+        [3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.1}, random_state=0
+    )
     assert history.loss[0] == pytest.approx(start.loss(X, Y), rel=1e-12)
 
 
@@ -70,7 +83,9 @@ def test_bad_options_are_refused_by_name(loss, options, error, words):
 
 def test_copies_and_files_keep_the_options(tmp_path, data):
     X, Y = data
-    net = fastgd.Network([3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.3}, random_state=0)
+    net = fastgd.Network(
+        [3, 5, 2], output_activation="identity", loss="huber", loss_options={"delta": 0.3}, random_state=0
+    )
     net.fit(X, Y, epochs=2)
     path = tmp_path / "huber.fgd"
     net.save(path)

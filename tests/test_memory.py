@@ -77,9 +77,13 @@ def test_partial_fit_and_the_regressor_refuse_too(monkeypatch):
 
     _machine(monkeypatch)
     X, y = _blobs()
-    error, peak = _peak_while(lambda: MLPClassifier(hidden_layer_sizes=(230_000_000,)).partial_fit(X, y, classes=[0, 1, 2]))
+    error, peak = _peak_while(
+        lambda: MLPClassifier(hidden_layer_sizes=(230_000_000,)).partial_fit(X, y, classes=[0, 1, 2])
+    )
     assert peak < NOTHING_LARGE and error.argument == "hidden_layer_sizes"
-    error, peak = _peak_while(lambda: MLPRegressor(hidden_layer_sizes=(230_000_000,), solver="lbfgs").fit(X, y.astype(float)))
+    error, peak = _peak_while(
+        lambda: MLPRegressor(hidden_layer_sizes=(230_000_000,), solver="lbfgs").fit(X, y.astype(float))
+    )
     assert peak < NOTHING_LARGE and error.argument == "hidden_layer_sizes"
 
 
@@ -124,8 +128,15 @@ def test_a_normal_network_is_accepted_with_this_machines_memory():
     assert clf.n_iter_ >= 1 and clf.predict(X).shape == (200,)
 
 
-@pytest.mark.parametrize("solver, early_stopping, hidden, batch_size", [
-    ("adam", False, (3000,), 200), ("adam", True, (3000, 500), 500), ("sgd", False, (4000,), "auto"), ("lbfgs", False, (3000,), "auto")])  # fmt: skip
+@pytest.mark.parametrize(
+    "solver, early_stopping, hidden, batch_size",
+    [
+        ("adam", False, (3000,), 200),
+        ("adam", True, (3000, 500), 500),
+        ("sgd", False, (4000,), "auto"),
+        ("lbfgs", False, (3000,), "auto"),
+    ],
+)
 def test_the_estimate_is_what_a_fit_allocates(monkeypatch, solver, early_stopping, hidden, batch_size):
     # The estimate against tracemalloc's peak over the fit, for networks whose buffers are tens
     # to hundreds of MB. Within 15 %: the estimate leaves out small buffers and transient
@@ -135,11 +146,21 @@ def test_the_estimate_is_what_a_fit_allocates(monkeypatch, solver, early_stoppin
 
     estimates = []
     check = memory.check
-    monkeypatch.setattr(memory, "check", lambda estimate, arguments, available=None: (estimates.append(estimate),
-                                                                                        check(estimate, arguments, available)))  # fmt: skip
+    monkeypatch.setattr(
+        memory,
+        "check",
+        lambda estimate, arguments, available=None: (estimates.append(estimate), check(estimate, arguments, available)),
+    )
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(2000, 50)), np.arange(2000) % 3
-    params = dict(hidden_layer_sizes=hidden, solver=solver, early_stopping=early_stopping, max_iter=2, batch_size=batch_size, random_state=0)
+    params = dict(
+        hidden_layer_sizes=hidden,
+        solver=solver,
+        early_stopping=early_stopping,
+        max_iter=2,
+        batch_size=batch_size,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         MLPClassifier(**params).fit(X[:50], y[:50])  # compiled before measuring
@@ -202,7 +223,13 @@ def test_check_fit_names_the_batch_or_the_layers():
 def test_the_error_pickles_with_its_attributes():
     error = memory.InsufficientMemoryError("x", "batch_size", 10, 5, {"gradients": 10})
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.argument, copy.needed, copy.available, copy.parts, str(copy)) == ("batch_size", 10, 5, {"gradients": 10}, "x")
+    assert (copy.argument, copy.needed, copy.available, copy.parts, str(copy)) == (
+        "batch_size",
+        10,
+        5,
+        {"gradients": 10},
+        "x",
+    )
     assert isinstance(copy, MemoryError) and isinstance(copy, ValueError)
 
 
@@ -257,10 +284,18 @@ def test_every_source_failing_leaves_nothing_known_and_nothing_refused(monkeypat
     def broken(*args):
         raise OSError("no such thing here")
 
-    for name in ("_meminfo_available", "_sysconf_available", "_windows_available", "_physical_bytes", "_cgroup_available"):
+    for name in (
+        "_meminfo_available",
+        "_sysconf_available",
+        "_windows_available",
+        "_physical_bytes",
+        "_cgroup_available",
+    ):
         monkeypatch.setattr(memory, name, broken)
     assert memory.available_bytes() is None
-    memory.check(memory.network_estimate([3, 230_000_000, 3], "float64"), {"layers": ("layer_sizes", None)})  # no refusal
+    memory.check(
+        memory.network_estimate([3, 230_000_000, 3], "float64"), {"layers": ("layer_sizes", None)}
+    )  # no refusal
 
 
 def test_sources_are_tried_in_order_and_garbage_is_ignored(monkeypatch):
@@ -293,8 +328,12 @@ def test_the_real_sources_do_not_crash_on_any_platform(monkeypatch):
 import fastgd.network  # noqa: E402
 import fastgd.training.driver  # noqa: E402
 
-_constructor_wired = pytest.mark.skipif(not hasattr(fastgd.network, "memory"), reason="Network() does not call fastgd.memory yet")
-_fit_wired = pytest.mark.skipif(not hasattr(fastgd.training.driver, "memory"), reason="fit() does not call fastgd.memory yet")
+_constructor_wired = pytest.mark.skipif(
+    not hasattr(fastgd.network, "memory"), reason="Network() does not call fastgd.memory yet"
+)
+_fit_wired = pytest.mark.skipif(
+    not hasattr(fastgd.training.driver, "memory"), reason="fit() does not call fastgd.memory yet"
+)
 
 
 @_constructor_wired

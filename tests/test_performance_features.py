@@ -40,8 +40,12 @@ def test_the_blas_path_agrees_with_the_compiled_paths_and_numpy(dtype):
     assert_close(outputs[0], outputs[1], dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
     assert_close(gradients[0], gradients[1], dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
     reference = fastgd.reference.ACTIVATIONS[activations.SIGMOID](
-        np.tanh(x.astype(np.float64) @ layout.layer_view(params, architecture, 0) + layout.layer_view(params, architecture, 0, False))
-        @ layout.layer_view(params, architecture, 1) + layout.layer_view(params, architecture, 1, False)
+        np.tanh(
+            x.astype(np.float64) @ layout.layer_view(params, architecture, 0)
+            + layout.layer_view(params, architecture, 0, False)
+        )
+        @ layout.layer_view(params, architecture, 1)
+        + layout.layer_view(params, architecture, 1, False)
     )
     assert_close(outputs[0], reference, dtype=dtype, rtol=RTOL[np.dtype(dtype)] * 10)
 
@@ -90,8 +94,12 @@ def test_out_of_core_bench_streams_the_same_training_as_in_memory():
 
 
 def test_bench_command_skips_missing_peers_with_a_note():
-    done = subprocess.run([sys.executable, "-m", "fastgd", "bench", "xor", "--peers", "--repeats", "1"], capture_output=True,
-                          text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd", "bench", "xor", "--peers", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr
     for library in ("torch", "jax", "sklearn"):
         assert f"xor      {library}" in done.stdout or f"({library} skipped" in done.stdout
@@ -105,8 +113,13 @@ def test_exchange_cost_command_times_both_sums():
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if mpiexec is None:
         pytest.skip("no mpiexec (pip install 'fastgd[mpi]')")
-    done = subprocess.run([mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "fastgd.bench.exchange", "1000", "5000"],
-                          capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "fastgd.bench.exchange", "1000", "5000"],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if len(line.split()) == 4 and line.split()[0].isdigit()]
     assert [int(row[0]) for row in rows] == [1000, 5000]

@@ -28,6 +28,8 @@ SOURCES = sorted([*ROOT.joinpath("kernels").glob("*.py"), *ROOT.joinpath("fastgd
 # "Environment variables") and "Extending Numba" (high- and low-level extension API: typeof_impl
 # is the first example's "Typing of Python values"; "Calling Cython functions"; "A guide to
 # using StructRef": numba.experimental.structref).
+# (a table, one entry a line: the formatter would break its entries apart)
+# fmt: off
 DOCUMENTED_NUMBA = {
     "numba": {"njit", "cfunc", "carray", "types", "typeof", "literal_unroll", "config", "__version__", "from_dtype"},
     "numba.extending": {"intrinsic", "overload", "register_jitable", "get_cython_function_address", "typeof_impl"},
@@ -35,12 +37,14 @@ DOCUMENTED_NUMBA = {
     # "Notes on the Event API" (numba.core.event, in Numba's module index): kernels.compile.CompileLog
     "numba.core": {"event"},
     "numba.core.errors": {"NumbaExperimentalFeatureWarning"},
-}  # fmt: skip
+}
+# fmt: on
 
 # Names that once reached into private internals (the issue that removed them lists them).
 PRIVATE = re.compile(
-    r"numba\.core\.caching|numba\.np\.linalg|numba\.misc|numba\._helperlib|numba\._dispatcher|\bcall_conv\b|get_pointer_to_function"
-    r"|\.overloads\b|disable_compile|_real_set_num_threads|numpy\.libs|\bmake_array\b|\bcgutils\b|targetctx|\bfndesc\b|_nrt\b"
+    r"numba\.core\.caching|numba\.np\.linalg|numba\.misc|numba\._helperlib|numba\._dispatcher|\bcall_conv\b"
+    r"|get_pointer_to_function|\.overloads\b|disable_compile|_real_set_num_threads|numpy\.libs|\bmake_array\b"
+    r"|\bcgutils\b|targetctx|\bfndesc\b|_nrt\b"
     r"|no_cfunc_wrapper|no_cpython_wrapper|compute_fingerprint|\._cache\b|_index_path|_cache_path"
 )
 
@@ -48,8 +52,14 @@ PRIVATE = re.compile(
 def code_lines(path):
     # Source lines without comments and docstrings (they may name what is no longer used).
     tree = ast.parse(path.read_text())
-    docstrings = {node.body[0].value.lineno for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}  # fmt: skip
+    docstrings = {
+        node.body[0].value.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         text = line.split("#", 1)[0]
         if text.strip() and number not in docstrings:
@@ -57,7 +67,12 @@ def code_lines(path):
 
 
 def test_no_private_name_of_a_dependency_is_used():
-    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in SOURCES for number, line in code_lines(path) if PRIVATE.search(line)]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in SOURCES
+        for number, line in code_lines(path)
+        if PRIVATE.search(line)
+    ]
     assert not found, "\n".join(found)
 
 
@@ -73,7 +88,11 @@ def test_only_documented_numba_names_are_imported():
                         found.append(f"{path.name}: from {node.module} import ...")
                     continue
                 allowed = DOCUMENTED_NUMBA.get(node.module, set())
-                found += [f"{path.name}: from {node.module} import {alias.name}" for alias in node.names if alias.name not in allowed]
+                found += [
+                    f"{path.name}: from {node.module} import {alias.name}"
+                    for alias in node.names
+                    if alias.name not in allowed
+                ]
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "numba":
                 if node.attr not in DOCUMENTED_NUMBA["numba"]:
                     found.append(f"{path.name}: numba.{node.attr}")
@@ -101,10 +120,7 @@ def test_importing_fastgd_imports_nothing_heavy():
     # Numba itself imports SciPy when it is installed, so Numba is on the list too: a bare
     # ``import fastgd`` must import neither until something compiled is used.
     heavy = ("numba", "scipy", "threadpoolctl", "sklearn", "fastgd.sklearn", "fastgd.kernels.train")
-    code = (
-        "import sys, json; import fastgd; "
-        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
-    )
+    code = f"import sys, json; import fastgd; print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert __import__("json").loads(done.stdout.strip().splitlines()[-1]) == []
@@ -184,7 +200,9 @@ def _second_after(values, index):
 def test_pointer():
     values = np.arange(10.0).reshape(2, 5)
     assert _second_after(values, 3) == 4.0
-    np.testing.assert_array_equal(lowlevel.pointer(values, 3), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # Python: the flat tail
+    np.testing.assert_array_equal(
+        lowlevel.pointer(values, 3), [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    )  # Python: the flat tail
 
 
 def test_select_on_arrays_is_numpy_where():
@@ -286,8 +304,20 @@ def test_a_yield_address_is_found_and_called():
 @njit
 def _gemm(address, a, b, c, m, n, k):
     # Row-major C (m × n) = A (m × k) @ B (k × n) is column-major Cᵀ = Bᵀ Aᵀ.
-    return lowlevel.call_gemm(address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, n, m, k, lowlevel.pointer(b, 0), n,
-                              lowlevel.pointer(a, 0), k, lowlevel.pointer(c, 0), n)  # fmt: skip
+    return lowlevel.call_gemm(
+        address,
+        lowlevel.NO_TRANSPOSE,
+        lowlevel.NO_TRANSPOSE,
+        n,
+        m,
+        k,
+        lowlevel.pointer(b, 0),
+        n,
+        lowlevel.pointer(a, 0),
+        k,
+        lowlevel.pointer(c, 0),
+        n,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -300,7 +330,9 @@ def test_blas_is_scipys_cython_blas_called_by_address(dtype):
     _gemm(address, a, b, c, 5, 4, 3)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
     with pytest.raises(NotImplementedError):
-        lowlevel.call_gemm(address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, 4, 5, 3, b, 4, a, 3, c, 4)  # compiled code only
+        lowlevel.call_gemm(
+            address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, 4, 5, 3, b, 4, a, 3, c, 4
+        )  # compiled code only
 
 
 # --------------------------------------------------------------------------- stamps
@@ -321,7 +353,8 @@ X = rng.normal(size=(96, 4)); y = (X[:, 0] * X[:, 1] > 0).astype(int)
 X_val = rng.normal(size=(32, 4)); y_val = (X_val[:, 0] * X_val[:, 1] > 0).astype(int)
 results = {"disabled": config.DISABLE_JIT}
 for activation in ("tanh", "gelu"):
-    net = fastgd.Network([4, 6, 5, 2], activation=activation, loss="crossentropy", dtype="float64", random_state=1, n_threads=2)
+    net = fastgd.Network([4, 6, 5, 2], activation=activation, loss="crossentropy", dtype="float64", random_state=1,
+    n_threads=2)
     history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.05), epochs=12, batch_size=16, validation_data=(X_val, y_val),
                       early_stopping=fastgd.callbacks.EarlyStopping(patience=2, monitor="val_loss"))
     results[activation] = {"params": net.flat_parameters.tolist(), "loss": history.loss, "val_loss": history.val_loss,

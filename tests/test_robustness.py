@@ -24,12 +24,12 @@ import warnings
 
 import numpy as np
 import pytest
+from _helpers import assert_same_state, junk, regression_data, state_of, train_parallel_sized
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgd
-from _helpers import assert_same_state, junk, regression_data, state_of, train_parallel_sized
 from fastgd.optimizers import OPTIMIZERS, Adam
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +40,12 @@ def run_python(code, *args, env=None, cwd=REPO, timeout=SUBPROCESS_TIMEOUT, chec
     """Run ``code`` in a fresh interpreter; returns the CompletedProcess."""
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
     if check:
         assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     return result
@@ -101,7 +105,9 @@ def trained_net(request):
 
 
 EXPECTED_ERRORS = (ValueError, TypeError)
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @PROPERTY_SETTINGS
@@ -199,7 +205,19 @@ def test_fit_with_any_arguments_trains_or_leaves_the_network_unchanged(trained_n
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_constructors_take_any_value_or_name_the_bad_argument(data):
-    names = ["layer_sizes", "activation", "output_activation", "loss", "init", "dtype", "random_state", "backend", "n_threads", "l1", "l2"]
+    names = [
+        "layer_sizes",
+        "activation",
+        "output_activation",
+        "loss",
+        "init",
+        "dtype",
+        "random_state",
+        "backend",
+        "n_threads",
+        "l1",
+        "l2",
+    ]
     name = data.draw(st.sampled_from(names), label="argument")
     value = data.draw(st.one_of(JUNK, st.lists(st.integers(-2, 4), max_size=4)), label=name)
     kwargs = {"layer_sizes": [3, 4, 2], name: value}
@@ -333,7 +351,9 @@ def test_on_divergence_warn_stops_with_a_warning(tmp_path):
     net = make("numba")
     path = tmp_path / "checkpoint.npz"
     with pytest.warns(fastgd.DivergenceWarning, match=r"diverged in epoch \d+ of this fit"):
-        history = net.fit(X, Y, optimizer=fastgd.SGD(lr=1e6), epochs=50, on_divergence="warn", validation_split=0.25, checkpoint=path)
+        history = net.fit(
+            X, Y, optimizer=fastgd.SGD(lr=1e6), epochs=50, on_divergence="warn", validation_split=0.25, checkpoint=path
+        )
     assert history.stopped_epoch == len(history.loss) == len(history.val_loss) < 50
     # (The validation loss of the last finite epoch may overflow: it is measured as it is.)
     assert np.isfinite(history.loss).all()
@@ -402,8 +422,11 @@ def test_sigint_leaves_the_last_completed_epoch_and_reraises(tmp_path, case):
     checkpoint = tmp_path / "interrupted.npz"
     child = subprocess.Popen(
         [sys.executable, "-c", INTERRUPT_CHILD, case, str(checkpoint)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert child.stdout.readline().strip() == "TRAINING", child.stderr.read()
         time.sleep(1.5)  # several epochs in, in the middle of one
@@ -479,7 +502,9 @@ def test_checkpoints_are_written_every_n_epochs_and_at_the_end(tmp_path):
         seen.append(fastgd.load(path).epochs_trained if path.exists() else None)
 
     net = fastgd.Network([3, 4, 2], random_state=0)
-    net.fit(X, y, optimizer=Adam(lr=0.01), epochs=7, batch_size=10, checkpoint=path, checkpoint_every=3, callbacks=callback)
+    net.fit(
+        X, y, optimizer=Adam(lr=0.01), epochs=7, batch_size=10, checkpoint=path, checkpoint_every=3, callbacks=callback
+    )
     assert seen == [None, None, 3, 3, 3, 6, 6]  # written before the callbacks of its epoch run
     final = fastgd.load(path)
     assert final.epochs_trained == 7
@@ -497,7 +522,9 @@ def test_resuming_from_a_checkpoint_is_bitwise_the_uninterrupted_run(tmp_path, b
 
     first = fastgd.Network([3, 6, 2], random_state=0, backend=backend)
     path = tmp_path / "ckpt.npz"
-    first.fit(X, y, optimizer=Adam(lr=0.01), epochs=5, checkpoint=path, lr_schedule=fastgd.schedules.Cosine(40), **kwargs)
+    first.fit(
+        X, y, optimizer=Adam(lr=0.01), epochs=5, checkpoint=path, lr_schedule=fastgd.schedules.Cosine(40), **kwargs
+    )
     resumed = fastgd.load(path)
     resumed.fit(X, y, epochs=12 - resumed.epochs_trained, lr_schedule=fastgd.schedules.Cosine(40), **kwargs)
     np.testing.assert_array_equal(resumed.flat_parameters, straight.flat_parameters)
@@ -562,7 +589,9 @@ def test_kill_9_never_leaves_a_broken_checkpoint_and_resuming_is_bitwise(tmp_pat
     rng = np.random.default_rng(2026)
     trained = []
     for _ in range(5):
-        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(path), str(total)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        child = subprocess.Popen(
+            [sys.executable, "-c", KILL_CHILD, str(path), str(total)], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
         assert child.stdout.readline().startswith("READY")
         previous = path.stat().st_mtime_ns if path.exists() else None
         deadline = time.monotonic() + SUBPROCESS_TIMEOUT
@@ -636,7 +665,15 @@ def test_show_config_reports_the_threading_and_cache_and_no_numba_layer_runs():
     buffer = io.StringIO()
     fastgd.show_config(file=buffer)
     text = buffer.getvalue()
-    for field in ("numba", "threading", "own team of threads", "compile cache", "environment", "threadpool", "fastmath flags"):
+    for field in (
+        "numba",
+        "threading",
+        "own team of threads",
+        "compile cache",
+        "environment",
+        "threadpool",
+        "fastmath flags",
+    ):
         assert field in text
     # The promise: fastgd's kernels run on its own threads, so no Numba threading layer (whose
     # choice depends on what the environment can load) was ever started.
@@ -747,16 +784,30 @@ def test_compile_cache_read_only_install_corrupt_and_stale(tmp_path):
         assert stale["hits"] == 0 and stale["prediction"] == cold["prediction"]
         # Restamped: the loop (whose update the optimizers' declarations are written into) is
         # compiled again, the passes (built without optim.py) still come from the cache.
-        restamp = subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, capture_output=True,
-                                 text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        restamp = subprocess.run(
+            [sys.executable, "-m", "fastgd.kernels.stamps"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=SUBPROCESS_TIMEOUT,
+        )
         assert restamp.returncode == 0, restamp.stderr
         edited = run(NUMBA_CACHE_DIR=str(cache))
-        assert edited["misses"] == 1 and edited["hits"] == 0 and edited["pieces"] and all(edited["pieces"].values()), edited
+        assert edited["misses"] == 1 and edited["hits"] == 0 and edited["pieces"] and all(edited["pieces"].values()), (
+            edited
+        )
         # An edit to a module the loop and the passes are built from (the team's barrier is
         # compiled into them) recompiles them, although train.py and passes.py did not change.
         with open(kernels_folder / "team.py", "a") as file:
             file.write("\n# edited\n")
-        subprocess.run([sys.executable, "-m", "fastgd.kernels.stamps"], env=env, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "fastgd.kernels.stamps"],
+            env=env,
+            cwd=tmp_path,
+            timeout=SUBPROCESS_TIMEOUT,
+            check=True,
+        )
         edited = run(NUMBA_CACHE_DIR=str(cache))
         assert edited["misses"] == 1 and edited["hits"] == 0 and not any(edited["pieces"].values()), edited
         assert edited["prediction"] == cold["prediction"]

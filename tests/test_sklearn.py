@@ -31,8 +31,14 @@ def test_classifier_attributes_and_string_labels():
     X, y = blobs()
     # (scikit-learn's rule stops after 10 epochs without a better validation accuracy, 17 here,
     # at 0.775 for both libraries: a longer wait lets it learn the blobs)
-    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, learning_rate_init=0.01, random_state=0, early_stopping=True,
-                        n_iter_no_change=50)  # fmt: skip
+    clf = MLPClassifier(
+        hidden_layer_sizes=(16,),
+        max_iter=300,
+        learning_rate_init=0.01,
+        random_state=0,
+        early_stopping=True,
+        n_iter_no_change=50,
+    )
     clf.fit(X, y)
     assert list(clf.classes_) == ["a", "b", "c"]
     assert clf.n_iter_ == len(clf.loss_curve_) == len(clf.validation_scores_) <= 300
@@ -68,8 +74,16 @@ def test_regressor_fits_a_smooth_function_with_optimizer_options():
     rng = np.random.default_rng(0)
     X = rng.uniform(-1, 1, size=(200, 2))
     y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2
-    reg = MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", solver="rmsprop", learning_rate_init=0.01,
-                       optimizer_options={"momentum": 0.5}, batch_size=20, max_iter=500, random_state=0)  # fmt: skip
+    reg = MLPRegressor(
+        hidden_layer_sizes=(32,),
+        activation="tanh",
+        solver="rmsprop",
+        learning_rate_init=0.01,
+        optimizer_options={"momentum": 0.5},
+        batch_size=20,
+        max_iter=500,
+        random_state=0,
+    )
     reg.fit(X, y)
     assert reg.predict(X).shape == (200,)
     assert reg.score(X, y) > 0.95
@@ -89,12 +103,22 @@ def test_import_fastgd_does_not_import_scikit_learn():
 
 import warnings  # noqa: E402
 
-import fastgd  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-PARAMETER_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True, allow_infinity=True),
-                           st.text(max_size=3), st.just("no"), st.just([2, 0]), st.just((3,)), st.just(np.zeros(2)))  # fmt: skip
+import fastgd  # noqa: E402
+
+PARAMETER_JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 300),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.just("no"),
+    st.just([2, 0]),
+    st.just((3,)),
+    st.just(np.zeros(2)),
+)
 # Every parameter (a new one is fuzzed as soon as the estimators declare it).
 PARAMETERS = sorted(MLPRegressor._parameter_constraints)
 
@@ -102,7 +126,11 @@ PARAMETERS = sorted(MLPRegressor._parameter_constraints)
 def fitted_state(estimator, X):
     state = {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
     prediction = estimator.predict(X) if "network_" in state else None
-    return set(state), {k: (v.flat_parameters.copy() if hasattr(v, "flat_parameters") else v) for k, v in state.items()}, prediction
+    return (
+        set(state),
+        {k: (v.flat_parameters.copy() if hasattr(v, "flat_parameters") else v) for k, v in state.items()},
+        prediction,
+    )
 
 
 def assert_same_fitted_state(before, after):
@@ -157,8 +185,13 @@ def test_a_failed_fit_leaves_the_estimator_exactly_as_it_was(data):
         assert np.isfinite(estimator.predict(X).astype(float)).all() if kind == "regressor" else True
 
 
-@pytest.mark.parametrize("estimator", [MLPClassifier(hidden_layer_sizes=(7, 5), activation="tanh", max_iter=3, random_state=0),
-                                       MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, random_state=0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        MLPClassifier(hidden_layer_sizes=(7, 5), activation="tanh", max_iter=3, random_state=0),
+        MLPRegressor(hidden_layer_sizes=(6,), max_iter=3, random_state=0),
+    ],
+)
 def test_coefs_and_intercepts_are_laid_out_as_scikit_learns(estimator):
     from sklearn.neural_network import MLPClassifier as SkClassifier
     from sklearn.neural_network import MLPRegressor as SkRegressor
@@ -167,10 +200,11 @@ def test_coefs_and_intercepts_are_laid_out_as_scikit_learns(estimator):
     X = rng.normal(size=(60, 4))
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) if isinstance(estimator, MLPClassifier) else X @ [1.0, 2.0, 0.0, -1.0]
     with pytest.raises(AttributeError):  # not fitted: NotFittedError is an AttributeError
-        estimator.coefs_
+        _ = estimator.coefs_
     estimator.fit(X, y)
     reference = (SkClassifier if isinstance(estimator, MLPClassifier) else SkRegressor)(
-        hidden_layer_sizes=estimator.hidden_layer_sizes, max_iter=1).fit(X, y)  # fmt: skip
+        hidden_layer_sizes=estimator.hidden_layer_sizes, max_iter=1
+    ).fit(X, y)
     assert [c.shape for c in estimator.coefs_] == [c.shape for c in reference.coefs_]
     assert [b.shape for b in estimator.intercepts_] == [b.shape for b in reference.intercepts_]
     assert (estimator.n_layers_, estimator.n_outputs_) == (reference.n_layers_, reference.n_outputs_)
@@ -218,13 +252,23 @@ def test_one_step_equals_scikit_learns_worked_example():
     # scikit-learn's test_fit: one SGD step on one row, the expected values worked out by hand
     # in that test (3 decimals), from weights set through coefs_ and intercepts_.
     X, y = np.array([[0.6, 0.8, 0.7]]), np.array([0])
-    mlp = MLPClassifier(solver="sgd", learning_rate_init=0.1, alpha=0.1, activation="logistic", random_state=1, max_iter=1,
-                        hidden_layer_sizes=2, momentum=0)  # fmt: skip
+    mlp = MLPClassifier(
+        solver="sgd",
+        learning_rate_init=0.1,
+        alpha=0.1,
+        activation="logistic",
+        random_state=1,
+        max_iter=1,
+        hidden_layer_sizes=2,
+        momentum=0,
+    )
     mlp.partial_fit(X, y, classes=[0, 1])
     mlp.coefs_ = [np.array([[0.1, 0.2], [0.3, 0.1], [0.5, 0]]), np.array([[0.1], [0.2]])]
     mlp.intercepts_ = [np.array([0.1, 0.1]), np.array([1.0])]
     mlp.partial_fit(X, y)
-    np.testing.assert_almost_equal(mlp.coefs_[0], [[0.098, 0.195756], [0.2956664, 0.096008], [0.4939998, -0.002244]], decimal=3)
+    np.testing.assert_almost_equal(
+        mlp.coefs_[0], [[0.098, 0.195756], [0.2956664, 0.096008], [0.4939998, -0.002244]], decimal=3
+    )
     np.testing.assert_almost_equal(mlp.coefs_[1], [[0.04706], [0.154089]], decimal=3)
     np.testing.assert_almost_equal(mlp.intercepts_[0], [0.098333, 0.09626], decimal=3)
     np.testing.assert_almost_equal(mlp.intercepts_[1], [0.9235], decimal=3)
@@ -254,12 +298,23 @@ def test_loss_gradient_matches_finite_differences(activation, target):
 
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(5, 10))
-    Y = {"binary": rng.integers(0, 2, 5), "multiclass": np.arange(5) % 3, "multilabel": rng.integers(0, 2, (5, 3)),
-         "squared_error": rng.normal(size=5), "poisson": rng.poisson(2.0, 5).astype(float)}[target]  # fmt: skip
+    Y = {
+        "binary": rng.integers(0, 2, 5),
+        "multiclass": np.arange(5) % 3,
+        "multilabel": rng.integers(0, 2, (5, 3)),
+        "squared_error": rng.normal(size=5),
+        "poisson": rng.poisson(2.0, 5).astype(float),
+    }[target]
     regression = target in ("squared_error", "poisson")
     mlp = (MLPRegressor(loss=target) if regression else MLPClassifier()).set_params(
-        activation=activation, hidden_layer_sizes=10, solver="lbfgs", alpha=1e-5, learning_rate_init=0.2, max_iter=1,
-        random_state=1)  # fmt: skip
+        activation=activation,
+        hidden_layer_sizes=10,
+        solver="lbfgs",
+        alpha=1e-5,
+        learning_rate_init=0.2,
+        max_iter=1,
+        random_state=1,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit(X, Y)
@@ -276,7 +331,9 @@ def test_invscaling_carries_on_across_warm_starts_and_constant_does_not_change()
     # invscaling rate is learning_rate_init / (8 + 1)^power_t.
     X, y = [[3, 2], [1, 6], [5, 6], [-2, -4]], [1, 1, 1, 0]
     for learning_rate in ["invscaling", "constant"]:
-        mlp = MLPClassifier(solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate, max_iter=1, power_t=0.25, warm_start=True)
+        mlp = MLPClassifier(
+            solver="sgd", hidden_layer_sizes=4, learning_rate=learning_rate, max_iter=1, power_t=0.25, warm_start=True
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             mlp.fit(X, y)
@@ -327,15 +384,41 @@ def _digits_binary():
 # only by where epsilon enters (scikit-learn adds it to √v before the bias correction, PyTorch's
 # rule, fastgd's, after), which a tiny epsilon makes immaterial.
 SAME_ALGORITHM = [
-    ("classifier", "multiclass", dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, activation="relu", alpha=1e-3), 1e-9),
-    ("classifier", "binary", dict(solver="sgd", momentum=0.0, learning_rate="invscaling", learning_rate_init=0.5,
-                                  activation="logistic", alpha=1e-2), 1e-9),
+    (
+        "classifier",
+        "multiclass",
+        dict(solver="sgd", momentum=0.9, nesterovs_momentum=True, activation="relu", alpha=1e-3),
+        1e-9,
+    ),
+    (
+        "classifier",
+        "binary",
+        dict(
+            solver="sgd",
+            momentum=0.0,
+            learning_rate="invscaling",
+            learning_rate_init=0.5,
+            activation="logistic",
+            alpha=1e-2,
+        ),
+        1e-9,
+    ),
     ("classifier", "multilabel", dict(solver="sgd", momentum=0.5, nesterovs_momentum=False, activation="tanh"), 1e-9),
-    ("regressor", "squared_error", dict(solver="sgd", momentum=0.9, activation="tanh", alpha=0.1, learning_rate_init=0.01), 1e-9),
+    (
+        "regressor",
+        "squared_error",
+        dict(solver="sgd", momentum=0.9, activation="tanh", alpha=0.1, learning_rate_init=0.01),
+        1e-9,
+    ),
     ("regressor", "poisson", dict(solver="sgd", momentum=0.5, activation="tanh", learning_rate_init=0.01), 1e-9),
-    ("regressor", "squared_error", dict(solver="adam", activation="relu", alpha=1e-3, learning_rate_init=0.01, epsilon=1e-14), 1e-8),
+    (
+        "regressor",
+        "squared_error",
+        dict(solver="adam", activation="relu", alpha=1e-3, learning_rate_init=0.01, epsilon=1e-14),
+        1e-8,
+    ),
     ("classifier", "multiclass", dict(solver="lbfgs", activation="tanh", alpha=1e-3, max_iter=30), 1e-6),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("kind, target, settings_, rtol", SAME_ALGORITHM)
@@ -345,11 +428,24 @@ def test_trained_weights_equal_scikit_learns_for_the_same_algorithm(kind, target
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(61, 5))
-    Y = {"multiclass": rng.integers(0, 3, 61), "binary": rng.integers(0, 2, 61), "multilabel": rng.integers(0, 2, (61, 3)),
-         "squared_error": X @ rng.normal(size=5), "poisson": rng.poisson(np.exp(0.3 * X[:, 0]))}[target]  # fmt: skip
+    Y = {
+        "multiclass": rng.integers(0, 3, 61),
+        "binary": rng.integers(0, 2, 61),
+        "multilabel": rng.integers(0, 2, (61, 3)),
+        "squared_error": X @ rng.normal(size=5),
+        "poisson": rng.poisson(np.exp(0.3 * X[:, 0])),
+    }[target]
     weight = rng.uniform(0.2, 3.0, 61) if weighted else None
-    params = dict(hidden_layer_sizes=(7, 4), batch_size=16, max_iter=settings_.pop("max_iter", 6), shuffle=False, random_state=0,
-                  tol=0.0, n_iter_no_change=np.inf, **settings_)  # fmt: skip
+    params = dict(
+        hidden_layer_sizes=(7, 4),
+        batch_size=16,
+        max_iter=settings_.pop("max_iter", 6),
+        shuffle=False,
+        random_state=0,
+        tol=0.0,
+        n_iter_no_change=np.inf,
+        **settings_,
+    )
     if kind == "regressor":
         params["loss"] = target
     ours = (MLPClassifier if kind == "classifier" else MLPRegressor)(**params)
@@ -386,12 +482,16 @@ def test_sparse_input_trains_as_the_same_dense_input():
     import scipy.sparse
 
     X, y = _digits_binary()
-    dense = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", max_iter=20, random_state=0, early_stopping=True).fit(X, y)
+    dense = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", max_iter=20, random_state=0, early_stopping=True).fit(
+        X, y
+    )
     for matrix in (scipy.sparse.csr_matrix, scipy.sparse.csc_matrix):
         sparse = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", max_iter=20, random_state=0, early_stopping=True)
         sparse.fit(matrix(X), y)
         # Streamed a chunk at a time, the same batches in the same order: the same model.
-        np.testing.assert_allclose(sparse.network_.flat_parameters, dense.network_.flat_parameters, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            sparse.network_.flat_parameters, dense.network_.flat_parameters, rtol=1e-12, atol=1e-14
+        )
         assert sparse.validation_scores_ == dense.validation_scores_
         np.testing.assert_array_equal(sparse.predict(matrix(X)), dense.predict(X))
 
@@ -408,8 +508,15 @@ def test_diverging_fit_raises_scikit_learns_error_and_changes_nothing():
     from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
-    mlp = MLPRegressor(hidden_layer_sizes=100, activation="identity", solver="sgd", learning_rate_init=1, max_iter=20,
-                       early_stopping=True, random_state=0)  # fmt: skip
+    mlp = MLPRegressor(
+        hidden_layer_sizes=100,
+        activation="identity",
+        solver="sgd",
+        learning_rate_init=1,
+        max_iter=20,
+        early_stopping=True,
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         mlp.fit(X, y)
@@ -418,8 +525,16 @@ def test_diverging_fit_raises_scikit_learns_error_and_changes_nothing():
 
 def test_verbose_prints_scikit_learns_lines(capsys):
     X, y = _digits_binary()
-    MLPClassifier(solver="sgd", max_iter=3, hidden_layer_sizes=2, verbose=True, early_stopping=True, random_state=0,
-                  n_iter_no_change=1, tol=10).fit(X, y)  # fmt: skip
+    MLPClassifier(
+        solver="sgd",
+        max_iter=3,
+        hidden_layer_sizes=2,
+        verbose=True,
+        early_stopping=True,
+        random_state=0,
+        n_iter_no_change=1,
+        tol=10,
+    ).fit(X, y)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Iteration 1, loss = ") and out[1].startswith("Validation score: ")
     assert out[-1] == "Validation score did not improve more than tol=10.000000 for 1 consecutive epochs. Stopping."
@@ -428,9 +543,9 @@ def test_verbose_prints_scikit_learns_lines(capsys):
 def test_every_private_scikit_learn_name_is_where_the_compatibility_module_looks():
     # fastgd.sklearn._compat holds every private scikit-learn name the estimators use; a release
     # that moves one fails here, naming it.
-    from fastgd.sklearn import _compat
-
     from numbers import Integral
+
+    from fastgd.sklearn import _compat
 
     interval = _compat.Interval(Integral, 1, None, closed="left")
     assert interval.is_satisfied_by(3) and not interval.is_satisfied_by(0)

@@ -29,18 +29,24 @@ def _quiet():
 def _data(target, n=90, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4))
-    y = {"binary": (X[:, 0] + 0.3 * rng.normal(size=n) > 0.4).astype(int),
-         "multiclass": np.digitize(X[:, 0] + X[:, 1], [-0.7, 0.9]),
-         "labels": np.array(["cat", "dog", "emu"])[np.digitize(X[:, 0], [-0.5, 0.8])],
-         "multilabel": np.c_[X[:, 0] > 0.6, X[:, 1] > -0.2, X[:, 2] + X[:, 3] > 0.5].astype(int),
-         "regression": X @ np.array([1.0, -2.0, 0.5, 0.0])}[target]  # fmt: skip
+    y = {
+        "binary": (X[:, 0] + 0.3 * rng.normal(size=n) > 0.4).astype(int),
+        "multiclass": np.digitize(X[:, 0] + X[:, 1], [-0.7, 0.9]),
+        "labels": np.array(["cat", "dog", "emu"])[np.digitize(X[:, 0], [-0.5, 0.8])],
+        "multilabel": np.c_[X[:, 0] > 0.6, X[:, 1] > -0.2, X[:, 2] + X[:, 3] > 0.5].astype(int),
+        "regression": X @ np.array([1.0, -2.0, 0.5, 0.0]),
+    }[target]
     return X, y
 
 
 def _fitted_state(estimator):
     """Every public fitted attribute, the parameters copied."""
     state = {k: v for k, v in vars(estimator).items() if k.endswith("_") and not k.startswith("_")}
-    return {k: v.flat_parameters.copy() if hasattr(v, "flat_parameters") else v for k, v in state.items() if k != "optimizer_"}
+    return {
+        k: v.flat_parameters.copy() if hasattr(v, "flat_parameters") else v
+        for k, v in state.items()
+        if k != "optimizer_"
+    }
 
 
 def _assert_unchanged(before, estimator):
@@ -98,10 +104,18 @@ def test_fit_with_class_weight_is_bitwise_the_fit_with_the_equivalent_sample_wei
     X, y = _data(target)
     class_weight = CLASS_WEIGHTS[target] if kind == "dict" else "balanced"
     sample_weight = np.random.default_rng(1).uniform(0.2, 3.0, len(X)) if weighted else None
-    params = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=8, batch_size=16, random_state=0,
-                  early_stopping=solver == "adam" and target != "multilabel")  # fmt: skip
+    params = dict(
+        hidden_layer_sizes=(6,),
+        solver=solver,
+        max_iter=8,
+        batch_size=16,
+        random_state=0,
+        early_stopping=solver == "adam" and target != "multilabel",
+    )
     ours = MLPClassifier(class_weight=class_weight, **params).fit(X, y, sample_weight=sample_weight)
-    equivalent = MLPClassifier(**params).fit(X, y, sample_weight=_equivalent_sample_weight(y, class_weight, sample_weight))
+    equivalent = MLPClassifier(**params).fit(
+        X, y, sample_weight=_equivalent_sample_weight(y, class_weight, sample_weight)
+    )
     np.testing.assert_array_equal(ours.network_.flat_parameters, equivalent.network_.flat_parameters)
     assert ours.n_iter_ == equivalent.n_iter_
     if solver != "lbfgs":
@@ -114,12 +128,16 @@ def test_partial_fit_with_class_weight_is_bitwise_the_partial_fit_with_the_equiv
     X, y = _data(target)
     class_weight = CLASS_WEIGHTS[target]
     classes = np.arange(3)  # (the classes, or for a multilabel y its columns: required on the first call)
-    ours = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, random_state=0, batch_size=20, class_weight=class_weight)
+    ours = MLPClassifier(
+        hidden_layer_sizes=(5,), solver=solver, random_state=0, batch_size=20, class_weight=class_weight
+    )
     theirs = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, random_state=0, batch_size=20)
     for start in (0, 30, 60):  # three calls, on different rows
         rows = slice(start, start + 30)
         ours.partial_fit(X[rows], y[rows], classes=classes)
-        theirs.partial_fit(X[rows], y[rows], classes=classes, sample_weight=_equivalent_sample_weight(y[rows], class_weight, None))
+        theirs.partial_fit(
+            X[rows], y[rows], classes=classes, sample_weight=_equivalent_sample_weight(y[rows], class_weight, None)
+        )
         np.testing.assert_array_equal(ours.network_.flat_parameters, theirs.network_.flat_parameters)
     assert ours.loss_curve_ == theirs.loss_curve_
 
@@ -140,7 +158,9 @@ def test_balanced_is_n_over_classes_times_count_weighted_by_the_sample_weights()
     # A row of weight 2 counts as two rows: balanced on duplicated rows is balanced on weights 2.
     doubled = MLPClassifier(class_weight="balanced", **params).fit(np.r_[X, X[:10]], np.r_[y, y[:10]])
     weights = np.r_[np.full(10, 2.0), np.ones(len(X) - 10)]
-    twice = MLPClassifier(class_weight="balanced", **params).fit(np.r_[X[:10], X[10:]], np.r_[y[:10], y[10:]], sample_weight=weights)
+    twice = MLPClassifier(class_weight="balanced", **params).fit(
+        np.r_[X[:10], X[10:]], np.r_[y[:10], y[10:]], sample_weight=weights
+    )
     np.testing.assert_allclose(twice.predict_proba(X), doubled.predict_proba(X), rtol=1e-6)
 
 
@@ -157,7 +177,12 @@ def test_class_weight_moves_the_decision_towards_the_heavy_class():
 
 
 BAD_CLASS_WEIGHTS = [
-    ("multiclass", {7: 1.0}, ValueError, r"class_weight has weights for \[7\], which are not among the classes \[0, 1, 2\]"),
+    (
+        "multiclass",
+        {7: 1.0},
+        ValueError,
+        r"class_weight has weights for \[7\], which are not among the classes \[0, 1, 2\]",
+    ),
     ("labels", {"cow": 2.0}, ValueError, r"class_weight has weights for \['cow'\]"),
     ("multiclass", {0: -1.0}, ValueError, r"class_weight\[0\] must be a finite number >= 0, got -1.0"),
     ("multiclass", {1: math.inf}, ValueError, r"class_weight\[1\] must be a finite number >= 0"),
@@ -168,13 +193,28 @@ BAD_CLASS_WEIGHTS = [
     ("multiclass", {0: 0.0, 1: 0.0, 2: 0.0}, ValueError, r"class_weight .* gives every row a weight of 0"),
     ("multiclass", "heavy", ValueError, r"'class_weight' parameter of MLPClassifier must be"),
     ("multiclass", 3, TypeError, r"'class_weight' parameter of MLPClassifier must be"),
-    ("multiclass", [{0: 1.0}], ValueError, r"class_weight must be a dict \{class: weight\}, 'balanced' or None for 1-D class labels"),
+    (
+        "multiclass",
+        [{0: 1.0}],
+        ValueError,
+        r"class_weight must be a dict \{class: weight\}, 'balanced' or None for 1-D class labels",
+    ),
     ("multilabel", {0: 1.0}, ValueError, r"for a multilabel y, class_weight must be 'balanced' or a list of 3 dicts"),
-    ("multilabel", [{0: 1.0}, {1: 2.0}], ValueError, r"class_weight must hold one dict per column of y \(3\), got a list of 2"),
+    (
+        "multilabel",
+        [{0: 1.0}, {1: 2.0}],
+        ValueError,
+        r"class_weight must hold one dict per column of y \(3\), got a list of 2",
+    ),
     ("multilabel", [{0: 1.0}, {1: 2.0}, 5], TypeError, r"class_weight\[2\] must be a dict"),
-    ("multilabel", [{0: 1.0}, {2: 2.0}, {}], ValueError, r"class_weight\[1\] has weights for \[2\], which are not among the classes \[0, 1\]"),
+    (
+        "multilabel",
+        [{0: 1.0}, {2: 2.0}, {}],
+        ValueError,
+        r"class_weight\[1\] has weights for \[2\], which are not among the classes \[0, 1\]",
+    ),
     ("multilabel", [{0: 1.0}, {1: -2.0}, {}], ValueError, r"class_weight\[1\]\[1\] must be a finite number >= 0"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("target, class_weight, error, words", BAD_CLASS_WEIGHTS)
@@ -192,7 +232,9 @@ def test_a_bad_class_weight_is_refused_naming_it_and_changes_nothing(target, cla
 def test_partial_fit_refuses_balanced_as_sgdclassifier_does():
     X, y = _data("multiclass")
     clf = MLPClassifier(hidden_layer_sizes=(5,), class_weight="balanced")
-    with pytest.raises(ValueError, match=r"class_weight='balanced' is not supported by partial_fit.*compute_class_weight"):
+    with pytest.raises(
+        ValueError, match=r"class_weight='balanced' is not supported by partial_fit.*compute_class_weight"
+    ):
         clf.partial_fit(X, y, classes=[0, 1, 2])
     assert not hasattr(clf, "network_")
 
@@ -203,8 +245,9 @@ def test_class_weight_for_every_class_of_partial_fit_even_absent_from_a_call():
     rows = y != 2
     clf = MLPClassifier(hidden_layer_sizes=(5,), random_state=0, class_weight={2: 5.0})
     clf.partial_fit(X[rows], y[rows], classes=[0, 1, 2])
-    reference = MLPClassifier(hidden_layer_sizes=(5,), random_state=0).partial_fit(X[rows], y[rows], classes=[0, 1, 2],
-                                                                                     sample_weight=np.ones(rows.sum()))  # fmt: skip
+    reference = MLPClassifier(hidden_layer_sizes=(5,), random_state=0).partial_fit(
+        X[rows], y[rows], classes=[0, 1, 2], sample_weight=np.ones(rows.sum())
+    )
     np.testing.assert_array_equal(clf.network_.flat_parameters, reference.network_.flat_parameters)
 
 
@@ -244,8 +287,18 @@ def test_validation_loss_curve_is_the_loss_on_the_held_out_rows(target, cls, set
     X, y = _data("regression" if target == "poisson" else target, n=120)
     if target == "poisson":
         y = np.random.default_rng(3).poisson(np.exp(0.4 * X[:, 0]))
-    params = dict(hidden_layer_sizes=(7,), solver="sgd", learning_rate_init=0.05, alpha=0.01, max_iter=12, n_iter_no_change=100,
-                  early_stopping=True, validation_fraction=0.25, random_state=4, **settings)  # fmt: skip
+    params = dict(
+        hidden_layer_sizes=(7,),
+        solver="sgd",
+        learning_rate_init=0.05,
+        alpha=0.01,
+        max_iter=12,
+        n_iter_no_change=100,
+        early_stopping=True,
+        validation_fraction=0.25,
+        random_state=4,
+        **settings,
+    )
     recorder = _Parameters()
     model = cls(callbacks=[recorder], **params).fit(X, y)
     # The held-out rows, drawn here as the estimator (and scikit-learn's) draws them: the initial
@@ -258,9 +311,17 @@ def test_validation_loss_curve_is_the_loss_on_the_held_out_rows(target, cls, set
     Y = LabelBinarizer().fit_transform(y).astype(bool) if cls is MLPClassifier else y
     stratify = Y if target == "binary" else None
     _, X_val, _, Y_val = train_test_split(X, Y, random_state=rng, test_size=0.25, stratify=stratify)
-    hidden = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0), "logistic": lambda z: 1 / (1 + np.exp(-z))}[settings["activation"]]
+    hidden = {"tanh": np.tanh, "relu": lambda z: np.maximum(z, 0), "logistic": lambda z: 1 / (1 + np.exp(-z))}[
+        settings["activation"]
+    ]
     Y_val = np.asarray(Y_val, dtype=float).reshape(len(X_val), -1)
-    assert model.n_iter_ == len(recorder.epochs) == len(model.validation_loss_curve_) == len(model.validation_scores_) == 12
+    assert (
+        model.n_iter_
+        == len(recorder.epochs)
+        == len(model.validation_loss_curve_)
+        == len(model.validation_scores_)
+        == 12
+    )
     for epoch, (coefs, intercepts) in enumerate(recorder.epochs):
         z = _forward(X_val, coefs, intercepts, hidden)
         if target == "multiclass":
@@ -293,11 +354,14 @@ def test_validation_loss_curve_is_none_without_early_stopping_and_carries_on_acr
     assert MLPClassifier(hidden_layer_sizes=(5,), max_iter=3).fit(X, y).validation_loss_curve_ is None
     lbfgs = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=3)
     assert not hasattr(lbfgs.fit(X, y), "validation_loss_curve_")  # (as loss_curve_)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, n_iter_no_change=100, early_stopping=True, warm_start=True,
-                        random_state=0).fit(X, y)  # fmt: skip
+    clf = MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=4, n_iter_no_change=100, early_stopping=True, warm_start=True, random_state=0
+    ).fit(X, y)
     first = list(clf.validation_loss_curve_)
     clf.fit(X, y)
-    assert len(clf.validation_loss_curve_) == len(clf.validation_scores_) == 8 and clf.validation_loss_curve_[:4] == first
+    assert (
+        len(clf.validation_loss_curve_) == len(clf.validation_scores_) == 8 and clf.validation_loss_curve_[:4] == first
+    )
     assert all(np.isfinite(clf.validation_loss_curve_))
 
 
@@ -314,15 +378,27 @@ def test_a_callback_sees_every_epoch_of_a_stochastic_fit(solver, early_stopping)
     def record(epoch, history, network):
         seen.append((epoch, history.loss[-1], history.val_loss[-1] if early_stopping else None, network.epochs_trained))
 
-    clf = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, max_iter=9, n_iter_no_change=100, early_stopping=early_stopping,
-                        random_state=0, callbacks=record).fit(X, y)  # fmt: skip
+    clf = MLPClassifier(
+        hidden_layer_sizes=(5,),
+        solver=solver,
+        max_iter=9,
+        n_iter_no_change=100,
+        early_stopping=early_stopping,
+        random_state=0,
+        callbacks=record,
+    ).fit(X, y)
     assert [epoch for epoch, *_ in seen] == list(range(1, 10)) == [trained for *_, trained in seen]
     assert [loss for _, loss, _, _ in seen] == clf.loss_curve_
     if early_stopping:
         assert [val for _, _, val, _ in seen] == clf.validation_loss_curve_
     # partial_fit: one epoch a call, each seen.
     calls = []
-    clf = MLPClassifier(hidden_layer_sizes=(5,), solver=solver, random_state=0, callbacks=[lambda e, h, n: calls.append((e, h.loss[-1]))])
+    clf = MLPClassifier(
+        hidden_layer_sizes=(5,),
+        solver=solver,
+        random_state=0,
+        callbacks=[lambda e, h, n: calls.append((e, h.loss[-1]))],
+    )
     for _ in range(3):
         clf.partial_fit(X, y, classes=[0, 1, 2])
     assert [epoch for epoch, _ in calls] == [1, 1, 1] and [loss for _, loss in calls] == clf.loss_curve_
@@ -354,7 +430,9 @@ def test_callback_objects_get_every_hook_and_can_stop_the_fit():
 def test_verbose_lines_and_callbacks_together(capsys):
     X, y = _data("multiclass")
     seen = []
-    MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, verbose=True, random_state=0, callbacks=lambda e, h, n: seen.append(e)).fit(X, y)
+    MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=2, verbose=True, random_state=0, callbacks=lambda e, h, n: seen.append(e)
+    ).fit(X, y)
     assert capsys.readouterr().out.startswith("Iteration 1, loss = ") and seen == [1, 2]
 
 
@@ -376,19 +454,30 @@ def test_a_tensorboard_callback_works_with_the_drop_in(tmp_path):
     pytest.importorskip("tensorboardX")
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     X, y = _data("multiclass")
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=6, n_iter_no_change=100, early_stopping=True, random_state=0,
-                        callbacks=[tensorboard(log_dir=str(tmp_path / "run"))]).fit(X, y)  # fmt: skip
+    clf = MLPClassifier(
+        hidden_layer_sizes=(5,),
+        max_iter=6,
+        n_iter_no_change=100,
+        early_stopping=True,
+        random_state=0,
+        callbacks=[tensorboard(log_dir=str(tmp_path / "run"))],
+    ).fit(X, y)
     events = event_accumulator.EventAccumulator(str(tmp_path / "run"))
     events.Reload()
     assert [event.value for event in events.Scalars("loss/train")] == pytest.approx(clf.loss_curve_, rel=1e-6)
-    assert [event.value for event in events.Scalars("loss/validation")] == pytest.approx(clf.validation_loss_curve_, rel=1e-6)
+    assert [event.value for event in events.Scalars("loss/validation")] == pytest.approx(
+        clf.validation_loss_curve_, rel=1e-6
+    )
 
 
-@pytest.mark.parametrize("callbacks, error, words", [
-    ([1], TypeError, "callbacks must be callables or Callback objects, got int"),
-    ((print, "x"), TypeError, "callbacks must be callables or Callback objects, got str"),
-    ("x", TypeError, "'callbacks' parameter of MLPClassifier must be"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "callbacks, error, words",
+    [
+        ([1], TypeError, "callbacks must be callables or Callback objects, got int"),
+        ((print, "x"), TypeError, "callbacks must be callables or Callback objects, got str"),
+        ("x", TypeError, "'callbacks' parameter of MLPClassifier must be"),
+    ],
+)
 def test_bad_callbacks_are_refused_naming_them_and_change_nothing(callbacks, error, words):
     X, y = _data("multiclass")
     clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
@@ -400,7 +489,9 @@ def test_bad_callbacks_are_refused_naming_them_and_change_nothing(callbacks, err
 
 def test_lbfgs_refuses_callbacks_it_could_not_run():
     X, y = _data("multiclass")
-    with pytest.raises(ValueError, match="callbacks run after each epoch of a stochastic solver.*solver='lbfgs' has no epochs"):
+    with pytest.raises(
+        ValueError, match="callbacks run after each epoch of a stochastic solver.*solver='lbfgs' has no epochs"
+    ):
         MLPClassifier(solver="lbfgs", callbacks=print).fit(X, y)
 
 
@@ -411,7 +502,9 @@ def test_lbfgs_refuses_callbacks_it_could_not_run():
 @pytest.mark.parametrize("cls, target", [(MLPClassifier, "multiclass"), (MLPRegressor, "regression")])
 def test_validation_fraction_zero_with_early_stopping_is_named(cls, target):
     X, y = _data(target)
-    with pytest.raises(ValueError, match=r"^validation_fraction must be > 0 with early_stopping=True.*got 0\.0") as caught:
+    with pytest.raises(
+        ValueError, match=r"^validation_fraction must be > 0 with early_stopping=True.*got 0\.0"
+    ) as caught:
         cls(early_stopping=True, validation_fraction=0.0).fit(X, y)
     assert "test_size" not in str(caught.value)
     with pytest.raises(ValueError, match=r"^validation_fraction=0\.9 holds out all 3 rows"):
@@ -421,19 +514,36 @@ def test_validation_fraction_zero_with_early_stopping_is_named(cls, target):
 def test_a_split_train_test_split_cannot_make_says_validation_fraction():
     # Stratified on 2 classes, 5 % of 20 rows (1) cannot hold a row of each class.
     X, y = _data("binary", n=20)
-    with pytest.raises(ValueError, match=r"^early_stopping's validation split \(validation_fraction=0\.05 of 20 rows\)"):
+    with pytest.raises(
+        ValueError, match=r"^early_stopping's validation split \(validation_fraction=0\.05 of 20 rows\)"
+    ):
         MLPClassifier(early_stopping=True, validation_fraction=0.05).fit(X, y)
 
 
 Y_SHAPES = [
     # (estimator, first y, then y, the message's words)
-    ("classifier", "1-D", "2 columns", r"^y has 2 columns \(a multilabel indicator matrix\), but this estimator was fitted on 1-D class labels"),
-    ("classifier", "2 columns", "1-D", r"^y is 1-D \(class labels\), but this estimator was fitted on a multilabel indicator y of 2 columns"),
-    ("classifier", "2 columns", "3 columns", r"^y has 3 columns, but this estimator was fitted on a multilabel indicator y of 2 columns"),
+    (
+        "classifier",
+        "1-D",
+        "2 columns",
+        r"^y has 2 columns \(a multilabel indicator matrix\), but this estimator was fitted on 1-D class labels",
+    ),
+    (
+        "classifier",
+        "2 columns",
+        "1-D",
+        r"^y is 1-D \(class labels\), but this estimator was fitted on a multilabel indicator y of 2 columns",
+    ),
+    (
+        "classifier",
+        "2 columns",
+        "3 columns",
+        r"^y has 3 columns, but this estimator was fitted on a multilabel indicator y of 2 columns",
+    ),
     ("regressor", "1-D", "2 columns", r"^y has 2 columns, but this estimator was fitted on a 1-D y \(one target\)"),
     ("regressor", "2 columns", "1-D", r"^y is 1-D \(one target\), but this estimator was fitted on y with 2 columns"),
     ("regressor", "2 columns", "3 columns", r"^y has 3 columns, but this estimator was fitted on y with 2 columns"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("kind, first, then, words", Y_SHAPES)
@@ -443,7 +553,9 @@ def test_y_of_another_shape_is_said_of_y_and_its_columns(kind, first, then, word
     shapes = {"1-D": labels[:, 0], "2 columns": labels[:, :2], "3 columns": labels}
     cls = MLPClassifier if kind == "classifier" else MLPRegressor
     targets = {k: (v if kind == "classifier" else v.astype(float)) for k, v in shapes.items()}
-    model = cls(hidden_layer_sizes=(4,), max_iter=2, random_state=0, warm_start=call == "warm_start").fit(X, targets[first])
+    model = cls(hidden_layer_sizes=(4,), max_iter=2, random_state=0, warm_start=call == "warm_start").fit(
+        X, targets[first]
+    )
     before = _fitted_state(model)
     with pytest.raises(ValueError, match=words) as caught:
         model.partial_fit(X, targets[then]) if call == "partial_fit" else model.fit(X, targets[then])

@@ -50,7 +50,8 @@ if os.path.isdir("/proc"):  # Linux: any process still running the compile helpe
         except OSError:
             pass
 print(json.dumps({"results": results, "hits": hits, "misses": misses, "pieces": pieces,
-                  "signatures": [len(train.train_loop.signatures), len(network.run_passes.signatures)], "helpers": helpers}))
+                  "signatures": [len(train.train_loop.signatures), len(network.run_passes.signatures)], "helpers":
+                  helpers}))
 """
 
 
@@ -58,15 +59,25 @@ def run_fits(cache, settings, **env):
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(cache), FASTGD_COMPILE_HELPER="0")
     environment.pop("NUMBA_DISABLE_JIT", None)
     environment.update(env)
-    done = subprocess.run([sys.executable, "-c", FIT, json.dumps(settings)], capture_output=True, text=True, env=environment,
-                          timeout=TIMEOUT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", FIT, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_a_new_configuration_compiles_nothing_and_a_later_process_loads_everything(tmp_path):
-    settings = [["sigmoid", "crossentropy", "adam", "float64"], ["tanh", "crossentropy", "adam", "float64"],
-                ["gelu", "mse", "sgd", "float64"], ["relu", "huber", "nadam", "float64"], ["gelu", "mse", "sgd", "float64"]]  # fmt: skip
+    settings = [
+        ["sigmoid", "crossentropy", "adam", "float64"],
+        ["tanh", "crossentropy", "adam", "float64"],
+        ["gelu", "mse", "sgd", "float64"],
+        ["relu", "huber", "nadam", "float64"],
+        ["gelu", "mse", "sgd", "float64"],
+    ]
     found = run_fits(tmp_path, settings)
     first, *others = found["results"]
     # A cold cache: the first fit compiled the loop and the passes' entry point (and everything
@@ -84,7 +95,9 @@ def test_a_new_configuration_compiles_nothing_and_a_later_process_loads_everythi
     assert all(result["compiled"] == [] for result in later["results"]), later["results"]
     assert later["hits"] == {"train_loop": 1, "run_passes": 1} and later["misses"] == {"train_loop": 0, "run_passes": 0}
     assert later["pieces"] == {"forward:float64": True, "backward:float64": True}
-    assert [result["prediction"] for result in later["results"]] == [result["prediction"] for result in found["results"]]
+    assert [result["prediction"] for result in later["results"]] == [
+        result["prediction"] for result in found["results"]
+    ]
 
 
 def test_a_helper_process_compiles_a_cold_fits_passes_has_ended_and_the_results_are_the_same(tmp_path):
@@ -105,14 +118,22 @@ def test_a_helper_process_compiles_a_cold_fits_passes_has_ended_and_the_results_
 def test_python_m_fastgd_compile_leaves_nothing_for_a_fit_to_compile(tmp_path):
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     environment.pop("NUMBA_DISABLE_JIT", None)
-    done = subprocess.run([sys.executable, "-m", "fastgd", "compile", "--dtype", "float64"], capture_output=True, text=True,
-                          env=environment, timeout=TIMEOUT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd", "compile", "--dtype", "float64"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("train_loop", "run_passes", "forward", "backward"):  # a line per compiled function
         assert re.search(rf"float64\s+{name}\s", done.stdout), done.stdout
     found = run_fits(tmp_path, [["gelu", "crossentropy", "adam", "float64"], ["silu", "poisson", "rmsprop", "float64"]])
     assert all(result["compiled"] == [] for result in found["results"]), found
-    assert found["hits"] == {"train_loop": 1, "run_passes": 1} and found["misses"] == {"train_loop": 0, "run_passes": 0}, found
+    assert found["hits"] == {"train_loop": 1, "run_passes": 1} and found["misses"] == {
+        "train_loop": 0,
+        "run_passes": 0,
+    }, found
     assert found["pieces"] == {"forward:float64": True, "backward:float64": True}, found
 
 
@@ -123,16 +144,23 @@ def test_compile_in_the_background_is_asked_for_and_returns_the_process(tmp_path
     )
     environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     environment.pop("NUMBA_DISABLE_JIT", None)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=TIMEOUT + 60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=TIMEOUT + 60
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == ["Popen", 0]
     found = run_fits(tmp_path, [["relu", "crossentropy", "sgd", "float32"]])
     assert all(result["compiled"] == [] for result in found["results"]), found
-    assert found["hits"] == {"train_loop": 1, "run_passes": 1} and found["pieces"] == {"forward:float32": True, "backward:float32": True}
+    assert found["hits"] == {"train_loop": 1, "run_passes": 1} and found["pieces"] == {
+        "forward:float32": True,
+        "backward:float32": True,
+    }
 
 
-@pytest.mark.parametrize(("dtypes", "background", "error"), [(["float16"], False, ValueError), ([], False, ValueError),
-                                                             (["float32"], "yes", TypeError)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("dtypes", "background", "error"),
+    [(["float16"], False, ValueError), ([], False, ValueError), (["float32"], "yes", TypeError)],
+)
 def test_compile_rejects_bad_arguments(dtypes, background, error):
     import fastgd
 

@@ -37,8 +37,16 @@ def memmap_of(array, path, mode="r"):
 
 
 def network(dtype="float32", backend="numba"):
-    return fastgd.Network([12, 16, 3], activation="tanh", output_activation="softmax", loss="crossentropy", dtype=dtype,
-                          random_state=3, backend=backend, l2=1e-4)  # fmt: skip
+    return fastgd.Network(
+        [12, 16, 3],
+        activation="tanh",
+        output_activation="softmax",
+        loss="crossentropy",
+        dtype=dtype,
+        random_state=3,
+        backend=backend,
+        l2=1e-4,
+    )
 
 
 class RowsOnly:
@@ -64,7 +72,9 @@ def test_memory_map_trains_bitwise_as_in_memory(tmp_path, dtype, backend, optimi
     in_memory.fit(X, labels, optimizer=optimizer, epochs=3, batch_size=64, sample_weight=weight)
     streamed = network(dtype, backend)
     X_map, y_map = memmap_of(X, tmp_path / "X.npy"), memmap_of(labels, tmp_path / "y.npy")
-    streamed.fit(X_map, y_map, optimizer=optimizer, epochs=3, batch_size=64, sample_weight=weight, streaming=TINY_CHUNKS)
+    streamed.fit(
+        X_map, y_map, optimizer=optimizer, epochs=3, batch_size=64, sample_weight=weight, streaming=TINY_CHUNKS
+    )
     assert np.array_equal(streamed.flat_parameters, in_memory.flat_parameters)
     assert np.array_equal(streamed.train_state().opt_state, in_memory.train_state().opt_state)
     assert streamed.epochs_trained == in_memory.epochs_trained == 3
@@ -79,7 +89,9 @@ def test_stores_train_bitwise_as_in_memory(tmp_path, store):
         zarr = pytest.importorskip("zarr")
         X_store = zarr.open_array(str(tmp_path / "X.zarr"), mode="w", shape=X.shape, chunks=(500, 12), dtype=X.dtype)
         X_store[...] = X
-        y_store = zarr.open_array(str(tmp_path / "y.zarr"), mode="w", shape=labels.shape, chunks=(500,), dtype=labels.dtype)
+        y_store = zarr.open_array(
+            str(tmp_path / "y.zarr"), mode="w", shape=labels.shape, chunks=(500,), dtype=labels.dtype
+        )
         y_store[...] = labels
     elif store == "h5py":
         h5py = pytest.importorskip("h5py")
@@ -93,8 +105,16 @@ def test_stores_train_bitwise_as_in_memory(tmp_path, store):
     in_memory = network()
     in_memory.fit(X, labels, optimizer="adam", epochs=2, batch_size=64, sample_weight=weight, grad_shards=2)
     streamed = network()
-    streamed.fit(X_store, y_store, optimizer="adam", epochs=2, batch_size=64, sample_weight=weight, grad_shards=2,
-                 streaming=TINY_CHUNKS)  # fmt: skip
+    streamed.fit(
+        X_store,
+        y_store,
+        optimizer="adam",
+        epochs=2,
+        batch_size=64,
+        sample_weight=weight,
+        grad_shards=2,
+        streaming=TINY_CHUNKS,
+    )
     assert np.array_equal(streamed.flat_parameters, in_memory.flat_parameters)
 
 
@@ -136,7 +156,9 @@ def test_block_shuffle_is_a_permutation_of_blocks_shuffled_within_windows():
                 if stop - start == sum(map(block_size, seen)) and (len(seen) == window or stop == n):
                     break
             assert len(seen) <= window
-            assert set(order[start:stop].tolist()) == set().union(*(range(b * block, b * block + block_size(b)) for b in seen))
+            assert set(order[start:stop].tolist()) == set().union(
+                *(range(b * block, b * block + block_size(b)) for b in seen)
+            )
             start, windows = stop, windows + 1
         assert windows == 7
         orders.append(order.copy())
@@ -288,8 +310,12 @@ def test_memory_maps_are_read_from_their_file_row_for_row(tmp_path):
         handle.write(b"x" * 1000 + values.tobytes())  # data after an offset that is not a page multiple
     mapped = np.memmap(path, dtype=np.float64, mode="r", offset=1000, shape=(500, 7))
     picks = np.array([0, 1, 2, 3, 9, 10, 11, 200, 498, 499])  # runs and single rows
-    for array, expected in ((mapped, values), (mapped[5:400:3], values[5:400:3]), (mapped[::-1], values[::-1]),
-                            (mapped[:, 2], values[:, 2])):  # fmt: skip
+    for array, expected in (
+        (mapped, values),
+        (mapped[5:400:3], values[5:400:3]),
+        (mapped[::-1], values[::-1]),
+        (mapped[:, 2], values[:, 2]),
+    ):
         reader = RowReader(array)
         wanted = picks[picks < array.shape[0]]
         assert np.array_equal(reader.read_sorted(wanted), expected[wanted])
@@ -325,8 +351,13 @@ def test_a_chunk_that_fails_its_checks_undoes_the_epoch():
     X, labels, weight = data()
     net = network()
     net.fit(X, labels, epochs=1, batch_size=64, optimizer="adam")
-    before = (net.flat_parameters.copy(), {k: v.copy() for k, v in net.optimizer_state.items()}, net.optimizer_steps,
-              net.epochs_trained, list(net.history.loss))  # fmt: skip
+    before = (
+        net.flat_parameters.copy(),
+        {k: v.copy() for k, v in net.optimizer_state.items()},
+        net.optimizer_steps,
+        net.epochs_trained,
+        list(net.history.loss),
+    )
     store = ChangesAfterChecks(X, good_reads=3)  # the checks' read, then two chunks (one run each)
     with pytest.raises(ValueError, match="X .*(NaN|finite)"):
         net.fit(store, labels, epochs=2, batch_size=64, shuffle=False, optimizer=None, streaming=TINY_CHUNKS)

@@ -2,7 +2,6 @@
 loop (validation, stopping rules, visits to Python), and fastgd's threads in the ecosystem
 (NUMBA_NUM_THREADS / OMP_NUM_THREADS, threadpoolctl, joblib's workers)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -85,7 +84,9 @@ def test_two_threads_predicting_with_one_network_each_get_what_they_would_alone(
     # get the prediction they would get alone. (How much faster two threads serve than one is
     # measured by ``python -m fastgd bench --serve``.)
     rng = np.random.default_rng(5)
-    net = fastgd.Network([64, 256, 256, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0, n_threads=1)
+    net = fastgd.Network(
+        [64, 256, 256, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0, n_threads=1
+    )
     inputs = [rng.normal(size=(32, 64)).astype(np.float32) for _ in range(2)]
     expected = [net.predict(X) for X in inputs]
     inside = [0, 0]  # calls in progress at once, and the most seen
@@ -180,7 +181,9 @@ def test_compiled_stopping_rules_stop_where_the_python_callback_stops(rule, moni
         stopper = fastgd.callbacks.EarlyStopping(patience=2, min_delta=1e-3, monitor=monitor, rule=rule)
         options = dict(early_stopping=stopper) if where == "compiled" else dict(callbacks=[stopper])
         net = fastgd.Network([6, 16, 2], activation="tanh", loss="crossentropy", random_state=0)
-        history = net.fit(X, y, optimizer=fastgd.Adam(0.05), epochs=60, batch_size=20, shuffle=False, validation_split=0.25, **options)
+        history = net.fit(
+            X, y, optimizer=fastgd.Adam(0.05), epochs=60, batch_size=20, shuffle=False, validation_split=0.25, **options
+        )
         results.append((history, net))
     (h1, n1), (h2, n2) = results
     assert h1.stopped_epoch == h2.stopped_epoch is not None and h1.best_epoch == h2.best_epoch
@@ -215,18 +218,25 @@ def test_threadpool_limits_cap_the_team_and_threadpool_info_lists_it():
 THREADS_CHILD = "import fastgd; from fastgd._threads import team_size; print(team_size(None))"
 
 
-@pytest.mark.parametrize("environment, expected", [
-    ({"NUMBA_NUM_THREADS": "1"}, 1),
-    ({"OMP_NUM_THREADS": "1"}, 1),
-    ({"OMP_NUM_THREADS": "1,2"}, 1),  # OpenMP's nested levels: the first is this one
-    ({"OMP_NUM_THREADS": "junk"}, None),  # another library's setting fastgd cannot read: ignored
-    ({"FASTGD_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, 2),
-    ({"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, 2),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        ({"NUMBA_NUM_THREADS": "1"}, 1),
+        ({"OMP_NUM_THREADS": "1"}, 1),
+        ({"OMP_NUM_THREADS": "1,2"}, 1),  # OpenMP's nested levels: the first is this one
+        ({"OMP_NUM_THREADS": "junk"}, None),  # another library's setting fastgd cannot read: ignored
+        ({"FASTGD_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, 2),
+        ({"NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}, 2),
+    ],
+)
 def test_thread_variables_in_order(environment, expected):
-    env = {k: v for k, v in os.environ.items() if k not in ("FASTGD_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FASTGD_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
+    }
     env.update(environment)
-    done = subprocess.run([sys.executable, "-c", THREADS_CHILD], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS_CHILD], capture_output=True, text=True, env=env, timeout=TIMEOUT
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) == min(expected or usable_cores(), usable_cores())
 

@@ -45,8 +45,11 @@ def test_callbacks_import_as_users_write_them():
         assert getattr(fastgd.callbacks, name) is getattr(fastgd.training.callbacks, name), name
     assert set(fastgd.callbacks.__all__) == set(RE_EXPORTED) | {"TensorBoard"}
     # In a fresh interpreter, as a user's script starts; importing it loads no TensorBoard package.
-    code = ("import sys; from fastgd.callbacks import EarlyStopping, TensorBoard; import fastgd.training.callbacks as t; "
-            "assert EarlyStopping is t.EarlyStopping; print([m for m in ('tensorboardX', 'tensorboard') if m in sys.modules])")  # fmt: skip
+    code = (
+        "import sys; from fastgd.callbacks import EarlyStopping, TensorBoard; import fastgd.training.callbacks as t; "
+        "assert EarlyStopping is t.EarlyStopping; print([m for m in ('tensorboardX', 'tensorboard') if m in "
+        "sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -138,19 +141,37 @@ def test_scalars_are_the_histories_and_continue_across_fits(tmp_path):
     net = fastgd.Network([4, 8, 5, 3], activation="tanh", loss="crossentropy", random_state=0)
     board = fastgd.callbacks.TensorBoard(tmp_path / "run")
     schedule = fastgd.schedules.StepDecay(step_size=5, gamma=0.5)
-    first = net.fit(X, y, optimizer=fastgd.SGD(lr=0.4), epochs=5, batch_size=16, validation_data=(X_val, y_val),
-                    track_gradients=True, lr_schedule=schedule, callbacks=[board])  # fmt: skip
+    first = net.fit(
+        X,
+        y,
+        optimizer=fastgd.SGD(lr=0.4),
+        epochs=5,
+        batch_size=16,
+        validation_data=(X_val, y_val),
+        track_gradients=True,
+        lr_schedule=schedule,
+        callbacks=[board],
+    )
     # The second fit goes on with the same optimizer (its step count too), without tracking.
-    second = net.fit(X, y, epochs=3, batch_size=16, validation_data=(X_val, y_val), lr_schedule=schedule, callbacks=[board])
+    second = net.fit(
+        X, y, epochs=3, batch_size=16, validation_data=(X_val, y_val), lr_schedule=schedule, callbacks=[board]
+    )
     assert board.writer is None  # closed
     run = accumulator(tmp_path / "run")
     layers = range(3)
     health_tags = {f"{kind}/layer_{i}" for kind in ("gradient_norm", "update_ratio") for i in layers}
-    assert set(run.Tags()["scalars"]) == {"loss/train", "loss/validation", "accuracy/validation", "learning_rate"} | health_tags
+    assert (
+        set(run.Tags()["scalars"])
+        == {"loss/train", "loss/validation", "accuracy/validation", "learning_rate"} | health_tags
+    )
     assert run.Tags()["histograms"] == []  # histogram_every=0
 
     steps = list(range(1, 9))  # the network's epochs: the second fit's go on from the first's
-    for tag, field in (("loss/train", "loss"), ("loss/validation", "val_loss"), ("accuracy/validation", "val_accuracy")):
+    for tag, field in (
+        ("loss/train", "loss"),
+        ("loss/validation", "val_loss"),
+        ("accuracy/validation", "val_accuracy"),
+    ):
         expected = getattr(first, field) + getattr(second, field)
         assert len(expected) == 8
         assert scalars(run, tag) == list(zip(steps, stored(expected))), tag
@@ -164,8 +185,12 @@ def test_scalars_are_the_histories_and_continue_across_fits(tmp_path):
 
     assert first.health_epochs == [1, 2, 3, 4, 5] and second.health_epochs == []
     for i in layers:
-        assert scalars(run, f"gradient_norm/layer_{i}") == list(zip(steps[:5], stored(row[i] for row in first.grad_norm)))
-        assert scalars(run, f"update_ratio/layer_{i}") == list(zip(steps[:5], stored(row[i] for row in first.update_ratio)))
+        assert scalars(run, f"gradient_norm/layer_{i}") == list(
+            zip(steps[:5], stored(row[i] for row in first.grad_norm))
+        )
+        assert scalars(run, f"update_ratio/layer_{i}") == list(
+            zip(steps[:5], stored(row[i] for row in first.update_ratio))
+        )
     assert first.grad_norm[0][0] != first.grad_norm[0][1]  # layers differ: a wrong index would show
 
 
@@ -175,15 +200,29 @@ def test_a_regressor_logs_no_accuracy_and_a_fit_without_validation_no_validation
     X = rng.normal(size=(50, 3))
     y = np.tanh(X @ rng.normal(size=(3, 2)))
     net = fastgd.Network([3, 6, 2], activation="tanh", loss="mse", random_state=1)
-    with_validation = net.fit(X[:40], y[:40], optimizer=fastgd.Adam(lr=0.01), epochs=4, batch_size=8, validation_data=(X[40:], y[40:]),
-                              callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "validated")])  # fmt: skip
+    with_validation = net.fit(
+        X[:40],
+        y[:40],
+        optimizer=fastgd.Adam(lr=0.01),
+        epochs=4,
+        batch_size=8,
+        validation_data=(X[40:], y[40:]),
+        callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "validated")],
+    )
     run = accumulator(tmp_path / "validated")
     assert set(run.Tags()["scalars"]) == {"loss/train", "loss/validation", "learning_rate"}
     assert scalars(run, "loss/validation") == list(zip([1, 2, 3, 4], stored(with_validation.val_loss)))
     assert scalars(run, "learning_rate") == [(step, float(np.float32(0.01))) for step in (1, 2, 3, 4)]
 
     plain = fastgd.Network([3, 6, 2], activation="tanh", loss="mse", random_state=1)
-    history = plain.fit(X, y, optimizer=fastgd.Adam(lr=0.01), epochs=3, batch_size=8, callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "plain")])
+    history = plain.fit(
+        X,
+        y,
+        optimizer=fastgd.Adam(lr=0.01),
+        epochs=3,
+        batch_size=8,
+        callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "plain")],
+    )
     run = accumulator(tmp_path / "plain")
     assert set(run.Tags()["scalars"]) == {"loss/train", "learning_rate"}
     assert scalars(run, "loss/train") == list(zip([1, 2, 3], stored(history.loss)))
@@ -218,7 +257,10 @@ def test_histograms_every_n_epochs_are_the_networks_parameters(tmp_path):
             assert histogram.sum_squares == pytest.approx((values**2).sum(), rel=1e-12)
             assert sum(histogram.bucket) == values.size
     # The parameters moved between the logged epochs: each histogram is its own epoch's.
-    assert run.Histograms("weights/layer_0")[0].histogram_value.sum != run.Histograms("weights/layer_0")[1].histogram_value.sum
+    assert (
+        run.Histograms("weights/layer_0")[0].histogram_value.sum
+        != run.Histograms("weights/layer_0")[1].histogram_value.sum
+    )
 
 
 def hparams_events(path):
@@ -231,7 +273,9 @@ def hparams_events(path):
         for event in EventFileLoader(os.path.join(path, name)).Load():
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name == "hparams":
-                    found.append((value.tag, plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)))
+                    found.append(
+                        (value.tag, plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content))
+                    )
     return found
 
 
@@ -244,22 +288,49 @@ def test_the_configuration_and_optimizer_are_hparams_once(tmp_path):
     net.fit(X, y, optimizer=optimizer, epochs=2, batch_size=16, validation_data=(X_val, y_val), callbacks=[board])
     net.fit(X, y, epochs=2, batch_size=16, validation_data=(X_val, y_val), callbacks=[board])
     found = hparams_events(tmp_path / "run")
-    assert sorted(tag for tag, _ in found) == ["_hparams_/experiment", "_hparams_/session_start_info"]  # once, not per fit
+    assert sorted(tag for tag, _ in found) == [
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+    ]  # once, not per fit
     data = dict(found)
     values = data["_hparams_/session_start_info"].session_start_info.hparams
-    expected = {"layer_sizes": "[4, 7, 3]", "activation": "tanh", "output_activation": "softmax", "loss": "crossentropy",
-                "init": "xavier_uniform", "dtype": "float64", "backend": "numba", "n_threads": "None", "l1": 0.0, "l2": 1e-3,
-                "penalty_per_sample": False, "dropout": "[0.25]", "loss_options": "{}", "optimizer": "Adam", "optimizer/lr": 0.02, "optimizer/betas": "[0.8, 0.99]",
-                "optimizer/eps": 1e-8, "optimizer/weight_decay": 0.0, "optimizer/amsgrad": True}  # fmt: skip
+    expected = {
+        "layer_sizes": "[4, 7, 3]",
+        "activation": "tanh",
+        "output_activation": "softmax",
+        "loss": "crossentropy",
+        "init": "xavier_uniform",
+        "dtype": "float64",
+        "backend": "numba",
+        "n_threads": "None",
+        "l1": 0.0,
+        "l2": 1e-3,
+        "penalty_per_sample": False,
+        "dropout": "[0.25]",
+        "loss_options": "{}",
+        "optimizer": "Adam",
+        "optimizer/lr": 0.02,
+        "optimizer/betas": "[0.8, 0.99]",
+        "optimizer/eps": 1e-8,
+        "optimizer/weight_decay": 0.0,
+        "optimizer/amsgrad": True,
+    }
     read = {}
     for name, value in values.items():
         read[name] = getattr(value, value.WhichOneof("kind"))
     assert read == expected
     experiment = data["_hparams_/experiment"].experiment
     assert sorted(info.name for info in experiment.hparam_infos) == sorted(expected)
-    assert [metric.name.tag for metric in experiment.metric_infos] == ["loss/train", "loss/validation", "accuracy/validation"]
+    assert [metric.name.tag for metric in experiment.metric_infos] == [
+        "loss/train",
+        "loss/validation",
+        "accuracy/validation",
+    ]
     # TensorBoard's reader files them under its hparams plugin.
-    assert set(accumulator(tmp_path / "run").PluginTagToContent("hparams")) == {"_hparams_/experiment", "_hparams_/session_start_info"}
+    assert set(accumulator(tmp_path / "run").PluginTagToContent("hparams")) == {
+        "_hparams_/experiment",
+        "_hparams_/session_start_info",
+    }
 
 
 @needs_extra
@@ -268,15 +339,25 @@ def test_the_writer_is_flushed_and_closed_however_the_fit_ends(tmp_path):
     # Stopped by a callback after epoch 3.
     net = fastgd.Network([4, 8, 3], activation="tanh", loss="crossentropy", random_state=0)
     board = fastgd.callbacks.TensorBoard(tmp_path / "stopped")
-    history = net.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10, batch_size=16, callbacks=[board, lambda epoch, h, n: epoch < 3])
+    history = net.fit(
+        X, y, optimizer=fastgd.SGD(lr=0.1), epochs=10, batch_size=16, callbacks=[board, lambda epoch, h, n: epoch < 3]
+    )
     assert board.writer is None and history.stopped_epoch == 3
     assert scalars(accumulator(tmp_path / "stopped"), "loss/train") == list(zip([1, 2, 3], stored(history.loss)))
 
     # Early stopping inside the compiled loop (no epoch logged late or twice).
     board = fastgd.callbacks.TensorBoard(tmp_path / "early")
     net = fastgd.Network([4, 8, 3], activation="tanh", loss="crossentropy", random_state=0)
-    history = net.fit(X, y, optimizer=fastgd.SGD(lr=3.0), epochs=200, batch_size=60, validation_data=(X_val, y_val),
-                      early_stopping=fastgd.callbacks.EarlyStopping(patience=2), callbacks=[board])  # fmt: skip
+    history = net.fit(
+        X,
+        y,
+        optimizer=fastgd.SGD(lr=3.0),
+        epochs=200,
+        batch_size=60,
+        validation_data=(X_val, y_val),
+        early_stopping=fastgd.callbacks.EarlyStopping(patience=2),
+        callbacks=[board],
+    )
     assert history.stopped_epoch is not None and history.stopped_epoch < 200 and board.writer is None
     steps = list(range(1, history.stopped_epoch + 1))
     assert scalars(accumulator(tmp_path / "early"), "loss/validation") == list(zip(steps, stored(history.val_loss)))
@@ -287,19 +368,30 @@ def test_the_writer_is_flushed_and_closed_however_the_fit_ends(tmp_path):
     net = fastgd.Network([5, 8, 2], activation="identity", random_state=1)
     board = fastgd.callbacks.TensorBoard(tmp_path / "diverged")
     with pytest.raises(fastgd.DivergenceError) as raised:
-        net.fit(rng.normal(size=(64, 5)), rng.normal(size=(64, 2)), optimizer=fastgd.SGD(lr=100.0), epochs=50, batch_size=16,
-                callbacks=[board])  # fmt: skip
+        net.fit(
+            rng.normal(size=(64, 5)),
+            rng.normal(size=(64, 2)),
+            optimizer=fastgd.SGD(lr=100.0),
+            epochs=50,
+            batch_size=16,
+            callbacks=[board],
+        )
     assert board.writer is None
     finite = raised.value.history.loss
     assert len(finite) >= 1
-    assert scalars(accumulator(tmp_path / "diverged"), "loss/train") == list(zip(range(1, len(finite) + 1), stored(finite)))
+    assert scalars(accumulator(tmp_path / "diverged"), "loss/train") == list(
+        zip(range(1, len(finite) + 1), stored(finite))
+    )
 
 
 @needs_extra
 def test_log_dir_none_is_runs_date_time_host(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     board = fastgd.callbacks.TensorBoard()
-    assert re.fullmatch(r"runs/[A-Z][a-z]{2}\d{2}_\d{2}-\d{2}-\d{2}_" + re.escape(socket.gethostname()), board.log_dir.replace(os.sep, "/"))
+    assert re.fullmatch(
+        r"runs/[A-Z][a-z]{2}\d{2}_\d{2}-\d{2}-\d{2}_" + re.escape(socket.gethostname()),
+        board.log_dir.replace(os.sep, "/"),
+    )
     assert not (tmp_path / "runs").exists()  # made when the fit begins
     X, y, _, _ = classification()
     history = fastgd.Network([4, 3], loss="crossentropy", random_state=0).fit(X, y, epochs=2, callbacks=[board])
@@ -323,8 +415,16 @@ def test_learning_rate_follows_the_adaptive_division(tmp_path):
     X, y, X_val, y_val = classification()
     net = fastgd.Network([4, 8, 3], activation="tanh", loss="crossentropy", random_state=0)
     stopping = fastgd.callbacks.EarlyStopping(patience=1, lr_factor=5.0, min_lr=1e-9)
-    history = net.fit(X, y, optimizer=fastgd.SGD(lr=5.0), epochs=6, batch_size=60, validation_data=(X_val, y_val),
-                      early_stopping=stopping, callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "run")])  # fmt: skip
+    history = net.fit(
+        X,
+        y,
+        optimizer=fastgd.SGD(lr=5.0),
+        epochs=6,
+        batch_size=60,
+        validation_data=(X_val, y_val),
+        early_stopping=stopping,
+        callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "run")],
+    )
     # Keras's patience rule by hand on the recorded validation losses: a division after an epoch
     # applies to the next epoch's steps.
     best, waited, scale, rates = np.inf, 0, 1.0, []
@@ -357,20 +457,45 @@ def get_json(url):
 def test_the_tensorboard_server_serves_the_scalars(tmp_path):
     X, y, X_val, y_val = classification()
     net = fastgd.Network([4, 8, 3], activation="tanh", loss="crossentropy", random_state=0)
-    history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.01), epochs=6, batch_size=16, validation_data=(X_val, y_val),
-                      callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "runs" / "digits")])  # fmt: skip
+    history = net.fit(
+        X,
+        y,
+        optimizer=fastgd.Adam(lr=0.01),
+        epochs=6,
+        batch_size=16,
+        validation_data=(X_val, y_val),
+        callbacks=[fastgd.callbacks.TensorBoard(tmp_path / "runs" / "digits")],
+    )
     port = free_port()
     # --load_fast=false: the Python reader, not the separate Rust data server.
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "runs"), "--host", "127.0.0.1",
-               "--port", str(port), "--load_fast=false", "--reload_interval", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--load_fast=false",
+        "--reload_interval",
+        "1",
+    ]
     server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    wanted = {"loss/train": history.loss, "loss/validation": history.val_loss, "accuracy/validation": history.val_accuracy}
+    wanted = {
+        "loss/train": history.loss,
+        "loss/validation": history.val_loss,
+        "accuracy/validation": history.val_accuracy,
+    }
     try:
         served, deadline = {}, time.monotonic() + SERVER_START_TIMEOUT
         while len(served) < len(wanted):
             assert server.poll() is None, f"tensorboard exited with {server.returncode}"
-            assert time.monotonic() < deadline, f"tensorboard served {sorted(served)} of {sorted(wanted)} in {SERVER_START_TIMEOUT} s"
+            assert time.monotonic() < deadline, (
+                f"tensorboard served {sorted(served)} of {sorted(wanted)} in {SERVER_START_TIMEOUT} s"
+            )
             try:
                 for tag in wanted:
                     query = urllib.parse.urlencode({"run": "digits", "tag": tag})

@@ -82,7 +82,11 @@ def test_a_network_that_never_calls_blas_splits_its_products_among_threads():
     # 16-row blocks (at most MAX_BLOCKS) for its others.
     big = fastgd.Network([300, 512, 10], loss="crossentropy").architecture
     assert "blas" in paths(big, np.float64, 300)
-    assert (layout.MIN_BLOCK_ROWS_BLAS_WEIGHTS, layout.BLAS_TEAM_BLOCKS, layout.MIN_BLOCK_ROWS_BLAS_TEAM) == (512, 2, 64)
+    assert (layout.MIN_BLOCK_ROWS_BLAS_WEIGHTS, layout.BLAS_TEAM_BLOCKS, layout.MIN_BLOCK_ROWS_BLAS_TEAM) == (
+        512,
+        2,
+        64,
+    )
     assert layout.weight_blocks(big, 0, 300) == 2  # 300 x 512 x 300 multiply-adds
     assert layout.block_count(100, 1 << 20, True, 512) == 1  # (100 rows: one block, under two of 64)
     assert layout.block_count(4096, 2048, True) == 4096 // layout.MIN_BLOCK_ROWS_BLAS == 4  # tall: blocks of 1024 rows
@@ -100,7 +104,9 @@ def test_a_small_weights_network_is_bitwise_identical_on_any_thread_count(dtype)
     y = rng.integers(0, 10, size=450)
     nets = []
     for n_threads in THREADS + [None, 7]:
-        net = fastgd.Network([64, 100, 10], activation="relu", loss="crossentropy", dtype=dtype, random_state=2, n_threads=n_threads)
+        net = fastgd.Network(
+            [64, 100, 10], activation="relu", loss="crossentropy", dtype=dtype, random_state=2, n_threads=n_threads
+        )
         history = net.fit(X, y, optimizer=fastgd.Adam(1e-3), epochs=3, batch_size=200, validation_split=0.2)
         nets.append((net, history))
     for net, history in nets[1:]:

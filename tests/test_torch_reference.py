@@ -58,10 +58,17 @@ def torch_layout(net):
 def starting_network(backend, loss=None):
     """The file's network (with ``loss``, default the file's) at the file's initial parameters,
     through the public API."""
-    net = fastgd.Network(META["layer_sizes"], activation=META["activation"], loss=loss or META["loss"], l2=META["l2"], dtype="float64",
-                         random_state=0, backend=backend)  # fmt: skip
+    net = fastgd.Network(
+        META["layer_sizes"],
+        activation=META["activation"],
+        loss=loss or META["loss"],
+        l2=META["l2"],
+        dtype="float64",
+        random_state=0,
+        backend=backend,
+    )
     initial, offset = FILE["initial"], 0
-    for layer, (W, b) in enumerate(zip(net.weights, net.biases)):
+    for layer, W in enumerate(net.weights):
         n_out, n_in = W.shape[1], W.shape[0]
         net.weights[layer] = initial[offset : offset + n_out * n_in].reshape(n_out, n_in).T
         offset += n_out * n_in
@@ -81,8 +88,17 @@ def fastgd_trajectory(case, backend):
     def record(epoch, history, network):  # a callback: runs after every epoch
         after_each_epoch.append(torch_layout(network))
 
-    history = net.fit(FILE["X"], FILE["y"] * case.get("target_scale", 1.0), optimizer=optimizer, epochs=META["epochs"], batch_size=META["batch_size"],
-                      shuffle=META["shuffle"], lr_schedule=schedule, callbacks=record, **case["clip"])  # fmt: skip
+    history = net.fit(
+        FILE["X"],
+        FILE["y"] * case.get("target_scale", 1.0),
+        optimizer=optimizer,
+        epochs=META["epochs"],
+        batch_size=META["batch_size"],
+        shuffle=META["shuffle"],
+        lr_schedule=schedule,
+        callbacks=record,
+        **case["clip"],
+    )
     return np.array(after_each_epoch), history
 
 
@@ -96,12 +112,18 @@ def test_fastgd_takes_pytorchs_trajectory(index, backend):
     # The case moves the network (a trajectory that stays put would match anything).
     assert np.abs(expected[-1] - FILE["initial"]).max() > 1e-3
     rtol = TIGHT_RTOL if case["optimizer"] in TIGHT else RTOL
-    np.testing.assert_allclose(trajectory, expected, rtol=rtol, atol=rtol * 1e-3, err_msg=f"{case['key']} ({case['torch']})")
+    np.testing.assert_allclose(
+        trajectory, expected, rtol=rtol, atol=rtol * 1e-3, err_msg=f"{case['key']} ({case['torch']})"
+    )
     np.testing.assert_allclose(history.loss, FILE["loss"][index], rtol=rtol, err_msg=f"{case['key']} loss")
 
 
 @pytest.mark.parametrize("kind", ["compiled", "twin"])
-@pytest.mark.parametrize("index", range(len(OPTIMIZERS_UNDER_TEST)), ids=[f"{cls.__name__}-{options}" for cls, options in OPTIMIZERS_UNDER_TEST])
+@pytest.mark.parametrize(
+    "index",
+    range(len(OPTIMIZERS_UNDER_TEST)),
+    ids=[f"{cls.__name__}-{options}" for cls, options in OPTIMIZERS_UNDER_TEST],
+)
 def test_the_optimizer_takes_pytorchs_steps(index, kind):
     # Every optimizer configuration, alone: the same starting vector and gradients, step after
     # step, compiled (kernels.optimizer_step) and in NumPy (reference.optimizer_step).
@@ -116,11 +138,17 @@ def test_the_optimizer_takes_pytorchs_steps(index, kind):
         step(optimizer.code, params, g.copy(), state, count, optimizer.lr, optimizer.hyper_vector())
         after.append(params.copy())
     assert np.abs(expected[-1] - FILE["step_initial"]).max() > 1e-3  # the steps move the parameters
-    np.testing.assert_allclose(np.array(after), expected, rtol=STEP_RTOL, atol=STEP_RTOL * 1e-3, err_msg=f"{cls.__name__}({options})")
+    np.testing.assert_allclose(
+        np.array(after), expected, rtol=STEP_RTOL, atol=STEP_RTOL * 1e-3, err_msg=f"{cls.__name__}({options})"
+    )
 
 
 def test_the_file_covers_every_optimizer_configuration():
-    stored = [(case["optimizer"], as_fastgd_options(case["options"])) for case in CASES if case["key"].startswith("optimizer/")]
+    stored = [
+        (case["optimizer"], as_fastgd_options(case["options"]))
+        for case in CASES
+        if case["key"].startswith("optimizer/")
+    ]
     assert stored == [(cls.__name__, dict(options)) for cls, options in OPTIMIZERS_UNDER_TEST], (
         "fastgd.optimizers.OPTIMIZERS_UNDER_TEST changed: run python tests/data/make_torch_reference.py"
     )
@@ -131,7 +159,9 @@ def test_the_file_covers_every_loss_with_a_parameter():
     # business (the live comparisons and the kernel tests cover their formulas).
     with_parameter = {name for name, spec in LOSSES.items() if spec.parameter is not None}
     assert "huber" in with_parameter
-    assert {case["loss"] for case in CASES if "loss" in case} == with_parameter, "a loss changed: run make_torch_reference.py"
+    assert {case["loss"] for case in CASES if "loss" in case} == with_parameter, (
+        "a loss changed: run make_torch_reference.py"
+    )
     assert META["steps"] == {"count": FILE["step_grads"].shape[0], "size": FILE["step_initial"].size}
     assert FILE["step_parameters"].shape == (len(OPTIMIZERS_UNDER_TEST), *FILE["step_grads"].shape)
 
@@ -139,7 +169,7 @@ def test_the_file_covers_every_loss_with_a_parameter():
 def test_the_huber_cases_take_both_of_its_pieces():
     # Outputs in (-1, 1) against targets times 3: some errors beyond δ = 1 (the linear piece),
     # some within (the quadratic one), at the start and at the end of the run.
-    for index, case in enumerate(CASES):
+    for case in CASES:
         if case.get("loss") != "huber":
             continue
         net = starting_network("numpy", "huber")
@@ -154,7 +184,7 @@ def test_the_huber_cases_take_both_of_its_pieces():
 def _predict_with(net, parameters):
     # The network's prediction at ``parameters`` (the file's layout).
     offset = 0
-    for layer, (W, b) in enumerate(zip(net.weights, net.biases)):
+    for layer, W in enumerate(net.weights):
         n_in, n_out = W.shape
         net.weights[layer] = parameters[offset : offset + n_out * n_in].reshape(n_out, n_in).T
         offset += n_out * n_in
@@ -164,17 +194,26 @@ def _predict_with(net, parameters):
 
 
 def test_the_file_covers_every_schedule():
-    declared = {name for name, value in vars(schedules).items()
-                if isinstance(value, type) and issubclass(value, schedules.Schedule) and value is not schedules.Schedule}  # fmt: skip
+    declared = {
+        name
+        for name, value in vars(schedules).items()
+        if isinstance(value, type) and issubclass(value, schedules.Schedule) and value is not schedules.Schedule
+    }
     assert declared >= {"Constant", "StepDecay", "Exponential", "InverseScaling", "Cosine", "SampleInverseScaling"}
     stored = {case["schedule"][0] for case in CASES if case["schedule"] is not None}
     assert stored == declared, "fastgd.schedules changed: add the schedule to make_torch_reference.py and run it"
 
 
 def test_the_file_covers_every_clipping_rule_with_every_optimizer():
-    rules = {"clip_grad_norm": {"clip_grad_norm"}, "clip_grad_value": {"clip_grad_value"}, "both": {"clip_grad_norm", "clip_grad_value"}}
+    rules = {
+        "clip_grad_norm": {"clip_grad_norm"},
+        "clip_grad_value": {"clip_grad_value"},
+        "both": {"clip_grad_norm", "clip_grad_value"},
+    }
     for name, keywords in rules.items():
-        clipped = [(case["optimizer"], as_fastgd_options(case["options"])) for case in CASES if set(case["clip"]) == keywords]
+        clipped = [
+            (case["optimizer"], as_fastgd_options(case["options"])) for case in CASES if set(case["clip"]) == keywords
+        ]
         assert clipped == [(cls.__name__, dict(options)) for cls, options in OPTIMIZERS_UNDER_TEST], name
 
 
@@ -200,8 +239,13 @@ def test_the_committed_file_is_what_this_script_writes(tmp_path):
     torch = pytest.importorskip("torch")
     output = tmp_path / "torch_reference.npz"
     # The script imports the installed fastgd, as the test does; the repository root is its folder.
-    done = subprocess.run([sys.executable, str(SCRIPT), "--output", str(output)], capture_output=True, text=True, timeout=600,
-                          cwd=SCRIPT.parent.parent.parent)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=SCRIPT.parent.parent.parent,
+    )
     assert done.returncode == 0, done.stderr
     with np.load(output, allow_pickle=False) as written:
         fresh = {name: written[name] for name in written.files}
@@ -209,10 +253,16 @@ def test_the_committed_file_is_what_this_script_writes(tmp_path):
     meta = json.loads(str(fresh["meta"]))
     assert meta["torch_version"] == torch.__version__
     versions = ("torch_version", "numpy_version", "fastgd_version", "python_version")
-    assert {k: v for k, v in meta.items() if k not in versions} == {k: v for k, v in META.items() if k not in versions}, (
-        "the committed file is stale: run python tests/data/make_torch_reference.py"
-    )
-    for name in ("X", "y", "initial", "step_initial", "step_grads"):  # drawn by NumPy's generator and fastgd's initializer: bitwise
+    assert {k: v for k, v in meta.items() if k not in versions} == {
+        k: v for k, v in META.items() if k not in versions
+    }, "the committed file is stale: run python tests/data/make_torch_reference.py"
+    for name in (
+        "X",
+        "y",
+        "initial",
+        "step_initial",
+        "step_grads",
+    ):  # drawn by NumPy's generator and fastgd's initializer: bitwise
         assert np.array_equal(fresh[name], FILE[name]), name
     # Another PyTorch build or CPU may sum in another order: the tolerance of the comparisons.
     np.testing.assert_allclose(fresh["parameters"], FILE["parameters"], rtol=RTOL, atol=ATOL)

@@ -27,9 +27,7 @@ def assert_same_training_state(fast, ref, dtype, rtol=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(
-    "cls, options", [pytest.param(c, o, id=f"{c.__name__}-{o}") for c, o in OPTIMIZERS_UNDER_TEST]
-)
+@pytest.mark.parametrize("cls, options", [pytest.param(c, o, id=f"{c.__name__}-{o}") for c, o in OPTIMIZERS_UNDER_TEST])
 def test_optimizers_give_the_same_trajectory_in_both_backends(dtype, cls, options):
     X, y = regression_data(n=50)
     fast, ref = twin_networks([3, 8, 5, 2], dtype, activation="tanh", output_activation="sigmoid")
@@ -174,7 +172,9 @@ def test_sample_weights_equal_duplicated_rows():
     weighted = fastgd.Network([3, 4, 2], random_state=8)
     duplicated = weighted.copy()
     h_w = weighted.fit(X, y, optimizer=fastgd.SGD(lr=0.5), epochs=5, sample_weight=counts)
-    h_d = duplicated.fit(np.repeat(X, counts, axis=0), np.repeat(y, counts, axis=0), optimizer=fastgd.SGD(lr=0.5), epochs=5)
+    h_d = duplicated.fit(
+        np.repeat(X, counts, axis=0), np.repeat(y, counts, axis=0), optimizer=fastgd.SGD(lr=0.5), epochs=5
+    )
     assert_close(weighted.flat_parameters, duplicated.flat_parameters, dtype=np.float64)
     np.testing.assert_allclose(h_w.loss, h_d.loss, rtol=1e-12)
 
@@ -290,4 +290,6 @@ def test_grad_shards_change_only_the_rounding(dtype, rtol):
         trained[shards] = net.flat_parameters.copy()
     for shards in (2, 3, 4):
         np.testing.assert_allclose(trained[shards], trained[1], rtol=rtol, atol=rtol * 1e-2)
-    assert not all(np.array_equal(trained[shards], trained[1]) for shards in (2, 3, 4)), "the shards were not summed apart"
+    assert not all(np.array_equal(trained[shards], trained[1]) for shards in (2, 3, 4)), (
+        "the shards were not summed apart"
+    )

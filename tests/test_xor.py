@@ -45,7 +45,12 @@ def classic():
 def test_xor_reproduces_the_classic_code(classic, backend):
     (W1, b1, W2, b2), classic_losses = classic
     net = fastgd.Network(
-        [2, 4, 1], activation="sigmoid", loss="sse", init="uniform", random_state=np.random.RandomState(42), backend=backend
+        [2, 4, 1],
+        activation="sigmoid",
+        loss="sse",
+        init="uniform",
+        random_state=np.random.RandomState(42),
+        backend=backend,
     )
     # Same initial weights as the classic code's draws from the legacy generator seeded with 42.
     np.random.seed(42)

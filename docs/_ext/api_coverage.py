@@ -39,8 +39,18 @@ INTERNAL = {
     # fit's helpers: turn callbacks arguments into objects, check a checkpoint path, plan calls.
     "fastgd.callbacks": {"check_callbacks", "check_checkpoint_path", "chunk_epochs", "Clock"},
     # the streaming machinery fit drives; users pass arrays and a Streaming.
-    "fastgd.streaming": {"is_streamed", "blocks_of", "release", "RowReader", "block_shuffle_order", "ChunkPlan", "ChunkLoader",
-                         "check_streamed", "chunk_rows", "abs_max"},  # fmt: skip
+    "fastgd.streaming": {
+        "is_streamed",
+        "blocks_of",
+        "release",
+        "RowReader",
+        "block_shuffle_order",
+        "ChunkPlan",
+        "ChunkLoader",
+        "check_streamed",
+        "chunk_rows",
+        "abs_max",
+    },
 }
 
 
@@ -70,8 +80,13 @@ def public_api() -> dict:
             raise ImportError(f"public module {module_path} cannot be imported")
         names = getattr(module, "__all__", None)
         if names is None:
-            names = [name for name, value in vars(module).items() if not name.startswith("_") and
-                     (inspect.isclass(value) or inspect.isfunction(value)) and value.__module__ == module.__name__]  # fmt: skip
+            names = [
+                name
+                for name, value in vars(module).items()
+                if not name.startswith("_")
+                and (inspect.isclass(value) or inspect.isfunction(value))
+                and value.__module__ == module.__name__
+            ]
             names = [name for name in names if name not in INTERNAL.get(module_path, ())]
         for name in names:
             api[f"{module_path}.{name}"] = getattr(module, name)
@@ -91,8 +106,11 @@ def undocumented(documented_paths) -> list:
     return sorted(path for path, obj in public_api().items() if path not in paths and _identity(obj) not in identities)
 
 
-_DIRECTIVE = re.compile(r"^\s*\.\. (?:py:)?(auto)?(module|currentmodule|class|function|exception|data|attribute|method|property"
-                        r"|autoproperty|decorator)::\s*(\S+)", re.MULTILINE)  # fmt: skip
+_DIRECTIVE = re.compile(
+    r"^\s*\.\. (?:py:)?(auto)?(module|currentmodule|class|function|exception|data|attribute|method|property"
+    r"|autoproperty|decorator)::\s*(\S+)",
+    re.MULTILINE,
+)
 
 
 def documented_in_sources(folder) -> set:
@@ -101,7 +119,7 @@ def documented_in_sources(folder) -> set:
     names = set()
     for page in sorted(pathlib.Path(folder).glob("*.rst")):
         current = None
-        for auto, kind, target in _DIRECTIVE.findall(page.read_text(encoding="utf-8")):
+        for _auto, kind, target in _DIRECTIVE.findall(page.read_text(encoding="utf-8")):
             if kind in ("module", "currentmodule"):
                 current = target
                 if kind == "module":
@@ -120,7 +138,9 @@ def _check(app, env):
     domain = env.get_domain("py")
     documented = set(domain.objects) | set(domain.modules)
     for path in undocumented(documented):
-        logger.warning(f"public name {path} is not documented in the API reference (docs/api/*.rst)", type="fastgd", subtype="api")
+        logger.warning(
+            f"public name {path} is not documented in the API reference (docs/api/*.rst)", type="fastgd", subtype="api"
+        )
 
 
 def setup(app):

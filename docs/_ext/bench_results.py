@@ -52,7 +52,10 @@ def _generic_table(rows):
     fields = []
     for row in rows:
         fields.extend(key for key in row if key not in fields and key != "python")
-    body = [[_cell("{:.4g}" if isinstance(row.get(field), float) else "{}", row.get(field)) for field in fields] for row in rows]
+    body = [
+        [_cell("{:.4g}" if isinstance(row.get(field), float) else "{}", row.get(field)) for field in fields]
+        for row in rows
+    ]
     return _list_table(fields, body)
 
 
@@ -67,7 +70,9 @@ def _plot_workloads(record, path):
     workloads = list(dict.fromkeys(row["workload"] for row in rows))
     labels = list(dict.fromkeys(row["label"] for row in rows))
     colours = {label: plt.cm.tab10(index % 10) for index, label in enumerate(labels)}
-    figure, axes = plt.subplots(1, len(workloads), figsize=(4.2 * len(workloads), 0.5 * len(labels) + 1.6), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(workloads), figsize=(4.2 * len(workloads), 0.5 * len(labels) + 1.6), squeeze=False
+    )
     for axis, workload in zip(axes[0], workloads):
         mine = [row for row in rows if row["workload"] == workload]
         names = [f"{row['label']} ({row['version']})" for row in mine]
@@ -79,12 +84,18 @@ def _plot_workloads(record, path):
         axis.set_xlabel("µs per step (lower is faster)")
         axis.set_title(workload)
         for bar, row in zip(bars, mine):
-            axis.annotate(f" {row['speedup']:.2f}x", (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center",
-                          fontsize="x-small")  # fmt: skip
+            axis.annotate(
+                f" {row['speedup']:.2f}x",
+                (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                va="center",
+                fontsize="x-small",
+            )
         # Bars on a log axis start at a round power of ten below the fastest run, not at an
         # arbitrary edge, so that their lengths compare.
         axis.set_xlim(10 ** math.floor(math.log10(min(values) / 2)), max(values) * 8)
-    figure.suptitle(f"{record['date'][:10]}, {record['machine']['cpu']}: time per step, and each over fastgd's", fontsize="medium")
+    figure.suptitle(
+        f"{record['date'][:10]}, {record['machine']['cpu']}: time per step, and each over fastgd's", fontsize="medium"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -97,22 +108,41 @@ def _section(record, source, folder):
     machine = record["machine"]
     versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
     commit = record.get("fastgd_commit")
-    lines = [title, "-" * len(title), "", f"Measured {record['date']} (``{source.name}``)::", "", f"    $ {record['command']}", ""]
-    lines += [f"- **Machine**: {machine['cpu']}, {machine['logical_cores']} logical cores ({machine['usable_cores']} usable); "
-              f"SIMD: {', '.join(machine['simd']) or 'none listed'}; {machine['platform']}",
-              f"- **Versions** (the measuring environment): {versions}"]  # fmt: skip
+    lines = [
+        title,
+        "-" * len(title),
+        "",
+        f"Measured {record['date']} (``{source.name}``)::",
+        "",
+        f"    $ {record['command']}",
+        "",
+    ]
+    lines += [
+        f"- **Machine**: {machine['cpu']}, {machine['logical_cores']} logical cores ({machine['usable_cores']} "
+        "usable); "
+        f"SIMD: {', '.join(machine['simd']) or 'none listed'}; {machine['platform']}",
+        f"- **Versions** (the measuring environment): {versions}",
+    ]
     if record.get("blas"):
-        lines.append("- **BLAS**: " + "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in record["blas"]))
+        lines.append(
+            "- **BLAS**: "
+            + "; ".join(f"{b['internal_api']} {b['version']} ({b['architecture']})" for b in record["blas"])
+        )
     if commit:
         lines.append(f"- **fastgd commit**: ``{commit['sha'][:12]}``{' with local changes' if commit['dirty'] else ''}")
     rows = record["rows"]
     if kind == "workloads" and rows:
         first = rows[0]
-        lines.append(f"- **Run**: {first['threads']} threads, best float32 GEMM {first['roofline_gflops']:.1f} GFLOP/s, "
-                     f"best of {first.get('repeats', '?')} interleaved rounds, one process per run")  # fmt: skip
+        lines.append(
+            f"- **Run**: {first['threads']} threads, best float32 GEMM {first['roofline_gflops']:.1f} GFLOP/s, "
+            f"best of {first.get('repeats', '?')} interleaved rounds, one process per run"
+        )
         peers = sorted({(row["label"], row["python"]) for row in rows if "@" in row["label"]})
         if peers:
-            lines.append("- **Peers run by other environments**: " + "; ".join(f"``{label}``: ``{python}``" for label, python in peers))
+            lines.append(
+                "- **Peers run by other environments**: "
+                + "; ".join(f"``{label}``: ``{python}``" for label, python in peers)
+            )
         lines.append("")
         image = f"{source.stem}.png"
         _plot_workloads(record, folder / image)
@@ -122,8 +152,11 @@ def _section(record, source, folder):
         for row in rows:
             if row.get("test_accuracy_splits"):
                 splits = ", ".join(f"{value:.4f}" for value in row["test_accuracy_splits"])
-                lines += [f"digits recipe (fastgd): test accuracy {row['test_accuracy']:.4f}, mean of "
-                          f"{len(row['test_accuracy_splits'])} train/test splits ({splits}).", ""]  # fmt: skip
+                lines += [
+                    f"digits recipe (fastgd): test accuracy {row['test_accuracy']:.4f}, mean of "
+                    f"{len(row['test_accuracy_splits'])} train/test splits ({splits}).",
+                    "",
+                ]
     else:
         lines.append("")
         lines += _generic_table(rows)
@@ -158,4 +191,3 @@ def _generate(app):
 def setup(app):
     app.connect("builder-inited", _generate)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
-

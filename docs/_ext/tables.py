@@ -1,8 +1,10 @@
-"""The table of activations, drawn from its one source at build time.
+"""The tables of activations, losses and optimizers, drawn from their one source at build time.
 
-``fastgd.registry.ACTIVATIONS`` (read from ``kernels/activations.py``) becomes
-``_generated/activations.rst``, which the user guide includes: a new table entry appears in the
-docs with no page edited.
+``fastgd.registry.ACTIVATIONS`` and ``LOSSES`` (read from ``kernels/activations.py`` and
+``kernels/losses.py``) and the optimizer declarations (``kernels/optim.py``, through the public
+classes of ``fastgd.optimizers``) become ``_generated/activations.rst``, ``losses.rst`` and
+``optimizers.rst``, which the user guide includes: a new table entry appears in the docs with no
+page edited.
 """
 
 from __future__ import annotations
@@ -43,16 +45,70 @@ def activation_rows():
     for spec in ACTIVATIONS.values():
         where = "output layer only" if spec.output_only else "hidden or output"
         derivative = "reads z (kept per layer)" if spec.needs_z else "reads the output a"
-        rows.append([f"``{spec.name}``", where, derivative, f"``{spec.sklearn}``" if spec.sklearn else "fastgd's own",
-                     _torch(spec), _onnx(spec)])  # fmt: skip
+        rows.append(
+            [
+                f"``{spec.name}``",
+                where,
+                derivative,
+                f"``{spec.sklearn}``" if spec.sklearn else "fastgd's own",
+                _torch(spec),
+                _onnx(spec),
+            ]
+        )
+    return rows
+
+
+# What each kind of targets a loss takes means (``LossSpec.targets``).
+_TARGETS = {
+    "any": "any",
+    "classes": "integer labels, one-hot or probability rows (soft targets)",
+    "unit interval": "in [0, 1]",
+    "non-negative": "≥ 0",
+}
+
+
+def loss_rows():
+    from fastgd.registry import LOSSES
+
+    rows = []
+    for spec in LOSSES.values():
+        parameter = "" if spec.parameter is None else f"``{spec.parameter[0]}`` (default {spec.parameter[1]:g})"
+        rows.append(
+            [
+                f"``{spec.name}``",
+                spec.formula,
+                spec.required_output or "any",
+                _TARGETS[spec.targets],
+                "mean over rows" if spec.mean else "sum over rows",
+                parameter,
+            ]
+        )
+    return rows
+
+
+def optimizer_rows():
+    import inspect
+
+    from fastgd.optimizers import OPTIMIZERS
+
+    rows = []
+    for cls in OPTIMIZERS.values():
+        spec = cls.spec
+        shown = ", ".join(str(parameter) for parameter in inspect.signature(cls).parameters.values())
+        rows.append([f"``{cls.__name__}({shown})``", spec.formula, ", ".join(spec.state) or "(none)"])
     return rows
 
 
 def _generate(app):
     folder = pathlib.Path(app.srcdir) / GENERATED
     folder.mkdir(exist_ok=True)
-    activation_table = _list_table(["name", "layers", "derivative", "scikit-learn", "PyTorch", "ONNX"], activation_rows())
-    for name, lines in (("activations.rst", activation_table),):
+    activation_table = _list_table(
+        ["name", "layers", "derivative", "scikit-learn", "PyTorch", "ONNX"], activation_rows()
+    )
+    loss_table = _list_table(["loss", "definition", "output activation", "targets", "over a batch", "parameter"], loss_rows())
+    optimizer_table = _list_table(["optimizer", "update rule", "state"], optimizer_rows())
+    tables = (("activations.rst", activation_table), ("losses.rst", loss_table), ("optimizers.rst", optimizer_table))
+    for name, lines in tables:
         text = "\n".join(lines)
         path = folder / name
         if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache

@@ -29,8 +29,8 @@ import sys
 
 import numpy as np
 
+from .worker import REQUIRES
 from .workloads import WORKLOADS, Workload
-from .worker import LIBRARIES, REQUIRES
 
 __all__ = ["WORKLOADS", "Workload", "run", "activations", "ranks", "out_of_core", "cold_start", "digits_accuracy"]
 
@@ -64,7 +64,9 @@ def parse_peer_pythons(values) -> dict:
     for value in values or ():
         library, separator, python = value.partition("=")
         if not separator or library not in ("jax", "torch", "sklearn") or not python:
-            raise ValueError(f"--peer-python takes LIBRARY=PYTHON with LIBRARY one of jax, torch, sklearn; got {value!r}")
+            raise ValueError(
+                f"--peer-python takes LIBRARY=PYTHON with LIBRARY one of jax, torch, sklearn; got {value!r}"
+            )
         if not os.access(python, os.X_OK):
             raise ValueError(f"--peer-python {library}: {python} is not an executable")
         count = sum(1 for existing, _ in peers.values() if existing == library)
@@ -72,7 +74,10 @@ def parse_peer_pythons(values) -> dict:
     return peers
 
 
-_BASELINE_PROBE = "import json, os, fastgd; print(json.dumps([fastgd.__version__, os.path.dirname(os.path.abspath(fastgd.__file__))]))"
+_BASELINE_PROBE = (
+    "import json, os, fastgd; "
+    "print(json.dumps([fastgd.__version__, os.path.dirname(os.path.abspath(fastgd.__file__))]))"
+)
 
 
 def parse_baseline(python) -> dict | None:
@@ -88,13 +93,21 @@ def parse_baseline(python) -> dict | None:
         return None
     found = python if os.path.isfile(python) else shutil.which(python) if python and os.sep not in python else None
     if not found or not os.access(found, os.X_OK):
-        raise ValueError(f"--baseline {python}: not an executable file (expected another environment's Python, "
-                         f"e.g. /path/to/venv/bin/python)")  # fmt: skip
+        raise ValueError(
+            f"--baseline {python}: not an executable file (expected another environment's Python, "
+            f"e.g. /path/to/venv/bin/python)"
+        )
     python = os.path.abspath(found)  # the workers may run elsewhere
     with tempfile.TemporaryDirectory(prefix="fastgd-baseline-") as folder:  # -I and a neutral folder: its own fastgd
         try:
-            done = subprocess.run([python, "-I", "-c", _BASELINE_PROBE], capture_output=True, text=True, timeout=120, cwd=folder,
-                                  stdin=subprocess.DEVNULL)  # fmt: skip
+            done = subprocess.run(
+                [python, "-I", "-c", _BASELINE_PROBE],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError) as error:
             raise ValueError(f"--baseline {python}: could not run it ({error})") from None
     if done.returncode != 0:
@@ -102,11 +115,22 @@ def parse_baseline(python) -> dict | None:
     try:
         version, path = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        raise ValueError(f"--baseline {python}: could not read its fastgd's version from {done.stdout[-500:]!r}") from None
+        raise ValueError(
+            f"--baseline {python}: could not read its fastgd's version from {done.stdout[-500:]!r}"
+        ) from None
     return dict(python=python, version=version, path=path, label=f"fastgd {version}")
 
 
-def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_gradients=False, peer_pythons=None, baseline=None):
+def run(
+    names=None,
+    n_threads=None,
+    repeats=3,
+    peers=False,
+    out=None,
+    track_gradients=False,
+    peer_pythons=None,
+    baseline=None,
+):
     """Print the benchmark table; returns its rows as dicts. ``track_gradients``: also fastgd
     with gradient health recorded (``fastgd-track``), to time what it costs; ``peer_pythons``:
     {label: (library, python)} peers run by other environments' Pythons (``parse_peer_pythons``),
@@ -126,15 +150,22 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if isinstance(baseline, (str, os.PathLike)):
         baseline = parse_baseline(os.fspath(baseline))  # before anything is measured
-    libraries = ["fastgd", "fastgd-numpy"] + (["fastgd-track"] if track_gradients else []) + (["torch", "jax", "sklearn"] if peers else [])
+    libraries = (
+        ["fastgd", "fastgd-numpy"]
+        + (["fastgd-track"] if track_gradients else [])
+        + (["torch", "jax", "sklearn"] if peers else [])
+    )
     missing = [lib for lib in libraries if not available(lib)]
     libraries = [lib for lib in libraries if lib not in missing]
     from .._threads import default_threads
 
     threads = n_threads or default_threads()
     roofline = _worker("roofline", "-", threads)["gflops"]
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores), {threads} threads; "
-          f"best float32 GEMM {roofline:.1f} GFLOP/s; best of {repeats} interleaved rounds, one process per run", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores), {threads} threads; "
+        f"best float32 GEMM {roofline:.1f} GFLOP/s; best of {repeats} interleaved rounds, one process per run",
+        file=out,
+    )
     for lib in missing:
         print(f"({lib} skipped: {', '.join(REQUIRES[lib])} not installed)", file=out)
     external = dict(peer_pythons or {})
@@ -142,12 +173,16 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
         print(f"({label}: {library} run by {python})", file=out)
     order = [*libraries, *external]  # the rounds' order and the table's
     if baseline:
-        print(f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out)
+        print(
+            f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out
+        )
         external[baseline["label"]] = ("fastgd", baseline["python"])
         order.insert(1, baseline["label"])
     width = max(13, *(len(label) for label in order))
-    header = (f"{'workload':<8} {'library':<{width}} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} "
-              f"{'final loss':>11}  version, runtime")  # fmt: skip
+    header = (
+        f"{'workload':<8} {'library':<{width}} {'µs/step':>11} {'fastgd is':>10} {'% roofline':>10} {'compile s':>9} "
+        f"{'final loss':>11}  version, runtime"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     rows = []
@@ -162,7 +197,9 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             for lib in order:
                 if lib in external:
                     isolated = bool(baseline) and lib == baseline["label"]
-                    result = _worker(external[lib][0], standalone, n_threads, python=external[lib][1], isolated=isolated)
+                    result = _worker(
+                        external[lib][0], standalone, n_threads, python=external[lib][1], isolated=isolated
+                    )
                 else:
                     result = _worker(lib, name, n_threads)
                 if "unsupported" in result:  # every fastgd has the workloads' sigmoid networks
@@ -177,22 +214,38 @@ def run(names=None, n_threads=None, repeats=3, peers=False, out=None, track_grad
             # label: the table's name for the run (jax@1 for another environment's jax), recorded
             # with the runtime and the Python that ran it so that a result file reads like the table.
             kind = runtime(external[lib][0] if lib in external else lib, result["version"])
-            row = dict(result, label=lib, runtime=kind, python=external[lib][1] if lib in external else sys.executable, speedup=speedup,
-                       roofline_percent=roof, threads=threads, roofline_gflops=roofline, repeats=repeats)  # fmt: skip
+            row = dict(
+                result,
+                label=lib,
+                runtime=kind,
+                python=external[lib][1] if lib in external else sys.executable,
+                speedup=speedup,
+                roofline_percent=roof,
+                threads=threads,
+                roofline_gflops=roofline,
+                repeats=repeats,
+            )
             if baseline and lib == baseline["label"]:
                 row.update(baseline=True)
             rows.append(row)
             loss = "" if result.get("final_loss") is None else f"{result['final_loss']:.5g}"
-            print(f"{name:<8} {lib:<{width}} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
-                  f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, {kind}", file=out)  # fmt: skip
+            print(
+                f"{name:<8} {lib:<{width}} {result['us_per_step']:>11.4g} {speedup:>9.2f}x {roof:>9.1f}% "
+                f"{result['compile_seconds']:>9.2f} {loss:>11}  {result['version']}, {kind}",
+                file=out,
+            )
     folder.cleanup()
     if "digits" in names:
         accuracies = digits_accuracy()
         for row in rows:  # the recipe's accuracy belongs to fastgd's digits row
             if row["workload"] == "digits" and row["label"] == "fastgd":
                 row.update(test_accuracy=sum(accuracies) / len(accuracies), test_accuracy_splits=accuracies)
-        print(f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} train/test "
-              f"splits ({', '.join(f'{a:.4f}' for a in accuracies)})", file=out)  # fmt: skip
+        print(
+            f"digits: test accuracy {sum(accuracies) / len(accuracies):.4f} (fastgd), mean of {len(accuracies)} "
+            "train/test "
+            f"splits ({', '.join(f'{a:.4f}' for a in accuracies)})",
+            file=out,
+        )
     return rows
 
 
@@ -245,16 +298,26 @@ def activations(names=None, dtypes=ACTIVATION_DTYPES, n_threads=None, repeats=3,
         baseline = parse_baseline(os.fspath(baseline))  # before anything is measured
     swept = hidden_activations()
     threads = n_threads or default_threads()
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores), {threads} threads; activation sweep: "
-          f"{', '.join(swept)}; best of {repeats} interleaved rounds, one process per run", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores), {threads} threads; activation "
+        "sweep: "
+        f"{', '.join(swept)}; best of {repeats} interleaved rounds, one process per run",
+        file=out,
+    )
     for name in names:
         workload = WORKLOADS[name]
         layers = "-".join(map(str, workload.layer_sizes))
-        print(f"({name}: {layers}, {workload.loss}, {workload.optimizer} lr {workload.lr}, batch {workload.batch}, {workload.rows} rows, "
-              f"{workload.epochs} epochs, {workload.steps} steps; the activation on the hidden layers"
-              f"{'' if workload.loss == 'crossentropy' else ' and the output layer'})", file=out)  # fmt: skip
+        print(
+            f"({name}: {layers}, {workload.loss}, {workload.optimizer} lr {workload.lr}, batch {workload.batch}, "
+            f"{workload.rows} rows, "
+            f"{workload.epochs} epochs, {workload.steps} steps; the activation on the hidden layers"
+            f"{'' if workload.loss == 'crossentropy' else ' and the output layer'})",
+            file=out,
+        )
     if baseline:
-        print(f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out)
+        print(
+            f"(baseline: fastgd {baseline['version']} from {baseline['path']}, run by {baseline['python']})", file=out
+        )
     cases = [(name, dtype, activation) for name in names for dtype in dtypes for activation in swept]
     folder = tempfile.TemporaryDirectory(prefix="fastgd-bench-")
     best, unsupported = {}, {}
@@ -299,10 +362,15 @@ def activations(names=None, dtypes=ACTIVATION_DTYPES, n_threads=None, repeats=3,
         if baseline:
             theirs = best.get(("baseline", case))
             speedup = None if theirs is None else theirs["seconds"] / mine["seconds"]
-            row.update(baseline_label=label, baseline_python=baseline["python"], baseline_version=baseline["version"],
-                       baseline_us_per_step=None if theirs is None else theirs["us_per_step"], speedup=speedup,
-                       baseline_final_loss=None if theirs is None else theirs["final_loss"],
-                       baseline_unsupported=unsupported.get(case))  # fmt: skip
+            row.update(
+                baseline_label=label,
+                baseline_python=baseline["python"],
+                baseline_version=baseline["version"],
+                baseline_us_per_step=None if theirs is None else theirs["us_per_step"],
+                speedup=speedup,
+                baseline_final_loss=None if theirs is None else theirs["final_loss"],
+                baseline_unsupported=unsupported.get(case),
+            )
             if theirs is None:
                 line += f" {'n/a':>{width}} {'n/a':>13}"
             else:
@@ -329,8 +397,19 @@ def _mpi_worker(workload, ranks, threads):
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if mpiexec is None:
         raise RuntimeError("bench --ranks needs mpiexec: pip install 'fastgd[mpi]'")
-    command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "fastgd.bench.worker", "fastgd-mpi", workload,
-               str(threads)]  # fmt: skip
+    command = [
+        mpiexec,
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "mpi4py",
+        "-m",
+        "fastgd.bench.worker",
+        "fastgd-mpi",
+        workload,
+        str(threads),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"{ranks} ranks on {workload} failed:\n{done.stderr[-3000:]}")
@@ -350,14 +429,23 @@ def ranks(names=None, n_ranks=2, repeats=3, out=None):
         raise ValueError(f"unknown workload(s) {unknown}; expected some of {list(WORKLOADS)}")
     if n_ranks < 2:
         raise ValueError(f"ranks must be >= 2, got {n_ranks}")
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); best of {repeats} interleaved rounds, "
-          f"one job per run", file=out)  # fmt: skip
-    header = f"{'workload':<8} {'configuration':<18} {'µs/step':>10} {'vs 1x1':>7} {'exchange µs':>12} {'gradient MB':>12}"
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); best of {repeats} interleaved "
+        "rounds, "
+        f"one job per run",
+        file=out,
+    )
+    header = (
+        f"{'workload':<8} {'configuration':<18} {'µs/step':>10} {'vs 1x1':>7} {'exchange µs':>12} {'gradient MB':>12}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
+    # (a table, one entry a line: the formatter would break its entries apart)
+    # fmt: off
     configurations = (("1 rank x 1 thread", lambda w: _worker("fastgd", w, 1)),
                       (f"1 rank x {n_ranks} threads", lambda w: _worker("fastgd", w, n_ranks)),
-                      (f"{n_ranks} ranks x 1 thread", lambda w: _mpi_worker(w, n_ranks, 1)))  # fmt: skip
+                      (f"{n_ranks} ranks x 1 thread", lambda w: _mpi_worker(w, n_ranks, 1)))
+    # fmt: on
     rows = []
     for name in names:
         best = {}
@@ -371,7 +459,11 @@ def ranks(names=None, n_ranks=2, repeats=3, out=None):
             result = best[label]
             exchange = f"{result['exchange_seconds'] * 1e6:>12.0f}" if "exchange_seconds" in result else f"{'':>12}"
             size = f"{result['gradient_bytes'] / 1e6:>12.2f}" if "gradient_bytes" in result else f"{'':>12}"
-            print(f"{name:<8} {label:<18} {result['us_per_step']:>10.1f} {base / result['seconds']:>6.2f}x {exchange} {size}", file=out)
+            print(
+                f"{name:<8} {label:<18} {result['us_per_step']:>10.1f} {base / result['seconds']:>6.2f}x {exchange} "
+                f"{size}",
+                file=out,
+            )
             rows.append(dict(result, configuration=label, speedup=base / result["seconds"]))
     return rows
 
@@ -438,18 +530,29 @@ def out_of_core(budget_mb=512, factor=4, repeats=1, out=None):
             data.flush()
             del data
         size_mb = rows * (n_in + n_out) * 4 / (1 << 20)
-        print(f"{datetime.date.today()}  mid network, one epoch of {rows} rows ({size_mb:.0f} MB of float32 on disk), "
-              f"memory budget {budget_mb} MB; peak RSS: the whole process's, during the fit", file=out)  # fmt: skip
+        print(
+            f"{datetime.date.today()}  mid network, one epoch of {rows} rows ({size_mb:.0f} MB of float32 on disk), "
+            f"memory budget {budget_mb} MB; peak RSS: the whole process's, during the fit",
+            file=out,
+        )
         header = f"{'data':<34} {'seconds':>8} {'samples/s':>10} {'peak RSS MB':>12} {'within budget':>14}"
         print(header, file=out)
         print("-" * len(header), file=out)
-        labels = {"stream": "memory map, streamed, shuffled", "cold": "  same, page cache emptied first",
-                  "blocks": "memory map, streamed, block shuffle", "memory": "same data in memory (np.array)"}  # fmt: skip
+        labels = {
+            "stream": "memory map, streamed, shuffled",
+            "cold": "  same, page cache emptied first",
+            "blocks": "memory map, streamed, block shuffle",
+            "memory": "same data in memory (np.array)",
+        }
         best = {}
         for _ in range(repeats):
             for mode in labels:
-                done = subprocess.run([sys.executable, "-c", _OUT_OF_CORE_CHILD, folder, mode, str(rows)], capture_output=True,
-                                      text=True, timeout=WORKER_TIMEOUT)  # fmt: skip
+                done = subprocess.run(
+                    [sys.executable, "-c", _OUT_OF_CORE_CHILD, folder, mode, str(rows)],
+                    capture_output=True,
+                    text=True,
+                    timeout=WORKER_TIMEOUT,
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"out-of-core run {mode} failed:\n{done.stderr[-3000:]}")
                 seconds, rss, loss = (float(v) for v in done.stdout.split()[-3:])
@@ -457,12 +560,15 @@ def out_of_core(budget_mb=512, factor=4, repeats=1, out=None):
                     best[mode] = (seconds, max(rss, best.get(mode, (0, 0))[1]), loss)
         for mode, label in labels.items():
             seconds, rss, _ = best[mode]
-            print(f"{label:<34} {seconds:>8.2f} {rows / seconds:>10.0f} {rss:>12.0f} {'yes' if rss <= budget_mb else 'no':>14}", file=out)
+            print(
+                f"{label:<34} {seconds:>8.2f} {rows / seconds:>10.0f} {rss:>12.0f} "
+                f"{'yes' if rss <= budget_mb else 'no':>14}",
+                file=out,
+            )
         return {mode: dict(seconds=v[0], peak_rss_mb=v[1], final_loss=v[2], rows=rows) for mode, v in best.items()}
 
 
 from .startup import cold_start  # noqa: E402,F401 (python -m fastgd bench --cold)
-
 
 DIGITS_SPLITS = 5
 
@@ -485,7 +591,9 @@ def digits_accuracy(backend="numba", splits=DIGITS_SPLITS):
     accuracies = []
     for split in range(splits):
         X_train, X_test, y_train, y_test = load_digits(random_state=split)
-        net = Network([64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0, backend=backend)
+        net = Network(
+            [64, 64, 10], activation="sigmoid", loss="crossentropy", dtype="float32", random_state=0, backend=backend
+        )
         net.fit(X_train, y_train, optimizer=Adam(lr=1e-3), epochs=200, batch_size=32)
         accuracies.append(float(np.mean(net.predict(X_test).argmax(axis=1) == y_test)))
     return accuracies

@@ -32,7 +32,8 @@ def measure(comm, sizes=DEFAULT_SIZES, rounds=3):
         total = np.empty_like(values)
         repeats = max(5, min(200, int(2e7 // max(n, 1))))
         row = [n]
-        for operation in (lambda: exchange.step(values, scalars), lambda: comm.Allreduce(values, total)):
+        # (each operation runs within this iteration: the loop variables it reads are this size's)
+        for operation in (lambda: exchange.step(values, scalars), lambda: comm.Allreduce(values, total)):  # noqa: B023
             for _ in range(3):
                 operation()
             best = []

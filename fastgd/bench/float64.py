@@ -24,7 +24,8 @@ from fastgd.datasets import load_digits
 activation, dtype = sys.argv[1], sys.argv[2]
 X, _, y, _ = load_digits()
 X, y = X[:1200].astype(dtype), y[:1200]
-net = fastgd.Network([64, 100, 10], activation=activation, loss="crossentropy", dtype=dtype, random_state=0, n_threads=1)
+net = fastgd.Network([64, 100, 10], activation=activation, loss="crossentropy", dtype=dtype, random_state=0,
+n_threads=1)
 net.copy().fit(X, y, optimizer=fastgd.Adam(lr=1e-3), epochs=1, batch_size=200)
 best = float("inf")
 for _ in range(3):
@@ -46,13 +47,19 @@ def float64_cost(repeats=3, out=None):
     for _ in range(repeats):
         for activation in activations:
             for dtype in ("float32", "float64"):
-                done = subprocess.run([sys.executable, "-c", _CHILD, activation, dtype], capture_output=True, text=True, timeout=900)
+                done = subprocess.run(
+                    [sys.executable, "-c", _CHILD, activation, dtype], capture_output=True, text=True, timeout=900
+                )
                 if done.returncode != 0:
                     raise RuntimeError(f"{activation} {dtype} failed:\n{done.stderr[-3000:]}")
                 value = json.loads(done.stdout.strip().splitlines()[-1])["us_per_step"]
                 best[activation, dtype] = min(best.get((activation, dtype), float("inf")), value)
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); digits 64-100-10 softmax, Adam, batch 200, "
-          f"one thread; best of {repeats} interleaved rounds, a process each", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); digits 64-100-10 softmax, "
+        "Adam, batch 200, "
+        f"one thread; best of {repeats} interleaved rounds, a process each",
+        file=out,
+    )
     print(f"{'activation':<12} {'float32 µs':>11} {'float64 µs':>11} {'float64/float32':>16}", file=out)
     result = {}
     for activation in activations:

@@ -38,11 +38,39 @@ FORMAT = 1
 
 # The instruction-set features that decide which machine code runs (the rest of /proc/cpuinfo's
 # flags are recorded too, but these are what a reader of a result compares).
-SIMD_FEATURES = ("sse2", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl",
-                 "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")  # fmt: skip
+SIMD_FEATURES = (
+    "sse2",
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512dq",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "asimd",
+    "sve",
+)
 
 # Recorded when importable; a peer run by another environment reports its own version in its rows.
-LIBRARIES = ("numpy", "numba", "llvmlite", "scipy", "threadpoolctl", "sklearn", "torch", "jax", "jaxlib", "optax", "mpi4py")
+LIBRARIES = (
+    "numpy",
+    "numba",
+    "llvmlite",
+    "scipy",
+    "threadpoolctl",
+    "sklearn",
+    "torch",
+    "jax",
+    "jaxlib",
+    "optax",
+    "mpi4py",
+)
 
 
 def _cpu_features() -> list:
@@ -62,8 +90,15 @@ def machine() -> dict:
     from ..diagnostics import cpu_name
 
     features = _cpu_features()
-    return dict(cpu=cpu_name(), simd=[f for f in SIMD_FEATURES if f in features], features=features, logical_cores=os.cpu_count(),
-                usable_cores=usable_cores(), platform=platform.platform(), machine=platform.machine())  # fmt: skip
+    return dict(
+        cpu=cpu_name(),
+        simd=[f for f in SIMD_FEATURES if f in features],
+        features=features,
+        logical_cores=os.cpu_count(),
+        usable_cores=usable_cores(),
+        platform=platform.platform(),
+        machine=platform.machine(),
+    )
 
 
 def versions() -> dict:
@@ -86,9 +121,17 @@ def versions() -> dict:
 def _blas() -> list:
     from threadpoolctl import threadpool_info
 
-    return [dict(internal_api=pool.get("internal_api"), version=pool.get("version"), architecture=pool.get("architecture"),
-                 threading_layer=pool.get("threading_layer"), num_threads=pool.get("num_threads"))
-            for pool in threadpool_info() if pool.get("user_api") == "blas"]  # fmt: skip
+    return [
+        dict(
+            internal_api=pool.get("internal_api"),
+            version=pool.get("version"),
+            architecture=pool.get("architecture"),
+            threading_layer=pool.get("threading_layer"),
+            num_threads=pool.get("num_threads"),
+        )
+        for pool in threadpool_info()
+        if pool.get("user_api") == "blas"
+    ]
 
 
 def _commit():
@@ -98,8 +141,12 @@ def _commit():
         sha = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=10)  # fmt: skip
+        status = subprocess.run(
+            ["git", "-C", folder, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return dict(sha=sha.stdout.strip(), dirty=bool(status.stdout.strip()))
@@ -111,8 +158,13 @@ def workload_definitions(names) -> dict:
 
     from .workloads import WORKLOADS
 
-    return {name: dict(asdict(WORKLOADS[name]), steps=WORKLOADS[name].steps, flops_per_step=WORKLOADS[name].flops_per_step())
-            for name in names if name in WORKLOADS}  # fmt: skip
+    return {
+        name: dict(
+            asdict(WORKLOADS[name]), steps=WORKLOADS[name].steps, flops_per_step=WORKLOADS[name].flops_per_step()
+        )
+        for name in names
+        if name in WORKLOADS
+    }
 
 
 def _plain(value):
@@ -135,7 +187,10 @@ def _as_rows(rows) -> list:
     """A run's result as a list of row objects: a list of dicts as it is; a mapping (the modes
     that return {label: figures}) as one row per entry, its key under ``name``."""
     if isinstance(rows, Mapping):
-        return [dict(name=key, **value) if isinstance(value, Mapping) else dict(name=key, value=value) for key, value in rows.items()]
+        return [
+            dict(name=key, **value) if isinstance(value, Mapping) else dict(name=key, value=value)
+            for key, value in rows.items()
+        ]
     if isinstance(rows, (list, tuple)):
         return list(rows)
     raise TypeError(f"rows must be a list of dicts or a mapping, got {type(rows).__name__}")
@@ -169,9 +224,18 @@ def write_results(path, kind, rows, command=None, context=None) -> dict:
     if not os.path.isdir(folder):
         raise ValueError(f"path: the folder {folder} does not exist")
     arguments = list(sys.argv[1:] if command is None else command)
-    record = dict(format=FORMAT, kind=kind, date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  command=shlex.join(["python", "-m", "fastgd", *arguments]), machine=machine(), versions=versions(), blas=_blas(),
-                  fastgd_commit=_commit(), context=_plain(context or {}), rows=_plain(_as_rows(rows)))  # fmt: skip
+    record = dict(
+        format=FORMAT,
+        kind=kind,
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        command=shlex.join(["python", "-m", "fastgd", *arguments]),
+        machine=machine(),
+        versions=versions(),
+        blas=_blas(),
+        fastgd_commit=_commit(),
+        context=_plain(context or {}),
+        rows=_plain(_as_rows(rows)),
+    )
     text = json.dumps(record, indent=1, allow_nan=False) + "\n"
     temporary = f"{os.fspath(path)}.tmp-{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -184,7 +248,9 @@ def read_results(path) -> dict:
     """Read a file ``write_results`` wrote, checking its format and required fields."""
     with open(path, encoding="utf-8") as handle:
         record = json.load(handle)
-    missing = [field for field in ("format", "kind", "date", "command", "machine", "versions", "rows") if field not in record]
+    missing = [
+        field for field in ("format", "kind", "date", "command", "machine", "versions", "rows") if field not in record
+    ]
     if missing:
         raise ValueError(f"{path}: not a fastgd bench result (missing {', '.join(missing)})")
     if record["format"] != FORMAT:

@@ -41,7 +41,9 @@ TIMEOUT = 300
 def _network():
     from ..network import Network
 
-    return Network(list(LAYER_SIZES), activation="relu", loss="crossentropy", dtype="float32", random_state=0, n_threads=1)
+    return Network(
+        list(LAYER_SIZES), activation="relu", loss="crossentropy", dtype="float32", random_state=0, n_threads=1
+    )
 
 
 def _requests():
@@ -128,9 +130,17 @@ def measure(variant, threads, seconds):
         _serve(call, requests, threads, min(0.5, max(seconds / 4, 0.05)))  # warm-up, the same threads
         count, wall = _serve(call, requests, threads, seconds)
     version = fastgd.__version__ if variant == "fastgd" else np.__version__
-    return dict(variant=variant, threads=threads, requests=count, seconds=wall, requests_per_second=count / wall,
-                us_per_request=wall / max(count, 1) * threads * 1e6, first_call_seconds=first_seconds, max_abs_difference=difference,
-                version=version)  # fmt: skip
+    return dict(
+        variant=variant,
+        threads=threads,
+        requests=count,
+        seconds=wall,
+        requests_per_second=count / wall,
+        us_per_request=wall / max(count, 1) * threads * 1e6,
+        first_call_seconds=first_seconds,
+        max_abs_difference=difference,
+        version=version,
+    )
 
 
 def _ratio(value):
@@ -138,8 +148,13 @@ def _ratio(value):
 
 
 def _child(variant, threads, seconds):
-    done = subprocess.run([sys.executable, "-m", "fastgd.bench.serve", variant, str(threads), repr(float(seconds))], capture_output=True,
-                          text=True, timeout=TIMEOUT + 4 * seconds, stdin=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastgd.bench.serve", variant, str(threads), repr(float(seconds))],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + 4 * seconds,
+        stdin=subprocess.DEVNULL,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"serve {variant} on {threads} thread(s) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -165,9 +180,14 @@ def serve(seconds=2.0, repeats=3, threads=THREADS, out=None):
                 if key not in best or result["requests_per_second"] > best[key]["requests_per_second"]:
                     best[key] = result
     sizes = "-".join(str(n) for n in LAYER_SIZES)
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); {sizes} relu/softmax float32, n_threads=1, "
-          f"predict on {REQUEST_ROWS} rows per request; NumPy with BLAS on one thread; {seconds:g} s per run, best of {repeats} "
-          f"interleaved rounds, a process each", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); {sizes} relu/softmax float32, "
+        "n_threads=1, "
+        f"predict on {REQUEST_ROWS} rows per request; NumPy with BLAS on one thread; {seconds:g} s per run, best of "
+        f"{repeats} "
+        f"interleaved rounds, a process each",
+        file=out,
+    )
     header = f"{'variant':<8} {'threads':>7} {'requests/s':>11} {'µs/request':>11} {'vs NumPy':>9} {'vs 1 thread':>12}"
     print(header, file=out)
     print("-" * len(header), file=out)
@@ -178,13 +198,28 @@ def serve(seconds=2.0, repeats=3, threads=THREADS, out=None):
             rate = result["requests_per_second"]
             vs_numpy = rate / best["numpy", count]["requests_per_second"]
             scaling = rate / best[variant, threads[0]]["requests_per_second"] if count != threads[0] else None
-            rows.append(dict(result, vs_numpy=vs_numpy, scaling=scaling, repeats=repeats, layer_sizes=list(LAYER_SIZES),
-                             request_rows=REQUEST_ROWS))  # fmt: skip
+            rows.append(
+                dict(
+                    result,
+                    vs_numpy=vs_numpy,
+                    scaling=scaling,
+                    repeats=repeats,
+                    layer_sizes=list(LAYER_SIZES),
+                    request_rows=REQUEST_ROWS,
+                )
+            )
             cell = f"{_ratio(scaling):>11}x" if scaling is not None else f"{'':>12}"
-            print(f"{variant:<8} {count:>7} {rate:>11.0f} {result['us_per_request']:>11.1f} {_ratio(vs_numpy):>8}x {cell}", file=out)
+            print(
+                f"{variant:<8} {count:>7} {rate:>11.0f} {result['us_per_request']:>11.1f} {_ratio(vs_numpy):>8}x "
+                f"{cell}",
+                file=out,
+            )
     difference = max(row["max_abs_difference"] for row in rows)
-    print(f"targets: fastgd on 1 thread >= {TARGET_VS_NUMPY}x NumPy; 2 threads >= {TARGET_SCALING}x 1 thread "
-          f"(fastgd and NumPy outputs differ by at most {difference:.2g})", file=out)  # fmt: skip
+    print(
+        f"targets: fastgd on 1 thread >= {TARGET_VS_NUMPY}x NumPy; 2 threads >= {TARGET_SCALING}x 1 thread "
+        f"(fastgd and NumPy outputs differ by at most {difference:.2g})",
+        file=out,
+    )
     return rows
 
 

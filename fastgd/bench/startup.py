@@ -44,22 +44,42 @@ BREAKDOWN_FUNCTIONS = 6
 
 # (label, Network arguments, fit arguments): the issue's seven tries, each new to the cache.
 NEW_SETTINGS = (
-    ("tanh/sigmoid/mse/SGD(nesterov) f64", dict(activation="tanh", output_activation="sigmoid", loss="mse", dtype="float64"),
-     dict(optimizer=("sgd", dict(lr=0.05, momentum=0.9, nesterov=True)))),
-    ("relu/sigmoid/binary_crossentropy/Adam f64", dict(activation="relu", loss="binary_crossentropy", dtype="float64"),
-     dict(optimizer=("adam", {}))),
-    ("leaky_relu/softmax/crossentropy/RMSprop(centered) f64", dict(activation="leaky_relu", loss="crossentropy", dtype="float64"),
-     dict(optimizer=("rmsprop", dict(centered=True)))),
-    ("sigmoid/identity/sse/Adagrad f64", dict(activation="sigmoid", output_activation="identity", loss="sse", dtype="float64"),
-     dict(optimizer=("adagrad", {}))),
-    ("identity/tanh/mse/AdamW f32", dict(activation="identity", output_activation="tanh", loss="mse", dtype="float32"),
-     dict(optimizer=("adamw", {}))),
-    ("relu/softmax/crossentropy/Momentum f32, 300 hidden, clip_grad_norm",
-     dict(activation="relu", loss="crossentropy", dtype="float32", hidden=300), dict(optimizer=("momentum", {}), clip_grad_norm=1.0)),
-    ("tanh/softmax/crossentropy/Adam(amsgrad) f32, 500-200 hidden, validation + early stopping",
-     dict(activation="tanh", loss="crossentropy", dtype="float32", hidden=(500, 200)),
-     dict(optimizer=("adam", dict(amsgrad=True)), validation_split=0.2, early_stopping=True)),
-)  # fmt: skip
+    (
+        "tanh/sigmoid/mse/SGD(nesterov) f64",
+        dict(activation="tanh", output_activation="sigmoid", loss="mse", dtype="float64"),
+        dict(optimizer=("sgd", dict(lr=0.05, momentum=0.9, nesterov=True))),
+    ),
+    (
+        "relu/sigmoid/binary_crossentropy/Adam f64",
+        dict(activation="relu", loss="binary_crossentropy", dtype="float64"),
+        dict(optimizer=("adam", {})),
+    ),
+    (
+        "leaky_relu/softmax/crossentropy/RMSprop(centered) f64",
+        dict(activation="leaky_relu", loss="crossentropy", dtype="float64"),
+        dict(optimizer=("rmsprop", dict(centered=True))),
+    ),
+    (
+        "sigmoid/identity/sse/Adagrad f64",
+        dict(activation="sigmoid", output_activation="identity", loss="sse", dtype="float64"),
+        dict(optimizer=("adagrad", {})),
+    ),
+    (
+        "identity/tanh/mse/AdamW f32",
+        dict(activation="identity", output_activation="tanh", loss="mse", dtype="float32"),
+        dict(optimizer=("adamw", {})),
+    ),
+    (
+        "relu/softmax/crossentropy/Momentum f32, 300 hidden, clip_grad_norm",
+        dict(activation="relu", loss="crossentropy", dtype="float32", hidden=300),
+        dict(optimizer=("momentum", {}), clip_grad_norm=1.0),
+    ),
+    (
+        "tanh/softmax/crossentropy/Adam(amsgrad) f32, 500-200 hidden, validation + early stopping",
+        dict(activation="tanh", loss="crossentropy", dtype="float32", hidden=(500, 200)),
+        dict(optimizer=("adam", dict(amsgrad=True)), validation_split=0.2, early_stopping=True),
+    ),
+)
 
 _SETTINGS_CHILD = """
 import json, sys, time
@@ -95,8 +115,9 @@ def _environment(cache):
 
 
 def _run(code, args, cache):
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=_environment(cache),
-                          timeout=TIMEOUT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=_environment(cache), timeout=TIMEOUT
+    )
     if done.returncode != 0:
         raise RuntimeError(f"start-up measurement failed:\n{done.stderr[-3000:]}")
     return done.stdout
@@ -112,9 +133,11 @@ def breakdown(run) -> str:
     compiled = sum(functions.values())
     typing, lowering = passes.get("typing", 0.0), passes.get("lowering", 0.0)
     top = sorted(functions.items(), key=lambda item: -item[1])[:BREAKDOWN_FUNCTIONS]
-    return (f"         compiled here {compiled:.2f} s: type inference {typing:.2f} s, lowering with LLVM's "
-            f"optimisation {lowering:.2f} s, the rest (Numba's other passes, the cache) {compiled - typing - lowering:.2f} s; longest: "
-            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in top))
+    return (
+        f"         compiled here {compiled:.2f} s: type inference {typing:.2f} s, lowering with LLVM's "
+        f"optimisation {lowering:.2f} s, the rest (Numba's other passes, the cache) "
+        f"{compiled - typing - lowering:.2f} s; longest: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in top)
+    )
 
 
 def cold_start(names=None, out=None, settings=True, compile_all=True):
@@ -133,7 +156,10 @@ def cold_start(names=None, out=None, settings=True, compile_all=True):
         with tempfile.TemporaryDirectory(prefix="fastgd-settings-") as cache:
             found = json.loads(_run(_SETTINGS_CHILD, [], cache).splitlines()[-1])
         results["settings"] = found
-        print("\none process, its cache holding one configuration's kernels: first fit of a setting never used before", file=out)
+        print(
+            "\none process, its cache holding one configuration's kernels: first fit of a setting never used before",
+            file=out,
+        )
         for label, seconds in found.items():
             print(f"  {seconds:6.2f} s  {label}", file=out, flush=True)
     if compile_all:
@@ -141,10 +167,18 @@ def cold_start(names=None, out=None, settings=True, compile_all=True):
             import time
 
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "fastgd", "compile"], capture_output=True, text=True, env=_environment(cache),
-                                  timeout=TIMEOUT)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "fastgd", "compile"],
+                capture_output=True,
+                text=True,
+                env=_environment(cache),
+                timeout=TIMEOUT,
+            )
             seconds = time.perf_counter() - start
         results["compile"] = seconds
-        print(f"\npython -m fastgd compile (both dtypes, empty cache): {seconds:.1f} s ({done.stdout.strip().splitlines()[-1]})",
-              file=out)  # fmt: skip
+        print(
+            f"\npython -m fastgd compile (both dtypes, empty cache): {seconds:.1f} s "
+            f"({done.stdout.strip().splitlines()[-1]})",
+            file=out,
+        )
     return results

@@ -64,8 +64,12 @@ scores = {p["activation"] + "/" + p["solver"]: float(s) for p, s in zip(results[
 print(json.dumps({"import_seconds": imported - start, "search_seconds": done - imported, "scores": scores}))
 """
 
-GRID_RUNS = (("scikit-learn", "sklearn", 1, False), ("fastgd warm", "fastgd", 1, False), ("fastgd cold", "fastgd", 1, True),
-             ("fastgd warm n_jobs=2", "fastgd", 2, False))  # fmt: skip
+GRID_RUNS = (
+    ("scikit-learn", "sklearn", 1, False),
+    ("fastgd warm", "fastgd", 1, False),
+    ("fastgd cold", "fastgd", 1, True),
+    ("fastgd warm n_jobs=2", "fastgd", 2, False),
+)
 
 
 def _grid_run(library, n_jobs, cold):
@@ -73,8 +77,13 @@ def _grid_run(library, n_jobs, cold):
     with tempfile.TemporaryDirectory(prefix="fastgd-cold-") as empty:
         if cold:
             env.update(NUMBA_CACHE_DIR=empty)
-        done = subprocess.run([sys.executable, "-c", _GRID_CHILD, library, str(n_jobs)], capture_output=True, text=True,
-                              timeout=GRID_TIMEOUT, env=env)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _GRID_CHILD, library, str(n_jobs)],
+            capture_output=True,
+            text=True,
+            timeout=GRID_TIMEOUT,
+            env=env,
+        )
     if done.returncode != 0:
         raise RuntimeError(f"the grid search with {library} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -82,9 +91,9 @@ def _grid_run(library, n_jobs, cold):
 
 def grid(repeats=2, out=None):
     """The grid search above (module docstring); prints the table and returns the best runs."""
-    from ..diagnostics import cpu_name
-
     import sklearn
+
+    from ..diagnostics import cpu_name
 
     # A warm cache for the warm runs: one search beforehand (its time is not counted).
     _grid_run("fastgd", 1, False)
@@ -94,8 +103,13 @@ def grid(repeats=2, out=None):
             result = _grid_run(library, n_jobs, cold)
             if label not in best or result["search_seconds"] < best[label]["search_seconds"]:
                 best[label] = result
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); scikit-learn {sklearn.__version__}; "
-          f"GridSearchCV activation x solver on the digits, 3 folds, best of {repeats} interleaved rounds, a process each", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); scikit-learn "
+        f"{sklearn.__version__}; "
+        f"GridSearchCV activation x solver on the digits, 3 folds, best of {repeats} interleaved rounds, a process "
+        "each",
+        file=out,
+    )
     base = best["scikit-learn"]["search_seconds"]
     header = f"{'run':<22} {'search s':>9} {'vs scikit-learn':>16}"
     print(header, file=out)
@@ -108,7 +122,10 @@ def grid(repeats=2, out=None):
     print(f"{'mean CV accuracy':<22} {'scikit-learn':>12} {'fastgd':>8} {'difference':>11}", file=out)
     ours, theirs = best["fastgd warm"]["scores"], best["scikit-learn"]["scores"]
     for setting in theirs:
-        print(f"{setting:<22} {theirs[setting]:>12.4f} {ours[setting]:>8.4f} {ours[setting] - theirs[setting]:>+11.4f}", file=out)
+        print(
+            f"{setting:<22} {theirs[setting]:>12.4f} {ours[setting]:>8.4f} {ours[setting] - theirs[setting]:>+11.4f}",
+            file=out,
+        )
     return best
 
 
@@ -140,7 +157,9 @@ def epoch_work(repeats=5, out=None):
     }
     # (validation of these many rows, for its cost per epoch)
     rows_counts = (16, 100, 300, 450)
-    variants.update({f"validation {rows} rows": dict(validation_data=(X_val[:rows], y_val[:rows])) for rows in rows_counts})
+    variants.update(
+        {f"validation {rows} rows": dict(validation_data=(X_val[:rows], y_val[:rows])) for rows in rows_counts}
+    )
 
     def fit(options):
         net = Network([64, 100, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0)
@@ -180,16 +199,24 @@ def epoch_work(repeats=5, out=None):
             best[name] = min(best.get(name, float("inf")), fit(options))
         best["estimator"] = min(best.get("estimator", float("inf")), estimator()[0])
         best["bare, as many epochs"] = min(best.get("bare, as many epochs", float("inf")), bare(epochs))
-    print(f"{datetime.date.today()}  digits 64-100-10 relu float32, Adam, batch 200, 200 epochs of 1 200 rows; "
-          f"best of {repeats} interleaved rounds", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  digits 64-100-10 relu float32, Adam, batch 200, 200 epochs of 1 200 rows; "
+        f"best of {repeats} interleaved rounds",
+        file=out,
+    )
     by_rows = {name for name in variants if name.endswith(" rows")}
     for name in variants:
         if name not in by_rows:
             print(f"{name:<16} {best[name] * 1e3:>8.1f} ms {best[name] / best['bare']:>6.2f}x the bare fit", file=out)
     ratio = best["estimator"] / best["bare, as many epochs"]
-    print(f"{'estimator (tol)':<16} {best['estimator'] * 1e3:>8.1f} ms {ratio:>6.2f}x a bare fit of its {epochs} epochs "
-          f"({best['bare, as many epochs'] * 1e3:.1f} ms)", file=out)  # fmt: skip
-    costs = ", ".join(f"{rows} rows {(best[f'validation {rows} rows'] - best['bare']) / 200 * 1e6:.1f}" for rows in rows_counts)
+    print(
+        f"{'estimator (tol)':<16} {best['estimator'] * 1e3:>8.1f} ms {ratio:>6.2f}x a bare fit of its {epochs} epochs "
+        f"({best['bare, as many epochs'] * 1e3:.1f} ms)",
+        file=out,
+    )
+    costs = ", ".join(
+        f"{rows} rows {(best[f'validation {rows} rows'] - best['bare']) / 200 * 1e6:.1f}" for rows in rows_counts
+    )
     # (the slope needs no bare fit: its noise, ~5 % here, is the size of these costs)
     first, last = rows_counts[0], rows_counts[-1]
     slope = (best[f"validation {last} rows"] - best[f"validation {first} rows"]) / 200 / (last - first) * 1e6
@@ -217,7 +244,9 @@ def dropout_cost(repeats=5, out=None, rates=(0.0, 0.2, 0.5)):
     for name, (sizes, batch, X) in cases.items():
         for rate in rates:
             net = Network(sizes, activation="relu", loss="crossentropy", dtype="float32", random_state=0, dropout=rate)
-            net.fit(X[:batch], labels[name][:batch], optimizer=Adam(lr=1e-3), epochs=1, batch_size=batch)  # compile / load
+            net.fit(
+                X[:batch], labels[name][:batch], optimizer=Adam(lr=1e-3), epochs=1, batch_size=batch
+            )  # compile / load
             nets[name, rate] = net
     best = {}
     for _ in range(repeats):
@@ -228,8 +257,12 @@ def dropout_cost(repeats=5, out=None, rates=(0.0, 0.2, 0.5)):
             net.fit(X, labels[name], optimizer=Adam(lr=1e-3), epochs=epochs, batch_size=batch)
             per_step = (time.perf_counter() - start) / (epochs * -(-X.shape[0] // batch)) * 1e6
             best[name, rate] = min(best.get((name, rate), np.inf), per_step)
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); dropout on every hidden layer, float32, "
-          f"Adam; best of {repeats} interleaved rounds, one warm process", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); dropout on every hidden layer, "
+        "float32, "
+        f"Adam; best of {repeats} interleaved rounds, one warm process",
+        file=out,
+    )
     header = f"{'network':<22} {'dropout':>8} {'µs/step':>9} {'vs none':>8}"
     print(header, file=out)
     print("-" * len(header), file=out)

@@ -45,8 +45,15 @@ def _setting(dtype, n_inputs, batch, width):
     rows = STEPS_PER_EPOCH * batch
     X = rng.standard_normal((rows, n_inputs)).astype(dtype)
     Y = rng.random((rows, OUTPUTS)).astype(dtype)
-    net = Network([n_inputs, width, OUTPUTS], activation="sigmoid", output_activation="sigmoid", loss="mse", dtype=dtype, random_state=0,
-                  n_threads=1)  # fmt: skip
+    net = Network(
+        [n_inputs, width, OUTPUTS],
+        activation="sigmoid",
+        output_activation="sigmoid",
+        loss="mse",
+        dtype=dtype,
+        random_state=0,
+        n_threads=1,
+    )
     return net, X, Y
 
 
@@ -86,7 +93,16 @@ def cliffs(us_per_step: dict) -> list:
 
 
 def _child(dtype, n_inputs, batch, widths, repeats):
-    command = [sys.executable, "-m", "fastgd.bench.widths", dtype, str(n_inputs), str(batch), str(repeats), *map(str, widths)]
+    command = [
+        sys.executable,
+        "-m",
+        "fastgd.bench.widths",
+        dtype,
+        str(n_inputs),
+        str(batch),
+        str(repeats),
+        *map(str, widths),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise RuntimeError(f"widths {dtype} {n_inputs} inputs batch {batch} failed:\n{done.stderr[-3000:]}")
@@ -106,9 +122,14 @@ def widths(dtypes=None, inputs=None, batches=None, hidden=None, repeats=3, out=N
     bad = [w for w in (*inputs, *batches, *hidden) if int(w) != w or w < 1]
     if bad:
         raise ValueError(f"inputs, batches and widths must be positive integers, got {bad}")
-    print(f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); INPUTS-WIDTH-{OUTPUTS} sigmoid/sigmoid, mse, "
-          f"SGD lr {LR}, n_threads=1, {STEPS_PER_EPOCH} batches of random data; µs per step, best of {repeats} interleaved rounds, "
-          f"a process per row", file=out)  # fmt: skip
+    print(
+        f"{datetime.date.today()}  CPU: {cpu_name()} ({os.cpu_count()} logical cores); INPUTS-WIDTH-{OUTPUTS} "
+        "sigmoid/sigmoid, mse, "
+        f"SGD lr {LR}, n_threads=1, {STEPS_PER_EPOCH} batches of random data; µs per step, best of {repeats} "
+        "interleaved rounds, "
+        f"a process per row",
+        file=out,
+    )
     header = f"{'dtype':<8} {'inputs':>6} {'batch':>5} " + " ".join(f"{f'w={w}':>9}" for w in hidden) + "  cliffs"
     print(header, file=out)
     print("-" * len(header), file=out)
@@ -122,13 +143,22 @@ def widths(dtypes=None, inputs=None, batches=None, hidden=None, repeats=3, out=N
                 cells = " ".join(f"{us[w]:>8.1f}{'!' if w in flagged else ' '}" for w in hidden)
                 notes = ", ".join(f"{w} is {ratio:.2f}x {wider}" for w, wider, ratio in found)
                 print(f"{dtype:<8} {n_inputs:>6} {batch:>5} {cells}  {notes}", file=out, flush=True)
-                row = dict(dtype=dtype, inputs=n_inputs, batch=batch, widths=list(hidden), us_per_step={str(w): us[w] for w in hidden})
+                row = dict(
+                    dtype=dtype,
+                    inputs=n_inputs,
+                    batch=batch,
+                    widths=list(hidden),
+                    us_per_step={str(w): us[w] for w in hidden},
+                )
                 row.update({f"us_w{w}": us[w] for w in hidden})
                 row["cliffs"] = [dict(width=w, twice=wider, ratio=ratio) for w, wider, ratio in found]
                 rows.append(row)
     total = sum(len(row["cliffs"]) for row in rows)
-    print(f"target: a layer never runs slower than one twice as wide, within {round((CLIFF - 1) * 100)} % "
-          f"(! : a cliff; {total} found)", file=out)  # fmt: skip
+    print(
+        f"target: a layer never runs slower than one twice as wide, within {round((CLIFF - 1) * 100)} % "
+        f"(! : a cliff; {total} found)",
+        file=out,
+    )
     return rows
 
 

@@ -40,7 +40,7 @@ RUNS = 3
 
 def _timed(run, prepare=lambda: None):
     best, final = np.inf, None
-    for attempt in range(RUNS):
+    for _ in range(RUNS):
         state = prepare()
         start = time.perf_counter()
         final = run(state)
@@ -78,9 +78,15 @@ def _jax_activation(jax, workload):
     if declaration is None:
         return lambda z: z
     module, options = declaration
-    forms = {"Sigmoid": jax.nn.sigmoid, "Tanh": jax.numpy.tanh, "ReLU": jax.nn.relu, "Softplus": jax.nn.softplus, "SiLU": jax.nn.silu,
-             "LeakyReLU": lambda z: jax.nn.leaky_relu(z, negative_slope=options.get("negative_slope", 0.01)),
-             "GELU": lambda z: jax.nn.gelu(z, approximate=options.get("approximate", "none") == "tanh")}  # fmt: skip
+    forms = {
+        "Sigmoid": jax.nn.sigmoid,
+        "Tanh": jax.numpy.tanh,
+        "ReLU": jax.nn.relu,
+        "Softplus": jax.nn.softplus,
+        "SiLU": jax.nn.silu,
+        "LeakyReLU": lambda z: jax.nn.leaky_relu(z, negative_slope=options.get("negative_slope", 0.01)),
+        "GELU": lambda z: jax.nn.gelu(z, approximate=options.get("approximate", "none") == "tanh"),
+    }
     if module not in forms:
         raise ValueError(f"the JAX worker has no form of activation {workload.activation!r} (torch.nn.{module})")
     return forms[module]
@@ -121,9 +127,20 @@ def write_standalone(workload, path):
     its settings, activation (with the peers' names of it), data and initial weights."""
     X, Y = workload.data()
     weights, biases = _initial(workload)
-    settings = dict(name=workload.name, layer_sizes=list(workload.layer_sizes), dtype=workload.dtype, optimizer=workload.optimizer,
-                    lr=workload.lr, batch_size=workload.batch_size, rows=workload.rows, epochs=workload.epochs, loss=workload.loss,
-                    activation=workload.activation, peer_activation=_peer_activation(workload), layers=len(weights))  # fmt: skip
+    settings = dict(
+        name=workload.name,
+        layer_sizes=list(workload.layer_sizes),
+        dtype=workload.dtype,
+        optimizer=workload.optimizer,
+        lr=workload.lr,
+        batch_size=workload.batch_size,
+        rows=workload.rows,
+        epochs=workload.epochs,
+        loss=workload.loss,
+        activation=workload.activation,
+        peer_activation=_peer_activation(workload),
+        layers=len(weights),
+    )
     arrays = {f"W{k}": W for k, W in enumerate(weights)} | {f"b{k}": b for k, b in enumerate(biases)}
     np.savez(path, settings=json.dumps(settings), X=X, Y=Y, **arrays)
 
@@ -134,7 +151,9 @@ def runtime(library, version) -> str:
         parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
         # JAX 0.4.32 moved XLA's CPU backend to its thunk runtime (jax-ml/jax issues 26021, 26145).
         return "XLA CPU, classic runtime" if parts < (0, 4, 32) else "XLA CPU, thunk runtime"
-    return {"torch": "eager, torch.optim", "sklearn": "NumPy + BLAS", "fastgd-numpy": "NumPy + BLAS"}.get(library, "Numba")
+    return {"torch": "eager, torch.optim", "sklearn": "NumPy + BLAS", "fastgd-numpy": "NumPy + BLAS"}.get(
+        library, "Numba"
+    )
 
 
 def _time_fastgd(fastgd, net, X, Y, workload, make_optimizer, **options):
@@ -142,13 +161,27 @@ def _time_fastgd(fastgd, net, X, Y, workload, make_optimizer, **options):
     batch first (compiles, or loads the compile cache; its time is ``compile_seconds``), then the
     whole run on fresh copies, best of a few when short."""
     start = time.perf_counter()
-    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=make_optimizer(), epochs=1, batch_size=workload.batch_size,
-                   shuffle=False, **options)  # fmt: skip
+    net.copy().fit(
+        X[: workload.batch],
+        Y[: workload.batch],
+        optimizer=make_optimizer(),
+        epochs=1,
+        batch_size=workload.batch_size,
+        shuffle=False,
+        **options,
+    )
     compile_seconds = time.perf_counter() - start
 
     def run(copy):
-        return copy.fit(X, Y, optimizer=make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size, shuffle=False,
-                        **options).loss[-1]  # fmt: skip
+        return copy.fit(
+            X,
+            Y,
+            optimizer=make_optimizer(),
+            epochs=workload.epochs,
+            batch_size=workload.batch_size,
+            shuffle=False,
+            **options,
+        ).loss[-1]
 
     seconds, loss = _timed(run, net.copy)
     return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=float(loss), version=fastgd.__version__)
@@ -179,16 +212,27 @@ def run_fastgd_standalone(workload, threads):
     loss = "crossentropy" if workload.loss == "crossentropy" else "mse"
     path = os.path.dirname(os.path.abspath(fastgd.__file__))
     try:
-        net = fastgd.Network(list(workload.layer_sizes), activation=workload.activation, loss=loss, dtype=workload.dtype, random_state=0,
-                             n_threads=threads)  # fmt: skip
+        net = fastgd.Network(
+            list(workload.layer_sizes),
+            activation=workload.activation,
+            loss=loss,
+            dtype=workload.dtype,
+            random_state=0,
+            n_threads=threads,
+        )
     except ValueError as error:  # every release builds the workloads' sigmoid networks: the activation is what it lacks
         return {"unsupported": f"{type(error).__name__}: {error}", "version": fastgd.__version__, "fastgd_path": path}
     weights, biases = workload.initial
     for k, (W, b) in enumerate(zip(weights, biases)):
         net.weights[k][...] = W  # views into the network's parameters
         net.biases[k][...] = b
-    if not all(np.array_equal(net.weights[k], W) and np.array_equal(net.biases[k], b) for k, (W, b) in enumerate(zip(weights, biases))):
-        raise RuntimeError(f"fastgd {fastgd.__version__}: the initial weights could not be set through Network.weights and .biases")
+    if not all(
+        np.array_equal(net.weights[k], W) and np.array_equal(net.biases[k], b)
+        for k, (W, b) in enumerate(zip(weights, biases))
+    ):
+        raise RuntimeError(
+            f"fastgd {fastgd.__version__}: the initial weights could not be set through Network.weights and .biases"
+        )
 
     def make_optimizer():
         if workload.optimizer == "adam":
@@ -227,7 +271,9 @@ def run_torch(workload, threads):
         if workload.optimizer == "adam":
             optimizer = torch.optim.Adam(model.parameters(), lr=workload.lr)
         else:
-            optimizer = torch.optim.SGD(model.parameters(), lr=workload.lr, momentum=0.9 if workload.optimizer == "momentum" else 0.0)
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=workload.lr, momentum=0.9 if workload.optimizer == "momentum" else 0.0
+            )
         return model, optimizer
 
     def step(model, optimizer, start):
@@ -262,8 +308,10 @@ def run_jax(workload, threads):
     import os
 
     if threads:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                                   f" intra_op_parallelism_threads={threads}").strip()  # fmt: skip
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+            f" intra_op_parallelism_threads={threads}"
+        ).strip()
     import jax
     import optax
 
@@ -330,7 +378,9 @@ def run_sklearn(workload, threads):
 
     activation = _peer_activation(workload)["sklearn"]
     if activation not in ("identity", "logistic", "tanh", "relu"):
-        raise ValueError(f"scikit-learn's MLP has no activation {workload.activation!r} (it has identity, logistic, tanh and relu)")
+        raise ValueError(
+            f"scikit-learn's MLP has no activation {workload.activation!r} (it has identity, logistic, tanh and relu)"
+        )
     X, Y = workload.data()
     weights, biases = _initial(workload)
     classifier = workload.loss == "crossentropy"
@@ -339,10 +389,21 @@ def run_sklearn(workload, threads):
 
     def build():
         cls = MLPClassifier if classifier else MLPRegressor
-        model = cls(hidden_layer_sizes=workload.layer_sizes[1:-1], activation=activation, solver=solver, alpha=0.0,
-                    batch_size=workload.batch, learning_rate_init=workload.lr, max_iter=workload.epochs, shuffle=False, tol=0.0,
-                    n_iter_no_change=workload.epochs + 1, momentum=0.9 if workload.optimizer == "momentum" else 0.0,
-                    nesterovs_momentum=False, random_state=0)  # fmt: skip
+        model = cls(
+            hidden_layer_sizes=workload.layer_sizes[1:-1],
+            activation=activation,
+            solver=solver,
+            alpha=0.0,
+            batch_size=workload.batch,
+            learning_rate_init=workload.lr,
+            max_iter=workload.epochs,
+            shuffle=False,
+            tol=0.0,
+            n_iter_no_change=workload.epochs + 1,
+            momentum=0.9 if workload.optimizer == "momentum" else 0.0,
+            nesterovs_momentum=False,
+            random_state=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if classifier:
@@ -378,14 +439,28 @@ def run_fastgd_ranks(workload, threads):
     X, Y = workload.data()
     net = workload.network(n_threads=threads)
     start = time.perf_counter()
-    net.copy().fit(X[: workload.batch], Y[: workload.batch], optimizer=workload.make_optimizer(), epochs=1,
-                   batch_size=workload.batch_size, shuffle=False, comm=comm)  # fmt: skip
+    net.copy().fit(
+        X[: workload.batch],
+        Y[: workload.batch],
+        optimizer=workload.make_optimizer(),
+        epochs=1,
+        batch_size=workload.batch_size,
+        shuffle=False,
+        comm=comm,
+    )
     compile_seconds = time.perf_counter() - start
 
     def run(copy):
         comm.Barrier()
-        loss = copy.fit(X, Y, optimizer=workload.make_optimizer(), epochs=workload.epochs, batch_size=workload.batch_size,
-                        shuffle=False, comm=comm).loss[-1]  # fmt: skip
+        loss = copy.fit(
+            X,
+            Y,
+            optimizer=workload.make_optimizer(),
+            epochs=workload.epochs,
+            batch_size=workload.batch_size,
+            shuffle=False,
+            comm=comm,
+        ).loss[-1]
         return loss
 
     seconds, loss = _timed(run, net.copy)
@@ -399,8 +474,15 @@ def run_fastgd_ranks(workload, threads):
     for _ in range(50):
         exchange.step(gradient, scalars)
     exchange_seconds = comm.allreduce((time.perf_counter() - start) / 50, op=MPI.MAX)
-    return dict(seconds=seconds, compile_seconds=compile_seconds, final_loss=loss, version=fastgd.__version__,
-                ranks=comm.Get_size(), exchange_seconds=exchange_seconds, gradient_bytes=net.n_params * net.dtype.itemsize)  # fmt: skip
+    return dict(
+        seconds=seconds,
+        compile_seconds=compile_seconds,
+        final_loss=loss,
+        version=fastgd.__version__,
+        ranks=comm.Get_size(),
+        exchange_seconds=exchange_seconds,
+        gradient_bytes=net.n_params * net.dtype.itemsize,
+    )
 
 
 def measure(library, workload_name, threads):
@@ -427,8 +509,13 @@ def measure(library, workload_name, threads):
         result = run_fastgd(workload, threads, track=True)
     else:
         raise ValueError(f"unknown library {library!r}; expected one of {LIBRARIES}")
-    result.update(library=library, workload=workload.name, activation=workload.activation, dtype=workload.dtype,
-                  us_per_step=result["seconds"] / workload.steps * 1e6)  # fmt: skip
+    result.update(
+        library=library,
+        workload=workload.name,
+        activation=workload.activation,
+        dtype=workload.dtype,
+        us_per_step=result["seconds"] / workload.steps * 1e6,
+    )
     return result
 
 

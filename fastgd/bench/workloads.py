@@ -64,8 +64,15 @@ class Workload:
         from ..network import Network
 
         loss = "crossentropy" if self.loss == "crossentropy" else "mse"
-        return Network(list(self.layer_sizes), activation=self.activation, loss=loss, dtype=self.dtype, random_state=0, backend=backend,
-                       n_threads=n_threads)  # fmt: skip
+        return Network(
+            list(self.layer_sizes),
+            activation=self.activation,
+            loss=loss,
+            dtype=self.dtype,
+            random_state=0,
+            backend=backend,
+            n_threads=n_threads,
+        )
 
     def make_optimizer(self):
         from .. import optimizers
@@ -106,12 +113,50 @@ WORKLOADS = {
     for w in (
         Workload("xor", (2, 4, 1), "float64", "sgd", 0.1, None, 4, 10_000, description="classic XOR, full batch, SGD"),
         Workload("small", (32, 64, 1), "float32", "sgd", 0.1, 32, 2_048, 32, description="small layers, batch 32, SGD"),
-        Workload("mid", (784, 256, 128, 10), "float32", "adam", 1e-3, 256, 16_384, 4, description="MNIST-sized, batch 256, Adam"),
-        Workload("large", (1024, 2048, 2048, 16), "float32", "momentum", 0.01, 4096, 16_384, 1,
-                 description="GEMM-bound, batch 4096, SGD momentum 0.9"),
-        Workload("narrow", (16, 16, 16, 1), "float32", "adam", 1e-3, 256, 16_384, 16,
-                 description="narrow layers, batch 256, Adam: per-step overhead, not FLOPs"),
-        Workload("digits", (64, 64, 10), "float32", "adam", 1e-3, 32, 1_344, 200, loss="crossentropy",
-                 description="digits, softmax + cross-entropy, batch 32, Adam, 200 epochs"),
-    )  # fmt: skip
+        Workload(
+            "mid",
+            (784, 256, 128, 10),
+            "float32",
+            "adam",
+            1e-3,
+            256,
+            16_384,
+            4,
+            description="MNIST-sized, batch 256, Adam",
+        ),
+        Workload(
+            "large",
+            (1024, 2048, 2048, 16),
+            "float32",
+            "momentum",
+            0.01,
+            4096,
+            16_384,
+            1,
+            description="GEMM-bound, batch 4096, SGD momentum 0.9",
+        ),
+        Workload(
+            "narrow",
+            (16, 16, 16, 1),
+            "float32",
+            "adam",
+            1e-3,
+            256,
+            16_384,
+            16,
+            description="narrow layers, batch 256, Adam: per-step overhead, not FLOPs",
+        ),
+        Workload(
+            "digits",
+            (64, 64, 10),
+            "float32",
+            "adam",
+            1e-3,
+            32,
+            1_344,
+            200,
+            loss="crossentropy",
+            description="digits, softmax + cross-entropy, batch 32, Adam, 200 epochs",
+        ),
+    )
 }

@@ -39,8 +39,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
@@ -59,12 +59,18 @@ from ._compat import Interval, Options, StrOptions, check_sample_weight, validat
 HIDDEN_ACTIVATIONS = {spec.sklearn: spec.name for spec in ACTIVATIONS.values() if spec.sklearn and not spec.output_only}
 FASTGD_HIDDEN = tuple(spec.name for spec in ACTIVATIONS.values() if spec.sklearn is None and not spec.output_only)
 # scikit-learn's out_activation_ -> (fastgd's output activation, loss).
-OUTPUTS = {"softmax": ("softmax", "crossentropy"), "logistic": ("sigmoid", "binary_crossentropy"),
-           "identity": ("identity", "mse"), "exp": ("exp", "poisson")}  # fmt: skip
+OUTPUTS = {
+    "softmax": ("softmax", "crossentropy"),
+    "logistic": ("sigmoid", "binary_crossentropy"),
+    "identity": ("identity", "mse"),
+    "exp": ("exp", "poisson"),
+}
 STOCHASTIC_SOLVERS = ("sgd", "adam") + tuple(name for name in OPTIMIZERS if name not in ("sgd", "adam"))
 # scikit-learn's learning_rate="adaptive": divide by 5 while above 1e-6.
 ADAPTIVE_FACTOR, ADAPTIVE_MIN_LR = 5.0, 1e-6
-NON_FINITE = "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+NON_FINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+)
 # Rows densified at a time from sparse input (training, prediction).
 SPARSE_BLOCK_ROWS = 4096
 
@@ -152,10 +158,39 @@ class _BaseMLP(BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
     }
 
-    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
-                 loss, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
-                 validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend,
-                 n_threads, callbacks, dropout):  # fmt: skip
+    def __init__(
+        self,
+        hidden_layer_sizes,
+        activation,
+        solver,
+        alpha,
+        batch_size,
+        learning_rate,
+        learning_rate_init,
+        power_t,
+        max_iter,
+        loss,
+        shuffle,
+        random_state,
+        tol,
+        verbose,
+        warm_start,
+        momentum,
+        nesterovs_momentum,
+        early_stopping,
+        validation_fraction,
+        beta_1,
+        beta_2,
+        epsilon,
+        n_iter_no_change,
+        max_fun,
+        optimizer_options,
+        dtype,
+        backend,
+        n_threads,
+        callbacks,
+        dropout,
+    ):
         self.dropout = dropout
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -202,8 +237,11 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental):
         hidden = self._hidden_sizes()
         if self.solver in ("lbfgs", "sgd", "adam") and self.optimizer_options:
-            raise ValueError(f"optimizer_options apply to fastgd's own solvers ({', '.join(STOCHASTIC_SOLVERS[2:])}); solver="
-                             f"{self.solver!r} takes scikit-learn's parameters (momentum, nesterovs_momentum, beta_1, beta_2, epsilon)")  # fmt: skip
+            raise ValueError(
+                f"optimizer_options apply to fastgd's own solvers ({', '.join(STOCHASTIC_SOLVERS[2:])}); solver="
+                f"{self.solver!r} takes scikit-learn's parameters (momentum, nesterovs_momentum, beta_1, beta_2, "
+                "epsilon)"
+            )
         if self.optimizer_options and self.solver not in ("lbfgs", "sgd", "adam"):
             self._optimizer()  # a bad option is refused before anything changes
         callbacks = self._checked_callbacks()
@@ -220,8 +258,10 @@ class _BaseMLP(BaseEstimator):
         validation_rows = self._validation_rows(X.shape[0]) if self.early_stopping else 0
         layers = [X.shape[1], *hidden, Y.shape[1]]
         if not first_pass and list(self.network_.layer_sizes) != layers:
-            raise ValueError(f"warm_start and partial_fit need the same layers as the fitted network: it has "
-                             f"{list(self.network_.layer_sizes)}, these arguments make {layers}")  # fmt: skip
+            raise ValueError(
+                f"warm_start and partial_fit need the same layers as the fitted network: it has "
+                f"{list(self.network_.layer_sizes)}, these arguments make {layers}"
+            )
         # Before anything large exists (the initial weights drawn next are as large as the
         # network): refuse what this machine cannot hold.
         self._check_memory(layers, dtype, X, validation_rows, first_pass)
@@ -233,8 +273,9 @@ class _BaseMLP(BaseEstimator):
             net = self._network(layers, dtype, initial, self._random_state) if first_pass else self.network_.copy()
             self._fit_lbfgs(net, X, Y.astype(dtype), sample_weight)
         else:
-            self._fit_stochastic(X, Y, sample_weight, incremental, first_pass, layers, dtype, initial if first_pass else None,
-                                 callbacks)  # fmt: skip
+            self._fit_stochastic(
+                X, Y, sample_weight, incremental, first_pass, layers, dtype, initial if first_pass else None, callbacks
+            )
         return self
 
     def _checked_callbacks(self) -> list:
@@ -242,11 +283,17 @@ class _BaseMLP(BaseEstimator):
         before anything changes; the stochastic solvers only (L-BFGS has no epochs)."""
         callbacks = check_callbacks(self.callbacks)
         if callbacks and self.solver == "lbfgs":
-            raise ValueError("callbacks run after each epoch of a stochastic solver (sgd, adam, ...); solver='lbfgs' has no "
-                             "epochs: give callbacks=None with it")  # fmt: skip
-        if self.solver == "lbfgs" and any(float(rate) != 0.0 for rate in np.atleast_1d(np.asarray(self.dropout, dtype=object))):
-            raise ValueError("dropout trains with a stochastic solver (sgd, adam, ...); solver='lbfgs' minimises a fixed "
-                             "function: give dropout=0 with it")  # fmt: skip
+            raise ValueError(
+                "callbacks run after each epoch of a stochastic solver (sgd, adam, ...); solver='lbfgs' has no "
+                "epochs: give callbacks=None with it"
+            )
+        if self.solver == "lbfgs" and any(
+            float(rate) != 0.0 for rate in np.atleast_1d(np.asarray(self.dropout, dtype=object))
+        ):
+            raise ValueError(
+                "dropout trains with a stochastic solver (sgd, adam, ...); solver='lbfgs' minimises a fixed "
+                "function: give dropout=0 with it"
+            )
         return callbacks
 
     def _class_weighted(self, Y, sample_weight, incremental):
@@ -262,11 +309,15 @@ class _BaseMLP(BaseEstimator):
         fraction = float(self.validation_fraction)
         held_out = math.ceil(fraction * n)
         if fraction <= 0.0 or held_out == 0:
-            raise ValueError(f"validation_fraction must be > 0 with early_stopping=True (the share of the training rows held out "
-                             f"to validate on), got {self.validation_fraction!r}")  # fmt: skip
+            raise ValueError(
+                f"validation_fraction must be > 0 with early_stopping=True (the share of the training rows held out "
+                f"to validate on), got {self.validation_fraction!r}"
+            )
         if held_out >= n:
-            raise ValueError(f"validation_fraction={self.validation_fraction!r} holds out all {n} rows, leaving none to train on; "
-                             "give a smaller validation_fraction or more rows")  # fmt: skip
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction!r} holds out all {n} rows, leaving none to train on; "
+                "give a smaller validation_fraction or more rows"
+            )
         return held_out
 
     def _check_memory(self, layers, dtype, X, validation_rows, first_pass):
@@ -284,16 +335,34 @@ class _BaseMLP(BaseEstimator):
             batch = min(200, n) if self.batch_size == "auto" else max(1, min(int(self.batch_size), n))
             slots = len(self._optimizer().state_names)
         chunk = chunk_rows(Streaming(), batch, layers[0], layers[-1], dtype) if sparse and not lbfgs else None
-        estimate = memory.fit_estimate(layers, dtype, rows=n, batch_size=batch, state_slots=slots, validation_rows=validation_rows,
-                                       restore_best=bool(self.early_stopping), chunk_rows=chunk, lbfgs=lbfgs)  # fmt: skip
+        estimate = memory.fit_estimate(
+            layers,
+            dtype,
+            rows=n,
+            batch_size=batch,
+            state_slots=slots,
+            validation_rows=validation_rows,
+            restore_best=bool(self.early_stopping),
+            chunk_rows=chunk,
+            lbfgs=lbfgs,
+        )
         n_params = memory.parameter_count(layers)
         if first_pass:
             estimate["initial weights drawn"] = memory.Part(n_params * dtype.itemsize, "layers")
         else:
             fitted_slots = max(1, len(self.network_.optimizer_state))
-            estimate["the fitted network"] = memory.Part((2 + fitted_slots) * n_params * self.network_.dtype.itemsize, "layers")
-        memory.check(estimate, {"layers": ("hidden_layer_sizes", self.hidden_layer_sizes), "batch": ("batch_size", self.batch_size),
-                                "validation": ("validation_fraction", self.validation_fraction), "rows": ("X", None)})  # fmt: skip
+            estimate["the fitted network"] = memory.Part(
+                (2 + fitted_slots) * n_params * self.network_.dtype.itemsize, "layers"
+            )
+        memory.check(
+            estimate,
+            {
+                "layers": ("hidden_layer_sizes", self.hidden_layer_sizes),
+                "batch": ("batch_size", self.batch_size),
+                "validation": ("validation_fraction", self.validation_fraction),
+                "rows": ("X", None),
+            },
+        )
 
     def _initial_parameters(self, layers, dtype):
         # scikit-learn's initialisation (_init_coef), drawn in its order from self._random_state:
@@ -310,9 +379,19 @@ class _BaseMLP(BaseEstimator):
     def _network(self, layers, dtype, initial, random_state) -> Network:
         output, loss = OUTPUTS[self._out_activation]
         # fastgd shuffles with its own generator, seeded from scikit-learn's random state.
-        net = Network(layers, activation=HIDDEN_ACTIVATIONS.get(self.activation, self.activation), output_activation=output,
-                      loss=loss, dtype=dtype.name, random_state=int(random_state.randint(0, 2**31 - 1)), backend=self.backend,
-                      n_threads=self.n_threads, l2=float(self.alpha), penalty_per_sample=True, dropout=self.dropout)  # fmt: skip
+        net = Network(
+            layers,
+            activation=HIDDEN_ACTIVATIONS.get(self.activation, self.activation),
+            output_activation=output,
+            loss=loss,
+            dtype=dtype.name,
+            random_state=int(random_state.randint(0, 2**31 - 1)),
+            backend=self.backend,
+            n_threads=self.n_threads,
+            l2=float(self.alpha),
+            penalty_per_sample=True,
+            dropout=self.dropout,
+        )
         for k, (weights, biases) in enumerate(initial):
             net.weights[k][...] = weights
             net.biases[k][...] = biases
@@ -330,14 +409,23 @@ class _BaseMLP(BaseEstimator):
         self._attributes(list(net.layer_sizes))
         self.n_iter_, self.loss_ = n_iter, loss
         self.t_ = self.__dict__.get("t_", 0)  # (L-BFGS counts no samples, as scikit-learn's)
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "validation_loss_curve_", "best_validation_score_", "_stopping",
-                     "optimizer_"):  # fmt: skip
+        for name in (
+            "loss_curve_",
+            "best_loss_",
+            "validation_scores_",
+            "validation_loss_curve_",
+            "best_validation_score_",
+            "_stopping",
+            "optimizer_",
+        ):
             self.__dict__.pop(name, None)
 
     def _optimizer(self):
         if self.solver == "sgd":
             momentum = float(self.momentum)
-            return SGD(lr=self.learning_rate_init, momentum=momentum, nesterov=bool(self.nesterovs_momentum) and momentum > 0)
+            return SGD(
+                lr=self.learning_rate_init, momentum=momentum, nesterov=bool(self.nesterovs_momentum) and momentum > 0
+            )
         if self.solver == "adam":
             return Adam(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
         return OPTIMIZERS[self.solver](lr=self.learning_rate_init, **(self.optimizer_options or {}))
@@ -349,9 +437,16 @@ class _BaseMLP(BaseEstimator):
             monitor = "loss"
         adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
         patience = math.inf if self.n_iter_no_change == np.inf else int(self.n_iter_no_change)
-        return EarlyStopping(patience=patience, min_delta=float(self.tol), restore_best=bool(self.early_stopping), monitor=monitor,
-                             rule="no_improvement", lr_factor=ADAPTIVE_FACTOR if adaptive else None, min_lr=ADAPTIVE_MIN_LR,
-                             resume=True)  # fmt: skip
+        return EarlyStopping(
+            patience=patience,
+            min_delta=float(self.tol),
+            restore_best=bool(self.early_stopping),
+            monitor=monitor,
+            rule="no_improvement",
+            lr_factor=ADAPTIVE_FACTOR if adaptive else None,
+            min_lr=ADAPTIVE_MIN_LR,
+            resume=True,
+        )
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks):
         validation = None
@@ -359,39 +454,68 @@ class _BaseMLP(BaseEstimator):
             # As scikit-learn: stratified for single-output classification only.
             stratify = Y if is_classifier(self) and Y.shape[1] == 1 else None
             try:
-                parts = train_test_split(X, Y, *([] if sample_weight is None else [sample_weight]), random_state=self._random_state,
-                                         test_size=self.validation_fraction, stratify=stratify)  # fmt: skip
+                parts = train_test_split(
+                    X,
+                    Y,
+                    *([] if sample_weight is None else [sample_weight]),
+                    random_state=self._random_state,
+                    test_size=self.validation_fraction,
+                    stratify=stratify,
+                )
             except ValueError as error:
                 # (train_test_split speaks of its own test_size: say which of ours it was)
-                raise ValueError(f"early_stopping's validation split (validation_fraction={self.validation_fraction!r} of "
-                                 f"{X.shape[0]} rows) is not possible: {error}") from None  # fmt: skip
+                raise ValueError(
+                    f"early_stopping's validation split (validation_fraction={self.validation_fraction!r} of "
+                    f"{X.shape[0]} rows) is not possible: {error}"
+                ) from None
             X, X_val, Y, Y_val = parts[:4]
             sample_weight = parts[4] if sample_weight is not None else None
             if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of your dataset.")
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+                )
             if scipy.sparse.issparse(X_val):
                 X_val = X_val.toarray()
             validation = (X_val, Y_val.astype(dtype))
         stopping = self._stopping_rule()
         if first_pass:
-            net, seen, loss_curve, scores, val_losses = self._network(layers, dtype, initial, self._random_state), 0, [], [], []
+            net, seen, loss_curve, scores, val_losses = (
+                self._network(layers, dtype, initial, self._random_state),
+                0,
+                [],
+                [],
+                [],
+            )
         else:
             net, seen = self.network_.copy(), self.t_
-            loss_curve, scores = list(getattr(self, "loss_curve_", [])), list(getattr(self, "validation_scores_", None) or [])
+            loss_curve, scores = (
+                list(getattr(self, "loss_curve_", [])),
+                list(getattr(self, "validation_scores_", None) or []),
+            )
             val_losses = list(getattr(self, "validation_loss_curve_", None) or [])
             previous = getattr(self, "_stopping", None)
             if previous is not None and previous.monitor == stopping.monitor:
                 # The rule's settings follow the parameters; its state (best, count) carries on,
                 # and its rate's factor through partial_fit (fit() starts a new optimizer).
-                stopping.best, stopping.waited, stopping.best_parameters = previous.best, previous.waited, previous.best_parameters
+                stopping.best, stopping.waited, stopping.best_parameters = (
+                    previous.best,
+                    previous.waited,
+                    previous.best_parameters,
+                )
                 stopping.lr_scale = previous.lr_scale if incremental else 1.0
         n = X.shape[0]
         batch = self._batch_rows(n)
-        optimizer = self.optimizer_ if incremental and not first_pass and getattr(self, "optimizer_", None) else self._optimizer()
+        optimizer = (
+            self.optimizer_
+            if incremental and not first_pass and getattr(self, "optimizer_", None)
+            else self._optimizer()
+        )
         schedule = None
         if self.solver == "sgd" and self.learning_rate == "invscaling":
             # lr_init / (1 + samples seen before the epoch)^power_t through the epochs to come.
-            schedule = schedules.SampleInverseScaling(rows=n, power=float(self.power_t), offset=float(seen - n * net.epochs_trained))
+            schedule = schedules.SampleInverseScaling(
+                rows=n, power=float(self.power_t), offset=float(seen - n * net.epochs_trained)
+            )
         epochs = 1 if incremental else int(self.max_iter)
         options = dict(early_stopping=stopping, on_divergence="warn", lr_schedule=schedule)
         if validation is not None:
@@ -404,8 +528,16 @@ class _BaseMLP(BaseEstimator):
             X = _SparseRows(X.tocsr(), dtype)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DivergenceWarning)
-            history = net.fit(X, Y.astype(dtype), optimizer=optimizer, epochs=epochs, batch_size=batch, shuffle=bool(self.shuffle),
-                              sample_weight=sample_weight, **options)  # fmt: skip
+            history = net.fit(
+                X,
+                Y.astype(dtype),
+                optimizer=optimizer,
+                epochs=epochs,
+                batch_size=batch,
+                shuffle=bool(self.shuffle),
+                sample_weight=sample_weight,
+                **options,
+            )
         for warning in caught:
             if not issubclass(warning.category, DivergenceWarning):
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
@@ -437,16 +569,25 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = float(stopping.best)
         if self.verbose and history.stopped_epoch is not None and not diverged:
             what = "Validation score" if self.early_stopping else "Training loss"
-            print(f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs. Stopping.")
+            print(
+                f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs. "
+                "Stopping."
+            )
         if not incremental and self.n_iter_ == self.max_iter and history.stopped_epoch is None:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
-                          "converged yet.", ConvergenceWarning)  # fmt: skip
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization hasn't "
+                "converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _batch_rows(self, n):
         if self.batch_size == "auto":
             return min(200, n)
         if self.batch_size > n:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
+            )
         return int(np.clip(self.batch_size, 1, n))
 
     # ------------------------------------------------------------------ prediction
@@ -514,7 +655,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Parameters
     ----------
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
+    shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         scikit-learn's, with its meaning and default. ``solver`` also takes any fastgd
         optimizer name ("adamw", "rmsprop", "adagrad", "momentum"), built with
         ``lr=learning_rate_init`` and ``optimizer_options``; ``activation`` also fastgd's
@@ -562,7 +705,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_,
+    n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
         scikit-learn's.
     validation_loss_curve_ : list of float or None
         With ``early_stopping=True``: the loss on the held-out validation rows after each epoch,
@@ -590,22 +734,78 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``validation_fraction``), the bytes needed and the bytes available.
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001, batch_size="auto",
-                 learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
-                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 class_weight=None, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None,
-                 dropout=0.0):  # fmt: skip
-        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
-                         batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, loss="log_loss", shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks, dropout=dropout)  # fmt: skip
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        class_weight=None,
+        optimizer_options=None,
+        dtype=None,
+        backend="numba",
+        n_threads=None,
+        callbacks=None,
+        dropout=0.0,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss="log_loss",
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            optimizer_options=optimizer_options,
+            dtype=dtype,
+            backend=backend,
+            n_threads=n_threads,
+            callbacks=callbacks,
+            dropout=dropout,
+        )
         self.class_weight = class_weight
 
-    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "class_weight": [dict, list, StrOptions({"balanced"}), None]}
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
 
     @property
     def _out_activation(self):
@@ -616,7 +816,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return "val_subset_accuracy" if self._label_binarizer.y_type_.startswith("multilabel") else "val_accuracy"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=(np.float64, np.float32), reset=reset)
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"], multi_output=True, dtype=(np.float64, np.float32), reset=reset
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         # scikit-learn's rules (MLPClassifier._validate_input), with its messages.
@@ -629,10 +831,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
-                    raise ValueError("warm_start can only be used where `y` has the same classes as in the previous call to fit. "
-                                     f"Previously got {self.classes_}, `y` has {classes}")  # fmt: skip
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                        f"Previously got {self.classes_}, `y` has {classes}"
+                    )
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}.")
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
         return X, self._label_binarizer.transform(y).astype(bool)
 
     def _check_y_columns(self, y, incremental):
@@ -644,11 +850,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return
         call = "partial_fit" if incremental else "fit with warm_start=True"
         if fitted is None:
-            raise ValueError(f"y has {columns} columns (a multilabel indicator matrix), but this estimator was fitted on 1-D class "
-                             f"labels: {call} needs y as 1-D labels, shape (n_samples,)")  # fmt: skip
+            raise ValueError(
+                f"y has {columns} columns (a multilabel indicator matrix), but this estimator was fitted on 1-D class "
+                f"labels: {call} needs y as 1-D labels, shape (n_samples,)"
+            )
         given = "y is 1-D (class labels)" if columns is None else f"y has {columns} columns"
-        raise ValueError(f"{given}, but this estimator was fitted on a multilabel indicator y of {fitted} columns: {call} needs "
-                         f"y with those {fitted} columns, shape (n_samples, {fitted})")  # fmt: skip
+        raise ValueError(
+            f"{given}, but this estimator was fitted on a multilabel indicator y of {fitted} columns: {call} needs "
+            f"y with those {fitted} columns, shape (n_samples, {fitted})"
+        )
 
     def _class_weighted(self, Y, sample_weight, incremental):
         """``sample_weight`` (None: ones) times each row's class weight (see ``class_weight``),
@@ -659,20 +869,26 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return sample_weight
         balanced = isinstance(class_weight, str)  # (the constraint allows "balanced" only)
         if balanced and incremental:
-            raise ValueError("class_weight='balanced' is not supported by partial_fit (one call's rows do not give the classes' "
-                             "frequencies; SGDClassifier refuses it too): compute the weights once with "
-                             "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, y=y) on enough of "
-                             "the training targets and pass them as class_weight={class: weight}")  # fmt: skip
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit (one call's rows do not give the classes' "
+                "frequencies; SGDClassifier refuses it too): compute the weights once with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, y=y) on enough of "
+                "the training targets and pass them as class_weight={class: weight}"
+            )
         if self._label_binarizer.y_type_.startswith("multilabel"):
             row_weight = self._multilabel_row_weight(Y, class_weight, sample_weight)
         else:
             if not isinstance(class_weight, (str, dict)):
-                raise ValueError(f"class_weight must be a dict {{class: weight}}, 'balanced' or None for 1-D class labels (a list "
-                                 f"of dicts is for a multilabel y, one per column), got a {type(class_weight).__name__}")  # fmt: skip
+                raise ValueError(
+                    f"class_weight must be a dict {{class: weight}}, 'balanced' or None for 1-D class labels (a list "
+                    f"of dicts is for a multilabel y, one per column), got a {type(class_weight).__name__}"
+                )
             # Each row's class, as an index into classes_ (binary: one logistic column).
             rows = np.argmax(Y, axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(np.intp)
             if balanced:
-                weights = compute_class_weight("balanced", classes=np.arange(len(self.classes_)), y=rows, sample_weight=sample_weight)
+                weights = compute_class_weight(
+                    "balanced", classes=np.arange(len(self.classes_)), y=rows, sample_weight=sample_weight
+                )
             else:
                 weights = _class_weights(class_weight, self.classes_.tolist(), "class_weight")
             row_weight = np.asarray(weights, dtype=np.float64)[rows]
@@ -686,10 +902,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # (the trees' multi-output rule), each column balanced on its own with "balanced".
         n_columns = Y.shape[1]
         if isinstance(class_weight, dict):
-            raise ValueError(f"for a multilabel y, class_weight must be 'balanced' or a list of {n_columns} dicts (one per column "
-                             "of y, keys 0 and 1), as scikit-learn's trees take it; got a single dict")  # fmt: skip
+            raise ValueError(
+                f"for a multilabel y, class_weight must be 'balanced' or a list of {n_columns} dicts (one per column "
+                "of y, keys 0 and 1), as scikit-learn's trees take it; got a single dict"
+            )
         if not isinstance(class_weight, str) and len(class_weight) != n_columns:
-            raise ValueError(f"class_weight must hold one dict per column of y ({n_columns}), got a list of {len(class_weight)}")
+            raise ValueError(
+                f"class_weight must hold one dict per column of y ({n_columns}), got a list of {len(class_weight)}"
+            )
         expanded = []
         for column in range(n_columns):
             values = Y[:, column].astype(np.intp)
@@ -710,7 +930,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _check_solver(self):
         if not isinstance(self.solver, str) or self.solver not in STOCHASTIC_SOLVERS:
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers. {self.solver} is not stochastic.")
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} is not stochastic."
+            )
         return True
 
     @available_if(lambda est: est._check_solver())
@@ -783,7 +1005,9 @@ def _first_partial_call(clf, classes) -> bool:
     if classes is not None:
         if getattr(clf, "classes_", None) is not None:
             if not np.array_equal(clf.classes_, unique_labels(classes)):
-                raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {clf.classes_!r}")
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {clf.classes_!r}"
+                )
         else:
             clf.classes_ = unique_labels(classes)
             return True
@@ -802,7 +1026,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         "squared_error": identity outputs, ½ the squared error (summed over the outputs,
         averaged over the rows); "poisson": exp outputs, half the Poisson deviance (targets must
         be >= 0).
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend, n_threads
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
+    shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun, optimizer_options, dtype, backend, n_threads
         As :class:`MLPClassifier`'s.
     callbacks : callable, fastgd.callbacks.Callback, or a list of them, optional
         As :class:`MLPClassifier`'s: run after every epoch of a stochastic solver (the fit's
@@ -810,7 +1036,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Attributes
     ----------
-    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_, intercepts_,
+    n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
         scikit-learn's.
     validation_loss_curve_ : list of float or None
         With ``early_stopping=True``: the loss on the held-out validation rows after each epoch
@@ -821,21 +1048,77 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         As :class:`MLPClassifier`'s.
     """
 
-    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error", "poisson"})]}
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
-                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000, optimizer_options=None, dtype=None, backend="numba", n_threads=None, callbacks=None,
-                 dropout=0.0):  # fmt: skip
-        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver, alpha=alpha,
-                         batch_size=batch_size, learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
-                         max_iter=max_iter, loss=loss, shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
-                         warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun, optimizer_options=optimizer_options,
-                         dtype=dtype, backend=backend, n_threads=n_threads, callbacks=callbacks, dropout=dropout)  # fmt: skip
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        optimizer_options=None,
+        dtype=None,
+        backend="numba",
+        n_threads=None,
+        callbacks=None,
+        dropout=0.0,
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss=loss,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            optimizer_options=optimizer_options,
+            dtype=dtype,
+            backend=backend,
+            n_threads=n_threads,
+            callbacks=callbacks,
+            dropout=dropout,
+        )
 
     _validation_monitor = "val_r2"
 
@@ -844,8 +1127,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)  # fmt: skip
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not reset:

@@ -50,8 +50,19 @@ class FullBatch:
         threads = net.team(self.block)
         with net.compiled_call(threads):
             if not self.sparse:
-                value = engine.forward_backward(params, self.grads, architecture, self.X_dense, self.Y, self.row_scale, self.buffers, code,
-                                                *self.penalties, threads, parameter=net.loss_parameter)  # fmt: skip
+                value = engine.forward_backward(
+                    params,
+                    self.grads,
+                    architecture,
+                    self.X_dense,
+                    self.Y,
+                    self.row_scale,
+                    self.buffers,
+                    code,
+                    *self.penalties,
+                    threads,
+                    parameter=net.loss_parameter,
+                )
                 return float(value), self.grads.astype(np.float64)
             value, total = 0.0, np.zeros(net.n_params)
             for start in range(0, self.X.shape[0], self.block):
@@ -60,9 +71,19 @@ class FullBatch:
                 rows[...] = self.X[start:stop].toarray()
                 # The penalty once, with the first block.
                 penalties = self.penalties if start == 0 else (0.0, 0.0)
-                value += engine.forward_backward(params, self.block_grads, architecture, rows, self.Y[start:stop],
-                                                 self.row_scale[start:stop], self.buffers, code, *penalties, net.team(stop - start),
-                                                 parameter=net.loss_parameter)  # fmt: skip
+                value += engine.forward_backward(
+                    params,
+                    self.block_grads,
+                    architecture,
+                    rows,
+                    self.Y[start:stop],
+                    self.row_scale[start:stop],
+                    self.buffers,
+                    code,
+                    *penalties,
+                    net.team(stop - start),
+                    parameter=net.loss_parameter,
+                )
                 total += self.block_grads
             return float(value), total
 
@@ -74,8 +95,9 @@ def minimize(net, X, Y, sample_weight, max_iter, max_fun, tol):
     stops for another reason. Returns ``(n_iter, loss)``."""
     objective = FullBatch(net, X, Y, sample_weight)
     x0 = net.flat_parameters.astype(np.float64)
-    result = scipy.optimize.minimize(objective, x0, method="L-BFGS-B", jac=True,
-                                     options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol})  # fmt: skip
+    result = scipy.optimize.minimize(
+        objective, x0, method="L-BFGS-B", jac=True, options={"maxfun": max_fun, "maxiter": max_iter, "gtol": tol}
+    )
     net.flat_parameters[...] = result.x
     n_iter = min(int(result.nit), max_iter)
     if result.status != 0:

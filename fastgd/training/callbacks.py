@@ -132,8 +132,17 @@ class EarlyStopping(Callback):
         on the optimizer's rate, the best epoch's parameters (with ``restore_best``, else None).
     """
 
-    def __init__(self, patience=10, min_delta=0.0, restore_best=True, monitor="auto", rule="patience", lr_factor=None,
-                 min_lr=1e-6, resume=False):  # fmt: skip
+    def __init__(
+        self,
+        patience=10,
+        min_delta=0.0,
+        restore_best=True,
+        monitor="auto",
+        rule="patience",
+        lr_factor=None,
+        min_lr=1e-6,
+        resume=False,
+    ):
         if isinstance(patience, float) and patience == math.inf:
             self.patience = math.inf
         else:
@@ -164,7 +173,9 @@ class EarlyStopping(Callback):
         if self.monitor == "auto":
             return "val_loss" if validation else "loss"
         if self.monitor != "loss" and not validation:
-            raise ValueError(f"early stopping on {self.monitor!r} needs validation data (validation_data or validation_split)")
+            raise ValueError(
+                f"early stopping on {self.monitor!r} needs validation data (validation_data or validation_split)"
+            )
         return self.monitor
 
     def on_fit_begin(self, fit):
@@ -181,8 +192,9 @@ class EarlyStopping(Callback):
         field = self.watches(validation)
         value = getattr(history, "val_score" if field in ("val_subset_accuracy", "val_r2") else field)[-1]
         rule = stopping_rule(self, validation, network.loss_spec, self.base_lr)
-        stop, better, waited, lr_scale = network.engine.stopping_rule(rule, float(self.best), float(self.waited), float(self.lr_scale),
-                                                                      float(value))  # fmt: skip
+        stop, better, waited, lr_scale = network.engine.stopping_rule(
+            rule, float(self.best), float(self.waited), float(self.lr_scale), float(value)
+        )
         self.waited, self.lr_scale = waited, lr_scale
         if better:
             self.best, self.best_parameters = value, network.flat_parameters.copy()

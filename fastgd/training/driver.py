@@ -210,8 +210,14 @@ class _Run:
 
     def __init__(self, net, plan, history, callbacks):
         self.net, self.plan, self.history, self.callbacks = net, plan, history, callbacks
-        self.info = FitInfo(net, plan.epochs, plan.X.shape[0], history, 1 if plan.session is None else plan.session.size,
-                            self.learning_rate)
+        self.info = FitInfo(
+            net,
+            plan.epochs,
+            plan.X.shape[0],
+            history,
+            1 if plan.session is None else plan.session.size,
+            self.learning_rate,
+        )
         self.health = None if plan.tracking is None else HealthRecorder(plan.tracking)
         self.clock = Clock()
         self.done = 0  # epochs of this fit completed and recorded
@@ -303,12 +309,23 @@ class EpochRun(_Run):
         if self.callbacks:
             timed = any(callback.timed for callback in self.callbacks)
             heartbeat = threading.current_thread() is threading.main_thread()
-            visits = layout.Visits(enabled=True, every=int(math.gcd(*periods) if periods else 0),
-                                   interval=int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0, beat=bool(heartbeat))  # fmt: skip
+            visits = layout.Visits(
+                enabled=True,
+                every=int(math.gcd(*periods) if periods else 0),
+                interval=int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0,
+                beat=bool(heartbeat),
+            )
         stopping = plan.stopping
         rule = stopping_rule(stopping, plan.validation is not None, net.loss_spec, plan.optimizer.lr)
-        self.end = layout.make_epoch_end(net.architecture, net.dtype, self.capacity, plan.validation, rule, visits,
-                                         restore=stopping is not None and stopping.restore_best)  # fmt: skip
+        self.end = layout.make_epoch_end(
+            net.architecture,
+            net.dtype,
+            self.capacity,
+            plan.validation,
+            rule,
+            visits,
+            restore=stopping is not None and stopping.restore_best,
+        )
         if stopping is not None and stopping.resume:
             _resume_rule(stopping, self.end)
         self.step_scale = self.lr_scale()
@@ -339,8 +356,11 @@ class EpochRun(_Run):
         if completed <= recorded:
             return 0
         work, end = self.trainer.work, self.end
-        self.record(work.epoch_losses[recorded:completed].tolist(), end.records[recorded:completed],
-                    work.health[recorded:completed] if self.plan.tracking is not None else None)  # fmt: skip
+        self.record(
+            work.epoch_losses[recorded:completed].tolist(),
+            end.records[recorded:completed],
+            work.health[recorded:completed] if self.plan.tracking is not None else None,
+        )
         state = end.state[0]
         if state["best_epoch"] > 0:
             self.history.best_epoch = int(state["best_epoch"])
@@ -357,7 +377,9 @@ class EpochRun(_Run):
                 try:
                     while self.done < plan.epochs and not stop.requested:
                         self.base = self.done
-                        self.end = self.trainer.end = self.end._replace(rule=self.end.rule._replace(offset=int(self.done)))
+                        self.end = self.trainer.end = self.end._replace(
+                            rule=self.end.rule._replace(offset=int(self.done))
+                        )
                         count = min(self.capacity, plan.epochs - self.done)
                         # With visits the call runs here, in this thread: they run the callbacks.
                         inline = bool(self.callbacks)
@@ -390,7 +412,9 @@ class EpochRun(_Run):
         stopping.lr_scale = float(state["lr_scale"])
         if stopping.restore_best and state["snapshot"]:
             stopping.best_parameters = self.end.best_params.copy()
-            if outcome in ("finished", "stopped", "diverged") and not (outcome == "diverged" and self.plan.on_divergence == "raise"):
+            if outcome in ("finished", "stopped", "diverged") and not (
+                outcome == "diverged" and self.plan.on_divergence == "raise"
+            ):
                 self.net.flat_parameters[...] = self.end.best_params
 
 
@@ -398,13 +422,21 @@ def _resume_rule(stopping, end):
     # Start the compiled rule from the state the last fit left in ``stopping``.
     state = end.state[0]
     state["best"], state["waited"], state["lr_scale"] = stopping.best, stopping.waited, stopping.lr_scale
-    if stopping.restore_best and stopping.best_parameters is not None and stopping.best_parameters.size == end.best_params.size:
+    if (
+        stopping.restore_best
+        and stopping.best_parameters is not None
+        and stopping.best_parameters.size == end.best_params.size
+    ):
         end.best_params[...] = stopping.best_parameters
         state["snapshot"] = 1.0
 
 
-_OUTCOMES = {layout.OUTCOME_DIVERGED: "diverged", layout.OUTCOME_INTERRUPTED: "interrupted", layout.OUTCOME_STOPPED: "stopped",
-             layout.OUTCOME_FINISHED: "finished"}  # fmt: skip
+_OUTCOMES = {
+    layout.OUTCOME_DIVERGED: "diverged",
+    layout.OUTCOME_INTERRUPTED: "interrupted",
+    layout.OUTCOME_STOPPED: "stopped",
+    layout.OUTCOME_FINISHED: "finished",
+}
 
 
 class ChunkRun(_Run):
@@ -422,7 +454,9 @@ class ChunkRun(_Run):
             chunk = session.broadcast(chunk)
         timed = chunk is None  # only a progress bar: group epochs by time
         chunk = 1 if timed else chunk
-        buffers = layout.make_buffers(net.architecture, plan.validation[0].shape[0], net.dtype) if plan.validation else None
+        buffers = (
+            layout.make_buffers(net.architecture, plan.validation[0].shape[0], net.dtype) if plan.validation else None
+        )
         outcome, trainer = "finished", None
         try:
             trainer = Trainer(net, plan, MAX_CHUNK_EPOCHS if timed else chunk)
@@ -438,9 +472,14 @@ class ChunkRun(_Run):
                             stop.requested = True  # with several ranks, maybe another rank's Ctrl-C
                         # net.history follows the fit epoch by epoch, so it matches the parameters
                         # whenever fit stops, whatever stops it.
-                        records = (_validation_records(net, plan.validation, buffers, score_kind(plan.stopping, net.loss_spec))
-                                   if plan.validation and losses else None)  # fmt: skip
-                        self.record(losses, records, trainer.work.health[: len(losses)] if plan.tracking is not None else None)
+                        records = (
+                            _validation_records(net, plan.validation, buffers, score_kind(plan.stopping, net.loss_spec))
+                            if plan.validation and losses
+                            else None
+                        )
+                        self.record(
+                            losses, records, trainer.work.health[: len(losses)] if plan.tracking is not None else None
+                        )
                         if result == layout.OUTCOME_DIVERGED:
                             outcome = "diverged"
                             break
@@ -482,8 +521,17 @@ def _validation_records(net, validation, buffers, kind):
     X_val, Y_val, row_scale = validation
     threads = net.team(X_val.shape[0])
     with net.compiled_call(threads):
-        value = net.engine.evaluate_loss(net.flat_parameters, net.architecture, X_val, Y_val, row_scale, buffers, net.loss_code, threads,
-                                         parameter=net.loss_parameter)  # fmt: skip
+        value = net.engine.evaluate_loss(
+            net.flat_parameters,
+            net.architecture,
+            X_val,
+            Y_val,
+            row_scale,
+            buffers,
+            net.loss_code,
+            threads,
+            parameter=net.loss_parameter,
+        )
     records = np.zeros(1, dtype=layout.RECORD)
     records[0] = (float(value), validation_score(net.outputs(buffers, X_val.shape[0]), Y_val, kind))
     return records
@@ -491,7 +539,10 @@ def _validation_records(net, validation, buffers, kind):
 
 def _divergence_message(net, plan, done):
     scale = streaming.abs_max(plan.X)
-    cause = f"the learning rate (lr={plan.optimizer.lr:g}) is probably too large for this network and data; try one 10x smaller"
+    cause = (
+        f"the learning rate (lr={plan.optimizer.lr:g}) is probably too large for this network and data; "
+        "try one 10x smaller"
+    )
     if scale > 1e3:
         cause += f", and scale the inputs (|X| reaches {scale:.3g})"
     return (

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import layout
-
 # History attributes, one (n_layers,) float64 array per epoch each: the HEALTH records' fields.
 HEALTH_FIELDS = ("grad_norm", "weight_norm", "update_ratio", "saturation")
 
@@ -93,15 +91,20 @@ class HealthRecorder:
         output = norms[:, -1:]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = np.where((output > 0) & np.isfinite(output), norms[:, :-1] / output, np.nan)
-        for kind, limit, found in (("vanishing", tracking.vanishing, ratios < tracking.vanishing),
-                                   ("exploding", tracking.exploding, ratios > tracking.exploding)):  # fmt: skip
+        for kind, limit, found in (
+            ("vanishing", tracking.vanishing, ratios < tracking.vanishing),
+            ("exploding", tracking.exploding, ratios > tracking.exploding),
+        ):
             for layer in np.flatnonzero(found.any(axis=0)):
                 if (layer, kind) in self.warned:
                     continue
                 self.warned.add((layer, kind))
                 index = int(np.argmax(found[:, layer]))
                 norm, ratio, out = norms[index, layer], ratios[index, layer], norms[index, -1]
-                warnings.warn(f"layer {layer} (of {norms.shape[1]}, input layer 0): gradient {kind} at epoch "
-                              f"{first_epoch + index + 1}: its gradient norm {norm:.3g} is {ratio:.3g} times the output "
-                              f"layer's {out:.3g} (threshold {limit:g}; history.grad_norm holds every layer's)",
-                              GradientWarning, stacklevel=4)  # fmt: skip
+                warnings.warn(
+                    f"layer {layer} (of {norms.shape[1]}, input layer 0): gradient {kind} at epoch "
+                    f"{first_epoch + index + 1}: its gradient norm {norm:.3g} is {ratio:.3g} times the output "
+                    f"layer's {out:.3g} (threshold {limit:g}; history.grad_norm holds every layer's)",
+                    GradientWarning,
+                    stacklevel=4,
+                )

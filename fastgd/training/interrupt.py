@@ -60,7 +60,10 @@ class StopRequest:
     def __enter__(self):
         # Only the main thread receives signals, and only Python's default handler is replaced:
         # a handler the application installed stays in charge.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 

@@ -110,7 +110,11 @@ class Plan:
             raise ValueError("partitioned applies to data-parallel training: give comm too")
 
     def _data(self, net, X, y, sample_weight, options):
-        validation_data, validation_split, streaming = options["validation_data"], options["validation_split"], options["streaming"]
+        validation_data, validation_split, streaming = (
+            options["validation_data"],
+            options["validation_split"],
+            options["streaming"],
+        )
         self.stream = None
         if streaming is not None or self.shuffle == "blocks" or any(is_streamed(v) for v in (X, y, sample_weight)):
             # Out-of-core: checked a block at a time, streamed in chunks (fastgd.streaming).
@@ -125,7 +129,9 @@ class Plan:
             self.stream = (streaming or Streaming(), convert_x, convert_y)
         else:
             X, Y, weight = net.check_inputs(X, y, sample_weight)
-            self.X, self.Y, self.weight, self.validation = _validation_inputs(net, X, Y, weight, validation_data, validation_split)
+            self.X, self.Y, self.weight, self.validation = _validation_inputs(
+                net, X, Y, weight, validation_data, validation_split
+            )
 
     def _batches(self, net, sample_weight):
         n, session = self.X.shape[0], self.session
@@ -133,11 +139,16 @@ class Plan:
         if session is not None:
             ranks = session.size
             if self.grad_shards not in (None, ranks):
-                raise ValueError(f"grad_shards must be None or the number of ranks ({ranks}) with comm, got {self.grad_shards}")
+                raise ValueError(
+                    f"grad_shards must be None or the number of ranks ({ranks}) with comm, got {self.grad_shards}"
+                )
             self.grad_shards = None
             if self.partitioned:
                 if self.batch_size is not None and self.batch_size % ranks:
-                    raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of the ranks ({ranks}) with partitioned data")
+                    raise ValueError(
+                        f"batch_size ({self.batch_size}) must be a multiple of the ranks ({ranks}) with partitioned "
+                        "data"
+                    )
                 self.batch = n if self.batch_size is None else min(self.batch_size // ranks, n)
             elif self.batch < ranks:
                 raise ValueError(f"a batch ({self.batch} rows) must have at least a row for each of the {ranks} ranks")
@@ -178,13 +189,34 @@ class Plan:
     def facts(self, net) -> dict:
         """What every rank must agree on (keys with a leading underscore are only gathered)."""
         config = net.get_config()
-        facts = {key: config[key] for key in ("layer_sizes", "activation", "output_activation", "loss", "dtype", "l1", "l2",
-                                              "penalty_per_sample")}  # fmt: skip
+        facts = {
+            key: config[key]
+            for key in (
+                "layer_sizes",
+                "activation",
+                "output_activation",
+                "loss",
+                "dtype",
+                "l1",
+                "l2",
+                "penalty_per_sample",
+            )
+        }
         optimizer = self.optimizer
-        facts.update(rows=int(self.X.shape[0]), epochs=self.epochs, batch_size=self.batch_size, shuffle=self.shuffle,
-                     optimizer=(optimizer.name, optimizer.get_config()), lr_schedule=(self.schedule.code, self.schedule.parameters().tolist()),
-                     partitioned=self.partitioned, warm_start=self.warm_start, sample_weight=self.weighted,
-                     backend=net.backend, clip=tuple(self.clip), _weight_max=self.raw_weight_max)  # fmt: skip
+        facts.update(
+            rows=int(self.X.shape[0]),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            optimizer=(optimizer.name, optimizer.get_config()),
+            lr_schedule=(self.schedule.code, self.schedule.parameters().tolist()),
+            partitioned=self.partitioned,
+            warm_start=self.warm_start,
+            sample_weight=self.weighted,
+            backend=net.backend,
+            clip=tuple(self.clip),
+            _weight_max=self.raw_weight_max,
+        )
         return facts
 
     def agreed(self, everyone) -> None:
@@ -252,13 +284,21 @@ def stopping_rule(stopping, validation: bool, loss, lr: float) -> layout.Rule:
     if stopping is None:
         return layout.Rule(score=score)
     watched = stopping.watches(validation)
-    monitor = layout.MONITOR_VAL_SCORE if stopping.higher else {"loss": layout.MONITOR_LOSS, "val_loss": layout.MONITOR_VAL_LOSS}[watched]
+    monitor = (
+        layout.MONITOR_VAL_SCORE
+        if stopping.higher
+        else {"loss": layout.MONITOR_LOSS, "val_loss": layout.MONITOR_VAL_LOSS}[watched]
+    )
     return layout.Rule(
-        mode=layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT, monitor=int(monitor),
-        patience=float(stopping.patience), delta=float(stopping.min_delta), restore=bool(stopping.restore_best), score=score,
+        mode=layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT,
+        monitor=int(monitor),
+        patience=float(stopping.patience),
+        delta=float(stopping.min_delta),
+        restore=bool(stopping.restore_best),
+        score=score,
         lr_factor=0.0 if stopping.lr_factor is None else float(stopping.lr_factor),
         min_lr_scale=0.0 if stopping.lr_factor is None else float(stopping.min_lr / lr),
-    )  # fmt: skip
+    )
 
 
 def _validation_inputs(net, X, Y, weight, validation_data, validation_split):

@@ -49,10 +49,21 @@ class Trainer:
             options, convert_x, convert_y = plan.stream
             rows = streaming.chunk_rows(options, plan.batch, net.layer_sizes[0], net.layer_sizes[-1], net.dtype)
             rows = min(rows, -(-n // plan.batch) * plan.batch)
-            self.chunks = streaming.ChunkPlan(plan.batch, rows, rank, ranks, replicated_share=session is not None and not plan.partitioned)
-            self.loader = streaming.ChunkLoader(streaming.RowReader(plan.X), streaming.RowReader(plan.Y), convert_x, convert_y,
-                                                plan.weight, net.layer_sizes[0], net.layer_sizes[-1], net.dtype,
-                                                self.chunks.chunk_rows, options.prefetch)  # fmt: skip
+            self.chunks = streaming.ChunkPlan(
+                plan.batch, rows, rank, ranks, replicated_share=session is not None and not plan.partitioned
+            )
+            self.loader = streaming.ChunkLoader(
+                streaming.RowReader(plan.X),
+                streaming.RowReader(plan.Y),
+                convert_x,
+                convert_y,
+                plan.weight,
+                net.layer_sizes[0],
+                net.layer_sizes[-1],
+                net.dtype,
+                self.chunks.chunk_rows,
+                options.prefetch,
+            )
             self.stream = options
             self.order, self.keys = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint64)
             x, y, w = self.loader.buffers[0]
@@ -62,18 +73,42 @@ class Trainer:
             self.data = layout.Data(plan.X, plan.Y, plan.weight)
             work_rows = n
         self.plan = plan
-        self.work = layout.make_work(architecture, work_rows, plan.batch, max(len(optimizer.state_names), 1), capacity, net.dtype, shards,
-                                     plan.partitioned)  # fmt: skip
+        self.work = layout.make_work(
+            architecture,
+            work_rows,
+            plan.batch,
+            max(len(optimizer.state_names), 1),
+            capacity,
+            net.dtype,
+            shards,
+            plan.partitioned,
+        )
         clip_norm, clip_value = plan.clip
         self.settings = layout.make_settings(
-            loss=net.loss_code, optimizer=optimizer.code, batch_size=plan.batch, lr=float(optimizer.lr), hyper=optimizer.hyper_vector(),
-            schedule_kind=plan.schedule.code, schedule=plan.schedule.parameters(),
-            shuffle=plan.shuffle is True and plan.batch < n and self.stream is None, seed=seed,
-            l1=net.l1 * plan.penalty_scale, l2=net.l2 * plan.penalty_scale, penalty_per_weight=net.penalty_per_sample,
-            shards=shards, solo=solo, rank=rank, ranks=ranks, partitioned=plan.partitioned, channel=channel,
-            clip_norm=clip_norm, clip_value=clip_value, track=plan.tracking is not None, dropout_seed=seed,
+            loss=net.loss_code,
+            optimizer=optimizer.code,
+            batch_size=plan.batch,
+            lr=float(optimizer.lr),
+            hyper=optimizer.hyper_vector(),
+            schedule_kind=plan.schedule.code,
+            schedule=plan.schedule.parameters(),
+            shuffle=plan.shuffle is True and plan.batch < n and self.stream is None,
+            seed=seed,
+            l1=net.l1 * plan.penalty_scale,
+            l2=net.l2 * plan.penalty_scale,
+            penalty_per_weight=net.penalty_per_sample,
+            shards=shards,
+            solo=solo,
+            rank=rank,
+            ranks=ranks,
+            partitioned=plan.partitioned,
+            channel=channel,
+            clip_norm=clip_norm,
+            clip_value=clip_value,
+            track=plan.tracking is not None,
+            dropout_seed=seed,
             loss_parameter=net.loss_parameter,
-        )  # fmt: skip
+        )
         self.end = end
         self.channel = channel
         # The fit's calls into Python from the compiled loop: visits (``visitor``, set by the
@@ -81,8 +116,14 @@ class Trainer:
         self.visitor = None
         self.python = PythonCall(self._python_call)
         self.control = layout.make_control()
-        self.threads = layout.useful_threads(architecture, local_rows, shards, solo, team_size(threads)) if net.backend == "numba" else 1
-        self.macs_per_epoch = 3.0 * n * float(sum(int(layer["n_in"]) * int(layer["n_out"]) for layer in architecture.layers)) / ranks
+        self.threads = (
+            layout.useful_threads(architecture, local_rows, shards, solo, team_size(threads))
+            if net.backend == "numba"
+            else 1
+        )
+        self.macs_per_epoch = (
+            3.0 * n * float(sum(int(layer["n_in"]) * int(layer["n_out"]) for layer in architecture.layers)) / ranks
+        )
         # A helper thread may run the compiled call (Ctrl-C) unless MPI must be called from
         # the main thread only.
         self.inline = session is not None and not session.any_thread
@@ -111,8 +152,9 @@ class Trainer:
         state = net.train_state()
 
         def call():
-            return net.engine.train_epochs(net.architecture, state, data, self.work, settings, self.control, self.threads, self.end,
-                                           self.python)  # fmt: skip
+            return net.engine.train_epochs(
+                net.architecture, state, data, self.work, settings, self.control, self.threads, self.end, self.python
+            )
 
         with net.compiled_call(self.threads):
             completed = int(interrupt.call(call, stop, 0.0 if self.inline or inline else macs))
@@ -142,8 +184,9 @@ class Trainer:
         if plan.shuffle == "blocks":
             options = self.stream
             block = options.block_rows or max(1, self.chunks.chunk_rows // options.window_blocks)
-            streaming.block_shuffle_order(self.order, self.keys, n, block, options.window_blocks, seed, epoch,
-                                          self.net.engine.shuffle_order)  # fmt: skip
+            streaming.block_shuffle_order(
+                self.order, self.keys, n, block, options.window_blocks, seed, epoch, self.net.engine.shuffle_order
+            )
         elif plan.shuffle and plan.batch < n:
             self.net.engine.shuffle_order(self.order, self.keys, seed, epoch)
         else:
@@ -168,10 +211,12 @@ class Trainer:
                     data = layout.Data(*pending.result())
                     pending = None
 
-                    def load_next():
+                    def load_next(index=index, chunks=chunks, order=order):  # (called within this iteration)
                         if index + 1 < len(chunks):
                             upcoming = chunks[index + 1]
-                            return self.loader.start(order[upcoming[0] : upcoming[1]], self.chunks.positions(upcoming[1] - upcoming[0]))
+                            return self.loader.start(
+                                order[upcoming[0] : upcoming[1]], self.chunks.positions(upcoming[1] - upcoming[0])
+                            )
                         return None
 
                     if self.loader.prefetching:  # the next chunk is read while this one trains

@@ -69,7 +69,11 @@ L2 = 1e-3
 EPOCHS, BATCH, ROWS = 5, 20, 200
 STEPS_PER_EPOCH = ROWS // BATCH
 
-CLIPS = {"norm": dict(clip_grad_norm=1.2), "value": dict(clip_grad_value=0.3), "both": dict(clip_grad_value=0.3, clip_grad_norm=1.0)}
+CLIPS = {
+    "norm": dict(clip_grad_norm=1.2),
+    "value": dict(clip_grad_value=0.3),
+    "both": dict(clip_grad_value=0.3, clip_grad_norm=1.0),
+}
 
 # Every schedule in fastgd.schedules, each with the parameters worth checking (Cosine twice: once
 # annealing over the whole run, once reaching eta_min after 30 of the 50 steps and staying there;
@@ -100,7 +104,9 @@ def problem():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(ROWS, LAYER_SIZES[0]))
     y = np.tanh(X @ rng.normal(size=(LAYER_SIZES[0], LAYER_SIZES[-1]))) + 0.1 * rng.normal(size=(ROWS, LAYER_SIZES[-1]))
-    net = fastgd.Network(LAYER_SIZES, activation="tanh", loss="mse", dtype="float64", random_state=5, l2=L2, backend="numpy")
+    net = fastgd.Network(
+        LAYER_SIZES, activation="tanh", loss="mse", dtype="float64", random_state=5, l2=L2, backend="numpy"
+    )
     return X, y, net
 
 
@@ -108,24 +114,55 @@ def cases():
     """Every trajectory the file holds, as JSON-ready dicts (see the module docstring)."""
     found = []
     for index, (cls, options) in enumerate(OPTIMIZERS_UNDER_TEST):
-        found.append(dict(key=f"optimizer/{index}", optimizer=cls.__name__, options=dict(options), schedule=None, clip={}))
-    declared = sorted(name for name, value in vars(schedules).items()
-                      if isinstance(value, type) and issubclass(value, schedules.Schedule) and value is not schedules.Schedule)  # fmt: skip
+        found.append(
+            dict(key=f"optimizer/{index}", optimizer=cls.__name__, options=dict(options), schedule=None, clip={})
+        )
+    declared = sorted(
+        name
+        for name, value in vars(schedules).items()
+        if isinstance(value, type) and issubclass(value, schedules.Schedule) and value is not schedules.Schedule
+    )
     listed = sorted({name for name, _ in SCHEDULES})
     if declared != listed:
-        raise SystemExit(f"fastgd.schedules declares {declared} but this script covers {listed}: add the missing ones to SCHEDULES")
+        raise SystemExit(
+            f"fastgd.schedules declares {declared} but this script covers {listed}: add the missing ones to SCHEDULES"
+        )
     for name, parameters in SCHEDULES:
         for optimizer, options in SCHEDULED_OPTIMIZERS:
             arguments = ",".join(f"{k}={v}" for k, v in parameters.items())
-            found.append(dict(key=f"schedule/{name}({arguments})/{optimizer}", optimizer=optimizer, options=dict(options),
-                              schedule=[name, dict(parameters)], clip={}))  # fmt: skip
+            found.append(
+                dict(
+                    key=f"schedule/{name}({arguments})/{optimizer}",
+                    optimizer=optimizer,
+                    options=dict(options),
+                    schedule=[name, dict(parameters)],
+                    clip={},
+                )
+            )
     for rule, clip in CLIPS.items():
         for index, (cls, options) in enumerate(OPTIMIZERS_UNDER_TEST):
-            found.append(dict(key=f"clip/{rule}/{index}", optimizer=cls.__name__, options=dict(options), schedule=None, clip=dict(clip)))
+            found.append(
+                dict(
+                    key=f"clip/{rule}/{index}",
+                    optimizer=cls.__name__,
+                    options=dict(options),
+                    schedule=None,
+                    clip=dict(clip),
+                )
+            )
     for loss in PARAMETER_LOSSES:
         for optimizer, options in SCHEDULED_OPTIMIZERS:
-            found.append(dict(key=f"loss/{loss}/{optimizer}", optimizer=optimizer, options=dict(options), schedule=None, clip={},
-                              loss=loss, target_scale=TARGET_SCALE))  # fmt: skip
+            found.append(
+                dict(
+                    key=f"loss/{loss}/{optimizer}",
+                    optimizer=optimizer,
+                    options=dict(options),
+                    schedule=None,
+                    clip={},
+                    loss=loss,
+                    target_scale=TARGET_SCALE,
+                )
+            )
     for case in found:
         case["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in case["options"].items()}
     return found
@@ -158,14 +195,26 @@ def torch_schedule(torch, optimizer, schedule):
         return None, None, "none"
     if name == "StepDecay":
         step_size, gamma = parameters["step_size"], parameters.get("gamma", 0.1)
-        return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma), "step", f"StepLR(step_size={step_size}, gamma={gamma})"
+        return (
+            lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma),
+            "step",
+            f"StepLR(step_size={step_size}, gamma={gamma})",
+        )
     if name == "Exponential":
-        return lr_scheduler.ExponentialLR(optimizer, gamma=parameters["gamma"]), "step", f"ExponentialLR(gamma={parameters['gamma']})"
+        return (
+            lr_scheduler.ExponentialLR(optimizer, gamma=parameters["gamma"]),
+            "step",
+            f"ExponentialLR(gamma={parameters['gamma']})",
+        )
     if name == "InverseScaling":
         # PyTorch has no inverse-scaling scheduler; LambdaLR takes its factor 1/t^power (t = k + 1
         # after k scheduler steps), as a PyTorch user writes it.
         power = parameters.get("power", 0.5)
-        return lr_scheduler.LambdaLR(optimizer, lambda k: (k + 1.0) ** -power), "step", f"LambdaLR(lambda k: (k + 1) ** -{power})"
+        return (
+            lr_scheduler.LambdaLR(optimizer, lambda k: (k + 1.0) ** -power),
+            "step",
+            f"LambdaLR(lambda k: (k + 1) ** -{power})",
+        )
     if name == "Cosine":
         total, eta_min = parameters["total_steps"], parameters.get("eta_min", 0.0)
         cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=eta_min)
@@ -175,13 +224,20 @@ def torch_schedule(torch, optimizer, schedule):
         # followed by a constant eta_min (ConstantLR's factor on the initial rate).
         factor = eta_min / optimizer.param_groups[0]["initial_lr"]
         constant = lr_scheduler.ConstantLR(optimizer, factor=factor, total_iters=10**9)
-        description = f"SequentialLR([CosineAnnealingLR(T_max={total}, eta_min={eta_min}), ConstantLR(factor={factor!r})], milestones=[{total}])"
+        description = (
+            f"SequentialLR([CosineAnnealingLR(T_max={total}, eta_min={eta_min}), ConstantLR(factor={factor!r})], "
+            f"milestones=[{total}])"
+        )
         return lr_scheduler.SequentialLR(optimizer, [cosine, constant], milestones=[total]), "step", description
     if name == "SampleInverseScaling":
         # scikit-learn's invscaling: the rate of epoch e (0-based) is lr / (1 + offset + rows·e)^power.
         rows, power, offset = parameters["rows"], parameters.get("power", 0.5), parameters.get("offset", 0.0)
         factor = lambda e: (1.0 + offset + rows * e) ** -power  # noqa: E731
-        return lr_scheduler.LambdaLR(optimizer, factor), "epoch", f"LambdaLR(lambda e: (1 + {offset} + {rows}·e) ** -{power}), stepped per epoch"
+        return (
+            lr_scheduler.LambdaLR(optimizer, factor),
+            "epoch",
+            f"LambdaLR(lambda e: (1 + {offset} + {rows}·e) ** -{power}), stepped per epoch",
+        )
     raise SystemExit(f"no PyTorch scheduler for fastgd schedule {name!r}: add it to torch_schedule")
 
 
@@ -263,8 +319,10 @@ def _trajectory(torch, net, X, y, case):
     if "loss" in case:
         description += f" on torch.nn.functional.huber_loss(delta=1.0) against y * {case['target_scale']}"
     if clip:
-        description += " and " + ", ".join(f"torch.nn.utils.{k}_(max_{'norm' if k.endswith('norm') else 'value'}={v})"
-                                           for k, v in sorted(clip.items(), key=lambda item: item[0] != "clip_grad_value"))  # fmt: skip
+        description += " and " + ", ".join(
+            f"torch.nn.utils.{k}_(max_{'norm' if k.endswith('norm') else 'value'}={v})"
+            for k, v in sorted(clip.items(), key=lambda item: item[0] != "clip_grad_value")
+        )
     return np.array(parameters), np.array(losses), description
 
 
@@ -305,13 +363,34 @@ def build():
     step_initial, step_grads, step_parameters = steps(torch)
     if not np.isfinite(step_parameters).all():
         raise SystemExit("PyTorch's steps are not finite")
-    meta = dict(torch_version=torch.__version__, numpy_version=np.__version__, fastgd_version=fastgd.__version__,
-                python_version=platform.python_version(), command=COMMAND, layer_sizes=LAYER_SIZES, activation="tanh",
-                loss="mse", l2=L2, epochs=EPOCHS, batch_size=BATCH, rows=ROWS, shuffle=False, cases=all_cases,
-                steps=dict(count=STEP_COUNT, size=STEP_SIZE))  # fmt: skip
-    return dict(meta=np.array(json.dumps(meta, indent=1)), X=X, y=y, initial=flat(torch, net.to_torch()),
-                parameters=np.array(parameters), loss=np.array(losses), step_initial=step_initial, step_grads=step_grads,
-                step_parameters=step_parameters)  # fmt: skip
+    meta = dict(
+        torch_version=torch.__version__,
+        numpy_version=np.__version__,
+        fastgd_version=fastgd.__version__,
+        python_version=platform.python_version(),
+        command=COMMAND,
+        layer_sizes=LAYER_SIZES,
+        activation="tanh",
+        loss="mse",
+        l2=L2,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        rows=ROWS,
+        shuffle=False,
+        cases=all_cases,
+        steps=dict(count=STEP_COUNT, size=STEP_SIZE),
+    )
+    return dict(
+        meta=np.array(json.dumps(meta, indent=1)),
+        X=X,
+        y=y,
+        initial=flat(torch, net.to_torch()),
+        parameters=np.array(parameters),
+        loss=np.array(losses),
+        step_initial=step_initial,
+        step_grads=step_grads,
+        step_parameters=step_parameters,
+    )
 
 
 def main(argv=None):
@@ -321,8 +400,10 @@ def main(argv=None):
     arrays = build()
     np.savez_compressed(args.output, **arrays)
     meta = json.loads(str(arrays["meta"]))
-    print(f"wrote {args.output}: {len(meta['cases'])} trajectories, PyTorch {meta['torch_version']}, "
-          f"{os.path.getsize(args.output) / 1024:.0f} KiB")  # fmt: skip
+    print(
+        f"wrote {args.output}: {len(meta['cases'])} trajectories, PyTorch {meta['torch_version']}, "
+        f"{os.path.getsize(args.output) / 1024:.0f} KiB"
+    )
     return 0
 
 
