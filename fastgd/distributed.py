@@ -25,7 +25,8 @@ import numpy as np
 
 from ._threads import usable_cores
 from .kernels import exchange as _exchange
-from .kernels.exchange import EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS
+from .kernels.epoch_end import EXCHANGE_STEP, EXCHANGE_WEIGHTS
+from .kernels.layout import STEP_SCALARS
 
 __all__ = ["FixedOrderSum", "Session", "checkpoint_ranks", "local_threads", "mpi", "partition_rows"]
 

@@ -17,18 +17,11 @@ import numpy as np
 from .kernels import layout
 from .kernels.activations import SIGMOID, SOFTMAX, TANH
 from .kernels.activations import SPECS as _ACTIVATION_SPECS
-from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
-from .kernels.layout import (
-    CONTROL,
+from .kernels.epoch_end import (
     EXCHANGE_STEP,
     EXCHANGE_WEIGHTS,
     MONITOR_VAL_LOSS,
     MONITOR_VAL_SCORE,
-    OUTCOME_DIVERGED,
-    OUTCOME_FINISHED,
-    OUTCOME_INTERRUPTED,
-    OUTCOME_STOPPED,
-    SATURATION_THRESHOLD,
     SCORE_ARGMAX,
     SCORE_R2,
     SCORE_SUBSET,
@@ -36,6 +29,15 @@ from .kernels.layout import (
     STOP_NO_IMPROVEMENT,
     STOP_PATIENCE,
     VISIT_EPOCH,
+)
+from .kernels.exchange import SCALAR_LOSS, SCALAR_STOP
+from .kernels.layout import (
+    CONTROL,
+    OUTCOME_DIVERGED,
+    OUTCOME_FINISHED,
+    OUTCOME_INTERRUPTED,
+    OUTCOME_STOPPED,
+    SATURATION_THRESHOLD,
     block_of,
     layer_view,
 )

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from . import config, layout
+from . import config, epoch_end, layout
 from .jit import CACHE, first_call, kernel
 
 HELPER_TIMEOUT = 600.0  # seconds compile_all waits for its helper before compiling the rest itself
@@ -54,7 +54,7 @@ def _samples(dtype):
         hyper=hyper_vector(0, {"lr": 0.1, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}),
         epochs=0,
     )
-    return architecture, state, data, work, settings, layout.make_epoch_end(architecture, dtype, 1)
+    return architecture, state, data, work, settings, epoch_end.make_epoch_end(architecture, dtype, 1)
 
 
 def make_ready(entry: str, dtype) -> float:

@@ -1,4 +1,4 @@
-# stamp: cd07e0d56a182c49ccd4f9ccc3d1cce3
+# stamp: 4e46277e5b3ddd269cd6807e73e23e96
 """The compiled training loop's one door to other processes: ``exchange``, through which
 data-parallel training adds up each step's gradient over the ranks (``fastgd.distributed``
 provides the channels; this package imports no MPI). Only data-parallel fits reach it.
@@ -17,10 +17,9 @@ others wait at a barrier:
     becomes its sum over the ranks, in rank order; ``values`` is not used.
 """
 
+from .epoch_end import EXCHANGE_STEP
 from .jit import subroutine
-
-# (EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS: fastgd.distributed reads them here)
-from .layout import CONTROL, EXCHANGE_STEP, EXCHANGE_WEIGHTS, STEP_SCALARS  # noqa: F401
+from .layout import CONTROL
 from .lowlevel import call_python
 from .team import barrier, read_flag, write_flag
 

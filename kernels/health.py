@@ -1,4 +1,4 @@
-# stamp: 7c22ce445f22da1f2017fe2786048b60
+# stamp: 2598c48477967c849dd82a2e6447ab9b
 """Gradient clipping and gradient health (``layout.Settings.clip_norm``, ``clip_value``,
 ``track``): the training loop's ``condition`` stage, called by every thread of the team at the
 start and end of each epoch and after each step's gradient, for fits that ask for one of them.
@@ -7,7 +7,7 @@ start and end of each epoch and after each step's gradient, for fits that ask fo
 import numpy as np
 
 from .activations import SIGMOID, TANH
-from .jit import subroutine
+from .jit import helper, subroutine
 from .layout import SATURATION_BLOCKS, SATURATION_THRESHOLD, chunk_count
 from .team import barrier, next_task
 
@@ -56,19 +56,17 @@ def condition(mode, team, params, architecture, work, epoch, rows, settings):
         0.
     """
     tid, n_threads, control = team
-    lo, local = rows
-    sums, track = work.health_sums, settings.track
-    meta = architecture.layers
     if mode == EPOCH_START:
         if tid == 0:
-            sums[...] = 0.0
+            work.health_sums[...] = 0.0
         return np.int64(0)
     if mode == EPOCH_END:
-        if tid == 0 and track:
+        if tid == 0 and settings.track:
+            sums = work.health_sums
             _epoch_health(
                 params,
                 work.saved_params,
-                meta,
+                architecture.layers,
                 sums[SUM_GRAD_NORMS],
                 sums[SUM_SATURATED],
                 sums[SUM_UNITS],
@@ -77,75 +75,98 @@ def condition(mode, team, params, architecture, work, epoch, rows, settings):
             )
         barrier(control, n_threads)
         return np.int64(0)
-    grads, acts, chunks = work.grads, work.acts, work.chunks
-    health_partials, health_counts = work.health_partials, work.health_counts
-    clip_norm, clip_value = settings.clip_norm, settings.clip_value
-    t = grads.dtype.type
+    n_saturation = _saturation_tasks(rows[1], work.grads.shape[0]) if settings.track else 0
+    _step_tasks(team, architecture, work, rows, settings, n_saturation)
+    barrier(control, n_threads)
+    if settings.track and tid == 0:
+        # (the other threads go on: nothing before the next step's stage writes these buffers)
+        _add_step_health(architecture, work, rows[1], n_saturation)
+    if settings.clip_norm > 0.0:
+        _clip_norm(team, work, settings.clip_norm)
+    return np.int64(0)
+
+
+@helper
+def _saturation_tasks(local, shards):
+    # Blocks of at least ~64 rows per count task (a task per handful of rows costs more than it
+    # counts); the counts are integers, so the blocks change no result.
+    blocks = local // shards // 64
+    blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
+    return shards * blocks
+
+
+@helper
+def _step_tasks(team, architecture, work, rows, settings, n_saturation):
+    # A step's tasks: per chunk of the parameters, the shards added up, the layers' squared norms,
+    # the entries clamped and the chunk's squared norm; then per block of a shard's rows, its
+    # saturated units (this step's activations).
+    tid, n_threads, control = team
+    lo, local = rows
+    grads, chunks = work.grads, work.chunks
     shards, n_params = grads.shape[0], grads.shape[1]
     n_chunks = chunk_count(n_params)
     gradient = grads[0]
-    n_saturation = 0
-    if track:
-        # Blocks of at least ~64 rows per count task (a task per handful of rows costs more than
-        # it counts); the counts are integers, so the blocks change no result.
-        blocks = local // shards // 64
-        blocks = 1 if blocks < 1 else (SATURATION_BLOCKS if blocks > SATURATION_BLOCKS else blocks)
-        n_saturation = shards * blocks
     task = tid
     while task < n_chunks + n_saturation:
         if task >= n_chunks:
-            # Saturated units of one block of one shard's rows (this step's activations).
             block = task - n_chunks
             blocks = n_saturation // shards
             shard = block // blocks
             shard_rows = lo + (shard + 1) * local // shards - (lo + shard * local // shards)
             part = block % blocks
-            _count_saturated(
-                acts[shard],
-                architecture,
-                part * shard_rows // blocks,
-                (part + 1) * shard_rows // blocks,
-                health_counts[block],
-            )
+            first, stop = part * shard_rows // blocks, (part + 1) * shard_rows // blocks
+            _count_saturated(work.acts[shard], architecture, first, stop, work.health_counts[block])
         else:
             first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
             if shards > 1:
                 add_shards(grads, shards, first, stop)
-            if track:
-                _layer_squares(gradient, meta, first, stop, health_partials[task])
-            if clip_value > 0.0:
-                _clip_values(gradient, first, stop, t(clip_value))
-            if clip_norm > 0.0:
+            if settings.track:
+                _layer_squares(gradient, architecture.layers, first, stop, work.health_partials[task])
+            if settings.clip_value > 0.0:
+                _clip_values(gradient, first, stop, gradient.dtype.type(settings.clip_value))
+            if settings.clip_norm > 0.0:
                 chunks[task] = _squares(gradient, first, stop)
         task = next_task(n_threads, task)
-    barrier(control, n_threads)
-    if track and tid == 0:
-        # Added up in chunk and block order: the same on any number of threads. (The other
-        # threads go on; nothing before the next step's stage writes these buffers.)
-        for layer in range(meta.size):
-            squares = 0.0
-            for chunk in range(n_chunks):
-                squares += health_partials[chunk, layer]
-            sums[SUM_GRAD_NORMS, layer] += np.sqrt(squares)
-            count = 0
-            for block in range(n_saturation):
-                count += health_counts[block, layer]
-            sums[SUM_SATURATED, layer] += count
-            sums[SUM_UNITS, layer] += local * meta[layer]["n_out"]
-        sums[SUM_STEPS, 0] += 1.0
-    if clip_norm > 0.0:
+
+
+@helper
+def _add_step_health(architecture, work, local, n_saturation):
+    # The step's health into the epoch's sums (thread 0), added up in chunk and block order: the
+    # same on any number of threads.
+    sums, meta = work.health_sums, architecture.layers
+    n_chunks = chunk_count(work.grads.shape[1])
+    for layer in range(meta.size):
         squares = 0.0
         for chunk in range(n_chunks):
-            squares += chunks[chunk]
-        factor = clip_norm / (np.sqrt(squares) + 1e-6)
-        if factor < 1.0:
-            task = tid
-            while task < n_chunks:
-                first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
-                _scale(gradient, first, stop, t(factor))
-                task = next_task(n_threads, task)
-            barrier(control, n_threads)
-    return np.int64(0)
+            squares += work.health_partials[chunk, layer]
+        sums[SUM_GRAD_NORMS, layer] += np.sqrt(squares)
+        count = 0
+        for block in range(n_saturation):
+            count += work.health_counts[block, layer]
+        sums[SUM_SATURATED, layer] += count
+        sums[SUM_UNITS, layer] += local * meta[layer]["n_out"]
+    sums[SUM_STEPS, 0] += 1.0
+
+
+@helper
+def _clip_norm(team, work, clip_norm):
+    # The gradient scaled to norm ``clip_norm`` when above it, its squared norm summed in chunk
+    # order (the chunks' sums from _step_tasks).
+    tid, n_threads, control = team
+    gradient, chunks = work.grads[0], work.chunks
+    n_params = gradient.size
+    n_chunks = chunk_count(n_params)
+    squares = 0.0
+    for chunk in range(n_chunks):
+        squares += chunks[chunk]
+    factor = clip_norm / (np.sqrt(squares) + 1e-6)
+    if factor < 1.0:
+        task = tid
+        while task < n_chunks:
+            first, stop = task * n_params // n_chunks, (task + 1) * n_params // n_chunks
+            _scale(gradient, first, stop, gradient.dtype.type(factor))
+            task = next_task(n_threads, task)
+        barrier(control, n_threads)
 
 
 @subroutine

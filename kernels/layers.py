@@ -1,4 +1,4 @@
-# stamp: faf85982eb93b0c63d6bfcb78771d3dd
+# stamp: 50906f77034c923f151f255b63f2604d
 """Layer kernels on whole arrays: the building blocks of a pass, one public function each, with
 NumPy twins of the same name and signature in :mod:`fastgd.reference` (the equivalence tests
 call both). They run what the training loop runs (the activations, losses and product paths)
@@ -19,9 +19,8 @@ from .config import BLAS_MIN_MACS
 from .jit import kernel
 from .losses import SPECS as LOSS_SPECS
 from .losses import loss_rows
-from .lowlevel import gemm_address
 from .passes import _output_derivative, penalise
-from .products import BLAS, LOOPS, NN, NT, TILES, TN, product
+from .products import BLAS, LOOPS, NN, NT, TILES, TN, gemm_address, product
 
 
 def _flat(array, dtype=None):

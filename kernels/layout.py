@@ -1,4 +1,4 @@
-# stamp: 158f5fb707d15f5835d05123eca3097b
+# stamp: 0e084be2ff3cf380b00149123915d874
 """The one owner of fastgd's buffer layout: the per-layer records of a network
 (``Architecture``), the flat work buffers, the ``control`` array, the partition of work into
 fixed blocks, and the named bundles the compiled entry points take.
@@ -448,7 +448,7 @@ class Settings(NamedTuple):
     penalty_per_weight :
     each step's penalty divided by the batch's total sample weight (scikit-learn's ``alpha``);
     mean : the loss is averaged over the rows, not summed; shards, solo : how batches are cut
-    (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``lowlevel.gemm_address``), 0 when
+    (``shard_plan``); gemm : the address of BLAS's ``?gemm`` (``products.gemm_address``), 0 when
     the network never calls BLAS; dropout_seed : the dropout masks' seed; loss_parameter : the
     loss's own parameter (Huber's δ); python : the address of the fit's way into Python (a
     ``kernels.train.PythonCall``), 0 for none; forward, backward : the addresses of the compiled
@@ -578,140 +578,6 @@ def make_settings(
 def _int64(seed) -> int:
     # A seed of up to 64 bits as the int64 with the same bits.
     return int(np.uint64(int(seed) % (1 << 64)).astype(np.int64))
-
-
-# --------------------------------------------------------------------------- epoch ends
-# What the loop does after each completed epoch besides checking and saving it
-# (``kernels.epoch_end``): validation, the stopping rule and visits to Python.
-
-STOP_NONE = 0
-STOP_PATIENCE = 1  # Keras's EarlyStopping: best − delta beaten, else wait; stop after `patience` waits
-STOP_NO_IMPROVEMENT = 2  # scikit-learn's tol / n_iter_no_change (see kernels.epoch_end)
-MONITOR_LOSS = 0
-MONITOR_VAL_LOSS = 1
-MONITOR_VAL_SCORE = 2  # the validation score (Rule.score's kind): higher is better
-SCORE_NONE = 0
-SCORE_ARGMAX = 1  # rows whose largest output is their target's
-SCORE_THRESHOLD = 2  # outputs on the same side of 0.5 as their target
-SCORE_SUBSET = 3  # rows whose every output is on its target's side of 0.5 (multilabel)
-SCORE_R2 = 4  # the coefficient of determination, averaged over the outputs (regression)
-
-
-class Rule(NamedTuple):
-    """The stopping rule of a fit (``kernels.epoch_end.stopping_rule``).
-
-    mode : STOP_NONE, STOP_PATIENCE or STOP_NO_IMPROVEMENT; monitor : MONITOR_*; patience :
-    epochs without improvement that stop (patience, n_iter_no_change; may be inf); delta : the
-    improvement that counts (min_delta, tol); restore : keep the best epoch's parameters; score
-    : the validation score measured (SCORE_*); validate : validation rows are given; offset :
-    epochs of this fit before this call (best_epoch counts from the fit's start); lr_factor : > 0:
-    a stop first divides the learning rate by this (scikit-learn's "adaptive")... min_lr_scale :
-    ...while the rate's scale is above this; then it stops.
-    """
-
-    mode: int = STOP_NONE
-    monitor: int = MONITOR_LOSS
-    patience: float = 0.0
-    delta: float = 0.0
-    restore: bool = False
-    score: int = SCORE_NONE
-    validate: bool = False
-    offset: int = 0
-    lr_factor: float = 0.0
-    min_lr_scale: float = 0.0
-
-
-# The rule's state, kept across calls of one fit (a record array of one element).
-RULE_STATE = np.dtype(
-    [
-        ("best", np.float64),  # the best monitored value so far
-        ("waited", np.float64),  # epochs since it improved (or scikit-learn's no-improvement count)
-        ("best_epoch", np.float64),  # when it did (1-based within the fit; 0: not yet)
-        ("snapshot", np.float64),  # 1: best_params holds that epoch's parameters
-        ("lr_scale", np.float64),  # the factor on every step's learning rate (1 until lr_factor divides it)
-    ],
-    align=True,
-)
-# Per epoch of a call (NaN where not measured).
-RECORD = np.dtype([("val_loss", np.float64), ("val_score", np.float64)], align=True)
-
-
-def make_rule_state(rule) -> np.ndarray:
-    """A fresh rule state for ``rule``."""
-    state = np.zeros(1, dtype=RULE_STATE)
-    state[0]["best"] = -np.inf if rule.monitor == MONITOR_VAL_SCORE else np.inf
-    state[0]["lr_scale"] = 1.0
-    return state
-
-
-class Visits(NamedTuple):
-    """Visits to Python (the fit's ``python`` stage): ``enabled`` (none without), after every
-    ``every`` epochs (0: none by count), whenever ``interval`` nanoseconds have passed since the
-    last (0: never by time), and with ``beat`` also between batches when that time has passed
-    (so that a main-thread fit's Ctrl-C handler runs)."""
-
-    enabled: bool = False
-    every: int = 0
-    interval: int = 0
-    beat: bool = False
-
-
-# What the loop asks of Python (through ``kernels.train.PythonCall``).
-VISIT_EPOCH = 0  # a visit after an epoch (argument: the epochs completed in this call)
-VISIT_HEARTBEAT = 1  # a heartbeat between batches
-EXCHANGE_STEP = 2  # the sum of a step's gradient over the ranks (kernels.exchange)
-EXCHANGE_WEIGHTS = 3  # the sum of an epoch's batch weights over the ranks
-
-
-class EpochEnd(NamedTuple):
-    """What the loop does after each completed epoch.
-
-    X, Y : validation rows, flat (n_val * n_in,), (n_val * n_out,); row_scale : (n_val,);
-    buffers : ``Buffers`` for the validation rows; best_params : (n_params,); records : RECORD
-    (epochs,); state : RULE_STATE (1,); rule : ``Rule``; visits : ``Visits``; passes : a PASS
-    record (1,), the validation pass's arguments. Unused arrays are one element long
-    (``make_epoch_end``).
-    """
-
-    X: np.ndarray
-    Y: np.ndarray
-    row_scale: np.ndarray
-    buffers: Buffers
-    best_params: np.ndarray
-    records: np.ndarray
-    state: np.ndarray
-    rule: Rule
-    visits: Visits
-    passes: np.ndarray
-
-
-def make_epoch_end(architecture, dtype, epochs, validation=None, rule=None, visits=None, restore=False) -> EpochEnd:
-    """An ``EpochEnd`` for calls of up to ``epochs`` epochs: ``validation`` = (X_val, Y_val,
-    row_scale) or None, ``rule`` a ``Rule`` (None: none), ``visits`` a ``Visits`` (None: none);
-    ``restore``: room for the best epoch's parameters."""
-    dtype = np.dtype(dtype)
-    one = np.zeros(1, dtype=dtype)
-    rule = Rule() if rule is None else rule
-    if validation is not None:
-        X, Y, row_scale = (np.array(array, dtype=dtype).reshape(-1) for array in validation)  # writable copies
-        buffers = make_buffers(architecture, row_scale.size, dtype)
-        rule = rule._replace(validate=True)
-    else:
-        X, Y, row_scale = one, one.copy(), one.copy()
-        buffers = Buffers(one.copy(), one.copy(), one.copy(), one.copy(), np.zeros(1), np.zeros(1), one.copy())
-    best = np.empty(architecture.n_params, dtype=dtype) if restore else one.copy()
-    return EpochEnd(
-        X,
-        Y,
-        row_scale,
-        buffers,
-        best,
-        np.full(max(int(epochs), 1), np.nan, dtype=RECORD),
-        make_rule_state(rule),
-        rule,
-        Visits() if visits is None else visits,
-        np.zeros(1, dtype=PASS),
-    )
 
 
 # --------------------------------------------------------------------------- shards and threads

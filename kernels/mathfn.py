@@ -246,22 +246,23 @@ ERFC_S = (
 )
 
 
-@njit(**_CORE, inline="always")
-def _polynomial(x, coefficients):
-    # Horner's rule over a tuple of constants (unrolled by LLVM: its length is known).
-    result = 0.0
-    for c in coefficients:
-        result = result * x + c
-    return result
-
-
 def erf64(x):
     """erf of a float64, branch-free: every form computed, one selected."""
     ax = abs(x)
     z = x * x
-    t, u = _polynomial(z, ERF_T), _polynomial(z, ERF_U)
-    p, q = _polynomial(ax, ERFC_P), _polynomial(ax, ERFC_Q)
-    r, s = _polynomial(ax, ERFC_R), _polynomial(ax, ERFC_S)
+    # (Horner's rule written out, four steps a line: a loop here, inlined into a caller's loop,
+    # would keep that loop scalar)
+    t = (((ERF_T[0] * z + ERF_T[1]) * z + ERF_T[2]) * z + ERF_T[3]) * z + ERF_T[4]
+    u = (((ERF_U[0] * z + ERF_U[1]) * z + ERF_U[2]) * z + ERF_U[3]) * z + ERF_U[4]
+    u = u * z + ERF_U[5]
+    p = (((ERFC_P[0] * ax + ERFC_P[1]) * ax + ERFC_P[2]) * ax + ERFC_P[3]) * ax + ERFC_P[4]
+    p = (((p * ax + ERFC_P[5]) * ax + ERFC_P[6]) * ax + ERFC_P[7]) * ax + ERFC_P[8]
+    q = (((ERFC_Q[0] * ax + ERFC_Q[1]) * ax + ERFC_Q[2]) * ax + ERFC_Q[3]) * ax + ERFC_Q[4]
+    q = (((q * ax + ERFC_Q[5]) * ax + ERFC_Q[6]) * ax + ERFC_Q[7]) * ax + ERFC_Q[8]
+    r = (((ERFC_R[0] * ax + ERFC_R[1]) * ax + ERFC_R[2]) * ax + ERFC_R[3]) * ax + ERFC_R[4]
+    r = r * ax + ERFC_R[5]
+    s = (((ERFC_S[0] * ax + ERFC_S[1]) * ax + ERFC_S[2]) * ax + ERFC_S[3]) * ax + ERFC_S[4]
+    s = (s * ax + ERFC_S[5]) * ax + ERFC_S[6]
     # One division, of the form |x| selects (divisions are the slow vector instructions here).
     ratio = select(ax <= 1.0, x * t, select(ax < 8.0, p, r)) / select(ax <= 1.0, u, select(ax < 8.0, q, s))
     # 1 − erfc(|x|); from |x| = 6, erfc < 2.2e-17 and the difference rounds to 1 (so neither ∞/∞

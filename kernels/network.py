@@ -1,4 +1,4 @@
-# stamp: b9284d5e52eb2e93952628905f667a99
+# stamp: 9082f607695e423fa8c6c2eefee7f625
 """Whole-network kernels on a batch of rows: forward pass, loss, and loss with backprop.
 
 Each is a Python entry point that runs the passes the training loop runs (``kernels.passes``)
@@ -24,8 +24,9 @@ import numpy as np
 from . import layout, passes
 from .jit import current, first_call, kernel
 from .losses import SPECS as LOSS_SPECS
-from .lowlevel import address, call_piece, gemm_address
+from .lowlevel import address, call_piece
 from .passes import NO_DROPOUT, NO_LOSS, Batch, Pass
+from .products import gemm_address
 from .team import barrier, run_team
 
 

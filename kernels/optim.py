@@ -1,4 +1,4 @@
-# stamp: 8bcf4303e837d877513720f4299b78f7
+# stamp: 1bbaebdb5aa0d0723a79b81bbe71fabd
 """Optimizers and learning-rate schedules: the update rule of the PyTorch optimizer of the same
 name (``torch.optim``), so that the same hyper-parameters give the same trajectory, each
 declared once in ``SPECS``; and ``update``, the step over a chunk of the flat buffers.
@@ -330,61 +330,64 @@ SPECS = {
     spec.code: spec
     for spec in (
         OptimizerSpec(
-            "sgd",
-            OPT_SGD,
-            _hypers(
+            name="sgd",
+            code=OPT_SGD,
+            hyper=_hypers(
                 ("lr", 0.001, "positive"),
                 ("momentum", 0.0, "non-negative"),
                 ("dampening", 0.0, "closed unit"),
                 ("nesterov", False, "flag"),
                 ("weight_decay", 0.0, "non-negative"),
             ),
-            ("momentum_buffer",),
-            (0.0,),
-            sgd_coefficients,
-            sgd_rule,
-            "Stochastic gradient descent, as ``torch.optim.SGD``.",
-            "g ← g + wd·p; with momentum μ: b ← g (t = 1), b ← μb + (1 − dampening)g (t > 1); g ← g + μb (nesterov) "
-            "or b; "
-            "p ← p − lr·g",
-            "SGD",
-            _nesterov_check,
+            state=("momentum_buffer",),
+            initial=(0.0,),
+            coefficients=sgd_coefficients,
+            rule=sgd_rule,
+            title="Stochastic gradient descent, as ``torch.optim.SGD``.",
+            formula=(
+                "g ← g + wd·p; with momentum μ: b ← g (t = 1), b ← μb + (1 − dampening)g (t > 1); "
+                "g ← g + μb (nesterov) or b; p ← p − lr·g"
+            ),
+            torch="SGD",
+            check=_nesterov_check,
         ),
         OptimizerSpec(
-            "momentum",
-            OPT_MOMENTUM,
-            _hypers(("lr", 0.01, "positive"), ("beta", 0.9, "unit")),
-            ("velocity",),
-            (0.0,),
-            momentum_coefficients,
-            momentum_rule,
-            "Momentum in exponential-average form (no PyTorch twin).",
-            "v ← βv + (1 − β)g (v₀ = 0); p ← p − lr·v",
-            None,
+            name="momentum",
+            code=OPT_MOMENTUM,
+            hyper=_hypers(("lr", 0.01, "positive"), ("beta", 0.9, "unit")),
+            state=("velocity",),
+            initial=(0.0,),
+            coefficients=momentum_coefficients,
+            rule=momentum_rule,
+            title="Momentum in exponential-average form (no PyTorch twin).",
+            formula="v ← βv + (1 − β)g (v₀ = 0); p ← p − lr·v",
+            torch=None,
         ),
         OptimizerSpec(
-            "adagrad",
-            OPT_ADAGRAD,
-            _hypers(
+            name="adagrad",
+            code=OPT_ADAGRAD,
+            hyper=_hypers(
                 ("lr", 0.01, "positive"),
                 ("lr_decay", 0.0, "non-negative"),
                 ("weight_decay", 0.0, "non-negative"),
                 ("initial_accumulator_value", 0.0, "non-negative"),
                 ("eps", 1e-10, "non-negative"),
             ),
-            ("sum",),
-            ("initial_accumulator_value",),
-            adagrad_coefficients,
-            adagrad_rule,
-            "Adagrad, as ``torch.optim.Adagrad``.",
-            "g ← g + wd·p; clr = lr / (1 + (t − 1)·lr_decay); s ← s + g² (s₀ = initial_accumulator_value); p ← p − "
-            "clr·g / (√s + eps)",
-            "Adagrad",
+            state=("sum",),
+            initial=("initial_accumulator_value",),
+            coefficients=adagrad_coefficients,
+            rule=adagrad_rule,
+            title="Adagrad, as ``torch.optim.Adagrad``.",
+            formula=(
+                "g ← g + wd·p; clr = lr / (1 + (t − 1)·lr_decay); s ← s + g² (s₀ = initial_accumulator_value); "
+                "p ← p − clr·g / (√s + eps)"
+            ),
+            torch="Adagrad",
         ),
         OptimizerSpec(
-            "rmsprop",
-            OPT_RMSPROP,
-            _hypers(
+            name="rmsprop",
+            code=OPT_RMSPROP,
+            hyper=_hypers(
                 ("lr", 0.01, "positive"),
                 ("alpha", 0.99, "unit"),
                 ("eps", 1e-8, "non-negative"),
@@ -392,56 +395,61 @@ SPECS = {
                 ("momentum", 0.0, "non-negative"),
                 ("centered", False, "flag"),
             ),
-            ("square_avg", "grad_avg", "momentum_buffer"),
-            (0.0, 0.0, 0.0),
-            rmsprop_coefficients,
-            rmsprop_rule,
-            "RMSprop, as ``torch.optim.RMSprop``.",
-            "g ← g + wd·p; s ← αs + (1 − α)g²; centered: ḡ ← αḡ + (1 − α)g, d = √(s − ḡ²) + eps, else d = √s + eps; "
-            "momentum μ > 0: b ← μb + g/d, p ← p − lr·b; else p ← p − lr·g/d",
-            "RMSprop",
+            state=("square_avg", "grad_avg", "momentum_buffer"),
+            initial=(0.0, 0.0, 0.0),
+            coefficients=rmsprop_coefficients,
+            rule=rmsprop_rule,
+            title="RMSprop, as ``torch.optim.RMSprop``.",
+            formula=(
+                "g ← g + wd·p; s ← αs + (1 − α)g²; "
+                "centered: ḡ ← αḡ + (1 − α)g, d = √(s − ḡ²) + eps, else d = √s + eps; "
+                "momentum μ > 0: b ← μb + g/d, p ← p − lr·b; else p ← p − lr·g/d"
+            ),
+            torch="RMSprop",
         ),
         OptimizerSpec(
-            "adam",
-            OPT_ADAM,
-            _hypers(
+            name="adam",
+            code=OPT_ADAM,
+            hyper=_hypers(
                 ("lr", 0.001, "positive"),
                 *_BETAS,
                 ("eps", 1e-8, "non-negative"),
                 ("weight_decay", 0.0, "non-negative"),
                 ("amsgrad", False, "flag"),
             ),
-            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-            (0.0, 0.0, 0.0),
-            adam_coefficients,
-            adam_rule,
-            "Adam, as ``torch.optim.Adam``.",
-            "g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; amsgrad: v ← v_max ← max(v_max, v); "
-            "p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)",
-            "Adam",
+            state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            initial=(0.0, 0.0, 0.0),
+            coefficients=adam_coefficients,
+            rule=adam_rule,
+            title="Adam, as ``torch.optim.Adam``.",
+            formula=(
+                "g ← g + wd·p; m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; amsgrad: v ← v_max ← max(v_max, v); "
+                "p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + eps)"
+            ),
+            torch="Adam",
         ),
         OptimizerSpec(
-            "adamw",
-            OPT_ADAMW,
-            _hypers(
+            name="adamw",
+            code=OPT_ADAMW,
+            hyper=_hypers(
                 ("lr", 0.001, "positive"),
                 *_BETAS,
                 ("eps", 1e-8, "non-negative"),
                 ("weight_decay", 0.01, "non-negative"),
                 ("amsgrad", False, "flag"),
             ),
-            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-            (0.0, 0.0, 0.0),
-            adamw_coefficients,
-            adam_rule,
-            "AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.",
-            "p ← p·(1 − lr·wd), then Adam with no weight decay in g",
-            "AdamW",
+            state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            initial=(0.0, 0.0, 0.0),
+            coefficients=adamw_coefficients,
+            rule=adam_rule,
+            title="AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay.",
+            formula="p ← p·(1 − lr·wd), then Adam with no weight decay in g",
+            torch="AdamW",
         ),
         OptimizerSpec(
-            "nadam",
-            OPT_NADAM,
-            _hypers(
+            name="nadam",
+            code=OPT_NADAM,
+            hyper=_hypers(
                 ("lr", 0.002, "positive"),
                 *_BETAS,
                 ("eps", 1e-8, "non-negative"),
@@ -449,50 +457,54 @@ SPECS = {
                 ("momentum_decay", 0.004, "non-negative"),
                 ("decoupled_weight_decay", False, "flag"),
             ),
-            ("exp_avg", "exp_avg_sq", "mu_product"),
-            (0.0, 0.0, 1.0),
-            nadam_coefficients,
-            nadam_rule,
-            "NAdam (Adam with Nesterov momentum), as ``torch.optim.NAdam``.",
-            "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); μₜ = β₁(1 − ½·0.96^(tψ)); Πₜ = Πₜ₋₁μₜ; m ← β₁m + (1 − β₁)g; "
-            "v ← β₂v + (1 − β₂)g²; d = √(v/(1 − β₂ᵗ)) + eps; p ← p − lr(1 − μₜ)/(1 − Πₜ)·g/d − lr·μₜ₊₁/(1 − "
-            "Πₜμₜ₊₁)·m/d "
-            "(ψ = momentum_decay)",
-            "NAdam",
+            state=("exp_avg", "exp_avg_sq", "mu_product"),
+            initial=(0.0, 0.0, 1.0),
+            coefficients=nadam_coefficients,
+            rule=nadam_rule,
+            title="NAdam (Adam with Nesterov momentum), as ``torch.optim.NAdam``.",
+            formula=(
+                "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); μₜ = β₁(1 − ½·0.96^(tψ)); Πₜ = Πₜ₋₁μₜ; "
+                "m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; d = √(v/(1 − β₂ᵗ)) + eps; "
+                "p ← p − lr(1 − μₜ)/(1 − Πₜ)·g/d − lr·μₜ₊₁/(1 − Πₜμₜ₊₁)·m/d (ψ = momentum_decay)"
+            ),
+            torch="NAdam",
         ),
         OptimizerSpec(
-            "radam",
-            OPT_RADAM,
-            _hypers(
+            name="radam",
+            code=OPT_RADAM,
+            hyper=_hypers(
                 ("lr", 0.001, "positive"),
                 *_BETAS,
                 ("eps", 1e-8, "non-negative"),
                 ("weight_decay", 0.0, "non-negative"),
                 ("decoupled_weight_decay", False, "flag"),
             ),
-            ("exp_avg", "exp_avg_sq"),
-            (0.0, 0.0),
-            radam_coefficients,
-            radam_rule,
-            "RAdam (rectified Adam), as ``torch.optim.RAdam``.",
-            "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; "
-            "ρ∞ = 2/(1 − β₂) − 1, ρₜ = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); m̂ = m/(1 − β₁ᵗ); ρₜ > 5: "
-            "p ← p − lr·m̂·√(1 − β₂ᵗ)/(√v + eps)·√((ρₜ − 4)(ρₜ − 2)ρ∞/((ρ∞ − 4)(ρ∞ − 2)ρₜ)), else p ← p − lr·m̂",
-            "RAdam",
+            state=("exp_avg", "exp_avg_sq"),
+            initial=(0.0, 0.0),
+            coefficients=radam_coefficients,
+            rule=radam_rule,
+            title="RAdam (rectified Adam), as ``torch.optim.RAdam``.",
+            formula=(
+                "g ← g + wd·p (decoupled: p ← p·(1 − lr·wd)); m ← β₁m + (1 − β₁)g; v ← β₂v + (1 − β₂)g²; "
+                "ρ∞ = 2/(1 − β₂) − 1, ρₜ = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); m̂ = m/(1 − β₁ᵗ); "
+                "ρₜ > 5: p ← p − lr·m̂·√(1 − β₂ᵗ)/(√v + eps)·√((ρₜ − 4)(ρₜ − 2)ρ∞/((ρ∞ − 4)(ρ∞ − 2)ρₜ)), "
+                "else p ← p − lr·m̂"
+            ),
+            torch="RAdam",
         ),
         OptimizerSpec(
-            "adamax",
-            OPT_ADAMAX,
-            _hypers(
+            name="adamax",
+            code=OPT_ADAMAX,
+            hyper=_hypers(
                 ("lr", 0.002, "positive"), *_BETAS, ("eps", 1e-8, "non-negative"), ("weight_decay", 0.0, "non-negative")
             ),
-            ("exp_avg", "exp_inf"),
-            (0.0, 0.0),
-            adamax_coefficients,
-            adamax_rule,
-            "Adamax (Adam with the infinity norm), as ``torch.optim.Adamax``.",
-            "g ← g + wd·p; m ← β₁m + (1 − β₁)g; u ← max(β₂u, |g| + eps); p ← p − lr/(1 − β₁ᵗ)·m/u",
-            "Adamax",
+            state=("exp_avg", "exp_inf"),
+            initial=(0.0, 0.0),
+            coefficients=adamax_coefficients,
+            rule=adamax_rule,
+            title="Adamax (Adam with the infinity norm), as ``torch.optim.Adamax``.",
+            formula="g ← g + wd·p; m ← β₁m + (1 − β₁)g; u ← max(β₂u, |g| + eps); p ← p − lr/(1 − β₁ᵗ)·m/u",
+            torch="Adamax",
         ),
     )
 }

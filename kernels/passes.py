@@ -1,4 +1,4 @@
-# stamp: efc6b4084e6af8f334afb9a5235dcb27
+# stamp: bfa4f8405c203883f0ffd0144b9d3138
 """The forward and backward pass of a whole network over one batch, as team phases, and the
 dropout masks; the training loop, the validation stage and the entry points (``predict``,
 ``loss``, ``gradients``) all run these.

@@ -1,4 +1,4 @@
-# stamp: 3942536ab35aff28869f6ae807b98e82
+# stamp: 9dcc932dc92c95f86699a219a58bb7c5
 """Matrix products on blocks of flat buffers, row-major: plain loops, a register-blocked tile
 written in LLVM IR, or one BLAS ``?gemm`` call.
 
@@ -32,7 +32,7 @@ from numba.extending import intrinsic, overload
 
 from .config import BLAS_MIN_MACS, BLAS_MIN_SIDE, FASTMATH_FLAGS
 from .jit import helper, subroutine
-from .lowlevel import NO_TRANSPOSE, TRANSPOSE, call_gemm, pointer
+from .lowlevel import pointer
 
 NN = 0
 TN = 1
@@ -92,7 +92,7 @@ def product(chosen, shape, m, n, k, a, b, c, gemm):
     """``C = op(A) @ op(B)`` for an ``m × n`` block of C over an inner dimension ``k`` by path
     ``chosen`` (``path``); ``a``, ``b``, ``c`` operands ``(array, start, ld)``: A is ``m × k``
     (NN, NT) or ``k × m`` (TN), B ``k × n`` (NN, TN) or ``n × k`` (NT); C is overwritten.
-    ``gemm``: BLAS's ``?gemm`` address (``lowlevel.gemm_address``), read by the BLAS path."""
+    ``gemm``: BLAS's ``?gemm`` address (``gemm_address``), read by the BLAS path."""
     if chosen == BLAS:
         _blas(shape, m, n, k, a, b, c, gemm)
     elif chosen == TILES and shape == NN:
@@ -377,3 +377,103 @@ def _tile_ir(typingctx, a, a_row_stride, a_col_stride, b, ldb, c, ldc, k, shape,
         return ir.Constant(i64, 0)
 
     return signature, codegen
+
+
+# --------------------------------------------------------------------------- BLAS
+
+
+NO_TRANSPOSE = ord("N")
+TRANSPOSE = ord("T")
+
+
+def _entry_alloca(builder, llvm_type):
+    # Stack room in the function's entry block (an alloca inside a loop would grow the stack
+    # on every iteration).
+    with builder.goto_entry_block():
+        return builder.alloca(llvm_type)
+
+
+@intrinsic
+def _call_gemm(typingctx, address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    # Column-major C = op(A) op(B) (alpha 1, beta 0) by the Fortran ?gemm at ``address``: every
+    # argument by pointer, sizes as 32-bit ``int`` (SciPy's LP64 BLAS).
+    integers = (address, transa, transb, m, n, k, lda, ldb, ldc)
+    if any(value != types.int64 for value in integers) or not isinstance(a, types.CPointer) or not a == b == c:
+        return None
+    if a.dtype not in (types.float32, types.float64):
+        return None
+    signature = types.int64(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc)
+
+    def codegen(context, builder, sig, args):
+        address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc = args
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        element = context.get_value_type(sig.args[6].dtype)
+        slots = []
+        for value, width in (
+            (transa, i8),
+            (transb, i8),
+            (m, i32),
+            (n, i32),
+            (k, i32),
+            (lda, i32),
+            (ldb, i32),
+            (ldc, i32),
+        ):
+            slot = _entry_alloca(builder, width)
+            builder.store(builder.trunc(value, width), slot)
+            slots.append(slot)
+        one, zero = _entry_alloca(builder, element), _entry_alloca(builder, element)
+        builder.store(ir.Constant(element, 1.0), one)
+        builder.store(ir.Constant(element, 0.0), zero)
+        ta, tb, pm, pn, pk, plda, pldb, pldc = slots
+        arguments = [ta, tb, pm, pn, pk, one, a, plda, b, pldb, zero, c, pldc]
+        function_type = ir.FunctionType(ir.VoidType(), [value.type for value in arguments])
+        builder.call(builder.inttoptr(address, function_type.as_pointer()), arguments)
+        return ir.Constant(ir.IntType(64), 0)
+
+    return signature, codegen
+
+
+def call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    """Column-major ``C = op(A) op(B)`` by the Fortran ``?gemm`` at ``address``
+    (``gemm_address``): ``transa``/``transb`` are ``NO_TRANSPOSE`` or ``TRANSPOSE``; ``a``,
+    ``b``, ``c`` typed pointers. Compiled code only."""
+    raise NotImplementedError("call_gemm runs in compiled code only")
+
+
+@overload(call_gemm)
+def _ol_call_gemm(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    def impl(address, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+        return _call_gemm(
+            np.int64(address),
+            np.int64(transa),
+            np.int64(transb),
+            np.int64(m),
+            np.int64(n),
+            np.int64(k),
+            a,
+            np.int64(lda),
+            b,
+            np.int64(ldb),
+            c,
+            np.int64(ldc),
+        )
+
+    return impl
+
+
+_GEMM = {}
+
+
+def gemm_address(dtype) -> int:
+    """The address of SciPy's ``sgemm`` (float32) or ``dgemm`` (float64), through
+    ``numba.extending.get_cython_function_address`` on ``scipy.linalg.cython_blas`` (Numba's
+    "Calling Cython functions" page). Passed to compiled code at run time: a process's address is
+    not a constant a cached function may hold."""
+    dtype = np.dtype(dtype)
+    if dtype not in _GEMM:
+        from numba.extending import get_cython_function_address
+
+        name = {np.dtype(np.float32): "sgemm", np.dtype(np.float64): "dgemm"}[dtype]
+        _GEMM[dtype] = int(get_cython_function_address("scipy.linalg.cython_blas", name))
+    return _GEMM[dtype]

@@ -1,4 +1,4 @@
-# stamp: cebe8bb073d737e2a9e992a1a86dd8db
+# stamp: 24f71bbd7c3c1f04ac4e992a27a83ee8
 """Teams of threads running one compiled kernel together (SPMD), with no threading layer.
 
 A team is ``n_threads`` Python threads that each call the same compiled, GIL-free kernel with

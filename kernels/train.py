@@ -1,4 +1,4 @@
-# stamp: 57070b40c98181af8162e94aa75450b9
+# stamp: 05223ad5e50c2b34221d1b18de459543
 """The compiled training loop: whole epochs of mini-batch gradient descent in one call, run by a
 team of threads (``kernels.team``), and the row shuffle it uses.
 
@@ -13,8 +13,10 @@ The loop reads top-down as its stages:
 * ``_start`` (the epoch: its row order, its batch weights);
 * per batch: ``_gather`` (the batch's rows into the batch buffers), ``_gradient`` (forward and
   backward pass of each shard, ``kernels.passes``; the batch loss, summed over ranks with MPI),
-  ``_step`` (the checks, the learning rate, clipping and health, the optimizer's update);
-* ``_finish`` (the epoch: finite, saved, validated, visited).
+  ``_check`` (a stop request, a loss that is not finite), ``_step`` (the learning rate, clipping
+  and health, ``_update``: the optimizer's update);
+* after the epoch: ``_finite`` and ``_save`` (the epoch checked and kept), ``monitor``
+  (validation and the stopping rule, ``kernels.epoch_end``) and ``_visit`` (Python's callbacks).
 
 Every thread runs every stage and takes the same decisions, from values read after a barrier.
 """
@@ -24,33 +26,36 @@ import ctypes
 import numpy as np
 
 from . import health
-from .epoch_end import monitor
+from .epoch_end import (
+    EXCHANGE_STEP,
+    EXCHANGE_WEIGHTS,
+    VISIT_EPOCH,
+    VISIT_HEARTBEAT,
+    EpochEnd,
+    make_epoch_end,
+    monitor,
+)
 from .exchange import exchange
 from .jit import current, first_call, helper, kernel, subroutine
 from .layout import (
     CONTROL,
-    EXCHANGE_STEP,
-    EXCHANGE_WEIGHTS,
     OUTCOME_DIVERGED,
     OUTCOME_FINISHED,
     OUTCOME_INTERRUPTED,
     OUTCOME_STOPPED,
-    VISIT_EPOCH,
-    VISIT_HEARTBEAT,
     Architecture,
     Buffers,
     Data,
-    EpochEnd,
     TrainState,
     Work,
     chunk_count,
     layer_blocks,
-    make_epoch_end,
     shard_buffers,
 )
-from .lowlevel import CALLBACKS, address, call_piece, call_python, gemm_address, monotonic_ns, span, unowned, unowned2
+from .lowlevel import CALLBACKS, address, call_piece, call_python, monotonic_ns, span, unowned, unowned2
 from .optim import lr_at, update
 from .passes import GOLDEN, NO_DROPOUT, Batch, Pass, batch_value, fill, mix, piece_addresses, step_key
+from .products import gemm_address
 from .team import barrier, next_task, read_flag, run_team, write_flag
 
 # --------------------------------------------------------------------------- the shuffle
@@ -147,22 +152,7 @@ def train_loop(tid, n_threads, control, architecture, state, data, work, setting
                 break
             epoch_loss += value * batch[4] if settings.mean else value
             current_step += 1
-            lr = lr_at(
-                settings.schedule_kind, settings.lr, current_step, settings.first_epoch + epoch, settings.schedule
-            )
-            if conditioned:
-                health.condition(
-                    health.STEP, team, state.params, architecture, work, epoch, (batch[1], batch[2]), settings
-                )
-            _update(
-                team,
-                state,
-                work,
-                settings,
-                1 if conditioned else settings.shards,
-                current_step,
-                lr * end.state[0]["lr_scale"],
-            )
+            _step(team, current_step, epoch, batch, architecture, state, work, settings, end, conditioned)
         if outcome != OUTCOME_FINISHED:
             break
         epoch_loss = epoch_loss / total_weight if settings.mean else epoch_loss
@@ -332,6 +322,18 @@ def _gradient(team, current_step, batch, architecture, state, data, work, settin
             architecture, rows, shard_buffers(work, shard), l1 if shard == 0 else 0.0, l2 if shard == 0 else 0.0
         )
     return value
+
+
+@helper
+def _step(team, current_step, epoch, batch, architecture, state, work, settings, end, conditioned):
+    # The optimizer step at this step's learning rate (the schedule's, times the stopping rule's
+    # scale), after the gradient's clipping and health when the fit asks for them.
+    lr = lr_at(settings.schedule_kind, settings.lr, current_step, settings.first_epoch + epoch, settings.schedule)
+    if conditioned:
+        span = (batch[1], batch[2])
+        health.condition(health.STEP, team, state.params, architecture, work, epoch, span, settings)
+    shards = 1 if conditioned else settings.shards
+    _update(team, state, work, settings, shards, current_step, lr * end.state[0]["lr_scale"])
 
 
 @helper
@@ -620,7 +622,7 @@ def train_epochs(architecture, state, data, work, settings, control, n_threads, 
         Stop request (read), outcome (written) and the team's synchronisation slots.
     n_threads : int
         Threads of the team.
-    end : layout.EpochEnd, optional
+    end : epoch_end.EpochEnd, optional
         Validation, the stopping rule and visits to Python after each epoch; default: none.
     python : PythonCall, optional
         The fit's calls into Python: visits (``end.visits``) and, for data-parallel fits, the

@@ -181,7 +181,7 @@ NEW_ACTIVATION = textwrap.dedent("""
     results = {}
     for backend in ("numba", "numpy"):
         net = fastgd.Network([3, 6, 2], activation="softsign", output_activation="identity", loss="mse",
-        dtype="float64",
+                             dtype="float64",
                              backend=backend, random_state=0)
         net.fit(X, y, epochs=4, batch_size=16, optimizer="adam")
         results[backend] = net.predict(X)

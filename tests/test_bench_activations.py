@@ -28,8 +28,8 @@ import numpy as np
 
 __version__ = "0.0.1"
 
-FORMS = {"identity": lambda z: z, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh, "relu": lambda z:
-np.maximum(z, 0.0)}
+FORMS = {"identity": lambda z: z, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "tanh": np.tanh,
+         "relu": lambda z: np.maximum(z, 0.0)}
 
 
 class SGD:
@@ -48,7 +48,7 @@ class History:
 
 class Network:
     def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None,
-    n_threads=None):
+                 n_threads=None):
         if activation not in FORMS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(FORMS)}")
         self.activation = activation

@@ -49,10 +49,10 @@ class History:
 
 class Network:
     def __init__(self, layer_sizes, activation="sigmoid", loss="mse", dtype="float64", random_state=None,
-    n_threads=None):
+                 n_threads=None):
         self.dtype = np.dtype(dtype)
-        self._params = [(np.zeros((a, b), self.dtype), np.zeros(b, self.dtype)) for a, b in zip(layer_sizes[:-1],
-        layer_sizes[1:])]
+        self._params = [(np.zeros((a, b), self.dtype), np.zeros(b, self.dtype))
+                        for a, b in zip(layer_sizes[:-1], layer_sizes[1:])]
         self.weights = [W for W, _ in self._params]
         self.biases = [b for _, b in self._params]
 

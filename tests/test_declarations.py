@@ -187,15 +187,15 @@ NEW_OPTIMIZER = textwrap.dedent("""
     moved = float(np.max(np.abs(net.flat_parameters - before)))
     p, g = rng.normal(size=50), rng.normal(size=50)
     optimizer = Signum(lr=0.1)
-    fast_p, fast_state, twin_p, twin_state = p.copy(), optimizer.initial_state(50, np.float64), p.copy(),
-    optimizer.initial_state(50, np.float64)
+    fast_p, fast_state = p.copy(), optimizer.initial_state(50, np.float64)
+    twin_p, twin_state = p.copy(), optimizer.initial_state(50, np.float64)
     for step in (1, 2, 3):
         kernels.optimizer_step(code, fast_p, g, fast_state, step, 0.1, optimizer.hyper_vector())
         reference.optimizer_step(code, twin_p, g, twin_state, step, 0.1, optimizer.hyper_vector())
     print(json.dumps({"difference": float(np.max(np.abs(results["numba"] - results["numpy"]))),
                       "scale": float(np.max(np.abs(results["numpy"]))), "moved": moved,
-                      "step": float(np.max(np.abs(fast_p - twin_p))), "by_hand": float(np.max(np.abs(twin_p - (p - 3 *
-                      0.1 * np.sign(g))))),
+                      "step": float(np.max(np.abs(fast_p - twin_p))),
+                      "by_hand": float(np.max(np.abs(twin_p - (p - 3 * 0.1 * np.sign(g))))),
                       "arguments": list(Signum().get_config())}))
 """)
 

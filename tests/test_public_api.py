@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numba import carray, njit
 
-from fastgd.kernels import lowlevel
+from fastgd.kernels import lowlevel, products
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.joinpath("kernels").glob("*.py"), *ROOT.joinpath("fastgd").rglob("*.py")])
@@ -304,10 +304,10 @@ def test_a_yield_address_is_found_and_called():
 @njit
 def _gemm(address, a, b, c, m, n, k):
     # Row-major C (m × n) = A (m × k) @ B (k × n) is column-major Cᵀ = Bᵀ Aᵀ.
-    return lowlevel.call_gemm(
+    return products.call_gemm(
         address,
-        lowlevel.NO_TRANSPOSE,
-        lowlevel.NO_TRANSPOSE,
+        products.NO_TRANSPOSE,
+        products.NO_TRANSPOSE,
         n,
         m,
         k,
@@ -322,7 +322,7 @@ def _gemm(address, a, b, c, m, n, k):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_blas_is_scipys_cython_blas_called_by_address(dtype):
-    address = lowlevel.gemm_address(dtype)
+    address = products.gemm_address(dtype)
     assert address > 0
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)).astype(dtype), rng.normal(size=(3, 4)).astype(dtype)
@@ -330,8 +330,8 @@ def test_blas_is_scipys_cython_blas_called_by_address(dtype):
     _gemm(address, a, b, c, 5, 4, 3)
     np.testing.assert_allclose(c, a.astype(np.float64) @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
     with pytest.raises(NotImplementedError):
-        lowlevel.call_gemm(
-            address, lowlevel.NO_TRANSPOSE, lowlevel.NO_TRANSPOSE, 4, 5, 3, b, 4, a, 3, c, 4
+        products.call_gemm(
+            address, products.NO_TRANSPOSE, products.NO_TRANSPOSE, 4, 5, 3, b, 4, a, 3, c, 4
         )  # compiled code only
 
 
@@ -354,7 +354,7 @@ X_val = rng.normal(size=(32, 4)); y_val = (X_val[:, 0] * X_val[:, 1] > 0).astype
 results = {"disabled": config.DISABLE_JIT}
 for activation in ("tanh", "gelu"):
     net = fastgd.Network([4, 6, 5, 2], activation=activation, loss="crossentropy", dtype="float64", random_state=1,
-    n_threads=2)
+                         n_threads=2)
     history = net.fit(X, y, optimizer=fastgd.Adam(lr=0.05), epochs=12, batch_size=16, validation_data=(X_val, y_val),
                       early_stopping=fastgd.callbacks.EarlyStopping(patience=2, monitor="val_loss"))
     results[activation] = {"params": net.flat_parameters.tolist(), "loss": history.loss, "val_loss": history.val_loss,

@@ -50,8 +50,8 @@ if os.path.isdir("/proc"):  # Linux: any process still running the compile helpe
         except OSError:
             pass
 print(json.dumps({"results": results, "hits": hits, "misses": misses, "pieces": pieces,
-                  "signatures": [len(train.train_loop.signatures), len(network.run_passes.signatures)], "helpers":
-                  helpers}))
+                  "signatures": [len(train.train_loop.signatures), len(network.run_passes.signatures)],
+                  "helpers": helpers}))
 """
 
 

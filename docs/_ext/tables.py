@@ -105,7 +105,9 @@ def _generate(app):
     activation_table = _list_table(
         ["name", "layers", "derivative", "scikit-learn", "PyTorch", "ONNX"], activation_rows()
     )
-    loss_table = _list_table(["loss", "definition", "output activation", "targets", "over a batch", "parameter"], loss_rows())
+    loss_table = _list_table(
+        ["loss", "definition", "output activation", "targets", "over a batch", "parameter"], loss_rows()
+    )
     optimizer_table = _list_table(["optimizer", "update rule", "state"], optimizer_rows())
     tables = (("activations.rst", activation_table), ("losses.rst", loss_table), ("optimizers.rst", optimizer_table))
     for name, lines in tables:

@@ -25,7 +25,7 @@ activation, dtype = sys.argv[1], sys.argv[2]
 X, _, y, _ = load_digits()
 X, y = X[:1200].astype(dtype), y[:1200]
 net = fastgd.Network([64, 100, 10], activation=activation, loss="crossentropy", dtype=dtype, random_state=0,
-n_threads=1)
+                     n_threads=1)
 net.copy().fit(X, y, optimizer=fastgd.Adam(lr=1e-3), epochs=1, batch_size=200)
 best = float("inf")
 for _ in range(3):

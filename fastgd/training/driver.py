@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import memory, streaming
 from ..history import History
-from ..kernels import layout
+from ..kernels import epoch_end, layout
 from ..reference import scheduled_lr, validation_score
 from . import interrupt
 from .callbacks import Clock, FitInfo, StopTraining, chunk_epochs
@@ -241,7 +241,7 @@ class _Run:
 
     def record(self, losses, records=None, health=None):
         """Append completed epochs to the fit's and the network's history: their losses,
-        validation ``records`` (layout.RECORD records, NaN: not measured) and health rows."""
+        validation ``records`` (epoch_end.RECORD records, NaN: not measured) and health rows."""
         histories = (self.history, self.net.history)
         if self.health is not None and health is not None:
             self.health.record(health, histories, self.done)
@@ -305,11 +305,11 @@ class EpochRun(_Run):
         super().__init__(net, plan, history, plan.callbacks)
         self.capacity = min(plan.epochs, MAX_CHUNK_EPOCHS)
         periods = [callback.every for callback in self.callbacks if not callback.timed]
-        visits = layout.Visits()
+        visits = epoch_end.Visits()
         if self.callbacks:
             timed = any(callback.timed for callback in self.callbacks)
             heartbeat = threading.current_thread() is threading.main_thread()
-            visits = layout.Visits(
+            visits = epoch_end.Visits(
                 enabled=True,
                 every=int(math.gcd(*periods) if periods else 0),
                 interval=int(VISIT_INTERVAL * 1e9) if timed or heartbeat else 0,
@@ -317,7 +317,7 @@ class EpochRun(_Run):
             )
         stopping = plan.stopping
         rule = stopping_rule(stopping, plan.validation is not None, net.loss_spec, plan.optimizer.lr)
-        self.end = layout.make_epoch_end(
+        self.end = epoch_end.make_epoch_end(
             net.architecture,
             net.dtype,
             self.capacity,
@@ -340,7 +340,7 @@ class EpochRun(_Run):
     def visit(self, kind, completed):
         """A visit from the compiled loop (its ``python`` stage): records the epochs the
         call completed since the last one, runs the callbacks that are due; 1 stops training."""
-        if kind == layout.VISIT_HEARTBEAT:
+        if kind == epoch_end.VISIT_HEARTBEAT:
             return 0  # (the interpreter has run any pending signal handler by now)
         new = self._record_call(completed)
         if new == 0:
@@ -532,7 +532,7 @@ def _validation_records(net, validation, buffers, kind):
             threads,
             parameter=net.loss_parameter,
         )
-    records = np.zeros(1, dtype=layout.RECORD)
+    records = np.zeros(1, dtype=epoch_end.RECORD)
     records[0] = (float(value), validation_score(net.outputs(buffers, X_val.shape[0]), Y_val, kind))
     return records
 

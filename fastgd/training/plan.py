@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import _validation as check
 from .._threads import check_threads
-from ..kernels import layout
+from ..kernels import epoch_end
 from ..optimizers import SGD, make_optimizer
 from ..schedules import make_schedule
 from ..streaming import Streaming, check_streamed, is_streamed
@@ -256,11 +256,11 @@ def _stopping(options, validation):
 
 
 # The validation score each EarlyStopping monitor needs measured (others: the loss's accuracy).
-_SCORE_KINDS = {"val_subset_accuracy": layout.SCORE_SUBSET, "val_r2": layout.SCORE_R2}
+_SCORE_KINDS = {"val_subset_accuracy": epoch_end.SCORE_SUBSET, "val_r2": epoch_end.SCORE_R2}
 
 
 # The accuracy a loss's declared score (``LossSpec.score``) measures.
-_LOSS_SCORES = {None: layout.SCORE_NONE, "argmax": layout.SCORE_ARGMAX, "threshold": layout.SCORE_THRESHOLD}
+_LOSS_SCORES = {None: epoch_end.SCORE_NONE, "argmax": epoch_end.SCORE_ARGMAX, "threshold": epoch_end.SCORE_THRESHOLD}
 
 
 def score_kind(stopping, loss) -> int:
@@ -277,20 +277,20 @@ def score_field(stopping) -> str:
     return "val_score" if stopping is not None and stopping.monitor in _SCORE_KINDS else "val_accuracy"
 
 
-def stopping_rule(stopping, validation: bool, loss, lr: float) -> layout.Rule:
-    """The compiled rule (``layout.Rule``) for an EarlyStopping (or None), the network's loss
+def stopping_rule(stopping, validation: bool, loss, lr: float) -> epoch_end.Rule:
+    """The compiled rule (``epoch_end.Rule``) for an EarlyStopping (or None), the network's loss
     being ``loss`` (its declaration) and the optimizer's rate ``lr``."""
     score = int(score_kind(stopping, loss))
     if stopping is None:
-        return layout.Rule(score=score)
+        return epoch_end.Rule(score=score)
     watched = stopping.watches(validation)
     monitor = (
-        layout.MONITOR_VAL_SCORE
+        epoch_end.MONITOR_VAL_SCORE
         if stopping.higher
-        else {"loss": layout.MONITOR_LOSS, "val_loss": layout.MONITOR_VAL_LOSS}[watched]
+        else {"loss": epoch_end.MONITOR_LOSS, "val_loss": epoch_end.MONITOR_VAL_LOSS}[watched]
     )
-    return layout.Rule(
-        mode=layout.STOP_PATIENCE if stopping.rule == "patience" else layout.STOP_NO_IMPROVEMENT,
+    return epoch_end.Rule(
+        mode=epoch_end.STOP_PATIENCE if stopping.rule == "patience" else epoch_end.STOP_NO_IMPROVEMENT,
         monitor=int(monitor),
         patience=float(stopping.patience),
         delta=float(stopping.min_delta),

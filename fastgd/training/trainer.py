@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import streaming
 from .._threads import team_size
-from ..kernels import layout
+from ..kernels import epoch_end, layout
 from ..kernels.exchange import call_channel
 from ..kernels.train import PythonCall
 from . import interrupt
@@ -137,8 +137,8 @@ class Trainer:
             prepare_fit(net)
 
     def _python_call(self, kind, argument):
-        if kind in (layout.EXCHANGE_STEP, layout.EXCHANGE_WEIGHTS):
-            scalars = self.work.scalars if kind == layout.EXCHANGE_STEP else self.work.batch_weights
+        if kind in (epoch_end.EXCHANGE_STEP, epoch_end.EXCHANGE_WEIGHTS):
+            scalars = self.work.scalars if kind == epoch_end.EXCHANGE_STEP else self.work.batch_weights
             call_channel(self.channel, kind, self.work.grads[0], scalars)
             return 0
         return 0 if self.visitor is None else self.visitor(kind, argument)
