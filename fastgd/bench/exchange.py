@@ -23,7 +23,7 @@ def measure(comm, sizes=DEFAULT_SIZES, rounds=3):
     from mpi4py import MPI
 
     from ..distributed import FixedOrderSum
-    from ..kernels.exchange import STEP_SCALARS
+    from ..kernels.layout import STEP_SCALARS
 
     results = []
     for n in sizes:
