@@ -659,8 +659,7 @@ def run(
 
 
 def main(argv=None) -> int:
-    marker = f"[stress] fit's SIGINT handler ran in {HANDLED[-1]}\n"
-    parser = argparse.ArgumentParser(description=__doc__.split(marker)[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--warm", help=argparse.SUPPRESS)
     parser.add_argument("-n", "--interrupts", type=int, default=200, help="SIGINTs to send in all (default 200)")
