@@ -4,6 +4,7 @@ and the performance page is drawn from the committed result files. (The docs bui
 which runs every example, is a step of .ci/run: ``sphinx-build -W --keep-going``.)"""
 
 import importlib.util
+import io
 import pathlib
 import re
 import subprocess
@@ -139,3 +140,20 @@ def test_the_performance_page_is_drawn_from_every_result_file(tmp_path):
             assert (tmp_path / "_generated" / f"{path.stem}.png").stat().st_size > 0
             for row in record["rows"]:
                 assert f"{row['us_per_step']:.4g}" in page
+
+
+def test_the_generated_tables_are_valid_restructuredtext():
+    # A formula's |x| once read as a substitution reference and failed the docs build: every
+    # generated table must parse with no message, and keep its formulas' bars as text.
+    docutils_core = pytest.importorskip("docutils.core")
+    tables = _load_extension("tables")
+    texts = {}
+    for name, lines in tables.tables():
+        messages = io.StringIO()
+        document = docutils_core.publish_doctree(
+            "\n".join(lines), settings_overrides={"report_level": 1, "halt_level": 5, "warning_stream": messages}
+        )
+        assert messages.getvalue() == "", (name, messages.getvalue())
+        texts[name] = document.astext()
+    assert "|x| < δ" in texts["losses.rst"]
+    assert "|g| + eps" in texts["optimizers.rst"]

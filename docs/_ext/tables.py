@@ -14,11 +14,18 @@ import pathlib
 GENERATED = "_generated"
 
 
+def _escaped(cell):
+    # A formula's |x| would read as an rST substitution reference: escape the bars outside
+    # ``literals`` (inside them a backslash would be shown as is).
+    parts = str(cell).split("``")
+    return "``".join(part if i % 2 else part.replace("|", "\\|") for i, part in enumerate(parts))
+
+
 def _list_table(headers, rows):
     lines = [".. list-table::", "   :header-rows: 1", ""]
     for row in [headers, *rows]:
-        lines.append(f"   * - {row[0]}")
-        lines.extend(f"     - {cell if cell != '' else ' '}" for cell in row[1:])
+        lines.append(f"   * - {_escaped(row[0])}")
+        lines.extend(f"     - {_escaped(cell) if cell != '' else ' '}" for cell in row[1:])
     return lines + [""]
 
 
@@ -99,9 +106,8 @@ def optimizer_rows():
     return rows
 
 
-def _generate(app):
-    folder = pathlib.Path(app.srcdir) / GENERATED
-    folder.mkdir(exist_ok=True)
+def tables():
+    """The generated pages: (file name, its reStructuredText lines) for each table."""
     activation_table = _list_table(
         ["name", "layers", "derivative", "scikit-learn", "PyTorch", "ONNX"], activation_rows()
     )
@@ -109,8 +115,13 @@ def _generate(app):
         ["loss", "definition", "output activation", "targets", "over a batch", "parameter"], loss_rows()
     )
     optimizer_table = _list_table(["optimizer", "update rule", "state"], optimizer_rows())
-    tables = (("activations.rst", activation_table), ("losses.rst", loss_table), ("optimizers.rst", optimizer_table))
-    for name, lines in tables:
+    return (("activations.rst", activation_table), ("losses.rst", loss_table), ("optimizers.rst", optimizer_table))
+
+
+def _generate(app):
+    folder = pathlib.Path(app.srcdir) / GENERATED
+    folder.mkdir(exist_ok=True)
+    for name, lines in tables():
         text = "\n".join(lines)
         path = folder / name
         if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache
