@@ -1,11 +1,12 @@
 """Threads: how many fastgd uses, and BLAS's thread count while fastgd's threads call BLAS.
 
 fastgd runs its compiled kernels on the calling thread, or on a team of threads
-(``fastgd.kernels.team``) for large steps: no threading layer of Numba's is started. While a team
-of more than one thread runs a network that calls BLAS, BLAS is held to one thread (the team's
-threads call it themselves, one pool of threads at a time), through threadpoolctl's public
-``ThreadpoolController.limit``; the NumPy backend gives BLAS the network's ``n_threads``. Both are
-put back after each call. There is no process-wide lock: two Python threads fitting or predicting
+(``fastgd.kernels.team``) for large steps: no threading layer of Numba's is started. While compiled
+code runs a network whose products may call BLAS, BLAS is held to one thread, whatever the team's
+size (the team's threads call it themselves, and BLAS's own threads would sum in another order),
+through threadpoolctl's public ``ThreadpoolController.limit``, one hold shared by every Python
+thread (``blas_on_one_thread``); the NumPy backend gives BLAS the network's ``n_threads``. Both
+are put back after the calls. There is no process-wide lock: two Python threads fitting or predicting
 run at the same time (each fit takes its own team).
 
 Importing this module registers fastgd's team with threadpoolctl (``TeamController``), so that
@@ -17,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import threading
 
-from threadpoolctl import LibController, ThreadpoolController, register
+from threadpoolctl import LibController, OpenBLASController, ThreadpoolController, register
 
 
 def usable_cores() -> int:
@@ -108,11 +110,55 @@ def blas_threads():
 
 
 def blas_limited(threads):
-    """A context holding BLAS at ``threads`` threads (None: as it is) for one compiled call (or
-    one NumPy-backend call) made by this Python thread, and putting it back after."""
+    """A context holding BLAS at ``threads`` threads (None: as it is) for one NumPy-backend call
+    made by this Python thread, and putting it back after."""
     if threads is None:
         return contextlib.nullcontext()
     return _blas().limit(limits=int(threads))
+
+
+# BLAS's setting is the process's, not a thread's: compiled calls from several Python threads
+# share one hold on one BLAS thread, taken by the first and given back by the last. (Nested
+# per-call limits would not do: the first call to end would put BLAS's threads back while the
+# other still runs, and OpenBLAS's threads sum in another order.)
+_hold_lock = threading.Lock()
+_hold_count = 0
+_hold_limiter = None
+
+
+def _let_go_of_openblas():
+    # threadpoolctl 3.8 lets only one Python thread set OpenBLAS's (pthreads) pool size, the
+    # first to set it, until it lets go; a set from another thread is ignored (its CHANGES,
+    # 3.8.0: OpenBLASController.clear_controlling_thread). fastgd's sets are serialised by
+    # _hold_lock, whichever thread makes them: it lets go before and after each. (Before 3.8
+    # there is no such control, and nothing to let go of.)
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+@contextlib.contextmanager
+def blas_on_one_thread():
+    """A context holding BLAS at one thread for compiled calls, however many Python threads
+    make them at once; BLAS's threads are put back when the last of them ends (threadpoolctl's
+    ``limit`` and ``restore_original_limits``)."""
+    global _hold_count, _hold_limiter
+    with _hold_lock:
+        if _hold_count == 0:
+            _let_go_of_openblas()
+            _hold_limiter = _blas().limit(limits=1)
+            _let_go_of_openblas()
+        _hold_count += 1
+    try:
+        yield
+    finally:
+        with _hold_lock:
+            _hold_count -= 1
+            if _hold_count == 0:
+                limiter, _hold_limiter = _hold_limiter, None
+                _let_go_of_openblas()
+                limiter.restore_original_limits()
+                _let_go_of_openblas()
 
 
 class TeamController(LibController):

@@ -432,10 +432,15 @@ def test_forward_backward(rng, dtype, activation, loss, sizes, rows):
         )
         assert fast_loss == pytest.approx(ref_loss, rel=RTOL[np.dtype(dtype)])
         assert_same_arrays(
-            [fast[1], fast[6].acts, fast[6].slopes, fast[6].deltas, fast[6].zs],
-            [ref[1], ref[6].acts, ref[6].slopes, ref[6].deltas, ref[6].zs],
+            [fast[1], fast[6].acts, fast[6].deltas, fast[6].zs],
+            [ref[1], ref[6].acts, ref[6].deltas, ref[6].zs],
             dtype,
         )
+        # A slope f'(z) inherits the product's rounding in z (summed in another order than
+        # NumPy's): f''(z)·δz, with |f''| <= 1 for every activation and δz up to rtol times the
+        # layer's largest |z|, not the slopes' own scale (about 1). Seen: float32 GELU, 300 inputs,
+        # AVX2, 3.7e-5 off where z ~ 20. So the slopes' scale is the activations' (~|z|).
+        assert_close(fast[6].slopes, ref[6].slopes, dtype=dtype, scale=max(1.0, float(np.max(np.abs(ref[6].acts)))))
         fast, ref, fast_loss, ref_loss = call_both(
             "evaluate_loss", params, architecture, x, y, scale, buffers, loss.code, n_threads
         )

@@ -51,6 +51,39 @@ def test_thread_settings_are_restored_and_only_the_parked_team_stays():
     assert threading.active_count() <= threads_before + len(extra) <= threads_before + usable_cores() - 1
 
 
+def test_blas_is_held_to_one_thread_in_fits_from_any_python_thread():
+    # OpenBLAS's own threads sum in another order, so a fit whose BLAS ran on two threads ended
+    # apart from the same fit on one. threadpoolctl 3.8 ignores a limit set from a Python thread
+    # other than the one that set one first: after a fit in the main thread, a fit in another
+    # thread ran with BLAS on every core (and, two at once, the first to end put BLAS back while
+    # the other ran).
+    seen = []
+
+    def probe(epoch, history, network):
+        seen.append(tuple(blas_threads()))
+
+    def fit(seed):
+        rng = np.random.default_rng(seed)
+        X, Y = rng.normal(size=(512, 128)).astype(np.float32), rng.uniform(size=(512, 64)).astype(np.float32)
+        net = fastgd.Network([128, 256, 64], dtype="float32", random_state=seed)
+        assert net.architecture.blas
+        net.fit(X, Y, optimizer=fastgd.Adam(lr=1e-3), epochs=3, batch_size=256, callbacks=[probe])
+        return net.flat_parameters
+
+    before = blas_threads()
+    expected = [fit(1), fit(2)]  # the main thread sets BLAS's threads first
+    results = [None, None]
+    workers = [threading.Thread(target=lambda i=i: results.__setitem__(i, fit(i + 1))) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+    assert set(seen) == {(1,)}, seen
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+    assert blas_threads() == before
+
+
 def test_n_threads_is_checked():
     with pytest.raises(ValueError, match="n_threads must be >= 1"):
         fastgd.Network([2, 1], n_threads=0)
