@@ -50,6 +50,7 @@ _MODULES = (
     "layers",
     "layout",
     "losses",
+    "many",
     "lowlevel",
     "mathfn",
     "network",
