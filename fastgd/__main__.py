@@ -219,6 +219,12 @@ def main(argv=None) -> int:
         "(warm, cold, n_jobs=2), search time and accuracy per setting",
     )
     bench.add_argument(
+        "--many",
+        action="store_true",
+        help="instead: fastgd.fit_many against the same models fitted one by one and JAX's vmap, ns per model-step "
+        "(workloads: xor small, the cases of fastgd.bench.many)",
+    )
+    bench.add_argument(
         "--epoch-work",
         action="store_true",
         help="instead: a digits fit with validation, early stopping or a callback against the bare fit",
@@ -281,6 +287,7 @@ def main(argv=None) -> int:
             or args.widths
             or args.dropout
             or args.grid
+            or args.many
             or args.epoch_work
             or args.cold
             or args.out_of_core is not None
@@ -328,6 +335,13 @@ def main(argv=None) -> int:
             from fastgd.bench.userwork import dropout_cost
 
             kind, rows = "dropout", dropout_cost(repeats=args.repeats)
+        elif args.many:
+            from fastgd.bench.many import many
+
+            try:
+                kind, rows = "many", many(args.workloads, repeats=args.repeats)
+            except ValueError as error:
+                parser.error(str(error))
         elif args.grid or args.epoch_work:
             from fastgd.bench.userwork import epoch_work, grid
 

@@ -32,7 +32,7 @@ from .optimizers import SGD, make_optimizer
 from .schedules import make_schedule
 from .training import interrupt
 from .training.callbacks import EarlyStopping
-from .training.driver import DivergenceError, DivergenceWarning, fit
+from .training.driver import MAX_CHUNK_EPOCHS, DivergenceError, DivergenceWarning, fit
 from .training.plan import ON_DIVERGENCE, _positive_or_none, score_field, stopping_rule
 
 # Arguments that may be given once for every model or as a list with one entry per model.
@@ -156,7 +156,7 @@ def fit_many(
         raise ValueError(f"on_divergence must be one of {list(ON_DIVERGENCE)}, got {on_divergence!r}")
     threads = team_size(check.as_int(n_threads, "n_threads", 1, allow_none=True))
     chosen = []
-    for index, (net, given) in enumerate(zip(nets, optimizer_list)):
+    for net, given in zip(nets, optimizer_list):
         if given is None:
             chosen.append(net.optimizer if net.optimizer is not None else SGD(lr=0.01))
         else:
@@ -327,7 +327,7 @@ def _check_memory(nets, optimizers, row_list, val_list, batch_list, epochs, thre
         item = net.dtype.itemsize
         slots = max(len(optimizer.state_names), 1)
         per_model += item * net.n_params * (3 + slots) + 16 * (rows.size + (0 if val is None else val.size))
-        per_model += 16 * max(epochs, 1)
+        per_model += 24 * max(1, min(epochs, MAX_CHUNK_EPOCHS))
         units = net.architecture.units + net.layer_sizes[0]
         b = rows.size if batch is None else min(batch, rows.size)
         per_thread = max(per_thread, item * units * 4 * (b + (0 if val is None else val.size)) + 16 * rows.size)
@@ -371,6 +371,8 @@ class _Call:
 
     def __init__(self, data, models, epochs, shuffle, clip, threads):
         self.data, self.epochs, self.shuffle, self.clip, self.threads = data, epochs, shuffle, clip, threads
+        # Epochs per compiled call: the losses and records of a call are (models, capacity).
+        self.capacity = max(1, min(epochs, MAX_CHUNK_EPOCHS))
         self.groups = {}
         for model in models:
             self.groups.setdefault(model.group_key(), []).append(model)
@@ -392,7 +394,6 @@ class _Call:
         count = len(group)
         slots = max(model.net.train_state().opt_state.shape[0] for model in group)
         state = np.zeros((count, slots, n_params), dtype=dtype)
-        records = np.full((count, self.epochs), np.nan, dtype=epoch_end.RECORD)
         specs = np.zeros(count, dtype=kernel.MODEL)
         hyper, schedule = np.zeros((count, HYPER_WIDTH)), np.zeros((count, SCHEDULE_WIDTH))
         rule_state = np.zeros(count, dtype=epoch_end.RULE_STATE)
@@ -402,7 +403,7 @@ class _Call:
             own = model.net.train_state().opt_state
             state[m, : own.shape[0]] = own
         val = [np.zeros(0, dtype=np.int64) if model.val is None else model.val for model in group]
-        models = kernel.Models(
+        return net.architecture, shared, kernel.Models(
             specs,
             hyper,
             schedule,
@@ -416,12 +417,11 @@ class _Call:
             np.cumsum([0] + [rows.size for rows in val]).astype(np.int64),
             rule_state,
             np.zeros((count, n_params) if restore else (count, 1), dtype=dtype),
-            np.full((count, self.epochs), np.nan),
-            records,
+            np.full((count, self.capacity), np.nan),
+            np.full((count, self.capacity), np.nan, dtype=epoch_end.RECORD),
             np.zeros(count, dtype=np.int64),
             np.full(count, kernel.NOT_RUN, dtype=np.int64),
         )
-        return net.architecture, shared, models
 
     def _describe(self, model, spec, hyper, schedule, rule_state):
         net, optimizer = model.net, model.net.optimizer
@@ -432,7 +432,7 @@ class _Call:
         parameters = model.schedule.parameters()
         schedule[: parameters.size] = parameters
         spec["batch"], spec["shuffle"] = model.batch, int(self.shuffle)
-        spec["seed"], spec["first_epoch"] = net.shuffle_seed, net.epochs_trained
+        spec["seed"], spec["first_epoch"], spec["offset"], spec["active"] = net.shuffle_seed, net.epochs_trained, 0, 1
         spec["l1"], spec["l2"] = net.l1, net.l2
         spec["clip_norm"], spec["clip_value"] = self.clip
         rule = stopping_rule(model.stopping, model.val is not None, net.loss_spec, float(optimizer.lr))
@@ -441,43 +441,67 @@ class _Call:
         rule_state[...] = epoch_end.make_rule_state(rule)
 
     def train(self, histories):
-        """Train every group; write each model's result back into its network and history."""
-        calls = []
-        for group in self.groups.values():
-            architecture, shared, models = self._bundles(group)
-            calls.append((group, architecture, shared, models))
+        """Train every group, ``capacity`` epochs per call; write each model's result back into
+        its network and history."""
+        calls = [(group, *self._bundles(group)) for group in self.groups.values()]
         function = kernel.train_models
         tasks = []
         for group, architecture, shared, models in calls:
             if group[0].net.backend != "numba":
                 function = getattr(function, "py_func", function)
-            # Compiled (or loaded) here, in this thread, before the team starts.
+            # Compiled (or loaded) here, in this thread, before the threads start.
             function(self.control, architecture, shared, models, 0, 0, 0)
             pieces = min(len(group), self.threads * 4)
             for piece in range(pieces):
                 first, stop = piece * len(group) // pieces, (piece + 1) * len(group) // pieces
                 tasks.append((architecture, shared, models, first, stop))
+            for model in group:
+                model.losses, model.records = [], []
         with interrupt.StopRequest(self.control) as stop:
-            self._run(function, tasks, stop)
+            left = self.epochs
+            while left > 0 and not stop.requested:
+                count = min(left, self.capacity)
+                self._run(function, tasks, stop, count)
+                active = self._collect(calls)
+                left -= count
+                if not active:
+                    break
             for group, _, _, models in calls:
                 for m, model in enumerate(group):
                     self._finish(model, models, m, histories[model.index])
         if stop.requested:
             raise KeyboardInterrupt
 
-    def _run(self, function, tasks, stop):
+    def _collect(self, calls):
+        # After a call: each model's epochs of it, and whether any model trains on.
+        active = False
+        for group, _, _, models in calls:
+            for m, model in enumerate(group):
+                spec = models.spec[m]
+                if not spec["active"]:
+                    continue
+                outcome, completed = int(models.outcome[m]), int(models.completed[m])
+                model.outcome = layout.OUTCOME_INTERRUPTED if outcome == kernel.NOT_RUN else outcome
+                model.losses.append(models.losses[m, :completed].copy())
+                model.records.append(models.records[m, :completed].copy())
+                model.completed += completed if outcome != kernel.NOT_RUN else 0
+                spec["first_epoch"] += completed
+                spec["offset"] += completed
+                if model.outcome == layout.OUTCOME_FINISHED:
+                    active = True
+                else:
+                    spec["active"] = 0
+        return active
+
+    def _run(self, function, tasks, stop, epochs):
         def run(task):
             architecture, shared, models, first, end = task
-            function(self.control, architecture, shared, models, first, end, self.epochs)
+            function(self.control, architecture, shared, models, first, end, epochs)
 
         if self.threads == 1 or len(tasks) == 1:
-            if stop.active and threading.current_thread() is threading.main_thread():
-                tasks_left = list(tasks)
-                while tasks_left:  # (a thread of its own: Ctrl-C is seen while it runs)
-                    interrupt.call(lambda: run(tasks_left.pop(0)), stop, interrupt.THREAD_MIN_MACS)
-                return
             for task in tasks:
-                run(task)
+                # (a helper thread while SIGINT is ours: Ctrl-C is seen while the call runs)
+                interrupt.call(lambda task=task: run(task), stop, interrupt.THREAD_MIN_MACS)
             return
         with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="fastgd-fit-many") as pool:
             futures = [pool.submit(run, task) for task in tasks]
@@ -491,20 +515,18 @@ class _Call:
                 future.result()
 
     def _finish(self, model, models, m, history):
-        net, stopping = model.net, model.stopping
-        model.outcome, model.completed = int(models.outcome[m]), int(models.completed[m])
-        if model.outcome == kernel.NOT_RUN:
-            model.outcome, model.completed = layout.OUTCOME_INTERRUPTED, 0
-            return
-        done = model.completed
+        net, stopping, done = model.net, model.stopping, model.completed
+        if done == 0 and model.outcome == layout.OUTCOME_INTERRUPTED:
+            return  # a stop came before its first epoch ended: unchanged
         net.flat_parameters[...] = models.params[m]
         live = net.train_state()
         live.opt_state[...] = models.state[m, : live.opt_state.shape[0]]
         live.step[0] = models.steps[m]
         field = score_field(stopping)
-        records = models.records[m, :done]
+        losses = np.concatenate(model.losses) if model.losses else np.zeros(0)
+        records = np.concatenate(model.records) if model.records else np.zeros(0, dtype=epoch_end.RECORD)
         for target in (history, net.history):
-            target.loss.extend(models.losses[m, :done].tolist())
+            target.loss.extend(losses.tolist())
             if model.val is not None:
                 target.val_loss.extend(records["val_loss"].tolist())
                 if field == "val_score" or not np.isnan(records["val_score"]).all():

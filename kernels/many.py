@@ -1,4 +1,4 @@
-# stamp: ed55358c4888dfea0b9fb6405950c747
+# stamp: 14bcc4077933df2aa0ac455eedf2e210
 """Many models in one compiled call: ``train_models`` trains networks of one architecture, each
 with its own rows of a shared ``X``, its own weights, optimizer (any kind), schedule, batch
 size, seed, penalties, clipping, validation rows and stopping rule, for up to ``epochs`` epochs
@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .activations import SOFTMAX, apply, softmax_backward
-from .epoch_end import RULE_STATE, Rule, _rule, _score
+from .epoch_end import Rule, _rule, _score
 from .jit import helper, kernel, subroutine
 from .layout import CONTROL, OUTCOME_DIVERGED, OUTCOME_FINISHED, OUTCOME_INTERRUPTED, OUTCOME_STOPPED
 from .losses import loss_rows
@@ -43,6 +43,8 @@ MODEL = np.dtype(
         ("shuffle", np.int64),  # 1: a fresh order each epoch (mini-batches only)
         ("seed", np.int64),  # the shuffle's and dropout's seed (Network.shuffle_seed)
         ("first_epoch", np.int64),  # epochs the network trained before (its shuffles' numbers)
+        ("offset", np.int64),  # epochs of this fit before this call (best_epoch counts from the fit's start)
+        ("active", np.int64),  # 0: skipped (stopped in an earlier call of the fit)
         ("l1", np.float64),
         ("l2", np.float64),
         ("clip_norm", np.float64),
@@ -62,6 +64,10 @@ MODEL = np.dtype(
 # What a model's training ended with (``Models.outcome``): layout.OUTCOME_*; NOT_RUN: a stop came
 # before its first step.
 NOT_RUN = -1
+
+# Offsets and loop counters of the inner loops are unsigned: Numba wraps a negative signed index
+# around, a test per element that keeps LLVM from vectorising the loop.
+U = np.uint64
 
 
 class Shared(NamedTuple):
@@ -130,14 +136,15 @@ def forward_rows(architecture, params, x, rows, acts, slopes, zs, key):
         weights, bias, out = layer["weights"], layer["bias"], capacity * layer["acts"]
         below = 0 if index == 0 else capacity * layers[index - 1]["acts"]
         source = x if index == 0 else acts
+        width = U(n_out)
         for r in range(rows):
-            o = out + r * n_out
-            for j in range(n_out):
-                acts[o + j] = params[bias + j]
+            o = U(out + r * n_out)
+            for j in range(width):
+                acts[o + j] = params[U(bias) + j]
             for i in range(n_in):
                 v = source[below + r * n_in + i]
-                w = weights + i * n_out
-                for j in range(n_out):
+                w = U(weights + i * n_out)
+                for j in range(width):
                     acts[o + j] += v * params[w + j]
         block = acts[out : out + rows * n_out]
         slope = slopes[out : out + rows * n_out]
@@ -161,24 +168,25 @@ def backward_rows(architecture, params, grads, x, rows, acts, slopes, deltas):
         weights, bias, out = layer["weights"], layer["bias"], capacity * layer["acts"]
         below = 0 if index == 0 else capacity * layers[index - 1]["acts"]
         source = x if index == 0 else acts
-        for k in range(weights, bias + n_out):
+        width = U(n_out)
+        for k in range(U(weights), U(bias + n_out)):
             grads[k] = t(0.0)
         for r in range(rows):
-            d = out + r * n_out
+            d = U(out + r * n_out)
             for i in range(n_in):
                 v = source[below + r * n_in + i]
-                w = weights + i * n_out
-                for j in range(n_out):
+                w = U(weights + i * n_out)
+                for j in range(width):
                     grads[w + j] += v * deltas[d + j]
-            for j in range(n_out):
-                grads[bias + j] += deltas[d + j]
+            for j in range(width):
+                grads[U(bias) + j] += deltas[d + j]
         if index > 0:
             for r in range(rows):
-                d = out + r * n_out
+                d = U(out + r * n_out)
                 for i in range(n_in):
-                    w = weights + i * n_out
+                    w = U(weights + i * n_out)
                     total = t(0.0)
-                    for j in range(n_out):
+                    for j in range(width):
                         total += deltas[d + j] * params[w + j]
                     deltas[below + r * n_in + i] = total * slopes[below + r * n_in + i]
 
@@ -491,7 +499,7 @@ def train_model(control, architecture, shared, models, work, m, epochs):
         rule_state[0]["lr_scale"] = new_scale
         if better:
             rule_state[0]["best"] = value
-            rule_state[0]["best_epoch"] = e + 1.0
+            rule_state[0]["best_epoch"] = spec["offset"] + e + 1.0
             if rule.restore:
                 models.best[m, :] = params
                 rule_state[0]["snapshot"] = 1.0
@@ -508,9 +516,10 @@ def train_model(control, architecture, shared, models, work, m, epochs):
 
 @kernel
 def train_models(control, architecture, shared, models, first, stop, epochs):
-    """Train models ``[first, stop)`` of ``models`` for up to ``epochs`` epochs each, one after
-    the other (see the module's docstring); a stop request (``control[CONTROL.stop]``) ends the
-    model in training at its last completed epoch and leaves the rest ``NOT_RUN``.
+    """Train the active models of ``[first, stop)`` for up to ``epochs`` epochs each (at most the
+    columns of ``models.losses``), one after the other (see the module's docstring); a stop
+    request (``control[CONTROL.stop]``) ends the model in training at its last completed epoch
+    and leaves the rest ``NOT_RUN``.
 
     Parameters
     ----------
@@ -528,6 +537,8 @@ def train_models(control, architecture, shared, models, first, stop, epochs):
         return
     work = make_work(architecture, shared, models, first, stop)
     for m in range(first, stop):
+        if models.spec[m]["active"] == 0:
+            continue
         if control[CONTROL.stop] != 0:
             models.completed[m] = 0
             models.outcome[m] = NOT_RUN

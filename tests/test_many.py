@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastgd
+import fastgd.many as many_module
 from fastgd.optimizers import OPTIMIZERS_UNDER_TEST
 from fastgd.schedules import Cosine, StepDecay
 from fastgd.training.callbacks import EarlyStopping
@@ -274,8 +275,8 @@ def test_divergence_puts_a_model_back_and_the_others_train_on():
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="SIGINT needs the main thread")
 def test_ctrl_c_leaves_every_model_at_a_whole_epoch():
-    X, y = _data(8)
-    count, epochs = 6, 400_000
+    X, y = _data(64)
+    count, epochs = 6, 1_000_000  # 8 steps an epoch: about 4 s a model, where the Ctrl-C comes after 1 s
 
     def networks():
         return [_network(k) for k in range(count)]
@@ -286,7 +287,7 @@ def test_ctrl_c_leaves_every_model_at_a_whole_epoch():
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            fastgd.fit_many(nets, X, y, optimizers=fastgd.SGD(lr=0.1), epochs=epochs, n_threads=2)
+            fastgd.fit_many(nets, X, y, optimizers=fastgd.SGD(lr=0.1), epochs=epochs, batch_size=8, n_threads=2)
     finally:
         timer.cancel()
     trained = [net.epochs_trained for net in nets]
@@ -295,7 +296,37 @@ def test_ctrl_c_leaves_every_model_at_a_whole_epoch():
     for net, again, done in zip(nets, fresh, trained):
         assert len(net.history.loss) == done
         if done:
-            again.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=done)
+            again.fit(X, y, optimizer=fastgd.SGD(lr=0.1), epochs=done, batch_size=8)
         _assert_close(net, again, "float64") if done else np.testing.assert_array_equal(
             net.flat_parameters, again.flat_parameters
         )
+
+
+def test_calls_of_a_few_epochs_each_give_the_same_models(monkeypatch):
+    # Long fits run in calls of MAX_CHUNK_EPOCHS epochs: the rules, shuffles and records carry
+    # over from one call to the next (here 3 epochs a call).
+    X, y = _data(60)
+    held = [np.arange(40, 60), None, np.arange(0, 20)]
+    rules = [EarlyStopping(patience=2, min_delta=0.01), EarlyStopping(patience=100), EarlyStopping(patience=3, monitor="val_accuracy")]
+
+    def run(chunk):
+        monkeypatch.setattr(many_module, "MAX_CHUNK_EPOCHS", chunk)
+        nets = [_network(k) for k in range(3)]
+        histories = fastgd.fit_many(
+            nets,
+            X,
+            y,
+            optimizers=fastgd.Adam(lr=0.05),
+            epochs=20,
+            batch_size=8,
+            validation_rows=held,
+            early_stopping=[_copy_rule(rule) for rule in rules],
+        )
+        return nets, histories
+
+    whole, whole_histories = run(1 << 16)
+    pieces, piece_histories = run(3)
+    for a, b, h, g in zip(whole, pieces, whole_histories, piece_histories):
+        np.testing.assert_array_equal(a.flat_parameters, b.flat_parameters)
+        assert (h.loss, h.val_loss, h.best_epoch, h.stopped_epoch) == (g.loss, g.val_loss, g.best_epoch, g.stopped_epoch)
+    assert any(h.stopped_epoch for h in whole_histories) and max(h.best_epoch for h in whole_histories) > 3
