@@ -403,24 +403,28 @@ class _Call:
             own = model.net.train_state().opt_state
             state[m, : own.shape[0]] = own
         val = [np.zeros(0, dtype=np.int64) if model.val is None else model.val for model in group]
-        return net.architecture, shared, kernel.Models(
-            specs,
-            hyper,
-            schedule,
-            np.stack([model.net.flat_parameters for model in group]),
-            state,
-            np.array([model.net.optimizer_steps for model in group], dtype=np.int64),
-            np.concatenate([model.rows for model in group]),
-            np.cumsum([0] + [model.rows.size for model in group]).astype(np.int64),
-            np.concatenate([model.weight for model in group]),
-            np.concatenate(val),
-            np.cumsum([0] + [rows.size for rows in val]).astype(np.int64),
-            rule_state,
-            np.zeros((count, n_params) if restore else (count, 1), dtype=dtype),
-            np.full((count, self.capacity), np.nan),
-            np.full((count, self.capacity), np.nan, dtype=epoch_end.RECORD),
-            np.zeros(count, dtype=np.int64),
-            np.full(count, kernel.NOT_RUN, dtype=np.int64),
+        return (
+            net.architecture,
+            shared,
+            kernel.Models(
+                specs,
+                hyper,
+                schedule,
+                np.stack([model.net.flat_parameters for model in group]),
+                state,
+                np.array([model.net.optimizer_steps for model in group], dtype=np.int64),
+                np.concatenate([model.rows for model in group]),
+                np.cumsum([0] + [model.rows.size for model in group]).astype(np.int64),
+                np.concatenate([model.weight for model in group]),
+                np.concatenate(val),
+                np.cumsum([0] + [rows.size for rows in val]).astype(np.int64),
+                rule_state,
+                np.zeros((count, n_params) if restore else (count, 1), dtype=dtype),
+                np.full((count, self.capacity), np.nan),
+                np.full((count, self.capacity), np.nan, dtype=epoch_end.RECORD),
+                np.zeros(count, dtype=np.int64),
+                np.full(count, kernel.NOT_RUN, dtype=np.int64),
+            ),
         )
 
     def _describe(self, model, spec, hyper, schedule, rule_state):

@@ -1,4 +1,4 @@
-# stamp: 14bcc4077933df2aa0ac455eedf2e210
+# stamp: d3ab4012c7082987fa7913e63e6dfbbf
 """Many models in one compiled call: ``train_models`` trains networks of one architecture, each
 with its own rows of a shared ``X``, its own weights, optimizer (any kind), schedule, batch
 size, seed, penalties, clipping, validation rows and stopping rule, for up to ``epochs`` epochs
@@ -30,6 +30,7 @@ from .layout import CONTROL, OUTCOME_DIVERGED, OUTCOME_FINISHED, OUTCOME_INTERRU
 from .losses import loss_rows
 from .optim import lr_at, update
 from .passes import NO_DROPOUT, drop_rows, step_key
+from .products import NN, TN, VECTOR_BYTES, path, product, transpose
 from .train import _shuffle
 
 # One model's scalars: its optimizer and schedule, batching, seeds, penalties, clipping (0: off),
@@ -121,6 +122,13 @@ class Models(NamedTuple):
 
 
 @helper
+def _product(shape, m, n, k, a, b, c):
+    # C = op(A) @ op(B) (``products.product``) by the path a network too small for BLAS takes.
+    lanes = VECTOR_BYTES // c[0].itemsize
+    product(path(False, shape, m, n, k, lanes), shape, m, n, k, a, b, c, 0)
+
+
+@helper
 def forward_rows(architecture, params, x, rows, acts, slopes, zs, key):
     """Forward pass of ``rows`` rows of ``x`` (flat, row-major): each layer's outputs into its
     block of ``acts`` (layer l's block starts at ``capacity · layers[l].acts``, capacity =
@@ -136,16 +144,12 @@ def forward_rows(architecture, params, x, rows, acts, slopes, zs, key):
         weights, bias, out = layer["weights"], layer["bias"], capacity * layer["acts"]
         below = 0 if index == 0 else capacity * layers[index - 1]["acts"]
         source = x if index == 0 else acts
+        _product(NN, rows, n_out, n_in, (source, below, n_in), (params, weights, n_out), (acts, out, n_out))
         width = U(n_out)
         for r in range(rows):
             o = U(out + r * n_out)
             for j in range(width):
-                acts[o + j] = params[U(bias) + j]
-            for i in range(n_in):
-                v = source[below + r * n_in + i]
-                w = U(weights + i * n_out)
-                for j in range(width):
-                    acts[o + j] += v * params[w + j]
+                acts[o + j] += params[U(bias) + j]
         block = acts[out : out + rows * n_out]
         slope = slopes[out : out + rows * n_out]
         if index == n_layers - 1:
@@ -156,9 +160,9 @@ def forward_rows(architecture, params, x, rows, acts, slopes, zs, key):
 
 
 @helper
-def backward_rows(architecture, params, grads, x, rows, acts, slopes, deltas):
+def backward_rows(architecture, params, grads, x, rows, acts, slopes, deltas, transposed):
     """Backward pass after ``forward_rows`` (the output block of ``deltas`` holds dC/dz): every
-    layer's gradient into ``grads`` (P,), overwritten."""
+    layer's gradient into ``grads`` (P,), overwritten; ``transposed`` (P,): room for Wᵀ."""
     layers = architecture.layers
     capacity = acts.size // architecture.units
     t = grads.dtype.type
@@ -168,27 +172,21 @@ def backward_rows(architecture, params, grads, x, rows, acts, slopes, deltas):
         weights, bias, out = layer["weights"], layer["bias"], capacity * layer["acts"]
         below = 0 if index == 0 else capacity * layers[index - 1]["acts"]
         source = x if index == 0 else acts
+        # grad_W = a_inᵀ δ; grad_b = Σ_rows δ
+        _product(TN, n_in, n_out, rows, (source, below, n_in), (deltas, out, n_out), (grads, weights, n_out))
         width = U(n_out)
-        for k in range(U(weights), U(bias + n_out)):
-            grads[k] = t(0.0)
+        for j in range(width):
+            grads[U(bias) + j] = t(0.0)
         for r in range(rows):
             d = U(out + r * n_out)
-            for i in range(n_in):
-                v = source[below + r * n_in + i]
-                w = U(weights + i * n_out)
-                for j in range(width):
-                    grads[w + j] += v * deltas[d + j]
             for j in range(width):
                 grads[U(bias) + j] += deltas[d + j]
         if index > 0:
-            for r in range(rows):
-                d = U(out + r * n_out)
-                for i in range(n_in):
-                    w = U(weights + i * n_out)
-                    total = t(0.0)
-                    for j in range(width):
-                        total += deltas[d + j] * params[w + j]
-                    deltas[below + r * n_in + i] = total * slopes[below + r * n_in + i]
+            # δ below = (δ Wᵀ) ⊙ f'(z below)
+            transpose(params, weights, n_in, n_out, transposed, weights)
+            _product(NN, rows, n_in, n_out, (deltas, out, n_out), (transposed, weights, n_in), (deltas, below, n_in))
+            for k in range(U(below), U(below + rows * n_in)):
+                deltas[k] *= slopes[k]
 
 
 @helper
@@ -266,7 +264,7 @@ def all_finite(values):
 class Work(NamedTuple):
     """A thread's buffers, for the largest model of its range: the row order and shuffle keys
     (n,), a batch's inputs, targets and row scales, its passes' buffers (batch rows), the
-    gradient and the last completed epoch's parameters, state and step; the validation rows'
+    gradient, the last completed epoch's parameters and state, room for Wᵀ; the validation rows'
     inputs, targets, scales and passes' buffers."""
 
     order: np.ndarray
@@ -281,6 +279,7 @@ class Work(NamedTuple):
     grads: np.ndarray
     saved_params: np.ndarray
     saved_state: np.ndarray
+    transposed: np.ndarray
     val_x: np.ndarray
     val_y: np.ndarray
     val_scale: np.ndarray
@@ -318,6 +317,7 @@ def make_work(architecture, shared, models, first, stop):
         np.zeros(n_params, dtype=t),
         np.empty(n_params, dtype=t),
         np.empty(models.state.shape[1:], dtype=t),
+        np.empty(n_params, dtype=t),
         np.empty(n_val * n_in, dtype=t),
         np.empty(n_val * n_out, dtype=t),
         np.empty(n_val, dtype=t),
@@ -454,7 +454,9 @@ def train_model(control, architecture, shared, models, work, m, epochs):
                 work.scale,
                 count,
             )
-            backward_rows(architecture, params, work.grads, work.x, count, work.acts, work.slopes, work.deltas)
+            backward_rows(
+                architecture, params, work.grads, work.x, count, work.acts, work.slopes, work.deltas, work.transposed
+            )
             value += penalize(architecture, params, work.grads, l1, l2)
             if not np.isfinite(value):
                 outcome = OUTCOME_DIVERGED

@@ -307,7 +307,11 @@ def test_calls_of_a_few_epochs_each_give_the_same_models(monkeypatch):
     # over from one call to the next (here 3 epochs a call).
     X, y = _data(60)
     held = [np.arange(40, 60), None, np.arange(0, 20)]
-    rules = [EarlyStopping(patience=2, min_delta=0.01), EarlyStopping(patience=100), EarlyStopping(patience=3, monitor="val_accuracy")]
+    rules = [
+        EarlyStopping(patience=2, min_delta=0.01),
+        EarlyStopping(patience=100),
+        EarlyStopping(patience=3, monitor="val_accuracy"),
+    ]
 
     def run(chunk):
         monkeypatch.setattr(many_module, "MAX_CHUNK_EPOCHS", chunk)
@@ -328,5 +332,10 @@ def test_calls_of_a_few_epochs_each_give_the_same_models(monkeypatch):
     pieces, piece_histories = run(3)
     for a, b, h, g in zip(whole, pieces, whole_histories, piece_histories):
         np.testing.assert_array_equal(a.flat_parameters, b.flat_parameters)
-        assert (h.loss, h.val_loss, h.best_epoch, h.stopped_epoch) == (g.loss, g.val_loss, g.best_epoch, g.stopped_epoch)
+        assert (h.loss, h.val_loss, h.best_epoch, h.stopped_epoch) == (
+            g.loss,
+            g.val_loss,
+            g.best_epoch,
+            g.stopped_epoch,
+        )
     assert any(h.stopped_epoch for h in whole_histories) and max(h.best_epoch for h in whole_histories) > 3
