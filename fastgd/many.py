@@ -15,7 +15,6 @@ sharing a call, and train one after another through ``fit`` itself, at its speed
 from __future__ import annotations
 
 import copy
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -185,9 +184,13 @@ def fit_many(
         histories[model.index] = _fit_alone(model, data, epochs, shuffle, clip, on_divergence)
     failures = [model for model in models if model.outcome == layout.OUTCOME_DIVERGED]
     for model in failures:
-        message = f"networks[{model.index}]: training diverged in epoch {model.completed + 1} of this call"
         if on_divergence == "warn":
-            warnings.warn(message + "; it was put back to its last finite epoch", DivergenceWarning, stacklevel=2)
+            warning = DivergenceWarning(
+                f"networks[{model.index}]: training diverged in epoch {model.completed + 1} of this call; it was put "
+                "back to its last finite epoch"
+            )
+            warning.network = model.index  # (which network, for code that catches the warnings)
+            warnings.warn(warning, stacklevel=2)
     if failures and on_divergence == "raise":
         first = failures[0]
         raise DivergenceError(
@@ -280,9 +283,10 @@ class _Data:
         ]
 
     def weights(self, nets, sample_weights, row_list):
+        # Each model's (weights or None, the factor on its penalties).
         dtype = nets[0].dtype
         if sample_weights is None:
-            return [None] * len(nets)
+            return [(None, 1.0)] * len(nets)
         if isinstance(sample_weights, (list, tuple)):
             given = _per_model(sample_weights, len(nets), "sample_weights")
         else:
@@ -294,9 +298,12 @@ class _Data:
                 weight = check.as_sample_weight(value, dtype, rows.size)
             except (TypeError, ValueError) as error:
                 raise type(error)(f"sample_weights[{index}]: {error}") from None
-            if net.loss_spec.mean:  # as Network.check_inputs
-                weight = (weight.astype(np.float64) / float(weight.max())).astype(dtype)
-            weights.append(weight)
+            largest, penalty_scale = float(weight.max()), 1.0
+            if net.loss_spec.mean:  # as Network.check_inputs...
+                weight = (weight.astype(np.float64) / largest).astype(dtype)
+                # ...and as fit's plan: penalties per sample are per unit of the weights given
+                penalty_scale = 1.0 / largest if net.penalty_per_sample else 1.0
+            weights.append((weight, penalty_scale))
         return weights
 
 
@@ -346,6 +353,7 @@ class _Model:
 
     def __init__(self, index, net, rows, weight, val, batch, schedule):
         self.index, self.net, self.rows, self.val = index, net, rows, val
+        weight, self.penalty_scale = weight
         self.weight = np.ones(rows.size, dtype=net.dtype) if weight is None else weight
         self.batch = rows.size if batch is None else min(batch, rows.size)
         self.schedule = schedule
@@ -437,7 +445,7 @@ class _Call:
         schedule[: parameters.size] = parameters
         spec["batch"], spec["shuffle"] = model.batch, int(self.shuffle)
         spec["seed"], spec["first_epoch"], spec["offset"], spec["active"] = net.shuffle_seed, net.epochs_trained, 0, 1
-        spec["l1"], spec["l2"] = net.l1, net.l2
+        spec["l1"], spec["l2"] = net.l1 * model.penalty_scale, net.l2 * model.penalty_scale
         spec["clip_norm"], spec["clip_value"] = self.clip
         rule = stopping_rule(model.stopping, model.val is not None, net.loss_spec, float(optimizer.lr))
         for field in ("mode", "monitor", "patience", "delta", "restore", "score", "lr_factor", "min_lr_scale"):

@@ -60,8 +60,12 @@ def test_every_optimizer_matches_its_single_fit(dtype):
     rows = [np.sort(rng.choice(60, size=int(rng.integers(30, 60)), replace=False)) for _ in range(count)]
     weights = [rng.uniform(0.5, 2.0, size=r.size) for r in rows]
     batches = [[None, 7, 16][k % 3] for k in range(count)]
-    many = [_network(k, dtype, l2=0.01 * (k % 2)) for k in range(count)]
-    single = [_network(k, dtype, l2=0.01 * (k % 2)) for k in range(count)]
+
+    def network(k):  # penalties per sample or per batch, with weights: fit scales them by the weights
+        return _network(k, dtype, l2=0.01 * (k % 2), l1=0.001 * (k % 3 == 0), penalty_per_sample=k % 4 < 2)
+
+    many = [network(k) for k in range(count)]
+    single = [network(k) for k in range(count)]
     optimizers = [cls(**options) for cls, options in OPTIMIZERS_UNDER_TEST]
     histories = fastgd.fit_many(
         many, X, y, optimizers=optimizers, epochs=6, batch_size=batches, rows=rows, sample_weights=weights

@@ -8,5 +8,6 @@ of ``from sklearn.neural_network import ...``, nothing else changed (see
 """
 
 from ._estimators import MLPClassifier, MLPRegressor
+from ._search import GridSearchCV, RandomizedSearchCV
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "GridSearchCV", "RandomizedSearchCV"]

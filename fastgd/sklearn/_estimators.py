@@ -51,7 +51,7 @@ from ..registry import ACTIVATIONS
 from ..streaming import Streaming, chunk_rows
 from ..training import DivergenceWarning, EarlyStopping
 from ..training.callbacks import Callback, check_callbacks
-from . import _lbfgs
+from . import _lbfgs, _search
 from ._compat import Interval, Options, StrOptions, check_sample_weight, validate_parameters
 
 # scikit-learn's hidden activations -> fastgd's, and fastgd's own hidden activations accepted as
@@ -121,6 +121,15 @@ class _Verbose(Callback):
         if self.validation:
             scores = history.val_accuracy or history.val_score
             print("Validation score: %f" % scores[-1])
+
+
+class _StochasticJob:
+    """A stochastic fit prepared (``_BaseMLP._stochastic_job``): what ``Network.fit`` takes
+    (``net``, ``X``, ``Y``, ``sample_weight``, ``fit_options``), ``rows``/``val_rows`` in a
+    larger array when asked, and what ``_stochastic_end`` needs afterwards."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
 
 
 class _BaseMLP(BaseEstimator):
@@ -234,7 +243,11 @@ class _BaseMLP(BaseEstimator):
                 raise TypeError(f"hidden_layer_sizes must hold ints, got {size!r}")
         return [int(size) for size in sizes]
 
-    def _fit(self, X, y, sample_weight, incremental):
+    def _fit(self, X, y, sample_weight, incremental, rows=None, prepare=False):
+        # (``prepare``: a search's fit of a candidate on a fold, prepared and returned, not
+        # trained: ``_prepare_search_fit``; ``rows``: the fold's rows of the search's data.)
+        if not incremental and not prepare and _search.prefit(self, X, y, sample_weight):
+            return self  # trained already, with the other candidates and folds of a search
         hidden = self._hidden_sizes()
         if self.solver in ("lbfgs", "sgd", "adam") and self.optimizer_options:
             raise ValueError(
@@ -272,11 +285,22 @@ class _BaseMLP(BaseEstimator):
                 self.__dict__.pop("t_", None)
             net = self._network(layers, dtype, initial, self._random_state) if first_pass else self.network_.copy()
             self._fit_lbfgs(net, X, Y.astype(dtype), sample_weight)
+        elif prepare:
+            return self._stochastic_job(
+                X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks, rows=rows
+            )
         else:
             self._fit_stochastic(
                 X, Y, sample_weight, incremental, first_pass, layers, dtype, initial if first_pass else None, callbacks
             )
         return self
+
+    def _prepare_search_fit(self, X, y, rows):
+        """A search's fit of this (fresh) estimator on ``X, y``, rows ``rows`` of the search's
+        data, prepared as ``fit`` would prepare it and not trained (``fastgd.sklearn._search``);
+        ``_stochastic_end`` completes it."""
+        validate_parameters(self)
+        return self._fit(X, y, None, incremental=False, rows=rows, prepare=True)
 
     def _checked_callbacks(self) -> list:
         """``callbacks`` as a list of fastgd ``Callback`` objects (functions wrapped), checked
@@ -449,7 +473,22 @@ class _BaseMLP(BaseEstimator):
         )
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks):
-        validation = None
+        job = self._stochastic_job(X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DivergenceWarning)
+            history = job.net.fit(job.X, job.Y, sample_weight=job.sample_weight, **job.fit_options)
+        for warning in caught:
+            if not issubclass(warning.category, DivergenceWarning):
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        self._stochastic_end(job, history, any(issubclass(w.category, DivergenceWarning) for w in caught))
+
+    def _stochastic_job(
+        self, X, Y, sample_weight, incremental, first_pass, layers, dtype, initial, callbacks, rows=None
+    ) -> "_StochasticJob":
+        """Everything a stochastic fit does before training, nothing changed: the network, its
+        data (after early stopping's split), optimizer, stopping rule and fit's options; with
+        ``rows`` (X's rows in a larger array), the training and validation rows of that array."""
+        validation, val_rows = None, None
         if self.early_stopping:
             # As scikit-learn: stratified for single-output classification only.
             stratify = Y if is_classifier(self) and Y.shape[1] == 1 else None
@@ -457,6 +496,7 @@ class _BaseMLP(BaseEstimator):
                 parts = train_test_split(
                     X,
                     Y,
+                    *([] if rows is None else [rows]),
                     *([] if sample_weight is None else [sample_weight]),
                     random_state=self._random_state,
                     test_size=self.validation_fraction,
@@ -469,6 +509,9 @@ class _BaseMLP(BaseEstimator):
                     f"{X.shape[0]} rows) is not possible: {error}"
                 ) from None
             X, X_val, Y, Y_val = parts[:4]
+            if rows is not None:
+                rows, val_rows = parts[4:6]
+                parts = parts[2:]
             sample_weight = parts[4] if sample_weight is not None else None
             if X_val.shape[0] < 2:
                 raise ValueError(
@@ -526,22 +569,40 @@ class _BaseMLP(BaseEstimator):
             options["callbacks"] = callbacks
         if scipy.sparse.issparse(X):
             X = _SparseRows(X.tocsr(), dtype)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DivergenceWarning)
-            history = net.fit(
-                X,
-                Y.astype(dtype),
-                optimizer=optimizer,
-                epochs=epochs,
-                batch_size=batch,
-                shuffle=bool(self.shuffle),
-                sample_weight=sample_weight,
-                **options,
-            )
-        for warning in caught:
-            if not issubclass(warning.category, DivergenceWarning):
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-        diverged = any(issubclass(w.category, DivergenceWarning) for w in caught)
+        return _StochasticJob(
+            net=net,
+            X=X,
+            Y=Y.astype(dtype),
+            sample_weight=sample_weight,
+            fit_options=dict(
+                optimizer=optimizer, epochs=epochs, batch_size=batch, shuffle=bool(self.shuffle), **options
+            ),
+            rows=rows,
+            val_rows=val_rows,
+            validation=validation is not None,
+            stopping=stopping,
+            optimizer=optimizer,
+            seen=seen,
+            n=n,
+            incremental=incremental,
+            layers=layers,
+            curves=(loss_curve, scores, val_losses),
+        )
+
+    def _stochastic_end(self, job, history, diverged):
+        """The estimator's attributes after the stochastic fit of ``job`` (``history``;
+        ``diverged``: a DivergenceWarning came)."""
+        net, optimizer, stopping, seen, n, incremental, layers = (
+            job.net,
+            job.optimizer,
+            job.stopping,
+            job.seen,
+            job.n,
+            job.incremental,
+            job.layers,
+        )
+        loss_curve, scores, val_losses = job.curves
+        validation = job.validation or None
         losses = list(history.loss)
         new_scores = list(history.val_accuracy or history.val_score) if validation is not None else []
         new_val_losses = list(history.val_loss) if validation is not None else []
