@@ -15,8 +15,13 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from fastgd.sklearn import GridSearchCV, MLPClassifier, MLPRegressor, RandomizedSearchCV  # noqa: E402
-from fastgd.sklearn import _search  # noqa: E402
+from fastgd.sklearn import (  # noqa: E402
+    GridSearchCV,
+    MLPClassifier,
+    MLPRegressor,
+    RandomizedSearchCV,
+    _search,  # noqa: E402
+)
 
 
 @pytest.fixture(scope="module")

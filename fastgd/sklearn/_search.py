@@ -176,7 +176,7 @@ def _train(jobs, X_shared, Y_shared):
 def _parts(groups, n_jobs):
     # Each group cut into about n_jobs parts of consecutive jobs (at least one job a part).
     parts = []
-    for key, (X_shared, Y_shared, jobs) in groups.items():
+    for X_shared, Y_shared, jobs in groups.values():
         count = max(1, min(len(jobs), n_jobs))
         for part in range(count):
             chunk = jobs[part * len(jobs) // count : (part + 1) * len(jobs) // count]
