@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         "--many",
         action="store_true",
         help="instead: fastgd.fit_many against the same models fitted one by one and JAX's vmap, ns per model-step "
-        "(workloads: xor small, the cases of fastgd.bench.many)",
+        "(workloads: xor small grid, the cases of fastgd.bench.many)",
     )
     bench.add_argument(
         "--epoch-work",

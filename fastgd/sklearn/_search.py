@@ -279,23 +279,34 @@ def _is_fastgd(estimator) -> bool:
 
 
 class GridSearchCV(_FitManySearch, model_selection.GridSearchCV):
-    __doc__ = (
-        "scikit-learn's ``GridSearchCV``, whose fits of fastgd's estimators train every candidate × fold at "
-        "once (``fastgd.fit_many``; see ``fastgd.sklearn._search``). Same parameters, attributes and "
-        "``cv_results_`` as scikit-learn's:\n\n" + (model_selection.GridSearchCV.__doc__ or "")
-    )
+    """scikit-learn's ``sklearn.model_selection.GridSearchCV``, whose fits of fastgd's
+    ``MLPClassifier`` and ``MLPRegressor`` train every candidate × fold at once
+    (:func:`fastgd.fit_many`).
+
+    The same parameters (``estimator``, ``param_grid``, ``scoring``, ``n_jobs``, ``refit``,
+    ``cv``, ``verbose``, ``pre_dispatch``, ``error_score``, ``return_train_score``) and the same
+    attributes (``cv_results_`` with scikit-learn's keys, ``best_estimator_``, ``best_score_``,
+    ``best_params_``, ``best_index_``, ``scorer_``, ``n_splits_``, ``refit_time_``...) as
+    scikit-learn's; see its documentation. What ``fit`` does first is in the user guide
+    ("Many models at once") and in ``fastgd.sklearn._search``: fits it cannot train together
+    (other estimators, ``solver="lbfgs"``, callbacks, sparse ``X``) are scikit-learn's search's,
+    as before. ``n_jobs`` spreads the training over joblib's active backend (Dask's with
+    ``joblib.parallel_backend("dask")``).
+    """
 
     def _candidates(self):
         return ParameterGrid(self.param_grid)
 
 
 class RandomizedSearchCV(_FitManySearch, model_selection.RandomizedSearchCV):
-    __doc__ = (
-        "scikit-learn's ``RandomizedSearchCV``, whose fits of fastgd's estimators train every candidate × fold "
-        "at once (``fastgd.fit_many``; see ``fastgd.sklearn._search``). The candidates are drawn once, from "
-        "``random_state``. Same parameters, attributes and ``cv_results_`` as scikit-learn's:\n\n"
-        + (model_selection.RandomizedSearchCV.__doc__ or "")
-    )
+    """scikit-learn's ``sklearn.model_selection.RandomizedSearchCV``, whose fits of fastgd's
+    ``MLPClassifier`` and ``MLPRegressor`` train every candidate × fold at once
+    (:func:`fastgd.fit_many`).
+
+    The same parameters (``param_distributions``, ``n_iter``, ``random_state`` and those of
+    :class:`GridSearchCV`) and attributes as scikit-learn's. The candidates are drawn once from
+    ``random_state`` (a ``RandomState`` or None gives one seed for the search, drawn from it).
+    """
 
     def _candidates(self):
         return ParameterSampler(self.param_distributions, self.n_iter, random_state=self.random_state)
