@@ -25,8 +25,7 @@ rates = np.array([3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
 decays = np.array([0.0, 1e-4, 1e-3, 1e-2, 1e-1])
 pairs = [(rate, decay) for rate in rates for decay in decays]
 networks = [
-    fastgd.Network([64, 32, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0)
-    for _ in pairs
+    fastgd.Network([64, 32, 10], activation="relu", loss="crossentropy", dtype="float32", random_state=0) for _ in pairs
 ]
 
 start = time.perf_counter()
