@@ -83,7 +83,8 @@ def test_grid_search_gives_scikit_learns_results(digits, estimator, monkeypatch)
     ours = GridSearchCV(estimator, grid, cv=3, return_train_score=True).fit(X, y)
     theirs = model_selection.GridSearchCV(estimator, grid, cv=3, return_train_score=True).fit(X, y)
     _same_results(ours, theirs)
-    assert counts == {"trained": 12, "found": 12}  # every candidate × fold, none trained again
+    # every candidate × fold, none trained again, and the refit on all rows through fit_many too
+    assert counts == {"trained": 13, "found": 13}
 
 
 def test_randomized_search_with_scoring_and_class_weight_and_jobs(digits, monkeypatch):
@@ -102,7 +103,7 @@ def test_randomized_search_with_scoring_and_class_weight_and_jobs(digits, monkey
     )
     assert ours.cv_results_["params"] == theirs.cv_results_["params"]
     assert ours.best_params_ == theirs.best_params_
-    assert counts["found"] == 12  # (n_jobs=2: trained in joblib's workers, found here)
+    assert counts["found"] == 13  # (n_jobs=2: trained in joblib's workers, found here; and the refit)
 
 
 def test_regressor_and_other_estimators_and_lbfgs(digits):
@@ -125,8 +126,8 @@ def test_regressor_and_other_estimators_and_lbfgs(digits):
 def test_folds_with_other_classes_are_trained_apart(digits, monkeypatch):
     # Folds A, B, C: class 0 only in A, class 9 only in B. The training rows of the first fold
     # (B, C) have classes 1-9, the second's (A, C) 0-8: the same outputs, another encoding of C's
-    # rows, so the second cannot share the first's targets and scikit-learn's search trains it;
-    # the third (all classes) trains at once, apart. The results are the same.
+    # rows, so the second cannot share the first's targets: it trains by itself when the search
+    # reaches it; the third (all classes) trains at once, apart. The results are the same.
     X, y = digits
     a, b = np.flatnonzero(y != 9)[:100], np.flatnonzero(y != 0)[-100:]
     c = np.setdiff1d(np.flatnonzero((y != 0) & (y != 9)), np.r_[a, b])[:100]
@@ -137,7 +138,7 @@ def test_folds_with_other_classes_are_trained_apart(digits, monkeypatch):
     ours = GridSearchCV(estimator, {"alpha": [1e-4]}, cv=cv, error_score="raise").fit(X, y)
     theirs = model_selection.GridSearchCV(estimator, {"alpha": [1e-4]}, cv=cv, error_score="raise").fit(X, y)
     assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
-    assert counts == {"trained": 2, "found": 2}
+    assert counts == {"trained": 4, "found": 4}  # (the third fold, then the refit, one by one)
 
 
 def test_the_search_leaves_no_table_behind(digits):

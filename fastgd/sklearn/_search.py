@@ -19,8 +19,11 @@ candidates and folds take the trained estimators instead of training again:
    ``fit_many`` call.
 4. scikit-learn's search runs (scoring, ``cv_results_``, ``refit``); its fit of a prepared
    candidate and fold finds the trained estimator (by its parameters and its rows' bytes) and
-   takes it. Anything else (another estimator, ``lbfgs``, fit parameters other than ``groups``,
-   sparse ``X``) is trained by scikit-learn's search itself, as before.
+   takes it; a fit of fastgd's estimators it did not prepare (the refit on all rows, a fold set
+   apart because its classes are encoded differently on rows another fold shares) trains through
+   ``fit_many`` as it comes, whose kernel is compiled by then (so a cold search compiles no
+   other training loop). Anything else (another estimator, ``lbfgs``, fit parameters other than
+   ``groups``, sparse ``X``) is trained by scikit-learn's search itself, as before.
 
 Each estimator ends as its own ``fit`` would leave it (to rounding: ``fit_many``'s products sum in
 another order), so the scores are the same search's.
@@ -57,18 +60,31 @@ def _key(estimator, X, y):
 
 
 def prefit(estimator, X, y, sample_weight) -> bool:
-    """Called first by the estimators' ``fit``: when a search trained this fit already (same
-    class, parameters, ``X`` and ``y``), take its result into ``estimator`` and return True."""
+    """Called first by the estimators' ``fit``: while a search runs its scikit-learn part (in
+    this thread), take the fit it trained already (same class, parameters, ``X`` and ``y``) into
+    ``estimator``, or train a fit it did not prepare (the refit on all rows, a fold set apart)
+    through ``fit_many`` too, whose kernel is compiled by then; returns True when it did either."""
     table = getattr(_PREFIT, "table", None)
-    if not table or sample_weight is not None or scipy.sparse.issparse(X) or y is None:
+    if table is None or sample_weight is not None or scipy.sparse.issparse(X) or y is None:
         return False
     try:
-        found = table.get(_key(estimator, np.asarray(X), np.asarray(y)))
+        X_array, y_array = np.asarray(X), np.asarray(y)
+        found = table.get(_key(estimator, X_array, y_array))
     except (TypeError, ValueError):
         return False
-    if found is None:
+    if found is not None:
+        estimator.__dict__.update(copy.deepcopy(found.__dict__))
+        return True
+    if not _eligible(estimator) or X_array.ndim != 2 or X_array.dtype.kind not in "biuf":
         return False
-    estimator.__dict__.update(copy.deepcopy(found.__dict__))
+    job = _prepare(estimator, X_array, y_array, np.arange(X_array.shape[0]))
+    if job is None:
+        return False
+    X_shared = np.ascontiguousarray(X_array, dtype=job.prepared.net.dtype)
+    Y_shared, kept = _shared_targets([job], X_array.shape[0])
+    if not kept or not np.array_equal(job.prepared.X, X_shared[job.prepared.rows]):
+        return False
+    _train(kept, X_shared, Y_shared)  # (job.estimator is ``estimator``: trained in place)
     return True
 
 
